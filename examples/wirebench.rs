@@ -92,5 +92,17 @@ fn main() {
         });
         assert_eq!(rx.drops().total(), 0);
         assert!(got > 0);
+        if secret.is_none() {
+            let mut dgram = Vec::new();
+            tx.encode(&append, &mut |d| dgram = d.to_vec());
+            bench("  of which encode", iters / 4, || {
+                tx.encode(&append, &mut |d| {
+                    black_box(d);
+                });
+            });
+            bench("  of which decode", iters / 4, || {
+                black_box(rx.decode(&dgram, 0).unwrap());
+            });
+        }
     }
 }
