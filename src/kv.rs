@@ -304,6 +304,9 @@ impl Proposal {
     }
 }
 
+/// One `scan` result: key, value, revision.
+pub type ScanEntry = (Vec<u8>, Vec<u8>, LogIndex);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     /// The highest `seq` applied through this session (0: none yet).
@@ -496,7 +499,7 @@ impl Kv {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> (Vec<(Vec<u8>, Vec<u8>, LogIndex)>, bool) {
+    ) -> (Vec<ScanEntry>, bool) {
         let lower: Bound<&[u8]> = match start_after {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
