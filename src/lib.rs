@@ -7,6 +7,7 @@
 //! cluster simulator that checks Raft's safety properties).
 
 pub mod kv;
+pub mod lincheck;
 pub mod raft;
 pub mod storage;
 pub mod types;
