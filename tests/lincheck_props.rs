@@ -432,3 +432,39 @@ fn large_concurrent_history_is_checked_within_the_default_budget() {
     assert_eq!(err.key, b"k3");
     assert!(!err.explanation.contains("budget"), "{}", err.explanation);
 }
+
+#[test]
+fn heavily_concurrent_valid_histories_are_accepted() {
+    // Goal: the search's reductions (greedy reads, interchangeable timed-out ops) keep heavy
+    // overlap and many timeouts tractable: every history here is valid by construction and must
+    // be accepted, not answered with an exhausted budget. Method: 12 seeded histories of up to
+    // 5,000 ops, up to 100 clients, a single hot key, up to half the ops timed out.
+    let shapes = [
+        (2000, 1, 32, 100, 5),
+        (3000, 10, 64, 300, 3),
+        (1000, 1, 16, 1000, 2),
+        (5000, 30, 100, 200, 4),
+    ];
+    for (ops, keys, clients, max_duration, timeout_one_in) in shapes {
+        for seed in 0..3 {
+            let mut rng = Rng(seed);
+            let shape = Shape {
+                ops,
+                keys,
+                clients,
+                values: 4,
+                max_gap: 5,
+                max_duration,
+                timeout_one_in,
+            };
+            let h = valid_history(&mut rng, &shape);
+            let t = std::time::Instant::now();
+            let verdict = check(&h);
+            eprintln!(
+                "{ops} ops, {keys} keys, {clients} clients, 1 in {timeout_one_in} timed out: {:?}",
+                t.elapsed()
+            );
+            assert_eq!(verdict, Ok(()), "shape {ops}/{keys}/{clients}, seed {seed}");
+        }
+    }
+}
