@@ -35,7 +35,7 @@
 //! with "search budget exhausted". That verdict is not a proof of a violation: the simulator
 //! treats it as a failure to investigate. Valid histories of a few thousand ops over tens of keys
 //! take about one attempt per op (milliseconds); the budget is thousands of times that. An
-//! attempt costs about 0.3 µs and at most one 16-byte memo entry, so an exhausted budget means
+//! attempt costs about 0.4 µs and at most one 16-byte memo entry, so an exhausted budget means
 //! roughly 8 s and 420 MB on this project's machine before the answer comes back. Refuting an
 //! invalid history with heavy overlap is where the search is exponential (the problem is
 //! NP-complete: Gibbons & Korach 1997); `check_with_budget` lets a caller choose another bound.

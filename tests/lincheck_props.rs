@@ -146,7 +146,7 @@ fn small_shape(rng: &mut Rng) -> Shape {
         values: 3,
         max_gap: 3,
         max_duration: 5,
-        timeout_one_in: 5,
+        timeout_one_in: 2 + rng.below(4),
     }
 }
 
@@ -156,7 +156,7 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
     // (valid by construction, with random outputs, or valid with one output changed); compare
     // verdicts, check that valid-by-construction ones pass, and that both verdicts are common.
     let mut rng = Rng(0x5eed_1234);
-    let (mut accepted, mut refused) = (0, 0);
+    let (mut accepted, mut refused, mut timeouts) = (0, 0, 0);
     for case in 0..3000 {
         let shape = small_shape(&mut rng);
         let mut h = valid_history(&mut rng, &shape);
@@ -176,6 +176,7 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
                 }
             }
         }
+        timeouts += (h.iter().filter(|o| o.ret.is_none()).count() >= 2) as u32;
         let fast = check(&h);
         let oracle = check_brute_force(&h);
         assert_eq!(
@@ -195,7 +196,11 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
             refused += 1;
         }
     }
-    eprintln!("accepted {accepted}, refused {refused}");
+    eprintln!("accepted {accepted}, refused {refused}, {timeouts} with two or more timeouts");
+    assert!(
+        timeouts >= 500,
+        "only {timeouts} histories with several timed-out ops"
+    );
     assert!(accepted >= 1000, "only {accepted} accepted");
     assert!(refused >= 500, "only {refused} refused");
 }
