@@ -22,12 +22,15 @@
 //! (set of linearized ops, register state), remembered as a 128-bit Zobrist fingerprint kept up to
 //! date in O(1) per step; a node seen before is not expanded again.
 //! At each node the ops that may go next are those not yet linearized whose call is no later than
-//! the earliest return of any unlinearized completed op. Two reductions keep the branching low,
-//! both complete: a completed op that leaves the state unchanged wherever it is consistent (a
+//! the earliest return of any unlinearized completed op. Three reductions keep the branching low,
+//! all complete: (1) a completed op that leaves the state unchanged wherever it is consistent (a
 //! read, a failed CAS) and is consistent now is linearized at once without branching, since
-//! moving it earlier in any valid order breaks no real-time constraint and changes no state; a pending op that would leave the state unchanged is never tried (it
-//! is equivalent to it never taking effect), and pending reads are dropped up front. The search
-//! succeeds once every completed op is linearized; pending ops left over never took effect.
+//! moving it earlier in any valid order breaks no real-time constraint and changes no state;
+//! (2) a pending op that would leave the state unchanged is never tried (that equals it never
+//! taking effect), and pending reads are dropped up front; (3) pending ops with identical effects
+//! are interchangeable, so only the earliest-called unlinearized one of each kind is tried (see
+//! `Search`). The search succeeds once every completed op is linearized; pending ops left over
+//! never took effect.
 //!
 //! # The budget
 //! The search counts every attempt to linearize an op. `check` allows `DEFAULT_BUDGET` attempts
