@@ -20,7 +20,41 @@
 //! 4. apply `committed` in order (they are always already durable here), and answer each
 //!    `read_states` entry once its index has been applied.
 //!
-//! Readies must be persisted in the order they were produced.
+//! Readies must be persisted in the order they were produced. A Ready that `needs_persist()`
+//! false may send its `messages_after_persist` as soon as every earlier Ready is durable.
+//! If `ready()` is called again before the previous write is durable, the new Ready's messages
+//! and entries simply queue behind it; nothing is lost.
+//!
+//! What the core already does for the host:
+//! - `hard_state.commit` is `min(commit, persisted)`, so a stored commit index never covers
+//!   entries that are still in the same (possibly torn) batch.
+//! - `persisted(index, term)` is ignored when that entry has since been truncated or replaced
+//!   (its term differs) or was never handed out; it never moves the durable mark backwards.
+//! - Acknowledgements that vouch only for already-durable entries (heartbeat replies) and
+//!   rejections (which vouch for nothing) go in `messages`, so a quiet follower answers at once.
+//! - `committed` entries are at or below both the commit index and the durable index.
+//!
+//! # ReadIndex (thesis §6.4)
+//! `read_index(ctx)` on the leader records the commit index and waits for one confirmation round:
+//! a `read_seq` number carried by the next heartbeats (and AppendEntries) and echoed by
+//! followers. Every read queued before a round is answered by it, as `Ready.read_states`. A new
+//! leader first commits its no-op. Reads still pending when the leader steps down are dropped
+//! silently: the host must time them out and let the client retry elsewhere.
+//!
+//! # Replication, in short
+//! Each follower's progress is Probe (one AppendEntries at a time, one per heartbeat interval
+//! when unanswered), Replicate (up to `max_inflight` pipelined AppendEntries of at most
+//! `max_append_bytes`), or Snapshot (InstallSnapshot chunks, `snapshot_inflight_chunks` in
+//! flight, resumed from the follower's acknowledged offset). Heartbeats to a follower in
+//! Replicate check its optimistic `next_index - 1`, so a message lost from the pipeline is
+//! detected at the next heartbeat. Rejections carry the conflicting term and its first index,
+//! so the leader skips a whole term per round trip (§5.3).
+//!
+//! # Membership (thesis §4)
+//! Single-server changes. A Config entry takes effect on a node as soon as it is in its log and
+//! reverts if truncated away; quorums always use the latest membership in the log. Learners
+//! receive the log but never campaign and never count; a node not in its own membership never
+//! votes. A leader that removes itself leads until the removal commits, then becomes a Learner.
 
 use crate::types::*;
 use std::collections::{BTreeMap, VecDeque};
@@ -557,11 +591,15 @@ impl Raft {
     pub fn applied_index(&self) -> LogIndex {
         self.applied
     }
+    /// The state to make durable. Its `commit` is `min(commit_index, persisted_index)`: a
+    /// commit index may only be stored once the entries it covers are durable in an earlier
+    /// write, or a crash between the hard state and the entries of one batch could resurrect a
+    /// truncated suffix as "committed" at restart.
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
             vote: self.vote,
-            commit: self.commit,
+            commit: self.commit.min(self.persisted),
         }
     }
     pub fn soft_state(&self) -> SoftState {
@@ -1265,7 +1303,14 @@ impl Raft {
 
     fn log_role(&self, before: Role) {
         if before != self.role {
-            log::info!("n{} became {:?} at {:?}", self.id, self.role, self.term);
+            let role = match self.role {
+                Role::Follower => "follower",
+                Role::PreCandidate => "pre-candidate",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+                Role::Learner => "learner",
+            };
+            log::info!("n{} became {} at {:?}", self.id, role, self.term);
         }
     }
 

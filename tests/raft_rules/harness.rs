@@ -106,6 +106,11 @@ pub struct Cluster {
     pub sent: Vec<Message>,
     /// Returns false to drop a message.
     pub filter: Option<Filter>,
+    /// When set, a seeded xorshift state: delivery picks among the first few queued messages
+    /// (reordering) and now and then delivers one twice (duplication).
+    pub chaos: Option<u64>,
+    /// Every entry any node ever applied, by index (State Machine Safety across restarts).
+    pub applied_ever: BTreeMap<LogIndex, Term>,
     seed: u64,
 }
 
@@ -135,6 +140,8 @@ impl Cluster {
             leaders: BTreeMap::new(),
             sent: Vec::new(),
             filter: None,
+            chaos: None,
+            applied_ever: BTreeMap::new(),
             seed: 7,
         }
     }
@@ -247,7 +254,21 @@ impl Cluster {
 
     /// Delivers one message (if any). Returns false when the queue is empty.
     pub fn deliver_one(&mut self) -> bool {
-        let Some(mut m) = self.queue.pop_front() else {
+        let pick = match &mut self.chaos {
+            Some(x) if !self.queue.is_empty() => {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                let i = (*x % self.queue.len().min(4) as u64) as usize;
+                if *x % 23 == 0 {
+                    let dup = self.queue[i].clone();
+                    self.queue.push_back(dup);
+                }
+                i
+            }
+            _ => 0,
+        };
+        let Some(mut m) = self.queue.remove(pick) else {
             return false;
         };
         if self.deliverable(&mut m) {
@@ -377,6 +398,18 @@ impl Cluster {
                         n.raft.term()
                     );
                 }
+            }
+        }
+        for (id, n) in &self.nodes {
+            for (i, t) in &n.applied {
+                if t.0 == 0 {
+                    continue;
+                }
+                let was = *self.applied_ever.entry(*i).or_insert(*t);
+                assert_eq!(
+                    was, *t,
+                    "State Machine Safety: n{id} applied {i:?} {t:?}, another node {was:?}"
+                );
             }
         }
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
