@@ -952,6 +952,59 @@ fn conf_change_refused_before_leader_commits_own_term() {
 }
 
 #[test]
+fn single_server_change_bug_trace_is_prevented() {
+    // Goal: the full 2015 trace (Ongaro, raft-dev "bug in single-server membership changes"):
+    // S1 leads {S1..S4} and promotes S5, reaching only S5; S1 crashes. S2 leads term 3 and
+    // would remove S1 at once; S1 returns with {S1..S5} and could win with S4 and S5, then
+    // overwrite S2's committed removal. With the rule, S2 must first commit its own no-op, which
+    // S4 then holds, so S1 can never collect a majority.
+    // Method: run the trace; check the refusal, then that S1 keeps losing and safety holds.
+    let mut c = Cluster::new(4, plain);
+    c.elect(1);
+    add_learner(&mut c, 1, 5);
+    // The promotion reaches S5 only.
+    c.filter = Some(Box::new(|m| !(m.from == NodeId(1) && m.to != NodeId(5))));
+    c.rm(1)
+        .propose_conf_change(ConfChange::Promote { id: NodeId(5) })
+        .unwrap();
+    c.settle();
+    assert!(c.r(5).membership().is_voter(NodeId(5)));
+    assert!(!c.r(4).membership().is_voter(NodeId(5)));
+    c.filter = None;
+    c.crash(1);
+    c.crash(5);
+    // S2 wins with S3 and S4 but its no-op is held back: the removal must wait.
+    c.filter = Some(Box::new(|m| {
+        !matches!(m.body, MessageBody::AppendEntries { .. })
+    }));
+    c.rm(2).campaign();
+    c.settle();
+    assert_eq!(c.r(2).role(), Role::Leader);
+    assert_eq!(
+        c.rm(2)
+            .propose_conf_change(ConfChange::Remove { id: NodeId(1) }),
+        Err(ProposeError::ConfChangeInProgress)
+    );
+    c.filter = None;
+    c.tick(2, 3);
+    c.rm(2)
+        .propose_conf_change(ConfChange::Remove { id: NodeId(1) })
+        .unwrap();
+    c.settle();
+    assert!(c.r(2).commit_index() >= c.r(2).last_index());
+    // S1 and S5 come back; S1 campaigns without pre-vote, as often as it likes.
+    c.isolate(2);
+    c.isolate(3);
+    c.restart(1);
+    c.restart(5);
+    for _ in 0..5 {
+        c.rm(1).campaign();
+        c.settle();
+        assert_ne!(c.r(1).role(), Role::Leader, "S1 must not win");
+    }
+}
+
+#[test]
 fn conf_change_validation() {
     // Goal: nonsensical changes are refused with Invalid (thesis §4.1 preconditions).
     // Method: add an existing member, promote a voter, remove a stranger, remove the last voter.

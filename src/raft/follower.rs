@@ -22,7 +22,12 @@ impl Raft {
             if e.index.0 != prev.0.wrapping_add(1 + i as u64) || e.term > self.term {
                 return;
             }
-            if i > 0 && e.term < entries[i - 1].term {
+            let before = if i == 0 {
+                prev_term
+            } else {
+                entries[i - 1].term
+            };
+            if e.term < before {
                 return;
             }
         }
@@ -164,7 +169,7 @@ impl Raft {
         let same = self
             .incoming_snapshot
             .as_ref()
-            .is_some_and(|s| s.meta == meta && s.total == total);
+            .is_some_and(|s| s.from == from && s.meta == meta && s.total == total);
         if !same {
             if offset != 0 {
                 self.send(
@@ -178,6 +183,7 @@ impl Raft {
                 return;
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
+                from,
                 meta: meta.clone(),
                 total,
                 buf: Vec::new(),

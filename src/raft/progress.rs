@@ -99,6 +99,9 @@ pub(super) struct PendingRead {
 
 /// A snapshot arriving in chunks from the leader.
 pub(super) struct IncomingSnapshot {
+    /// The sending leader: bytes from two leaders' snapshots are never mixed, even if their
+    /// metadata agree.
+    pub(super) from: NodeId,
     pub(super) meta: SnapshotMeta,
     pub(super) total: u64,
     /// The bytes before `buf.len()`. Invariant: `buf.len() <= total <= max_snapshot_bytes`.
