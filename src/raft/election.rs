@@ -48,8 +48,14 @@ impl Raft {
     }
 
     /// Adopts `term` (forgetting the vote if it is newer) and follows `leader`.
+    ///
+    /// The election timer restarts only on hearing from a leader (or when a leader steps
+    /// down): Figure 2 resets it on AppendEntries from the current leader or on granting a vote,
+    /// not on merely seeing a higher term, or a node that keeps campaigning (a removed server
+    /// without pre-vote or lease) could hold every timer back forever.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let before = self.role;
+        let reset = leader.is_some() || before == Role::Leader;
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -62,7 +68,9 @@ impl Raft {
         } else {
             Role::Learner
         };
-        self.reset_election_timer();
+        if reset {
+            self.reset_election_timer();
+        }
         self.log_role(before);
     }
 
