@@ -346,6 +346,16 @@ pub struct Raft {
     read_states: Vec<ReadState>,
     prev_soft: SoftState,
     prev_hard: HardState,
+
+    // ---- Durability of the term (Figure 2: persistent state is stable before responding) ----
+    /// Readies handed out so far.
+    ready_seq: u64,
+    /// The Ready that first carried the current (term, vote); 0 if it was in the boot state.
+    term_vote_seq: u64,
+    /// Persist marks of readies not yet reported durable, with their Ready numbers, in order.
+    marks: VecDeque<(LogIndex, Term, u64)>,
+    /// Every Ready up to this number is durable (learnt from `persisted`).
+    durable_seq: u64,
 }
 
 impl Raft {
@@ -422,6 +432,10 @@ impl Raft {
                 leader: None,
             },
             prev_hard: boot.hard_state,
+            ready_seq: 0,
+            term_vote_seq: 0,
+            marks: VecDeque::new(),
+            durable_seq: 0,
             cfg: config,
         };
         r.config_indices = r
@@ -774,6 +788,16 @@ impl Raft {
     /// The host's write through `(index, term)` is durable. Ignored if that entry is no longer in
     /// the log with that term (it was truncated meanwhile) or was never handed out.
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        // The write happened even if its entries were replaced since: every Ready up to the one
+        // with this mark is durable (readies are persisted in order).
+        if let Some(k) = self
+            .marks
+            .iter()
+            .position(|&(i, t, _)| i == index && t == term)
+        {
+            self.durable_seq = self.durable_seq.max(self.marks[k].2);
+            self.marks.drain(..=k);
+        }
         if index >= self.unstable_from || index <= self.persisted {
             return;
         }
@@ -1002,7 +1026,11 @@ impl Raft {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
+        self.ready_seq += 1;
         if hard != self.prev_hard {
+            if (hard.term, hard.vote) != (self.prev_hard.term, self.prev_hard.vote) {
+                self.term_vote_seq = self.ready_seq;
+            }
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
         }
@@ -1026,7 +1054,20 @@ impl Raft {
             self.applied = upto;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
+        if let Some((i, t)) = rd.persist_mark() {
+            if self.marks.len() >= 4096 {
+                // A host that never reports: forget the oldest (only makes acks more cautious).
+                self.marks.pop_front();
+            }
+            self.marks.push_back((i, t, self.ready_seq));
+        }
         rd
+    }
+
+    /// Whether the current term and vote are known to be on stable storage.
+    pub(super) fn term_durable(&self) -> bool {
+        (self.term, self.vote) == (self.prev_hard.term, self.prev_hard.vote)
+            && self.term_vote_seq <= self.durable_seq
     }
 
     // ------------------------------------------------------------------ invariants
