@@ -62,6 +62,7 @@ impl Raft {
         }
         self.clear_leader_state();
         self.votes.clear();
+        self.won_election = false;
         self.leader = leader;
         self.role = if self.membership.is_voter(self.id) {
             Role::Follower
@@ -98,6 +99,7 @@ impl Raft {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
+        self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
         let (li, lt) = (self.last_index(), self.last_term());
@@ -124,6 +126,7 @@ impl Raft {
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
+        self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
         let (li, lt) = (self.last_index(), self.last_term());
@@ -154,7 +157,8 @@ impl Raft {
         if yes >= q {
             match self.role {
                 Role::PreCandidate => self.become_candidate(false),
-                Role::Candidate => self.become_leader(),
+                Role::Candidate if self.term_durable() => self.become_leader(),
+                Role::Candidate => self.won_election = true,
                 _ => {}
             }
         } else if no > self.membership.voter_count() - q {
@@ -168,6 +172,7 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
+        self.won_election = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.log_role(before);

@@ -22,8 +22,10 @@
 //! 1. send `messages` at once (a leader's AppendEntries may leave before its own write: §10.2.1);
 //! 2. write `snapshot`, then `hard_state` and `entries` (truncating any stored suffix at or after
 //!    the first entry's index), in one batch, and sync it;
-//! 3. only then send `messages_after_persist` and call `persisted(last_index, last_term)` with the
-//!    last entry (or snapshot) of that Ready, so a leader may count itself towards commit;
+//! 3. only then send `messages_after_persist` and call `persisted(index, term)` with
+//!    `Ready::persist_mark()` (the last entry, else the snapshot, else, for a hard-state-only
+//!    Ready, the node's last entry at the time), so a leader may count itself towards commit
+//!    and the core knows its term and vote are durable;
 //! 4. apply `committed` in order (they are always already durable here), and answer each
 //!    `read_states` entry once its index has been applied.
 //!
@@ -235,6 +237,10 @@ pub struct Ready {
     pub messages_after_persist: Vec<Message>,
     pub committed: Vec<Entry>,
     pub read_states: Vec<ReadState>,
+    /// For a Ready that writes only a hard state: the node's last `(index, term)` at that
+    /// moment, so that `persist_mark` has something to report. The core learns from it that
+    /// the term and vote are durable (a lone voter may only lead once its own vote is).
+    pub hard_state_mark: Option<(LogIndex, Term)>,
 }
 
 impl Ready {
@@ -242,12 +248,16 @@ impl Ready {
     pub fn needs_persist(&self) -> bool {
         self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
     }
-    /// The `(index, term)` to report through `persisted` once this Ready is durable.
+    /// The `(index, term)` to report through `persisted` once this Ready is durable: its last
+    /// entry, else its snapshot, else (hard state only) `hard_state_mark`.
     pub fn persist_mark(&self) -> Option<(LogIndex, Term)> {
         if let Some(e) = self.entries.last() {
             return Some((e.index, e.term));
         }
-        self.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term))
+        if let Some(s) = &self.snapshot {
+            return Some((s.meta.index, s.meta.term));
+        }
+        self.hard_state.and(self.hard_state_mark)
     }
 }
 
@@ -315,6 +325,10 @@ pub struct Raft {
     /// Drawn from `[election_ticks, 2 * election_ticks)` at each reset (§5.2).
     randomized_timeout: u32,
     heartbeat_elapsed: u32,
+    /// A quorum granted this candidate's election but its own vote was not yet known durable:
+    /// it leads once `persisted` confirms it (a lone voter must not lead a term it could forget
+    /// in a crash and then lead again with other entries).
+    won_election: bool,
     /// Votes (or pre-votes) received in the current campaign, by voter.
     votes: BTreeMap<NodeId, bool>,
 
@@ -412,6 +426,7 @@ impl Raft {
             election_elapsed: 0,
             randomized_timeout: config.election_ticks.max(1),
             heartbeat_elapsed: 0,
+            won_election: false,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             noop_index: LogIndex(0),
@@ -797,6 +812,9 @@ impl Raft {
         {
             self.durable_seq = self.durable_seq.max(self.marks[k].2);
             self.marks.drain(..=k);
+            if self.role == Role::Candidate && self.won_election && self.term_durable() {
+                self.become_leader();
+            }
         }
         if index >= self.unstable_from || index <= self.persisted {
             return;
@@ -1054,6 +1072,9 @@ impl Raft {
             self.applied = upto;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
+        if rd.hard_state.is_some() {
+            rd.hard_state_mark = Some((self.last_index(), self.last_term()));
+        }
         if let Some((i, t)) = rd.persist_mark() {
             if self.marks.len() >= 4096 {
                 // A host that never reports: forget the oldest (only makes acks more cautious).
@@ -1066,6 +1087,9 @@ impl Raft {
 
     /// Whether the current term and vote are known to be on stable storage.
     pub(super) fn term_durable(&self) -> bool {
+        if Bugs::on(self.cfg.bugs.ack_before_sync) {
+            return true;
+        }
         (self.term, self.vote) == (self.prev_hard.term, self.prev_hard.vote)
             && self.term_vote_seq <= self.durable_seq
     }
@@ -1310,6 +1334,12 @@ mod tests {
         for _ in 0..20 {
             r.tick();
         }
+        // It won its own vote, but leads only once that vote is durable.
+        assert_eq!(r.role(), Role::Candidate);
+        let rd = r.ready();
+        assert!(rd.entries.is_empty());
+        let (i, t) = rd.persist_mark().unwrap();
+        r.persisted(i, t);
         assert_eq!(r.role(), Role::Leader);
         let rd = r.ready();
         assert!(rd.messages.is_empty() && rd.messages_after_persist.is_empty());
