@@ -1005,6 +1005,44 @@ fn single_server_change_bug_trace_is_prevented() {
 }
 
 #[test]
+fn node_removed_by_uncommitted_entry_still_votes() {
+    // Goal: liveness when logs disagree on uncommitted changes (thesis §4.2.3): a node whose own
+    // uncommitted entry removes it still answers vote requests, else no leader can emerge.
+    // Method: isolated leader n3 appends Remove{n3}; n1 leads a later term and appends
+    // Remove{n1}, which n3 never gets; n1 goes down. n2 (config {n2, n3}) needs n3's vote, and
+    // n3 (config {n1, n2}, so not a voter in its own eyes) must still give it.
+    let mut c = Cluster::new(3, conf);
+    c.elect(3);
+    c.isolate(3);
+    c.rm(3)
+        .propose_conf_change(ConfChange::Remove { id: NodeId(3) })
+        .unwrap();
+    c.settle();
+    c.tick_all(40);
+    let l = c.leader().unwrap();
+    assert!(l == 1 || l == 2);
+    let other = 3 - l;
+    c.rm(l)
+        .propose_conf_change(ConfChange::Remove { id: NodeId(l) })
+        .unwrap();
+    c.settle();
+    assert!(!c.r(other).membership().contains(NodeId(l)));
+    assert!(!c.r(3).membership().is_voter(NodeId(3)));
+    c.crash(l);
+    c.heal();
+    c.tick_all(80);
+    assert_eq!(
+        c.r(other).role(),
+        Role::Leader,
+        "n{other} wins with n3's vote"
+    );
+    assert!(
+        c.r(3).membership().is_voter(NodeId(3)),
+        "n3's stale removal was truncated"
+    );
+}
+
+#[test]
 fn conf_change_validation() {
     // Goal: nonsensical changes are refused with Invalid (thesis §4.1 preconditions).
     // Method: add an existing member, promote a voter, remove a stranger, remove the last voter.

@@ -272,10 +272,7 @@ impl Raft {
     }
 
     pub(super) fn on_pre_vote(&mut self, from: NodeId, term: Term, li: LogIndex, lt: Term) {
-        let granted = term > self.term
-            && !self.in_lease()
-            && self.membership.contains(self.id)
-            && self.log_up_to_date(li, lt);
+        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(li, lt);
         let reply_term = if granted { term } else { self.term };
         self.msgs.push(Message {
             from: self.id,
@@ -286,14 +283,13 @@ impl Raft {
     }
 
     pub(super) fn on_request_vote(&mut self, from: NodeId, li: LogIndex, lt: Term) {
-        // Vote at most once per term (§5.2); a node not in its own membership never votes.
-        // A learner answers when asked: only a candidate whose log makes it a voter asks it, and
-        // refusing then could block a new configuration from ever electing a leader.
+        // Vote at most once per term (§5.2). The voter's own membership is not consulted
+        // (thesis §4.2.3): a candidate asks only the voters of its configuration and counts only
+        // them, so an answer can never hurt safety; refusing could deadlock when logs disagree
+        // on an uncommitted change (a node whose uncommitted entry removes it would refuse the
+        // only candidate that can win). Non-voters still never campaign.
         let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote
-            && self.role != Role::Leader
-            && self.membership.contains(self.id)
-            && self.log_up_to_date(li, lt);
+        let granted = can_vote && self.role != Role::Leader && self.log_up_to_date(li, lt);
         if granted {
             self.vote = Some(from);
             self.reset_election_timer();

@@ -63,7 +63,10 @@
 //! Single-server changes. A Config entry takes effect on a node as soon as it is in its log and
 //! reverts if truncated away; quorums always use the latest membership in the log. Learners
 //! receive the log but never campaign and never count; a node not in its own membership never
-//! votes. A leader that removes itself leads until the removal commits, then becomes a Learner.
+//! campaigns. Votes are granted without consulting the voter's own membership (thesis §4.2.3):
+//! only a candidate whose configuration makes the voter a voter asks it, and refusing could
+//! deadlock when logs disagree about an uncommitted change. A leader that removes itself leads
+//! until the removal commits, then becomes a Learner.
 
 use crate::types::*;
 mod election;
