@@ -1043,6 +1043,38 @@ fn node_removed_by_uncommitted_entry_still_votes() {
 }
 
 #[test]
+fn node_removed_by_uncommitted_entry_can_still_be_elected() {
+    // Goal: thesis §4.2.2 (Figure 4.6): a server removed by a Config entry it does not know
+    // committed stays electable, since with the freshest log it may be the only one that can win;
+    // it counts votes by the new membership and steps down once the removal commits.
+    // Method: two voters; isolated leader n2 appends Remove{n2}; after healing n1 cannot win
+    // (n2's log is ahead), so n2 must lead, commit its removal, and leave n1 alone in charge.
+    let mut c = Cluster::new(2, conf);
+    c.elect(2);
+    c.isolate(2);
+    c.rm(2)
+        .propose_conf_change(ConfChange::Remove { id: NodeId(2) })
+        .unwrap();
+    c.settle();
+    c.tick_all(30);
+    assert_ne!(c.r(2).role(), Role::Leader);
+    assert_eq!(
+        c.r(2).role(),
+        Role::Follower,
+        "removal not known committed: still electable"
+    );
+    c.heal();
+    c.tick_all(100);
+    assert_eq!(c.r(1).role(), Role::Leader);
+    assert_eq!(c.r(1).membership().voter_count(), 1);
+    assert_eq!(
+        c.r(2).role(),
+        Role::Learner,
+        "removal committed: no longer electable"
+    );
+}
+
+#[test]
 fn conf_change_validation() {
     // Goal: nonsensical changes are refused with Invalid (thesis §4.1 preconditions).
     // Method: add an existing member, promote a voter, remove a stranger, remove the last voter.

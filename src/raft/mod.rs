@@ -63,7 +63,9 @@
 //! Single-server changes. A Config entry takes effect on a node as soon as it is in its log and
 //! reverts if truncated away; quorums always use the latest membership in the log. Learners
 //! receive the log but never campaign and never count; a node not in its own membership never
-//! campaigns. Votes are granted without consulting the voter's own membership (thesis §4.2.3):
+//! campaigns, except a voter removed by a Config entry not yet known committed (thesis §4.2.2,
+//! Figure 4.6: it may hold the freshest log; it counts votes without itself and steps down
+//! when the removal commits). Votes are granted without consulting the voter's own membership (thesis §4.2.3):
 //! only a candidate whose configuration makes the voter a voter asks it, and refusing could
 //! deadlock when logs disagree about an uncommitted change. A leader that removes itself leads
 //! until the removal commits, then becomes a Learner.
@@ -463,11 +465,7 @@ impl Raft {
             .map(|e| e.index)
             .collect();
         r.recompute_membership();
-        r.role = if r.membership.is_voter(id) {
-            Role::Follower
-        } else {
-            Role::Learner
-        };
+        r.role = r.passive_role();
         r.prev_soft = r.soft_state();
         r.reset_election_timer();
         log::info!(
@@ -1230,13 +1228,16 @@ impl Raft {
                 }
             }
             Role::Follower | Role::Candidate | Role::PreCandidate => {
-                if !self.membership.is_voter(n) {
-                    return Err(format!("n{n} membership: {:?} but not a voter", self.role));
+                if !self.can_campaign() {
+                    return Err(format!(
+                        "n{n} membership: {:?} but not electable",
+                        self.role
+                    ));
                 }
             }
             Role::Learner => {
-                if self.membership.is_voter(n) {
-                    return Err(format!("n{n} membership: voter stuck as learner"));
+                if self.can_campaign() {
+                    return Err(format!("n{n} membership: electable node stuck as learner"));
                 }
             }
         }
