@@ -152,6 +152,18 @@ impl Raft {
             );
             return;
         }
+        if index <= self.commit {
+            // It contradicts an entry this node knows committed: committed entries never change
+            // (State Machine Safety), so the message is forged or corrupt.
+            log::error!(
+                "n{} snapshot {:?} {:?} from n{} contradicts its committed log",
+                self.id,
+                index,
+                meta.term,
+                from
+            );
+            return;
+        }
         if total > self.cfg.max_snapshot_bytes
             || offset
                 .checked_add(data.len() as u64)
