@@ -1738,3 +1738,30 @@ fn core_throughput_figure() {
         applied as f64 / secs
     );
 }
+
+#[test]
+fn absurd_terms_and_indices_are_dropped() {
+    // Goal: a forged term or index near u64::MAX cannot be adopted, which would leave a node no
+    // room to grow (its next election would overflow the term).
+    // Method: a huge-term heartbeat and a huge-index snapshot leave the follower unchanged.
+    let mut r = single(plain(1), boot_with_log(&[1, 2, 3], 2, None, &[]));
+    r.step(msg(2, 1, u64::MAX, ae(0, 0, vec![], 0)));
+    let meta = SnapshotMeta {
+        index: LogIndex(u64::MAX - 1),
+        term: Term(2),
+        membership: membership(&[1, 2, 3], &[]),
+    };
+    let body = MessageBody::InstallSnapshot {
+        meta,
+        offset: 0,
+        total: 1,
+        data: vec![1],
+        done: true,
+    };
+    r.step(msg(2, 1, 2, body));
+    assert_eq!(r.term(), Term(2));
+    assert_eq!(r.last_index(), LogIndex(1));
+    r.campaign();
+    assert_eq!(r.term(), Term(3));
+    r.check_invariants().unwrap();
+}

@@ -736,7 +736,7 @@ impl Raft {
                     .get(&id)
                     .map(|p| p.match_index)
                     .unwrap_or_default();
-                if matched.0 + self.cfg.promote_max_lag < self.last_index().0 {
+                if matched.0.saturating_add(self.cfg.promote_max_lag) < self.last_index().0 {
                     return Err(ProposeError::NotCaughtUp);
                 }
                 if let Some(mem) = m.members.get_mut(&id) {
@@ -876,7 +876,7 @@ impl Raft {
     /// Handles any message from the network. Misaddressed, stale or malformed messages are
     /// ignored (or answered with a rejection); never panics.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || m.from.0 == 0 {
+        if m.to != self.id || m.from == self.id || m.from.0 == 0 || !numbers_sane(&m) {
             return;
         }
         log::debug!(
@@ -1290,6 +1290,50 @@ impl Raft {
         }
         Ok(())
     }
+}
+
+/// Terms and indices grow by one per election or entry, so anything near `u64::MAX` is forged or
+/// corrupt; adopting it would leave no room to grow (`next()` would overflow). Such messages are
+/// dropped at the door.
+fn numbers_sane(m: &Message) -> bool {
+    const LIMIT: u64 = 1 << 62;
+    let ok = |v: u64| v < LIMIT;
+    ok(m.term.0)
+        && match &m.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            }
+            | MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => ok(last_log_index.0) && ok(last_log_term.0),
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                ..
+            } => {
+                ok(prev_log_index.0)
+                    && ok(prev_log_term.0)
+                    && entries.iter().all(|e| ok(e.index.0) && ok(e.term.0))
+            }
+            MessageBody::AppendEntriesResponse {
+                match_index,
+                conflict_term,
+                conflict_index,
+                last_index,
+                ..
+            } => {
+                ok(match_index.0) && ok(conflict_term.0) && ok(conflict_index.0) && ok(last_index.0)
+            }
+            MessageBody::InstallSnapshot { meta, .. } => ok(meta.index.0) && ok(meta.term.0),
+            MessageBody::InstallSnapshotResponse { snapshot_index, .. } => ok(snapshot_index.0),
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::RequestVoteResponse { .. }
+            | MessageBody::TimeoutNow => true,
+        }
 }
 
 #[cfg(test)]
