@@ -92,7 +92,7 @@ fn failing_disk_child() {
     let dir = PathBuf::from(std::env::var("ZATT_WAL_DIR").unwrap());
     let opts = match mode.as_str() {
         "eio" => WalOptions {
-            inject_fault: Some(InjectFault::SyncEio { nth_sync: 3 }),
+            inject_fault: Some(InjectFault::SyncEio { nth_sync: 1 }),
             ..WalOptions::default()
         },
         "enospc" => WalOptions {
@@ -128,7 +128,7 @@ fn run_child(mode: &str, dir: &Path) -> (Option<i32>, String) {
 
 #[test]
 fn failing_fdatasync_stops_the_process_with_exit_74() {
-    // Goal: fail-stop on EIO. Method: child with an injected EIO on its third sync.
+    // Goal: fail-stop on EIO. Method: child with an injected EIO on its first group sync.
     let d = TempDir::new("eio");
     let (code, text) = run_child("eio", &d.0);
     assert_eq!(code, Some(EXIT_DISK_FAILURE), "{text}");
