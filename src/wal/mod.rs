@@ -82,7 +82,7 @@
 //! | L4 | truncate record: drops entries from its index on; past the end or into the snapshot | refuse |
 //! | L5 | snapshot record: drops the entries it covers, or all of them (kind byte); index going back, or kept entries not following it | refuse |
 //! | L6 | a segment sequence number missing in the middle | refuse |
-//! | L7 | no snapshot and the log does not start at index 1 | refuse |
+//! | L7 | the entries do not start right after the latest snapshot (or at 1 without one) | refuse |
 //! | S1 | the latest snapshot record's file is missing, too large, or fails its checks | refuse |
 //! | S2 | snapshot files and `.tmp` files nobody refers to | deleted |
 //!
@@ -285,6 +285,8 @@ struct Segment {
     /// The highest entry index written into it (truncate records count): compaction deletes
     /// a segment only when this is at or below the snapshot index.
     max_entry_index: Option<u64>,
+    /// Bytes of header and records in it (not the preallocated rest).
+    bytes: u64,
 }
 
 /// The stored log's shape, kept so that `write` can decide when a truncate record is needed
@@ -488,6 +490,7 @@ impl Wal {
                 seq: s.seq,
                 path: s.path.clone(),
                 max_entry_index: s.max_entry_index,
+                bytes: s.valid_end,
             })
             .collect();
         let mut log_bytes: u64 = rep.segments.iter().map(|s| s.valid_end).sum();
@@ -664,6 +667,7 @@ impl Wal {
             self.bytes_written += len;
             if let Some(seg) = self.segments.last_mut() {
                 seg.max_entry_index = seg.max_entry_index.max(self.buf_max_entry_index);
+                seg.bytes += len;
             }
             self.buf_max_entry_index = None;
             self.buf.clear();
@@ -724,11 +728,9 @@ impl Wal {
                 .map_or(true, |m| m <= index)
         {
             let seg = self.segments.remove(0);
-            let len = fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&seg.path).map_err(|e| ctx(e, "remove", &seg.path))?;
-            self.log_bytes = self
-                .log_bytes
-                .saturating_sub(len.min(self.opts.segment_bytes));
+            self.log_bytes = self.log_bytes.saturating_sub(seg.bytes);
+
             removed += 1;
         }
         sync_dir(&self.dir)?;
@@ -817,6 +819,7 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
             seq,
             path,
             max_entry_index: None,
+            bytes: SEGMENT_HEADER_BYTES as u64,
         },
         f,
     ))
