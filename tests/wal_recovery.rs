@@ -782,3 +782,53 @@ fn size_bytes_counts_records_and_shrinks_with_compaction() {
         wal.size_bytes()
     );
 }
+
+#[test]
+fn recovered_commit_never_passes_the_recovered_log() {
+    // Goal: a follower's batch whose commit points into its own entries never recovers a
+    // commit beyond the entries kept. Method: such batches (with and without a term change),
+    // then a cut at every byte of the last two; compare commit with the last index.
+    let d = TempDir::new("commitcut");
+    {
+        let (mut wal, _) = Wal::open(d.path(), opts_plain()).unwrap();
+        wal.write(&batch((1..=10).map(|i| entry(i, 1, 20)).collect()))
+            .unwrap();
+        wal.sync().unwrap();
+        for (term, from) in [(2u64, 11u64), (2, 16)] {
+            wal.write(&WriteBatch {
+                snapshot: None,
+                hard_state: Some(HardState {
+                    term: Term(term),
+                    vote: Some(NodeId(2)),
+                    commit: LogIndex(from + 4),
+                }),
+                entries: (from..from + 5).map(|i| entry(i, term, 20)).collect(),
+            })
+            .unwrap();
+            wal.sync().unwrap();
+        }
+    }
+    let seg = fs::read(d.path().join(SEG)).unwrap();
+    let start = SEG_HEADER + 10 * (REC_HEADER + 20);
+    let mut seen_commit = 0;
+    for cut in start..=seg.len() {
+        let boot = recover_with_segment(d.path(), &seg[..cut], "commitcut").unwrap();
+        let last = boot.entries.last().map_or(0, |e| e.index.0);
+        assert!(
+            boot.hard_state.commit.0 <= last,
+            "cut {cut}: commit {:?} last {last}",
+            boot.hard_state.commit
+        );
+        assert_eq!(
+            boot.hard_state.term,
+            Term(2),
+            "cut {cut}: the term change was synced first"
+        );
+        assert!(
+            boot.hard_state.commit.0 >= seen_commit,
+            "cut {cut}: commit went backwards"
+        );
+        seen_commit = boot.hard_state.commit.0;
+    }
+    assert_eq!(seen_commit, 20);
+}

@@ -42,10 +42,12 @@
 //! type and kind known, len (type-specific, and ≤ `max_record_bytes`), record within the file,
 //! CRC; then the record's meaning (table L below).
 //!
-//! A batch is encoded into one buffer in the order the storage rules give: snapshot record
-//! (after its file is durable), hard-state record, a truncate record if the first entry does
-//! not follow the last stored one, then the entries; the buffer goes out in one `write` and
-//! one `fdatasync` covers the whole group.
+//! A batch is encoded into one buffer: snapshot record (after its file is durable), a
+//! truncate record if the first entry does not follow the last stored one, the entries, then
+//! the hard-state record (last, so that a crash keeping a prefix never keeps a commit index
+//! beyond the entries it keeps; a term or vote change is already durable in the hard-state
+//! files by then, see below). The buffer goes out in one `write` and one `fdatasync` covers
+//! the whole group.
 //!
 //! # Hard state
 //! Kept twice, in `hardstate.0` and `hardstate.1`, each 40 bytes: magic `ZHS1` (4), sequence
@@ -53,7 +55,8 @@
 //! overwrites the copy with the *older* sequence number with the next one and syncs it, so a
 //! torn write can only damage the copy being replaced; the newest valid copy wins. The files
 //! are rewritten only when the term or the vote changes (an election: rare); before that the
-//! log written so far is synced, so hard state never becomes durable ahead of earlier batches.
+//! log written so far is synced, so hard state never becomes durable ahead of earlier batches,
+//! and the commit index the file holds is capped at the log durable at that moment.
 //! Every hard state is also a record in the log (commit changes every batch, and costs no extra
 //! sync there). Recovery joins the file and the records: the highest term wins, a vote within
 //! a term is kept, commit is the maximum (none of them ever goes backwards).
@@ -380,6 +383,7 @@ pub struct Wal {
     log_bytes: u64,
     syncs: u64,
     bytes_written: u64,
+    last_fdatasync_us: u64,
 }
 
 impl Wal {
@@ -563,6 +567,7 @@ impl Wal {
             log_bytes,
             syncs: 0,
             bytes_written: 0,
+            last_fdatasync_us: 0,
         };
         Ok((wal, boot))
     }
@@ -570,6 +575,16 @@ impl Wal {
     /// Bytes on disk that hold state: log records, segment headers and the snapshot.
     pub fn size_bytes(&self) -> u64 {
         self.log_bytes + self.snapshot_bytes
+    }
+
+    /// How long the latest log `fdatasync` took, in microseconds.
+    pub fn last_fdatasync_us(&self) -> u64 {
+        self.last_fdatasync_us
+    }
+
+    /// Log `fdatasync` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     pub fn dir(&self) -> &Path {
@@ -686,9 +701,11 @@ impl Wal {
                 }
             }
             let path = self.current_segment_path();
+            let t0 = std::time::Instant::now();
             self.file
                 .sync_data()
                 .map_err(|e| ctx(e, "fdatasync", path))?;
+            self.last_fdatasync_us = t0.elapsed().as_micros().min(u64::MAX as u128) as u64;
             self.unsynced = false;
         }
         self.synced_last_index = self.view.last;
@@ -834,8 +851,19 @@ impl LogStorage for Wal {
             if hs.term != self.hs_file.term || hs.vote != self.hs_file.vote {
                 // Earlier batches first, so the hard state is never durable ahead of them.
                 self.flush_sync()?;
-                self.write_hard_state_file(hs)?;
+                // A follower's commit may point into this batch's entries, not yet durable:
+                // the file keeps only what is durable now (the log record below has the rest).
+                let file_hs = HardState {
+                    commit: hs.commit.min(LogIndex(self.synced_last_index)),
+                    ..*hs
+                };
+                self.write_hard_state_file(&file_hs)?;
             }
+        }
+        self.encode_entries(batch)?;
+        if let Some(hs) = &batch.hard_state {
+            // After the entries, so that a crash keeping a prefix never keeps a commit index
+            // beyond the entries kept (term and vote are already in the file if they changed).
             let vote = hs.vote.map_or(0, |v| v.0);
             encode_record(
                 &mut self.buf,
@@ -846,7 +874,7 @@ impl LogStorage for Wal {
                 &vote.to_le_bytes(),
             );
         }
-        self.encode_entries(batch)
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {

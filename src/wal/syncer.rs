@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 /// An fsync slower than this is logged as a warning.
-const SLOW_FSYNC: Duration = Duration::from_millis(50);
+const SLOW_FSYNC_US: u64 = 50_000;
 /// fsync latencies kept for `fsync_latency_us`.
 const LATENCY_WINDOW: usize = 1024;
 /// Jobs taken into one group at most (bounds the memory of one write).
@@ -193,17 +192,17 @@ fn run(
                 return;
             }
         }
-        let t0 = Instant::now();
+        let syncs_before = wal.syncs();
         if let Err(e) = wal.sync() {
             fatal(&format!("WAL sync failed: {e}"));
             return;
         }
-        let took = t0.elapsed();
-        if took > SLOW_FSYNC {
-            log::warn!("slow fsync {}ms", took.as_millis());
-        }
-        if !tokens.is_empty() {
-            let us = took.as_micros().min(u32::MAX as u128) as u32;
+        if wal.syncs() != syncs_before {
+            let us = wal.last_fdatasync_us();
+            if us > SLOW_FSYNC_US {
+                log::warn!("slow fsync {}ms", us / 1000);
+            }
+            let us = us.min(u32::MAX as u64) as u32;
             let mut l = lock(&shared.latencies_us);
             let (v, next) = &mut *l;
             if v.len() < LATENCY_WINDOW {
@@ -214,6 +213,8 @@ fn run(
             *next = (*next + 1) % LATENCY_WINDOW;
             drop(l);
             shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if !tokens.is_empty() {
             shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
             lock(&shared.completed).append(&mut tokens);
             if let Err(e) = waker.wake() {
