@@ -832,3 +832,24 @@ fn recovered_commit_never_passes_the_recovered_log() {
     }
     assert_eq!(seen_commit, 20);
 }
+
+#[test]
+fn crash_while_initialising_a_directory_starts_fresh() {
+    // Goal: a crash during the first open (hard-state files half written, no segment yet) does
+    // not make the directory unopenable. Method: leave an empty and a torn hard-state file.
+    let d = TempDir::new("init");
+    fs::write(d.path().join("hardstate.0"), b"").unwrap();
+    fs::write(d.path().join("hardstate.1"), b"ZHS1\x01").unwrap();
+    let (mut wal, boot) = Wal::open(d.path(), opts_plain()).unwrap();
+    assert!(boot.entries.is_empty() && boot.snapshot.is_none());
+    wal.write(&batch(vec![entry(1, 1, 5)])).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, boot) = Wal::open(d.path(), opts_plain()).unwrap();
+    assert_eq!(boot.entries, vec![entry(1, 1, 5)]);
+    // With a segment present, two bad copies are corruption (the vote may be lost).
+    fs::write(d.path().join("hardstate.0"), b"junk").unwrap();
+    fs::write(d.path().join("hardstate.1"), b"junk").unwrap();
+    let e = Wal::open(d.path(), opts_plain()).err().expect("refused");
+    assert_eq!(e.exit_code(), 65, "{e}");
+}

@@ -71,7 +71,7 @@
 //! # Recovery: table of cases
 //! | row | finding | action |
 //! |---|---|---|
-//! | H1 | no hard-state file, no segment | new directory: initialise |
+//! | H1 | no segment, and no (or no valid) hard-state file | new directory, or a crash while initialising: initialise |
 //! | H2 | one hard-state copy bad or missing, the other good | use the good one, rewrite the other next time |
 //! | H3 | both copies bad | refuse (corrupt) |
 //! | H4 | no hard-state file but segments exist | refuse |
@@ -112,6 +112,9 @@ use std::path::{Path, PathBuf};
 
 /// Exit code of a process that stopped because a write or sync failed (fail-stop).
 pub const EXIT_DISK_FAILURE: i32 = 74;
+/// The write buffer keeps at most this much capacity between groups.
+const BUF_KEEP_BYTES: usize = 16 << 20;
+
 /// Exit code of a process that refused to start on a corrupt data directory.
 pub const EXIT_CORRUPT: i32 = 65;
 
@@ -701,6 +704,10 @@ impl Wal {
             }
             self.buf_max_entry_index = None;
             self.buf.clear();
+            if self.buf.capacity() > BUF_KEEP_BYTES {
+                // A burst grew the buffer; do not hold on to it for the life of the process.
+                self.buf.shrink_to(BUF_KEEP_BYTES);
+            }
             self.unsynced = true;
         }
         if self.unsynced {

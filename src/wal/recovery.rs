@@ -568,7 +568,17 @@ pub fn replay(
     segments: &[(u64, PathBuf)],
     opts: &WalOptions,
 ) -> Result<Replayed, WalError> {
-    let files = read_hard_state(dir)?;
+    let files = match read_hard_state(dir) {
+        // H1: no segment yet means a crash while the directory was being initialised (the
+        // first segment is created after both hard-state files): nothing was ever stored.
+        Err(WalError::Corrupt { .. }) if segments.is_empty() => HardStateFiles {
+            newest: HardState::default(),
+            newest_at: None,
+            valid: [false; 2],
+            any_present: false,
+        },
+        r => r?,
+    };
     let (file_hs, newest, valid) = (files.newest, files.newest_at, files.valid);
     if !files.any_present && !segments.is_empty() {
         // H4: log without its hard state: the vote is lost.
