@@ -853,3 +853,48 @@ fn crash_while_initialising_a_directory_starts_fresh() {
     let e = Wal::open(d.path(), opts_plain()).err().expect("refused");
     assert_eq!(e.exit_code(), 65, "{e}");
 }
+
+#[test]
+fn crash_at_any_byte_of_a_snapshot_install_recovers_before_or_after_it() {
+    // Goal: installing a snapshot is atomic at recovery. Method: after a batch with a snapshot
+    // (another term), a hard state and one entry, cut the log at every byte of that batch.
+    let d = TempDir::new("installcut");
+    let before;
+    {
+        let (mut wal, _) = Wal::open(d.path(), opts_plain()).unwrap();
+        wal.write(&batch((1..=20).map(|i| entry(i, 1, 10)).collect()))
+            .unwrap();
+        wal.sync().unwrap();
+        before = fs::read(d.path().join(SEG)).unwrap().len();
+        wal.write(&WriteBatch {
+            snapshot: Some(snapshot(10, 3, 50)),
+            hard_state: Some(HardState {
+                term: Term(3),
+                vote: None,
+                commit: LogIndex(10),
+            }),
+            entries: vec![entry(11, 3, 10)],
+        })
+        .unwrap();
+        wal.sync().unwrap();
+    }
+    let seg = fs::read(d.path().join(SEG)).unwrap();
+    let old: Vec<Entry> = (1..=20).map(|i| entry(i, 1, 10)).collect();
+    for cut in before..=seg.len() {
+        let boot = recover_with_segment(d.path(), &seg[..cut], "installcut1").unwrap();
+        match &boot.snapshot {
+            None => assert_eq!(boot.entries, old, "cut {cut}"),
+            Some(s) => {
+                assert_eq!(
+                    (s.meta.index, s.meta.term),
+                    (LogIndex(10), Term(3)),
+                    "cut {cut}"
+                );
+                assert!(
+                    boot.entries.is_empty() || boot.entries == vec![entry(11, 3, 10)],
+                    "cut {cut}"
+                );
+            }
+        }
+    }
+}

@@ -81,7 +81,8 @@ impl Syncer {
         }
     }
 
-    /// Queues a batch; `token` is reported by `completed` once the batch is durable.
+    /// Queues a batch; `token` is reported by `completed` once the batch is durable. The
+    /// queue is unbounded: the caller bounds what it has in flight (tokens not yet completed).
     pub fn submit(&self, token: u64, batch: WriteBatch) {
         // A send fails only once the thread has stopped, i.e. after a fail-stop in progress.
         let _ = self.tx.send(Job::Batch(token, batch));
