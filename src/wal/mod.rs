@@ -72,7 +72,7 @@
 //! | row | finding | action |
 //! |---|---|---|
 //! | H1 | no segment, and no (or no valid) hard-state file | new directory, or a crash while initialising: initialise |
-//! | H2 | one hard-state copy bad or missing, the other good | use the good one, rewrite the other next time |
+//! | H2 | one hard-state copy bad or missing, the other good | use the good one; rewrite the bad one at open |
 //! | H3 | both copies bad | refuse (corrupt) |
 //! | H4 | no hard-state file but segments exist | refuse |
 //! | T1 | zeros after the last record (preallocated space) | normal end of the segment |
@@ -83,11 +83,18 @@
 //! | L2 | an entry's term below the entry before it | refuse |
 //! | L3 | an entry index that skips ahead (gap) or goes back without a truncate record | refuse |
 //! | L4 | truncate record: drops entries from its index on; past the end or into the snapshot | refuse |
-//! | L5 | snapshot record: drops the entries it covers, or all of them (kind byte); index going back, or kept entries not following it | refuse |
+//! | L5 | snapshot record: drops the entries it covers, or all of them (kind byte); its index going back, or a kept entry at its index with another term | refuse |
 //! | L6 | a segment sequence number missing in the middle | refuse |
 //! | L7 | the entries do not start right after the latest snapshot (or at 1 without one) | refuse |
 //! | S1 | the latest snapshot record's file is missing, too large, or fails its checks | refuse |
 //! | S2 | snapshot files and `.tmp` files nobody refers to | deleted |
+//!
+//! T3 is strict on purpose (DESIGN.md §3): damage with good records after it is treated as
+//! corruption even in the last segment. A power loss that persists a later page of the last,
+//! unsynced write before an earlier one would also land here; the operator then decides.
+//! Compaction may delete segments up to a later snapshot than one whose record replay meets
+//! first, so the kept entries can start after that earlier snapshot: contiguity with the
+//! snapshot is checked once, after replay (L7).
 //!
 //! A truncation is crash-safe because it is a record in the same stream as the entries that
 //! replace the suffix: a crash keeps a prefix of the stream, so either the truncate record is
