@@ -5,6 +5,7 @@
 //! Not a test: figures on a shared machine are noisy.
 //!
 //!     cargo run --release --example walbench -- [--replay-mib 1024] [--seconds 1.5] [--dir PATH]
+//!         [--skip-append]   (replay only, e.g. under a profiler)
 //!
 //! Data goes to a fresh directory under `--dir` (default: the system temp dir; keep it on a
 //! real disk, not a tmpfs) and is deleted at the end. The last line is machine-readable.
@@ -17,6 +18,7 @@ use zatt::types::{Entry, EntryKind, LogIndex, Term};
 use zatt::wal::{Syncer, Wal, WalOptions};
 
 struct Args {
+    skip_append: bool,
     replay_mib: u64,
     seconds: f64,
     dir: PathBuf,
@@ -24,6 +26,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut a = Args {
+        skip_append: false,
         replay_mib: 1024,
         seconds: 1.5,
         dir: std::env::temp_dir(),
@@ -36,6 +39,11 @@ fn parse_args() -> Args {
             "--replay-mib" => a.replay_mib = val.parse().unwrap_or_else(|_| usage()),
             "--seconds" => a.seconds = val.parse().unwrap_or_else(|_| usage()),
             "--dir" => a.dir = PathBuf::from(val),
+            "--skip-append" => {
+                a.skip_append = true;
+                i += 1;
+                continue;
+            }
             _ => usage(),
         }
         i += 2;
@@ -44,7 +52,7 @@ fn parse_args() -> Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: walbench [--replay-mib N] [--seconds S] [--dir PATH]");
+    eprintln!("usage: walbench [--replay-mib N] [--seconds S] [--dir PATH] [--skip-append]");
     std::process::exit(2);
 }
 
@@ -159,15 +167,31 @@ fn replay_bench(base: &Path, mib: u64) -> (u64, f64, usize) {
             wal.sync().expect("sync");
         }
     }
+    let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let (wal, boot) = Wal::open(&dir, WalOptions::default()).expect("reopen");
     let s = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds();
+    println!(
+        "replay cpu: user {:.3} s, system {:.3} s (wall {s:.3} s)",
+        cpu.0 - cpu0.0,
+        cpu.1 - cpu0.1
+    );
     let bytes = wal.size_bytes();
     let n = boot.entries.len();
     drop(boot);
     drop(wal);
     let _ = std::fs::remove_dir_all(&dir);
     (bytes, s, n)
+}
+
+/// (user, system) CPU seconds of this process so far.
+fn cpu_seconds() -> (f64, f64) {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (t(ru.ru_utime), t(ru.ru_stime))
 }
 
 fn main() {
@@ -177,7 +201,8 @@ fn main() {
         a.dir.display()
     );
     let mut b256 = 0.0;
-    for len in [100usize, 4096] {
+    let sizes: &[usize] = if a.skip_append { &[] } else { &[100, 4096] };
+    for &len in sizes {
         for per in [1usize, 16, 256] {
             let (ops, mbs, syncs) = append_bench(&a.dir, len, per, a.seconds);
             println!(
@@ -188,7 +213,8 @@ fn main() {
             }
         }
     }
-    let (sops, ssyncs) = syncer_bench(&a.dir, 100, 256, 32, a.seconds);
+    let secs = if a.skip_append { 0.0 } else { a.seconds };
+    let (sops, ssyncs) = syncer_bench(&a.dir, 100, 256, 32, secs);
     println!(
         "syncer   100 B x batch 256, 32 batches in flight (group commit): {sops:>10.0} durable appends/s {ssyncs:>6.0} syncs/s"
     );
