@@ -657,9 +657,18 @@ fn random_bytes_as_any_wal_file_give_typed_errors_never_panics() {
         .filter(|n| n != "LOCK")
         .collect();
     assert_eq!(files.len(), 4, "{files:?}");
-    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    // ZATT_WAL_FUZZ_ROUNDS and ZATT_WAL_FUZZ_SEED allow a longer run by hand.
+    let rounds: u64 = std::env::var("ZATT_WAL_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("ZATT_WAL_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x1234_5678_9ABC_DEF1);
+    let mut rng = Rng(seed | 1);
     let (mut ok, mut refused) = (0, 0);
-    for round in 0..300 {
+    for round in 0..rounds {
         let t = TempDir::new("fuzz1");
         copy_dir(d.path(), t.path());
         let name = &files[rng.below(files.len() as u64) as usize];

@@ -59,7 +59,9 @@
 //! and the commit index the file holds is capped at the log durable at that moment.
 //! Every hard state is also a record in the log (commit changes every batch, and costs no extra
 //! sync there). Recovery joins the file and the records: the highest term wins, a vote within
-//! a term is kept, commit is the maximum (none of them ever goes backwards).
+//! a term is kept, commit is the maximum (none of them ever goes backwards), and at least the
+//! snapshot's index (a snapshot holds only committed entries; compaction may have deleted the
+//! latest commit record below it).
 //!
 //! # Snapshot file
 //! Magic `ZATTSNP1` (8), index (8), term (8), membership length (4) and `Membership::encode`

@@ -296,27 +296,35 @@ impl LogState {
                     return Err(format!("snapshot index goes backwards to {i}"));
                 }
                 if h.kind == SNAPSHOT_KEEPS_SUFFIX {
-                    // Held entries may start after i + 1 when a later snapshot record let
-                    // compaction delete the segments between; the final check (L7) still
-                    // demands that the entries follow the latest snapshot.
-                    if let Some(f) = self.entries.first() {
-                        let f = f.index.0;
-                        let drop = (i.saturating_add(1).saturating_sub(f) as usize)
-                            .min(self.entries.len());
-                        if let Some(e) = self.entries.get(drop.wrapping_sub(1)) {
-                            if e.index.0 == i && e.term.0 != t {
-                                return Err(format!(
-                                    "snapshot at {i} term {t} keeps a log whose entry {i} has term {}",
-                                    e.term
-                                ));
+                    // Compaction up to a *later* snapshot may have deleted the segments that
+                    // held the entries this record keeps (segments go oldest first, so what
+                    // follows a record is always complete, what precedes it may not be). So:
+                    // held entries are trimmed, and when none are held the next index is
+                    // unknown here; the final check (L7) demands that the entries follow the
+                    // latest snapshot, whose record is never preceded by a deletion it did
+                    // not allow.
+                    match self.entries.last().map(|e| e.index.0) {
+                        Some(last) => {
+                            let f = self.entries[0].index.0;
+                            let drop = (i.saturating_add(1).saturating_sub(f) as usize)
+                                .min(self.entries.len());
+                            if let Some(e) = self.entries.get(drop.wrapping_sub(1)) {
+                                if e.index.0 == i && e.term.0 != t {
+                                    return Err(format!(
+                                        "snapshot at {i} term {t} keeps a log whose entry {i} has term {}",
+                                        e.term
+                                    ));
+                                }
                             }
+                            self.entries.drain(..drop);
+                            self.expected = Some(last.max(i) + 1);
                         }
-                        self.entries.drain(..drop);
+                        None => self.expected = None,
                     }
                 } else {
                     self.entries.clear();
+                    self.expected = Some(i + 1);
                 }
-                self.expected = Some(self.entries.last().map_or(i + 1, |e| e.index.0 + 1));
                 self.snap = Some((i, t));
             }
             _ => return Err("unknown record type".into()),
@@ -637,10 +645,15 @@ pub fn replay(
         Some((i, t)) => Some(load_snapshot(dir, i, t, opts)?),
         None => None,
     };
-    let hard_state = match state.hs {
+    let mut hard_state = match state.hs {
         Some(h) => merge_hard_state(file_hs, h),
         None => file_hs,
     };
+    // A snapshot holds only committed entries, and compaction may have deleted the segment
+    // holding the latest commit record below it: commit is at least the snapshot's index.
+    if let Some((i, _)) = state.snap {
+        hard_state.commit = hard_state.commit.max(LogIndex(i));
+    }
     Ok(Replayed {
         boot: Boot {
             hard_state,
