@@ -434,24 +434,7 @@ impl Wal {
             Err(fs::TryLockError::Error(e)) => return Err(werr("lock", &lock_path)(e)),
         }
 
-        let mut segs: Vec<(u64, PathBuf)> = Vec::new();
-        let mut snaps: Vec<(u64, u64, PathBuf)> = Vec::new();
-        for ent in fs::read_dir(dir).map_err(werr("list", dir))? {
-            let ent = ent.map_err(werr("list", dir))?;
-            let name = ent.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let path = ent.path();
-            if name.ends_with(".tmp") {
-                // S2: an unfinished creation.
-                fs::remove_file(&path).map_err(werr("remove", &path))?;
-            } else if let Some(seq) = parse_segment_name(name) {
-                segs.push((seq, path));
-            } else if let Some((i, t)) = parse_snapshot_name(name) {
-                snaps.push((i, t, path));
-            }
-        }
-        segs.sort();
-
+        let (segs, snaps) = list_dir(dir, true)?;
         let rep = recovery::replay(dir, &segs, &opts)?;
         let boot = rep.boot;
 
@@ -590,6 +573,13 @@ impl Wal {
             last_fdatasync_us: 0,
         };
         Ok((wal, boot))
+    }
+
+    /// Recovers the directory read-only: no lock, no repair, nothing created or deleted
+    /// (offline inspection, tests). The answer is what `open` would return.
+    pub fn inspect(dir: &Path, opts: &WalOptions) -> Result<Boot, WalError> {
+        let (segs, _) = list_dir(dir, false)?;
+        Ok(recovery::replay(dir, &segs, opts)?.boot)
     }
 
     /// Bytes on disk that hold state: log records, segment headers and the snapshot.
@@ -839,6 +829,34 @@ impl Wal {
         self.buf_max_entry_index = self.buf_max_entry_index.max(Some(self.view.last));
         Ok(())
     }
+}
+
+/// Segments (sorted by sequence number) and snapshot files of a data directory; `.tmp`
+/// files are deleted when `remove_tmp` (row S2).
+#[allow(clippy::type_complexity)]
+fn list_dir(
+    dir: &Path,
+    remove_tmp: bool,
+) -> Result<(Vec<(u64, PathBuf)>, Vec<(u64, u64, PathBuf)>), WalError> {
+    let mut segs = Vec::new();
+    let mut snaps = Vec::new();
+    for ent in fs::read_dir(dir).map_err(werr("list", dir))? {
+        let ent = ent.map_err(werr("list", dir))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = ent.path();
+        if name.ends_with(".tmp") {
+            if remove_tmp {
+                fs::remove_file(&path).map_err(werr("remove", &path))?;
+            }
+        } else if let Some(seq) = parse_segment_name(name) {
+            segs.push((seq, path));
+        } else if let Some((i, t)) = parse_snapshot_name(name) {
+            snaps.push((i, t, path));
+        }
+    }
+    segs.sort();
+    Ok((segs, snaps))
 }
 
 /// Creates segment `seq`: header, preallocation and sync under a temporary name, then the

@@ -445,7 +445,7 @@ fn scan_segment(
     let mut torn = None;
     let why = match stop {
         Stop::Eof => None,
-        Stop::Zeros => Some("zeros"),
+        Stop::Zeros => Some("zeroed bytes"),
         Stop::Bad(why) => Some(why),
     };
     if let Some(why) = why {
@@ -453,15 +453,13 @@ fn scan_segment(
             find_valid_record_after(&f, path, valid_end, file_len, opts)?;
         if let Some(q) = valid_after {
             // T3: damage followed by a good record cannot be a torn write: corruption.
-            let what = if why == "zeros" { "zeroed bytes" } else { why };
             return Err(corrupt(
                 path,
                 valid_end,
-                format!("{what}, followed by a valid record at offset {q}"),
+                format!("{why}, followed by a valid record at offset {q}"),
             ));
         }
-        let nonzero = nonzero_after || why != "zeros";
-        if nonzero {
+        if nonzero_after {
             if !is_last {
                 // T4: a segment is synced before the next one is created, so its tail is never torn.
                 return Err(corrupt(
