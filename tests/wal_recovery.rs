@@ -145,9 +145,9 @@ fn recover(dir: &Path) -> Result<Boot, WalError> {
             ),
         }
         // After open's repair, the directory recovers the same again.
-        if o.is_ok() {
+        if let Ok(b) = o {
             let again = Wal::inspect(dir, &opts_plain()).unwrap();
-            assert_eq!(again.entries, o.unwrap().entries);
+            assert_eq!(again.entries, b.entries);
         }
     }
     r
