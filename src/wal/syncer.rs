@@ -3,6 +3,17 @@
 //! everything queued, writes it all, calls `fdatasync` once (group commit), then reports every
 //! token of the group, in submit order, and wakes the loop through `mio::Waker`.
 //!
+//! Use from the event loop, in outline:
+//!
+//! ```text
+//! let (wal, boot) = Wal::open(dir, WalOptions::default())?;   // exit(err.exit_code()) on error
+//! let raft = Raft::new(config, boot, seed);
+//! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?));
+//! // each iteration: for a Ready that needs_persist(), syncer.submit(token, batch) and keep
+//! // (token, messages_after_persist, persist_mark) aside; on WAKE_TOKEN, drain_completed()
+//! // and for each token in order send its messages and call raft.persisted(..).
+//! ```
+//!
 //! Must not touch protocol state. On any write or sync error it stops the process (fail-stop,
 //! DESIGN.md §3 "Failure of the disk"): one clear line naming the file and the error, then exit
 //! code 74 (`EXIT_DISK_FAILURE`); it never reports a token it could not make durable.
