@@ -219,8 +219,8 @@ impl LogState {
     fn apply(&mut self, h: &RecordHeader, payload: &[u8]) -> Result<(), String> {
         match h.rtype {
             REC_ENTRY => {
-                if h.index == 0 {
-                    return Err("entry with index 0".into());
+                if h.index == 0 || h.index == u64::MAX {
+                    return Err(format!("entry index {} is out of range", h.index));
                 }
                 if let Some(e) = self.expected {
                     // L3: a gap or an index going backwards without a truncation record.
@@ -254,7 +254,7 @@ impl LogState {
                     kind: EntryKind::from_u8(h.kind).unwrap_or(EntryKind::Normal),
                     data: Arc::from(payload),
                 });
-                self.expected = Some(h.index + 1);
+                self.expected = Some(h.index.saturating_add(1));
             }
             REC_HARD_STATE => {
                 let vote = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
@@ -317,13 +317,13 @@ impl LogState {
                                 }
                             }
                             self.entries.drain(..drop);
-                            self.expected = Some(last.max(i) + 1);
+                            self.expected = Some(last.max(i).saturating_add(1));
                         }
                         None => self.expected = None,
                     }
                 } else {
                     self.entries.clear();
-                    self.expected = Some(i + 1);
+                    self.expected = Some(i.saturating_add(1));
                 }
                 self.snap = Some((i, t));
             }
@@ -595,7 +595,7 @@ pub fn replay(
         ));
     }
     for w in segments.windows(2) {
-        if w[1].0 != w[0].0 + 1 {
+        if w[1].0 != w[0].0.wrapping_add(1) {
             // L6: a missing segment in the middle.
             return Err(corrupt(
                 &w[1].1,
@@ -625,7 +625,7 @@ pub fn replay(
     }
     // L7: the entries must follow the snapshot (or start the log) without a gap.
     if let Some(first) = state.entries.first() {
-        let want = state.snap.map_or(1, |s| s.0 + 1);
+        let want = state.snap.map_or(1, |s| s.0.saturating_add(1));
         if first.index.0 != want {
             let (_, p) = &segments[0];
             return Err(corrupt(
