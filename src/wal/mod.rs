@@ -93,7 +93,10 @@
 //!
 //! T3 is strict on purpose (DESIGN.md §3): damage with good records after it is treated as
 //! corruption even in the last segment. A power loss that persists a later page of the last,
-//! unsynced write before an earlier one would also land here; the operator then decides.
+//! unsynced write before an earlier one would also land here, and so would a torn last record
+//! whose payload (an application value: any bytes) happens to hold a CRC-valid record image;
+//! the operator then decides. The bad record's own length is never trusted to skip bytes: a
+//! damaged length would hide good records, and refusing is safer than silently losing them.
 //! Compaction may delete segments up to a later snapshot than one whose record replay meets
 //! first, so the kept entries can start after that earlier snapshot: contiguity with the
 //! snapshot is checked once, after replay (L7).

@@ -449,8 +449,10 @@ fn scan_segment(
         Stop::Bad(why) => Some(why),
     };
     if let Some(why) = why {
+        // Every offset after the damage is a candidate: the bad record's own length field is
+        // not trusted to skip its "payload" (a damaged length would hide good records).
         let (valid_after, nonzero_after) =
-            find_valid_record_after(&f, path, valid_end, file_len, opts)?;
+            find_valid_record_after(&f, path, valid_end, valid_end + 1, file_len, opts)?;
         if let Some(q) = valid_after {
             // T3: damage followed by a good record cannot be a torn write: corruption.
             return Err(corrupt(
@@ -505,12 +507,13 @@ fn fill(
     Ok(())
 }
 
-/// Looks for any valid record starting after `from` (exclusive) and reports whether any
-/// non-zero byte lies at or after `from`. Gives up (answering "found") past a CRC budget.
+/// Looks for any valid record starting at or after `first_candidate` and reports whether
+/// any non-zero byte lies at or after `from`. Gives up (answering "found") past a CRC budget.
 fn find_valid_record_after(
     f: &File,
     path: &Path,
     from: u64,
+    first_candidate: u64,
     file_len: u64,
     opts: &WalOptions,
 ) -> Result<(Option<u64>, bool), WalError> {
@@ -526,13 +529,13 @@ fn find_valid_record_after(
         f.read_exact_at(&mut wbuf[..n], start)
             .map_err(|e| io_err(format!("read {}", path.display()), e))?;
         let body = n.min(WINDOW);
-        if !nonzero && wbuf[..body].iter().any(|&b| b != 0) {
+        if !nonzero && wbuf[..n].iter().any(|&b| b != 0) {
             nonzero = true;
         }
         if nonzero {
             for i in 0..body {
                 let q = start + i as u64;
-                if q == from || i + hb > n {
+                if q < first_candidate || i + hb > n {
                     continue;
                 }
                 let h = &wbuf[i..i + hb];
