@@ -119,6 +119,14 @@ fn seeds_to_run() -> u64 {
 fn run_seed(seed: u64, crash: bool) {
     let dir = std::env::temp_dir().join(format!("zatt-walcontract-{}-{seed}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
+    // Removes the directory however the seed ends (a failing assertion included).
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
     let opts = WalOptions {
         segment_bytes: 4096,
         preallocate: !crash && seed % 2 == 0,
