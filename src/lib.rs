@@ -11,4 +11,5 @@ pub mod lincheck;
 pub mod raft;
 pub mod storage;
 pub mod types;
+pub mod wal;
 pub mod wire;
