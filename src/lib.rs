@@ -6,6 +6,9 @@
 //! (the server's I/O), `client` (the library applications use), `sim` (the deterministic
 //! cluster simulator that checks Raft's safety properties).
 
+pub mod client_conn;
+pub mod config;
 pub mod raft;
 pub mod storage;
+pub mod timer;
 pub mod types;
