@@ -8,7 +8,10 @@
 
 pub mod client_conn;
 pub mod config;
+pub mod kv;
+pub mod lincheck;
 pub mod raft;
 pub mod storage;
 pub mod timer;
 pub mod types;
+pub mod wire;
