@@ -14,14 +14,14 @@
 //!   over `GARBAGE_FACTOR` times the limit is taken for garbage and the connection is closed
 //!   after the reply.
 
+use crate::wire::client::{frame_request_id, split_frame, FrameError, FrameLimits};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Bytes of a frame before its body: length `u32`, request id `u64`, opcode `u8`.
-pub const FRAME_HEADER_BYTES: usize = 13;
+use crate::wire::client::FRAME_HEADER_BYTES;
 /// Declared lengths above this multiple of the request limit close the connection.
 pub const GARBAGE_FACTOR: usize = 16;
 /// Smallest input buffer; it grows up to the largest frame allowed.
@@ -40,8 +40,13 @@ pub enum FrameEvent {
     /// connection is closed after the reply).
     TooLarge {
         request_id: Option<u64>,
-        declared: usize,
+        declared: u64,
         close: bool,
+    },
+    /// Bytes that are not a frame: answer (when the request id is known) and close.
+    Malformed {
+        request_id: Option<u64>,
+        why: &'static str,
     },
 }
 
@@ -74,6 +79,10 @@ pub struct ClientConn {
     pub read_blocked: bool,
     /// Registered for the loop's end-of-iteration flush.
     pub dirty: bool,
+    /// The loop stopped taking frames because the output was full; resume after a flush.
+    pub stalled: bool,
+    /// Accepted over `--max-connections` only to be told so; not counted as a connection.
+    pub over_limit: bool,
     max_frame_bytes: usize,
 }
 
@@ -104,6 +113,8 @@ impl ClientConn {
             dead: false,
             read_blocked: false,
             dirty: false,
+            stalled: false,
+            over_limit: false,
             max_frame_bytes: max_request_bytes,
         }
     }
@@ -153,7 +164,7 @@ impl ClientConn {
     }
 
     /// Looks at the front of the input. Skips the bytes of an oversized frame first.
-    pub fn next_frame(&mut self) -> FrameEvent {
+    pub fn next_frame(&mut self, limits: &FrameLimits) -> FrameEvent {
         if self.skip > 0 {
             let n = self.skip.min(self.in_end - self.in_start);
             self.consume(n);
@@ -163,37 +174,29 @@ impl ClientConn {
             }
         }
         let buf = self.input();
-        if buf.len() < 4 {
-            return FrameEvent::Incomplete;
-        }
-        let declared = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let total = declared.saturating_add(4);
-        if total > self.max_frame_bytes {
-            let request_id = if buf.len() >= 12 {
-                let mut id = [0u8; 8];
-                id.copy_from_slice(&buf[4..12]);
-                Some(u64::from_le_bytes(id))
-            } else if declared / GARBAGE_FACTOR > self.max_frame_bytes {
-                None
-            } else {
-                return FrameEvent::Incomplete;
-            };
-            let close = declared / GARBAGE_FACTOR > self.max_frame_bytes;
-            if close {
-                self.dead = true;
-            } else {
-                self.skip = total;
+        match split_frame(buf, limits) {
+            Ok(None) => FrameEvent::Incomplete,
+            Ok(Some((len, _))) => FrameEvent::Frame { len },
+            Err(FrameError::TooLarge { len, limit, .. }) => {
+                let request_id = frame_request_id(buf);
+                let close = len / GARBAGE_FACTOR as u64 > limit;
+                if close {
+                    self.dead = true;
+                } else {
+                    self.skip = len as usize;
+                }
+                FrameEvent::TooLarge {
+                    request_id,
+                    declared: len,
+                    close,
+                }
             }
-            return FrameEvent::TooLarge {
-                request_id,
-                declared: total,
-                close,
-            };
+            Err(FrameError::Malformed(why)) => {
+                let request_id = frame_request_id(buf);
+                self.dead = true;
+                FrameEvent::Malformed { request_id, why }
+            }
         }
-        if buf.len() < total {
-            return FrameEvent::Incomplete;
-        }
-        FrameEvent::Frame { len: total }
     }
 
     /// Makes room for at least one more read; false when the buffer is full of unconsumed input.
@@ -353,6 +356,18 @@ impl ClientConn {
                 Transport::Plain => true,
                 Transport::Tls(tls) => !tls.wants_write(),
             }
+    }
+
+    /// Forgets unsent output (the peer is gone or broke the protocol beyond a reply).
+    pub fn discard_output(&mut self) {
+        self.output.clear();
+        self.out_start = 0;
+    }
+
+    /// Whether the loop should take this connection up again after a flush: it stopped with
+    /// unread socket data or unhandled frames, and the output has room again.
+    pub fn wants_resume(&self) -> bool {
+        (self.read_blocked || self.stalled) && !self.output_full() && !self.dead
     }
 
     /// Whether the loop should drop this connection now.
