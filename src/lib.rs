@@ -8,10 +8,13 @@
 
 pub mod client_conn;
 pub mod config;
+pub mod event_loop;
 pub mod kv;
 pub mod lincheck;
 pub mod raft;
+pub mod server;
 pub mod storage;
 pub mod timer;
 pub mod types;
 pub mod wire;
+pub mod wal;
