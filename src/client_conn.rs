@@ -77,7 +77,7 @@ pub struct ClientConn {
     pub dead: bool,
     /// Reading stopped with the input buffer full: call `fill` again after consuming frames.
     pub read_blocked: bool,
-    /// Registered for the loop's end-of-iteration flush.
+    /// Registered for the loop's end-of-iteration flush (set and cleared by the loop's list).
     pub dirty: bool,
     /// The loop stopped taking frames because the output was full; resume after a flush.
     pub stalled: bool,
@@ -130,14 +130,12 @@ impl ClientConn {
 
     /// The output buffer, to append encoded responses to.
     pub fn output(&mut self) -> &mut Vec<u8> {
-        self.dirty = true;
         &mut self.output
     }
 
     /// The frame of `len` bytes at the front of the input and the output buffer, borrowed
     /// together so a request can be decoded in place while its answer is written.
     pub fn frame_and_output(&mut self, len: usize) -> (&[u8], &mut Vec<u8>) {
-        self.dirty = true;
         (
             &self.input[self.in_start..self.in_start + len],
             &mut self.output,
@@ -296,9 +294,6 @@ impl ClientConn {
                         let _ = tls.write_tls(&mut self.stream);
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
-                    if tls.wants_write() {
-                        self.dirty = true;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(added),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -383,7 +378,6 @@ impl ClientConn {
             }
         }
         self.dead = true;
-        self.dirty = true;
     }
 }
 

@@ -293,7 +293,10 @@ fn read_cluster_id(dir: &Path) -> Result<Option<u64>, ServerError> {
             ))
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ServerError::runtime(format!("cannot read {}: {e}", p.display()))),
+        Err(e) => Err(ServerError::runtime(format!(
+            "cannot read {}: {e}",
+            p.display()
+        ))),
     }
 }
 
@@ -342,12 +345,16 @@ impl Server {
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| {
-            ServerError::runtime(format!("cannot create data directory {}: {e}", dir.display()))
+            ServerError::runtime(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
-        let (mut wal, mut boot) = Wal::open(&dir, WalOptions::default()).map_err(|e| ServerError {
-            exit_code: e.exit_code(),
-            message: e.to_string(),
-        })?;
+        let (mut wal, mut boot) =
+            Wal::open(&dir, WalOptions::default()).map_err(|e| ServerError {
+                exit_code: e.exit_code(),
+                message: e.to_string(),
+            })?;
 
         // The cluster id: the file wins; else the flag; else derived from --cluster.
         let stored = read_cluster_id(&dir)?;
@@ -398,16 +405,20 @@ impl Server {
                 hard_state: Some(boot.hard_state),
                 entries: boot.entries.clone(),
             };
-            wal.write(&batch)
-                .and_then(|_| wal.sync())
-                .map_err(|e| ServerError::runtime(format!("cannot write the initial membership: {e}")))?;
+            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
+                ServerError::runtime(format!("cannot write the initial membership: {e}"))
+            })?;
             info!(
                 "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
                 cfg.id,
                 m.members.len()
             );
         } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
-            info!("n{}: restarting from {}; --cluster is ignored (the log holds the membership)", cfg.id, dir.display());
+            info!(
+                "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
+                cfg.id,
+                dir.display()
+            );
         }
         if stored.is_none() {
             write_cluster_id(&dir, cluster_id)?;
@@ -437,14 +448,18 @@ impl Server {
 
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(c), Some(k)) => Some(
-                tls_server_config(c, k, cfg.tls_client_ca.as_deref()).map_err(ServerError::usage)?,
+                tls_server_config(c, k, cfg.tls_client_ca.as_deref())
+                    .map_err(ServerError::usage)?,
             ),
             _ => None,
         };
         let secret = match &cfg.cluster_secret_file {
             Some(p) => {
                 let mut s = std::fs::read(p).map_err(|e| {
-                    ServerError::usage(format!("cannot read --cluster-secret-file {}: {e}", p.display()))
+                    ServerError::usage(format!(
+                        "cannot read --cluster-secret-file {}: {e}",
+                        p.display()
+                    ))
                 })?;
                 while matches!(s.last(), Some(b'\n' | b'\r')) {
                     s.pop();
@@ -462,7 +477,9 @@ impl Server {
 
         let bind_err = |what: &str, e: io::Error| {
             if e.kind() == io::ErrorKind::AddrInUse {
-                ServerError::runtime(format!("cannot listen on {addr} ({what}): address already in use"))
+                ServerError::runtime(format!(
+                    "cannot listen on {addr} ({what}): address already in use"
+                ))
             } else {
                 ServerError::runtime(format!("cannot listen on {addr} ({what}): {e}"))
             }
@@ -480,7 +497,8 @@ impl Server {
             })
             .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
         let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER).map_err(|e| ServerError::runtime(format!("waker: {e}")))?,
+            Waker::new(poll.registry(), WAKER)
+                .map_err(|e| ServerError::runtime(format!("waker: {e}")))?,
         );
 
         let kv_cfg = KvConfig::default();
@@ -495,7 +513,12 @@ impl Server {
                 })?;
                 (kv, s.meta.index, s.meta.term, s.meta.membership.clone())
             }
-            None => (Kv::new(kv_cfg.clone()), LogIndex(0), Term(0), Membership::default()),
+            None => (
+                Kv::new(kv_cfg.clone()),
+                LogIndex(0),
+                Term(0),
+                Membership::default(),
+            ),
         };
 
         let tick = cfg.tick();
@@ -594,6 +617,11 @@ impl Server {
         Ok(s)
     }
 
+    /// The cluster id every datagram carries.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
     /// The address bound for peers (UDP) and clients (TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -631,12 +659,7 @@ impl Server {
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if ev.is_writable() {
-                            if let Some(c) = self.conns.get_mut(key) {
-                                if !c.dirty {
-                                    c.dirty = true;
-                                    self.dirty.push(key);
-                                }
-                            }
+                            self.mark_dirty(key);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.serve_conn(key);
@@ -668,8 +691,16 @@ impl Server {
             .flatten()
             .map(|w| w.to)
             .chain(self.new_reads.iter().map(|r| r.to))
-            .chain(self.read_rounds.iter().flat_map(|r| r.2.iter().map(|w| w.to)))
-            .chain(self.ready_reads.iter().flat_map(|r| r.1.iter().map(|w| w.to)))
+            .chain(
+                self.read_rounds
+                    .iter()
+                    .flat_map(|r| r.2.iter().map(|w| w.to)),
+            )
+            .chain(
+                self.ready_reads
+                    .iter()
+                    .flat_map(|r| r.1.iter().map(|w| w.to)),
+            )
             .chain(self.promote_jobs.iter().map(|j| j.to))
             .collect();
         for to in waiting {
@@ -720,7 +751,12 @@ impl Server {
             match self.udp.recv_from(&mut self.recv_buf) {
                 Ok((n, from)) => {
                     if let Some(msg) = self.codec.decode(&self.recv_buf[..n], self.tick_count) {
-                        debug!("n{} <- n{} {} from {from}", self.id, msg.from, msg.body.name());
+                        debug!(
+                            "n{} <- n{} {} from {from}",
+                            self.id,
+                            msg.from,
+                            msg.body.name()
+                        );
                         // A node not yet in our membership (a joiner) is reachable at its source.
                         self.peers.entry(msg.from).or_insert(from);
                         self.raft.step(msg);
@@ -740,7 +776,12 @@ impl Server {
     fn send_messages(&mut self, msgs: Vec<Message>) {
         for msg in msgs {
             let Some(addr) = self.peers.get(&msg.to).copied() else {
-                debug!("n{}: no address for n{}; {} not sent", self.id, msg.to, msg.body.name());
+                debug!(
+                    "n{}: no address for n{}; {} not sent",
+                    self.id,
+                    msg.to,
+                    msg.body.name()
+                );
                 continue;
             };
             let udp = &self.udp;
@@ -818,7 +859,7 @@ impl Server {
                         }
                     }
                     entry.insert(conn);
-                    self.dirty.push(key);
+                    self.mark_dirty(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -842,13 +883,7 @@ impl Server {
             conn.discard_output();
         }
         self.handle_frames(key);
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if !conn.dirty {
-            conn.dirty = true;
-        }
-        self.dirty.push(key);
+        self.mark_dirty(key);
     }
 
     pub(crate) fn flush_conns(&mut self) {
@@ -917,16 +952,20 @@ impl Server {
                     }
                     let quiet = self.now.saturating_duration_since(conn.last_active);
                     if conn.inflight == 0 && quiet >= idle {
-                        debug!("n{}: closing a client connection idle for {quiet:?}", self.id);
+                        debug!(
+                            "n{}: closing a client connection idle for {quiet:?}",
+                            self.id
+                        );
                         conn.close_after_flush();
-                        self.dirty.push(key);
+                        self.mark_dirty(key);
                     } else {
                         let at = if conn.inflight > 0 {
                             self.now + idle
                         } else {
                             conn.last_active + idle
                         };
-                        self.timers.schedule(at, TimerKind::Idle { key, generation });
+                        self.timers
+                            .schedule(at, TimerKind::Idle { key, generation });
                     }
                 }
             }
@@ -1000,7 +1039,10 @@ impl Server {
                 ),
             }
             // Readies that needed no write but came after this batch.
-            while matches!(self.persisting.front(), Some(Persisting::Batch { token: None, .. })) {
+            while matches!(
+                self.persisting.front(),
+                Some(Persisting::Batch { token: None, .. })
+            ) {
                 let p = self.persisting.pop_front().unwrap();
                 self.release(p);
             }
@@ -1060,7 +1102,10 @@ impl Server {
                     );
                 }
                 Err(e) => {
-                    error!("n{}: the leader's snapshot does not restore: {e}; stopping", self.id);
+                    error!(
+                        "n{}: the leader's snapshot does not restore: {e}; stopping",
+                        self.id
+                    );
                     log::logger().flush();
                     std::process::exit(EXIT_RUNTIME);
                 }
@@ -1069,9 +1114,9 @@ impl Server {
         if membership_changed {
             self.refresh_peers();
         }
-        self.send_messages(rd.messages);
         let mark = rd.persist_mark();
         let needs_persist = rd.needs_persist();
+        self.send_messages(rd.messages);
         let token = if needs_persist {
             let t = self.next_token;
             self.next_token += 1;
@@ -1126,7 +1171,9 @@ impl Server {
                 self.id,
                 ss.term.0,
                 role_name(ss.role),
-                ss.leader.map(|l| format!("n{l}")).unwrap_or_else(|| "unknown".into())
+                ss.leader
+                    .map(|l| format!("n{l}"))
+                    .unwrap_or_else(|| "unknown".into())
             );
         }
         self.soft = ss;
@@ -1236,12 +1283,16 @@ impl Server {
         {
             return;
         }
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
+        let meta = match self.raft.snapshot_meta_at(applied) {
+            Some(m) => m,
+            None => SnapshotMeta {
                 index: applied,
                 term: self.applied_term,
                 membership: self.applied_membership.clone(),
             },
+        };
+        let snapshot = Snapshot {
+            meta,
             data: Arc::from(self.kv.snapshot_bytes()),
         };
         let token = self.next_token;
@@ -1279,9 +1330,16 @@ impl Server {
         }
         conn.inflight = conn.inflight.saturating_sub(1);
         crate::wire::client::encode_response(to.request_id, resp, conn.output());
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(to.key);
+        self.mark_dirty(to.key);
+    }
+
+    /// Puts a connection on the end-of-iteration flush list (once).
+    pub(crate) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
         }
     }
 

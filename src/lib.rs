@@ -16,5 +16,5 @@ pub mod server;
 pub mod storage;
 pub mod timer;
 pub mod types;
-pub mod wire;
 pub mod wal;
+pub mod wire;

@@ -209,7 +209,9 @@ impl Server {
             }
         };
         match req {
-            RequestView::RegisterSession => self.propose_write(to, None, WriteView::RegisterSession),
+            RequestView::RegisterSession => {
+                self.propose_write(to, None, WriteView::RegisterSession)
+            }
             RequestView::Put {
                 session,
                 key,
@@ -261,7 +263,8 @@ impl Server {
                     return self.answer_error(to, ErrorKind::Invalid("node id 0".into()));
                 }
                 if let Err(e) = crate::config::resolve(addr) {
-                    return self.answer_error(to, ErrorKind::Invalid(format!("address {addr:?}: {e}")));
+                    return self
+                        .answer_error(to, ErrorKind::Invalid(format!("address {addr:?}: {e}")));
                 }
                 let cc = ConfChange::AddLearner {
                     id: NodeId(id),
@@ -274,12 +277,16 @@ impl Server {
                 };
                 self.propose_conf(to, cc, kind);
             }
-            RequestView::MemberPromote { id } => {
-                self.propose_conf(to, ConfChange::Promote { id: NodeId(id) }, WaitKind::ConfChange)
-            }
-            RequestView::MemberRemove { id } => {
-                self.propose_conf(to, ConfChange::Remove { id: NodeId(id) }, WaitKind::ConfChange)
-            }
+            RequestView::MemberPromote { id } => self.propose_conf(
+                to,
+                ConfChange::Promote { id: NodeId(id) },
+                WaitKind::ConfChange,
+            ),
+            RequestView::MemberRemove { id } => self.propose_conf(
+                to,
+                ConfChange::Remove { id: NodeId(id) },
+                WaitKind::ConfChange,
+            ),
             RequestView::TransferLeader { to: target } => self.transfer_leader(to, target),
         }
     }
@@ -388,9 +395,12 @@ impl Server {
         conn.inflight = conn.inflight.saturating_sub(1);
         let applied = self.kv.applied_index().0;
         match self.kv.get(key) {
-            Some((v, rev)) => encode_value_response(to.request_id, Some(v), rev.0, applied, conn.output()),
+            Some((v, rev)) => {
+                encode_value_response(to.request_id, Some(v), rev.0, applied, conn.output())
+            }
             None => encode_value_response(to.request_id, None, 0, applied, conn.output()),
         }
+        self.mark_dirty(to.key);
     }
 
     /// Answers a read from the local state (called once the read may be served).
@@ -435,9 +445,9 @@ impl Server {
                 ErrorKind::Unavailable("leadership transfer in progress".into())
             }
             ProposeError::Busy => ErrorKind::Busy,
-            ProposeError::ConfChangeInProgress => {
-                ErrorKind::Unavailable("the leader has not committed an entry of its term yet".into())
-            }
+            ProposeError::ConfChangeInProgress => ErrorKind::Unavailable(
+                "the leader has not committed an entry of its term yet".into(),
+            ),
             ProposeError::NotCaughtUp => ErrorKind::Unavailable("not caught up".into()),
             ProposeError::Invalid(why) => ErrorKind::Invalid(why.to_string()),
         }
@@ -468,7 +478,10 @@ impl Server {
         }
         let jobs = std::mem::take(&mut self.promote_jobs);
         for job in jobs {
-            match self.raft.propose_conf_change(ConfChange::Promote { id: job.id }) {
+            match self
+                .raft
+                .propose_conf_change(ConfChange::Promote { id: job.id })
+            {
                 Ok((index, term)) => {
                     log::info!(
                         "n{} t{} leader: promoting n{} to voter",
@@ -524,7 +537,9 @@ mod tests {
             (
                 Some((7, 9)),
                 WriteView::Delete { key: b"key" },
-                Command::Delete { key: b"key".to_vec() },
+                Command::Delete {
+                    key: b"key".to_vec(),
+                },
             ),
             (
                 Some((1, 2)),

@@ -90,22 +90,24 @@ impl<T> TimerWheel<T> {
     }
 
     /// How long the loop may sleep before the next timer is due (`None`: no timer at all).
-    /// Conservative: a slot holding a later round's timer wakes the loop early, never late.
+    /// Looks one turn of the wheel ahead; a timer further out wakes the loop after one turn.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
         if self.len == 0 {
             return None;
         }
         let n = self.slots.len() as u64;
-        for t in self.current_tick..self.current_tick + n {
-            let slot = &self.slots[(t % n) as usize];
-            if let Some(min) = slot.iter().map(|x| x.at_tick).min() {
-                let due_tick = min.clamp(t, t + n);
-                let at = self.origin
-                    + Duration::from_nanos((due_tick as u128 * self.resolution.as_nanos()) as u64);
-                return Some(at.saturating_duration_since(now));
+        let horizon = self.current_tick + n;
+        let mut due_tick = horizon;
+        'scan: for t in self.current_tick..horizon {
+            // A slot also holds timers of later turns: only one due at `t` counts here.
+            if self.slots[(t % n) as usize].iter().any(|x| x.at_tick <= t) {
+                due_tick = t;
+                break 'scan;
             }
         }
-        Some(self.resolution * n as u32)
+        let at = self.origin
+            + Duration::from_nanos((due_tick as u128 * self.resolution.as_nanos()) as u64);
+        Some(at.saturating_duration_since(now))
     }
 }
 
@@ -155,6 +157,18 @@ mod tests {
         // Possibly early (a later round in an earlier slot), never late: keep going to 40.
         w.expire(t0 + ms(40), &mut out);
         assert_eq!(out, vec![2, 1]);
+    }
+
+    #[test]
+    fn a_later_turn_timer_does_not_hide_an_earlier_one() {
+        // Goal: a far timer sharing an earlier slot must not push the wake-up past a near one.
+        // Method: far timer lands in slot 2 (tick 10 = 2 + 8), near timer in slot 5.
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = TimerWheel::new(ms(1), 8, t0);
+        w.schedule(t0 + ms(10), "far");
+        w.schedule(t0 + ms(5), "near");
+        assert!(w.next_timeout(t0).unwrap() <= ms(5));
     }
 
     #[test]

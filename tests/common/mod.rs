@@ -70,7 +70,10 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn connect(addr: &str) -> io::Result<TestClient> {
-        let s = TcpStream::connect_timeout(&addr.parse::<SocketAddr>().unwrap(), Duration::from_secs(5))?;
+        let s = TcpStream::connect_timeout(
+            &addr.parse::<SocketAddr>().unwrap(),
+            Duration::from_secs(5),
+        )?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         s.set_nodelay(true)?;
         Ok(TestClient::over(Box::new(s)))
@@ -217,9 +220,7 @@ impl Node {
 
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
         }
     }
 }
@@ -355,7 +356,13 @@ impl Cluster {
     }
 
     /// Waits until `pred` holds for node `id`'s status.
-    pub fn wait_status(&self, id: u64, timeout: Duration, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
+    pub fn wait_status(
+        &self,
+        id: u64,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.status(id) {
@@ -378,15 +385,20 @@ impl Cluster {
     /// until a response other than a retryable error comes back.
     pub fn call_leader(&self, req: &Request, timeout: Duration) -> Response {
         let deadline = Instant::now() + timeout;
-        let mut target = self.nodes.iter().find(|n| n.child.is_some()).map(|n| n.id).unwrap();
+        let mut target = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .map(|n| n.id)
+            .unwrap();
+        let mut last = String::new();
         loop {
             let resp = self.client(target).and_then(|mut c| c.call(req));
+            last = format!("n{target}: {resp:?}");
             match resp {
-                Ok(Response::Error(ErrorKind::NotLeader { leader: Some(l), .. }))
-                    if self.nodes.iter().any(|n| n.id == l && n.child.is_some()) =>
-                {
-                    target = l
-                }
+                Ok(Response::Error(ErrorKind::NotLeader {
+                    leader: Some(l), ..
+                })) if self.nodes.iter().any(|n| n.id == l && n.child.is_some()) => target = l,
                 Ok(Response::Error(e)) if retryable(&e) => {
                     target = self.next_running(target);
                     std::thread::sleep(Duration::from_millis(30));
@@ -399,14 +411,23 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 self.dump_logs();
-                panic!("no answer to {req:?} from a leader within {timeout:?}");
+                panic!("no answer to {req:?} from a leader within {timeout:?}; last {last}");
             }
         }
     }
 
     fn next_running(&self, after: u64) -> u64 {
-        let running: Vec<u64> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect();
-        let pos = running.iter().position(|&i| i == after).map(|p| p + 1).unwrap_or(0);
+        let running: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect();
+        let pos = running
+            .iter()
+            .position(|&i| i == after)
+            .map(|p| p + 1)
+            .unwrap_or(0);
         running[pos % running.len()]
     }
 
@@ -489,7 +510,11 @@ impl Cluster {
             let text = std::fs::read_to_string(&n.log_path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let from = lines.len().saturating_sub(40);
-            eprintln!("----- node {} log (last {} lines) -----", n.id, lines.len() - from);
+            eprintln!(
+                "----- node {} log (last {} lines) -----",
+                n.id,
+                lines.len() - from
+            );
             for l in &lines[from..] {
                 eprintln!("{l}");
             }
@@ -531,7 +556,10 @@ pub fn retryable(e: &ErrorKind) -> bool {
 /// Runs `zattd` with `args` to completion (for flag tests); (exit code, stderr).
 pub fn run_zattd(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -560,12 +588,13 @@ pub fn run_zattd(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Opt
 
 /// A TLS client connection through rustls (ring provider).
 pub fn tls_connect(addr: &str, cfg: Arc<rustls::ClientConfig>) -> io::Result<TestClient> {
-    let s = TcpStream::connect_timeout(&addr.parse::<SocketAddr>().unwrap(), Duration::from_secs(5))?;
+    let s =
+        TcpStream::connect_timeout(&addr.parse::<SocketAddr>().unwrap(), Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_nodelay(true)?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(cfg, name)
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let conn =
+        rustls::ClientConnection::new(cfg, name).map_err(|e| io::Error::other(e.to_string()))?;
     let stream = rustls::StreamOwned::new(conn, s);
     Ok(TestClient::over(Box::new(stream)))
 }
