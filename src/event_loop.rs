@@ -383,48 +383,12 @@ impl Server {
             },
         };
 
-        if boot_is_empty(&boot) && !cfg.join {
-            if cfg.cluster.is_empty() {
-                return Err(ServerError::usage(
-                    "first start needs --cluster ID=HOST:PORT,... (or --join to be added later)",
-                ));
-            }
-            let mut m = Membership::default();
-            for (id, addr) in &cfg.cluster {
-                m.members.insert(
-                    *id,
-                    Member {
-                        role: MemberRole::Voter,
-                        addr: addr.clone(),
-                    },
-                );
-            }
-            boot = Boot::bootstrap(&m);
-            let batch = WriteBatch {
-                snapshot: None,
-                hard_state: Some(boot.hard_state),
-                entries: boot.entries.clone(),
-            };
-            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
-                ServerError::runtime(format!("cannot write the initial membership: {e}"))
-            })?;
-            info!(
-                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
-                cfg.id,
-                m.members.len()
-            );
-        } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
-            info!(
-                "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
-                cfg.id,
-                dir.display()
-            );
-        }
-        if stored.is_none() {
-            write_cluster_id(&dir, cluster_id)?;
-        }
-
-        let known = latest_membership(&boot);
+        let first_start = boot_is_empty(&boot) && !cfg.join;
+        let known = if first_start {
+            None // the address comes from --cluster (validated to hold this node)
+        } else {
+            latest_membership(&boot)
+        };
         let listen = match (&cfg.listen, &known) {
             (Some(l), _) => l.clone(),
             (None, Some(m)) => match m.members.get(&cfg.id) {
@@ -487,6 +451,48 @@ impl Server {
         let mut udp = UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?;
         let mut listener = TcpListener::bind(addr).map_err(|e| bind_err("TCP", e))?;
         set_udp_buffers(&udp);
+
+        // Bind first: a start that fails on a busy port must leave the directory untouched.
+        if boot_is_empty(&boot) && !cfg.join {
+            if cfg.cluster.is_empty() {
+                return Err(ServerError::usage(
+                    "first start needs --cluster ID=HOST:PORT,... (or --join to be added later)",
+                ));
+            }
+            let mut m = Membership::default();
+            for (id, addr) in &cfg.cluster {
+                m.members.insert(
+                    *id,
+                    Member {
+                        role: MemberRole::Voter,
+                        addr: addr.clone(),
+                    },
+                );
+            }
+            boot = Boot::bootstrap(&m);
+            let batch = WriteBatch {
+                snapshot: None,
+                hard_state: Some(boot.hard_state),
+                entries: boot.entries.clone(),
+            };
+            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
+                ServerError::runtime(format!("cannot write the initial membership: {e}"))
+            })?;
+            info!(
+                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
+                cfg.id,
+                m.members.len()
+            );
+        } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
+            info!(
+                "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
+                cfg.id,
+                dir.display()
+            );
+        }
+        if stored.is_none() {
+            write_cluster_id(&dir, cluster_id)?;
+        }
 
         let poll = Poll::new().map_err(|e| ServerError::runtime(format!("poll: {e}")))?;
         poll.registry()
