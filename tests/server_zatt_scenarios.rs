@@ -1,0 +1,139 @@
+//! The scenarios of the original (Python) Zatt test suite, replayed against real `zattd`
+//! processes: append, delete, read from another client and from another server, compacted log
+//! replication, add a server, remove a server.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use zatt::wire::client::{Consistency, Request, Response};
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn append_then_read_back_from_the_same_client() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    let mut cl = c.client(leader).unwrap();
+    assert!(matches!(
+        cl.put("adams", "42").unwrap(),
+        Response::Written { .. }
+    ));
+    assert_eq!(
+        cl.get_value("adams", Consistency::Linearizable)
+            .unwrap()
+            .as_deref(),
+        Some("42")
+    );
+}
+
+#[test]
+fn append_then_read_from_another_client_and_another_server() {
+    // Goal: a write is visible to a second client on the leader at once and, eventually, to a
+    // client of every follower.
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    let mut writer = c.client(leader).unwrap();
+    assert!(matches!(
+        writer.put("question", "unknown").unwrap(),
+        Response::Written { .. }
+    ));
+    let mut reader = c.client(leader).unwrap();
+    assert_eq!(
+        reader
+            .get_value("question", Consistency::Linearizable)
+            .unwrap()
+            .as_deref(),
+        Some("unknown")
+    );
+    for id in (1..=3).filter(|&i| i != leader) {
+        c.wait_value(id, "question", Some("unknown"), T);
+    }
+}
+
+#[test]
+fn delete_removes_the_key_everywhere() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    let mut cl = c.client(leader).unwrap();
+    cl.put("gone", "soon").unwrap();
+    match cl.delete("gone").unwrap() {
+        Response::Deleted { existed, .. } => assert!(existed),
+        other => panic!("delete: {other:?}"),
+    }
+    match cl.delete("gone").unwrap() {
+        Response::Deleted { existed, .. } => assert!(!existed, "deleting twice finds nothing"),
+        other => panic!("delete: {other:?}"),
+    }
+    for id in 1..=3 {
+        c.wait_value(id, "gone", None, T);
+    }
+}
+
+#[test]
+fn compacted_log_is_replicated_to_a_new_server() {
+    // Goal: a server added after the log was compacted receives the state as a snapshot.
+    // Method: --snapshot-entries 50, 300 writes, then join node 4 and check it has every key
+    // and says it installed a snapshot.
+    let mut c = Cluster::start(3, &["--snapshot-entries", "50"]);
+    let leader = c.wait_leader(T);
+    c.client(leader)
+        .unwrap()
+        .put_pipelined("c", 0..300, 32)
+        .unwrap();
+    let addr = c.start_joiner(4);
+    c.admin(
+        &Request::MemberAdd {
+            id: 4,
+            addr,
+            learner: true,
+        },
+        T,
+    );
+    c.wait_value(4, "c299", Some("v299"), T);
+    c.wait_value(4, "c0", Some("v0"), T);
+    assert!(
+        c.log_of(4).contains("installed snapshot"),
+        "node 4 did not get a snapshot"
+    );
+    assert_eq!(c.status(4).unwrap().keys, 300);
+}
+
+#[test]
+fn add_a_server_as_voter() {
+    // Goal: MemberAdd with learner=false adds the server as a learner and promotes it once it
+    // has caught up, answering only then.
+    let mut c = Cluster::start(3, &[]);
+    c.wait_leader(T);
+    c.put("k", "v");
+    let addr = c.start_joiner(4);
+    c.admin(
+        &Request::MemberAdd {
+            id: 4,
+            addr,
+            learner: false,
+        },
+        T,
+    );
+    let s = c.wait_status(4, T, "node 4 voter", |s| {
+        s.members.iter().any(|m| m.id == 4 && m.voter)
+    });
+    assert_eq!(s.members.len(), 4);
+    c.wait_value(4, "k", Some("v"), T);
+}
+
+#[test]
+fn remove_a_server() {
+    // Goal: after removing a follower the other two keep committing writes.
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    let victim = (1..=3).find(|&i| i != leader).unwrap();
+    c.admin(&Request::MemberRemove { id: victim }, T);
+    c.kill(victim);
+    let s = c.status(leader).unwrap();
+    assert_eq!(s.members.len(), 2, "{s:?}");
+    c.put("after-remove", "ok");
+    for id in (1..=3).filter(|&i| i != victim) {
+        c.wait_value(id, "after-remove", Some("ok"), T);
+    }
+}
