@@ -712,7 +712,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         u => return Err(format!("unknown duration unit {u:?} (ms, s, m, h, us, ns)")),
     };
     let total = n * ns_per;
-    if !total.is_finite() || total < 0.0 || total > 1e18 {
+    if !total.is_finite() || !(0.0..=1e18).contains(&total) {
         return Err(format!("{t:?} is out of range"));
     }
     Ok(Duration::from_nanos(total as u64))

@@ -132,10 +132,7 @@ impl Server {
     /// Handles every whole frame a connection holds, until backpressure says stop.
     pub(crate) fn handle_frames(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.frame_buf);
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
+        while let Some(conn) = self.conns.get_mut(key) {
             conn.stalled = false;
             if conn.dead {
                 break;

@@ -89,6 +89,9 @@ fn flags_beat_environment_beat_config_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// (arguments, environment, what the error line must mention)
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 #[test]
 fn bad_flags_exit_2_with_one_clear_line() {
     // Goal: each bad value stops zattd with exit 2 and a single line naming the problem.
@@ -96,7 +99,7 @@ fn bad_flags_exit_2_with_one_clear_line() {
     let d = dir.join("d").display().to_string();
     let port = free_port();
     let cl = format!("1=127.0.0.1:{port}");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec!["--id", "x", "--data-dir", &d, "--cluster", &cl],
             vec![],

@@ -417,10 +417,9 @@ impl Cluster {
             .find(|n| n.child.is_some())
             .map(|n| n.id)
             .unwrap();
-        let mut last = String::new();
         loop {
             let resp = self.client(target).and_then(|mut c| c.call(req));
-            last = format!("n{target}: {resp:?}");
+            let last = format!("n{target}: {resp:?}");
             match resp {
                 Ok(Response::Error(ErrorKind::NotLeader {
                     leader: Some(l), ..
