@@ -72,6 +72,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A voter being added waits this long for its learner phase to catch up.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Dropped-datagram warnings come at most this often (the counters are in status anyway).
+const DROP_WARN_EVERY: Duration = Duration::from_secs(5);
 /// At most this many ticks are made up for in one iteration after a stall.
 const MAX_CATCH_UP_TICKS: u32 = 4;
 /// Kernel socket buffers for the peer socket: bursts of AppendEntries must not overflow them.
@@ -256,6 +258,7 @@ pub struct Server {
     fired: Vec<TimerKind>,
     completed: Vec<u64>,
     drops_reported: u64,
+    drops_warned_at: Option<Instant>,
     pub(crate) udp_send_drops: u64,
 }
 
@@ -616,6 +619,7 @@ impl Server {
             fired: Vec::new(),
             completed: Vec::new(),
             drops_reported: 0,
+            drops_warned_at: None,
             udp_send_drops: 0,
             cfg,
         };
@@ -982,7 +986,12 @@ impl Server {
     fn housekeeping(&mut self) {
         self.codec.expire(self.tick_count);
         let total = self.codec.drops().total();
-        if total > self.drops_reported {
+        let quiet = match self.drops_warned_at {
+            Some(t) => self.now.saturating_duration_since(t) >= DROP_WARN_EVERY,
+            None => true,
+        };
+        if total > self.drops_reported && quiet {
+            self.drops_warned_at = Some(self.now);
             let summary: Vec<String> = self
                 .codec
                 .drops()
@@ -1010,18 +1019,17 @@ impl Server {
                 self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
             }
         }
-        // Writes that never got applied (this node cut off from the cluster).
-        let old: Vec<LogIndex> = self
-            .writes
-            .iter()
-            .filter(|(_, ws)| {
-                ws.iter()
-                    .all(|w| self.now.saturating_duration_since(w.since) >= WRITE_TIMEOUT)
-            })
-            .map(|(i, _)| *i)
-            .collect();
-        for i in old {
-            for w in self.writes.remove(&i).unwrap_or_default() {
+        // Writes that never got applied (this node cut off from the cluster). Proposals are
+        // made in index order, so the oldest are at the front: stop at the first young one.
+        while let Some(entry) = self.writes.first_entry() {
+            let young = entry
+                .get()
+                .iter()
+                .any(|w| self.now.saturating_duration_since(w.since) < WRITE_TIMEOUT);
+            if young {
+                break;
+            }
+            for w in entry.remove() {
                 self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
             }
         }
@@ -1117,9 +1125,10 @@ impl Server {
                 }
             }
         }
-        if membership_changed {
-            self.refresh_peers();
-        }
+        // Cheap when nothing changed (one comparison); a truncated config entry can change the
+        // membership without a config entry in this Ready.
+        let _ = membership_changed;
+        self.refresh_peers();
         let mark = rd.persist_mark();
         let needs_persist = rd.needs_persist();
         self.send_messages(rd.messages);
