@@ -659,7 +659,7 @@ impl Server {
 
             let resume = std::mem::take(&mut self.resume);
             for key in resume {
-                self.serve_conn(key);
+                self.serve_conn(key, true);
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -671,8 +671,9 @@ impl Server {
                         if ev.is_writable() {
                             self.mark_dirty(key);
                         }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.serve_conn(key);
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        if ev.is_readable() || closed {
+                            self.serve_conn(key, closed);
                         }
                     }
                 }
@@ -883,11 +884,11 @@ impl Server {
     }
 
     /// Reads and handles what a connection sent, within backpressure limits.
-    pub(crate) fn serve_conn(&mut self, key: usize) {
+    pub(crate) fn serve_conn(&mut self, key: usize, peer_closed: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Err(e) = conn.fill(self.now) {
+        if let Err(e) = conn.fill(self.now, peer_closed) {
             debug!("n{}: client connection closed: {e}", self.id);
             conn.dead = true;
             conn.discard_output();

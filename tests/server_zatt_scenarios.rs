@@ -130,8 +130,9 @@ fn remove_a_server() {
     let victim = (1..=3).find(|&i| i != leader).unwrap();
     c.admin(&Request::MemberRemove { id: victim }, T);
     c.kill(victim);
-    let s = c.status(leader).unwrap();
-    assert_eq!(s.members.len(), 2, "{s:?}");
+    for id in (1..=3).filter(|&i| i != victim) {
+        c.wait_status(id, T, "two members", |s| s.members.len() == 2);
+    }
     c.put("after-remove", "ok");
     for id in (1..=3).filter(|&i| i != victim) {
         c.wait_value(id, "after-remove", Some("ok"), T);
