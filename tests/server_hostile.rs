@@ -224,3 +224,35 @@ fn too_many_requests_in_flight_on_one_connection_are_refused() {
     }
     assert!(refused > 0, "the in-flight bound was never hit");
 }
+
+#[test]
+fn idle_connection_is_closed_after_the_idle_timeout() {
+    // Goal: a silent connection with nothing in flight is closed after --idle-timeout, and a
+    // busy one is not. Method: 300ms timeout; one raw connection stays silent, another keeps
+    // sending status requests; the silent one sees EOF, the busy one still works.
+    let c = Cluster::start(1, &["--idle-timeout", "300ms"]);
+    c.wait_leader(T);
+    let mut silent = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut busy = c.client(1).unwrap();
+    let deadline = Instant::now() + T;
+    let mut b = [0u8; 16];
+    loop {
+        assert!(busy.status().is_ok(), "the busy connection was closed");
+        match silent.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => panic!("nothing was asked on the silent connection"),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent connection was never closed"
+        );
+    }
+    assert!(busy.status().is_ok());
+}
