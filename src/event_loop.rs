@@ -758,7 +758,9 @@ impl Server {
     }
 
     fn recv_datagrams(&mut self) {
-        loop {
+        // A socket error that repeats must not spin the loop: give up for this round.
+        let mut errors = 0;
+        while errors < 64 {
             match self.udp.recv_from(&mut self.recv_buf) {
                 Ok((n, from)) => {
                     if let Some(msg) = self.codec.decode(&self.recv_buf[..n], self.tick_count) {
@@ -778,7 +780,7 @@ impl Server {
                 Err(e) => {
                     // ICMP errors (a peer down) surface here on Linux; they are not ours to fix.
                     debug!("n{}: udp receive: {e}", self.id);
-                    continue;
+                    errors += 1;
                 }
             }
         }

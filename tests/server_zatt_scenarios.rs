@@ -138,3 +138,52 @@ fn remove_a_server() {
         c.wait_value(id, "after-remove", Some("ok"), T);
     }
 }
+
+#[test]
+fn scan_pages_through_every_key_in_order() {
+    // Goal: scans page (at most 1000 items each) and together return every key of the prefix
+    // once, in key order; Len counts every key. Method: 2,500 keys under "s/", 10 others.
+    let c = Cluster::start(1, &[]);
+    c.wait_leader(T);
+    let mut cl = c.client(1).unwrap();
+    cl.put_pipelined("s/", 0..2500, 64).unwrap();
+    cl.put_pipelined("t/", 0..10, 8).unwrap();
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    let mut pages = 0;
+    loop {
+        let req = Request::Scan {
+            prefix: b"s/".to_vec(),
+            start_after: after.clone(),
+            limit: 100_000,
+            consistency: Consistency::Linearizable,
+        };
+        match cl.call(&req).unwrap() {
+            Response::ScanPage { items, more, .. } => {
+                assert!(items.len() <= 1000);
+                pages += 1;
+                after = items.last().map(|i| i.0.clone());
+                seen.extend(items.into_iter().map(|i| i.0));
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("scan: {other:?}"),
+        }
+        assert!(pages < 10, "scan does not end");
+    }
+    assert_eq!(seen.len(), 2500);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "keys in order, each once"
+    );
+    match cl
+        .call(&Request::Len {
+            consistency: Consistency::Stale,
+        })
+        .unwrap()
+    {
+        Response::Len { len, .. } => assert_eq!(len, 2510),
+        other => panic!("len: {other:?}"),
+    }
+}
