@@ -187,3 +187,49 @@ fn scan_pages_through_every_key_in_order() {
         other => panic!("len: {other:?}"),
     }
 }
+
+#[test]
+fn session_retry_is_applied_once_and_cas_checks_its_condition() {
+    // Goal: a write retried with the same session tag is applied once (same revision back);
+    // compare-and-swap applies only when its condition holds.
+    let c = Cluster::start(3, &[]);
+    c.wait_leader(T);
+    let id = match c.call_leader(&Request::RegisterSession, T) {
+        Response::SessionRegistered { id } => id,
+        other => panic!("register: {other:?}"),
+    };
+    let put = Request::Put {
+        session: Some((id, 1)),
+        key: b"once".to_vec(),
+        value: b"1".to_vec(),
+    };
+    let r1 = c.call_leader(&put, T);
+    let r2 = c.call_leader(&put, T);
+    let Response::Written { revision: first } = r1 else {
+        panic!("put: {r1:?}")
+    };
+    assert_eq!(r1, r2, "the retry returns the first reply");
+    let cas = |expect: zatt::wire::client::Expect, new: &str| Request::Cas {
+        session: None,
+        key: b"once".to_vec(),
+        expect,
+        new: Some(new.as_bytes().to_vec()),
+    };
+    match c.call_leader(
+        &cas(zatt::wire::client::Expect::Value(b"nope".to_vec()), "2"),
+        T,
+    ) {
+        Response::CasFailed { current } => assert_eq!(current.map(|c| c.0), Some(b"1".to_vec())),
+        other => panic!("cas with a wrong value: {other:?}"),
+    }
+    match c.call_leader(
+        &cas(zatt::wire::client::Expect::Value(b"1".to_vec()), "2"),
+        T,
+    ) {
+        Response::CasOk { revision } => assert!(revision > first),
+        other => panic!("cas: {other:?}"),
+    }
+    for id in 1..=3 {
+        c.wait_value(id, "once", Some("2"), T);
+    }
+}
