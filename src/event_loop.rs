@@ -159,6 +159,7 @@ pub(crate) enum WaitKind {
 
 #[derive(Debug)]
 pub(crate) struct Waiter {
+    pub index: LogIndex,
     pub term: Term,
     pub to: ReplyTo,
     pub kind: WaitKind,
@@ -239,7 +240,8 @@ pub struct Server {
     peers_of: Membership,
     next_token: u64,
     persisting: VecDeque<Persisting>,
-    pub(crate) writes: BTreeMap<LogIndex, Vec<Waiter>>,
+    /// Proposals waiting to be applied, in strictly increasing index order.
+    pub(crate) writes: VecDeque<Waiter>,
     pub(crate) new_reads: Vec<ReadWaiter>,
     read_rounds: VecDeque<(u64, Instant, Vec<ReadWaiter>)>,
     ready_reads: VecDeque<(LogIndex, Vec<ReadWaiter>)>,
@@ -600,7 +602,7 @@ impl Server {
             peers_of: Membership::default(),
             next_token: 1,
             persisting: VecDeque::new(),
-            writes: BTreeMap::new(),
+            writes: VecDeque::new(),
             new_reads: Vec::new(),
             read_rounds: VecDeque::new(),
             ready_reads: VecDeque::new(),
@@ -698,8 +700,7 @@ impl Server {
     fn shutdown(&mut self) {
         let waiting: Vec<ReplyTo> = self
             .writes
-            .values()
-            .flatten()
+            .iter()
             .map(|w| w.to)
             .chain(self.new_reads.iter().map(|r| r.to))
             .chain(
@@ -1024,17 +1025,12 @@ impl Server {
         }
         // Writes that never got applied (this node cut off from the cluster). Proposals are
         // made in index order, so the oldest are at the front: stop at the first young one.
-        while let Some(entry) = self.writes.first_entry() {
-            let young = entry
-                .get()
-                .iter()
-                .any(|w| self.now.saturating_duration_since(w.since) < WRITE_TIMEOUT);
-            if young {
+        while let Some(w) = self.writes.front() {
+            if self.now.saturating_duration_since(w.since) < WRITE_TIMEOUT {
                 break;
             }
-            for w in entry.remove() {
-                self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
-            }
+            let w = self.writes.pop_front().unwrap();
+            self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
         }
         self.run_promotions();
     }
@@ -1223,13 +1219,19 @@ impl Server {
         }
         let reply = self.kv.apply(e);
         self.applied_term = e.term;
-        let Some(waiters) = self.writes.remove(&e.index) else {
-            return;
-        };
-        for w in waiters {
+        while let Some(front) = self.writes.front() {
+            if front.index > e.index {
+                break;
+            }
+            let w = self.writes.pop_front().unwrap();
+            if w.index < e.index {
+                // Its index was passed without being applied here (covered by a snapshot).
+                self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
+                continue;
+            }
             if w.term != e.term {
                 // Another leader's entry took this index: the proposal was lost, never applied.
-                let err = self.not_leader();
+                let err = self.lost_proposal();
                 self.answer_error(w.to, err);
                 continue;
             }
@@ -1254,9 +1256,8 @@ impl Server {
     /// Fails every write waiting at or below `index` (replaced by an installed snapshot: the
     /// outcome is unknown here, so `Timeout`, which says "applied: maybe").
     fn fail_writes_through(&mut self, index: LogIndex) {
-        let rest = self.writes.split_off(&index.next());
-        let gone = std::mem::replace(&mut self.writes, rest);
-        for w in gone.into_values().flatten() {
+        while matches!(self.writes.front(), Some(w) if w.index <= index) {
+            let w = self.writes.pop_front().unwrap();
             self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
         }
     }
@@ -1336,6 +1337,17 @@ impl Server {
                     .get(&l)
                     .map(|m| m.addr.clone())
             }),
+        }
+    }
+
+    /// The answer for a proposal whose entry was replaced by another leader's (applied: no).
+    pub(crate) fn lost_proposal(&self) -> crate::wire::client::ErrorKind {
+        if self.raft.role() == Role::Leader {
+            crate::wire::client::ErrorKind::Unavailable(
+                "leadership changed before the write committed; it was not applied".into(),
+            )
+        } else {
+            self.not_leader()
         }
     }
 

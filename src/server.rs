@@ -334,7 +334,15 @@ impl Server {
     }
 
     fn wait_for(&mut self, index: LogIndex, term: Term, to: ReplyTo, kind: WaitKind) {
-        self.writes.entry(index).or_default().push(Waiter {
+        // This leader just put its own entry at `index`: whatever waited at or after it was
+        // proposed in an earlier term and its entry is gone from the log, never applied.
+        while matches!(self.writes.back(), Some(w) if w.index >= index) {
+            let w = self.writes.pop_back().unwrap();
+            let e = self.lost_proposal();
+            self.answer_error(w.to, e);
+        }
+        self.writes.push_back(Waiter {
+            index,
             term,
             to,
             kind,
