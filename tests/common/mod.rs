@@ -44,12 +44,24 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// A loopback port free for both TCP and UDP at the time of the call.
+/// A loopback port free for both TCP and UDP at the time of the call, chosen below the
+/// kernel's ephemeral range (32768 and up) so that the many client connections a test makes
+/// cannot take it meanwhile (a restarted node binds its port again).
 pub fn free_port() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let mut x = std::process::id() as u64 ^ (UNIQUE.fetch_add(1, Ordering::Relaxed) << 32);
+    x ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    for _ in 0..1000 {
+        // xorshift: cheap, and different in each test process and call.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
             return port;
         }
     }
