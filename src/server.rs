@@ -13,13 +13,13 @@
 //! `SCAN_MAX_BYTES` per page; the client continues with the last key as `start_after`.
 
 use crate::client_conn::FrameEvent;
-use crate::event_loop::{Query, ReadWaiter, ReplyTo, Server, WaitKind, Waiter};
+use crate::event_loop::{role_name, Query, ReadWaiter, ReplyTo, Server, WaitKind, Waiter};
 use crate::kv::Reply;
 use crate::raft::{ProposeError, Role};
 use crate::types::*;
 use crate::wire::client::{
     decode_request, encode_response, encode_value_response, Consistency, ErrorKind, ExpectView,
-    RequestView, Response, SessionTag,
+    MemberInfo, RequestView, Response, SessionTag,
 };
 
 /// Items returned by one scan page at most.
@@ -548,6 +548,77 @@ impl Server {
                     self.answer_error(job.to, err);
                 }
             }
+        }
+    }
+}
+
+impl Server {
+    pub(crate) fn members_info(&self) -> Vec<MemberInfo> {
+        self.raft
+            .membership()
+            .members
+            .iter()
+            .map(|(id, m)| MemberInfo {
+                id: id.0,
+                addr: m.addr.clone(),
+                voter: m.role == MemberRole::Voter,
+            })
+            .collect()
+    }
+
+    pub(crate) fn status(&self) -> crate::wire::client::Status {
+        let (p50, p99) = self
+            .syncer
+            .as_ref()
+            .map(|s| s.fsync_latency_us())
+            .unwrap_or((0, 0));
+        let last = self.raft.last_index();
+        let leader = self.raft.leader();
+        let peers = if self.raft.role() == Role::Leader {
+            self.raft
+                .progress()
+                .into_iter()
+                .filter(|p| p.id != self.id)
+                .map(|p| crate::wire::client::PeerStatus {
+                    id: p.id.0,
+                    match_index: p.match_index.0,
+                    lag: last.0.saturating_sub(p.match_index.0),
+                    snapshot_progress: p.snapshot_transfer,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut dropped: Vec<(String, u64)> = self
+            .codec
+            .drops()
+            .iter()
+            .map(|(r, n)| (r.to_string(), n))
+            .collect();
+        dropped.push(("SendFailed".to_string(), self.udp_send_drops));
+        crate::wire::client::Status {
+            id: self.id.0,
+            role: role_name(self.raft.role()).to_string(),
+            term: self.raft.term().0,
+            leader: leader.map(|l| l.0),
+            leader_addr: leader.and_then(|l| {
+                self.raft
+                    .membership()
+                    .members
+                    .get(&l)
+                    .map(|m| m.addr.clone())
+            }),
+            commit_index: self.raft.commit_index().0,
+            applied_index: self.kv.applied_index().0,
+            last_index: last.0,
+            members: self.members_info(),
+            peers,
+            wal_bytes: self.syncer.as_ref().map(|s| s.size_bytes()).unwrap_or(0),
+            fsync_p50_us: p50,
+            fsync_p99_us: p99,
+            dropped_datagrams: dropped,
+            sessions: self.kv.session_count() as u64,
+            keys: self.kv.len() as u64,
         }
     }
 }
