@@ -142,7 +142,7 @@ const FLAGS: &[Flag] = &[
         name: "snapshot-entries",
         hint: "N",
         kind: Kind::Value,
-        default: Some("10000"),
+        default: Some("100000"),
         help: "take a snapshot and compact the log once this many entries were applied since the last one",
     },
     Flag {
