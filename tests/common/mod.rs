@@ -329,15 +329,31 @@ impl Cluster {
         self.node(id).addr.clone()
     }
 
-    /// Starts a new node with `--join`; the cluster id comes from a running member's status.
+    /// Starts a new node with `--join`, telling it the initial `--cluster` list (from which it
+    /// derives the cluster id). Returns its address.
     pub fn start_joiner(&mut self, id: u64) -> String {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let first = vec![
             "--join".into(),
             "--cluster".into(),
             self.cluster_arg.clone(),
         ];
+        self.spawn_joiner(id, first)
+    }
+
+    /// Starts a new node with `--join --cluster-id N`, N read from node 1's data directory.
+    pub fn start_joiner_with_cluster_id(&mut self, id: u64) -> String {
+        let cid = std::fs::read_to_string(self.node(1).data_dir.join("cluster-id")).unwrap();
+        let first = vec![
+            "--join".into(),
+            "--cluster-id".into(),
+            cid.trim().to_string(),
+        ];
+        self.spawn_joiner(id, first)
+    }
+
+    fn spawn_joiner(&mut self, id: u64, first: Vec<String>) -> String {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
         let mut node = self.new_node(id, port, first);
         // A restarted joiner still binds its address; the membership also has it once added.
         node.extra.push("--listen".into());
