@@ -113,6 +113,18 @@ pub fn encode_proposal(out: &mut Vec<u8>, session: SessionTag, now_ms: u64, w: W
     }
 }
 
+/// Whether `addr` looks like `HOST:PORT` (or `[IPv6]:PORT`) with a nonzero port.
+pub fn is_host_port(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && matches!(port.parse::<u16>(), Ok(p) if p > 0)
+        }
+        None => false,
+    }
+}
+
 /// The client's answer for kv's reply to an applied write.
 pub fn reply_to_response(r: &Reply) -> Response {
     match r {
@@ -267,9 +279,12 @@ impl Server {
                 if id == 0 {
                     return self.answer_error(to, ErrorKind::Invalid("node id 0".into()));
                 }
-                if let Err(e) = crate::config::resolve(addr) {
-                    return self
-                        .answer_error(to, ErrorKind::Invalid(format!("address {addr:?}: {e}")));
+                // Syntax only: resolving a host name here could stall the loop on DNS.
+                if !is_host_port(addr) {
+                    return self.answer_error(
+                        to,
+                        ErrorKind::Invalid(format!("address {addr:?} is not HOST:PORT")),
+                    );
                 }
                 let cc = ConfChange::AddLearner {
                     id: NodeId(id),
@@ -627,6 +642,24 @@ impl Server {
 mod tests {
     use super::*;
     use crate::kv::{Command, Expect, Proposal, SessionRef};
+
+    #[test]
+    fn member_addresses_are_checked_for_syntax_only() {
+        assert!(is_host_port("127.0.0.1:5254"));
+        assert!(is_host_port("zatt-4.example:5254"));
+        assert!(is_host_port("[::1]:5254"));
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":5254",
+            "host:0",
+            "host:99999",
+            "a b:1",
+        ] {
+            assert!(!is_host_port(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn proposal_encoding_matches_kv() {
