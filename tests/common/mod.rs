@@ -259,14 +259,23 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(BIN)
-            .args(&args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args)
             .env_remove("ZATT_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn zattd");
+            .stderr(log);
+        // If the test process dies without dropping the cluster (killed by a timeout), take
+        // the servers with it rather than leave them running.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn zattd");
         self.child = Some(child);
         self.started_once = true;
     }
