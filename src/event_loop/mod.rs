@@ -33,8 +33,9 @@
 //! unwritable directory) exits 1. SIGINT and SIGTERM stop the loop cleanly: clients in flight get
 //! `ShuttingDown`, the syncer finishes what it was given, the process exits 0.
 
-use crate::client_conn::ClientConn;
 mod start;
+
+use crate::client_conn::ClientConn;
 use crate::config::{ServerConfig, EXIT_RUNTIME};
 use crate::kv::{Kv, KvConfig};
 use crate::raft::{Raft, Role, SoftState};
