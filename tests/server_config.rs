@@ -245,3 +245,50 @@ fn sigterm_stops_cleanly_and_a_restart_needs_only_id_and_data_dir() {
     c.wait_leader(T);
     c.wait_value(1, "k", Some("v"), T);
 }
+
+#[test]
+fn failed_disk_sync_stops_the_server_with_exit_74() {
+    // Goal: fail-stop on a disk failure, end to end: the server exits 74 with one line naming
+    // the failure and never answers a write it could not make durable. Method: the WAL's test
+    // hook makes the 5th log sync fail; write until the process is gone.
+    let dir = temp_dir("eio");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cl = format!("1={addr}");
+    let d = dir.join("d").display().to_string();
+    let mut child = std::process::Command::new(BIN)
+        .args(["--id", "1", "--data-dir", &d, "--cluster", &cl])
+        .args(FAST)
+        .env("ZATT_TEST_DISK_FAULT", "sync-eio:5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let mut acknowledged = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server survived a failed sync"
+        );
+        if let Ok(mut c) = TestClient::connect(&addr) {
+            while let Ok(r) = c.put("k", "v") {
+                if matches!(r, zatt::wire::client::Response::Written { .. }) {
+                    acknowledged += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(74), "{err}");
+    assert!(err.contains("disk"), "{err}");
+    // One sequential client: each acknowledged write needed a sync of its own, and only the
+    // first four syncs succeeded.
+    assert!(acknowledged <= 4, "{acknowledged} writes acknowledged");
+    let _ = std::fs::remove_dir_all(dir);
+}

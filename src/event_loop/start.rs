@@ -112,6 +112,28 @@ fn set_udp_buffers(sock: &UdpSocket) {
     }
 }
 
+/// Test hook for the fail-stop path (exit 74) of a real process: `ZATT_TEST_DISK_FAULT` set to
+/// `sync-eio:N` makes the N-th log sync and every later one fail with EIO, `enospc:BYTES` makes
+/// a write past BYTES fail with ENOSPC. Deliberately not a flag: nobody should find it in
+/// `--help`.
+fn injected_disk_fault() -> Result<Option<crate::wal::InjectFault>, ServerError> {
+    let Ok(v) = std::env::var("ZATT_TEST_DISK_FAULT") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ServerError::usage(format!(
+            "ZATT_TEST_DISK_FAULT={v:?}: expected sync-eio:N or enospc:BYTES"
+        ))
+    };
+    let (kind, n) = v.split_once(':').ok_or_else(bad)?;
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match kind {
+        "sync-eio" => Ok(Some(crate::wal::InjectFault::SyncEio { nth_sync: n })),
+        "enospc" => Ok(Some(crate::wal::InjectFault::WriteEnospc { bytes: n })),
+        _ => Err(bad()),
+    }
+}
+
 impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
@@ -123,11 +145,14 @@ impl Server {
                 dir.display()
             ))
         })?;
-        let (mut wal, mut boot) =
-            Wal::open(&dir, WalOptions::default()).map_err(|e| ServerError {
-                exit_code: e.exit_code(),
-                message: e.to_string(),
-            })?;
+        let opts = WalOptions {
+            inject_fault: injected_disk_fault()?,
+            ..WalOptions::default()
+        };
+        let (mut wal, mut boot) = Wal::open(&dir, opts).map_err(|e| ServerError {
+            exit_code: e.exit_code(),
+            message: e.to_string(),
+        })?;
 
         // The cluster id: the file wins; else the flag; else derived from --cluster.
         let stored = read_cluster_id(&dir)?;
