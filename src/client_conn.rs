@@ -27,6 +27,8 @@ use crate::wire::client::FRAME_HEADER_BYTES;
 pub const GARBAGE_FACTOR: usize = 16;
 /// Smallest input buffer; it grows up to the largest frame allowed.
 const MIN_INPUT_BYTES: usize = 16 * 1024;
+/// An emptied buffer larger than this is given back to the allocator.
+const SHRINK_ABOVE_BYTES: usize = 256 * 1024;
 /// Output bytes above which the loop stops taking requests from this connection.
 pub const OUTPUT_CAP_BYTES: usize = 4 << 20;
 
@@ -159,6 +161,10 @@ impl ClientConn {
         if self.in_start == self.in_end {
             self.in_start = 0;
             self.in_end = 0;
+            // One large request must not pin a large buffer for the connection's life.
+            if self.input.len() > SHRINK_ABOVE_BYTES {
+                self.input = Vec::new();
+            }
         }
     }
 
@@ -347,6 +353,9 @@ impl ClientConn {
         if self.out_start == self.output.len() {
             self.output.clear();
             self.out_start = 0;
+            if self.output.capacity() > SHRINK_ABOVE_BYTES {
+                self.output.shrink_to(MIN_INPUT_BYTES);
+            }
         } else if self.out_start > self.output.len() / 2 {
             self.output.drain(..self.out_start);
             self.out_start = 0;
@@ -441,4 +450,135 @@ fn load_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'stat
         return Err(format!("{}: no certificate in the file", path.display()));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::client::{encode_request, Request};
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    /// A server-side connection and the client's blocking socket, on loopback.
+    fn pair(max_request_bytes: usize) -> (ClientConn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let conn = ClientConn::new(
+            TcpStream::from_std(server),
+            None,
+            max_request_bytes,
+            1,
+            Instant::now(),
+        );
+        (conn, client)
+    }
+
+    fn limits(max: usize) -> FrameLimits {
+        FrameLimits {
+            max_frame_bytes: max,
+            ..FrameLimits::default()
+        }
+    }
+
+    /// Fills and looks at the front of the input until something other than `Incomplete`
+    /// shows up, within a bounded number of tries.
+    fn next_event(conn: &mut ClientConn, lim: &FrameLimits) -> FrameEvent {
+        for _ in 0..200 {
+            conn.fill(Instant::now(), false).unwrap();
+            match conn.next_frame(lim) {
+                FrameEvent::Incomplete => std::thread::sleep(Duration::from_millis(5)),
+                other => return other,
+            }
+        }
+        FrameEvent::Incomplete
+    }
+
+    #[test]
+    fn frames_split_across_reads_are_reassembled_and_an_oversized_one_is_skipped() {
+        // Goal: frame assembly survives arbitrary splits; a frame over the limit is reported with
+        // its request id and skipped, and the next frame is read normally.
+        let (mut conn, mut client) = pair(1024);
+        let lim = limits(1024);
+        let mut small = Vec::new();
+        encode_request(7, &Request::Status, &mut small);
+        let mut big = Vec::new();
+        let put = Request::Put {
+            session: None,
+            key: b"k".to_vec(),
+            value: vec![0; 4000],
+        };
+        encode_request(8, &put, &mut big);
+        let mut bytes = small.clone();
+        bytes.extend_from_slice(&big);
+        bytes.extend_from_slice(&small);
+        for chunk in bytes.chunks(5) {
+            client.write_all(chunk).unwrap();
+        }
+        match next_event(&mut conn, &lim) {
+            FrameEvent::Frame { len } => {
+                assert_eq!(&conn.input()[..len], &small[..]);
+                conn.consume(len);
+            }
+            other => panic!("{other:?}"),
+        }
+        match next_event(&mut conn, &lim) {
+            FrameEvent::TooLarge {
+                request_id, close, ..
+            } => {
+                assert_eq!(request_id, Some(8));
+                assert!(!close, "an honest oversized frame is skipped, not fatal");
+            }
+            other => panic!("{other:?}"),
+        }
+        match next_event(&mut conn, &lim) {
+            FrameEvent::Frame { len } => assert_eq!(&conn.input()[..len], &small[..]),
+            other => panic!("{other:?}"),
+        }
+        assert!(!conn.dead);
+    }
+
+    #[test]
+    fn garbage_marks_the_connection_dead() {
+        // Goal: bytes that cannot be a frame end the connection (after an answer, if possible).
+        let (mut conn, mut client) = pair(1024);
+        client.write_all(&[1, 0, 0, 0, 9, 9, 9, 9]).unwrap();
+        match next_event(&mut conn, &limits(1024)) {
+            FrameEvent::Malformed { .. } => assert!(conn.dead),
+            other => panic!("{other:?}"),
+        }
+        let (mut conn, mut client) = pair(1024);
+        let mut absurd = vec![0xff, 0xff, 0xff, 0x7f];
+        absurd.extend_from_slice(&[0; 9]);
+        client.write_all(&absurd).unwrap();
+        match next_event(&mut conn, &limits(1024)) {
+            FrameEvent::TooLarge { close: true, .. } => assert!(conn.dead),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_large_buffer_is_released_once_emptied() {
+        // Goal: one big request does not pin its buffer for the connection's life.
+        let (mut conn, mut client) = pair(2 << 20);
+        let mut big = Vec::new();
+        let put = Request::Put {
+            session: None,
+            key: b"k".to_vec(),
+            value: vec![1; 600_000],
+        };
+        encode_request(1, &put, &mut big);
+        client.write_all(&big).unwrap();
+        let lim = FrameLimits {
+            max_frame_bytes: 2 << 20,
+            max_key_bytes: 16,
+            max_value_bytes: 1 << 20,
+        };
+        match next_event(&mut conn, &lim) {
+            FrameEvent::Frame { len } => conn.consume(len),
+            other => panic!("{other:?}"),
+        }
+        assert!(conn.input.len() <= SHRINK_ABOVE_BYTES);
+    }
 }
