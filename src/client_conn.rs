@@ -456,7 +456,6 @@ fn load_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'stat
 mod tests {
     use super::*;
     use crate::wire::client::{encode_request, Request};
-    use std::io::Write as _;
     use std::time::Duration;
 
     /// A server-side connection and the client's blocking socket, on loopback.
