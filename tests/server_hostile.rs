@@ -256,3 +256,39 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
     }
     assert!(busy.status().is_ok());
 }
+
+#[test]
+fn a_client_that_does_not_read_is_held_back_without_hurting_others() {
+    // Goal: backpressure. A client that pipelines many large reads and reads nothing fills its
+    // output buffer; the server stops taking its requests instead of buffering without bound,
+    // keeps serving others, and delivers every answer once the client reads.
+    let c = Cluster::start(1, &[]);
+    c.wait_leader(T);
+    let mut writer = c.client(1).unwrap();
+    let value = "v".repeat(512 * 1024);
+    assert!(matches!(
+        writer.put("large", &value).unwrap(),
+        Response::Written { .. }
+    ));
+    let mut greedy = c.client(1).unwrap();
+    let n = 40; // 20 MiB of answers, five times the output cap
+    for _ in 0..n {
+        greedy
+            .send(&Request::Get {
+                key: b"large".to_vec(),
+                consistency: zatt::wire::client::Consistency::Stale,
+            })
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(
+        writer.put("other", "fine").unwrap(),
+        Response::Written { .. }
+    ));
+    for _ in 0..n {
+        match greedy.recv().unwrap() {
+            (_, Response::Value { value: Some(v), .. }) => assert_eq!(v.len(), value.len()),
+            (_, other) => panic!("{other:?}"),
+        }
+    }
+}
