@@ -65,6 +65,9 @@ pub enum ClusterChange {
     },
 }
 
+/// The local copy: key → value.
+type LocalCopy = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// A map-like view of the cluster's dictionary with a local copy (see the module docs).
 ///
 /// ```
@@ -89,7 +92,7 @@ pub enum ClusterChange {
 /// ```
 pub struct DistributedDict {
     client: Client,
-    local: BTreeMap<Vec<u8>, Vec<u8>>,
+    local: LocalCopy,
     policy: RefreshPolicy,
     /// Whether `local` has ever been loaded.
     loaded: bool,
@@ -169,7 +172,7 @@ impl DistributedDict {
         Ok(())
     }
 
-    fn load(&mut self, consistency: Consistency) -> Result<(BTreeMap<Vec<u8>, Vec<u8>>, u64)> {
+    fn load(&mut self, consistency: Consistency) -> Result<(LocalCopy, u64)> {
         let mut map = BTreeMap::new();
         let mut applied = u64::MAX;
         let mut pages = self.client.scan_with(ScanOptions {

@@ -406,9 +406,7 @@ impl FakeState {
                 };
                 self.last_index += 1;
                 if !holds {
-                    return Response::CasFailed {
-                        current: current.map(|(v, r)| (v, r)),
-                    };
+                    return Response::CasFailed { current };
                 }
                 self.applied_writes += 1;
                 match new {
