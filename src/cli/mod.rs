@@ -622,13 +622,12 @@ fn print_items(
     let mut s = String::new();
     for kv in items {
         let kv = kv?;
-        match g.output {
-            Output::Text => {
-                let _ = out.write_all(&kv.key);
-                let _ = out.write_all(b"\t");
-                let _ = out.write_all(&kv.value);
-                let _ = out.write_all(b"\n");
-            }
+        let written = match g.output {
+            Output::Text => out
+                .write_all(&kv.key)
+                .and_then(|_| out.write_all(b"\t"))
+                .and_then(|_| out.write_all(&kv.value))
+                .and_then(|_| out.write_all(b"\n")),
             Output::Json => {
                 s.clear();
                 if !first {
@@ -648,8 +647,12 @@ fn print_items(
                     let _ = write!(s, "{}", kv.revision);
                     s.push('}');
                 }
-                let _ = out.write_all(s.as_bytes());
+                out.write_all(s.as_bytes())
             }
+        };
+        if written.is_err() {
+            // The reader went away (`zatt scan | head`): stop fetching pages.
+            return Ok(());
         }
         first = false;
     }
