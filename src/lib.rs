@@ -8,7 +8,15 @@
 
 pub mod cli;
 pub mod client;
+pub mod client_conn;
+pub mod config;
+pub mod event_loop;
+pub mod kv;
+pub mod lincheck;
 pub mod raft;
+pub mod server;
 pub mod storage;
+pub mod timer;
 pub mod types;
+pub mod wal;
 pub mod wire;
