@@ -289,6 +289,19 @@ pub struct Client {
     leader_hint: Option<String>,
     session: Option<Session>,
     next_request_id: u64,
+    stats: ClientStats,
+}
+
+/// Counters of what the client did behind the caller's back, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Connections opened.
+    pub connects: u64,
+    /// `NotLeader` hints followed to another server.
+    pub hints_followed: u64,
+    /// Attempts sent again after an attempt whose outcome was unknown (lost connection, no
+    /// reply in time, the server gave up waiting for commit).
+    pub resent_after_unknown_outcome: u64,
 }
 
 impl fmt::Debug for Client {
@@ -373,6 +386,7 @@ impl Client {
             leader_hint: None,
             session: None,
             next_request_id: 1,
+            stats: ClientStats::default(),
         };
         let deadline = Instant::now() + client.config.timeout;
         let mut attempts = Attempts::default();
@@ -409,6 +423,10 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        self.stats
     }
 
     // ----- reads -------------------------------------------------------------------------
@@ -697,6 +715,8 @@ impl Client {
         // must not spin.
         let mut hops = 0usize;
         let is_write = retry != Retry::Idempotent;
+        // The previous attempt's outcome is unknown, so the next one is a resend.
+        let mut unknown_outcome = false;
         loop {
             attempts.ambiguous = *ambiguous && is_write;
             if Instant::now() >= deadline {
@@ -713,6 +733,10 @@ impl Client {
                 attempts.back_off(deadline);
                 continue;
             }
+            if unknown_outcome {
+                self.stats.resent_after_unknown_outcome += 1;
+                unknown_outcome = false;
+            }
             let attempt_deadline = deadline.min(Instant::now() + self.config.request_timeout);
             let id = self.next_request_id;
             self.next_request_id += 1;
@@ -722,6 +746,7 @@ impl Client {
                 Err(e) => {
                     // The request may have reached the server before the connection failed.
                     self.conn = None;
+                    unknown_outcome = true;
                     if is_write {
                         *ambiguous = true;
                     }
@@ -759,6 +784,7 @@ impl Client {
                         Some(addr) if Some(&addr) != current.as_ref() => {
                             self.leader_hint = Some(addr);
                             self.conn = None;
+                            self.stats.hints_followed += 1;
                             hops += 1;
                             if hops > self.endpoints.len() + 1 {
                                 hops = 0;
@@ -798,6 +824,7 @@ impl Client {
                         return Err(Error::Server(kind));
                     }
                     self.conn = None;
+                    unknown_outcome = true;
                     attempts.last_failure = Some(Failure::NoReply);
                     attempts.back_off(deadline);
                 }
@@ -871,7 +898,8 @@ impl Client {
         Err(last.unwrap_or(ConnError::Timeout))
     }
 
-    fn dial(&self, addr: &str, deadline: Instant) -> Result<Conn, ConnError> {
+    fn dial(&mut self, addr: &str, deadline: Instant) -> Result<Conn, ConnError> {
+        self.stats.connects += 1;
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = self
             .config

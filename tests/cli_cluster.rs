@@ -1,0 +1,242 @@
+//! The `zatt` binary against real `zattd` processes: status as JSON from each server, writes
+//! through a follower, and `zatt dev` (a write and a read work; SIGINT stops every server it
+//! started; a second run reuses the data). Every wait is bounded; nothing asserts on timing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+fn zatt(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zatt"))
+        .args(["--endpoints", endpoints, "--timeout", "20s"])
+        .args(args)
+        .output()
+        .expect("run zatt")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The value of `"field":` in a one-line JSON object (numbers, strings, null).
+fn json_field(json: &str, field: &str) -> String {
+    let pat = format!("\"{field}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{field} missing in {json}"));
+    let rest = &json[at + pat.len()..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim_matches('"').to_string()
+}
+
+#[test]
+fn status_json_from_each_server_names_the_same_leader() {
+    // Goal: `status --output json` addresses the given server and reports its role and the
+    // leader. Method: ask each of three servers; exactly one is the leader, all name it.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let mut leaders = 0;
+    for n in &cluster.nodes {
+        let o = zatt(&n.addr, &["--output", "json", "status"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let j = text(&o.stdout);
+        assert_eq!(j.lines().count(), 1, "{j}");
+        assert_eq!(json_field(&j, "id"), n.id.to_string());
+        assert_eq!(json_field(&j, "leader"), leader.to_string());
+        let role = json_field(&j, "role");
+        assert!(["leader", "follower"].contains(&role.as_str()), "{role}");
+        if role == "leader" {
+            leaders += 1;
+            assert_eq!(n.id, leader);
+        }
+        for f in ["term", "commit_index", "applied_index"] {
+            json_field(&j, f).parse::<u64>().unwrap();
+        }
+        assert!(j.contains("\"members\":[{"), "{j}");
+    }
+    assert_eq!(leaders, 1);
+}
+
+#[test]
+fn commands_through_a_follower_reach_the_leader() {
+    // Goal: a user may name any server; writes and linearizable reads find the leader.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
+    let o = zatt(&follower.addr, &["put", "colour", "blue"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&follower.addr, &["get", "colour"]);
+    assert_eq!(text(&o.stdout), "blue\n");
+    let o = zatt(&follower.addr, &["cas", "colour", "blue", "green"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&follower.addr, &["--output", "json", "members"]);
+    assert_eq!(text(&o.stdout).matches("\"role\":\"voter\"").count(), 3);
+    let o = zatt(&follower.addr, &["get", "missing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+}
+
+/// A base port with `n` consecutive ports free for TCP and UDP on loopback.
+fn free_port_run(n: u16) -> u16 {
+    let seed = std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
+    for attempt in 0..500u64 {
+        let base = 20_000 + ((seed + attempt * 104_729) % 30_000) as u16;
+        let ok = (0..n).all(|i| {
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+        });
+        if ok {
+            return base;
+        }
+    }
+    panic!("no run of {n} free loopback ports");
+}
+
+struct Dev {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pids: Vec<u32>,
+    endpoints: String,
+}
+
+/// Starts `zatt dev` and waits (bounded) for its "ready" line; collects the servers' pids.
+fn start_dev(dir: &Path, base: u16) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zatt"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+            "--dir",
+        ])
+        .arg(dir)
+        // Not under cargo: use the zattd already built next to zatt.
+        .env_remove("CARGO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start zatt dev");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut pids = Vec::new();
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.split(" pid ").nth(1) {
+                    pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+                }
+                let ready = line.starts_with("ready:");
+                seen.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("zatt dev never said ready; output so far: {seen:#?}");
+            }
+        }
+    }
+    let endpoints = (0..3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(pids.len(), 3, "{seen:#?}");
+    Dev {
+        child,
+        lines,
+        pids,
+        endpoints,
+    }
+}
+
+/// Sends SIGINT and waits (bounded) for `zatt dev` to exit; its exit code.
+fn interrupt(dev: &mut Dev) -> Option<i32> {
+    // SAFETY: signalling a child this test started and has not reaped.
+    unsafe {
+        libc::kill(dev.child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = dev.child.kill();
+            let _ = dev.child.wait();
+            for &pid in &dev.pids {
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            panic!("zatt dev did not exit after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn process_gone(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie (not reaped) would still show one.
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
+    // Goal: `zatt dev` gives a working cluster, SIGINT stops every server it started, and a
+    // second run reuses the data. Method: a temporary --dir and a free --base-port; put and
+    // get through the printed endpoints; SIGINT; check each server pid is gone; run again and
+    // read the value back.
+    let dir = common::temp_dir("zatt-dev");
+    let base = free_port_run(3);
+    let mut dev = start_dev(&dir, base);
+    let o = zatt(&dev.endpoints, &["put", "hello", "world"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&dev.endpoints, &["get", "hello"]);
+    assert_eq!(text(&o.stdout), "world\n");
+    assert_eq!(interrupt(&mut dev), Some(0));
+    let rest: Vec<String> = dev.lines.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("stopped 3 servers")),
+        "{rest:#?}"
+    );
+    for &pid in &dev.pids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process_gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(process_gone(pid), "server pid {pid} outlived zatt dev");
+    }
+
+    let mut again = start_dev(&dir, base);
+    let o = zatt(&again.endpoints, &["get", "hello"]);
+    assert_eq!(text(&o.stdout), "world\n", "{}", text(&o.stderr));
+    assert_eq!(interrupt(&mut again), Some(0));
+    for &pid in &again.pids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process_gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(process_gone(pid), "server pid {pid} outlived zatt dev");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
