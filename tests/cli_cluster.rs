@@ -200,6 +200,18 @@ fn process_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Exited: gone, or a zombie waiting for a parent (other than `zatt dev`) to reap it.
+fn process_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
 #[test]
 fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
     // Goal: `zatt dev` gives a working cluster, SIGINT stops every server it started, and a
@@ -237,6 +249,31 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(process_gone(pid), "server pid {pid} outlived zatt dev");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn servers_stop_when_zatt_dev_is_killed_outright() {
+    // Goal: even a `zatt dev` that cannot clean up (kill -9) leaves no server running. Method:
+    // SIGKILL it; each server, told by the kernel that its parent died, must exit.
+    let dir = common::temp_dir("zatt-dev-kill");
+    let base = free_port_run(3);
+    let mut dev = start_dev(&dir, base);
+    dev.child.kill().unwrap();
+    let _ = dev.child.wait();
+    for &pid in &dev.pids {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !process_exited(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !process_exited(pid) {
+            // SAFETY: cleaning up a server this test caused to start.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            panic!("server pid {pid} kept running after zatt dev was killed");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

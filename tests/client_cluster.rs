@@ -200,6 +200,7 @@ fn scan_pages_through_ten_thousand_keys_loaded_by_a_pipeline() {
     cluster.wait_leader(Duration::from_secs(20));
     let mut c = Client::connect(&endpoints(&cluster), patient()).unwrap();
     let mut p = c.pipeline().unwrap();
+    let started = Instant::now();
     let mut key = Vec::new();
     let mut written = 0;
     for i in 0..10_000u32 {
@@ -223,6 +224,13 @@ fn scan_pages_through_ten_thousand_keys_loaded_by_a_pipeline() {
         written += 1;
     }
     assert_eq!(written, 10_000);
+    // For information only (timing is for benchmarks, never asserted).
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "pipeline: 10,000 puts, 128 in flight, in {:.0} ms ({:.0} writes/s)",
+        secs * 1e3,
+        10_000.0 / secs
+    );
 
     let mut pages = 0;
     let mut keys = Vec::new();

@@ -683,12 +683,14 @@ fn status_text(s: &Status) -> String {
         "fsync: p50 {}us p99 {}us",
         s.fsync_p50_us, s.fsync_p99_us
     );
-    if !s.dropped_datagrams.is_empty() {
-        let d: Vec<String> = s
-            .dropped_datagrams
-            .iter()
-            .map(|(n, c)| format!("{n}={c}"))
-            .collect();
+    // Only the reasons that happened: the full table is in the JSON output.
+    let d: Vec<String> = s
+        .dropped_datagrams
+        .iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(n, c)| format!("{n}={c}"))
+        .collect();
+    if !d.is_empty() {
         let _ = writeln!(t, "dropped_datagrams: {}", d.join(", "));
     }
     t
