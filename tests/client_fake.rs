@@ -309,6 +309,8 @@ fn pipeline_matches_out_of_order_replies_by_id() {
     assert!(matches!(r1, Response::Value { value: Some(ref v), .. } if v == b"1"));
     assert!(matches!(r2, Response::Written { .. }));
     assert_eq!(p.in_flight(), 0);
+    // Nothing in flight: an immediate error, not a wait for a reply that cannot come.
+    assert!(matches!(p.recv(), Err(Error::Config(_))));
 }
 
 #[test]
@@ -484,6 +486,15 @@ fn dict_is_map_like_and_debug_prints_the_map() {
     );
     assert_eq!(format!("{d:?}"), r#"{"a": "one", "b": "2"}"#);
     assert_eq!(d.remove("a").unwrap(), Some(b"one".to_vec()));
+    // A failed compare-and-swap teaches the local copy the current value, even when frozen.
+    d.set_policy(RefreshPolicy::Lock(RefreshLock::new(false)));
+    other_writer(&server, "b", "changed");
+    let e = d
+        .cas("b", Expect::Value(b"2".to_vec()), Some(b"3".to_vec()))
+        .unwrap_err();
+    assert!(matches!(e, Error::CasFailed { .. }), "{e:?}");
+    assert_eq!(d.local().get(&b"b"[..]), Some(&b"changed".to_vec()));
+    d.set_policy(RefreshPolicy::Always);
     assert_eq!(d.keys().unwrap().collect::<Vec<_>>(), vec![&b"b"[..]]);
     assert_eq!(d.diagnostic().unwrap().role, "leader");
     d.config_cluster(ClusterChange::Add {

@@ -92,8 +92,9 @@ pub(crate) struct Conn {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
-    /// The read timeout currently set on the socket, to skip redundant syscalls.
+    /// The read and write timeouts currently set on the socket, to skip redundant syscalls.
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 /// Resolves and dials `addr` within `timeout`, trying each resolved address in turn.
@@ -156,6 +157,7 @@ impl Conn {
             rstart: 0,
             rend: 0,
             read_timeout: None,
+            write_timeout: None,
         })
     }
 
@@ -174,9 +176,11 @@ impl Conn {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        self.stream
-            .tcp()
-            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let timeout = Some(Duration::from_millis(timeout.as_millis().max(1) as u64));
+        if self.write_timeout != timeout {
+            self.stream.tcp().set_write_timeout(timeout)?;
+            self.write_timeout = timeout;
+        }
         let r = self
             .stream
             .write_all(&self.wbuf)

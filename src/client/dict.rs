@@ -257,20 +257,36 @@ impl DistributedDict {
 
     /// Removes `key` from the cluster; returns the previous value in the local copy.
     pub fn remove(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        self.client.delete(key.as_ref())?;
-        // A delete's revision is not reported back when the key was absent; the floor only
-        // guards against going backwards, so leaving it is safe.
+        let (_, revision) = self.client.delete_with_revision(key.as_ref())?;
+        self.floor_index = self.floor_index.max(revision);
         Ok(self.local.remove(key.as_ref()))
     }
 
-    /// Compare-and-swap in the cluster (see [`Client::cas`]); updates the local copy on success.
+    /// Compare-and-swap in the cluster (see [`Client::cas`]). Updates the local copy either
+    /// way: with the new value on success, with the current one on [`Error::CasFailed`].
     pub fn cas(
         &mut self,
         key: impl AsRef<[u8]>,
         expect: Expect,
         new: Option<Vec<u8>>,
     ) -> Result<()> {
-        let revision = self.client.cas(key.as_ref(), expect, new.clone())?;
+        let revision = match self.client.cas(key.as_ref(), expect, new.clone()) {
+            Ok(r) => r,
+            Err(Error::CasFailed { current }) => {
+                // The cluster told us what is there: the local copy learns it too.
+                match &current {
+                    Some((v, rev)) => {
+                        self.local.insert(key.as_ref().to_vec(), v.clone());
+                        self.floor_index = self.floor_index.max(*rev);
+                    }
+                    None => {
+                        self.local.remove(key.as_ref());
+                    }
+                }
+                return Err(Error::CasFailed { current });
+            }
+            Err(e) => return Err(e),
+        };
         self.floor_index = self.floor_index.max(revision);
         match new {
             Some(v) => self.local.insert(key.as_ref().to_vec(), v),

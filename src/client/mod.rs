@@ -555,12 +555,17 @@ impl Client {
 
     /// Removes `key`; returns whether it existed.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        Ok(self.delete_with_revision(key)?.0)
+    }
+
+    /// Removes `key`; returns whether it existed and the delete's revision.
+    pub fn delete_with_revision(&mut self, key: impl AsRef<[u8]>) -> Result<(bool, u64)> {
         let mut req = Request::Delete {
             session: None,
             key: key.as_ref().to_vec(),
         };
         match self.write(&mut req)? {
-            Response::Deleted { existed, .. } => Ok(existed),
+            Response::Deleted { existed, revision } => Ok((existed, revision)),
             other => Err(unexpected(other, true)),
         }
     }
@@ -664,31 +669,37 @@ impl Client {
         if !self.config.sessions {
             return self.call(req, Route::Leader, Retry::Once);
         }
-        if self.session.is_none() {
-            let id = self.register_session()?;
-            self.session = Some(Session { id, next_seq: 1 });
-        }
-        let mut retagged = false;
+        // Set once any attempt of this write may have been applied; never cleared.
+        let mut ambiguous = false;
+        let mut renewed = false;
         loop {
+            if self.session.is_none() {
+                // Only reached before any attempt or after one that certainly applied nothing,
+                // so a failure here leaves the write certainly unapplied.
+                let id = self.register_session()?;
+                self.session = Some(Session { id, next_seq: 1 });
+            }
             let s = self.session.as_mut().expect("registered above");
             let tag = Some((s.id, s.next_seq));
             // Gaps in seq are allowed, so a seq is spent whatever the outcome.
             s.next_seq += 1;
             set_session(req, tag);
-            let mut ambiguous = false;
-            let result = self.call_tracked(req, Route::Leader, Retry::Tagged, &mut ambiguous);
-            match result {
+            match self.call_tracked(req, Route::Leader, Retry::Tagged, &mut ambiguous) {
                 Err(Error::Server(ErrorKind::SessionExpired)) => {
                     self.session = None;
-                    let id = self.register_session()?;
-                    self.session = Some(Session { id, next_seq: 1 });
-                    if ambiguous || retagged {
+                    if ambiguous || renewed {
+                        // Register now so the next write need not; if that fails, the next
+                        // write registers by itself.
+                        if let Ok(id) = self.register_session() {
+                            self.session = Some(Session { id, next_seq: 1 });
+                        }
                         return Err(Error::SessionExpired {
-                            may_have_applied: true,
+                            may_have_applied: ambiguous,
                         });
                     }
-                    // Nothing of this write can have been applied: send it again, once.
-                    retagged = true;
+                    // Nothing of this write can have been applied: send it again, once, under
+                    // a new session.
+                    renewed = true;
                 }
                 other => return other,
             }
@@ -831,14 +842,9 @@ impl Client {
                 ErrorKind::TooLarge { what, limit } => {
                     return Err(Error::TooLarge { what, limit });
                 }
-                other => {
-                    // SessionExpired (handled by `write`), StaleRequest, Invalid, ConfChange,
-                    // TooManyInFlight: definite answers.
-                    if *ambiguous && is_write && other == ErrorKind::SessionExpired {
-                        return Err(Error::Server(other));
-                    }
-                    return Err(Error::Server(other));
-                }
+                // SessionExpired (handled by `write`), StaleRequest, Invalid, ConfChange,
+                // TooManyInFlight: definite answers.
+                other => return Err(Error::Server(other)),
             }
         }
     }
@@ -1145,8 +1151,14 @@ impl Pipeline {
             .map_err(|e| conn_error(e, true))
     }
 
-    /// Flushes, then waits (up to the request timeout) for the next reply.
+    /// Flushes, then waits (up to the request timeout) for the next reply. With nothing in
+    /// flight it returns at once with [`Error::Config`] rather than wait for nothing.
     pub fn recv(&mut self) -> Result<(u64, Response)> {
+        if self.in_flight == 0 {
+            return Err(Error::Config(
+                "Pipeline::recv with no request in flight".into(),
+            ));
+        }
         self.flush()?;
         let deadline = Instant::now() + self.request_timeout;
         let (id, resp) = self.conn.recv(deadline).map_err(|e| conn_error(e, true))?;
