@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use zatt::client::{
-    Client, ClientConfig, DistributedDict, Error, Expect, RefreshLock, RefreshPolicy, RequestView,
-    Response, ScanOptions, TlsConfig,
+    Client, ClientConfig, Consistency, DistributedDict, Error, Expect, RefreshLock, RefreshPolicy,
+    RequestView, Response, ScanOptions, TlsConfig,
 };
 
 fn endpoints(c: &Cluster) -> Vec<String> {
@@ -129,9 +129,7 @@ fn writer_retrying_through_leader_kills_loses_no_ack_and_applies_nothing_twice()
         t.maybe
     );
     for (key, rev) in &t.puts {
-        let r = c
-            .get_with(key, zatt::client::Consistency::Linearizable)
-            .unwrap();
+        let r = c.get_with(key, Consistency::Linearizable).unwrap();
         assert_eq!(r.value.as_deref(), Some(&b"x"[..]), "{key} lost");
         assert_eq!(r.revision, *rev, "{key} was applied again after its reply");
     }
@@ -139,21 +137,24 @@ fn writer_retrying_through_leader_kills_loses_no_ack_and_applies_nothing_twice()
 
 #[test]
 fn refresh_policies_on_a_real_cluster() {
-    // Goal: each policy's observable behaviour against real servers. Method: a dict connected
-    // to the leader (whose state includes every write it acknowledged) reads while another
-    // client writes.
+    // Goal: each policy's observable behaviour against real servers. Method: dicts whose
+    // refreshes are linearizable (so they reflect every acknowledged write even if leadership
+    // moves) read while another client writes.
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let leader_addr = cluster.addr(leader);
     let mut other = Client::connect(&endpoints(&cluster), patient()).unwrap();
 
-    let mut always = DistributedDict::connect(&[&leader_addr], patient()).unwrap();
+    let mut always = DistributedDict::connect(&[&leader_addr], patient())
+        .unwrap()
+        .with_refresh_consistency(Consistency::Linearizable);
     assert_eq!(always.get("k").unwrap(), None);
     other.put("k", "1").unwrap();
     assert_eq!(always.get("k").unwrap(), Some(&b"1"[..]));
 
     let mut count = DistributedDict::connect(&[&leader_addr], patient())
         .unwrap()
+        .with_refresh_consistency(Consistency::Linearizable)
         .with_policy(RefreshPolicy::Count(2));
     assert_eq!(count.get("k").unwrap(), Some(&b"1"[..])); // loads
     other.put("k", "2").unwrap();
@@ -163,6 +164,7 @@ fn refresh_policies_on_a_real_cluster() {
     let lock = RefreshLock::new(false);
     let mut locked = DistributedDict::connect(&[&leader_addr], patient())
         .unwrap()
+        .with_refresh_consistency(Consistency::Linearizable)
         .with_policy(RefreshPolicy::Lock(lock.clone()));
     assert_eq!(locked.len().unwrap(), 1);
     other.put("k2", "x").unwrap();
@@ -172,6 +174,7 @@ fn refresh_policies_on_a_real_cluster() {
 
     let mut timed = DistributedDict::connect(&[&leader_addr], patient())
         .unwrap()
+        .with_refresh_consistency(Consistency::Linearizable)
         .with_policy(RefreshPolicy::Time(Duration::from_secs(3600)));
     assert_eq!(timed.get("k3").unwrap(), None);
     other.put("k3", "y").unwrap();

@@ -5,9 +5,10 @@
 //!
 //! A refresh reloads the *whole* dictionary (a scan in pages), as the original did: meant for
 //! small dictionaries of configuration-like data, read often and written rarely. Refreshes use
-//! stale reads (served by whichever server the client is connected to, no leader round), but
-//! never go back in time: a refresh answered by a server that has not yet applied this dict's
-//! own last write (or the state of its previous refresh) is redone linearizably.
+//! stale reads by default (served by whichever server the client is connected to, no leader
+//! round; `with_refresh_consistency` makes them linearizable), but never go back in time: a
+//! refresh answered by a server that has not yet applied this dict's own last write (or the
+//! state of its previous refresh) is redone linearizably.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -103,6 +104,8 @@ pub struct DistributedDict {
     /// write revisions and the applied index of its last refresh.
     floor_index: u64,
     refreshes: u64,
+    /// How refreshes read: stale by default (see the module docs).
+    refresh_consistency: Consistency,
 }
 
 impl DistributedDict {
@@ -121,11 +124,20 @@ impl DistributedDict {
             last_refresh: None,
             floor_index: 0,
             refreshes: 0,
+            refresh_consistency: Consistency::Stale,
         }
     }
 
     pub fn with_policy(mut self, policy: RefreshPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Makes refreshes linearizable (`Consistency::Linearizable`: a refresh then reflects every
+    /// write acknowledged before it, by anyone, at the cost of a round through the leader) or
+    /// stale (the default).
+    pub fn with_refresh_consistency(mut self, consistency: Consistency) -> Self {
+        self.refresh_consistency = consistency;
         self
     }
 
@@ -156,8 +168,8 @@ impl DistributedDict {
     /// Reloads the whole local copy from the cluster now, whatever the policy.
     pub fn refresh(&mut self) -> Result<()> {
         let floor = self.floor_index;
-        let (map, applied) = self.load(Consistency::Stale)?;
-        let (map, applied) = if applied < floor {
+        let (map, applied) = self.load(self.refresh_consistency)?;
+        let (map, applied) = if applied < floor && self.refresh_consistency == Consistency::Stale {
             // The answering server lags behind what this dict has already seen.
             self.load(Consistency::Linearizable)?
         } else {
