@@ -191,6 +191,34 @@ fn untagged_write_is_not_resent_after_an_unknown_outcome() {
 }
 
 #[test]
+fn untagged_write_on_a_connection_closed_while_idle_is_sent_once_and_succeeds() {
+    // Goal: a server that dropped an idle connection does not turn the next untagged write
+    // into an unknown outcome. Method: the server answers a read and hangs up; the following
+    // put (sessions off) must succeed, sent once, on a new connection.
+    let server = FakeServer::start();
+    server.script(|req, _| match req {
+        Request::Get { .. } => Action::ServeThenHangUp,
+        _ => Action::Serve,
+    });
+    let config = ClientConfig {
+        sessions: false,
+        ..quick()
+    };
+    let mut c = Client::connect(&[server.addr()], config).unwrap();
+    assert_eq!(c.get("k").unwrap(), None);
+    for _ in 0..200 {
+        if server.state().connections_closed >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.state().connections_closed, 1);
+    c.put("k", "v").unwrap();
+    assert_eq!(puts(&server).len(), 1);
+    assert_eq!(server.state().applied_writes, 1);
+}
+
+#[test]
 fn unreachable_cluster_is_unavailable_and_not_applied() {
     // Goal: no server → a clear error within the timeout. Method: dial a port nobody listens on.
     let port = {

@@ -161,6 +161,26 @@ impl Conn {
         })
     }
 
+    /// Whether the server has closed this (idle) connection: a non-blocking peek sees the end
+    /// of the stream. Used before a request that must not be sent twice, so that a connection
+    /// the server dropped while idle is replaced before sending rather than discovered after.
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        if self.rstart != self.rend {
+            return false;
+        }
+        let tcp = self.stream.tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match tcp.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        closed || tcp.set_nonblocking(false).is_err()
+    }
+
     /// Encodes one request frame into the write buffer (nothing is sent until `flush`).
     pub(crate) fn queue(&mut self, id: u64, req: &RequestView<'_>) {
         encode_request_view(id, req, &mut self.wbuf);

@@ -34,6 +34,8 @@ pub enum Action {
     /// Apply the request, then close the connection without answering (the write's outcome is
     /// unknown to the client, yet it was applied).
     ServeThenClose,
+    /// Serve and answer, then close the connection (as a server closing an idle connection).
+    ServeThenHangUp,
     /// Wait, then serve.
     Delay(Duration),
     /// Apply now, but send the reply only after the reply to the next request on this
@@ -59,6 +61,8 @@ pub struct FakeState {
     pub applied_writes: u64,
     /// Every request received, in order.
     pub requests: Vec<Request>,
+    /// Connections this server has closed or seen closed.
+    pub connections_closed: u64,
     /// Scan pages are capped at this many keys (0: 500).
     pub max_scan_page: u32,
     pub node_id: u64,
@@ -178,7 +182,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, _)) => {
                 let s = shared.clone();
                 conns.push(std::thread::spawn(move || {
-                    let _ = serve_conn(stream, s);
+                    let _ = serve_conn(stream, s.clone());
+                    s.state
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .connections_closed += 1;
                 }));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -285,8 +293,13 @@ fn serve_conn(tcp: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
                     None => Action::Serve,
                 }
             };
+            let mut hang_up = false;
             let resp = match action {
                 Action::Serve => serve(&shared, &req),
+                Action::ServeThenHangUp => {
+                    hang_up = true;
+                    serve(&shared, &req)
+                }
                 Action::Reply(r) => r,
                 Action::Close => return Ok(()),
                 Action::ServeThenClose => {
@@ -309,6 +322,9 @@ fn serve_conn(tcp: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
             out.append(&mut held);
             stream.write_all(&out)?;
             stream.flush()?;
+            if hang_up {
+                return Ok(());
+            }
         }
     }
 }

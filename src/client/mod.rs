@@ -733,6 +733,9 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(attempts.give_up(&self.endpoints));
             }
+            if retry == Retry::Once && self.conn.as_ref().is_some_and(|c| c.closed_by_peer()) {
+                self.conn = None;
+            }
             if let Err(e) = self.ensure_conn(deadline) {
                 if let ConnError::Protocol(what) = e {
                     return Err(Error::Protocol {
