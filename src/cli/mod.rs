@@ -409,6 +409,11 @@ fn report(err: &mut dyn Write, g: &Global, e: &Error) -> i32 {
             "check --endpoints ({}) or start a local cluster with `zatt dev`",
             g.endpoints.join(",")
         ),
+        Error::Unavailable { reason, .. }
+            if reason.starts_with("connections keep failing") && g.tls_ca.is_none() =>
+        {
+            "servers close the connection: if they speak TLS, pass --tls-ca FILE".into()
+        }
         Error::Unavailable { .. } => {
             "check that a majority of servers is up (`zatt status`), or raise --timeout".into()
         }
