@@ -4,8 +4,9 @@
 //! responses back (DESIGN.md §1). The frame layout is `wire::client`'s.
 //!
 //! Rules it keeps (STYLE.md, mio's rules):
-//! - reads drain the socket, and with TLS the session's decrypted bytes, until `WouldBlock`,
-//!   unless the input buffer is full; then the connection is `read_blocked` and the loop calls
+//! - reads drain the socket, and with TLS the session's decrypted bytes, until `WouldBlock` or a
+//!   short read (on Linux a short TCP read means the queue was emptied, and later data raises a
+//!   new edge), unless the input buffer is full; then the connection is `read_blocked` and the loop calls
 //!   `fill` again once frames were consumed, since no new readiness event will come;
 //! - the loop takes no new frame while the output buffer is over its cap (backpressure) and the
 //!   connection is flushed once per loop iteration, a partial write being progress;
@@ -217,9 +218,10 @@ impl ClientConn {
         true
     }
 
-    /// Reads what the socket has (through TLS when on) until `WouldBlock`, end of stream or a full
-    /// input buffer. Returns the plaintext bytes added. Errors mean: close this connection.
-    pub fn fill(&mut self, now: Instant) -> io::Result<usize> {
+    /// Reads what the socket has (through TLS when on) until `WouldBlock`, a short read (unless
+    /// `peer_closed`: the readiness event said the peer closed), end of stream or a full input
+    /// buffer. Returns the plaintext bytes added. Errors mean: close this connection.
+    pub fn fill(&mut self, now: Instant, peer_closed: bool) -> io::Result<usize> {
         self.read_blocked = false;
         if self.dead {
             return Ok(0);
@@ -231,6 +233,7 @@ impl ClientConn {
                     self.read_blocked = true;
                     break;
                 }
+                let room = self.input.len() - self.in_end;
                 match self.stream.read(&mut self.input[self.in_end..]) {
                     Ok(0) => {
                         self.closing = true;
@@ -239,6 +242,13 @@ impl ClientConn {
                     Ok(n) => {
                         self.in_end += n;
                         added += n;
+                        // A short read emptied the socket's receive queue: anything arriving
+                        // later raises a new edge (epoll), so the read that would only say
+                        // WouldBlock is saved, one syscall per request.
+                        // When the peer's FIN came with this edge, read on to see the end.
+                        if n < room && !peer_closed {
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

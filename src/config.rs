@@ -156,8 +156,9 @@ const FLAGS: &[Flag] = &[
         name: "max-request-bytes",
         hint: "BYTES",
         kind: Kind::Value,
-        default: Some("1MiB"),
-        help: "largest client request frame accepted (larger ones get a TooLarge error)",
+        default: Some("2MiB"),
+        help: "largest client request frame accepted (larger ones get a TooLarge error); \
+               keys and values are further limited to 4 KiB and 1 MiB",
     },
     Flag {
         name: "max-connections",
@@ -712,7 +713,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         u => return Err(format!("unknown duration unit {u:?} (ms, s, m, h, us, ns)")),
     };
     let total = n * ns_per;
-    if !total.is_finite() || total < 0.0 || total > 1e18 {
+    if !total.is_finite() || !(0.0..=1e18).contains(&total) {
         return Err(format!("{t:?} is out of range"));
     }
     Ok(Duration::from_nanos(total as u64))
@@ -836,7 +837,7 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_millis(10)); // flag
         assert_eq!(c.election_timeout, Duration::from_millis(800)); // env over file
         assert_eq!(c.max_connections, 7); // file over default
-        assert_eq!(c.max_request_bytes, 1 << 20); // default
+        assert_eq!(c.max_request_bytes, 2 << 20); // default
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -897,6 +898,22 @@ mod tests {
         assert_eq!(cluster_id_of(&a), cluster_id_of(&b));
         let c = parse_cluster("1=127.0.0.1:1,2=127.0.0.1:3").unwrap();
         assert_ne!(cluster_id_of(&a), cluster_id_of(&c));
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        // Goal: the example shipped in examples/ stays valid as flags evolve.
+        let text = include_str!("../examples/zattd.conf");
+        let values = parse_config_file(text).unwrap();
+        let map: BTreeMap<String, String> = values.into_iter().collect();
+        let mut all: BTreeMap<String, String> = FLAGS
+            .iter()
+            .filter_map(|f| f.default.map(|d| (f.name.to_string(), d.to_string())))
+            .collect();
+        all.extend(map);
+        let c = from_values(&all).unwrap();
+        assert_eq!(c.cluster.len(), 3);
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:5254"));
     }
 
     #[test]

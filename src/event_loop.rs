@@ -72,6 +72,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A voter being added waits this long for its learner phase to catch up.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Dropped-datagram warnings come at most this often (the counters are in status anyway).
+const DROP_WARN_EVERY: Duration = Duration::from_secs(5);
 /// At most this many ticks are made up for in one iteration after a stall.
 const MAX_CATCH_UP_TICKS: u32 = 4;
 /// Kernel socket buffers for the peer socket: bursts of AppendEntries must not overflow them.
@@ -256,6 +258,7 @@ pub struct Server {
     fired: Vec<TimerKind>,
     completed: Vec<u64>,
     drops_reported: u64,
+    drops_warned_at: Option<Instant>,
     pub(crate) udp_send_drops: u64,
 }
 
@@ -383,48 +386,12 @@ impl Server {
             },
         };
 
-        if boot_is_empty(&boot) && !cfg.join {
-            if cfg.cluster.is_empty() {
-                return Err(ServerError::usage(
-                    "first start needs --cluster ID=HOST:PORT,... (or --join to be added later)",
-                ));
-            }
-            let mut m = Membership::default();
-            for (id, addr) in &cfg.cluster {
-                m.members.insert(
-                    *id,
-                    Member {
-                        role: MemberRole::Voter,
-                        addr: addr.clone(),
-                    },
-                );
-            }
-            boot = Boot::bootstrap(&m);
-            let batch = WriteBatch {
-                snapshot: None,
-                hard_state: Some(boot.hard_state),
-                entries: boot.entries.clone(),
-            };
-            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
-                ServerError::runtime(format!("cannot write the initial membership: {e}"))
-            })?;
-            info!(
-                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
-                cfg.id,
-                m.members.len()
-            );
-        } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
-            info!(
-                "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
-                cfg.id,
-                dir.display()
-            );
-        }
-        if stored.is_none() {
-            write_cluster_id(&dir, cluster_id)?;
-        }
-
-        let known = latest_membership(&boot);
+        let first_start = boot_is_empty(&boot) && !cfg.join;
+        let known = if first_start {
+            None // the address comes from --cluster (validated to hold this node)
+        } else {
+            latest_membership(&boot)
+        };
         let listen = match (&cfg.listen, &known) {
             (Some(l), _) => l.clone(),
             (None, Some(m)) => match m.members.get(&cfg.id) {
@@ -487,6 +454,48 @@ impl Server {
         let mut udp = UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?;
         let mut listener = TcpListener::bind(addr).map_err(|e| bind_err("TCP", e))?;
         set_udp_buffers(&udp);
+
+        // Bind first: a start that fails on a busy port must leave the directory untouched.
+        if boot_is_empty(&boot) && !cfg.join {
+            if cfg.cluster.is_empty() {
+                return Err(ServerError::usage(
+                    "first start needs --cluster ID=HOST:PORT,... (or --join to be added later)",
+                ));
+            }
+            let mut m = Membership::default();
+            for (id, addr) in &cfg.cluster {
+                m.members.insert(
+                    *id,
+                    Member {
+                        role: MemberRole::Voter,
+                        addr: addr.clone(),
+                    },
+                );
+            }
+            boot = Boot::bootstrap(&m);
+            let batch = WriteBatch {
+                snapshot: None,
+                hard_state: Some(boot.hard_state),
+                entries: boot.entries.clone(),
+            };
+            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
+                ServerError::runtime(format!("cannot write the initial membership: {e}"))
+            })?;
+            info!(
+                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
+                cfg.id,
+                m.members.len()
+            );
+        } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
+            info!(
+                "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
+                cfg.id,
+                dir.display()
+            );
+        }
+        if stored.is_none() {
+            write_cluster_id(&dir, cluster_id)?;
+        }
 
         let poll = Poll::new().map_err(|e| ServerError::runtime(format!("poll: {e}")))?;
         poll.registry()
@@ -610,6 +619,7 @@ impl Server {
             fired: Vec::new(),
             completed: Vec::new(),
             drops_reported: 0,
+            drops_warned_at: None,
             udp_send_drops: 0,
             cfg,
         };
@@ -649,7 +659,7 @@ impl Server {
 
             let resume = std::mem::take(&mut self.resume);
             for key in resume {
-                self.serve_conn(key);
+                self.serve_conn(key, true);
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -661,8 +671,9 @@ impl Server {
                         if ev.is_writable() {
                             self.mark_dirty(key);
                         }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.serve_conn(key);
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        if ev.is_readable() || closed {
+                            self.serve_conn(key, closed);
                         }
                     }
                 }
@@ -747,7 +758,9 @@ impl Server {
     }
 
     fn recv_datagrams(&mut self) {
-        loop {
+        // A socket error that repeats must not spin the loop: give up for this round.
+        let mut errors = 0;
+        while errors < 64 {
             match self.udp.recv_from(&mut self.recv_buf) {
                 Ok((n, from)) => {
                     if let Some(msg) = self.codec.decode(&self.recv_buf[..n], self.tick_count) {
@@ -767,7 +780,7 @@ impl Server {
                 Err(e) => {
                     // ICMP errors (a peer down) surface here on Linux; they are not ours to fix.
                     debug!("n{}: udp receive: {e}", self.id);
-                    continue;
+                    errors += 1;
                 }
             }
         }
@@ -873,11 +886,11 @@ impl Server {
     }
 
     /// Reads and handles what a connection sent, within backpressure limits.
-    pub(crate) fn serve_conn(&mut self, key: usize) {
+    pub(crate) fn serve_conn(&mut self, key: usize, peer_closed: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Err(e) = conn.fill(self.now) {
+        if let Err(e) = conn.fill(self.now, peer_closed) {
             debug!("n{}: client connection closed: {e}", self.id);
             conn.dead = true;
             conn.discard_output();
@@ -976,7 +989,12 @@ impl Server {
     fn housekeeping(&mut self) {
         self.codec.expire(self.tick_count);
         let total = self.codec.drops().total();
-        if total > self.drops_reported {
+        let quiet = match self.drops_warned_at {
+            Some(t) => self.now.saturating_duration_since(t) >= DROP_WARN_EVERY,
+            None => true,
+        };
+        if total > self.drops_reported && quiet {
+            self.drops_warned_at = Some(self.now);
             let summary: Vec<String> = self
                 .codec
                 .drops()
@@ -1004,18 +1022,17 @@ impl Server {
                 self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
             }
         }
-        // Writes that never got applied (this node cut off from the cluster).
-        let old: Vec<LogIndex> = self
-            .writes
-            .iter()
-            .filter(|(_, ws)| {
-                ws.iter()
-                    .all(|w| self.now.saturating_duration_since(w.since) >= WRITE_TIMEOUT)
-            })
-            .map(|(i, _)| *i)
-            .collect();
-        for i in old {
-            for w in self.writes.remove(&i).unwrap_or_default() {
+        // Writes that never got applied (this node cut off from the cluster). Proposals are
+        // made in index order, so the oldest are at the front: stop at the first young one.
+        while let Some(entry) = self.writes.first_entry() {
+            let young = entry
+                .get()
+                .iter()
+                .any(|w| self.now.saturating_duration_since(w.since) < WRITE_TIMEOUT);
+            if young {
+                break;
+            }
+            for w in entry.remove() {
                 self.answer_error(w.to, crate::wire::client::ErrorKind::Timeout);
             }
         }
@@ -1111,9 +1128,10 @@ impl Server {
                 }
             }
         }
-        if membership_changed {
-            self.refresh_peers();
-        }
+        // Cheap when nothing changed (one comparison); a truncated config entry can change the
+        // membership without a config entry in this Ready.
+        let _ = membership_changed;
+        self.refresh_peers();
         let mark = rd.persist_mark();
         let needs_persist = rd.needs_persist();
         self.send_messages(rd.messages);

@@ -9,7 +9,8 @@
 //! its bytes skipped (the connection stays open) unless its declared length is absurd (over
 //! `client_conn::GARBAGE_FACTOR` times the limit), which closes the connection after the answer;
 //! bytes that are not a frame at all are answered `Invalid` when a request id can be read, then
-//! the connection is closed. Scans return at most `SCAN_MAX_ITEMS` items per page.
+//! the connection is closed. Scans return at most `SCAN_MAX_ITEMS` items and about
+//! `SCAN_MAX_BYTES` per page; the client continues with the last key as `start_after`.
 
 use crate::client_conn::FrameEvent;
 use crate::event_loop::{Query, ReadWaiter, ReplyTo, Server, WaitKind, Waiter};
@@ -23,6 +24,13 @@ use crate::wire::client::{
 
 /// Items returned by one scan page at most.
 pub const SCAN_MAX_ITEMS: u32 = 1000;
+/// Key and value bytes in one scan page at most (beyond its first item).
+pub const SCAN_MAX_BYTES: usize = 1 << 20;
+/// Items taken from kv per step while filling a page.
+const SCAN_STEP_ITEMS: usize = 16;
+
+/// Items of a scan page and whether more follow.
+type ScanPage = (Vec<(Vec<u8>, Vec<u8>, u64)>, bool);
 
 // The proposal layout of `kv.rs` ("Proposal layout"); `encode_proposal` is checked against
 // `kv::Proposal::encode` in the tests below.
@@ -132,10 +140,7 @@ impl Server {
     /// Handles every whole frame a connection holds, until backpressure says stop.
     pub(crate) fn handle_frames(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.frame_buf);
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
+        while let Some(conn) = self.conns.get_mut(key) {
             conn.stalled = false;
             if conn.dead {
                 break;
@@ -413,9 +418,7 @@ impl Server {
                 start_after,
                 limit,
             } => {
-                let n = (*limit).clamp(1, SCAN_MAX_ITEMS) as usize;
-                let (items, more) = self.kv.scan(prefix, start_after.as_deref(), n);
-                let items = items.into_iter().map(|(k, v, r)| (k, v, r.0)).collect();
+                let (items, more) = self.scan_page(prefix, start_after.as_deref(), *limit);
                 self.answer(
                     to,
                     &Response::ScanPage {
@@ -434,6 +437,34 @@ impl Server {
                         applied_index: applied,
                     },
                 );
+            }
+        }
+    }
+
+    /// One page of a scan: at most `limit` (capped at `SCAN_MAX_ITEMS`) items and, past the
+    /// first, at most `SCAN_MAX_BYTES` of keys and values, so that an answer always fits a
+    /// client's frame limit. Taken from kv in small steps so nothing large is copied in vain.
+    fn scan_page(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> ScanPage {
+        let want = limit.clamp(1, SCAN_MAX_ITEMS) as usize;
+        let mut items: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut after: Option<Vec<u8>> = start_after.map(|s| s.to_vec());
+        loop {
+            let step = (want - items.len()).min(SCAN_STEP_ITEMS);
+            let (chunk, more) = self.kv.scan(prefix, after.as_deref(), step);
+            for (k, v, r) in chunk {
+                if !items.is_empty() && bytes + k.len() + v.len() > SCAN_MAX_BYTES {
+                    return (items, true);
+                }
+                bytes += k.len() + v.len();
+                after = Some(k.clone());
+                items.push((k, v, r.0));
+            }
+            if !more {
+                return (items, false);
+            }
+            if items.len() >= want {
+                return (items, true);
             }
         }
     }

@@ -171,3 +171,56 @@ fn full_disk_stops_the_process_with_exit_74() {
     assert_eq!(code, Some(EXIT_DISK_FAILURE), "{text}");
     assert!(text.contains("No space left on device"), "{text}");
 }
+
+#[test]
+fn snapshot_submitted_between_batches_is_ordered_with_them() {
+    // Goal: submit_snapshot is durable in submit order with the batches around it and
+    // compacts the log. Method: batches, a snapshot, more batches; reopen.
+    let d = TempDir::new("snap");
+    let opts = WalOptions {
+        segment_bytes: 8192,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(&d.0, opts.clone()).unwrap();
+    let mut poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let syncer = Syncer::spawn(wal, waker);
+    for t in 0..20u64 {
+        let b = WriteBatch {
+            entries: entries(t * 10 + 1, 10, 100),
+            ..WriteBatch::default()
+        };
+        syncer.submit(t, b);
+    }
+    let snap = Snapshot {
+        meta: SnapshotMeta {
+            index: LogIndex(150),
+            term: Term(1),
+            membership: Membership::default(),
+        },
+        data: Arc::from(&b"kv state"[..]),
+    };
+    syncer.submit_snapshot(20, snap.clone());
+    syncer.submit(
+        21,
+        WriteBatch {
+            entries: entries(201, 5, 100),
+            ..WriteBatch::default()
+        },
+    );
+    let mut got = Vec::new();
+    let mut events = mio::Events::with_capacity(8);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 22 && Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        syncer.drain_completed(&mut got);
+    }
+    assert_eq!(got, (0..22).collect::<Vec<u64>>());
+    syncer.shutdown();
+    let (wal, boot) = Wal::open(&d.0, opts).unwrap();
+    assert_eq!(boot.snapshot, Some(snap));
+    assert_eq!(boot.entries.first().map(|e| e.index), Some(LogIndex(151)));
+    assert_eq!(boot.entries.last().map(|e| e.index), Some(LogIndex(205)));
+    assert!(wal.segment_count() < 4, "segments {}", wal.segment_count());
+}

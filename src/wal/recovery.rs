@@ -296,23 +296,35 @@ impl LogState {
                     return Err(format!("snapshot index goes backwards to {i}"));
                 }
                 if h.kind == SNAPSHOT_KEEPS_SUFFIX {
-                    if let Some(f) = self.entries.first() {
-                        let f = f.index.0;
-                        if f > i + 1 {
-                            return Err(format!("snapshot at {i} is followed by entry {f}: a gap"));
-                        }
-                        let drop = ((i + 1 - f) as usize).min(self.entries.len());
-                        if let Some(e) = self.entries.get(drop.wrapping_sub(1)) {
-                            if e.index.0 == i && e.term.0 != t {
-                                return Err(format!("snapshot at {i} term {t} keeps a log whose entry {i} has term {}", e.term));
+                    // Compaction up to a *later* snapshot may have deleted the segments that
+                    // held the entries this record keeps (segments go oldest first, so what
+                    // follows a record is always complete, what precedes it may not be). So:
+                    // held entries are trimmed, and when none are held the next index is
+                    // unknown here; the final check (L7) demands that the entries follow the
+                    // latest snapshot, whose record is never preceded by a deletion it did
+                    // not allow.
+                    match self.entries.last().map(|e| e.index.0) {
+                        Some(last) => {
+                            let f = self.entries[0].index.0;
+                            let drop = (i.saturating_add(1).saturating_sub(f) as usize)
+                                .min(self.entries.len());
+                            if let Some(e) = self.entries.get(drop.wrapping_sub(1)) {
+                                if e.index.0 == i && e.term.0 != t {
+                                    return Err(format!(
+                                        "snapshot at {i} term {t} keeps a log whose entry {i} has term {}",
+                                        e.term
+                                    ));
+                                }
                             }
+                            self.entries.drain(..drop);
+                            self.expected = Some(last.max(i) + 1);
                         }
-                        self.entries.drain(..drop);
+                        None => self.expected = None,
                     }
                 } else {
                     self.entries.clear();
+                    self.expected = Some(i + 1);
                 }
-                self.expected = Some(self.entries.last().map_or(i + 1, |e| e.index.0 + 1));
                 self.snap = Some((i, t));
             }
             _ => return Err("unknown record type".into()),
@@ -369,6 +381,21 @@ fn scan_segment(
             break Stop::Eof;
         }
         if file_len - off < RECORD_HEADER_BYTES as u64 {
+            let rest = (file_len - off) as usize;
+            if buf.len() - pos < rest {
+                fill(
+                    &mut f,
+                    path,
+                    &mut buf,
+                    &mut buf_off,
+                    &mut pos,
+                    rest,
+                    file_len,
+                )?;
+            }
+            if buf[pos..pos + rest].iter().all(|&b| b == 0) {
+                break Stop::Zeros;
+            }
             break Stop::Bad("incomplete record header at the end of the file");
         }
         if buf.len() - pos < RECORD_HEADER_BYTES {
@@ -418,7 +445,7 @@ fn scan_segment(
     let mut torn = None;
     let why = match stop {
         Stop::Eof => None,
-        Stop::Zeros => Some("zeros"),
+        Stop::Zeros => Some("zeroed bytes"),
         Stop::Bad(why) => Some(why),
     };
     if let Some(why) = why {
@@ -426,15 +453,13 @@ fn scan_segment(
             find_valid_record_after(&f, path, valid_end, file_len, opts)?;
         if let Some(q) = valid_after {
             // T3: damage followed by a good record cannot be a torn write: corruption.
-            let what = if why == "zeros" { "zeroed bytes" } else { why };
             return Err(corrupt(
                 path,
                 valid_end,
-                format!("{what}, followed by a valid record at offset {q}"),
+                format!("{why}, followed by a valid record at offset {q}"),
             ));
         }
-        let nonzero = nonzero_after || why != "zeros";
-        if nonzero {
+        if nonzero_after {
             if !is_last {
                 // T4: a segment is synced before the next one is created, so its tail is never torn.
                 return Err(corrupt(
@@ -549,7 +574,17 @@ pub fn replay(
     segments: &[(u64, PathBuf)],
     opts: &WalOptions,
 ) -> Result<Replayed, WalError> {
-    let files = read_hard_state(dir)?;
+    let files = match read_hard_state(dir) {
+        // H1: no segment yet means a crash while the directory was being initialised (the
+        // first segment is created after both hard-state files): nothing was ever stored.
+        Err(WalError::Corrupt { .. }) if segments.is_empty() => HardStateFiles {
+            newest: HardState::default(),
+            newest_at: None,
+            valid: [false; 2],
+            any_present: false,
+        },
+        r => r?,
+    };
     let (file_hs, newest, valid) = (files.newest, files.newest_at, files.valid);
     if !files.any_present && !segments.is_empty() {
         // H4: log without its hard state: the vote is lost.
@@ -588,29 +623,35 @@ pub fn replay(
             &mut state,
         )?);
     }
-    if state.snap.is_none() {
-        if let Some(first) = state.entries.first() {
-            if first.index.0 != 1 {
-                let (_, p) = &segments[0];
-                return Err(corrupt(
-                    p,
-                    SEGMENT_HEADER_BYTES as u64,
-                    format!(
-                        "the log starts at index {} and no snapshot covers what is before it",
-                        first.index
-                    ),
-                ));
-            }
+    // L7: the entries must follow the snapshot (or start the log) without a gap.
+    if let Some(first) = state.entries.first() {
+        let want = state.snap.map_or(1, |s| s.0 + 1);
+        if first.index.0 != want {
+            let (_, p) = &segments[0];
+            return Err(corrupt(
+                p,
+                SEGMENT_HEADER_BYTES as u64,
+                format!(
+                    "the log starts at index {} but what is before it ends at {}",
+                    first.index,
+                    want - 1
+                ),
+            ));
         }
     }
     let snapshot = match state.snap {
         Some((i, t)) => Some(load_snapshot(dir, i, t, opts)?),
         None => None,
     };
-    let hard_state = match state.hs {
+    let mut hard_state = match state.hs {
         Some(h) => merge_hard_state(file_hs, h),
         None => file_hs,
     };
+    // A snapshot holds only committed entries, and compaction may have deleted the segment
+    // holding the latest commit record below it: commit is at least the snapshot's index.
+    if let Some((i, _)) = state.snap {
+        hard_state.commit = hard_state.commit.max(LogIndex(i));
+    }
     Ok(Replayed {
         boot: Boot {
             hard_state,

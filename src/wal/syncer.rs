@@ -3,6 +3,17 @@
 //! everything queued, writes it all, calls `fdatasync` once (group commit), then reports every
 //! token of the group, in submit order, and wakes the loop through `mio::Waker`.
 //!
+//! Use from the event loop, in outline:
+//!
+//! ```text
+//! let (wal, boot) = Wal::open(dir, WalOptions::default())?;   // exit(err.exit_code()) on error
+//! let raft = Raft::new(config, boot, seed);
+//! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?));
+//! // each iteration: for a Ready that needs_persist(), syncer.submit(token, batch) and keep
+//! // (token, messages_after_persist, persist_mark) aside; on WAKE_TOKEN, drain_completed()
+//! // and for each token in order send its messages and call raft.persisted(..).
+//! ```
+//!
 //! Must not touch protocol state. On any write or sync error it stops the process (fail-stop,
 //! DESIGN.md §3 "Failure of the disk"): one clear line naming the file and the error, then exit
 //! code 74 (`EXIT_DISK_FAILURE`); it never reports a token it could not make durable.
@@ -14,10 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 /// An fsync slower than this is logged as a warning.
-const SLOW_FSYNC: Duration = Duration::from_millis(50);
+const SLOW_FSYNC_US: u64 = 50_000;
 /// fsync latencies kept for `fsync_latency_us`.
 const LATENCY_WINDOW: usize = 1024;
 /// Jobs taken into one group at most (bounds the memory of one write).
@@ -82,7 +92,8 @@ impl Syncer {
         }
     }
 
-    /// Queues a batch; `token` is reported by `completed` once the batch is durable.
+    /// Queues a batch; `token` is reported by `completed` once the batch is durable. The
+    /// queue is unbounded: the caller bounds what it has in flight (tokens not yet completed).
     pub fn submit(&self, token: u64, batch: WriteBatch) {
         // A send fails only once the thread has stopped, i.e. after a fail-stop in progress.
         let _ = self.tx.send(Job::Batch(token, batch));
@@ -193,17 +204,17 @@ fn run(
                 return;
             }
         }
-        let t0 = Instant::now();
+        let syncs_before = wal.syncs();
         if let Err(e) = wal.sync() {
             fatal(&format!("WAL sync failed: {e}"));
             return;
         }
-        let took = t0.elapsed();
-        if took > SLOW_FSYNC {
-            log::warn!("slow fsync {}ms", took.as_millis());
-        }
-        if !tokens.is_empty() {
-            let us = took.as_micros().min(u32::MAX as u128) as u32;
+        if wal.syncs() != syncs_before {
+            let us = wal.last_fdatasync_us();
+            if us > SLOW_FSYNC_US {
+                log::warn!("slow fsync {}ms", us / 1000);
+            }
+            let us = us.min(u32::MAX as u64) as u32;
             let mut l = lock(&shared.latencies_us);
             let (v, next) = &mut *l;
             if v.len() < LATENCY_WINDOW {
@@ -214,6 +225,8 @@ fn run(
             *next = (*next + 1) % LATENCY_WINDOW;
             drop(l);
             shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if !tokens.is_empty() {
             shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
             lock(&shared.completed).append(&mut tokens);
             if let Err(e) = waker.wake() {

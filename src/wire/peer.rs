@@ -26,10 +26,11 @@ pub const TAG_BYTES: usize = 32;
 const FLAG_TAGGED: u8 = 0x01;
 /// Smallest encoded entry: term, index, kind, data length.
 const MIN_ENTRY_BYTES: usize = 8 + 8 + 1 + 4;
-/// Bookkeeping charged to the reassembly budget per partial message and per fragment, so that
+/// Bookkeeping charged to the reassembly budget per partial message and per fragment (its
+/// allocation header and its slot in `frags`, which may be up to twice its length), so that
 /// many tiny fragments cannot exhaust memory while staying under the byte bound.
 const PARTIAL_OVERHEAD_BYTES: usize = 128;
-const FRAGMENT_OVERHEAD_BYTES: usize = 16;
+const FRAGMENT_OVERHEAD_BYTES: usize = 64;
 
 /// Smallest `max_datagram` accepted: the envelope, a tag and room for some body.
 pub const MIN_DATAGRAM_BYTES: usize = HEADER_BYTES + TAG_BYTES + 64;
@@ -43,6 +44,7 @@ pub struct PeerCodecConfig {
     /// The cluster secret; when set every datagram carries and must carry an HMAC-SHA256 tag.
     pub secret: Option<Vec<u8>>,
     /// Largest datagram sent, in bytes. 65_000 fits loopback's 64 KiB; real networks want ~1400.
+    /// Must lie in `MIN_DATAGRAM_BYTES..=MAX_DATAGRAM_BYTES` (`PeerCodec::new` asserts it).
     pub max_datagram: usize,
     /// Largest message (body bytes) sent or reassembled; larger ones are refused.
     pub max_message_bytes: usize,
@@ -163,10 +165,11 @@ struct Partial {
     seq: u64,
     /// Body length of non-last fragments, once one has been seen (they must all agree).
     chunk_len: Option<usize>,
-    /// Fragment bytes in arrival order.
-    data: Vec<u8>,
-    /// `(fragment index, start in data, len)`, sorted by fragment index.
-    frags: Vec<(u16, usize, usize)>,
+    /// Bytes held so far.
+    len: usize,
+    /// `(fragment index, its bytes)`, sorted by fragment index; each fragment is allocated to
+    /// its exact length, so the budget charges exactly what is held.
+    frags: Vec<(u16, Box<[u8]>)>,
     /// Bytes charged to the reassembly budget.
     charged: usize,
 }
@@ -455,7 +458,7 @@ impl PeerCodec {
                     first_tick: now_tick,
                     seq: self.partial_seq,
                     chunk_len: None,
-                    data: Vec::new(),
+                    len: 0,
                     frags: Vec::new(),
                     charged: PARTIAL_OVERHEAD_BYTES,
                 });
@@ -478,13 +481,13 @@ impl PeerCodec {
                 && p.frags
                     .last()
                     .filter(|f| f.0 == p.count - 1)
-                    .map_or(true, |f| f.2 <= body.len())
+                    .map_or(true, |f| f.1.len() <= body.len())
         };
         if !consistent {
             self.remove_partial(pos, DropReason::BadFragment);
             return None;
         }
-        if p.data.len() + body.len() > self.cfg.max_message_bytes {
+        if p.len + body.len() > self.cfg.max_message_bytes {
             self.remove_partial(pos, DropReason::TooLarge);
             return None;
         }
@@ -501,9 +504,8 @@ impl PeerCodec {
         if !is_last {
             p.chunk_len = Some(body.len());
         }
-        p.frags
-            .insert(slot, (env.frag_index, p.data.len(), body.len()));
-        p.data.extend_from_slice(body);
+        p.frags.insert(slot, (env.frag_index, Box::from(body)));
+        p.len += body.len();
         p.charged += cost;
         self.partial_bytes += cost;
         if p.frags.len() < p.count as usize {
@@ -513,8 +515,9 @@ impl PeerCodec {
         self.partial_bytes -= p.charged;
         let mut assembly = std::mem::take(&mut self.assembly);
         assembly.clear();
-        for &(_, start, len) in &p.frags {
-            assembly.extend_from_slice(&p.data[start..start + len]);
+        assembly.reserve(p.len);
+        for (_, bytes) in &p.frags {
+            assembly.extend_from_slice(bytes);
         }
         let msg = self.finish(env, &assembly);
         // Keep the join buffer only while it is modest, so one huge message does not pin memory.

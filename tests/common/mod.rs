@@ -164,6 +164,34 @@ impl TestClient {
         }
     }
 
+    /// Pipelines `n` puts of `{prefix}{i}` = `v{i}` with up to `window` in flight; every answer
+    /// must be `Written`. For a leader only.
+    pub fn put_pipelined(
+        &mut self,
+        prefix: &str,
+        range: std::ops::Range<u64>,
+        window: usize,
+    ) -> io::Result<()> {
+        let mut next = range.start;
+        let mut inflight = 0usize;
+        while next < range.end || inflight > 0 {
+            while next < range.end && inflight < window {
+                self.send(&Request::Put {
+                    session: None,
+                    key: format!("{prefix}{next}").into_bytes(),
+                    value: format!("v{next}").into_bytes(),
+                })?;
+                next += 1;
+                inflight += 1;
+            }
+            match self.recv()? {
+                (_, Response::Written { .. }) => inflight -= 1,
+                (_, other) => return Err(io::Error::other(format!("pipelined put: {other:?}"))),
+            }
+        }
+        Ok(())
+    }
+
     pub fn status(&mut self) -> io::Result<Status> {
         match self.call(&Request::Status)? {
             Response::Status(s) => Ok(s),
@@ -295,8 +323,6 @@ impl Cluster {
         let addr = format!("127.0.0.1:{port}");
         let first = vec![
             "--join".into(),
-            "--listen".into(),
-            addr.clone(),
             "--cluster".into(),
             self.cluster_arg.clone(),
         ];
@@ -391,10 +417,9 @@ impl Cluster {
             .find(|n| n.child.is_some())
             .map(|n| n.id)
             .unwrap();
-        let mut last = String::new();
         loop {
             let resp = self.client(target).and_then(|mut c| c.call(req));
-            last = format!("n{target}: {resp:?}");
+            let last = format!("n{target}: {resp:?}");
             match resp {
                 Ok(Response::Error(ErrorKind::NotLeader {
                     leader: Some(l), ..
@@ -429,6 +454,22 @@ impl Cluster {
             .map(|p| p + 1)
             .unwrap_or(0);
         running[pos % running.len()]
+    }
+
+    /// Sends a request to the leader and expects `Done` (membership changes, transfers),
+    /// retrying refusals that say "not yet" (a change in progress, a learner catching up).
+    pub fn admin(&self, req: &Request, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.call_leader(req, timeout) {
+                Response::Done => return,
+                Response::Error(ErrorKind::ConfChange(why)) if Instant::now() < deadline => {
+                    eprintln!("{req:?}: {why}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => panic!("{req:?}: {other:?}"),
+            }
+        }
     }
 
     /// Puts through the leader; returns the revision.
