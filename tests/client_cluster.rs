@@ -325,3 +325,30 @@ fn tls_cluster_serves_a_client_that_trusts_its_ca() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn connection_closed_by_the_server_while_idle_is_replaced_quietly() {
+    // Goal: a server closing idle connections never turns the next request into an error.
+    // Method: servers close connections idle for 100ms; the client sleeps past that between
+    // an untagged write (sent at most once), a membership-free read and a tagged write.
+    let cluster = Cluster::start(3, &["--idle-timeout", "100ms"]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let untagged = ClientConfig {
+        sessions: false,
+        ..patient()
+    };
+    let mut plain = Client::connect(&endpoints(&cluster), untagged).unwrap();
+    let mut tagged = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    for round in 0..3 {
+        plain.put("plain", round.to_string()).unwrap();
+        tagged.put("tagged", round.to_string()).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            plain.get("plain").unwrap(),
+            Some(round.to_string().into_bytes())
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // Not asserted (it depends on the servers' timers): how often the client reconnected.
+    eprintln!("after idle closes: {:?}", plain.stats());
+}
