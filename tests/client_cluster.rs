@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use zatt::client::{
-    Client, ClientConfig, Consistency, DistributedDict, Error, Expect, RefreshLock, RefreshPolicy,
-    RequestView, Response, ScanOptions, TlsConfig,
+    Client, ClientConfig, ClusterChange, Consistency, DistributedDict, Error, Expect, RefreshLock,
+    RefreshPolicy, RequestView, Response, ScanOptions, TlsConfig,
 };
 
 fn endpoints(c: &Cluster) -> Vec<String> {
@@ -351,4 +351,36 @@ fn connection_closed_by_the_server_while_idle_is_replaced_quietly() {
     }
     // Not asserted (it depends on the servers' timers): how often the client reconnected.
     eprintln!("after idle closes: {:?}", plain.stats());
+}
+
+#[test]
+fn config_cluster_adds_and_removes_a_real_server() {
+    // Goal: the DistributedDict's config_cluster, as in the original: add a server (it joins,
+    // catches up and becomes a voter), then remove it.
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let mut d = DistributedDict::connect(&endpoints(&cluster), patient()).unwrap();
+    d.insert("before", "4 joins").unwrap();
+    let addr = cluster.start_joiner(4);
+    d.config_cluster(ClusterChange::Add {
+        id: 4,
+        addr: addr.clone(),
+    })
+    .unwrap();
+    let members = d.client().members().unwrap();
+    assert!(
+        members
+            .iter()
+            .any(|m| m.id == 4 && m.voter && m.addr == addr),
+        "{members:?}"
+    );
+    let mut on_new = Client::connect(&[&addr], patient()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while on_new.get_stale("before").unwrap() != Some(b"4 joins".to_vec()) {
+        assert!(Instant::now() < deadline, "server 4 never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.config_cluster(ClusterChange::Remove { id: 4 }).unwrap();
+    let members = d.client().members().unwrap();
+    assert_eq!(members.len(), 3, "{members:?}");
 }

@@ -551,9 +551,8 @@ fn dict_is_map_like_and_debug_prints_the_map() {
             Request::MemberAdd {
                 id: 4,
                 addr: "127.0.0.1:5257".into(),
-                learner: true
+                learner: false
             },
-            Request::MemberPromote { id: 4 },
             Request::MemberRemove { id: 4 },
         ]
     );

@@ -55,8 +55,8 @@ impl RefreshLock {
 /// A membership change for [`DistributedDict::config_cluster`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterChange {
-    /// Add server `id` at `addr` (`host:port`) as a learner, then promote it to voter once it
-    /// has caught up (retried until the operation's timeout).
+    /// Add server `id` at `addr` (`host:port`): the leader adds it as a learner and promotes it
+    /// to voter once it has caught up; the call returns then (or at the client's timeout).
     Add {
         id: u64,
         addr: String,
@@ -318,22 +318,8 @@ impl DistributedDict {
     pub fn config_cluster(&mut self, change: ClusterChange) -> Result<()> {
         match change {
             ClusterChange::Remove { id } => self.client.member_remove(id),
-            ClusterChange::Add { id, addr } => {
-                self.client.member_add(id, &addr, true)?;
-                // The leader refuses promotion until the learner has caught up: keep asking
-                // until it accepts or the operation's timeout passes.
-                let deadline = Instant::now() + self.client.config().timeout;
-                loop {
-                    match self.client.member_promote(id) {
-                        Ok(()) => return Ok(()),
-                        Err(Error::Server(kind)) if Instant::now() < deadline => {
-                            log::debug!("promotion of {id} not yet accepted: {kind}");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
+            // The leader adds it as a learner and promotes it once caught up.
+            ClusterChange::Add { id, addr } => self.client.member_add(id, &addr, false),
         }
     }
 }

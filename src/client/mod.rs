@@ -591,8 +591,9 @@ impl Client {
         }
     }
 
-    /// Adds server `id` at `addr` (its `host:port`) as a learner, or straight as a voter when
-    /// `learner` is false (the server decides whether it allows that).
+    /// Adds server `id` at `addr` (its `host:port`). As a learner when `learner` is true;
+    /// otherwise the leader adds it as a learner and promotes it to voter once it has caught
+    /// up, answering only then (so this can take as long as the catch-up, up to the timeout).
     pub fn member_add(&mut self, id: u64, addr: &str, learner: bool) -> Result<()> {
         let mut req = Request::MemberAdd {
             id,
@@ -751,7 +752,13 @@ impl Client {
                 self.stats.resent_after_unknown_outcome += 1;
                 unknown_outcome = false;
             }
-            let attempt_deadline = deadline.min(Instant::now() + self.config.request_timeout);
+            // A request that will not be resent after an unknown outcome gets the whole
+            // operation's time for its one attempt: waiting longer buys a definite answer.
+            let attempt_deadline = if retry == Retry::Once {
+                deadline
+            } else {
+                deadline.min(Instant::now() + self.config.request_timeout)
+            };
             let id = self.next_request_id;
             self.next_request_id += 1;
             let outcome = self.round_trip(id, req, attempt_deadline);
