@@ -529,10 +529,13 @@ impl Client {
         }
     }
 
-    /// The cluster's members, as the leader knows them.
+    /// The cluster's members, as the leader knows them. (Every server answers this from its
+    /// own view, and a removed server may never learn of its removal, so the client asks the
+    /// leader.)
     pub fn members(&mut self) -> Result<Vec<MemberInfo>> {
+        self.connect_to_leader()?;
         let mut req = Request::Members;
-        match self.call(&mut req, Route::Leader, Retry::Idempotent)? {
+        match self.call(&mut req, Route::Any, Retry::Idempotent)? {
             Response::Members(m) => Ok(m),
             other => Err(unexpected(other, false)),
         }
@@ -633,22 +636,43 @@ impl Client {
         let deadline = Instant::now() + self.config.timeout;
         let mut attempts = Attempts::default();
         loop {
-            match self.status() {
-                Ok(s) if s.role == "leader" => {
-                    let addr = self.connected_to().unwrap_or_default().to_string();
-                    if let Ok(p) = Pipeline::connect(&addr, &self.config) {
-                        return Ok(p);
-                    }
+            self.connect_to_leader()?;
+            let addr = self.connected_to().unwrap_or_default().to_string();
+            match Pipeline::connect(&addr, &self.config) {
+                Ok(p) => return Ok(p),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    self.conn = None;
+                    attempts.last_failure = Some(Failure::Connect(e.to_string()));
+                    attempts.back_off(deadline);
                 }
-                Ok(s) => match s.leader_addr {
-                    Some(addr) => {
-                        self.leader_hint = Some(addr.clone());
-                        self.conn = None;
-                    }
-                    None => attempts.last_failure = Some(Failure::NoLeader("no leader".into())),
-                },
-                Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Connects to the server that says it leads: asks the connected server's status and
+    /// follows the leader it names. For requests that every server answers from its own view.
+    fn connect_to_leader(&mut self) -> Result<Status> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut attempts = Attempts::default();
+        loop {
+            let s = self.status()?;
+            if s.role == "leader" {
+                return Ok(s);
+            }
+            match s.leader_addr {
+                Some(addr) if Some(addr.as_str()) != self.connected_to() => {
+                    self.leader_hint = Some(addr);
+                    self.stats.hints_followed += 1;
+                }
+                _ => {
+                    attempts.last_failure = Some(Failure::NoLeader(
+                        "no leader elected (is a majority of servers up?)".into(),
+                    ));
+                }
+            }
+            // Reconnect: to the hinted leader, else to the next endpoint.
+            self.conn = None;
             if Instant::now() >= deadline {
                 return Err(attempts.give_up(&self.endpoints));
             }
