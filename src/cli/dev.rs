@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig};
 
-use super::{EXIT_OK, EXIT_RUNTIME};
+use super::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE};
 
 /// Most servers `zatt dev` will start.
 pub const MAX_NODES: u16 = 9;
@@ -89,6 +89,10 @@ pub fn run(opts: &DevOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             opts.dir.display()
         );
         return EXIT_RUNTIME;
+    }
+    if let Err(msg) = check_layout(&opts.dir, opts) {
+        let _ = writeln!(err, "zatt dev: {msg}");
+        return EXIT_USAGE;
     }
     install_signal_handlers();
     let addrs: Vec<String> = (0..opts.nodes)
@@ -166,6 +170,37 @@ pub fn run(opts: &DevOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     stop_all(&mut servers, out);
     EXIT_OK
+}
+
+/// The file in DIR that remembers the cluster's shape: a restarted server takes its peers'
+/// addresses from its log, not from the flags, so a second run must use the same ones.
+const LAYOUT_FILE: &str = "zatt-dev.layout";
+
+fn layout_text(opts: &DevOptions) -> String {
+    format!("nodes = {}\nbase-port = {}\n", opts.nodes, opts.base_port)
+}
+
+/// Records the layout on the first run; on later runs refuses flags that differ from it.
+fn check_layout(dir: &Path, opts: &DevOptions) -> Result<(), String> {
+    let path = dir.join(LAYOUT_FILE);
+    let want = layout_text(opts);
+    match fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => {
+            let shape = have.lines().collect::<Vec<_>>().join(", ");
+            Err(format!(
+                "{} holds a cluster made with {shape}: run with those flags, or delete the \
+                 directory to start afresh",
+                dir.display()
+            ))
+        }
+        Err(_) => fs::write(&path, want).map_err(|e| {
+            format!(
+                "cannot write {}: {e}: pass a writable --dir",
+                path.display()
+            )
+        }),
+    }
 }
 
 /// Finds `zattd` next to this executable. Run through cargo (`cargo run --bin zatt -- dev`),
@@ -381,4 +416,39 @@ fn stop_all(servers: &mut [Server], out: &mut dyn Write) {
     }
     let _ = writeln!(out, "zatt dev: stopped {} servers", servers.len());
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_run_must_keep_the_first_runs_shape() {
+        // Goal: a rerun with other --nodes or --base-port is refused with a clear message
+        // (restarted servers take their peers' addresses from their logs, not from flags).
+        let dir = std::env::temp_dir().join(format!("zatt-dev-layout-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let first = DevOptions {
+            dir: dir.clone(),
+            ..DevOptions::default()
+        };
+        check_layout(&dir, &first).unwrap();
+        check_layout(&dir, &first).unwrap();
+        let more = DevOptions {
+            nodes: 5,
+            ..first.clone()
+        };
+        let err = check_layout(&dir, &more).unwrap_err();
+        assert!(
+            err.contains("nodes = 3") && err.contains("base-port = 5254"),
+            "{err}"
+        );
+        let moved = DevOptions {
+            base_port: 6000,
+            ..first
+        };
+        assert!(check_layout(&dir, &moved).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
