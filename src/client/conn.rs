@@ -134,8 +134,9 @@ impl Conn {
                 // problem shows up as a connection failure naming TLS rather than as a failed
                 // request later.
                 let left = deadline.saturating_duration_since(Instant::now());
-                s.sock
-                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                let left = Some(left.max(Duration::from_millis(1)));
+                s.sock.set_read_timeout(left)?;
+                s.sock.set_write_timeout(left)?;
                 while s.conn.is_handshaking() {
                     s.conn.complete_io(&mut s.sock).map_err(|e| {
                         if e.kind() == io::ErrorKind::InvalidData {

@@ -1093,6 +1093,14 @@ impl Iterator for Pages<'_> {
                 }
                 match page.last() {
                     Some(last) if more => self.start_after = Some(last.key.clone()),
+                    // Nothing to resume after: stopping here would truncate the scan silently.
+                    None if more => {
+                        self.done = true;
+                        return Some(Err(Error::Protocol {
+                            what: "scan page empty yet more follow".into(),
+                            may_have_applied: false,
+                        }));
+                    }
                     _ => self.done = true,
                 }
                 Some(Ok(page))
