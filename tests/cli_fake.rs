@@ -113,7 +113,8 @@ fn scan_and_dump_in_text_and_json() {
 #[test]
 fn status_json_is_one_object_with_the_promised_fields() {
     let s = FakeServer::start();
-    let o = zatt(s.addr(), &["--output", "json", "status"]);
+    // As printed by `zatt dev`: the global option after the command.
+    let o = zatt(s.addr(), &["status", "--output", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1);

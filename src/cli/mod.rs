@@ -51,7 +51,7 @@ Commands:
   dev [--nodes N] [--dir DIR] [--base-port P]
                                    run a local cluster until Ctrl-C
 
-Options:
+Options (before or after the command):
   --endpoints HOST:PORT,...        servers to contact (default 127.0.0.1:5254)
   --timeout DUR                    give up after this long, retries included (default 5s;
                                    units: ms, s, m)
@@ -149,15 +149,55 @@ enum Parsed {
     Run(Global, Command),
 }
 
+/// The options that apply to every command.
+const GLOBAL_VALUED: [&str; 4] = ["endpoints", "timeout", "tls-ca", "output"];
+
+/// Separates the global options from the command and its arguments, so that global options
+/// may stand before or after the command (`zatt --output json status` and
+/// `zatt status --output json` alike). Everything after `--` belongs to the command.
+fn split_globals(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut globals = Vec::new();
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            rest.push(a.clone());
+            rest.extend(it.cloned());
+            break;
+        }
+        if a == "-h" || a == "--help" {
+            globals.push(a.clone());
+            continue;
+        }
+        if let Some(name) = a.strip_prefix("--") {
+            let (name, inline_value) = match name.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (name, false),
+            };
+            if GLOBAL_VALUED.contains(&name) {
+                globals.push(a.clone());
+                if !inline_value {
+                    if let Some(v) = it.next() {
+                        globals.push(v.clone());
+                    }
+                }
+                continue;
+            }
+        }
+        rest.push(a.clone());
+    }
+    (globals, rest)
+}
+
 fn parse(args: &[String]) -> Result<Parsed, String> {
+    let (globals, rest) = split_globals(args);
     let mut opts = Options::new();
-    opts.parsing_style(ParsingStyle::StopAtFirstFree);
     opts.optopt("", "endpoints", "", "HOST:PORT,...");
     opts.optopt("", "timeout", "", "DUR");
     opts.optopt("", "tls-ca", "", "FILE");
     opts.optopt("", "output", "", "text|json");
     opts.optflag("h", "help", "");
-    let m = opts.parse(args).map_err(|e| e.to_string())?;
+    let m = opts.parse(&globals).map_err(|e| e.to_string())?;
     if m.opt_present("help") {
         return Ok(Parsed::Help);
     }
@@ -194,11 +234,13 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         tls_ca: m.opt_str("tls-ca").map(PathBuf::from),
         output,
     };
-    let mut free = m.free.into_iter();
-    let Some(name) = free.next() else {
-        return Err("no command given".into());
+    let mut rest = rest.into_iter();
+    let name = match rest.next() {
+        None => return Err("no command given".into()),
+        Some(n) if n.starts_with('-') => return Err(format!("unknown option {n:?}")),
+        Some(n) => n,
     };
-    let rest: Vec<String> = free.collect();
+    let rest: Vec<String> = rest.collect();
     let cmd = parse_command(&name, &rest)?;
     Ok(Parsed::Run(global, cmd))
 }
@@ -840,6 +882,32 @@ mod tests {
                 limit: Some(5)
             }
         );
+    }
+
+    #[test]
+    fn global_options_may_follow_the_command() {
+        // Goal: `zatt status --output json` works as the docs and `zatt dev` print it.
+        let Parsed::Run(g, c) =
+            parse(&args("status --output json --endpoints 127.0.0.1:7")).unwrap()
+        else {
+            panic!("expected a command")
+        };
+        assert_eq!(c, Command::Status);
+        assert_eq!(g.output, Output::Json);
+        assert_eq!(g.endpoints, vec!["127.0.0.1:7".to_string()]);
+        let Parsed::Run(g, c) = parse(&args("--timeout=2s put k -- --output")).unwrap() else {
+            panic!("expected a command")
+        };
+        assert_eq!(g.timeout, Duration::from_secs(2));
+        assert_eq!(
+            c,
+            Command::Put {
+                key: "k".into(),
+                value: "--output".into()
+            }
+        );
+        assert!(matches!(parse(&args("get k --help")), Ok(Parsed::Help)));
+        assert!(parse(&args("--bogus get k")).is_err());
     }
 
     #[test]
