@@ -11,8 +11,9 @@
 //! `--cluster-id N` sets it; without it an initial member derives it from the initial membership
 //! (a 64-bit FNV-1a hash of the sorted `id=addr` list, so every initial member computes the same
 //! number) and stores it in `DATA_DIR/cluster-id` at first start; a restart reads it back, and a
-//! node started with `--join` must be given `--cluster-id` (status shows it) or the same
-//! `--cluster` list the initial members were started with.
+//! node started with `--join` must be given `--cluster-id` (every member logs it at start and
+//! keeps it in `DATA_DIR/cluster-id`) or the same `--cluster` list the initial members were
+//! started with.
 
 use crate::types::NodeId;
 use log::LevelFilter;
@@ -142,7 +143,7 @@ const FLAGS: &[Flag] = &[
         name: "snapshot-entries",
         hint: "N",
         kind: Kind::Value,
-        default: Some("10000"),
+        default: Some("100000"),
         help: "take a snapshot and compact the log once this many entries were applied since the last one",
     },
     Flag {
@@ -596,7 +597,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         }
         if cluster_id.is_none() && cluster.is_empty() {
             return Err(ConfigError::usage(
-                "--join needs --cluster-id N (shown by `zatt status`) or the initial --cluster list",
+                "--join needs --cluster-id N (in any member's DATA_DIR/cluster-id) or the initial --cluster list",
             ));
         }
     } else if !cluster.is_empty() && own.is_none() {

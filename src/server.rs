@@ -13,13 +13,13 @@
 //! `SCAN_MAX_BYTES` per page; the client continues with the last key as `start_after`.
 
 use crate::client_conn::FrameEvent;
-use crate::event_loop::{Query, ReadWaiter, ReplyTo, Server, WaitKind, Waiter};
+use crate::event_loop::{role_name, Query, ReadWaiter, ReplyTo, Server, WaitKind, Waiter};
 use crate::kv::Reply;
 use crate::raft::{ProposeError, Role};
 use crate::types::*;
 use crate::wire::client::{
     decode_request, encode_response, encode_value_response, Consistency, ErrorKind, ExpectView,
-    RequestView, Response, SessionTag,
+    MemberInfo, RequestView, Response, SessionTag,
 };
 
 /// Items returned by one scan page at most.
@@ -110,6 +110,18 @@ pub fn encode_proposal(out: &mut Vec<u8>, session: SessionTag, now_ms: u64, w: W
             }
         }
         WriteView::RegisterSession => out.push(OP_REGISTER),
+    }
+}
+
+/// Whether `addr` looks like `HOST:PORT` (or `[IPv6]:PORT`) with a nonzero port.
+pub fn is_host_port(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && matches!(port.parse::<u16>(), Ok(p) if p > 0)
+        }
+        None => false,
     }
 }
 
@@ -267,9 +279,12 @@ impl Server {
                 if id == 0 {
                     return self.answer_error(to, ErrorKind::Invalid("node id 0".into()));
                 }
-                if let Err(e) = crate::config::resolve(addr) {
-                    return self
-                        .answer_error(to, ErrorKind::Invalid(format!("address {addr:?}: {e}")));
+                // Syntax only: resolving a host name here could stall the loop on DNS.
+                if !is_host_port(addr) {
+                    return self.answer_error(
+                        to,
+                        ErrorKind::Invalid(format!("address {addr:?} is not HOST:PORT")),
+                    );
                 }
                 let cc = ConfChange::AddLearner {
                     id: NodeId(id),
@@ -334,7 +349,15 @@ impl Server {
     }
 
     fn wait_for(&mut self, index: LogIndex, term: Term, to: ReplyTo, kind: WaitKind) {
-        self.writes.entry(index).or_default().push(Waiter {
+        // This leader just put its own entry at `index`: whatever waited at or after it was
+        // proposed in an earlier term and its entry is gone from the log, never applied.
+        while matches!(self.writes.back(), Some(w) if w.index >= index) {
+            let w = self.writes.pop_back().unwrap();
+            let e = self.lost_proposal();
+            self.answer_error(w.to, e);
+        }
+        self.writes.push_back(Waiter {
+            index,
             term,
             to,
             kind,
@@ -544,10 +567,99 @@ impl Server {
     }
 }
 
+impl Server {
+    pub(crate) fn members_info(&self) -> Vec<MemberInfo> {
+        self.raft
+            .membership()
+            .members
+            .iter()
+            .map(|(id, m)| MemberInfo {
+                id: id.0,
+                addr: m.addr.clone(),
+                voter: m.role == MemberRole::Voter,
+            })
+            .collect()
+    }
+
+    pub(crate) fn status(&self) -> crate::wire::client::Status {
+        let (p50, p99) = self
+            .syncer
+            .as_ref()
+            .map(|s| s.fsync_latency_us())
+            .unwrap_or((0, 0));
+        let last = self.raft.last_index();
+        let leader = self.raft.leader();
+        let peers = if self.raft.role() == Role::Leader {
+            self.raft
+                .progress()
+                .into_iter()
+                .filter(|p| p.id != self.id)
+                .map(|p| crate::wire::client::PeerStatus {
+                    id: p.id.0,
+                    match_index: p.match_index.0,
+                    lag: last.0.saturating_sub(p.match_index.0),
+                    snapshot_progress: p.snapshot_transfer,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut dropped: Vec<(String, u64)> = self
+            .codec
+            .drops()
+            .iter()
+            .map(|(r, n)| (r.to_string(), n))
+            .collect();
+        dropped.push(("SendFailed".to_string(), self.udp_send_drops));
+        crate::wire::client::Status {
+            id: self.id.0,
+            role: role_name(self.raft.role()).to_string(),
+            term: self.raft.term().0,
+            leader: leader.map(|l| l.0),
+            leader_addr: leader.and_then(|l| {
+                self.raft
+                    .membership()
+                    .members
+                    .get(&l)
+                    .map(|m| m.addr.clone())
+            }),
+            commit_index: self.raft.commit_index().0,
+            applied_index: self.kv.applied_index().0,
+            last_index: last.0,
+            members: self.members_info(),
+            peers,
+            wal_bytes: self.syncer.as_ref().map(|s| s.size_bytes()).unwrap_or(0),
+            fsync_p50_us: p50,
+            fsync_p99_us: p99,
+            dropped_datagrams: dropped,
+            sessions: self.kv.session_count() as u64,
+            keys: self.kv.len() as u64,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kv::{Command, Expect, Proposal, SessionRef};
+
+    #[test]
+    fn member_addresses_are_checked_for_syntax_only() {
+        assert!(is_host_port("127.0.0.1:5254"));
+        assert!(is_host_port("zatt-4.example:5254"));
+        assert!(is_host_port("[::1]:5254"));
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":5254",
+            "host:0",
+            "host:99999",
+            "a b:1",
+        ] {
+            assert!(!is_host_port(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn proposal_encoding_matches_kv() {

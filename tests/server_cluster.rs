@@ -174,3 +174,57 @@ fn restart_after_compaction_restores_state_from_snapshot_and_log() {
         c.wait_value(id, "r449", Some("v449"), T);
     }
 }
+
+#[test]
+fn follower_redirects_writes_and_linearizable_reads_to_the_leader() {
+    // Goal: a follower answers writes and linearizable reads with NotLeader naming the leader
+    // and its address (we redirect, not forward), and serves stale reads itself.
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    c.put("k", "v");
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.wait_value(follower, "k", Some("v"), T);
+    let mut cl = c.client(follower).unwrap();
+    let expect = zatt::wire::client::ErrorKind::NotLeader {
+        leader: Some(leader),
+        leader_addr: Some(c.addr(leader)),
+    };
+    assert_eq!(cl.put("k", "w").unwrap(), Response::Error(expect.clone()));
+    assert_eq!(
+        cl.get("k", Consistency::Linearizable).unwrap(),
+        Response::Error(expect)
+    );
+    assert_eq!(
+        cl.get_value("k", Consistency::Stale).unwrap().as_deref(),
+        Some("v")
+    );
+}
+
+#[test]
+fn status_reports_replication_and_disk_figures() {
+    // Goal: the leader's status carries what an operator needs: members, per-peer match index
+    // and lag, commit/applied indexes, WAL size and fsync latency, drop counters.
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    for i in 0..10 {
+        c.put(&format!("s{i}"), "v");
+    }
+    let s = c.wait_status(leader, T, "peers caught up", |s| {
+        s.peers.len() == 2 && s.peers.iter().all(|p| p.lag == 0)
+    });
+    assert_eq!(s.role, "leader");
+    assert_eq!(s.leader, Some(leader));
+    assert_eq!(s.members.len(), 3);
+    assert!(s.members.iter().all(|m| m.voter));
+    assert!(s.commit_index >= 11 && s.applied_index >= 11, "{s:?}");
+    assert!(s.peers.iter().all(|p| p.match_index == s.last_index));
+    assert!(
+        s.wal_bytes > 0 && s.fsync_p50_us > 0 && s.fsync_p99_us >= s.fsync_p50_us,
+        "{s:?}"
+    );
+    assert!(s.dropped_datagrams.iter().any(|(r, _)| r == "BadTag"));
+    assert_eq!(s.keys, 10);
+    let f = c.status((1..=3).find(|&i| i != leader).unwrap()).unwrap();
+    assert_eq!(f.role, "follower");
+    assert!(f.peers.is_empty());
+}

@@ -102,11 +102,11 @@ fn compacted_log_is_replicated_to_a_new_server() {
 #[test]
 fn add_a_server_as_voter() {
     // Goal: MemberAdd with learner=false adds the server as a learner and promotes it once it
-    // has caught up, answering only then.
+    // has caught up, answering only then. The new server is told the cluster id directly.
     let mut c = Cluster::start(3, &[]);
     c.wait_leader(T);
     c.put("k", "v");
-    let addr = c.start_joiner(4);
+    let addr = c.start_joiner_with_cluster_id(4);
     c.admin(
         &Request::MemberAdd {
             id: 4,

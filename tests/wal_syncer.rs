@@ -224,3 +224,45 @@ fn snapshot_submitted_between_batches_is_ordered_with_them() {
     assert_eq!(boot.entries.last().map(|e| e.index), Some(LogIndex(205)));
     assert!(wal.segment_count() < 4, "segments {}", wal.segment_count());
 }
+
+#[test]
+fn no_token_is_reported_after_a_failed_sync() {
+    // Goal: a failed group is never reported durable, and the fail-stop handler hears why.
+    // Method: an injected handler records the message instead of exiting; the first sync fails.
+    let d = TempDir::new("nofalse");
+    let opts = WalOptions {
+        inject_fault: Some(InjectFault::SyncEio { nth_sync: 1 }),
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(&d.0, opts).unwrap();
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let syncer = Syncer::spawn_with(
+        wal,
+        waker,
+        Box::new(move |msg: &str| {
+            let _ = tx.send(msg.to_string());
+        }),
+    );
+    syncer.submit(
+        1,
+        WriteBatch {
+            entries: entries(1, 3, 10),
+            ..WriteBatch::default()
+        },
+    );
+    let msg = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("fatal handler called");
+    assert!(msg.contains("fdatasync") && msg.contains(".wal"), "{msg}");
+    syncer.submit(
+        2,
+        WriteBatch {
+            entries: entries(4, 1, 10),
+            ..WriteBatch::default()
+        },
+    );
+    assert!(syncer.completed().is_empty());
+    syncer.shutdown();
+}

@@ -93,7 +93,10 @@
 //!
 //! T3 is strict on purpose (DESIGN.md §3): damage with good records after it is treated as
 //! corruption even in the last segment. A power loss that persists a later page of the last,
-//! unsynced write before an earlier one would also land here; the operator then decides.
+//! unsynced write before an earlier one would also land here, and so would a torn last record
+//! whose payload (an application value: any bytes) happens to hold a CRC-valid record image;
+//! the operator then decides. The bad record's own length is never trusted to skip bytes: a
+//! damaged length would hide good records, and refusing is safer than silently losing them.
 //! Compaction may delete segments up to a later snapshot than one whose record replay meets
 //! first, so the kept entries can start after that earlier snapshot: contiguity with the
 //! snapshot is checked once, after replay (L7).
@@ -403,6 +406,7 @@ pub struct Wal {
     syncs: u64,
     bytes_written: u64,
     last_fdatasync_us: u64,
+    defer_compaction: bool,
 }
 
 impl Wal {
@@ -571,6 +575,7 @@ impl Wal {
             syncs: 0,
             bytes_written: 0,
             last_fdatasync_us: 0,
+            defer_compaction: false,
         };
         Ok((wal, boot))
     }
@@ -730,10 +735,28 @@ impl Wal {
             self.unsynced = false;
         }
         self.synced_last_index = self.view.last;
-        if let Some(i) = self.pending_compaction.take() {
-            self.compact(i)?;
+        if !self.defer_compaction {
+            self.run_deferred_compaction()?;
         }
         Ok(())
+    }
+
+    /// Runs a compaction that a synced snapshot record allowed, if any. The syncer calls it
+    /// after reporting the group durable: deleting segments can be slow (a TRIM per file on a
+    /// `discard` mount) and nothing waits on it.
+    pub fn run_deferred_compaction(&mut self) -> io::Result<()> {
+        match self.pending_compaction {
+            Some(i) if !self.unsynced && self.buf.is_empty() => {
+                self.pending_compaction = None;
+                self.compact(i)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Leave compaction to `run_deferred_compaction` instead of doing it inside `sync`.
+    pub fn set_defer_compaction(&mut self, defer: bool) {
+        self.defer_compaction = defer;
     }
 
     fn roll(&mut self) -> io::Result<()> {

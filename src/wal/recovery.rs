@@ -219,8 +219,8 @@ impl LogState {
     fn apply(&mut self, h: &RecordHeader, payload: &[u8]) -> Result<(), String> {
         match h.rtype {
             REC_ENTRY => {
-                if h.index == 0 {
-                    return Err("entry with index 0".into());
+                if h.index == 0 || h.index == u64::MAX {
+                    return Err(format!("entry index {} is out of range", h.index));
                 }
                 if let Some(e) = self.expected {
                     // L3: a gap or an index going backwards without a truncation record.
@@ -254,7 +254,7 @@ impl LogState {
                     kind: EntryKind::from_u8(h.kind).unwrap_or(EntryKind::Normal),
                     data: Arc::from(payload),
                 });
-                self.expected = Some(h.index + 1);
+                self.expected = Some(h.index.saturating_add(1));
             }
             REC_HARD_STATE => {
                 let vote = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
@@ -317,13 +317,13 @@ impl LogState {
                                 }
                             }
                             self.entries.drain(..drop);
-                            self.expected = Some(last.max(i) + 1);
+                            self.expected = Some(last.max(i).saturating_add(1));
                         }
                         None => self.expected = None,
                     }
                 } else {
                     self.entries.clear();
-                    self.expected = Some(i + 1);
+                    self.expected = Some(i.saturating_add(1));
                 }
                 self.snap = Some((i, t));
             }
@@ -449,8 +449,10 @@ fn scan_segment(
         Stop::Bad(why) => Some(why),
     };
     if let Some(why) = why {
+        // Every offset after the damage is a candidate: the bad record's own length field is
+        // not trusted to skip its "payload" (a damaged length would hide good records).
         let (valid_after, nonzero_after) =
-            find_valid_record_after(&f, path, valid_end, file_len, opts)?;
+            find_valid_record_after(&f, path, valid_end, valid_end + 1, file_len, opts)?;
         if let Some(q) = valid_after {
             // T3: damage followed by a good record cannot be a torn write: corruption.
             return Err(corrupt(
@@ -505,12 +507,13 @@ fn fill(
     Ok(())
 }
 
-/// Looks for any valid record starting after `from` (exclusive) and reports whether any
-/// non-zero byte lies at or after `from`. Gives up (answering "found") past a CRC budget.
+/// Looks for any valid record starting at or after `first_candidate` and reports whether
+/// any non-zero byte lies at or after `from`. Gives up (answering "found") past a CRC budget.
 fn find_valid_record_after(
     f: &File,
     path: &Path,
     from: u64,
+    first_candidate: u64,
     file_len: u64,
     opts: &WalOptions,
 ) -> Result<(Option<u64>, bool), WalError> {
@@ -526,13 +529,13 @@ fn find_valid_record_after(
         f.read_exact_at(&mut wbuf[..n], start)
             .map_err(|e| io_err(format!("read {}", path.display()), e))?;
         let body = n.min(WINDOW);
-        if !nonzero && wbuf[..body].iter().any(|&b| b != 0) {
+        if !nonzero && wbuf[..n].iter().any(|&b| b != 0) {
             nonzero = true;
         }
         if nonzero {
             for i in 0..body {
                 let q = start + i as u64;
-                if q == from || i + hb > n {
+                if q < first_candidate || i + hb > n {
                     continue;
                 }
                 let h = &wbuf[i..i + hb];
@@ -595,7 +598,7 @@ pub fn replay(
         ));
     }
     for w in segments.windows(2) {
-        if w[1].0 != w[0].0 + 1 {
+        if w[1].0 != w[0].0.wrapping_add(1) {
             // L6: a missing segment in the middle.
             return Err(corrupt(
                 &w[1].1,
@@ -625,7 +628,7 @@ pub fn replay(
     }
     // L7: the entries must follow the snapshot (or start the log) without a gap.
     if let Some(first) = state.entries.first() {
-        let want = state.snap.map_or(1, |s| s.0 + 1);
+        let want = state.snap.map_or(1, |s| s.0.saturating_add(1));
         if first.index.0 != want {
             let (_, p) = &segments[0];
             return Err(corrupt(

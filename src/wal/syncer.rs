@@ -69,7 +69,8 @@ impl Syncer {
     }
 
     /// As `spawn`, with the fail-stop action given (tests).
-    pub fn spawn_with(wal: Wal, waker: Arc<mio::Waker>, fatal: FatalHandler) -> Syncer {
+    pub fn spawn_with(mut wal: Wal, waker: Arc<mio::Waker>, fatal: FatalHandler) -> Syncer {
+        wal.set_defer_compaction(true);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             completed: Mutex::new(Vec::new()),
@@ -232,6 +233,10 @@ fn run(
             if let Err(e) = waker.wake() {
                 log::warn!("cannot wake the event loop: {e}");
             }
+        }
+        if let Err(e) = wal.run_deferred_compaction() {
+            fatal(&format!("WAL compaction failed: {e}"));
+            return;
         }
         if stop {
             return;

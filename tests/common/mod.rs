@@ -44,12 +44,24 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// A loopback port free for both TCP and UDP at the time of the call.
+/// A loopback port free for both TCP and UDP at the time of the call, chosen below the
+/// kernel's ephemeral range (32768 and up) so that the many client connections a test makes
+/// cannot take it meanwhile (a restarted node binds its port again).
 pub fn free_port() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let mut x = std::process::id() as u64 ^ (UNIQUE.fetch_add(1, Ordering::Relaxed) << 32);
+    x ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    for _ in 0..1000 {
+        // xorshift: cheap, and different in each test process and call.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
             return port;
         }
     }
@@ -317,15 +329,31 @@ impl Cluster {
         self.node(id).addr.clone()
     }
 
-    /// Starts a new node with `--join`; the cluster id comes from a running member's status.
+    /// Starts a new node with `--join`, telling it the initial `--cluster` list (from which it
+    /// derives the cluster id). Returns its address.
     pub fn start_joiner(&mut self, id: u64) -> String {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let first = vec![
             "--join".into(),
             "--cluster".into(),
             self.cluster_arg.clone(),
         ];
+        self.spawn_joiner(id, first)
+    }
+
+    /// Starts a new node with `--join --cluster-id N`, N read from node 1's data directory.
+    pub fn start_joiner_with_cluster_id(&mut self, id: u64) -> String {
+        let cid = std::fs::read_to_string(self.node(1).data_dir.join("cluster-id")).unwrap();
+        let first = vec![
+            "--join".into(),
+            "--cluster-id".into(),
+            cid.trim().to_string(),
+        ];
+        self.spawn_joiner(id, first)
+    }
+
+    fn spawn_joiner(&mut self, id: u64, first: Vec<String>) -> String {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
         let mut node = self.new_node(id, port, first);
         // A restarted joiner still binds its address; the membership also has it once added.
         node.extra.push("--listen".into());
