@@ -219,6 +219,50 @@ fn untagged_write_on_a_connection_closed_while_idle_is_sent_once_and_succeeds() 
 }
 
 #[test]
+fn hostile_server_bytes_are_typed_errors_not_panics_or_huge_allocations() {
+    // Goal: whatever a server sends, the client answers with a typed error. Method: replies
+    // that declare a 4 GiB frame, a frame shorter than its header, an unknown opcode, and
+    // random bytes; each get must fail (not panic, not allocate by the declared length).
+    let mut huge = vec![0xF0, 0xFF, 0xFF, 0xFF];
+    huge.extend_from_slice(&1u64.to_le_bytes());
+    huge.push(0x82);
+    let mut short = vec![3, 0, 0, 0];
+    short.extend_from_slice(&[0; 9]);
+    let mut unknown_op = 9u32.to_le_bytes().to_vec();
+    unknown_op.extend_from_slice(&1u64.to_le_bytes());
+    unknown_op.push(0x7F);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let random: Vec<u8> = (0..64)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    for garbage in [huge, short, unknown_op, random] {
+        let server = FakeServer::start();
+        let g = garbage.clone();
+        server.script(move |_, _| Action::Garbage(g.clone()));
+        let config = ClientConfig {
+            timeout: Duration::from_millis(300),
+            ..quick()
+        };
+        let mut c = Client::connect(&[server.addr()], config).unwrap();
+        let err = c.get("k").unwrap_err();
+        assert!(!err.may_have_applied(), "{garbage:?}: {err:?}");
+        let err = c.put("k", "v").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Unavailable { .. } | Error::Timeout { .. } | Error::Protocol { .. }
+            ),
+            "{garbage:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
 fn unreachable_cluster_is_unavailable_and_not_applied() {
     // Goal: no server → a clear error within the timeout. Method: dial a port nobody listens on.
     let port = {

@@ -43,6 +43,8 @@ pub enum Action {
     Later,
     /// Never answer (the connection stays open).
     Ignore,
+    /// Write these bytes instead of a reply, then close the connection (hostile-server tests).
+    Garbage(Vec<u8>),
 }
 
 /// Decides the action for each request: `(request, how many requests this server has
@@ -316,6 +318,11 @@ fn serve_conn(tcp: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
                     continue;
                 }
                 Action::Ignore => continue,
+                Action::Garbage(bytes) => {
+                    stream.write_all(&bytes)?;
+                    stream.flush()?;
+                    return Ok(());
+                }
             };
             let mut out = Vec::new();
             encode_response(id, &resp, &mut out);
