@@ -692,10 +692,19 @@ fn role_of(m: &MemberInfo) -> &'static str {
     }
 }
 
+/// The role as `zatt status` promises it: leader, follower, candidate or learner. A node in
+/// its pre-vote round (thesis §9.6) is campaigning, so it shows as a candidate.
+fn role_name(s: &Status) -> &str {
+    match s.role.as_str() {
+        "precandidate" | "pre-candidate" | "pre_candidate" => "candidate",
+        other => other,
+    }
+}
+
 fn status_text(s: &Status) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "id: {}", s.id);
-    let _ = writeln!(t, "role: {}", s.role);
+    let _ = writeln!(t, "role: {}", role_name(s));
     let _ = writeln!(t, "term: {}", s.term);
     let _ = match (s.leader, &s.leader_addr) {
         (Some(l), Some(a)) => writeln!(t, "leader: {l} ({a})"),
@@ -760,7 +769,7 @@ fn status_json(st: &Status) -> String {
     json::key(&mut s, "id");
     let _ = write!(s, "{}", st.id);
     json::key(&mut s, "role");
-    json::string(&mut s, &st.role);
+    json::string(&mut s, role_name(st));
     json::key(&mut s, "term");
     let _ = write!(s, "{}", st.term);
     json::key(&mut s, "leader");
@@ -990,5 +999,10 @@ mod tests {
             assert!(j.contains(want), "{want} missing from {j}");
         }
         assert!(j.starts_with('{') && j.ends_with('}'));
+        let pre = Status {
+            role: "precandidate".into(),
+            ..st
+        };
+        assert!(status_json(&pre).contains("\"role\":\"candidate\""));
     }
 }
