@@ -87,7 +87,9 @@ fn commands_through_a_follower_reach_the_leader() {
 fn free_port_run(n: u16) -> u16 {
     let seed = std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
     for attempt in 0..500u64 {
-        let base = 20_000 + ((seed + attempt * 104_729) % 30_000) as u16;
+        // Below the kernel's ephemeral range (32768 and up here), so that ports other tests get
+        // from binding port 0 cannot land on ours between this check and zatt dev's bind.
+        let base = 20_000 + ((seed + attempt * 104_729) % 12_000) as u16;
         let ok = (0..n).all(|i| {
             TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
