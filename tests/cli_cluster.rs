@@ -85,7 +85,14 @@ fn commands_through_a_follower_reach_the_leader() {
 
 /// A base port with `n` consecutive ports free for TCP and UDP on loopback.
 fn free_port_run(n: u16) -> u16 {
-    let seed = std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64;
+    // Distinct per call (tests in this file run in parallel) and per run.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let seed = std::process::id() as u64 * 7919 + nanos + call * 1_009;
     for attempt in 0..500u64 {
         // Below the kernel's ephemeral range (32768 and up here), so that ports other tests get
         // from binding port 0 cannot land on ours between this check and zatt dev's bind.
@@ -100,6 +107,10 @@ fn free_port_run(n: u16) -> u16 {
     }
     panic!("no run of {n} free loopback ports");
 }
+
+/// Held by each `zatt dev` test for its duration: the two pick their ports outside the
+/// kernel's ephemeral range, so they must not pick them at the same time.
+static DEV_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Dev {
     child: Child,
@@ -220,6 +231,7 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
     // second run reuses the data. Method: a temporary --dir and a free --base-port; put and
     // get through the printed endpoints; SIGINT; check each server pid is gone; run again and
     // read the value back.
+    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::temp_dir("zatt-dev");
     let base = free_port_run(3);
     let mut dev = start_dev(&dir, base);
@@ -259,6 +271,7 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
 fn servers_stop_when_zatt_dev_is_killed_outright() {
     // Goal: even a `zatt dev` that cannot clean up (kill -9) leaves no server running. Method:
     // SIGKILL it; each server, told by the kernel that its parent died, must exit.
+    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::temp_dir("zatt-dev-kill");
     let base = free_port_run(3);
     let mut dev = start_dev(&dir, base);
