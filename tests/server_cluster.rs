@@ -228,3 +228,54 @@ fn status_reports_replication_and_disk_figures() {
     assert_eq!(f.role, "follower");
     assert!(f.peers.is_empty());
 }
+
+#[test]
+fn paused_leader_steps_down_on_resume_and_its_stuck_write_is_answered() {
+    // Goal: a leader frozen by SIGSTOP is replaced; when it resumes it follows the new leader,
+    // catches up, and a write it had accepted just before freezing gets an answer (written, or
+    // a retryable error) rather than hanging. Method: send a put to the leader and SIGSTOP it
+    // at once, write through the new leader, SIGCONT, read the answer, compare logs.
+    let c = Cluster::start(3, &[]);
+    let old = c.wait_leader(T);
+    let mut cl = c.client(old).unwrap();
+    cl.send(&Request::Put {
+        session: None,
+        key: b"frozen".to_vec(),
+        value: b"1".to_vec(),
+    })
+    .unwrap();
+    c.pause(old);
+    let others: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+    let deadline = std::time::Instant::now() + T;
+    let new = loop {
+        let l = others
+            .iter()
+            .filter_map(|&i| c.status(i))
+            .find(|s| s.role == "leader")
+            .map(|s| s.id);
+        if let Some(l) = l {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new leader while n{old} is frozen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(new, old);
+    let mut nl = c.client(new).unwrap();
+    assert!(matches!(
+        nl.put("during", "2").unwrap(),
+        Response::Written { .. }
+    ));
+    c.resume(old);
+    match cl.recv().unwrap().1 {
+        Response::Written { .. } => {}
+        Response::Error(e) => assert!(retryable(&e), "{e:?}"),
+        other => panic!("frozen put: {other:?}"),
+    }
+    c.wait_value(old, "during", Some("2"), T);
+    c.wait_status(old, T, "follows the new leader", |s| {
+        s.role == "follower" && s.leader.is_some()
+    });
+}

@@ -715,9 +715,7 @@ impl Server {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
-        let mut membership_changed = rd.entries.iter().any(|e| e.kind == EntryKind::Config);
         if let Some(snap) = &rd.snapshot {
-            membership_changed = true;
             match Kv::restore(&snap.data, self.kv_cfg.clone()) {
                 Ok(kv) => {
                     self.kv = kv;
@@ -746,7 +744,6 @@ impl Server {
         }
         // Cheap when nothing changed (one comparison); a truncated config entry can change the
         // membership without a config entry in this Ready.
-        let _ = membership_changed;
         self.refresh_peers();
         let mark = rd.persist_mark();
         let needs_persist = rd.needs_persist();

@@ -7,6 +7,19 @@
 //! joined with `--join`. Dropping the cluster kills every process and removes the directory; a
 //! panicking test prints the tail of each node's log first. Every wait here is bounded by a
 //! deadline; nothing asserts on timing.
+//!
+//! ```ignore
+//! mod common;
+//! let mut c = common::Cluster::start(3, &["--snapshot-entries", "500"]); // ids 1..=3
+//! let leader = c.wait_leader(Duration::from_secs(30));   // every running node agrees
+//! c.put("k", "v");                                       // through the leader, retrying
+//! c.wait_value(2, "k", Some("v"), T);                    // stale read on node 2
+//! c.kill(leader); c.restart(leader);                     // SIGKILL; --id and --data-dir only
+//! c.pause(2); c.resume(2);                               // SIGSTOP / SIGCONT
+//! let addr = c.start_joiner(4);                          // --join; then MemberAdd via c.admin
+//! let mut cl = c.client(1)?;                             // raw requests: cl.call(&Request::..)
+//! ```
+//! Endpoints are `c.addr(id)` (`127.0.0.1:PORT`, UDP and TCP); node logs are `c.log_of(id)`.
 
 #![allow(dead_code)]
 
@@ -246,14 +259,23 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(BIN)
-            .args(&args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args)
             .env_remove("ZATT_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn zattd");
+            .stderr(log);
+        // If the test process dies without dropping the cluster (killed by a timeout), take
+        // the servers with it rather than leave them running.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn zattd");
         self.child = Some(child);
         self.started_once = true;
     }
