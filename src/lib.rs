@@ -6,6 +6,8 @@
 //! (the server's I/O), `client` (the library applications use), `sim` (the deterministic
 //! cluster simulator that checks Raft's safety properties).
 
+pub mod cli;
+pub mod client;
 pub mod client_conn;
 pub mod config;
 pub mod event_loop;

@@ -1,0 +1,1218 @@
+//! The Rust client library applications use to talk to a Zatt cluster: a blocking [`Client`]
+//! that finds the leader, follows `NotLeader` hints, and retries through timeouts and leader
+//! changes without ever applying a write twice; a [`Pipeline`] that keeps many requests in flight
+//! on one connection; and the [`DistributedDict`], a map-like view of the cluster with a local
+//! copy refreshed by a [`RefreshPolicy`].
+//!
+//! Must not share code paths with the server other than `wire` (the bytes both sides speak).
+//! Read `docs/client.md` for the guide and `wire::client` for the protocol.
+//!
+//! # Retries and exactly-once writes
+//! With sessions on (the default), the client registers a session with the cluster before its
+//! first write and tags every write with `(session id, seq)`, `seq` growing by one per write.
+//! A write whose outcome is unknown (connection lost, no reply in time, leader changed) is sent
+//! again with the *same* tag, so the cluster applies it at most once and answers the retry with
+//! the first attempt's reply. Should the session have expired meanwhile (the cluster answers
+//! `SessionExpired`), the client registers a new session and:
+//! - if no earlier attempt of the write can have reached the cluster, sends it again under the
+//!   new session (nothing was applied, so this is safe);
+//! - otherwise gives up with [`Error::SessionExpired`] whose `may_have_applied()` is true: the
+//!   first attempt may or may not have been applied, and the cluster no longer remembers.
+//!
+//! With sessions off, a write whose outcome is unknown is never resent: the error says
+//! `may_have_applied() == true`, and the application decides.
+//!
+//! Membership changes and leadership transfers carry no session: they are not resent after an
+//! unknown outcome either.
+
+mod conn;
+mod dict;
+#[doc(hidden)]
+pub mod fake;
+mod tls;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use crate::wire::client::{
+    Consistency, ErrorKind, Expect, FrameLimits, MemberInfo, PeerStatus, Request, RequestView,
+    Response, Status,
+};
+pub use dict::{ClusterChange, DistributedDict, RefreshLock, RefreshPolicy};
+pub use tls::TlsConfig;
+
+use conn::{Conn, ConnError};
+
+/// How a [`Client`] connects, waits and retries.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Longest wait to open one connection (TCP, and the TLS handshake when on).
+    pub connect_timeout: Duration,
+    /// Longest wait for the reply to one attempt of a request before the client gives up on
+    /// that server and retries elsewhere.
+    pub request_timeout: Duration,
+    /// Longest time one operation may take, every retry included. When it passes, the
+    /// operation fails with [`Error::Timeout`] or [`Error::Unavailable`].
+    pub timeout: Duration,
+    /// Register a session and tag writes with it, so retried writes apply once (default on).
+    pub sessions: bool,
+    /// Speak TLS to every endpoint, verifying servers against this CA (default off).
+    pub tls: Option<TlsConfig>,
+    /// Limits the client holds responses to (and requests, before sending).
+    pub limits: FrameLimits,
+    /// Keys asked for per scan request.
+    pub scan_page_size: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+            sessions: true,
+            tls: None,
+            // Generous by default: the server is the authority on what it accepts and answers
+            // `TooLarge` itself; these only bound what this client will read.
+            limits: FrameLimits {
+                max_frame_bytes: 64 << 20,
+                max_key_bytes: 1 << 20,
+                max_value_bytes: 32 << 20,
+            },
+            scan_page_size: 1000,
+        }
+    }
+}
+
+/// Why an operation failed. Every error says whether the operation may nevertheless have
+/// taken effect: see [`Error::may_have_applied`].
+#[derive(Debug)]
+pub enum Error {
+    /// The contacted server is not the leader and the client could not reach the one it named
+    /// (only when following hints is impossible, e.g. a [`Pipeline`]). Not applied.
+    NotLeader {
+        leader: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    /// No reply within the operation's timeout.
+    Timeout { may_have_applied: bool },
+    /// No server could be reached, or none could serve the request (no leader, no quorum),
+    /// within the operation's timeout.
+    Unavailable {
+        reason: String,
+        may_have_applied: bool,
+    },
+    /// A key, value or frame over a limit (`what`: "key", "value" or "frame"). Not applied.
+    TooLarge { what: String, limit: u64 },
+    /// A compare-and-swap's condition did not hold; `current` is the key's value and revision
+    /// (`None`: absent). Nothing was changed.
+    CasFailed { current: Option<(Vec<u8>, u64)> },
+    /// The session expired while a write's outcome was unknown; a new session is registered.
+    /// See the module documentation.
+    SessionExpired { may_have_applied: bool },
+    /// The server refused the request for a reason retrying here will not fix (invalid
+    /// request, refused membership change, too many requests in flight, ...).
+    Server(ErrorKind),
+    /// The connection failed in a way the client did not retry.
+    Io {
+        error: io::Error,
+        may_have_applied: bool,
+    },
+    /// The server's bytes were not a valid response, or TLS failed.
+    Protocol {
+        what: String,
+        may_have_applied: bool,
+    },
+    /// The client itself was misconfigured (no endpoints, unreadable TLS files). Not applied.
+    Config(String),
+}
+
+impl Error {
+    /// Whether the operation may have been applied even though it reported this error. `false`
+    /// means it certainly was not (safe to retry anywhere); `true` means only a retry that the
+    /// cluster can deduplicate is safe.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::NotLeader { .. }
+            | Error::TooLarge { .. }
+            | Error::CasFailed { .. }
+            | Error::Config(_) => false,
+            Error::Timeout { may_have_applied }
+            | Error::Unavailable {
+                may_have_applied, ..
+            }
+            | Error::SessionExpired { may_have_applied }
+            | Error::Io {
+                may_have_applied, ..
+            }
+            | Error::Protocol {
+                may_have_applied, ..
+            } => *may_have_applied,
+            Error::Server(kind) => kind.may_have_applied(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let maybe = |m: bool| {
+            if m {
+                " (the write may have been applied)"
+            } else {
+                ""
+            }
+        };
+        match self {
+            Error::NotLeader {
+                leader_addr: Some(a),
+                ..
+            } => write!(f, "not the leader: the leader is at {a}"),
+            Error::NotLeader { .. } => f.write_str("not the leader and no leader known"),
+            Error::Timeout { may_have_applied } => write!(
+                f,
+                "timed out waiting for a reply{}",
+                maybe(*may_have_applied)
+            ),
+            Error::Unavailable {
+                reason,
+                may_have_applied,
+            } => write!(
+                f,
+                "cluster unavailable: {reason}{}",
+                maybe(*may_have_applied)
+            ),
+            Error::TooLarge { what, limit } => {
+                write!(f, "{what} too large: the limit is {limit} bytes")
+            }
+            Error::CasFailed { current: None } => {
+                f.write_str("compare-and-swap failed: the key is absent")
+            }
+            Error::CasFailed {
+                current: Some((_, rev)),
+            } => write!(
+                f,
+                "compare-and-swap failed: the key holds another value (revision {rev})"
+            ),
+            Error::SessionExpired { may_have_applied } => write!(
+                f,
+                "session expired while the write's outcome was unknown{}",
+                maybe(*may_have_applied)
+            ),
+            Error::Server(kind) => write!(f, "{kind}"),
+            Error::Io {
+                error,
+                may_have_applied,
+            } => write!(f, "connection failed: {error}{}", maybe(*may_have_applied)),
+            Error::Protocol {
+                what,
+                may_have_applied,
+            } => write!(f, "{what}{}", maybe(*may_have_applied)),
+            Error::Config(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A key, its value and the revision (log index) of its last write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub revision: u64,
+}
+
+/// The answer to a read: the value (if present), its revision (0 when absent), and how far the
+/// serving node had applied the log (for stale reads, how fresh the answer is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadReply {
+    pub value: Option<Vec<u8>>,
+    pub revision: u64,
+    pub applied_index: u64,
+}
+
+/// Where a request must go.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Route {
+    /// The leader: follow `NotLeader` hints.
+    Leader,
+    /// Whichever server the client is connected to.
+    Any,
+}
+
+/// How a request may be retried after an attempt whose outcome is unknown.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Retry {
+    /// Reads: resend freely.
+    Idempotent,
+    /// Session-tagged writes: resend with the same tag.
+    Tagged,
+    /// Untagged writes: never resend after an unknown outcome.
+    Once,
+}
+
+struct Session {
+    id: u64,
+    /// The seq of the next write (seqs start at 1).
+    next_seq: u64,
+}
+
+/// A blocking client for a Zatt cluster. Not thread-safe by design (one connection, one request
+/// at a time); give each thread its own, or use a [`Pipeline`] for many requests in flight.
+///
+/// ```
+/// # fn main() -> Result<(), zatt::client::Error> {
+/// # let (endpoint, _server) = zatt::client::example_server();
+/// use zatt::client::{Client, ClientConfig, Expect};
+///
+/// let mut client = Client::connect(&[endpoint], ClientConfig::default())?;
+/// client.put("greeting", "hello")?;
+/// assert_eq!(client.get("greeting")?, Some(b"hello".to_vec()));
+/// client.cas("greeting", Expect::Value(b"hello".to_vec()), Some(b"bye".to_vec()))?;
+/// assert!(client.delete("greeting")?);
+/// assert_eq!(client.get("greeting")?, None);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Client {
+    endpoints: Vec<String>,
+    config: ClientConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    conn: Option<Conn>,
+    /// The endpoint to try first when no leader hint is known (round-robin).
+    next_endpoint: usize,
+    /// Where the last `NotLeader` answer said the leader is.
+    leader_hint: Option<String>,
+    session: Option<Session>,
+    next_request_id: u64,
+    stats: ClientStats,
+}
+
+/// Counters of what the client did behind the caller's back, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Connections opened.
+    pub connects: u64,
+    /// `NotLeader` hints followed to another server.
+    pub hints_followed: u64,
+    /// Attempts sent again after an attempt whose outcome was unknown (lost connection, no
+    /// reply in time, the server gave up waiting for commit).
+    pub resent_after_unknown_outcome: u64,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints)
+            .field("connected_to", &self.conn.as_ref().map(|c| c.addr.as_str()))
+            .field("session", &self.session.as_ref().map(|s| s.id))
+            .finish()
+    }
+}
+
+/// What the retry loop remembers about its failures, to report the right error at the end.
+#[derive(Default)]
+struct Attempts {
+    /// An earlier attempt may have reached the cluster and been applied.
+    ambiguous: bool,
+    /// The last reason the operation could not be served.
+    last_failure: Option<Failure>,
+    backoff_ms: u64,
+}
+
+enum Failure {
+    Connect(String),
+    NoLeader(String),
+    NoReply,
+    Dropped(String),
+}
+
+impl Attempts {
+    /// Sleeps a growing pause (10 ms doubling to 200 ms), never past the deadline.
+    fn back_off(&mut self, deadline: Instant) {
+        self.backoff_ms = (self.backoff_ms * 2).clamp(10, 200);
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(left.min(Duration::from_millis(self.backoff_ms)));
+    }
+
+    fn give_up(&mut self, endpoints: &[String]) -> Error {
+        let m = self.ambiguous;
+        match self.last_failure.take() {
+            None | Some(Failure::NoReply) => Error::Timeout {
+                may_have_applied: m,
+            },
+            Some(Failure::Connect(e)) => Error::Unavailable {
+                reason: format!("cannot connect to any of {} ({e})", endpoints.join(",")),
+                may_have_applied: m,
+            },
+            Some(Failure::NoLeader(why)) => Error::Unavailable {
+                reason: why,
+                may_have_applied: m,
+            },
+            Some(Failure::Dropped(e)) => Error::Unavailable {
+                reason: format!("connections keep failing ({e})"),
+                may_have_applied: m,
+            },
+        }
+    }
+}
+
+impl Client {
+    /// Connects to one of `endpoints` (`host:port` each), trying them in turn until one answers
+    /// or `config.timeout` passes. The leader is found on the first request that needs it.
+    pub fn connect<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Client> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.as_ref().trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::Config("no endpoints given".into()));
+        }
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(tls::build_config(t).map_err(Error::Config)?),
+        };
+        let mut client = Client {
+            endpoints,
+            config,
+            tls,
+            conn: None,
+            next_endpoint: 0,
+            leader_hint: None,
+            session: None,
+            next_request_id: 1,
+            stats: ClientStats::default(),
+        };
+        let deadline = Instant::now() + client.config.timeout;
+        let mut attempts = Attempts::default();
+        loop {
+            match client.ensure_conn(deadline) {
+                Ok(()) => return Ok(client),
+                Err(e) => {
+                    if let ConnError::Protocol(what) = e {
+                        // A TLS failure will not cure itself by waiting.
+                        return Err(Error::Protocol {
+                            what,
+                            may_have_applied: false,
+                        });
+                    }
+                    attempts.last_failure = Some(Failure::Connect(describe(&e)));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(attempts.give_up(&client.endpoints));
+            }
+            attempts.back_off(deadline);
+        }
+    }
+
+    /// The endpoints this client was given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The endpoint this client is connected to now, if any.
+    pub fn connected_to(&self) -> Option<&str> {
+        self.conn.as_ref().map(|c| c.addr.as_str())
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    // ----- reads -------------------------------------------------------------------------
+
+    /// The value of `key`, read linearizably (reflects every write acknowledged before).
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_with(key, Consistency::Linearizable)?.value)
+    }
+
+    /// The value of `key` from whichever server the client is connected to, possibly stale.
+    pub fn get_stale(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_with(key, Consistency::Stale)?.value)
+    }
+
+    /// A read with its revision and the serving node's applied index.
+    pub fn get_with(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        consistency: Consistency,
+    ) -> Result<ReadReply> {
+        let mut req = Request::Get {
+            key: key.as_ref().to_vec(),
+            consistency,
+        };
+        match self.call(&mut req, route_for(consistency), Retry::Idempotent)? {
+            Response::Value {
+                value,
+                revision,
+                applied_index,
+            } => Ok(ReadReply {
+                value,
+                revision,
+                applied_index,
+            }),
+            other => Err(unexpected(other, false)),
+        }
+    }
+
+    /// The number of keys, read linearizably.
+    pub fn len(&mut self) -> Result<u64> {
+        Ok(self.len_with(Consistency::Linearizable)?.0)
+    }
+
+    /// Whether the dictionary holds no key, read linearizably.
+    pub fn is_empty(&mut self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The number of keys and the serving node's applied index.
+    pub fn len_with(&mut self, consistency: Consistency) -> Result<(u64, u64)> {
+        let mut req = Request::Len { consistency };
+        match self.call(&mut req, route_for(consistency), Retry::Idempotent)? {
+            Response::Len { len, applied_index } => Ok((len, applied_index)),
+            other => Err(unexpected(other, false)),
+        }
+    }
+
+    /// Pages of the keys starting with `prefix`, in key order, read linearizably page by page
+    /// (each page is consistent; the whole scan is not one snapshot). See [`ScanOptions`].
+    pub fn scan(&mut self, prefix: impl AsRef<[u8]>) -> Pages<'_> {
+        let opts = ScanOptions {
+            prefix: prefix.as_ref().to_vec(),
+            ..ScanOptions::default()
+        };
+        self.scan_with(opts)
+    }
+
+    pub fn scan_with(&mut self, opts: ScanOptions) -> Pages<'_> {
+        let page_size = if opts.page_size == 0 {
+            self.config.scan_page_size.max(1)
+        } else {
+            opts.page_size
+        };
+        Pages {
+            client: self,
+            start_after: opts.start_after.clone(),
+            remaining: opts.limit,
+            page_size,
+            opts,
+            done: false,
+            last_applied_index: 0,
+        }
+    }
+
+    /// Every key and value in the dictionary, in key order.
+    pub fn dump(&mut self) -> Result<Vec<KeyValue>> {
+        let mut all = Vec::new();
+        for page in self.scan(b"") {
+            all.extend(page?);
+        }
+        Ok(all)
+    }
+
+    /// The status of the server this client is connected to (any role).
+    pub fn status(&mut self) -> Result<Status> {
+        let mut req = Request::Status;
+        match self.call(&mut req, Route::Any, Retry::Idempotent)? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other, false)),
+        }
+    }
+
+    /// The cluster's members, as the leader knows them. (Every server answers this from its
+    /// own view, and a removed server may never learn of its removal, so the client asks the
+    /// leader.)
+    pub fn members(&mut self) -> Result<Vec<MemberInfo>> {
+        self.connect_to_leader()?;
+        let mut req = Request::Members;
+        match self.call(&mut req, Route::Any, Retry::Idempotent)? {
+            Response::Members(m) => Ok(m),
+            other => Err(unexpected(other, false)),
+        }
+    }
+
+    // ----- writes ------------------------------------------------------------------------
+
+    /// Sets `key` to `value`; returns the write's revision.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
+        let mut req = Request::Put {
+            session: None,
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        };
+        match self.write(&mut req)? {
+            Response::Written { revision } => Ok(revision),
+            other => Err(unexpected(other, true)),
+        }
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        Ok(self.delete_with_revision(key)?.0)
+    }
+
+    /// Removes `key`; returns whether it existed and the delete's revision.
+    pub fn delete_with_revision(&mut self, key: impl AsRef<[u8]>) -> Result<(bool, u64)> {
+        let mut req = Request::Delete {
+            session: None,
+            key: key.as_ref().to_vec(),
+        };
+        match self.write(&mut req)? {
+            Response::Deleted { existed, revision } => Ok((existed, revision)),
+            other => Err(unexpected(other, true)),
+        }
+    }
+
+    /// Writes `new` (deletes the key when `None`) if `expect` holds; returns the revision.
+    /// Fails with [`Error::CasFailed`] (holding the current value) when it does not hold.
+    pub fn cas(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        expect: Expect,
+        new: Option<Vec<u8>>,
+    ) -> Result<u64> {
+        let mut req = Request::Cas {
+            session: None,
+            key: key.as_ref().to_vec(),
+            expect,
+            new,
+        };
+        match self.write(&mut req)? {
+            Response::CasOk { revision } => Ok(revision),
+            Response::CasFailed { current } => Err(Error::CasFailed { current }),
+            other => Err(unexpected(other, true)),
+        }
+    }
+
+    /// Adds server `id` at `addr` (its `host:port`). As a learner when `learner` is true;
+    /// otherwise the leader adds it as a learner and promotes it to voter once it has caught
+    /// up, answering only then (so this can take as long as the catch-up, up to the timeout).
+    pub fn member_add(&mut self, id: u64, addr: &str, learner: bool) -> Result<()> {
+        let mut req = Request::MemberAdd {
+            id,
+            addr: addr.to_string(),
+            learner,
+        };
+        self.admin(&mut req)
+    }
+
+    /// Makes learner `id` a voter (refused until it has caught up).
+    pub fn member_promote(&mut self, id: u64) -> Result<()> {
+        self.admin(&mut Request::MemberPromote { id })
+    }
+
+    pub fn member_remove(&mut self, id: u64) -> Result<()> {
+        self.admin(&mut Request::MemberRemove { id })
+    }
+
+    /// Hands leadership to `to`, or to the most caught-up voter when `None`.
+    pub fn transfer_leader(&mut self, to: Option<u64>) -> Result<()> {
+        self.admin(&mut Request::TransferLeader { to })
+    }
+
+    /// Registers a fresh session and returns its id, for applications that tag their own
+    /// writes (e.g. through a [`Pipeline`]: one session per write in flight, seqs from 1).
+    pub fn register_session(&mut self) -> Result<u64> {
+        let mut req = Request::RegisterSession;
+        // A retried registration creates an orphan session that expires by itself: harmless.
+        match self.call(&mut req, Route::Leader, Retry::Idempotent)? {
+            Response::SessionRegistered { id } => Ok(id),
+            other => Err(unexpected(other, true)),
+        }
+    }
+
+    /// Opens a [`Pipeline`] to the current leader (found through this client).
+    pub fn pipeline(&mut self) -> Result<Pipeline> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut attempts = Attempts::default();
+        loop {
+            self.connect_to_leader()?;
+            let addr = self.connected_to().unwrap_or_default().to_string();
+            match Pipeline::connect(&addr, &self.config) {
+                Ok(p) => return Ok(p),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    self.conn = None;
+                    attempts.last_failure = Some(Failure::Connect(e.to_string()));
+                    attempts.back_off(deadline);
+                }
+            }
+        }
+    }
+
+    /// Connects to the server that says it leads: asks the connected server's status and
+    /// follows the leader it names. For requests that every server answers from its own view.
+    fn connect_to_leader(&mut self) -> Result<Status> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut attempts = Attempts::default();
+        loop {
+            let s = self.status()?;
+            if s.role == "leader" {
+                return Ok(s);
+            }
+            match s.leader_addr {
+                Some(addr) if Some(addr.as_str()) != self.connected_to() => {
+                    self.leader_hint = Some(addr);
+                    self.stats.hints_followed += 1;
+                }
+                _ => {
+                    attempts.last_failure = Some(Failure::NoLeader(
+                        "no leader elected (is a majority of servers up?)".into(),
+                    ));
+                }
+            }
+            // Reconnect: to the hinted leader, else to the next endpoint.
+            self.conn = None;
+            if Instant::now() >= deadline {
+                return Err(attempts.give_up(&self.endpoints));
+            }
+            attempts.back_off(deadline);
+        }
+    }
+
+    // ----- the retry machinery -------------------------------------------------------------
+
+    fn admin(&mut self, req: &mut Request) -> Result<()> {
+        match self.call(req, Route::Leader, Retry::Once)? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other, true)),
+        }
+    }
+
+    /// A dictionary write: tagged with the session when sessions are on.
+    fn write(&mut self, req: &mut Request) -> Result<Response> {
+        if !self.config.sessions {
+            return self.call(req, Route::Leader, Retry::Once);
+        }
+        // Set once any attempt of this write may have been applied; never cleared.
+        let mut ambiguous = false;
+        let mut renewed = false;
+        loop {
+            if self.session.is_none() {
+                // Only reached before any attempt or after one that certainly applied nothing,
+                // so a failure here leaves the write certainly unapplied.
+                let id = self.register_session()?;
+                self.session = Some(Session { id, next_seq: 1 });
+            }
+            let s = self.session.as_mut().expect("registered above");
+            let tag = Some((s.id, s.next_seq));
+            // Gaps in seq are allowed, so a seq is spent whatever the outcome.
+            s.next_seq += 1;
+            set_session(req, tag);
+            match self.call_tracked(req, Route::Leader, Retry::Tagged, &mut ambiguous) {
+                Err(Error::Server(ErrorKind::SessionExpired)) => {
+                    self.session = None;
+                    if ambiguous || renewed {
+                        // Register now so the next write need not; if that fails, the next
+                        // write registers by itself.
+                        if let Ok(id) = self.register_session() {
+                            self.session = Some(Session { id, next_seq: 1 });
+                        }
+                        return Err(Error::SessionExpired {
+                            may_have_applied: ambiguous,
+                        });
+                    }
+                    // Nothing of this write can have been applied: send it again, once, under
+                    // a new session.
+                    renewed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn call(&mut self, req: &mut Request, route: Route, retry: Retry) -> Result<Response> {
+        let mut ambiguous = false;
+        self.call_tracked(req, route, retry, &mut ambiguous)
+    }
+
+    /// Sends `req` until it gets a definite answer or the operation's timeout passes.
+    /// `ambiguous` is set once an attempt's outcome is unknown (it may have been applied).
+    fn call_tracked(
+        &mut self,
+        req: &mut Request,
+        route: Route,
+        retry: Retry,
+        ambiguous: &mut bool,
+    ) -> Result<Response> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut attempts = Attempts::default();
+        // Hint hops since the last pause: hints are followed at once, but a ring of stale hints
+        // must not spin.
+        let mut hops = 0usize;
+        let is_write = retry != Retry::Idempotent;
+        // The previous attempt's outcome is unknown, so the next one is a resend.
+        let mut unknown_outcome = false;
+        loop {
+            attempts.ambiguous = *ambiguous && is_write;
+            if Instant::now() >= deadline {
+                return Err(attempts.give_up(&self.endpoints));
+            }
+            if retry == Retry::Once && self.conn.as_ref().is_some_and(|c| c.closed_by_peer()) {
+                self.conn = None;
+            }
+            if let Err(e) = self.ensure_conn(deadline) {
+                if let ConnError::Protocol(what) = e {
+                    return Err(Error::Protocol {
+                        what,
+                        may_have_applied: attempts.ambiguous,
+                    });
+                }
+                attempts.last_failure = Some(Failure::Connect(describe(&e)));
+                attempts.back_off(deadline);
+                continue;
+            }
+            if unknown_outcome {
+                self.stats.resent_after_unknown_outcome += 1;
+                unknown_outcome = false;
+            }
+            // A request that will not be resent after an unknown outcome gets the whole
+            // operation's time for its one attempt: waiting longer buys a definite answer.
+            let attempt_deadline = if retry == Retry::Once {
+                deadline
+            } else {
+                deadline.min(Instant::now() + self.config.request_timeout)
+            };
+            let id = self.next_request_id;
+            self.next_request_id += 1;
+            let outcome = self.round_trip(id, req, attempt_deadline);
+            let resp = match outcome {
+                Ok(resp) => resp,
+                Err(e) => {
+                    // The request may have reached the server before the connection failed.
+                    self.conn = None;
+                    unknown_outcome = true;
+                    if is_write {
+                        *ambiguous = true;
+                    }
+                    if retry == Retry::Once {
+                        return Err(conn_error(e, true));
+                    }
+                    attempts.last_failure = Some(match e {
+                        ConnError::Timeout => Failure::NoReply,
+                        other => Failure::Dropped(describe(&other)),
+                    });
+                    if !matches!(attempts.last_failure, Some(Failure::NoReply)) {
+                        attempts.back_off(deadline);
+                    }
+                    continue;
+                }
+            };
+            let kind = match resp {
+                Response::Error(kind) => kind,
+                resp => return Ok(resp),
+            };
+            match kind {
+                ErrorKind::NotLeader {
+                    leader,
+                    leader_addr,
+                } => {
+                    if route == Route::Any {
+                        // Only requests that need the leader are refused this way.
+                        return Err(Error::NotLeader {
+                            leader,
+                            leader_addr,
+                        });
+                    }
+                    let current = self.conn.as_ref().map(|c| c.addr.clone());
+                    match leader_addr {
+                        Some(addr) if Some(&addr) != current.as_ref() => {
+                            self.leader_hint = Some(addr);
+                            self.conn = None;
+                            self.stats.hints_followed += 1;
+                            hops += 1;
+                            if hops > self.endpoints.len() + 1 {
+                                hops = 0;
+                                attempts.back_off(deadline);
+                            }
+                        }
+                        _ => {
+                            // No leader known (an election under way): try another server
+                            // after a pause.
+                            self.conn = None;
+                            self.leader_hint = None;
+                            attempts.last_failure = Some(Failure::NoLeader(
+                                "no leader elected (is a majority of servers up?)".into(),
+                            ));
+                            attempts.back_off(deadline);
+                        }
+                    }
+                }
+                ErrorKind::Unavailable(why) => {
+                    self.conn = None;
+                    attempts.last_failure = Some(Failure::NoLeader(why));
+                    attempts.back_off(deadline);
+                }
+                ErrorKind::Busy | ErrorKind::TooManyConnections { .. } => {
+                    if matches!(kind, ErrorKind::TooManyConnections { .. }) {
+                        self.conn = None;
+                    }
+                    attempts.last_failure = Some(Failure::NoLeader(kind.to_string()));
+                    attempts.back_off(deadline);
+                }
+                ErrorKind::Timeout | ErrorKind::ShuttingDown => {
+                    // The server does not know whether the write will commit.
+                    if is_write {
+                        *ambiguous = true;
+                    }
+                    if retry == Retry::Once {
+                        return Err(Error::Server(kind));
+                    }
+                    self.conn = None;
+                    unknown_outcome = true;
+                    attempts.last_failure = Some(Failure::NoReply);
+                    attempts.back_off(deadline);
+                }
+                ErrorKind::TooLarge { what, limit } => {
+                    return Err(Error::TooLarge { what, limit });
+                }
+                // SessionExpired (handled by `write`), StaleRequest, Invalid, ConfChange,
+                // TooManyInFlight: definite answers.
+                other => return Err(Error::Server(other)),
+            }
+        }
+    }
+
+    /// One attempt on the current connection: send, then wait for the reply with this id
+    /// (replies to earlier, abandoned attempts are skipped).
+    fn round_trip(
+        &mut self,
+        id: u64,
+        req: &Request,
+        deadline: Instant,
+    ) -> Result<Response, ConnError> {
+        let conn = self.conn.as_mut().expect("connected by ensure_conn");
+        conn.queue(id, &req.view());
+        conn.flush(deadline.saturating_duration_since(Instant::now()))?;
+        loop {
+            let (rid, resp) = conn.recv(deadline)?;
+            if rid == id {
+                return Ok(resp);
+            }
+        }
+    }
+
+    /// Connects if not connected: first to the hinted leader, then to each endpoint in turn.
+    fn ensure_conn(&mut self, deadline: Instant) -> Result<(), ConnError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let mut last = None;
+        if let Some(hint) = self.leader_hint.take() {
+            match self.dial(&hint, deadline) {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        for _ in 0..self.endpoints.len() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let i = self.next_endpoint % self.endpoints.len();
+            self.next_endpoint = (i + 1) % self.endpoints.len();
+            let addr = self.endpoints[i].clone();
+            match self.dial(&addr, deadline) {
+                Ok(c) => {
+                    // Stay with a working endpoint for the next reconnection too.
+                    self.next_endpoint = i;
+                    self.conn = Some(c);
+                    return Ok(());
+                }
+                Err(e @ ConnError::Protocol(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ConnError::Timeout))
+    }
+
+    fn dial(&mut self, addr: &str, deadline: Instant) -> Result<Conn, ConnError> {
+        self.stats.connects += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = self
+            .config
+            .connect_timeout
+            .min(left)
+            .max(Duration::from_millis(1));
+        let tls = match (&self.tls, &self.config.tls) {
+            (Some(c), Some(t)) => Some((c, t)),
+            _ => None,
+        };
+        Conn::connect(addr, timeout, tls, self.config.limits)
+    }
+}
+
+fn route_for(c: Consistency) -> Route {
+    match c {
+        Consistency::Linearizable => Route::Leader,
+        Consistency::Stale => Route::Any,
+    }
+}
+
+fn set_session(req: &mut Request, tag: Option<(u64, u64)>) {
+    match req {
+        Request::Put { session, .. }
+        | Request::Delete { session, .. }
+        | Request::Cas { session, .. } => *session = tag,
+        _ => {}
+    }
+}
+
+fn describe(e: &ConnError) -> String {
+    match e {
+        ConnError::Timeout => "timed out".into(),
+        ConnError::Io(e) => e.to_string(),
+        ConnError::Protocol(p) => p.clone(),
+    }
+}
+
+fn conn_error(e: ConnError, may_have_applied: bool) -> Error {
+    match e {
+        ConnError::Timeout => Error::Timeout { may_have_applied },
+        ConnError::Io(error) => Error::Io {
+            error,
+            may_have_applied,
+        },
+        ConnError::Protocol(what) => Error::Protocol {
+            what,
+            may_have_applied,
+        },
+    }
+}
+
+fn unexpected(resp: Response, may_have_applied: bool) -> Error {
+    Error::Protocol {
+        what: format!("unexpected response: {resp:?}"),
+        may_have_applied,
+    }
+}
+
+/// What to scan. `Default` scans everything, linearizably, in pages of the client's
+/// `scan_page_size`.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub prefix: Vec<u8>,
+    /// Start after this key (exclusive), e.g. to resume a scan.
+    pub start_after: Option<Vec<u8>>,
+    /// Stop after this many keys in all (`None`: no limit).
+    pub limit: Option<u64>,
+    /// Keys per request; 0 means the client's `scan_page_size`.
+    pub page_size: u32,
+    pub consistency: Consistency,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            prefix: Vec::new(),
+            start_after: None,
+            limit: None,
+            page_size: 0,
+            consistency: Consistency::Linearizable,
+        }
+    }
+}
+
+/// An iterator over the pages of a scan: each item is one request's worth of keys, in order.
+/// A failed page ends the iteration after yielding its error.
+pub struct Pages<'a> {
+    client: &'a mut Client,
+    opts: ScanOptions,
+    start_after: Option<Vec<u8>>,
+    remaining: Option<u64>,
+    page_size: u32,
+    done: bool,
+    last_applied_index: u64,
+}
+
+impl<'a> Pages<'a> {
+    /// The applied index of the server that answered the last page.
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied_index
+    }
+
+    /// The keys one by one rather than page by page.
+    pub fn items(self) -> impl Iterator<Item = Result<KeyValue>> + 'a {
+        self.flat_map(|page| -> Box<dyn Iterator<Item = Result<KeyValue>>> {
+            match page {
+                Ok(items) => Box::new(items.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        })
+    }
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Result<Vec<KeyValue>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.remaining == Some(0) {
+            return None;
+        }
+        let limit = match self.remaining {
+            Some(r) => r.min(self.page_size as u64) as u32,
+            None => self.page_size,
+        };
+        let mut req = Request::Scan {
+            prefix: self.opts.prefix.clone(),
+            start_after: self.start_after.take(),
+            limit,
+            consistency: self.opts.consistency,
+        };
+        let route = route_for(self.opts.consistency);
+        let resp = self.client.call(&mut req, route, Retry::Idempotent);
+        match resp {
+            Ok(Response::ScanPage {
+                items,
+                more,
+                applied_index,
+            }) => {
+                self.last_applied_index = applied_index;
+                let page: Vec<KeyValue> = items
+                    .into_iter()
+                    .map(|(key, value, revision)| KeyValue {
+                        key,
+                        value,
+                        revision,
+                    })
+                    .collect();
+                if let Some(r) = &mut self.remaining {
+                    *r = r.saturating_sub(page.len() as u64);
+                }
+                match page.last() {
+                    Some(last) if more => self.start_after = Some(last.key.clone()),
+                    // Nothing to resume after: stopping here would truncate the scan silently.
+                    None if more => {
+                        self.done = true;
+                        return Some(Err(Error::Protocol {
+                            what: "scan page empty yet more follow".into(),
+                            may_have_applied: false,
+                        }));
+                    }
+                    _ => self.done = true,
+                }
+                Some(Ok(page))
+            }
+            Ok(other) => {
+                self.done = true;
+                Some(Err(unexpected(other, false)))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Many requests in flight on one connection: `send` returns the request id, `recv` returns
+/// replies in the order the server completes them (not necessarily the order sent). Requests
+/// are buffered and written in batches (on `flush`, on `recv`, or when 64 KiB are queued), so a
+/// burst of small requests costs few syscalls; steady-state sending and receiving reuse their
+/// buffers. A pipeline does not retry or follow `NotLeader`: the replies say what happened.
+///
+/// Keep the number in flight below the server's per-connection limit (the server answers
+/// `TooManyInFlight` beyond it). Writes that should apply exactly once need a session tag each,
+/// with **one write in flight per session**: register one session per in-flight slot with
+/// [`Client::register_session`].
+pub struct Pipeline {
+    conn: Conn,
+    next_id: u64,
+    in_flight: usize,
+    request_timeout: Duration,
+}
+
+/// Queued bytes that trigger a write from `send`.
+const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
+
+impl Pipeline {
+    /// Connects to `endpoint` directly (no leader search).
+    pub fn connect(endpoint: &str, config: &ClientConfig) -> Result<Pipeline> {
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some((tls::build_config(t).map_err(Error::Config)?, t.clone())),
+        };
+        let conn = Conn::connect(
+            endpoint,
+            config.connect_timeout,
+            tls.as_ref().map(|(c, t)| (c, t)),
+            config.limits,
+        )
+        .map_err(|e| conn_error(e, false))?;
+        Ok(Pipeline {
+            conn,
+            next_id: 1,
+            in_flight: 0,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// The endpoint this pipeline talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.conn.addr
+    }
+
+    /// Requests sent whose replies have not been received yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Queues a request; returns its id.
+    pub fn send(&mut self, req: &Request) -> Result<u64> {
+        self.send_view(&req.view())
+    }
+
+    /// Queues a borrowed request (no copy of its key or value); returns its id.
+    pub fn send_view(&mut self, req: &RequestView<'_>) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.conn.queue(id, req);
+        self.in_flight += 1;
+        if self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    /// Writes every queued request.
+    pub fn flush(&mut self) -> Result<()> {
+        self.conn
+            .flush(self.request_timeout)
+            .map_err(|e| conn_error(e, true))
+    }
+
+    /// Flushes, then waits (up to the request timeout) for the next reply. With nothing in
+    /// flight it returns at once with [`Error::Config`] rather than wait for nothing.
+    pub fn recv(&mut self) -> Result<(u64, Response)> {
+        if self.in_flight == 0 {
+            return Err(Error::Config(
+                "Pipeline::recv with no request in flight".into(),
+            ));
+        }
+        self.flush()?;
+        let deadline = Instant::now() + self.request_timeout;
+        let (id, resp) = self.conn.recv(deadline).map_err(|e| conn_error(e, true))?;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        Ok((id, resp))
+    }
+}
+
+/// Starts an in-process stand-in server for documentation examples (see [`fake`]); it stops
+/// when the returned guard is dropped. Not for applications.
+#[doc(hidden)]
+pub fn example_server() -> (String, fake::FakeServer) {
+    let server = fake::FakeServer::start();
+    (server.addr().to_string(), server)
+}

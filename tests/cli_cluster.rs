@@ -1,0 +1,376 @@
+//! The `zatt` binary against real `zattd` processes: status as JSON from each server, writes
+//! through a follower, and `zatt dev` (a write and a read work; SIGINT stops every server it
+//! started; a second run reuses the data). Every wait is bounded; nothing asserts on timing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+fn zatt(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zatt"))
+        .args(["--endpoints", endpoints, "--timeout", "20s"])
+        .args(args)
+        .output()
+        .expect("run zatt")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The value of `"field":` in a one-line JSON object (numbers, strings, null).
+fn json_field(json: &str, field: &str) -> String {
+    let pat = format!("\"{field}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{field} missing in {json}"));
+    let rest = &json[at + pat.len()..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim_matches('"').to_string()
+}
+
+#[test]
+fn status_json_from_each_server_names_the_same_leader() {
+    // Goal: `status --output json` addresses the given server and reports its role and the
+    // leader. Method: ask each of three servers; exactly one is the leader, all name it.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let mut leaders = 0;
+    for n in &cluster.nodes {
+        let o = zatt(&n.addr, &["--output", "json", "status"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let j = text(&o.stdout);
+        assert_eq!(j.lines().count(), 1, "{j}");
+        assert_eq!(json_field(&j, "id"), n.id.to_string());
+        assert_eq!(json_field(&j, "leader"), leader.to_string());
+        let role = json_field(&j, "role");
+        assert!(["leader", "follower"].contains(&role.as_str()), "{role}");
+        if role == "leader" {
+            leaders += 1;
+            assert_eq!(n.id, leader);
+        }
+        for f in ["term", "commit_index", "applied_index"] {
+            json_field(&j, f).parse::<u64>().unwrap();
+        }
+        assert!(j.contains("\"members\":[{"), "{j}");
+    }
+    assert_eq!(leaders, 1);
+}
+
+#[test]
+fn commands_through_a_follower_reach_the_leader() {
+    // Goal: a user may name any server; writes and linearizable reads find the leader.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
+    let o = zatt(&follower.addr, &["put", "colour", "blue"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&follower.addr, &["get", "colour"]);
+    assert_eq!(text(&o.stdout), "blue\n");
+    let o = zatt(&follower.addr, &["cas", "colour", "blue", "green"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&follower.addr, &["--output", "json", "members"]);
+    assert_eq!(text(&o.stdout).matches("\"role\":\"voter\"").count(), 3);
+    let o = zatt(&follower.addr, &["get", "missing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+}
+
+/// A base port with `n` consecutive ports free for TCP and UDP on loopback.
+fn free_port_run(n: u16) -> u16 {
+    // Distinct per call (tests in this file run in parallel) and per run.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let seed = std::process::id() as u64 * 7919 + nanos + call * 1_009;
+    for attempt in 0..500u64 {
+        // Below the kernel's ephemeral range (32768 and up here), so that ports other tests get
+        // from binding port 0 cannot land on ours between this check and zatt dev's bind.
+        let base = 20_000 + ((seed + attempt * 104_729) % 12_000) as u16;
+        let ok = (0..n).all(|i| {
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+        });
+        if ok {
+            return base;
+        }
+    }
+    panic!("no run of {n} free loopback ports");
+}
+
+/// Held by each `zatt dev` test for its duration: the two pick their ports outside the
+/// kernel's ephemeral range, so they must not pick them at the same time.
+static DEV_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Dev {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pids: Vec<u32>,
+    endpoints: String,
+}
+
+/// Starts `zatt dev` and waits (bounded) for its "ready" line; collects the servers' pids.
+fn start_dev(dir: &Path, base: u16) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zatt"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+            "--dir",
+        ])
+        .arg(dir)
+        // Not under cargo: use the zattd already built next to zatt.
+        .env_remove("CARGO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start zatt dev");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut pids = Vec::new();
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.split(" pid ").nth(1) {
+                    pids.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+                }
+                let ready = line.starts_with("ready:");
+                seen.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("zatt dev never said ready; output so far: {seen:#?}");
+            }
+        }
+    }
+    let endpoints = (0..3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(pids.len(), 3, "{seen:#?}");
+    Dev {
+        child,
+        lines,
+        pids,
+        endpoints,
+    }
+}
+
+/// Sends SIGINT and waits (bounded) for `zatt dev` to exit; its exit code.
+fn interrupt(dev: &mut Dev) -> Option<i32> {
+    // SAFETY: signalling a child this test started and has not reaped.
+    unsafe {
+        libc::kill(dev.child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = dev.child.kill();
+            let _ = dev.child.wait();
+            for &pid in &dev.pids {
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            panic!("zatt dev did not exit after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn process_gone(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie (not reaped) would still show one.
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Exited: gone, or a zombie waiting for a parent (other than `zatt dev`) to reap it.
+fn process_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[test]
+fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
+    // Goal: `zatt dev` gives a working cluster, SIGINT stops every server it started, and a
+    // second run reuses the data. Method: a temporary --dir and a free --base-port; put and
+    // get through the printed endpoints; SIGINT; check each server pid is gone; run again and
+    // read the value back.
+    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir("zatt-dev");
+    let base = free_port_run(3);
+    let mut dev = start_dev(&dir, base);
+    let o = zatt(&dev.endpoints, &["put", "hello", "world"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&dev.endpoints, &["get", "hello"]);
+    assert_eq!(text(&o.stdout), "world\n");
+    assert_eq!(interrupt(&mut dev), Some(0));
+    let rest: Vec<String> = dev.lines.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("stopped 3 servers")),
+        "{rest:#?}"
+    );
+    for &pid in &dev.pids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process_gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(process_gone(pid), "server pid {pid} outlived zatt dev");
+    }
+
+    let mut again = start_dev(&dir, base);
+    let o = zatt(&again.endpoints, &["get", "hello"]);
+    assert_eq!(text(&o.stdout), "world\n", "{}", text(&o.stderr));
+    assert_eq!(interrupt(&mut again), Some(0));
+    for &pid in &again.pids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !process_gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(process_gone(pid), "server pid {pid} outlived zatt dev");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn servers_stop_when_zatt_dev_is_killed_outright() {
+    // Goal: even a `zatt dev` that cannot clean up (kill -9) leaves no server running. Method:
+    // SIGKILL it; each server, told by the kernel that its parent died, must exit.
+    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::temp_dir("zatt-dev-kill");
+    let base = free_port_run(3);
+    let mut dev = start_dev(&dir, base);
+    dev.child.kill().unwrap();
+    let _ = dev.child.wait();
+    for &pid in &dev.pids {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !process_exited(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !process_exited(pid) {
+            // SAFETY: cleaning up a server this test caused to start.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            panic!("server pid {pid} kept running after zatt dev was killed");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_ca_flag_speaks_tls_to_a_tls_cluster() {
+    // Goal: `--tls-ca` reaches servers started with --tls-cert; without it the CLI fails in one
+    // line that suggests the flag.
+    let dir = common::temp_dir("cli-tls");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+    let ca_path = common::write_file(&dir, "ca.pem", ca.pem().as_bytes());
+    let cert_path = common::write_file(&dir, "server.pem", cert.pem().as_bytes());
+    let key_path = common::write_file(&dir, "server.key", key.serialize_pem().as_bytes());
+    let cert_s = cert_path.display().to_string();
+    let key_s = key_path.display().to_string();
+    let mut cluster = Cluster::start(3, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let harness_tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cluster.tls_client = Some(std::sync::Arc::new(harness_tls));
+    cluster.wait_leader(Duration::from_secs(20));
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ca_s = ca_path.display().to_string();
+    let o = zatt(&endpoints, &["--tls-ca", &ca_s, "put", "k", "tls"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&endpoints, &["--tls-ca", &ca_s, "get", "k"]);
+    assert_eq!(text(&o.stdout), "tls\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
+        .args(["--endpoints", &endpoints, "--timeout", "2s", "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--tls-ca"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn transfer_leader_and_member_remove_change_the_cluster() {
+    // Goal: the admin commands act on a real cluster. Method: hand leadership to a chosen
+    // follower and wait (bounded) until it leads; then remove another server and list members.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let target = *ids.iter().find(|&&id| id != leader).unwrap();
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let o = zatt(&endpoints, &["transfer-leader", &target.to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    cluster.wait_status(target, Duration::from_secs(20), "leadership", |s| {
+        s.role == "leader"
+    });
+    let victim = *ids.iter().find(|&&id| id != target).unwrap();
+    let o = zatt(&endpoints, &["member", "remove", &victim.to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&endpoints, &["members"]);
+    let listed: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!listed.iter().any(|l| l.starts_with(&format!("{victim}\t"))));
+}
