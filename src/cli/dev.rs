@@ -5,7 +5,7 @@
 //! server it started and exits 0. Run again with the same DIR it reuses the data.
 //!
 //! Must not hold any server logic: it only runs `zattd` and asks it for its status through the
-//! client library. Read `docs/client.md` ("zatt dev").
+//! client library. Read `README.md` ("zatt dev").
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

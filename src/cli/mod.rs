@@ -2,7 +2,7 @@
 //! output, and exit codes (0 success, 1 runtime error, 2 usage error). `src/bin/zatt.rs` only
 //! calls [`main`]; everything here is reachable from tests, which call [`run`] with their own
 //! output buffers. Talks to the cluster only through `crate::client`; `zatt dev` lives in `dev`.
-//! Read `docs/client.md` ("The zatt command line") for the user's guide.
+//! Read `README.md` ("The zatt command line") for the user's guide.
 
 pub mod dev;
 mod json;
@@ -763,7 +763,7 @@ fn member_json(s: &mut String, m: &MemberInfo) {
     s.push('}');
 }
 
-/// One JSON object: the fields `zatt status --output json` promises (see docs/client.md).
+/// One JSON object: the fields `zatt status --output json` promises (see README.md).
 fn status_json(st: &Status) -> String {
     let mut s = String::from("{");
     json::key(&mut s, "id");

@@ -5,7 +5,7 @@
 //! copy refreshed by a [`RefreshPolicy`].
 //!
 //! Must not share code paths with the server other than `wire` (the bytes both sides speak).
-//! Read `docs/client.md` for the guide and `wire::client` for the protocol.
+//! Read `README.md` for the guide and `wire::client` for the protocol.
 //!
 //! # Retries and exactly-once writes
 //! With sessions on (the default), the client registers a session with the cluster before its

@@ -1,6 +1,6 @@
 //! TLS for the client: builds a rustls client configuration (ring provider) from PEM files, and
 //! names the server to verify from an endpoint. Owns nothing else: the stream itself is driven by
-//! `conn.rs`. Read `docs/client.md` ("TLS") for how the server side is set up.
+//! `conn.rs`. Read `README.md` ("TLS") for how the server side is set up.
 
 use std::fs::File;
 use std::io::BufReader;
