@@ -9,5 +9,6 @@
 pub mod kv;
 pub mod lincheck;
 pub mod raft;
+pub mod sim;
 pub mod storage;
 pub mod types;
