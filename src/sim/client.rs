@@ -62,6 +62,9 @@ pub struct Client {
     /// The last value this client saw per key, to make compare-and-swap succeed now and then.
     pub seen: Vec<Option<Vec<u8>>>,
     pub completed: u64,
+    /// The cursor of the round-robin over nodes, and whether the last retry followed a hint.
+    pub cursor: usize,
+    pub followed_hint: bool,
 }
 
 pub const KEYS: usize = 6;
@@ -92,7 +95,16 @@ impl Client {
             current: None,
             seen: vec![None; KEYS],
             completed: 0,
+            cursor: index % nodes.max(1),
+            followed_hint: false,
         }
+    }
+
+    /// The next node in turn (after a timeout or a NotLeader without a usable hint).
+    pub fn rotate(&mut self, nodes: usize) -> usize {
+        self.cursor = (self.cursor + 1) % nodes.max(1);
+        self.followed_hint = false;
+        self.cursor
     }
 
     /// Picks the next operation (a registration first if there is no session).
@@ -162,16 +174,26 @@ impl Client {
         let op = cur.op.clone();
         match resp {
             Response::NotLeader(hint) => {
-                let target = match hint {
-                    Some(h) if (h.0 as usize) >= 1 && (h.0 as usize) <= nodes => h.0 as usize - 1,
-                    _ => (self.target + 1) % nodes,
-                };
-                let after_us = if hint.is_some() && target != self.target {
-                    1_000
-                } else {
-                    rng.between(5_000, 20_000)
-                };
-                Outcome::Retry { target, after_us }
+                // Follow a hint once; if the hinted node does not lead either, go back to trying
+                // nodes in turn, so that two nodes with stale hints cannot bounce us for ever.
+                match hint {
+                    Some(h)
+                        if !self.followed_hint
+                            && (h.0 as usize) >= 1
+                            && (h.0 as usize) <= nodes
+                            && h.0 as usize - 1 != self.target =>
+                    {
+                        self.followed_hint = true;
+                        Outcome::Retry {
+                            target: h.0 as usize - 1,
+                            after_us: 1_000,
+                        }
+                    }
+                    _ => Outcome::Retry {
+                        target: self.rotate(nodes),
+                        after_us: rng.between(2_000, 10_000),
+                    },
+                }
             }
             Response::Retry => Outcome::Retry {
                 target: self.target,

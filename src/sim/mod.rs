@@ -596,7 +596,7 @@ impl Sim {
                 let cl = &mut self.clients[c];
                 if let Some(cur) = &cl.current {
                     if cur.op_id == op_id && cur.attempt == attempt {
-                        cl.target = (cl.target + 1) % n;
+                        cl.target = cl.rotate(n);
                         self.client_send(c);
                     }
                 }
@@ -1150,6 +1150,13 @@ impl Sim {
         };
         let target = cl.target;
         let (op_id, attempt) = (cur.op_id, cur.attempt);
+        if self.opts.verbose {
+            self.log(format_args!(
+                "client {c} op {op_id} attempt {attempt} → n{}: {:?}",
+                target + 1,
+                req.op
+            ));
+        }
         self.at(CLIENT_TIMEOUT_US, Event::ClientTimeout(c, op_id, attempt));
         if self.phase == Phase::Faults && self.rng.chance(self.fp.client_loss) {
             return;
@@ -1172,9 +1179,16 @@ impl Sim {
             return;
         }
         let cur_attempt = cur.attempt;
+        if self.opts.verbose {
+            println!(
+                "{:>10.3}ms client {c} op {op_id} attempt {attempt} ← {resp:?}",
+                self.now as f64 / 1000.0
+            );
+        }
         match cl.on_answer(&resp, n, &mut self.rng) {
             Outcome::Done(out) => {
                 let cur = cl.current.take().expect("current");
+                cl.followed_hint = false;
                 cl.completed += 1;
                 if let Some(h) = cur.hist {
                     self.history[h].ret = Some(self.now);
