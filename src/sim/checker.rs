@@ -90,6 +90,8 @@ pub struct Checker {
     /// index → (term, digest) of the entry applied there, by anyone, ever.
     pub applied: BTreeMap<LogIndex, (Term, u64)>,
     votes: BTreeMap<(NodeId, Term), NodeId>,
+    /// index → term of the entry any node has ever considered committed.
+    committed: BTreeMap<LogIndex, (Term, NodeId)>,
 }
 
 impl Checker {
@@ -151,6 +153,22 @@ impl Checker {
         }
     }
 
+    /// A committed entry is never replaced: every node that considers index `idx` committed
+    /// holds the same term there (the commit-time face of State Machine Safety).
+    pub fn on_commit(&mut self, id: NodeId, idx: LogIndex, term: Term) -> Check {
+        match self.committed.get(&idx) {
+            Some(&(t0, n0)) if t0 != term => Err((
+                FailureKind::StateMachineSafety,
+                format!("{id:?} committed {idx:?} of {term:?} but {n0:?} had committed it of {t0:?}"),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.committed.insert(idx, (term, id));
+                Ok(())
+            }
+        }
+    }
+
     /// A node grants at most one vote per term (the durable vote of Figure 2).
     pub fn on_vote_granted(&mut self, voter: NodeId, term: Term, candidate: NodeId) -> Check {
         match self.votes.get(&(voter, term)) {
@@ -166,11 +184,11 @@ impl Checker {
         }
     }
 
-    /// Leader Completeness: a new leader holds every entry anyone has applied (hence committed)
+    /// Leader Completeness: a new leader holds every entry any node has considered committed
     /// that its snapshot does not already cover.
     pub fn leader_completeness(&self, raft: &Raft) -> Check {
         let first = raft.first_index();
-        for (&idx, &(term, _)) in self.applied.range(first..) {
+        for (&idx, &(term, _)) in self.committed.range(first..) {
             let has = raft.term_at(idx);
             if has != Some(term) {
                 return Err((

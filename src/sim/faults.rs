@@ -81,6 +81,18 @@ pub struct FaultProfile {
     pub torn: bool,
     /// Proposes several membership changes at once (only the concurrent-change bug accepts them).
     pub conf_burst: bool,
+    /// Bounds of the per-run `max_append_bytes` (small values send one entry per message, so
+    /// that followers hold partial suffixes) and of `max_inflight`.
+    pub append_bytes: (u64, u64),
+    pub inflight: (u64, u64),
+    /// Reactive faults: the chance that a node crashes right after granting a vote (restarts in
+    /// the middle of elections), and that a new leader crashes within `new_leader_crash_us` of
+    /// winning (leader churn with partially replicated suffixes: Figure 8).
+    pub crash_on_vote: f64,
+    pub crash_new_leader: f64,
+    pub new_leader_crash_us: (u64, u64),
+    /// Restart delay after a reactive crash.
+    pub quick_down_us: (u64, u64),
 }
 
 impl FaultProfile {
@@ -104,6 +116,12 @@ impl FaultProfile {
             client_loss: 0.0,
             torn: true,
             conf_burst: false,
+            append_bytes: (64, 16 * 1024),
+            inflight: (1, 32),
+            crash_on_vote: 0.0,
+            crash_new_leader: 0.0,
+            new_leader_crash_us: (1_000, 50_000),
+            quick_down_us: (100, 5_000),
         };
         match p {
             Profile::Calm => FaultProfile {
@@ -158,6 +176,8 @@ impl FaultProfile {
                 w_campaign: 1,
                 snapshot_every: 24,
                 client_loss: 0.03,
+                crash_on_vote: 0.02,
+                crash_new_leader: 0.05,
                 ..base
             },
         }
@@ -257,6 +277,11 @@ impl BugName {
                 w_conf: 0,
                 w_transfer: 1,
                 crash_leader_pct: 70,
+                append_bytes: (1, 150),
+                inflight: (1, 2),
+                crash_new_leader: 0.3,
+                new_leader_crash_us: (2_000, 60_000),
+                quick_down_us: (20_000, 300_000),
                 loss_max: 0.2,
                 dup_max: 0.1,
                 down_us: (20_000, 400_000),
@@ -281,6 +306,10 @@ impl BugName {
                 crash_leader_pct: 60,
                 down_us: (1_000, 60_000),
                 sync_us: (100, 1_000),
+                crash_on_vote: 0.5,
+                quick_down_us: (0, 2_000),
+                delay_us: (2_000, 15_000),
+                dup_max: 0.5,
                 gap_us: (20_000, 120_000),
                 ..base
             },

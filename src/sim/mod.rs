@@ -167,6 +167,8 @@ enum Event {
     Fault,
     Restart(usize),
     Heal(u64),
+    /// A reactive crash (of the node's life `.1`), restarting after `.2` µs.
+    Crash(usize, u64, u64),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -198,6 +200,8 @@ pub struct Sim {
     heal_gen: u64,
     touched: Vec<usize>,
     kv_cfg: KvConfig,
+    append_bytes: usize,
+    inflight: usize,
 }
 
 fn other<E: std::fmt::Display>(kind: FailureKind) -> impl Fn(E) -> (FailureKind, String) {
@@ -263,6 +267,8 @@ impl Sim {
             .collect();
         let mut net = Network::new(ids.clone());
         net.randomize(&mut rng, fp.loss_max, fp.dup_max, fp.delay_us);
+        let append_bytes = rng.between(fp.append_bytes.0, fp.append_bytes.1) as usize;
+        let inflight = rng.between(fp.inflight.0, fp.inflight.1) as usize;
         let n = ids.len();
         let clients = (0..opts.clients.max(1))
             .map(|c| Client::new(c, n, c as u64))
@@ -290,6 +296,8 @@ impl Sim {
             heal_gen: 0,
             touched: Vec::new(),
             kv_cfg,
+            append_bytes,
+            inflight,
         }
     }
 
@@ -308,8 +316,8 @@ impl Sim {
         let mut c = Config::new(id);
         c.election_ticks = ELECTION_TICKS;
         c.heartbeat_ticks = HEARTBEAT_TICKS;
-        c.max_append_bytes = 8 * 1024;
-        c.max_inflight = 16;
+        c.max_append_bytes = self.append_bytes;
+        c.max_inflight = self.inflight;
         // Small chunks so that snapshots travel in several pieces.
         c.snapshot_chunk_bytes = 512;
         c.snapshot_inflight_chunks = 4;
@@ -537,6 +545,12 @@ impl Sim {
                 h.u64(10);
                 h.u64(*g);
             }
+            Event::Crash(n, i, d) => {
+                h.u64(11);
+                h.u64(*n as u64);
+                h.u64(*i);
+                h.u64(*d);
+            }
         }
     }
 
@@ -654,6 +668,12 @@ impl Sim {
                 }
                 self.restart(ni)
             }
+            Event::Crash(ni, inc, down) => {
+                if self.phase != Phase::Faults || self.nodes[ni].inc != inc {
+                    return Ok(());
+                }
+                self.crash(ni, down)
+            }
             Event::Heal(g) => {
                 if g == self.heal_gen {
                     self.net.heal();
@@ -704,6 +724,7 @@ impl Sim {
                 ),
             ));
         }
+        node.max_commit = raft.commit_index();
         node.raft = Some(raft);
         let inc = node.inc;
         let id = node.id;
@@ -713,7 +734,7 @@ impl Sim {
         self.drive(ni)
     }
 
-    fn crash(&mut self, ni: usize) -> Check {
+    fn crash(&mut self, ni: usize, down_us: u64) -> Check {
         let torn = self.fp.torn;
         let node = &mut self.nodes[ni];
         if node.raft.is_none() {
@@ -730,8 +751,7 @@ impl Sim {
         let id = node.id;
         self.log(format_args!("{id:?} crashes (kept {kept} pending batches)"));
         self.check_durable(ni)?;
-        let d = self.rng.between(self.fp.down_us.0, self.fp.down_us.1);
-        self.at(d, Event::Restart(ni));
+        self.at(down_us, Event::Restart(ni));
         Ok(())
     }
 
@@ -1016,9 +1036,11 @@ impl Sim {
                     ));
                 }
                 if hs.term == m.term && *match_index > d.snapshot_index() {
+                    // The in-memory log may already have moved on (a later leader's entries,
+                    // not yet durable), so the durable entry is compared with the ack's term.
                     let dt = d.term_at(*match_index);
                     let mt = node.raft.as_ref().and_then(|r| r.term_at(*match_index));
-                    if dt.is_none() || (mt.is_some() && dt != mt) {
+                    if dt.is_none_or(|t| t > m.term) {
                         return fail(format!(
                             "{:?} acknowledged match index {:?} in {:?} but holds {:?} durably \
                              (durable last index {:?}, in memory {:?})",
@@ -1053,6 +1075,15 @@ impl Sim {
 
     fn send(&mut self, ni: usize, m: Message) -> Check {
         self.ack_check(ni, &m)?;
+        if matches!(m.body, MessageBody::RequestVoteResponse { granted: true })
+            && self.phase == Phase::Faults
+            && self.rng.chance(self.fp.crash_on_vote)
+        {
+            let inc = self.nodes[ni].inc;
+            let d = self.rng.between(0, 500);
+            let down = self.rng.between(self.fp.quick_down_us.0, self.fp.quick_down_us.1);
+            self.at(d, Event::Crash(ni, inc, down));
+        }
         let to = m.to.0 as usize;
         if to == 0 || to > self.nodes.len() || m.to == m.from {
             return Ok(());
@@ -1247,7 +1278,8 @@ impl Sim {
                     }
                 };
                 if let Some(v) = victim {
-                    self.crash(v)?;
+                    let d = self.rng.between(self.fp.down_us.0, self.fp.down_us.1);
+                    self.crash(v, d)?;
                 }
             }
             FaultAction::Partition => {
@@ -1415,12 +1447,26 @@ impl Sim {
                 format!("{:?} commit went from {:?} to {:?}", node.id, node.max_commit, commit),
             ));
         }
+        let mut i = node.max_commit.next().max(raft.first_index());
+        while i <= commit {
+            if let Some(t) = raft.term_at(i) {
+                self.checker.on_commit(node.id, i, t)?;
+            }
+            i = i.next();
+        }
         node.max_commit = commit;
         if raft.role() == Role::Leader {
             self.checker.on_leader(node.id, term)?;
             if node.led_term != Some(term) {
                 node.led_term = Some(term);
                 self.checker.leader_completeness(raft)?;
+                if self.phase == Phase::Faults && self.rng.chance(self.fp.crash_new_leader) {
+                    let inc = self.nodes[ni].inc;
+                    let (lo, hi) = self.fp.new_leader_crash_us;
+                    let d = self.rng.between(lo, hi);
+                    let down = self.rng.between(self.fp.quick_down_us.0, self.fp.quick_down_us.1);
+                    self.at(d, Event::Crash(ni, inc, down));
+                }
             }
         }
         Ok(())
