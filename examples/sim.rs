@@ -25,10 +25,25 @@ fn main() -> ExitCode {
     let mut o = getopts::Options::new();
     o.optopt("", "seed-start", "first seed (default 1)", "S");
     o.optopt("", "seeds", "number of seeds (default 100)", "N");
-    o.optopt("", "nodes", "voters, 1 to 7 (default: chosen by the seed)", "V");
-    o.optopt("", "profile", "fault profile (default: chosen by the seed)", "NAME");
+    o.optopt(
+        "",
+        "nodes",
+        "voters, 1 to 7 (default: chosen by the seed)",
+        "V",
+    );
+    o.optopt(
+        "",
+        "profile",
+        "fault profile (default: chosen by the seed)",
+        "NAME",
+    );
     o.optopt("", "bug", "turn on a known Raft bug (raft::Bugs)", "NAME");
-    o.optopt("", "steps", &format!("events in the fault phase (default {DEFAULT_STEPS})"), "N");
+    o.optopt(
+        "",
+        "steps",
+        &format!("events in the fault phase (default {DEFAULT_STEPS})"),
+        "N",
+    );
     o.optopt("", "clients", "clients (default 4)", "N");
     o.optflag("", "stop-at-first", "stop at the first failing seed");
     o.optflag("v", "verbose", "print the trace of every event");

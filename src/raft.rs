@@ -538,7 +538,10 @@ impl Raft {
         LogIndex(self.snap_index.0 + self.entries.len() as u64)
     }
     pub fn last_term(&self) -> Term {
-        self.entries.last().map(|e| e.term).unwrap_or(self.snap_term)
+        self.entries
+            .last()
+            .map(|e| e.term)
+            .unwrap_or(self.snap_term)
     }
     /// First index still held in memory (snapshot index + 1).
     pub fn first_index(&self) -> LogIndex {
@@ -676,7 +679,10 @@ impl Raft {
     /// Appends a membership change (single-server change, thesis §4.1). Refused while another
     /// change is uncommitted or before this leader has committed an entry of its own term (the
     /// bug in the original single-server change algorithm, thesis §4.1 errata).
-    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(LogIndex, Term), ProposeError> {
+    pub fn propose_conf_change(
+        &mut self,
+        cc: ConfChange,
+    ) -> Result<(LogIndex, Term), ProposeError> {
         self.check_can_propose()?;
         if self.commit < self.noop_index {
             return Err(ProposeError::ConfChangeInProgress);
@@ -714,7 +720,11 @@ impl Raft {
                     Some(_) => return Err(ProposeError::Invalid("already a voter")),
                     None => return Err(ProposeError::Invalid("not a member")),
                 }
-                let matched = self.progress.get(&id).map(|p| p.match_index).unwrap_or_default();
+                let matched = self
+                    .progress
+                    .get(&id)
+                    .map(|p| p.match_index)
+                    .unwrap_or_default();
                 if matched.0 + self.cfg.promote_max_lag < self.last_index().0 {
                     return Err(ProposeError::NotCaughtUp);
                 }
@@ -777,7 +787,12 @@ impl Raft {
         if self.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
-        log::info!("n{} transferring leadership to n{} at {:?}", self.id, to, self.term);
+        log::info!(
+            "n{} transferring leadership to n{} at {:?}",
+            self.id,
+            to,
+            self.term
+        );
         self.transfer = Some(Transfer {
             to,
             elapsed_ticks: 0,
@@ -936,7 +951,14 @@ impl Raft {
                     return;
                 }
                 self.follow(m.from);
-                self.on_append(m.from, prev_log_index, prev_log_term, entries, leader_commit, read_seq);
+                self.on_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                    read_seq,
+                );
             }
             MessageBody::AppendEntriesResponse {
                 success,
@@ -982,7 +1004,12 @@ impl Raft {
             }
             MessageBody::TimeoutNow => {
                 if self.role != Role::Leader && self.can_campaign() {
-                    log::info!("n{} got TimeoutNow from n{} at {:?}", self.id, m.from, self.term);
+                    log::info!(
+                        "n{} got TimeoutNow from n{} at {:?}",
+                        self.id,
+                        m.from,
+                        self.term
+                    );
                     self.become_candidate(true);
                 }
             }
@@ -1064,14 +1091,27 @@ impl Raft {
         let n = self.id;
         for (i, e) in self.entries.iter().enumerate() {
             if e.index.0 != self.snap_index.0 + 1 + i as u64 {
-                return Err(format!("n{n} Log Matching: entry {i} has index {:?}", e.index));
+                return Err(format!(
+                    "n{n} Log Matching: entry {i} has index {:?}",
+                    e.index
+                ));
             }
-            let prev = if i == 0 { self.snap_term } else { self.entries[i - 1].term };
+            let prev = if i == 0 {
+                self.snap_term
+            } else {
+                self.entries[i - 1].term
+            };
             if e.term < prev {
-                return Err(format!("n{n} Log Matching: term goes down at {:?}", e.index));
+                return Err(format!(
+                    "n{n} Log Matching: term goes down at {:?}",
+                    e.index
+                ));
             }
             if e.term > self.term {
-                return Err(format!("n{n} Log Matching: entry {:?} from a future term", e.index));
+                return Err(format!(
+                    "n{n} Log Matching: entry {:?} from a future term",
+                    e.index
+                ));
             }
         }
         if self.commit > self.last_index() || self.commit < self.snap_index {
@@ -1083,16 +1123,28 @@ impl Raft {
             ));
         }
         if self.applied > self.commit {
-            return Err(format!("n{n} State Machine Safety: applied {:?} > commit {:?}", self.applied, self.commit));
+            return Err(format!(
+                "n{n} State Machine Safety: applied {:?} > commit {:?}",
+                self.applied, self.commit
+            ));
         }
         if self.applied > self.persisted.max(self.snap_index) {
-            return Err(format!("n{n} durability (§3.8): applied {:?} beyond persisted {:?}", self.applied, self.persisted));
+            return Err(format!(
+                "n{n} durability (§3.8): applied {:?} beyond persisted {:?}",
+                self.applied, self.persisted
+            ));
         }
         if self.persisted > self.last_index() {
-            return Err(format!("n{n} durability (§3.8): persisted {:?} beyond log", self.persisted));
+            return Err(format!(
+                "n{n} durability (§3.8): persisted {:?} beyond log",
+                self.persisted
+            ));
         }
         if self.unstable_from <= self.snap_index || self.unstable_from > self.last_index().next() {
-            return Err(format!("n{n} persistence order: unstable_from {:?} out of range", self.unstable_from));
+            return Err(format!(
+                "n{n} persistence order: unstable_from {:?} out of range",
+                self.unstable_from
+            ));
         }
         let configs: Vec<LogIndex> = self
             .entries
@@ -1101,10 +1153,14 @@ impl Raft {
             .map(|e| e.index)
             .collect();
         if configs != self.config_indices {
-            return Err(format!("n{n} membership (§4.1): config index list is stale"));
+            return Err(format!(
+                "n{n} membership (§4.1): config index list is stale"
+            ));
         }
         if self.membership_at(self.last_index()).as_ref() != Some(&self.membership) {
-            return Err(format!("n{n} membership (§4.1): latest membership not the log's"));
+            return Err(format!(
+                "n{n} membership (§4.1): latest membership not the log's"
+            ));
         }
         if self.vote.is_some() && self.term.0 == 0 {
             return Err(format!("n{n} Election Safety: vote in term 0"));
@@ -1112,18 +1168,34 @@ impl Raft {
         match self.role {
             Role::Leader => {
                 if self.vote != Some(n) || self.leader != Some(n) {
-                    return Err(format!("n{n} Election Safety: leader of {:?} without own vote", self.term));
+                    return Err(format!(
+                        "n{n} Election Safety: leader of {:?} without own vote",
+                        self.term
+                    ));
                 }
-                if self.term_at(self.noop_index) != Some(self.term) && self.noop_index > self.snap_index {
+                if self.term_at(self.noop_index) != Some(self.term)
+                    && self.noop_index > self.snap_index
+                {
                     return Err(format!("n{n} Leader Append-Only: own no-op missing"));
                 }
-                let peers: Vec<NodeId> = self.membership.members.keys().copied().filter(|&p| p != n).collect();
+                let peers: Vec<NodeId> = self
+                    .membership
+                    .members
+                    .keys()
+                    .copied()
+                    .filter(|&p| p != n)
+                    .collect();
                 let have: Vec<NodeId> = self.progress.keys().copied().collect();
                 if peers != have {
-                    return Err(format!("n{n} replication: progress {have:?} != members {peers:?}"));
+                    return Err(format!(
+                        "n{n} replication: progress {have:?} != members {peers:?}"
+                    ));
                 }
                 for (id, pr) in &self.progress {
-                    if pr.match_index > self.last_index() || pr.next_index <= pr.match_index || pr.next_index > self.last_index().next() {
+                    if pr.match_index > self.last_index()
+                        || pr.next_index <= pr.match_index
+                        || pr.next_index > self.last_index().next()
+                    {
                         return Err(format!(
                             "n{n} replication: n{id} match {:?} next {:?} last {:?}",
                             pr.match_index,
@@ -1132,7 +1204,10 @@ impl Raft {
                         ));
                     }
                     if pr.inflight.len() > self.cfg.max_inflight.max(1) {
-                        return Err(format!("n{n} flow control: n{id} has {} in flight", pr.inflight.len()));
+                        return Err(format!(
+                            "n{n} flow control: n{id} has {} in flight",
+                            pr.inflight.len()
+                        ));
                     }
                 }
                 for r in &self.pending_reads {
@@ -1166,7 +1241,9 @@ impl Raft {
 
     /// Heard from a current leader within the minimum election timeout (thesis §4.2.3).
     fn in_lease(&self) -> bool {
-        self.cfg.check_quorum && self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks
+        self.cfg.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.cfg.election_ticks
     }
 
     fn reset_election_timer(&mut self) {
@@ -1212,7 +1289,8 @@ impl Raft {
 
     /// A valid AppendEntries/InstallSnapshot from `from` in our term: it is the leader.
     fn follow(&mut self, from: NodeId) {
-        if (self.role != Role::Follower && self.role != Role::Learner) || self.leader != Some(from) {
+        if (self.role != Role::Follower && self.role != Role::Learner) || self.leader != Some(from)
+        {
             self.become_follower(self.term, Some(from));
         } else {
             self.election_elapsed = 0;
@@ -1307,7 +1385,13 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.log_role(before);
         let next = self.last_index().next();
-        let peers: Vec<NodeId> = self.membership.members.keys().copied().filter(|&p| p != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .membership
+            .members
+            .keys()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect();
         for p in peers {
             self.progress.insert(p, Progress::new(next));
         }
@@ -1335,7 +1419,9 @@ impl Raft {
         let et = self.cfg.election_ticks.max(1);
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for id in ids {
-            let Some(pr) = self.progress.get_mut(&id) else { continue };
+            let Some(pr) = self.progress.get_mut(&id) else {
+                continue;
+            };
             if pr.match_index >= last && pr.state != ReplState::Snapshot {
                 pr.stall_ticks = 0;
                 continue;
@@ -1360,7 +1446,11 @@ impl Raft {
         if self.election_elapsed >= et {
             self.election_elapsed = 0;
             if self.cfg.check_quorum {
-                let mut active = if self.membership.is_voter(self.id) { 1 } else { 0 };
+                let mut active = if self.membership.is_voter(self.id) {
+                    1
+                } else {
+                    0
+                };
                 for v in self.membership.voters() {
                     if v != self.id && self.progress.get(&v).is_some_and(|p| p.recent_active) {
                         active += 1;
@@ -1370,7 +1460,11 @@ impl Raft {
                     pr.recent_active = false;
                 }
                 if active < self.membership.quorum() {
-                    log::info!("n{} lost contact with a quorum at {:?}; stepping down", self.id, self.term);
+                    log::info!(
+                        "n{} lost contact with a quorum at {:?}; stepping down",
+                        self.id,
+                        self.term
+                    );
                     self.become_follower(self.term, None);
                 }
             }
@@ -1381,7 +1475,8 @@ impl Raft {
 
     /// §5.4.1: the candidate's log is at least as up to date as ours.
     fn log_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     fn on_pre_vote(&mut self, from: NodeId, term: Term, li: LogIndex, lt: Term) {
@@ -1411,7 +1506,13 @@ impl Raft {
             self.vote = Some(from);
             self.reset_election_timer();
         }
-        log::debug!("n{} {} vote for n{} at {:?}", self.id, if granted { "grants" } else { "refuses" }, from, self.term);
+        log::debug!(
+            "n{} {} vote for n{} at {:?}",
+            self.id,
+            if granted { "grants" } else { "refuses" },
+            from,
+            self.term
+        );
         self.send_after_persist(from, MessageBody::RequestVoteResponse { granted });
     }
 
@@ -1432,10 +1533,18 @@ impl Raft {
     fn on_membership_changed(&mut self) {
         if self.role == Role::Leader {
             let next = self.last_index().next();
-            let members: Vec<NodeId> = self.membership.members.keys().copied().filter(|&p| p != self.id).collect();
+            let members: Vec<NodeId> = self
+                .membership
+                .members
+                .keys()
+                .copied()
+                .filter(|&p| p != self.id)
+                .collect();
             self.progress.retain(|id, _| members.contains(id));
             for id in members {
-                self.progress.entry(id).or_insert_with(|| Progress::new(next));
+                self.progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next));
             }
             if let Some(t) = &self.transfer {
                 if !self.membership.is_voter(t.to) {
@@ -1555,7 +1664,11 @@ impl Raft {
         for (i, e) in entries.iter().enumerate() {
             if e.index <= self.snap_index {
                 if e.index == self.snap_index && e.term != self.snap_term {
-                    log::error!("n{} AppendEntries contradicts snapshot at {:?}", self.id, e.index);
+                    log::error!(
+                        "n{} AppendEntries contradicts snapshot at {:?}",
+                        self.id,
+                        e.index
+                    );
                     return;
                 }
                 continue;
@@ -1564,7 +1677,11 @@ impl Raft {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
                     if e.index <= self.commit {
-                        log::error!("n{} AppendEntries would truncate committed {:?}", self.id, e.index);
+                        log::error!(
+                            "n{} AppendEntries would truncate committed {:?}",
+                            self.id,
+                            e.index
+                        );
                         return;
                     }
                     append_from = Some(i);
@@ -1614,7 +1731,15 @@ impl Raft {
         );
     }
 
-    fn on_snapshot_chunk(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, total: u64, data: Vec<u8>, done: bool) {
+    fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) {
         let index = meta.index;
         // Already covered (by our snapshot or a matching log entry): nothing to transfer.
         if index <= self.snap_index || self.term_at(index) == Some(meta.term) {
@@ -1632,8 +1757,16 @@ impl Raft {
             );
             return;
         }
-        if total > self.cfg.max_snapshot_bytes || offset.checked_add(data.len() as u64).map_or(true, |end| end > total) {
-            log::warn!("n{} dropped a malformed snapshot chunk from n{}", self.id, from);
+        if total > self.cfg.max_snapshot_bytes
+            || offset
+                .checked_add(data.len() as u64)
+                .map_or(true, |end| end > total)
+        {
+            log::warn!(
+                "n{} dropped a malformed snapshot chunk from n{}",
+                self.id,
+                from
+            );
             return;
         }
         let same = self
@@ -1658,14 +1791,18 @@ impl Raft {
                 buf: Vec::new(),
             });
         }
-        let Some(inc) = self.incoming_snapshot.as_mut() else { return };
+        let Some(inc) = self.incoming_snapshot.as_mut() else {
+            return;
+        };
         let have = inc.buf.len() as u64;
         if offset == have {
             inc.buf.extend_from_slice(&data);
         }
         let have = inc.buf.len() as u64;
         if done && offset + data.len() as u64 == total && have == total {
-            let Some(inc) = self.incoming_snapshot.take() else { return };
+            let Some(inc) = self.incoming_snapshot.take() else {
+                return;
+            };
             self.install_snapshot(Snapshot {
                 meta: inc.meta,
                 data: Arc::from(inc.buf),
@@ -1693,7 +1830,12 @@ impl Raft {
 
     fn install_snapshot(&mut self, snap: Snapshot) {
         let idx = snap.meta.index;
-        log::info!("n{} installs snapshot at {:?} {:?}", self.id, idx, snap.meta.term);
+        log::info!(
+            "n{} installs snapshot at {:?} {:?}",
+            self.id,
+            idx,
+            snap.meta.term
+        );
         self.entries.clear();
         self.config_indices.clear();
         self.snap_index = idx;
@@ -1749,7 +1891,10 @@ impl Raft {
                 if v == self.id {
                     self.persisted
                 } else {
-                    self.progress.get(&v).map(|p| p.match_index).unwrap_or_default()
+                    self.progress
+                        .get(&v)
+                        .map(|p| p.match_index)
+                        .unwrap_or_default()
                 }
             })
             .collect();
@@ -1774,8 +1919,17 @@ impl Raft {
             }
         }
         // A leader removed by a now-committed configuration steps down (thesis §4.2.2).
-        if !self.membership.is_voter(self.id) && self.config_indices.last().map_or(true, |&c| c <= self.commit) {
-            log::info!("n{} removed from the cluster; stepping down at {:?}", self.id, self.term);
+        if !self.membership.is_voter(self.id)
+            && self
+                .config_indices
+                .last()
+                .map_or(true, |&c| c <= self.commit)
+        {
+            log::info!(
+                "n{} removed from the cluster; stepping down at {:?}",
+                self.id,
+                self.term
+            );
             self.become_follower(self.term, None);
         }
     }
@@ -1783,7 +1937,10 @@ impl Raft {
     fn queue_read(&mut self, ctx: u64) {
         let voters: Vec<NodeId> = self.membership.voters().collect();
         if voters.len() == 1 && voters[0] == self.id {
-            self.read_states.push(ReadState { ctx, index: self.commit });
+            self.read_states.push(ReadState {
+                ctx,
+                index: self.commit,
+            });
             return;
         }
         self.pending_reads.push_back(PendingRead {
@@ -1830,7 +1987,9 @@ impl Raft {
     fn broadcast_heartbeat(&mut self) {
         let ids: Vec<NodeId> = self.progress.keys().copied().collect();
         for id in ids {
-            let Some(pr) = self.progress.get(&id) else { continue };
+            let Some(pr) = self.progress.get(&id) else {
+                continue;
+            };
             let (prev, prev_term) = match self.term_at(pr.match_index) {
                 Some(t) => (pr.match_index, t),
                 None => (LogIndex(0), Term(0)),
@@ -1854,7 +2013,9 @@ impl Raft {
         loop {
             let last = self.last_index();
             let first = self.first_index();
-            let Some(pr) = self.progress.get_mut(&to) else { return };
+            let Some(pr) = self.progress.get_mut(&to) else {
+                return;
+            };
             match pr.state {
                 ReplState::Snapshot => {
                     self.send_snapshot_chunks(to);
@@ -1889,7 +2050,9 @@ impl Raft {
                 return;
             }
             let prev = next.prev();
-            let Some(prev_term) = self.term_at(prev) else { return };
+            let Some(prev_term) = self.term_at(prev) else {
+                return;
+            };
             let mut batch = Vec::new();
             let mut bytes = 0usize;
             let mut i = next;
@@ -1905,7 +2068,9 @@ impl Raft {
             }
             let end = LogIndex(prev.0 + batch.len() as u64);
             let carried = !batch.is_empty();
-            let Some(pr) = self.progress.get_mut(&to) else { return };
+            let Some(pr) = self.progress.get_mut(&to) else {
+                return;
+            };
             match pr.state {
                 ReplState::Replicate => {
                     if carried {
@@ -1923,7 +2088,9 @@ impl Raft {
                 read_seq: self.read_seq,
             };
             self.send(to, body);
-            let Some(pr) = self.progress.get(&to) else { return };
+            let Some(pr) = self.progress.get(&to) else {
+                return;
+            };
             if pr.state != ReplState::Replicate || !carried {
                 return;
             }
@@ -1935,8 +2102,12 @@ impl Raft {
         let window = chunk.saturating_mul(self.cfg.snapshot_inflight_chunks.max(1) as u64);
         let mut out = Vec::new();
         {
-            let Some(pr) = self.progress.get_mut(&to) else { return };
-            let Some(s) = pr.snapshot.as_mut() else { return };
+            let Some(pr) = self.progress.get_mut(&to) else {
+                return;
+            };
+            let Some(s) = pr.snapshot.as_mut() else {
+                return;
+            };
             let total = s.total();
             s.sent = s.sent.max(s.acked);
             while !s.done_sent && s.sent < s.acked.saturating_add(window).max(s.acked + 1) {
@@ -1971,7 +2142,9 @@ impl Raft {
         read_seq: u64,
     ) {
         let last = self.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         pr.read_seq = pr.read_seq.max(read_seq);
         if success {
@@ -2016,7 +2189,9 @@ impl Raft {
                     conflict_index
                 }
             };
-            let Some(pr) = self.progress.get_mut(&from) else { return };
+            let Some(pr) = self.progress.get_mut(&from) else {
+                return;
+            };
             let mut next = hint.min(follower_last.next());
             if pr.state == ReplState::Probe {
                 next = next.min(pr.next_index.prev());
@@ -2033,9 +2208,17 @@ impl Raft {
         }
     }
 
-    fn on_snapshot_response(&mut self, from: NodeId, snapshot_index: LogIndex, next_offset: u64, installed: bool) {
+    fn on_snapshot_response(
+        &mut self,
+        from: NodeId,
+        snapshot_index: LogIndex,
+        next_offset: u64,
+        installed: bool,
+    ) {
         let last = self.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if installed {
             if snapshot_index > last {
@@ -2054,7 +2237,9 @@ impl Raft {
             }
             return;
         }
-        let Some(s) = pr.snapshot.as_mut() else { return };
+        let Some(s) = pr.snapshot.as_mut() else {
+            return;
+        };
         if s.snap.meta.index != snapshot_index {
             return;
         }
@@ -2082,7 +2267,10 @@ impl Raft {
             return;
         }
         let to = t.to;
-        let caught_up = self.progress.get(&to).is_some_and(|p| p.match_index == self.last_index());
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.match_index == self.last_index());
         if caught_up {
             if let Some(t) = &mut self.transfer {
                 t.timeout_now_sent = true;

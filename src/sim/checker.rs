@@ -159,7 +159,9 @@ impl Checker {
         match self.committed.get(&idx) {
             Some(&(t0, n0)) if t0 != term => Err((
                 FailureKind::StateMachineSafety,
-                format!("{id:?} committed {idx:?} of {term:?} but {n0:?} had committed it of {t0:?}"),
+                format!(
+                    "{id:?} committed {idx:?} of {term:?} but {n0:?} had committed it of {t0:?}"
+                ),
             )),
             Some(_) => Ok(()),
             None => {

@@ -14,10 +14,21 @@ use crate::types::NodeId;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOp {
     Register,
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Get { key: Vec<u8> },
-    Delete { key: Vec<u8> },
-    Cas { key: Vec<u8>, expect: Option<Vec<u8>>, new: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Cas {
+        key: Vec<u8>,
+        expect: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]

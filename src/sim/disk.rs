@@ -182,8 +182,8 @@ impl SimDisk {
         }
         if torn && keep < n && rng.chance(0.5) {
             let b = &pending[keep];
-            let records = b.snapshot.is_some() as usize + b.hard_state.is_some() as usize
-                + b.entries.len();
+            let records =
+                b.snapshot.is_some() as usize + b.hard_state.is_some() as usize + b.entries.len();
             let cut = rng.index(records + 1);
             let mut left = cut;
             let mut part = WriteBatch::default();

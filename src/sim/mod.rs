@@ -402,7 +402,11 @@ impl Sim {
                     let pending: Vec<String> = self
                         .clients
                         .iter()
-                        .filter_map(|c| c.current.as_ref().map(|k| format!("c{}:{:?}", c.index, k.op)))
+                        .filter_map(|c| {
+                            c.current
+                                .as_ref()
+                                .map(|k| format!("c{}:{:?}", c.index, k.op))
+                        })
                         .collect();
                     let roles: Vec<String> = self
                         .nodes
@@ -580,7 +584,7 @@ impl Sim {
                     ));
                 }
                 let raft = self.nodes[ni].raft.as_mut().expect("checked live");
-                let _ = raft.step(m);
+                raft.step(m);
                 self.drive(ni)
             }
             Event::SyncDone(ni, inc, upto) => {
@@ -694,11 +698,19 @@ impl Sim {
         node.inc += 1;
         let boot = node.disk.recover().map_err(other(FailureKind::Contract))?;
         node.kv = match &boot.snapshot {
-            Some(s) => Kv::restore(&s.data, kv_cfg)
-                .map_err(|e| (FailureKind::Contract, format!("snapshot refused by kv: {e}")))?,
+            Some(s) => Kv::restore(&s.data, kv_cfg).map_err(|e| {
+                (
+                    FailureKind::Contract,
+                    format!("snapshot refused by kv: {e}"),
+                )
+            })?,
             None => Kv::new(kv_cfg),
         };
-        node.applied = boot.snapshot.as_ref().map(|s| s.meta.index).unwrap_or_default();
+        node.applied = boot
+            .snapshot
+            .as_ref()
+            .map(|s| s.meta.index)
+            .unwrap_or_default();
         node.snap_index = node.applied;
         node.applied_membership = boot
             .snapshot
@@ -728,7 +740,13 @@ impl Sim {
         node.raft = Some(raft);
         let inc = node.inc;
         let id = node.id;
-        self.log(format_args!("{id:?} starts (life {inc})"));
+        let d = self.nodes[ni].disk.durable();
+        self.log(format_args!(
+            "{id:?} starts (life {inc}) from {:?}, snapshot {:?}, last index {:?}",
+            d.hard_state,
+            d.snapshot_index(),
+            d.last_index()
+        ));
         let phase = self.rng.between(1, TICK_US);
         self.at(phase, Event::Tick(ni, inc));
         self.drive(ni)
@@ -755,14 +773,20 @@ impl Sim {
         Ok(())
     }
 
-    /// Durable term and commit never go back (they survive crashes by definition).
+    /// Durable term and commit never go back (they survive crashes by definition). The commit is
+    /// taken as `min(commit, durable last index)`: a torn batch may keep its hard state and lose
+    /// the entries after it, and a node cannot durably know more committed than it holds.
     fn check_durable(&mut self, ni: usize) -> Check {
         let node = &mut self.nodes[ni];
-        let hs = node.disk.durable().hard_state;
+        let mut hs = node.disk.durable().hard_state;
+        hs.commit = hs.commit.min(node.disk.durable().last_index());
         if hs.term < node.durable_term {
             return Err((
                 FailureKind::TermRegressed,
-                format!("{:?} durable term went from {:?} to {:?}", node.id, node.durable_term, hs.term),
+                format!(
+                    "{:?} durable term went from {:?} to {:?}",
+                    node.id, node.durable_term, hs.term
+                ),
             ));
         }
         if hs.commit < node.durable_commit {
@@ -885,13 +909,19 @@ impl Sim {
             let node = &mut self.nodes[ni];
             if s.meta.index > node.applied {
                 node.kv = Kv::restore(&s.data, self.kv_cfg.clone()).map_err(|e| {
-                    (FailureKind::Contract, format!("snapshot refused by kv: {e}"))
+                    (
+                        FailureKind::Contract,
+                        format!("snapshot refused by kv: {e}"),
+                    )
                 })?;
                 node.applied = s.meta.index;
                 node.snap_index = s.meta.index;
                 node.applied_membership = s.meta.membership.clone();
                 let id = node.id;
-                self.log(format_args!("{id:?} installed snapshot at {:?}", s.meta.index));
+                self.log(format_args!(
+                    "{id:?} installed snapshot at {:?}",
+                    s.meta.index
+                ));
                 self.answer_props_upto(ni, s.meta.index, None);
             }
         }
@@ -952,7 +982,9 @@ impl Sim {
             }
             let (term, w) = node.props.remove(&idx).expect("present");
             let resp = match &applied {
-                Some((t, Some(reply))) if idx == index && *t == term => Response::Write(reply.clone()),
+                Some((t, Some(reply))) if idx == index && *t == term => {
+                    Response::Write(reply.clone())
+                }
                 _ => Response::Retry,
             };
             self.respond(w, resp);
@@ -1001,7 +1033,7 @@ impl Sim {
             data: Arc::from(node.kv.snapshot_bytes()),
         };
         let _ = node.disk.save_snapshot(&snap);
-        let _ = raft.compact(snap);
+        raft.compact(snap);
         node.snap_index = node.applied;
     }
 
@@ -1040,7 +1072,7 @@ impl Sim {
                     // not yet durable), so the durable entry is compared with the ack's term.
                     let dt = d.term_at(*match_index);
                     let mt = node.raft.as_ref().and_then(|r| r.term_at(*match_index));
-                    if dt.is_none_or(|t| t > m.term) {
+                    if dt.map_or(true, |t| t > m.term) {
                         return fail(format!(
                             "{:?} acknowledged match index {:?} in {:?} but holds {:?} durably \
                              (durable last index {:?}, in memory {:?})",
@@ -1058,15 +1090,13 @@ impl Sim {
                 snapshot_index,
                 installed: true,
                 ..
-            } => {
-                if d.snapshot_index() < *snapshot_index && d.last_index() < *snapshot_index {
-                    return fail(format!(
-                        "{:?} acknowledged snapshot {:?} but its durable snapshot is at {:?}",
-                        m.from,
-                        snapshot_index,
-                        d.snapshot_index()
-                    ));
-                }
+            } if d.snapshot_index() < *snapshot_index && d.last_index() < *snapshot_index => {
+                return fail(format!(
+                    "{:?} acknowledged snapshot {:?} but its durable snapshot is at {:?}",
+                    m.from,
+                    snapshot_index,
+                    d.snapshot_index()
+                ));
             }
             _ => {}
         }
@@ -1081,7 +1111,9 @@ impl Sim {
         {
             let inc = self.nodes[ni].inc;
             let d = self.rng.between(0, 500);
-            let down = self.rng.between(self.fp.quick_down_us.0, self.fp.quick_down_us.1);
+            let down = self
+                .rng
+                .between(self.fp.quick_down_us.0, self.fp.quick_down_us.1);
             self.at(d, Event::Crash(ni, inc, down));
         }
         let to = m.to.0 as usize;
@@ -1236,7 +1268,9 @@ impl Sim {
                 cl.current = None;
                 cl.hist_client = self.next_hist_client;
                 self.next_hist_client += 1;
-                self.log(format_args!("client {c} abandons op {op_id} after {resp:?}"));
+                self.log(format_args!(
+                    "client {c} abandons op {op_id} after {resp:?}"
+                ));
                 let think = self.rng.between(0, 10_000);
                 self.at(think, Event::ClientNext(c));
             }
@@ -1354,7 +1388,9 @@ impl Sim {
                 let to = voters[self.rng.index(voters.len())];
                 let _ = raft.transfer_leader(to);
                 let id = raft.id();
-                self.log(format_args!("{id:?} asked to transfer leadership to {to:?}"));
+                self.log(format_args!(
+                    "{id:?} asked to transfer leadership to {to:?}"
+                ));
                 self.drive(l)?;
             }
             FaultAction::Campaign => {
@@ -1365,7 +1401,7 @@ impl Sim {
                 let ni = up[self.rng.index(up.len())];
                 let raft = self.nodes[ni].raft.as_mut().expect("up");
                 if raft.membership().is_voter(raft.id()) && raft.role() != Role::Leader {
-                    let _ = raft.campaign();
+                    raft.campaign();
                     let id = raft.id();
                     self.log(format_args!("{id:?} forced to campaign"));
                     self.drive(ni)?;
@@ -1436,7 +1472,10 @@ impl Sim {
         if term < node.max_term {
             return Err((
                 FailureKind::TermRegressed,
-                format!("{:?} term went from {:?} to {:?}", node.id, node.max_term, term),
+                format!(
+                    "{:?} term went from {:?} to {:?}",
+                    node.id, node.max_term, term
+                ),
             ));
         }
         node.max_term = term;
@@ -1444,7 +1483,10 @@ impl Sim {
         if commit < node.max_commit {
             return Err((
                 FailureKind::CommitRegressed,
-                format!("{:?} commit went from {:?} to {:?}", node.id, node.max_commit, commit),
+                format!(
+                    "{:?} commit went from {:?} to {:?}",
+                    node.id, node.max_commit, commit
+                ),
             ));
         }
         let mut i = node.max_commit.next().max(raft.first_index());
@@ -1464,7 +1506,9 @@ impl Sim {
                     let inc = self.nodes[ni].inc;
                     let (lo, hi) = self.fp.new_leader_crash_us;
                     let d = self.rng.between(lo, hi);
-                    let down = self.rng.between(self.fp.quick_down_us.0, self.fp.quick_down_us.1);
+                    let down = self
+                        .rng
+                        .between(self.fp.quick_down_us.0, self.fp.quick_down_us.1);
                     self.at(d, Event::Crash(ni, inc, down));
                 }
             }
@@ -1476,4 +1520,48 @@ impl Sim {
 /// Convenience for tests and the example: runs one seed with default options.
 pub fn run_seed(seed: u64) -> SimReport {
     Sim::run(SimOptions::new(seed))
+}
+
+/// Runs `count` seeds from `start` with `base`'s other options; returns every failing seed's
+/// options (for `reproduce_command`) and report.
+pub fn run_seeds(base: &SimOptions, start: u64, count: u64) -> Vec<(SimOptions, SimReport)> {
+    let mut failed = Vec::new();
+    for seed in start..start.saturating_add(count) {
+        let opts = SimOptions {
+            seed,
+            ..base.clone()
+        };
+        let r = Sim::run(opts.clone());
+        if r.failure.is_some() {
+            failed.push((opts, r));
+        }
+    }
+    failed
+}
+
+/// One line per failing seed: what broke, and the command that reproduces it.
+pub fn describe_failures(failed: &[(SimOptions, SimReport)]) -> String {
+    let mut s = String::new();
+    for (o, r) in failed {
+        if let Some(f) = &r.failure {
+            let mut detail = f.detail.clone();
+            if detail.len() > 300 {
+                let mut cut = 300;
+                while !detail.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                detail.truncate(cut);
+                detail += "…";
+            }
+            s += &format!(
+                "seed {} failed: {} at {}ms: {}\n  reproduce: {}\n",
+                o.seed,
+                f.kind,
+                f.at_us / 1000,
+                detail,
+                o.reproduce_command()
+            );
+        }
+    }
+    s
 }

@@ -172,7 +172,11 @@ impl Network {
         if self.blocked.contains(&(from, to)) {
             return Vec::new();
         }
-        let p = self.links.get(&(from, to)).copied().unwrap_or(LinkParams::calm());
+        let p = self
+            .links
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(LinkParams::calm());
         if rng.chance(p.loss) {
             return Vec::new();
         }

@@ -16,7 +16,8 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 
 /// A seed for a sub-component (a Raft node's incarnation, a disk), independent of the main stream.
 pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
-    let mut s = seed ^ a.wrapping_mul(0xA076_1D64_78BD_642F) ^ b.wrapping_mul(0xE703_7ED1_A0B4_28DB);
+    let mut s =
+        seed ^ a.wrapping_mul(0xA076_1D64_78BD_642F) ^ b.wrapping_mul(0xE703_7ED1_A0B4_28DB);
     splitmix64(&mut s)
 }
 
