@@ -123,13 +123,22 @@ fn main() -> ExitCode {
         }
         if let Some(f) = &r.failure {
             failed += 1;
+            let mut detail = f.detail.clone();
+            if !base.verbose && detail.len() > 400 {
+                let mut cut = 400;
+                while !detail.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                detail.truncate(cut);
+                detail += "…";
+            }
             println!(
-                "FAIL seed={} {} at {}ms: {}\n  reproduce: {}",
+                "FAIL seed={} {} at {}ms: reproduce with `{}` | {}",
                 seed,
                 f.kind,
                 f.at_us / 1000,
-                f.detail,
-                opts.reproduce_command()
+                opts.reproduce_command(),
+                detail
             );
             if stop_at_first {
                 break;

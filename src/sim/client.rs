@@ -11,7 +11,7 @@ use crate::lincheck::{Op, OpInput, OpOutput};
 use crate::types::NodeId;
 
 /// What a client asks a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ClientOp {
     Register,
     Put {
@@ -29,6 +29,25 @@ pub enum ClientOp {
         expect: Option<Vec<u8>>,
         new: Vec<u8>,
     },
+}
+
+impl std::fmt::Debug for ClientOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self {
+            ClientOp::Register => write!(f, "register"),
+            ClientOp::Put { key, value } => write!(f, "put {} {}", s(key), s(value)),
+            ClientOp::Get { key } => write!(f, "get {}", s(key)),
+            ClientOp::Delete { key } => write!(f, "delete {}", s(key)),
+            ClientOp::Cas { key, expect, new } => write!(
+                f,
+                "cas {} {} → {}",
+                s(key),
+                expect.as_deref().map_or("absent".to_string(), s),
+                s(new)
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
