@@ -4,6 +4,13 @@
 //! membership and snapshot metadata. Must not touch sockets, files, clocks or global randomness:
 //! time arrives as `tick()`, randomness from the seed given to `Raft::new`.
 //!
+//! Layout: this file holds the API (configuration, `Ready`, errors), the `Raft` struct with its
+//! field invariants, the public methods, `ready()` and `check_invariants()`. The internals are
+//! split by concern: `election.rs` (roles, timers, votes, lease, check-quorum), `follower.rs`
+//! (AppendEntries and InstallSnapshot on the receiving side), `leader.rs` (replication, commit,
+//! ReadIndex, transfer), `log_view.rs` (the in-memory log and membership), `progress.rs`
+//! (per-follower bookkeeping and the PRNG).
+//!
 //! # Driving it (etcd-raft's Ready/Advance, adapted)
 //! Inputs: `tick`, `step(message)`, `propose`, `propose_conf_change`, `read_index`,
 //! `transfer_leader`, `compact`, and `persisted` when the host's disk write completes.
@@ -20,9 +27,51 @@
 //! 4. apply `committed` in order (they are always already durable here), and answer each
 //!    `read_states` entry once its index has been applied.
 //!
-//! Readies must be persisted in the order they were produced.
+//! Readies must be persisted in the order they were produced. A Ready that `needs_persist()`
+//! false may send its `messages_after_persist` as soon as every earlier Ready is durable.
+//! If `ready()` is called again before the previous write is durable, the new Ready's messages
+//! and entries simply queue behind it; nothing is lost.
+//!
+//! What the core already does for the host:
+//! - `hard_state.commit` is `min(commit, persisted)`, so a stored commit index never covers
+//!   entries that are still in the same (possibly torn) batch.
+//! - `persisted(index, term)` is ignored when that entry has since been truncated or replaced
+//!   (its term differs) or was never handed out; it never moves the durable mark backwards.
+//! - Acknowledgements that vouch only for already-durable entries (heartbeat replies) and
+//!   rejections (which vouch for nothing) go in `messages`, so a quiet follower answers at once.
+//! - `committed` entries are at or below both the commit index and the durable index.
+//!
+//! # ReadIndex (thesis §6.4)
+//! `read_index(ctx)` on the leader records the commit index and waits for one confirmation round:
+//! a `read_seq` number carried by the next heartbeats (and AppendEntries) and echoed by
+//! followers. Every read queued before a round is answered by it, as `Ready.read_states`. A new
+//! leader first commits its no-op. Reads still pending when the leader steps down are dropped
+//! silently: the host must time them out and let the client retry elsewhere.
+//!
+//! # Replication, in short
+//! Each follower's progress is Probe (one AppendEntries at a time, one per heartbeat interval
+//! when unanswered), Replicate (up to `max_inflight` pipelined AppendEntries of at most
+//! `max_append_bytes`), or Snapshot (InstallSnapshot chunks, `snapshot_inflight_chunks` in
+//! flight, resumed from the follower's acknowledged offset). Heartbeats to a follower in
+//! Replicate check its optimistic `next_index - 1`, so a message lost from the pipeline is
+//! detected at the next heartbeat. Rejections carry the conflicting term and its first index,
+//! so the leader skips a whole term per round trip (§5.3).
+//!
+//! # Membership (thesis §4)
+//! Single-server changes. A Config entry takes effect on a node as soon as it is in its log and
+//! reverts if truncated away; quorums always use the latest membership in the log. Learners
+//! receive the log but never campaign and never count; a node not in its own membership never
+//! votes. A leader that removes itself leads until the removal commits, then becomes a Learner.
 
 use crate::types::*;
+mod election;
+mod follower;
+mod leader;
+mod log_view;
+mod progress;
+
+use log_view::decode_membership;
+use progress::*;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -211,122 +260,6 @@ pub struct PeerProgress {
     pub next_index: LogIndex,
     /// Snapshot transfer under way: (bytes acknowledged, total bytes).
     pub snapshot_transfer: Option<(u64, u64)>,
-}
-
-/// How the leader feeds one follower (etcd-raft's progress states).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReplState {
-    /// The leader does not know where the follower's log matches: one AppendEntries at a time,
-    /// backing off on each rejection (§5.3).
-    Probe,
-    /// The follower's log matches up to `match_index`: AppendEntries are pipelined, at most
-    /// `max_inflight` of them unacknowledged.
-    Replicate,
-    /// The entries the follower needs are compacted away: an InstallSnapshot transfer runs.
-    Snapshot,
-}
-
-/// An outgoing snapshot transfer to one follower.
-struct SnapshotSend {
-    /// The snapshot being sent; kept even if the leader compacts again meanwhile.
-    snap: Snapshot,
-    /// Bytes the follower has acknowledged. Invariant: `acked <= total`.
-    acked: u64,
-    /// Bytes sent so far (the next chunk starts here). Invariant: `sent <= total`.
-    sent: u64,
-    /// The chunk with `done: true` has been sent since the last rewind.
-    done_sent: bool,
-    /// The offset the leader last rewound to, so that a burst of identical "gap" acks after one
-    /// lost chunk rewinds once, not once per ack.
-    rewound_at: Option<u64>,
-}
-
-impl SnapshotSend {
-    fn total(&self) -> u64 {
-        self.snap.data.len() as u64
-    }
-}
-
-struct Progress {
-    /// Highest index known to be durably replicated on the peer and matching the leader's log.
-    /// Invariant: `match_index <= leader.last_index()`; only grows within one leadership.
-    match_index: LogIndex,
-    /// Next index to send. Invariant: `match_index < next_index <= leader.last_index() + 1`.
-    next_index: LogIndex,
-    state: ReplState,
-    /// Probe state: a probe is outstanding; no more until a response (or heartbeat reply).
-    probe_sent: bool,
-    /// Replicate state: last index of each unacknowledged AppendEntries carrying entries,
-    /// ascending. Invariant: `len() <= max_inflight`.
-    inflight: VecDeque<LogIndex>,
-    /// Set in `ReplState::Snapshot` only.
-    snapshot: Option<SnapshotSend>,
-    /// Heard from the peer since the last check-quorum round (§6.2, thesis §6.2).
-    recent_active: bool,
-    /// Highest ReadIndex round the peer has echoed in this leadership.
-    read_seq: u64,
-    /// Ticks without progress while behind; triggers a restart of probing or of the transfer.
-    stall_ticks: u32,
-}
-
-impl Progress {
-    fn new(next: LogIndex) -> Progress {
-        Progress {
-            match_index: LogIndex(0),
-            next_index: next,
-            state: ReplState::Probe,
-            probe_sent: false,
-            inflight: VecDeque::new(),
-            snapshot: None,
-            recent_active: false,
-            read_seq: 0,
-            stall_ticks: 0,
-        }
-    }
-    fn become_probe(&mut self) {
-        self.state = ReplState::Probe;
-        self.probe_sent = false;
-        self.inflight.clear();
-        self.snapshot = None;
-        self.next_index = self.match_index.next();
-        self.stall_ticks = 0;
-    }
-}
-
-/// A read waiting for its leadership-confirmation round (thesis §6.4).
-struct PendingRead {
-    ctx: u64,
-    /// The commit index when the read was accepted: safe to serve once applied.
-    index: LogIndex,
-    /// The round whose quorum echo confirms this read.
-    seq: u64,
-}
-
-/// A snapshot arriving in chunks from the leader.
-struct IncomingSnapshot {
-    meta: SnapshotMeta,
-    total: u64,
-    /// The bytes before `buf.len()`. Invariant: `buf.len() <= total <= max_snapshot_bytes`.
-    buf: Vec<u8>,
-}
-
-struct Transfer {
-    to: NodeId,
-    elapsed_ticks: u32,
-    timeout_now_sent: bool,
-}
-
-/// A small deterministic PRNG (splitmix64): same seed, same sequence, on every platform.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// The core itself. Fields are private; see the methods.
@@ -554,11 +487,15 @@ impl Raft {
     pub fn applied_index(&self) -> LogIndex {
         self.applied
     }
+    /// The state to make durable. Its `commit` is `min(commit_index, persisted_index)`: a
+    /// commit index may only be stored once the entries it covers are durable in an earlier
+    /// write, or a crash between the hard state and the entries of one batch could resurrect a
+    /// truncated suffix as "committed" at restart.
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
             vote: self.vote,
-            commit: self.commit,
+            commit: self.commit.min(self.persisted),
         }
     }
     pub fn soft_state(&self) -> SoftState {
@@ -1039,6 +976,14 @@ impl Raft {
                 let ids: Vec<NodeId> = self.progress.keys().copied().collect();
                 for id in ids {
                     self.send_append(id, false);
+                    // A commit advance nothing else carried: followers apply sooner.
+                    let stale = self
+                        .progress
+                        .get(&id)
+                        .is_some_and(|p| p.commit_sent < self.commit.min(p.match_index));
+                    if stale {
+                        self.heartbeat_to(id);
+                    }
                 }
             }
             if self.read_round_wanted {
@@ -1232,1054 +1177,105 @@ impl Raft {
         }
         Ok(())
     }
-
-    // ------------------------------------------------------------------ internals: roles
-
-    fn can_campaign(&self) -> bool {
-        self.membership.is_voter(self.id)
-    }
-
-    /// Heard from a current leader within the minimum election timeout (thesis §4.2.3).
-    fn in_lease(&self) -> bool {
-        self.cfg.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.cfg.election_ticks
-    }
-
-    fn reset_election_timer(&mut self) {
-        self.election_elapsed = 0;
-        let e = self.cfg.election_ticks.max(1) as u64;
-        self.randomized_timeout = (e + self.rng.next_u64() % e) as u32;
-    }
-
-    fn log_role(&self, before: Role) {
-        if before != self.role {
-            log::info!("n{} became {:?} at {:?}", self.id, self.role, self.term);
-        }
-    }
-
-    fn clear_leader_state(&mut self) {
-        self.progress.clear();
-        self.transfer = None;
-        self.append_pending = false;
-        self.read_round_wanted = false;
-        self.reads_before_commit.clear();
-        self.pending_reads.clear();
-        self.noop_index = LogIndex(0);
-    }
-
-    /// Adopts `term` (forgetting the vote if it is newer) and follows `leader`.
-    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        let before = self.role;
-        if term > self.term {
-            self.term = term;
-            self.vote = None;
-        }
-        self.clear_leader_state();
-        self.votes.clear();
-        self.leader = leader;
-        self.role = if self.membership.is_voter(self.id) {
-            Role::Follower
-        } else {
-            Role::Learner
-        };
-        self.reset_election_timer();
-        self.log_role(before);
-    }
-
-    /// A valid AppendEntries/InstallSnapshot from `from` in our term: it is the leader.
-    fn follow(&mut self, from: NodeId) {
-        if (self.role != Role::Follower && self.role != Role::Learner) || self.leader != Some(from)
-        {
-            self.become_follower(self.term, Some(from));
-        } else {
-            self.election_elapsed = 0;
-        }
-    }
-
-    fn start_election(&mut self, transfer: bool) {
-        if self.cfg.pre_vote && !transfer {
-            self.become_pre_candidate();
-        } else {
-            self.become_candidate(transfer);
-        }
-    }
-
-    fn become_pre_candidate(&mut self) {
-        let before = self.role;
-        self.clear_leader_state();
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        self.votes.clear();
-        self.reset_election_timer();
-        self.log_role(before);
-        let (li, lt) = (self.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-        for v in voters {
-            self.msgs.push(Message {
-                from: self.id,
-                to: v,
-                term: self.term.next(),
-                body: MessageBody::PreVote {
-                    last_log_index: li,
-                    last_log_term: lt,
-                },
-            });
-        }
-        self.record_vote(self.id, true);
-    }
-
-    fn become_candidate(&mut self, transfer: bool) {
-        let before = self.role;
-        self.clear_leader_state();
-        self.term = self.term.next();
-        self.vote = Some(self.id);
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.votes.clear();
-        self.reset_election_timer();
-        self.log_role(before);
-        let (li, lt) = (self.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-        for v in voters {
-            // The candidate's own vote must be durable before it asks for others (§3.8).
-            self.send_after_persist(
-                v,
-                MessageBody::RequestVote {
-                    last_log_index: li,
-                    last_log_term: lt,
-                    transfer,
-                },
-            );
-        }
-        self.record_vote(self.id, true);
-    }
-
-    /// Counts a (pre-)vote from a voter of the latest membership and decides the campaign.
-    fn record_vote(&mut self, from: NodeId, granted: bool) {
-        if !self.membership.is_voter(from) {
-            return;
-        }
-        self.votes.entry(from).or_insert(granted);
-        let yes = self.votes.values().filter(|&&g| g).count();
-        let no = self.votes.len() - yes;
-        let q = self.membership.quorum();
-        if yes >= q {
-            match self.role {
-                Role::PreCandidate => self.become_candidate(false),
-                Role::Candidate => self.become_leader(),
-                _ => {}
-            }
-        } else if no > self.membership.voter_count() - q {
-            self.become_follower(self.term, None);
-        }
-    }
-
-    fn become_leader(&mut self) {
-        let before = self.role;
-        self.clear_leader_state();
-        self.role = Role::Leader;
-        self.leader = Some(self.id);
-        self.votes.clear();
-        self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
-        self.log_role(before);
-        let next = self.last_index().next();
-        let peers: Vec<NodeId> = self
-            .membership
-            .members
-            .keys()
-            .copied()
-            .filter(|&p| p != self.id)
-            .collect();
-        for p in peers {
-            self.progress.insert(p, Progress::new(next));
-        }
-        // §5.4.2 / §8: an entry of the new term lets the leader commit (and learn the commit
-        // index) without counting replicas of older terms.
-        let (idx, _) = self.append_as_leader(EntryKind::Noop, &[]);
-        self.noop_index = idx;
-        self.maybe_commit();
-    }
-
-    fn tick_leader(&mut self) {
-        self.heartbeat_elapsed += 1;
-        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks.max(1) {
-            self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
-        }
-        if let Some(t) = &mut self.transfer {
-            t.elapsed_ticks += 1;
-            if t.elapsed_ticks >= self.cfg.election_ticks {
-                log::info!("n{} leadership transfer to n{} timed out", self.id, t.to);
-                self.transfer = None;
-            }
-        }
-        let last = self.last_index();
-        let et = self.cfg.election_ticks.max(1);
-        let ids: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in ids {
-            let Some(pr) = self.progress.get_mut(&id) else {
-                continue;
-            };
-            if pr.match_index >= last && pr.state != ReplState::Snapshot {
-                pr.stall_ticks = 0;
-                continue;
-            }
-            pr.stall_ticks += 1;
-            if pr.stall_ticks < et {
-                continue;
-            }
-            pr.stall_ticks = 0;
-            match pr.state {
-                ReplState::Snapshot => {
-                    if let Some(s) = &mut pr.snapshot {
-                        s.sent = s.acked;
-                        s.done_sent = false;
-                        s.rewound_at = None;
-                    }
-                }
-                _ => pr.become_probe(),
-            }
-            self.send_append(id, false);
-        }
-        if self.election_elapsed >= et {
-            self.election_elapsed = 0;
-            if self.cfg.check_quorum {
-                let mut active = if self.membership.is_voter(self.id) {
-                    1
-                } else {
-                    0
-                };
-                for v in self.membership.voters() {
-                    if v != self.id && self.progress.get(&v).is_some_and(|p| p.recent_active) {
-                        active += 1;
-                    }
-                }
-                for pr in self.progress.values_mut() {
-                    pr.recent_active = false;
-                }
-                if active < self.membership.quorum() {
-                    log::info!(
-                        "n{} lost contact with a quorum at {:?}; stepping down",
-                        self.id,
-                        self.term
-                    );
-                    self.become_follower(self.term, None);
-                }
-            }
-        }
-    }
-
-    // ------------------------------------------------------------------ internals: voting
-
-    /// §5.4.1: the candidate's log is at least as up to date as ours.
-    fn log_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index())
-    }
-
-    fn on_pre_vote(&mut self, from: NodeId, term: Term, li: LogIndex, lt: Term) {
-        let granted = term > self.term
-            && !self.in_lease()
-            && self.membership.contains(self.id)
-            && self.log_up_to_date(li, lt);
-        let reply_term = if granted { term } else { self.term };
-        self.msgs.push(Message {
-            from: self.id,
-            to: from,
-            term: reply_term,
-            body: MessageBody::PreVoteResponse { granted },
-        });
-    }
-
-    fn on_request_vote(&mut self, from: NodeId, li: LogIndex, lt: Term) {
-        // Vote at most once per term (§5.2); a node not in its own membership never votes.
-        // A learner answers when asked: only a candidate whose log makes it a voter asks it, and
-        // refusing then could block a new configuration from ever electing a leader.
-        let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote
-            && self.role != Role::Leader
-            && self.membership.contains(self.id)
-            && self.log_up_to_date(li, lt);
-        if granted {
-            self.vote = Some(from);
-            self.reset_election_timer();
-        }
-        log::debug!(
-            "n{} {} vote for n{} at {:?}",
-            self.id,
-            if granted { "grants" } else { "refuses" },
-            from,
-            self.term
-        );
-        self.send_after_persist(from, MessageBody::RequestVoteResponse { granted });
-    }
-
-    // ------------------------------------------------------------------ internals: the log
-
-    fn recompute_membership(&mut self) {
-        let mut m = self.base_membership.clone();
-        for &ci in self.config_indices.iter().rev() {
-            if let Some(d) = self.entry(ci).and_then(|e| decode_membership(&e.data)) {
-                m = d;
-                break;
-            }
-        }
-        self.membership = m;
-    }
-
-    /// After the membership changed: leaders track the new member set, others fix their role.
-    fn on_membership_changed(&mut self) {
-        if self.role == Role::Leader {
-            let next = self.last_index().next();
-            let members: Vec<NodeId> = self
-                .membership
-                .members
-                .keys()
-                .copied()
-                .filter(|&p| p != self.id)
-                .collect();
-            self.progress.retain(|id, _| members.contains(id));
-            for id in members {
-                self.progress
-                    .entry(id)
-                    .or_insert_with(|| Progress::new(next));
-            }
-            if let Some(t) = &self.transfer {
-                if !self.membership.is_voter(t.to) {
-                    self.transfer = None;
-                }
-            }
-            return;
-        }
-        let before = self.role;
-        let voter = self.membership.is_voter(self.id);
-        match self.role {
-            Role::Follower | Role::Learner => {
-                self.role = if voter { Role::Follower } else { Role::Learner };
-            }
-            Role::Candidate | Role::PreCandidate if !voter => {
-                self.votes.clear();
-                self.role = Role::Learner;
-            }
-            _ => {}
-        }
-        self.log_role(before);
-    }
-
-    fn append_as_leader(&mut self, kind: EntryKind, data: &[u8]) -> (LogIndex, Term) {
-        let idx = self.last_index().next();
-        self.entries.push(Entry::new(self.term, idx, kind, data));
-        if kind == EntryKind::Config {
-            self.config_indices.push(idx);
-            self.recompute_membership();
-            self.on_membership_changed();
-        }
-        if Bugs::on(self.cfg.bugs.ack_before_sync) {
-            self.persisted = idx;
-            self.maybe_commit();
-        }
-        self.append_pending = true;
-        (idx, self.term)
-    }
-
-    fn check_can_propose(&self) -> Result<(), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
-        }
-        if self.transfer.is_some() {
-            return Err(ProposeError::TransferInProgress);
-        }
-        if (self.last_index().0 - self.commit.0) as usize >= self.cfg.max_uncommitted_entries {
-            return Err(ProposeError::Busy);
-        }
-        Ok(())
-    }
-
-    /// Drops entries from `from` on. Only entries above `commit` may go (Leader Completeness).
-    fn truncate_from(&mut self, from: LogIndex) {
-        let keep = (from.0 - self.snap_index.0 - 1) as usize;
-        self.entries.truncate(keep);
-        let had_config = self.config_indices.last().is_some_and(|&c| c >= from);
-        self.config_indices.retain(|&c| c < from);
-        self.persisted = self.persisted.min(from.prev());
-        self.unstable_from = self.unstable_from.min(from);
-        if had_config {
-            self.recompute_membership();
-            self.on_membership_changed();
-        }
-    }
-
-    // ------------------------------------------------------------------ internals: follower
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_append(
-        &mut self,
-        from: NodeId,
-        prev: LogIndex,
-        prev_term: Term,
-        entries: Vec<Entry>,
-        leader_commit: LogIndex,
-        read_seq: u64,
-    ) {
-        // Shape checks first: a malformed message is dropped, not half-applied.
-        for (i, e) in entries.iter().enumerate() {
-            if e.index.0 != prev.0.wrapping_add(1 + i as u64) || e.term > self.term {
-                return;
-            }
-            if i > 0 && e.term < entries[i - 1].term {
-                return;
-            }
-        }
-        if prev >= self.snap_index && self.term_at(prev) != Some(prev_term) {
-            // §5.3 consistency check failed: reply with hints for fast back-off.
-            let last = self.last_index();
-            let (ct, ci) = match self.term_at(prev) {
-                None => (Term(0), last.next()),
-                Some(t) => {
-                    let start = self.entries.partition_point(|e| e.term < t);
-                    (t, LogIndex(self.snap_index.0 + 1 + start as u64).min(prev))
-                }
-            };
-            self.send_ack(
-                from,
-                MessageBody::AppendEntriesResponse {
-                    success: false,
-                    match_index: LogIndex(0),
-                    conflict_term: ct,
-                    conflict_index: ci,
-                    last_index: last,
-                    read_seq,
-                },
-            );
-            return;
-        }
-        let last_new = LogIndex(prev.0 + entries.len() as u64);
-        // Append only what is new; truncate from the first conflicting entry only (Figure 2,
-        // receiver step 3): a delayed AppendEntries that matches must never cut the log.
-        let mut append_from = None;
-        for (i, e) in entries.iter().enumerate() {
-            if e.index <= self.snap_index {
-                if e.index == self.snap_index && e.term != self.snap_term {
-                    log::error!(
-                        "n{} AppendEntries contradicts snapshot at {:?}",
-                        self.id,
-                        e.index
-                    );
-                    return;
-                }
-                continue;
-            }
-            match self.term_at(e.index) {
-                Some(t) if t == e.term => continue,
-                Some(_) => {
-                    if e.index <= self.commit {
-                        log::error!(
-                            "n{} AppendEntries would truncate committed {:?}",
-                            self.id,
-                            e.index
-                        );
-                        return;
-                    }
-                    append_from = Some(i);
-                    break;
-                }
-                None => {
-                    append_from = Some(i);
-                    break;
-                }
-            }
-        }
-        if let Some(i) = append_from {
-            let first = entries[i].index;
-            if first <= self.last_index() {
-                self.truncate_from(first);
-            }
-            let mut config_seen = false;
-            for e in entries.into_iter().skip(i) {
-                if e.kind == EntryKind::Config {
-                    self.config_indices.push(e.index);
-                    config_seen = true;
-                }
-                self.entries.push(e);
-            }
-            if config_seen {
-                self.recompute_membership();
-                self.on_membership_changed();
-            }
-            if Bugs::on(self.cfg.bugs.ack_before_sync) {
-                self.persisted = self.last_index();
-            }
-        }
-        let new_commit = leader_commit.min(last_new).min(self.last_index());
-        if new_commit > self.commit {
-            self.commit = new_commit;
-        }
-        self.send_ack(
-            from,
-            MessageBody::AppendEntriesResponse {
-                success: true,
-                match_index: last_new.min(self.last_index()),
-                conflict_term: Term(0),
-                conflict_index: LogIndex(0),
-                last_index: self.last_index(),
-                read_seq,
-            },
-        );
-    }
-
-    fn on_snapshot_chunk(
-        &mut self,
-        from: NodeId,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        data: Vec<u8>,
-        done: bool,
-    ) {
-        let index = meta.index;
-        // Already covered (by our snapshot or a matching log entry): nothing to transfer.
-        if index <= self.snap_index || self.term_at(index) == Some(meta.term) {
-            self.incoming_snapshot = None;
-            if index > self.commit && index <= self.last_index() {
-                self.commit = index;
-            }
-            self.send_ack(
-                from,
-                MessageBody::InstallSnapshotResponse {
-                    snapshot_index: index,
-                    next_offset: total,
-                    installed: true,
-                },
-            );
-            return;
-        }
-        if total > self.cfg.max_snapshot_bytes
-            || offset
-                .checked_add(data.len() as u64)
-                .map_or(true, |end| end > total)
-        {
-            log::warn!(
-                "n{} dropped a malformed snapshot chunk from n{}",
-                self.id,
-                from
-            );
-            return;
-        }
-        let same = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|s| s.meta == meta && s.total == total);
-        if !same {
-            if offset != 0 {
-                self.send(
-                    from,
-                    MessageBody::InstallSnapshotResponse {
-                        snapshot_index: index,
-                        next_offset: 0,
-                        installed: false,
-                    },
-                );
-                return;
-            }
-            self.incoming_snapshot = Some(IncomingSnapshot {
-                meta: meta.clone(),
-                total,
-                buf: Vec::new(),
-            });
-        }
-        let Some(inc) = self.incoming_snapshot.as_mut() else {
-            return;
-        };
-        let have = inc.buf.len() as u64;
-        if offset == have {
-            inc.buf.extend_from_slice(&data);
-        }
-        let have = inc.buf.len() as u64;
-        if done && offset + data.len() as u64 == total && have == total {
-            let Some(inc) = self.incoming_snapshot.take() else {
-                return;
-            };
-            self.install_snapshot(Snapshot {
-                meta: inc.meta,
-                data: Arc::from(inc.buf),
-            });
-            self.send_ack(
-                from,
-                MessageBody::InstallSnapshotResponse {
-                    snapshot_index: index,
-                    next_offset: total,
-                    installed: true,
-                },
-            );
-            return;
-        }
-        // Buffered bytes are only in memory: acknowledging them needs no durability.
-        self.send(
-            from,
-            MessageBody::InstallSnapshotResponse {
-                snapshot_index: index,
-                next_offset: have,
-                installed: false,
-            },
-        );
-    }
-
-    fn install_snapshot(&mut self, snap: Snapshot) {
-        let idx = snap.meta.index;
-        log::info!(
-            "n{} installs snapshot at {:?} {:?}",
-            self.id,
-            idx,
-            snap.meta.term
-        );
-        self.entries.clear();
-        self.config_indices.clear();
-        self.snap_index = idx;
-        self.snap_term = snap.meta.term;
-        self.base_membership = snap.meta.membership.clone();
-        self.recompute_membership();
-        self.commit = self.commit.max(idx);
-        self.persisted = self.persisted.min(idx);
-        self.unstable_from = idx.next();
-        self.snapshot = Some(snap.clone());
-        self.pending_snapshot = Some(snap);
-        self.on_membership_changed();
-    }
-
-    // ------------------------------------------------------------------ internals: leader
-
-    fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs.push(Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        });
-    }
-
-    /// Messages that vouch for durable state: votes, RequestVote, acknowledgements (§3.8).
-    fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
-        let m = Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        };
-        if Bugs::on(self.cfg.bugs.ack_before_sync) {
-            self.msgs.push(m);
-        } else {
-            self.msgs_after_persist.push(m);
-        }
-    }
-
-    fn send_ack(&mut self, to: NodeId, body: MessageBody) {
-        self.send_after_persist(to, body);
-    }
-
-    fn maybe_commit(&mut self) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let mut matched: Vec<LogIndex> = self
-            .membership
-            .voters()
-            .map(|v| {
-                if v == self.id {
-                    self.persisted
-                } else {
-                    self.progress
-                        .get(&v)
-                        .map(|p| p.match_index)
-                        .unwrap_or_default()
-                }
-            })
-            .collect();
-        if matched.is_empty() {
-            return;
-        }
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let n = matched[self.membership.quorum() - 1];
-        if n <= self.commit {
-            return;
-        }
-        // §5.4.2: only an entry of the current term commits by counting replicas.
-        let own_term = self.term_at(n) == Some(self.term);
-        if !own_term && !Bugs::on(self.cfg.bugs.commit_old_term_by_count) {
-            return;
-        }
-        self.commit = n;
-        if self.commit >= self.noop_index && !self.reads_before_commit.is_empty() {
-            let ctxs = std::mem::take(&mut self.reads_before_commit);
-            for ctx in ctxs {
-                self.queue_read(ctx);
-            }
-        }
-        // A leader removed by a now-committed configuration steps down (thesis §4.2.2).
-        if !self.membership.is_voter(self.id)
-            && self
-                .config_indices
-                .last()
-                .map_or(true, |&c| c <= self.commit)
-        {
-            log::info!(
-                "n{} removed from the cluster; stepping down at {:?}",
-                self.id,
-                self.term
-            );
-            self.become_follower(self.term, None);
-        }
-    }
-
-    fn queue_read(&mut self, ctx: u64) {
-        let voters: Vec<NodeId> = self.membership.voters().collect();
-        if voters.len() == 1 && voters[0] == self.id {
-            self.read_states.push(ReadState {
-                ctx,
-                index: self.commit,
-            });
-            return;
-        }
-        self.pending_reads.push_back(PendingRead {
-            ctx,
-            index: self.commit,
-            seq: self.read_seq + 1,
-        });
-        self.read_round_wanted = true;
-    }
-
-    /// Releases every read whose round a quorum of voters has echoed.
-    fn advance_reads(&mut self) {
-        if self.pending_reads.is_empty() {
-            return;
-        }
-        let mut acks: Vec<u64> = self
-            .membership
-            .voters()
-            .map(|v| {
-                if v == self.id {
-                    self.read_seq
-                } else {
-                    self.progress.get(&v).map(|p| p.read_seq).unwrap_or(0)
-                }
-            })
-            .collect();
-        if acks.is_empty() {
-            return;
-        }
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acks[self.membership.quorum() - 1];
-        while let Some(r) = self.pending_reads.front() {
-            if r.seq > confirmed {
-                break;
-            }
-            self.read_states.push(ReadState {
-                ctx: r.ctx,
-                index: r.index,
-            });
-            self.pending_reads.pop_front();
-        }
-    }
-
-    fn broadcast_heartbeat(&mut self) {
-        let ids: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in ids {
-            let Some(pr) = self.progress.get(&id) else {
-                continue;
-            };
-            let (prev, prev_term) = match self.term_at(pr.match_index) {
-                Some(t) => (pr.match_index, t),
-                None => (LogIndex(0), Term(0)),
-            };
-            let body = MessageBody::AppendEntries {
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries: Vec::new(),
-                leader_commit: self.commit.min(pr.match_index),
-                read_seq: self.read_seq,
-            };
-            self.send(id, body);
-        }
-    }
-
-    /// Sends what `to` needs next, as far as flow control allows: entries (pipelined in
-    /// Replicate, one probe in Probe), or snapshot chunks. With `allow_empty`, an empty probe
-    /// goes out even if there are no entries to send.
-    fn send_append(&mut self, to: NodeId, allow_empty: bool) {
-        let max_inflight = self.cfg.max_inflight.max(1);
-        loop {
-            let last = self.last_index();
-            let first = self.first_index();
-            let Some(pr) = self.progress.get_mut(&to) else {
-                return;
-            };
-            match pr.state {
-                ReplState::Snapshot => {
-                    self.send_snapshot_chunks(to);
-                    return;
-                }
-                ReplState::Probe if pr.probe_sent => return,
-                ReplState::Replicate if pr.inflight.len() >= max_inflight => return,
-                _ => {}
-            }
-            if pr.next_index < first {
-                match &self.snapshot {
-                    Some(s) => {
-                        pr.state = ReplState::Snapshot;
-                        pr.inflight.clear();
-                        pr.stall_ticks = 0;
-                        pr.snapshot = Some(SnapshotSend {
-                            snap: s.clone(),
-                            acked: 0,
-                            sent: 0,
-                            done_sent: false,
-                            rewound_at: None,
-                        });
-                        log::info!("n{} sends snapshot {:?} to n{}", self.id, s.meta.index, to);
-                        self.send_snapshot_chunks(to);
-                    }
-                    None => pr.next_index = first,
-                }
-                return;
-            }
-            let next = pr.next_index;
-            if next > last && !(allow_empty && pr.state == ReplState::Probe) {
-                return;
-            }
-            let prev = next.prev();
-            let Some(prev_term) = self.term_at(prev) else {
-                return;
-            };
-            let mut batch = Vec::new();
-            let mut bytes = 0usize;
-            let mut i = next;
-            while i <= last {
-                let Some(e) = self.entry(i) else { break };
-                let sz = e.size_hint();
-                if !batch.is_empty() && bytes + sz > self.cfg.max_append_bytes {
-                    break;
-                }
-                bytes += sz;
-                batch.push(e.clone());
-                i = i.next();
-            }
-            let end = LogIndex(prev.0 + batch.len() as u64);
-            let carried = !batch.is_empty();
-            let Some(pr) = self.progress.get_mut(&to) else {
-                return;
-            };
-            match pr.state {
-                ReplState::Replicate => {
-                    if carried {
-                        pr.next_index = end.next();
-                        pr.inflight.push_back(end);
-                    }
-                }
-                _ => pr.probe_sent = true,
-            }
-            let body = MessageBody::AppendEntries {
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries: batch,
-                leader_commit: self.commit,
-                read_seq: self.read_seq,
-            };
-            self.send(to, body);
-            let Some(pr) = self.progress.get(&to) else {
-                return;
-            };
-            if pr.state != ReplState::Replicate || !carried {
-                return;
-            }
-        }
-    }
-
-    fn send_snapshot_chunks(&mut self, to: NodeId) {
-        let chunk = self.cfg.snapshot_chunk_bytes.max(1) as u64;
-        let window = chunk.saturating_mul(self.cfg.snapshot_inflight_chunks.max(1) as u64);
-        let mut out = Vec::new();
-        {
-            let Some(pr) = self.progress.get_mut(&to) else {
-                return;
-            };
-            let Some(s) = pr.snapshot.as_mut() else {
-                return;
-            };
-            let total = s.total();
-            s.sent = s.sent.max(s.acked);
-            while !s.done_sent && s.sent < s.acked.saturating_add(window).max(s.acked + 1) {
-                let end = (s.sent + chunk).min(total);
-                let data = s.snap.data[s.sent as usize..end as usize].to_vec();
-                let done = end == total;
-                out.push(MessageBody::InstallSnapshot {
-                    meta: s.snap.meta.clone(),
-                    offset: s.sent,
-                    total,
-                    data,
-                    done,
-                });
-                s.sent = end;
-                s.done_sent = done;
-            }
-        }
-        for body in out {
-            self.send(to, body);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_append_response(
-        &mut self,
-        from: NodeId,
-        success: bool,
-        match_index: LogIndex,
-        conflict_term: Term,
-        conflict_index: LogIndex,
-        follower_last: LogIndex,
-        read_seq: u64,
-    ) {
-        let last = self.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
-        pr.recent_active = true;
-        pr.read_seq = pr.read_seq.max(read_seq);
-        if success {
-            if match_index > last {
-                return;
-            }
-            if match_index > pr.match_index {
-                pr.match_index = match_index;
-                pr.stall_ticks = 0;
-                while pr.inflight.front().is_some_and(|&i| i <= match_index) {
-                    pr.inflight.pop_front();
-                }
-                match pr.state {
-                    ReplState::Probe => {
-                        pr.state = ReplState::Replicate;
-                        pr.probe_sent = false;
-                        pr.next_index = pr.next_index.max(match_index.next());
-                    }
-                    ReplState::Replicate => pr.next_index = pr.next_index.max(match_index.next()),
-                    ReplState::Snapshot => pr.become_probe(),
-                }
-                self.maybe_commit();
-            } else {
-                // A heartbeat reply or a duplicate: the link works, so let a lost probe or a
-                // lost pipelined message be retried (etcd-raft does the same).
-                pr.probe_sent = false;
-                if pr.inflight.len() >= self.cfg.max_inflight.max(1) {
-                    pr.inflight.pop_front();
-                }
-            }
-        } else if pr.state != ReplState::Snapshot {
-            // Fast back-off (§5.3): skip a whole conflicting term, or straight to the follower's
-            // end when its log is short.
-            let hint = if conflict_term.0 == 0 {
-                conflict_index
-            } else {
-                let pos = self.entries.partition_point(|e| e.term <= conflict_term);
-                let j = LogIndex(self.snap_index.0 + pos as u64);
-                if pos > 0 && self.term_at(j) == Some(conflict_term) {
-                    j.next()
-                } else {
-                    conflict_index
-                }
-            };
-            let Some(pr) = self.progress.get_mut(&from) else {
-                return;
-            };
-            let mut next = hint.min(follower_last.next());
-            if pr.state == ReplState::Probe {
-                next = next.min(pr.next_index.prev());
-            }
-            pr.state = ReplState::Probe;
-            pr.probe_sent = false;
-            pr.inflight.clear();
-            pr.next_index = next.max(pr.match_index.next()).min(last.next());
-        }
-        self.maybe_send_timeout_now();
-        if self.role == Role::Leader {
-            self.send_append(from, false);
-            self.advance_reads();
-        }
-    }
-
-    fn on_snapshot_response(
-        &mut self,
-        from: NodeId,
-        snapshot_index: LogIndex,
-        next_offset: u64,
-        installed: bool,
-    ) {
-        let last = self.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
-        pr.recent_active = true;
-        if installed {
-            if snapshot_index > last {
-                return;
-            }
-            if snapshot_index > pr.match_index {
-                pr.match_index = snapshot_index;
-            }
-            if pr.state == ReplState::Snapshot || pr.next_index <= pr.match_index {
-                pr.become_probe();
-            }
-            self.maybe_commit();
-            self.maybe_send_timeout_now();
-            if self.role == Role::Leader {
-                self.send_append(from, false);
-            }
-            return;
-        }
-        let Some(s) = pr.snapshot.as_mut() else {
-            return;
-        };
-        if s.snap.meta.index != snapshot_index {
-            return;
-        }
-        let total = s.total();
-        let off = next_offset.min(total);
-        if off > s.acked {
-            s.acked = off;
-            s.rewound_at = None;
-            pr.stall_ticks = 0;
-        } else if off < s.sent && s.rewound_at != Some(off) {
-            // No progress although more was sent: a chunk was lost (or the follower lost its
-            // buffer). Resume from the follower's offset, once per offset, since every chunk
-            // after the gap repeats the same ack.
-            s.rewound_at = Some(off);
-            s.acked = off;
-            s.sent = off;
-            s.done_sent = false;
-        }
-        self.send_snapshot_chunks(from);
-    }
-
-    fn maybe_send_timeout_now(&mut self) {
-        let Some(t) = &self.transfer else { return };
-        if t.timeout_now_sent {
-            return;
-        }
-        let to = t.to;
-        let caught_up = self
-            .progress
-            .get(&to)
-            .is_some_and(|p| p.match_index == self.last_index());
-        if caught_up {
-            if let Some(t) = &mut self.transfer {
-                t.timeout_now_sent = true;
-            }
-            self.send(to, MessageBody::TimeoutNow);
-        }
-    }
 }
 
-fn decode_membership(data: &[u8]) -> Option<Membership> {
-    Membership::decode(data).ok().map(|(m, _)| m)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Membership {
+        let mut m = Membership::default();
+        for id in 1..=3 {
+            m.members.insert(
+                NodeId(id),
+                Member {
+                    role: MemberRole::Voter,
+                    addr: format!("127.0.0.1:{}", 5254 + id),
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn splitmix_same_seed_same_sequence() {
+        // Goal: determinism of the only randomness source. Method: two generators, one seed.
+        let (mut a, mut b) = (SplitMix64(5), SplitMix64(5));
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs[0], xs[1]);
+    }
+
+    #[test]
+    fn bootstrap_node_is_follower_and_joiner_is_learner() {
+        // Goal: only voters of the boot membership start as followers (thesis §4.2.1).
+        // Method: boot one node from the bootstrap state, one from nothing.
+        let r = Raft::new(Config::new(NodeId(1)), Boot::bootstrap(&three()), 1);
+        assert_eq!(r.role(), Role::Follower);
+        assert_eq!(r.membership().voter_count(), 3);
+        r.check_invariants().unwrap();
+        let j = Raft::new(Config::new(NodeId(4)), Boot::default(), 1);
+        assert_eq!(j.role(), Role::Learner);
+        j.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn boot_log_cut_at_first_gap() {
+        // Goal: a broken boot log is never built upon (Log Matching). Method: a gap at index 3.
+        let mut b = Boot::bootstrap(&three());
+        b.entries
+            .push(Entry::new(Term(1), LogIndex(2), EntryKind::Normal, b"a"));
+        b.entries
+            .push(Entry::new(Term(1), LogIndex(4), EntryKind::Normal, b"b"));
+        b.hard_state.commit = LogIndex(9);
+        let r = Raft::new(Config::new(NodeId(1)), b, 1);
+        assert_eq!(r.last_index(), LogIndex(2));
+        assert_eq!(r.commit_index(), LogIndex(2));
+        r.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn membership_at_follows_config_entries() {
+        // Goal: the membership in force at an index is the last Config entry at or before it.
+        // Method: boot with a second config at index 3 and ask at 2 and 3.
+        let mut b = Boot::bootstrap(&three());
+        let mut m2 = three();
+        m2.members.remove(&NodeId(3));
+        b.entries
+            .push(Entry::new(Term(1), LogIndex(2), EntryKind::Normal, b"a"));
+        b.entries.push(Entry::new(
+            Term(1),
+            LogIndex(3),
+            EntryKind::Config,
+            &m2.encoded(),
+        ));
+        let r = Raft::new(Config::new(NodeId(1)), b, 1);
+        assert_eq!(r.membership_at(LogIndex(2)), Some(three()));
+        assert_eq!(r.membership_at(LogIndex(3)), Some(m2.clone()));
+        assert_eq!(r.membership(), &m2);
+    }
+
+    #[test]
+    fn single_voter_elects_itself_and_commits_after_persist() {
+        // Goal: a one-node cluster needs no messages, but still counts itself only once durable.
+        // Method: tick to an election, then persist the Ready.
+        let m = {
+            let mut m = three();
+            m.members.retain(|id, _| id.0 == 1);
+            m
+        };
+        let mut r = Raft::new(Config::new(NodeId(1)), Boot::bootstrap(&m), 3);
+        for _ in 0..20 {
+            r.tick();
+        }
+        assert_eq!(r.role(), Role::Leader);
+        let rd = r.ready();
+        assert!(rd.messages.is_empty() && rd.messages_after_persist.is_empty());
+        assert!(r.commit_index() < r.last_index());
+        let (i, t) = rd.persist_mark().unwrap();
+        r.persisted(i, t);
+        assert_eq!(r.commit_index(), r.last_index());
+        assert_eq!(r.ready().committed.len(), 2);
+    }
 }
