@@ -1061,13 +1061,11 @@ impl Sim {
                 match_index,
                 ..
             } => {
-                if hs.term < m.term {
-                    return fail(format!(
-                        "{:?} acknowledged an append in {:?} but its durable term is {:?}",
-                        m.from, m.term, hs.term
-                    ));
-                }
-                if hs.term == m.term && *match_index > d.snapshot_index() {
+                // The ack vouches for the log up to `match_index`, not for the term: a
+                // follower may answer a leader of a newer term before that term is durable
+                // (no vote depends on it). An ack from an older term than the durable one is
+                // stale (the log may have moved on since) and is not judged.
+                if hs.term <= m.term && *match_index > d.snapshot_index() {
                     // The in-memory log may already have moved on (a later leader's entries,
                     // not yet durable), so the durable entry is compared with the ack's term.
                     let dt = d.term_at(*match_index);
