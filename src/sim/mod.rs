@@ -1058,32 +1058,30 @@ impl Sim {
                     ));
                 }
             }
+            // The ack vouches for the log up to `match_index`, not for the term: a follower may
+            // answer a leader of a newer term before that term is durable (no vote depends on
+            // it). An ack from an older term than the durable one is stale (the log may have
+            // moved on since) and is not judged. The in-memory log may also have moved on (a
+            // later leader's entries, not yet durable), so the durable entry is compared with
+            // the ack's term rather than with memory.
             MessageBody::AppendEntriesResponse {
                 success: true,
                 match_index,
                 ..
-            } => {
-                // The ack vouches for the log up to `match_index`, not for the term: a
-                // follower may answer a leader of a newer term before that term is durable
-                // (no vote depends on it). An ack from an older term than the durable one is
-                // stale (the log may have moved on since) and is not judged.
-                if hs.term <= m.term && *match_index > d.snapshot_index() {
-                    // The in-memory log may already have moved on (a later leader's entries,
-                    // not yet durable), so the durable entry is compared with the ack's term.
-                    let dt = d.term_at(*match_index);
+            } if hs.term <= m.term && *match_index > d.snapshot_index() => {
+                let dt = d.term_at(*match_index);
+                if dt.map_or(true, |t| t > m.term) {
                     let mt = node.raft.as_ref().and_then(|r| r.term_at(*match_index));
-                    if dt.map_or(true, |t| t > m.term) {
-                        return fail(format!(
-                            "{:?} acknowledged match index {:?} in {:?} but holds {:?} durably \
-                             (durable last index {:?}, in memory {:?})",
-                            m.from,
-                            match_index,
-                            m.term,
-                            dt,
-                            d.last_index(),
-                            mt
-                        ));
-                    }
+                    return fail(format!(
+                        "{:?} acknowledged match index {:?} in {:?} but holds {:?} durably \
+                         (durable last index {:?}, in memory {:?})",
+                        m.from,
+                        match_index,
+                        m.term,
+                        dt,
+                        d.last_index(),
+                        mt
+                    ));
                 }
             }
             MessageBody::InstallSnapshotResponse {
