@@ -48,21 +48,30 @@ impl Raft {
     }
 
     /// Adopts `term` (forgetting the vote if it is newer) and follows `leader`.
+    ///
+    /// The election timer restarts only on hearing from a leader (or when a leader steps
+    /// down): Figure 2 resets it on AppendEntries from the current leader or on granting a vote,
+    /// not on merely seeing a higher term, or a node that keeps campaigning (a removed server
+    /// without pre-vote or lease) could hold every timer back forever.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let before = self.role;
+        let reset = leader.is_some() || before == Role::Leader;
         if term > self.term {
             self.term = term;
             self.vote = None;
         }
         self.clear_leader_state();
         self.votes.clear();
+        self.won_election = false;
         self.leader = leader;
         self.role = if self.membership.is_voter(self.id) {
             Role::Follower
         } else {
             Role::Learner
         };
-        self.reset_election_timer();
+        if reset {
+            self.reset_election_timer();
+        }
         self.log_role(before);
     }
 
@@ -90,6 +99,7 @@ impl Raft {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
+        self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
         let (li, lt) = (self.last_index(), self.last_term());
@@ -116,6 +126,7 @@ impl Raft {
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
+        self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
         let (li, lt) = (self.last_index(), self.last_term());
@@ -146,7 +157,8 @@ impl Raft {
         if yes >= q {
             match self.role {
                 Role::PreCandidate => self.become_candidate(false),
-                Role::Candidate => self.become_leader(),
+                Role::Candidate if self.term_durable() => self.become_leader(),
+                Role::Candidate => self.won_election = true,
                 _ => {}
             }
         } else if no > self.membership.voter_count() - q {
@@ -160,6 +172,7 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
+        self.won_election = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.log_role(before);
@@ -259,10 +272,7 @@ impl Raft {
     }
 
     pub(super) fn on_pre_vote(&mut self, from: NodeId, term: Term, li: LogIndex, lt: Term) {
-        let granted = term > self.term
-            && !self.in_lease()
-            && self.membership.contains(self.id)
-            && self.log_up_to_date(li, lt);
+        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(li, lt);
         let reply_term = if granted { term } else { self.term };
         self.msgs.push(Message {
             from: self.id,
@@ -273,14 +283,13 @@ impl Raft {
     }
 
     pub(super) fn on_request_vote(&mut self, from: NodeId, li: LogIndex, lt: Term) {
-        // Vote at most once per term (§5.2); a node not in its own membership never votes.
-        // A learner answers when asked: only a candidate whose log makes it a voter asks it, and
-        // refusing then could block a new configuration from ever electing a leader.
+        // Vote at most once per term (§5.2). The voter's own membership is not consulted
+        // (thesis §4.2.3): a candidate asks only the voters of its configuration and counts only
+        // them, so an answer can never hurt safety; refusing could deadlock when logs disagree
+        // on an uncommitted change (a node whose uncommitted entry removes it would refuse the
+        // only candidate that can win). Non-voters still never campaign.
         let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote
-            && self.role != Role::Leader
-            && self.membership.contains(self.id)
-            && self.log_up_to_date(li, lt);
+        let granted = can_vote && self.role != Role::Leader && self.log_up_to_date(li, lt);
         if granted {
             self.vote = Some(from);
             self.reset_election_timer();

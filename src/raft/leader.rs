@@ -32,17 +32,17 @@ impl Raft {
         }
     }
 
-    /// A follower's AppendEntries answer. A rejection vouches for nothing, and a success whose
-    /// `match_index` is already durable (a heartbeat's, typically) vouches only for durable
-    /// entries: both may leave at once. Others wait for the write (§3.8). The term need not be
-    /// durable for an acknowledgement: only a vote depends on it.
+    /// A follower's AppendEntries answer. A rejection vouches for nothing and leaves at once.
+    /// A success whose `match_index` is already durable (a heartbeat's, typically) leaves at
+    /// once too if the current term is also known durable (Figure 2: persistent state is on
+    /// stable storage before responding); otherwise it waits for the write (§3.8).
     pub(super) fn send_ack(&mut self, to: NodeId, body: MessageBody) {
         let durable = match &body {
             MessageBody::AppendEntriesResponse {
                 success,
                 match_index,
                 ..
-            } => !*success || *match_index <= self.persisted,
+            } => !*success || (*match_index <= self.persisted && self.term_durable()),
             _ => false,
         };
         if durable {

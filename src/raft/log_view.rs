@@ -50,6 +50,7 @@ impl Raft {
             }
             Role::Candidate | Role::PreCandidate if !voter => {
                 self.votes.clear();
+                self.won_election = false;
                 self.role = Role::Learner;
             }
             _ => {}

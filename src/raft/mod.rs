@@ -22,8 +22,10 @@
 //! 1. send `messages` at once (a leader's AppendEntries may leave before its own write: §10.2.1);
 //! 2. write `snapshot`, then `hard_state` and `entries` (truncating any stored suffix at or after
 //!    the first entry's index), in one batch, and sync it;
-//! 3. only then send `messages_after_persist` and call `persisted(last_index, last_term)` with the
-//!    last entry (or snapshot) of that Ready, so a leader may count itself towards commit;
+//! 3. only then send `messages_after_persist` and call `persisted(index, term)` with
+//!    `Ready::persist_mark()` (the last entry, else the snapshot, else, for a hard-state-only
+//!    Ready, the node's last entry at the time), so a leader may count itself towards commit
+//!    and the core knows its term and vote are durable;
 //! 4. apply `committed` in order (they are always already durable here), and answer each
 //!    `read_states` entry once its index has been applied.
 //!
@@ -61,7 +63,10 @@
 //! Single-server changes. A Config entry takes effect on a node as soon as it is in its log and
 //! reverts if truncated away; quorums always use the latest membership in the log. Learners
 //! receive the log but never campaign and never count; a node not in its own membership never
-//! votes. A leader that removes itself leads until the removal commits, then becomes a Learner.
+//! campaigns. Votes are granted without consulting the voter's own membership (thesis §4.2.3):
+//! only a candidate whose configuration makes the voter a voter asks it, and refusing could
+//! deadlock when logs disagree about an uncommitted change. A leader that removes itself leads
+//! until the removal commits, then becomes a Learner.
 
 use crate::types::*;
 mod election;
@@ -235,6 +240,10 @@ pub struct Ready {
     pub messages_after_persist: Vec<Message>,
     pub committed: Vec<Entry>,
     pub read_states: Vec<ReadState>,
+    /// For a Ready that writes only a hard state: the node's last `(index, term)` at that
+    /// moment, so that `persist_mark` has something to report. The core learns from it that
+    /// the term and vote are durable (a lone voter may only lead once its own vote is).
+    pub hard_state_mark: Option<(LogIndex, Term)>,
 }
 
 impl Ready {
@@ -242,12 +251,16 @@ impl Ready {
     pub fn needs_persist(&self) -> bool {
         self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
     }
-    /// The `(index, term)` to report through `persisted` once this Ready is durable.
+    /// The `(index, term)` to report through `persisted` once this Ready is durable: its last
+    /// entry, else its snapshot, else (hard state only) `hard_state_mark`.
     pub fn persist_mark(&self) -> Option<(LogIndex, Term)> {
         if let Some(e) = self.entries.last() {
             return Some((e.index, e.term));
         }
-        self.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term))
+        if let Some(s) = &self.snapshot {
+            return Some((s.meta.index, s.meta.term));
+        }
+        self.hard_state.and(self.hard_state_mark)
     }
 }
 
@@ -315,6 +328,10 @@ pub struct Raft {
     /// Drawn from `[election_ticks, 2 * election_ticks)` at each reset (§5.2).
     randomized_timeout: u32,
     heartbeat_elapsed: u32,
+    /// A quorum granted this candidate's election but its own vote was not yet known durable:
+    /// it leads once `persisted` confirms it (a lone voter must not lead a term it could forget
+    /// in a crash and then lead again with other entries).
+    won_election: bool,
     /// Votes (or pre-votes) received in the current campaign, by voter.
     votes: BTreeMap<NodeId, bool>,
 
@@ -346,6 +363,16 @@ pub struct Raft {
     read_states: Vec<ReadState>,
     prev_soft: SoftState,
     prev_hard: HardState,
+
+    // ---- Durability of the term (Figure 2: persistent state is stable before responding) ----
+    /// Readies handed out so far.
+    ready_seq: u64,
+    /// The Ready that first carried the current (term, vote); 0 if it was in the boot state.
+    term_vote_seq: u64,
+    /// Persist marks of readies not yet reported durable, with their Ready numbers, in order.
+    marks: VecDeque<(LogIndex, Term, u64)>,
+    /// Every Ready up to this number is durable (learnt from `persisted`).
+    durable_seq: u64,
 }
 
 impl Raft {
@@ -402,6 +429,7 @@ impl Raft {
             election_elapsed: 0,
             randomized_timeout: config.election_ticks.max(1),
             heartbeat_elapsed: 0,
+            won_election: false,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             noop_index: LogIndex(0),
@@ -422,6 +450,10 @@ impl Raft {
                 leader: None,
             },
             prev_hard: boot.hard_state,
+            ready_seq: 0,
+            term_vote_seq: 0,
+            marks: VecDeque::new(),
+            durable_seq: 0,
             cfg: config,
         };
         r.config_indices = r
@@ -774,6 +806,19 @@ impl Raft {
     /// The host's write through `(index, term)` is durable. Ignored if that entry is no longer in
     /// the log with that term (it was truncated meanwhile) or was never handed out.
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        // The write happened even if its entries were replaced since: every Ready up to the one
+        // with this mark is durable (readies are persisted in order).
+        if let Some(k) = self
+            .marks
+            .iter()
+            .position(|&(i, t, _)| i == index && t == term)
+        {
+            self.durable_seq = self.durable_seq.max(self.marks[k].2);
+            self.marks.drain(..=k);
+            if self.role == Role::Candidate && self.won_election && self.term_durable() {
+                self.become_leader();
+            }
+        }
         if index >= self.unstable_from || index <= self.persisted {
             return;
         }
@@ -1002,7 +1047,11 @@ impl Raft {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
+        self.ready_seq += 1;
         if hard != self.prev_hard {
+            if (hard.term, hard.vote) != (self.prev_hard.term, self.prev_hard.vote) {
+                self.term_vote_seq = self.ready_seq;
+            }
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
         }
@@ -1026,7 +1075,26 @@ impl Raft {
             self.applied = upto;
         }
         rd.read_states = std::mem::take(&mut self.read_states);
+        if rd.hard_state.is_some() {
+            rd.hard_state_mark = Some((self.last_index(), self.last_term()));
+        }
+        if let Some((i, t)) = rd.persist_mark() {
+            if self.marks.len() >= 4096 {
+                // A host that never reports: forget the oldest (only makes acks more cautious).
+                self.marks.pop_front();
+            }
+            self.marks.push_back((i, t, self.ready_seq));
+        }
         rd
+    }
+
+    /// Whether the current term and vote are known to be on stable storage.
+    pub(super) fn term_durable(&self) -> bool {
+        if Bugs::on(self.cfg.bugs.ack_before_sync) {
+            return true;
+        }
+        (self.term, self.vote) == (self.prev_hard.term, self.prev_hard.vote)
+            && self.term_vote_seq <= self.durable_seq
     }
 
     // ------------------------------------------------------------------ invariants
@@ -1269,6 +1337,12 @@ mod tests {
         for _ in 0..20 {
             r.tick();
         }
+        // It won its own vote, but leads only once that vote is durable.
+        assert_eq!(r.role(), Role::Candidate);
+        let rd = r.ready();
+        assert!(rd.entries.is_empty());
+        let (i, t) = rd.persist_mark().unwrap();
+        r.persisted(i, t);
         assert_eq!(r.role(), Role::Leader);
         let rd = r.ready();
         assert!(rd.messages.is_empty() && rd.messages_after_persist.is_empty());

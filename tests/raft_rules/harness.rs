@@ -67,6 +67,66 @@ impl Disk {
             self.entries.extend(rd.entries.iter().cloned());
         }
     }
+    pub fn term_at(&self, i: LogIndex) -> Option<Term> {
+        if let Some(s) = &self.snap {
+            if s.meta.index == i {
+                return Some(s.meta.term);
+            }
+        }
+        self.entries.iter().find(|e| e.index == i).map(|e| e.term)
+    }
+    pub fn snap_index(&self) -> LogIndex {
+        self.snap.as_ref().map(|s| s.meta.index).unwrap_or_default()
+    }
+    pub fn last_index(&self) -> LogIndex {
+        self.entries
+            .last()
+            .map(|e| e.index)
+            .unwrap_or(self.snap_index())
+    }
+
+    /// §3.8 / Figure 2: a granted vote, a successful append acknowledgement or an installed
+    /// snapshot acknowledgement must be covered by this (durable) state when it leaves.
+    pub fn check_ack(&self, m: &Message) {
+        let hs = self.hs;
+        match &m.body {
+            MessageBody::RequestVoteResponse { granted: true } => {
+                assert!(
+                    hs.term > m.term || (hs.term == m.term && hs.vote == Some(m.to)),
+                    "vote left before durable: {m:?} with {hs:?}"
+                );
+            }
+            MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index,
+                ..
+            } => {
+                assert!(
+                    hs.term >= m.term,
+                    "ack left before its term was durable: {m:?} with {hs:?}"
+                );
+                if hs.term == m.term && *match_index > self.snap_index() {
+                    let t = self.term_at(*match_index);
+                    assert!(
+                        t.is_some_and(|t| t <= m.term),
+                        "ack of {match_index:?} not durable: {m:?}"
+                    );
+                }
+            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                installed: true,
+                ..
+            } => {
+                assert!(
+                    self.snap_index() >= *snapshot_index || self.last_index() >= *snapshot_index,
+                    "snapshot ack before durable: {m:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+
     pub fn boot(&self) -> Boot {
         Boot {
             hard_state: self.hs,
@@ -189,6 +249,11 @@ impl Cluster {
         }
         let rd = node.raft.ready();
         let mut out: Vec<Message> = rd.messages.clone();
+        if !node.cfg.bugs.ack_before_sync {
+            for m in &out {
+                node.disk.check_ack(m);
+            }
+        }
         for rs in &rd.read_states {
             node.read_states.push(*rs);
         }
@@ -212,6 +277,11 @@ impl Cluster {
         }
         if let Some((i, t)) = rd.persist_mark() {
             node.raft.persisted(i, t);
+        }
+        if !node.cfg.bugs.ack_before_sync {
+            for m in &rd.messages_after_persist {
+                node.disk.check_ack(m);
+            }
         }
         out.extend(rd.messages_after_persist.iter().cloned());
         for e in &rd.committed {
