@@ -45,6 +45,11 @@ fn main() -> ExitCode {
         "N",
     );
     o.optopt("", "clients", "clients (default 4)", "N");
+    o.optflag(
+        "",
+        "control",
+        "with --bug: the bug's fault profile with the switch off (must pass)",
+    );
     o.optflag("", "stop-at-first", "stop at the first failing seed");
     o.optflag("v", "verbose", "print the trace of every event");
     o.optflag("h", "help", "this help");
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         base.steps = num(&m, "steps", DEFAULT_STEPS)?;
         base.clients = num(&m, "clients", 4)?.clamp(1, 64) as usize;
         base.verbose = m.opt_present("verbose");
+        base.control = m.opt_present("control");
         Ok((start, count, base))
     })();
     let (start, count, base) = match parsed {

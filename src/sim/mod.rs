@@ -64,6 +64,9 @@ pub struct SimOptions {
     pub steps: u64,
     pub clients: usize,
     pub verbose: bool,
+    /// With `bug`: use that bug's fault profile but leave the switch off (a control run, which
+    /// must pass: it shows that the failures come from the bug, not from the faults).
+    pub control: bool,
 }
 
 pub const DEFAULT_STEPS: u64 = 30_000;
@@ -78,6 +81,7 @@ impl SimOptions {
             steps: DEFAULT_STEPS,
             clients: 4,
             verbose: false,
+            control: false,
         }
     }
 
@@ -95,6 +99,9 @@ impl SimOptions {
         }
         if let Some(b) = self.bug {
             s += &format!(" --bug {}", b.name());
+            if self.control {
+                s += " --control";
+            }
         }
         if self.steps != DEFAULT_STEPS {
             s += &format!(" --steps {}", self.steps);
@@ -326,7 +333,9 @@ impl Sim {
         c.promote_max_lag = 20;
         c.max_uncommitted_entries = 1_000;
         if let Some(b) = self.opts.bug {
-            c.bugs = b.bugs();
+            if !self.opts.control {
+                c.bugs = b.bugs();
+            }
         }
         c
     }
