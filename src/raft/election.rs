@@ -7,8 +7,30 @@ use super::*;
 impl Raft {
     // ------------------------------------------------------------------ internals: roles
 
+    /// Whether this node may stand for election: a voter of its latest membership, or a voter
+    /// removed by a Config entry it does not yet know committed. The thesis (§4.2.2, Figure 4.6)
+    /// keeps such a server electable "as it might still be needed until the Cnew entry is
+    /// committed": when its log is the most up to date, no one else can win. It counts votes by
+    /// the latest membership (without itself) and steps down once the removal commits.
     pub(super) fn can_campaign(&self) -> bool {
-        self.membership.is_voter(self.id)
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        match self.config_indices.last() {
+            Some(&ci) if ci > self.commit => self
+                .membership_at(ci.prev())
+                .is_some_and(|m| m.is_voter(self.id)),
+            _ => false,
+        }
+    }
+
+    /// Follower if this node may campaign, else Learner.
+    pub(super) fn passive_role(&self) -> Role {
+        if self.can_campaign() {
+            Role::Follower
+        } else {
+            Role::Learner
+        }
     }
 
     /// Heard from a current leader within the minimum election timeout (thesis §4.2.3).
@@ -64,11 +86,7 @@ impl Raft {
         self.votes.clear();
         self.won_election = false;
         self.leader = leader;
-        self.role = if self.membership.is_voter(self.id) {
-            Role::Follower
-        } else {
-            Role::Learner
-        };
+        self.role = self.passive_role();
         if reset {
             self.reset_election_timer();
         }

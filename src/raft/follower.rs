@@ -112,9 +112,7 @@ impl Raft {
             }
         }
         let new_commit = leader_commit.min(last_new).min(self.last_index());
-        if new_commit > self.commit {
-            self.commit = new_commit;
-        }
+        self.follower_commit_to(new_commit);
         self.send_ack(
             from,
             MessageBody::AppendEntriesResponse {
@@ -142,7 +140,7 @@ impl Raft {
         if index <= self.snap_index || self.term_at(index) == Some(meta.term) {
             self.incoming_snapshot = None;
             if index > self.commit && index <= self.last_index() {
-                self.commit = index;
+                self.follower_commit_to(index);
             }
             self.send_ack(
                 from,
@@ -151,6 +149,18 @@ impl Raft {
                     next_offset: total,
                     installed: true,
                 },
+            );
+            return;
+        }
+        if index <= self.commit {
+            // It contradicts an entry this node knows committed: committed entries never change
+            // (State Machine Safety), so the message is forged or corrupt.
+            log::error!(
+                "n{} snapshot {:?} {:?} from n{} contradicts its committed log",
+                self.id,
+                index,
+                meta.term,
+                from
             );
             return;
         }
@@ -224,6 +234,22 @@ impl Raft {
                 installed: false,
             },
         );
+    }
+
+    /// Advances a follower's commit index. Once the latest Config entry is known committed, a
+    /// node it removed stops being electable (see `can_campaign`).
+    pub(super) fn follower_commit_to(&mut self, index: LogIndex) {
+        if index <= self.commit {
+            return;
+        }
+        let crossed = self
+            .config_indices
+            .last()
+            .is_some_and(|&c| c > self.commit && c <= index);
+        self.commit = index;
+        if crossed {
+            self.on_membership_changed();
+        }
     }
 
     pub(super) fn install_snapshot(&mut self, snap: Snapshot) {

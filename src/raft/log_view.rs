@@ -43,11 +43,9 @@ impl Raft {
             return;
         }
         let before = self.role;
-        let voter = self.membership.is_voter(self.id);
+        let voter = self.can_campaign();
         match self.role {
-            Role::Follower | Role::Learner => {
-                self.role = if voter { Role::Follower } else { Role::Learner };
-            }
+            Role::Follower | Role::Learner => self.role = self.passive_role(),
             Role::Candidate | Role::PreCandidate if !voter => {
                 self.votes.clear();
                 self.won_election = false;

@@ -63,7 +63,9 @@
 //! Single-server changes. A Config entry takes effect on a node as soon as it is in its log and
 //! reverts if truncated away; quorums always use the latest membership in the log. Learners
 //! receive the log but never campaign and never count; a node not in its own membership never
-//! campaigns. Votes are granted without consulting the voter's own membership (thesis §4.2.3):
+//! campaigns, except a voter removed by a Config entry not yet known committed (thesis §4.2.2,
+//! Figure 4.6: it may hold the freshest log; it counts votes without itself and steps down
+//! when the removal commits). Votes are granted without consulting the voter's own membership (thesis §4.2.3):
 //! only a candidate whose configuration makes the voter a voter asks it, and refusing could
 //! deadlock when logs disagree about an uncommitted change. A leader that removes itself leads
 //! until the removal commits, then becomes a Learner.
@@ -134,6 +136,30 @@ pub struct Config {
 }
 
 impl Config {
+    /// Cross-field checks the core relies on; the host should refuse a configuration that
+    /// fails them (the core clamps zero values to 1 but cannot fix the rest).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.0 == 0 {
+            return Err("node id 0 is reserved".into());
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
+            return Err(format!(
+                "heartbeat_ticks ({}) must be at least 1 and below election_ticks ({})",
+                self.heartbeat_ticks, self.election_ticks
+            ));
+        }
+        if self.max_inflight == 0 || self.snapshot_inflight_chunks == 0 {
+            return Err("max_inflight and snapshot_inflight_chunks must be at least 1".into());
+        }
+        if self.max_append_bytes == 0 || self.snapshot_chunk_bytes == 0 {
+            return Err("max_append_bytes and snapshot_chunk_bytes must be at least 1".into());
+        }
+        if self.max_uncommitted_entries == 0 {
+            return Err("max_uncommitted_entries must be at least 1".into());
+        }
+        Ok(())
+    }
+
     pub fn new(id: NodeId) -> Config {
         Config {
             id,
@@ -278,7 +304,9 @@ pub struct PeerProgress {
 /// The core itself. Fields are private; see the methods.
 pub struct Raft {
     cfg: Config,
+    /// `cfg.id`, never 0.
     id: NodeId,
+    /// The only source of chance (election timeouts), seeded in `new`: same seed, same run.
     rng: SplitMix64,
 
     // ---- Persistent state (Figure 2), mirrored to the host through Ready.hard_state ----
@@ -319,6 +347,8 @@ pub struct Raft {
     applied: LogIndex,
 
     // ---- Volatile role state ----
+    /// Leader only after winning a quorum of the latest membership in `term` with its own vote
+    /// durable; Follower/PreCandidate/Candidate only while `can_campaign()`; else Learner.
     role: Role,
     /// The leader of `term`, once known.
     leader: Option<NodeId>,
@@ -327,6 +357,7 @@ pub struct Raft {
     election_elapsed: u32,
     /// Drawn from `[election_ticks, 2 * election_ticks)` at each reset (§5.2).
     randomized_timeout: u32,
+    /// Leader only: ticks since the last heartbeat round; below `heartbeat_ticks`.
     heartbeat_elapsed: u32,
     /// A quorum granted this candidate's election but its own vote was not yet known durable:
     /// it leads once `persisted` confirms it (a lone voter must not lead a term it could forget
@@ -341,6 +372,7 @@ pub struct Raft {
     /// Index of this leader's no-op: once committed, the leader knows its own commit index is
     /// current (§5.4.2, thesis §6.4) and may serve reads and accept membership changes.
     noop_index: LogIndex,
+    /// A leadership transfer under way (thesis §3.10); proposals are refused while set.
     transfer: Option<Transfer>,
     /// Proposals appended since the last `ready()`: AppendEntries go out in one batch.
     append_pending: bool,
@@ -354,13 +386,19 @@ pub struct Raft {
     read_round_wanted: bool,
 
     // ---- Follower snapshot reception ----
+    /// Chunks received so far of a snapshot from the current leader (never from two leaders).
     incoming_snapshot: Option<IncomingSnapshot>,
 
     // ---- Output, drained by ready() ----
+    /// Messages that vouch for nothing unsynced (leader traffic, pre-votes, rejections).
     msgs: Vec<Message>,
+    /// Votes, RequestVotes and acknowledgements of unsynced state: they leave after the write.
     msgs_after_persist: Vec<Message>,
+    /// An installed snapshot the host has not yet been handed.
     pending_snapshot: Option<Snapshot>,
+    /// Answered reads, in the order their rounds completed.
     read_states: Vec<ReadState>,
+    /// The soft and hard state last handed out, to report only changes.
     prev_soft: SoftState,
     prev_hard: HardState,
 
@@ -383,6 +421,9 @@ impl Raft {
     /// recovery should have refused it already; the core will not build on a broken log).
     pub fn new(config: Config, boot: Boot, seed: u64) -> Raft {
         let id = config.id;
+        if let Err(e) = config.validate() {
+            log::warn!("n{id} starts with a questionable configuration: {e}");
+        }
         let (snap_index, snap_term, base_membership) = match &boot.snapshot {
             Some(s) => (s.meta.index, s.meta.term, s.meta.membership.clone()),
             None => (LogIndex(0), Term(0), Membership::default()),
@@ -463,21 +504,18 @@ impl Raft {
             .map(|e| e.index)
             .collect();
         r.recompute_membership();
-        r.role = if r.membership.is_voter(id) {
-            Role::Follower
-        } else {
-            Role::Learner
-        };
+        r.role = r.passive_role();
         r.prev_soft = r.soft_state();
         r.reset_election_timer();
         log::info!(
-            "n{} started at {:?} as {:?}, log {:?}..{:?}, commit {:?}",
+            "n{} started at {:?} as {:?}, log {:?}..{:?}, commit {:?}, seed {}",
             id,
             r.term,
             r.role,
             r.first_index(),
             r.last_index(),
-            r.commit
+            r.commit,
+            seed
         );
         r
     }
@@ -574,11 +612,15 @@ impl Raft {
         if index < self.snap_index || index > self.last_index() {
             return None;
         }
-        let ci = self.config_indices.iter().rev().find(|&&c| c <= index);
-        match ci {
-            Some(&c) => self.entry(c).and_then(|e| decode_membership(&e.data)),
-            None => Some(self.base_membership.clone()),
-        }
+        // A Config entry that does not decode (only corruption or a forged message could make
+        // one) changes nothing, here and in `recompute_membership` alike.
+        let found = self
+            .config_indices
+            .iter()
+            .rev()
+            .filter(|&&c| c <= index)
+            .find_map(|&c| self.entry(c).and_then(|e| decode_membership(&e.data)));
+        Some(found.unwrap_or_else(|| self.base_membership.clone()))
     }
     /// The metadata a snapshot of the state after applying `index` must carry (for the host's
     /// `compact`). `None` when `index` is not applied or not in memory.
@@ -694,7 +736,7 @@ impl Raft {
                     .get(&id)
                     .map(|p| p.match_index)
                     .unwrap_or_default();
-                if matched.0 + self.cfg.promote_max_lag < self.last_index().0 {
+                if matched.0.saturating_add(self.cfg.promote_max_lag) < self.last_index().0 {
                     return Err(ProposeError::NotCaughtUp);
                 }
                 if let Some(mem) = m.members.get_mut(&id) {
@@ -834,7 +876,7 @@ impl Raft {
     /// Handles any message from the network. Misaddressed, stale or malformed messages are
     /// ignored (or answered with a rejection); never panics.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || m.from.0 == 0 {
+        if m.to != self.id || m.from == self.id || m.from.0 == 0 || !numbers_sane(&m) {
             return;
         }
         log::debug!(
@@ -1230,13 +1272,16 @@ impl Raft {
                 }
             }
             Role::Follower | Role::Candidate | Role::PreCandidate => {
-                if !self.membership.is_voter(n) {
-                    return Err(format!("n{n} membership: {:?} but not a voter", self.role));
+                if !self.can_campaign() {
+                    return Err(format!(
+                        "n{n} membership: {:?} but not electable",
+                        self.role
+                    ));
                 }
             }
             Role::Learner => {
-                if self.membership.is_voter(n) {
-                    return Err(format!("n{n} membership: voter stuck as learner"));
+                if self.can_campaign() {
+                    return Err(format!("n{n} membership: electable node stuck as learner"));
                 }
             }
         }
@@ -1245,6 +1290,50 @@ impl Raft {
         }
         Ok(())
     }
+}
+
+/// Terms and indices grow by one per election or entry, so anything near `u64::MAX` is forged or
+/// corrupt; adopting it would leave no room to grow (`next()` would overflow). Such messages are
+/// dropped at the door.
+fn numbers_sane(m: &Message) -> bool {
+    const LIMIT: u64 = 1 << 62;
+    let ok = |v: u64| v < LIMIT;
+    ok(m.term.0)
+        && match &m.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            }
+            | MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => ok(last_log_index.0) && ok(last_log_term.0),
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                ..
+            } => {
+                ok(prev_log_index.0)
+                    && ok(prev_log_term.0)
+                    && entries.iter().all(|e| ok(e.index.0) && ok(e.term.0))
+            }
+            MessageBody::AppendEntriesResponse {
+                match_index,
+                conflict_term,
+                conflict_index,
+                last_index,
+                ..
+            } => {
+                ok(match_index.0) && ok(conflict_term.0) && ok(conflict_index.0) && ok(last_index.0)
+            }
+            MessageBody::InstallSnapshot { meta, .. } => ok(meta.index.0) && ok(meta.term.0),
+            MessageBody::InstallSnapshotResponse { snapshot_index, .. } => ok(snapshot_index.0),
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::RequestVoteResponse { .. }
+            | MessageBody::TimeoutNow => true,
+        }
 }
 
 #[cfg(test)]
