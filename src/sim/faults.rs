@@ -93,6 +93,12 @@ pub struct FaultProfile {
     pub new_leader_crash_us: (u64, u64),
     /// Restart delay after a reactive crash.
     pub quick_down_us: (u64, u64),
+    /// The state machine's session time-to-live (log-carried time); short values make idle
+    /// sessions expire during a run, so that clients see `SessionExpired` and register again.
+    pub session_ttl_ms: u64,
+    /// The chance that a client pauses 1–4 s between two operations (long enough for a short
+    /// session time-to-live to pass).
+    pub client_pause: f64,
 }
 
 impl FaultProfile {
@@ -122,6 +128,8 @@ impl FaultProfile {
             crash_new_leader: 0.0,
             new_leader_crash_us: (1_000, 50_000),
             quick_down_us: (100, 5_000),
+            session_ttl_ms: 10 * 60 * 1000,
+            client_pause: 0.0,
         };
         match p {
             Profile::Calm => FaultProfile {
@@ -178,6 +186,8 @@ impl FaultProfile {
                 client_loss: 0.03,
                 crash_on_vote: 0.02,
                 crash_new_leader: 0.05,
+                session_ttl_ms: 2_000,
+                client_pause: 0.01,
                 ..base
             },
         }

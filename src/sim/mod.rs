@@ -250,7 +250,10 @@ impl Sim {
             );
         }
         let boot = crate::raft::Boot::bootstrap(&membership);
-        let kv_cfg = KvConfig::default();
+        let kv_cfg = KvConfig {
+            session_ttl_ms: fp.session_ttl_ms,
+            ..KvConfig::default()
+        };
         let nodes = ids
             .iter()
             .enumerate()
@@ -455,6 +458,8 @@ impl Sim {
             let r = self.check_touched();
             wrap(self, r)?;
         }
+        let r = self.check_replicas();
+        wrap(self, r)?;
         if let Err(e) = lincheck::check(&self.history) {
             return Err(Failure {
                 kind: FailureKind::Linearizability,
@@ -1269,7 +1274,11 @@ impl Sim {
                     self.history[h].ret = Some(self.now);
                     self.history[h].output = out;
                 }
-                let think = self.rng.between(0, 10_000);
+                let think = if self.rng.chance(self.fp.client_pause) {
+                    self.rng.between(1_000_000, 4_000_000)
+                } else {
+                    self.rng.between(0, 10_000)
+                };
                 self.at(think, Event::ClientNext(c));
             }
             Outcome::Retry { target, after_us } => {
@@ -1460,6 +1469,36 @@ impl Sim {
     }
 
     // ----- checks -----
+
+    /// State Machine Safety, on the states themselves: replicas that applied the same prefix hold
+    /// byte-identical dictionaries and sessions (the state machine is deterministic, and
+    /// expiry follows log-carried time only).
+    fn check_replicas(&self) -> Check {
+        let mut by_applied: BTreeMap<LogIndex, (NodeId, u32)> = BTreeMap::new();
+        for n in &self.nodes {
+            if n.raft.is_none() {
+                continue;
+            }
+            let d = n.kv.digest();
+            match by_applied.get(&n.applied) {
+                Some(&(other, d0)) if d0 != d => {
+                    return Err((
+                        FailureKind::StateMachineSafety,
+                        format!(
+                            "{:?} and {other:?} both applied up to {:?} but their states differ \
+                             (digests {d:08x} and {d0:08x})",
+                            n.id, n.applied
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    by_applied.insert(n.applied, (n.id, d));
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn check_touched(&mut self) -> Check {
         let mut t = std::mem::take(&mut self.touched);
