@@ -95,6 +95,8 @@ pub struct Client {
     /// The cursor of the round-robin over nodes, and whether the last retry followed a hint.
     pub cursor: usize,
     pub followed_hint: bool,
+    /// A read-mostly client (90 % gets): it stays with whichever node answers its reads.
+    pub reader: bool,
 }
 
 pub const KEYS: usize = 6;
@@ -127,6 +129,7 @@ impl Client {
             completed: 0,
             cursor: index % nodes.max(1),
             followed_hint: false,
+            reader: false,
         }
     }
 
@@ -146,7 +149,11 @@ impl Client {
         }
         let k = rng.index(KEYS);
         let value = format!("c{}.{}", self.hist_client, op_id).into_bytes();
-        let r = rng.below(100);
+        let r = if self.reader && rng.chance(0.9) {
+            50 // a Get
+        } else {
+            rng.below(100)
+        };
         let op = if r < 35 {
             ClientOp::Put { key: key(k), value }
         } else if r < 65 {

@@ -99,6 +99,13 @@ pub struct FaultProfile {
     /// The chance that a client pauses 1–4 s between two operations (long enough for a short
     /// session time-to-live to pass).
     pub client_pause: f64,
+    /// Raft's check-quorum (a leader that hears from no quorum steps down). Off, a deposed
+    /// leader cut off from its peers believes it leads for as long as the partition lasts.
+    pub check_quorum: bool,
+    /// How many of the clients are read-mostly.
+    pub reader_clients: usize,
+    /// Every partition isolates the current leader (instead of a random shape).
+    pub isolate_leader: bool,
 }
 
 impl FaultProfile {
@@ -130,6 +137,9 @@ impl FaultProfile {
             quick_down_us: (100, 5_000),
             session_ttl_ms: 10 * 60 * 1000,
             client_pause: 0.0,
+            check_quorum: true,
+            reader_clients: 0,
+            isolate_leader: false,
         };
         match p {
             Profile::Calm => FaultProfile {
@@ -337,6 +347,11 @@ impl BugName {
                 partition_us: (300_000, 1_500_000),
                 gap_us: (100_000, 500_000),
                 client_loss: 0.0,
+                // Without check-quorum an isolated old leader keeps answering reads for the
+                // whole partition, while the majority elects a new leader and writes.
+                check_quorum: false,
+                reader_clients: 2,
+                isolate_leader: true,
                 ..base
             },
             // Concurrent changes need membership churn, with several changes proposed at once.

@@ -288,7 +288,11 @@ impl Sim {
         let inflight = rng.between(fp.inflight.0, fp.inflight.1) as usize;
         let n = ids.len();
         let clients = (0..opts.clients.max(1))
-            .map(|c| Client::new(c, n, c as u64))
+            .map(|c| {
+                let mut cl = Client::new(c, n, c as u64);
+                cl.reader = c < fp.reader_clients;
+                cl
+            })
             .collect();
         Sim {
             next_hist_client: opts.clients.max(1) as u64,
@@ -340,6 +344,7 @@ impl Sim {
         c.snapshot_inflight_chunks = 4;
         c.promote_max_lag = 20;
         c.max_uncommitted_entries = 1_000;
+        c.check_quorum = self.fp.check_quorum;
         if let Some(b) = self.opts.bug {
             if !self.opts.control {
                 c.bugs = b.bugs();
@@ -1339,10 +1344,15 @@ impl Sim {
             }
             FaultAction::Partition => {
                 let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-                match self.rng.below(4) {
+                let shape = if self.fp.isolate_leader {
+                    0
+                } else {
+                    self.rng.below(4)
+                };
+                match shape {
                     0 => {
                         let target = match self.leader() {
-                            Some(l) if self.rng.chance(0.6) => ids[l],
+                            Some(l) if self.fp.isolate_leader || self.rng.chance(0.6) => ids[l],
                             _ => ids[self.rng.index(ids.len())],
                         };
                         self.net.isolate(target);
