@@ -19,24 +19,33 @@
 //! Ops on different keys never constrain each other (linearizability is local: Herlihy & Wing
 //! Theorem 1), so the history is split per key and each key checked alone, in key order.
 //! Per key, a depth-first search in the style of Wing & Gong with Lowe's memoization: a node is
-//! (set of linearized ops as a bitset, register state); a node seen before is not expanded again.
+//! (set of linearized ops, register state), remembered as a 128-bit Zobrist fingerprint kept up to
+//! date in O(1) per step; a node seen before is not expanded again.
 //! At each node the ops that may go next are those not yet linearized whose call is no later than
-//! the earliest return of any unlinearized completed op. Two reductions keep the branching low,
-//! both complete: a completed op that leaves the state unchanged wherever it is consistent (a
+//! the earliest return of any unlinearized completed op. Three reductions keep the branching low,
+//! all complete: (1) a completed op that leaves the state unchanged wherever it is consistent (a
 //! read, a failed CAS) and is consistent now is linearized at once without branching, since
-//! moving it earlier in any valid order breaks no real-time constraint and changes no state; a pending op that would leave the state unchanged is never tried (it
-//! is equivalent to it never taking effect), and pending reads are dropped up front. The search
-//! succeeds once every completed op is linearized; pending ops left over never took effect.
+//! moving it earlier in any valid order breaks no real-time constraint and changes no state;
+//! (2) a pending op that would leave the state unchanged is never tried (that equals it never
+//! taking effect), and pending reads are dropped up front; (3) pending ops with identical effects
+//! are interchangeable, so only the earliest-called unlinearized one of each kind is tried (see
+//! `Search`). The search succeeds once every completed op is linearized; pending ops left over
+//! never took effect.
 //!
 //! # The budget
 //! The search counts every attempt to linearize an op. `check` allows `DEFAULT_BUDGET` attempts
 //! over the whole history; when they run out it returns a `LinError` whose explanation starts
 //! with "search budget exhausted". That verdict is not a proof of a violation: the simulator
-//! treats it as a failure to investigate. Histories of a few thousand ops over tens of keys take
-//! a few thousand attempts per key; the budget is thousands of times that.
+//! treats it as a failure to investigate. Valid histories of a few thousand ops over tens of keys
+//! take about one attempt per op (milliseconds); the budget is thousands of times that. An
+//! attempt costs about 0.4 µs and at most one 16-byte memo entry, so an exhausted budget means
+//! roughly 8 s and 420 MB on this project's machine before the answer comes back. Refuting an
+//! invalid history with heavy overlap is where the search is exponential (the problem is
+//! NP-complete: Gibbons & Korach 1997); `check_with_budget` lets a caller choose another bound.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpInput {
@@ -114,7 +123,7 @@ impl fmt::Display for LinError {
 impl std::error::Error for LinError {}
 
 /// Linearization attempts `check` allows over a whole history.
-pub const DEFAULT_BUDGET: u64 = 50_000_000;
+pub const DEFAULT_BUDGET: u64 = 20_000_000;
 
 /// Checks a history with `DEFAULT_BUDGET`. See the top of this file for the model and search.
 pub fn check(history: &[Op]) -> Result<(), LinError> {
@@ -138,7 +147,7 @@ pub fn check_with_budget(history: &[Op], budget: u64) -> Result<(), LinError> {
 }
 
 /// What an op does to one register; values are interned to small ids, 0 meaning absent.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Effect {
     /// Put (value id) or Delete (0); `Done` when it returned.
     Write(u32),
@@ -283,36 +292,47 @@ fn check_key(history: &[Op], idx: &[usize], budget: &mut u64) -> Result<(), Stri
             }
         }
     }
-    ops.sort_by_key(|o| (o.call, o.ret, o.orig));
-    let mut search = Search {
-        ops: &ops,
-        linearized: vec![0u64; ops.len().div_ceil(64)],
-        state: 0,
-        completed_left: ops.iter().filter(|o| !o.pending).count(),
-        memo: HashSet::new(),
-        path: Vec::new(),
-        best_path: Vec::new(),
-        best_state: 0,
-        best_left: usize::MAX,
-        attempts: 0,
-    };
+    let mut search = Search::new(ops);
     match search.run(budget) {
         Ok(()) => Ok(()),
         Err(exhausted) => Err(search.explain(history, &values, exhausted)),
     }
 }
 
-struct Search<'a> {
-    /// The key's ops sorted by call.
-    ops: &'a [KeyOp],
+/// The search over one key's ops. `ops` holds the completed ops first, sorted by call, then the
+/// pending ops grouped into classes of identical effect, each class sorted by call.
+///
+/// Pending ops of one class are interchangeable, and the one called earliest can stand in for
+/// any other (it may go wherever a later-called one may), so within a class only the earliest
+/// unlinearized op is ever tried: the linearized ops of a class are always a prefix of it, and
+/// a class is tracked by a count.
+struct Search {
+    ops: Vec<KeyOp>,
+    /// `ops[..completed]` are the completed ops.
+    completed: usize,
+    /// Indexes of the completed ops in order of return.
+    by_ret: Vec<usize>,
+    /// Per class of pending ops: its range in `ops` and how many of it are linearized.
+    class_start: Vec<usize>,
+    class_len: Vec<usize>,
+    class_used: Vec<usize>,
+    /// `ops[i]`'s class, for pending ops (unused for completed ones).
+    class_of: Vec<usize>,
     /// Bit `i` set: `ops[i]` is linearized on the current path.
     linearized: Vec<u64>,
     state: u32,
     completed_left: usize,
-    /// Nodes already expanded: (linearized set, state).
-    memo: HashSet<(Vec<u64>, u32)>,
-    /// The current linearization: (op, state before it).
-    path: Vec<(usize, u32)>,
+    /// Every completed op before this position (in call order) is linearized.
+    first_open: usize,
+    /// Every completed op before this position of `by_ret` is linearized.
+    first_open_by_ret: usize,
+    /// Fingerprints of the nodes already expanded (see `fingerprint`).
+    memo: HashSet<u128, BuildHasherDefault<FoldHasher>>,
+    /// XOR of `op_key(i)` over the linearized ops: the set's fingerprint, kept up to date by
+    /// `flip` in O(1).
+    set_key: u128,
+    /// The current linearization: the op, and the state and cursors before it.
+    path: Vec<Step>,
     /// The path that linearized the most completed ops, for the explanation.
     best_path: Vec<usize>,
     best_state: u32,
@@ -320,40 +340,112 @@ struct Search<'a> {
     attempts: u64,
 }
 
-impl Search<'_> {
+struct Step {
+    op: usize,
+    state_before: u32,
+    first_open: usize,
+    first_open_by_ret: usize,
+}
+
+impl Search {
+    fn new(mut ops: Vec<KeyOp>) -> Search {
+        ops.sort_by_key(|o| {
+            (
+                o.pending,
+                if o.pending { Some(o.effect) } else { None },
+                o.call,
+                o.ret,
+                o.orig,
+            )
+        });
+        let completed = ops.iter().filter(|o| !o.pending).count();
+        let mut by_ret: Vec<usize> = (0..completed).collect();
+        by_ret.sort_by_key(|&i| (ops[i].ret, i));
+        let (mut class_start, mut class_len) = (Vec::new(), Vec::new());
+        let mut class_of = vec![usize::MAX; ops.len()];
+        for i in completed..ops.len() {
+            if i == completed || ops[i].effect != ops[i - 1].effect {
+                class_start.push(i);
+                class_len.push(0);
+            }
+            *class_len.last_mut().expect("pushed above") += 1;
+            class_of[i] = class_start.len() - 1;
+        }
+        Search {
+            linearized: vec![0u64; ops.len().div_ceil(64)],
+            class_used: vec![0; class_start.len()],
+            ops,
+            completed,
+            by_ret,
+            class_start,
+            class_len,
+            class_of,
+            state: 0,
+            completed_left: completed,
+            first_open: 0,
+            first_open_by_ret: 0,
+            memo: HashSet::default(),
+            set_key: 0,
+            path: Vec::new(),
+            best_path: Vec::new(),
+            best_state: 0,
+            best_left: usize::MAX,
+            attempts: 0,
+        }
+    }
+
     fn is_set(&self, i: usize) -> bool {
         self.linearized[i / 64] & (1 << (i % 64)) != 0
     }
     fn flip(&mut self, i: usize) {
         self.linearized[i / 64] ^= 1 << (i % 64);
+        self.set_key ^= op_key(i);
     }
 
-    /// The ops that may be linearized next. If one is consistent and leaves the state as it is,
-    /// it alone is returned (see the top of this file for why that loses nothing).
-    fn candidates(&self) -> Vec<usize> {
-        let min_ret = (0..self.ops.len())
-            .filter(|&i| !self.ops[i].pending && !self.is_set(i))
-            .map(|i| self.ops[i].ret)
-            .min()
-            .unwrap_or(u64::MAX);
+    /// The earliest return among unlinearized completed ops: no op called after it may go next.
+    fn min_ret(&mut self) -> u64 {
+        while self.first_open_by_ret < self.completed
+            && self.is_set(self.by_ret[self.first_open_by_ret])
+        {
+            self.first_open_by_ret += 1;
+        }
+        self.by_ret
+            .get(self.first_open_by_ret)
+            .map_or(u64::MAX, |&i| self.ops[i].ret)
+    }
+
+    /// The ops that may be linearized next. If a completed op is consistent now and leaves the
+    /// state as it is wherever it goes, it alone is returned (the top of this file says why that
+    /// loses nothing). Pending ops that would change nothing now are left out.
+    fn candidates(&mut self) -> Vec<usize> {
+        let min_ret = self.min_ret();
+        while self.first_open < self.completed && self.is_set(self.first_open) {
+            self.first_open += 1;
+        }
         let mut out = Vec::new();
-        for (i, op) in self.ops.iter().enumerate() {
+        for i in self.first_open..self.completed {
+            let op = &self.ops[i];
             if op.call > min_ret {
                 break;
             }
             if self.is_set(i) {
                 continue;
             }
-            let next = op.step(self.state);
-            if next == Some(self.state) {
-                if op.read_only() {
-                    return vec![i];
-                }
-                if op.pending {
-                    continue;
-                }
+            match op.step(self.state) {
+                None => {}
+                Some(next) if next == self.state && op.read_only() => return vec![i],
+                Some(_) => out.push(i),
             }
-            out.push(i);
+        }
+        for c in 0..self.class_start.len() {
+            if self.class_used[c] == self.class_len[c] {
+                continue;
+            }
+            let i = self.class_start[c] + self.class_used[c];
+            let op = &self.ops[i];
+            if op.call <= min_ret && op.step(self.state) != Some(self.state) {
+                out.push(i);
+            }
         }
         out
     }
@@ -361,7 +453,7 @@ impl Search<'_> {
     fn note_progress(&mut self) {
         if self.completed_left < self.best_left {
             self.best_left = self.completed_left;
-            self.best_path = self.path.iter().map(|&(i, _)| i).collect();
+            self.best_path = self.path.iter().map(|s| s.op).collect();
             self.best_state = self.state;
         }
     }
@@ -372,16 +464,13 @@ impl Search<'_> {
             return Ok(());
         }
         self.note_progress();
-        let mut stack: Vec<(Vec<usize>, usize)> = vec![(self.candidates(), 0)];
+        let first = self.candidates();
+        let mut stack: Vec<(Vec<usize>, usize)> = vec![(first, 0)];
         while let Some((cands, next)) = stack.last_mut() {
             let Some(&i) = cands.get(*next) else {
                 stack.pop();
-                if let Some((op, before)) = self.path.pop() {
-                    self.flip(op);
-                    self.state = before;
-                    if !self.ops[op].pending {
-                        self.completed_left += 1;
-                    }
+                if let Some(step) = self.path.pop() {
+                    self.undo(step);
                 }
                 continue;
             };
@@ -395,22 +484,42 @@ impl Search<'_> {
                 continue;
             };
             self.flip(i);
-            if !self.memo.insert((self.linearized.clone(), after)) {
+            if !self.memo.insert(self.set_key ^ state_key(after)) {
                 self.flip(i);
                 continue;
             }
-            self.path.push((i, self.state));
+            self.path.push(Step {
+                op: i,
+                state_before: self.state,
+                first_open: self.first_open,
+                first_open_by_ret: self.first_open_by_ret,
+            });
             self.state = after;
-            if !self.ops[i].pending {
+            if i < self.completed {
                 self.completed_left -= 1;
                 if self.completed_left == 0 {
                     return Ok(());
                 }
+            } else {
+                self.class_used[self.class_of[i]] += 1;
             }
             self.note_progress();
-            stack.push((self.candidates(), 0));
+            let cands = self.candidates();
+            stack.push((cands, 0));
         }
         Err(false)
+    }
+
+    fn undo(&mut self, step: Step) {
+        self.flip(step.op);
+        self.state = step.state_before;
+        self.first_open = step.first_open;
+        self.first_open_by_ret = step.first_open_by_ret;
+        if step.op < self.completed {
+            self.completed_left += 1;
+        } else {
+            self.class_used[self.class_of[step.op]] -= 1;
+        }
     }
 
     fn explain(&self, history: &[Op], values: &Interner, exhausted: bool) -> String {
@@ -470,6 +579,50 @@ impl Search<'_> {
             s.push_str(&format!(" and {} more", stuck.len() - SHOW));
         }
         s
+    }
+}
+
+/// splitmix64's output function: a fixed bijection that scatters nearby inputs.
+fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A fixed pseudo-random 128-bit key per op position (Zobrist hashing): a node's fingerprint is
+/// the XOR of the keys of its linearized ops, XOR the key of its state. Two distinct nodes share
+/// a fingerprint with probability about 2^-128 per pair, so even the whole budget's worth of
+/// nodes (below 2^26) collides with probability below 2^-75. A collision can only make the search
+/// skip a node it never expanded, so at worst (at those odds) refuse a linearizable history; it
+/// can never make it accept a non-linearizable one.
+fn op_key(i: usize) -> u128 {
+    let i = i as u64;
+    (u128::from(mix64(i.wrapping_mul(2))) << 64) | u128::from(mix64(i.wrapping_mul(2) + 1))
+}
+
+fn state_key(state: u32) -> u128 {
+    let s = u64::from(state) | (1 << 40);
+    (u128::from(mix64(s.wrapping_mul(2))) << 64) | u128::from(mix64(s.wrapping_mul(2) + 1))
+}
+
+/// The memo's keys are already uniformly random: hashing them again would only cost time.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut a = [0u8; 8];
+            a[..chunk.len()].copy_from_slice(chunk);
+            self.0 = mix64(self.0 ^ u64::from_le_bytes(a));
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
     }
 }
 

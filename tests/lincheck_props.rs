@@ -146,7 +146,7 @@ fn small_shape(rng: &mut Rng) -> Shape {
         values: 3,
         max_gap: 3,
         max_duration: 5,
-        timeout_one_in: 5,
+        timeout_one_in: 2 + rng.below(4),
     }
 }
 
@@ -156,7 +156,7 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
     // (valid by construction, with random outputs, or valid with one output changed); compare
     // verdicts, check that valid-by-construction ones pass, and that both verdicts are common.
     let mut rng = Rng(0x5eed_1234);
-    let (mut accepted, mut refused) = (0, 0);
+    let (mut accepted, mut refused, mut timeouts) = (0, 0, 0);
     for case in 0..3000 {
         let shape = small_shape(&mut rng);
         let mut h = valid_history(&mut rng, &shape);
@@ -176,6 +176,7 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
                 }
             }
         }
+        timeouts += (h.iter().filter(|o| o.ret.is_none()).count() >= 2) as u32;
         let fast = check(&h);
         let oracle = check_brute_force(&h);
         assert_eq!(
@@ -195,7 +196,11 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
             refused += 1;
         }
     }
-    eprintln!("accepted {accepted}, refused {refused}");
+    eprintln!("accepted {accepted}, refused {refused}, {timeouts} with two or more timeouts");
+    assert!(
+        timeouts >= 500,
+        "only {timeouts} histories with several timed-out ops"
+    );
     assert!(accepted >= 1000, "only {accepted} accepted");
     assert!(refused >= 500, "only {refused} refused");
 }
@@ -431,4 +436,40 @@ fn large_concurrent_history_is_checked_within_the_default_budget() {
     );
     assert_eq!(err.key, b"k3");
     assert!(!err.explanation.contains("budget"), "{}", err.explanation);
+}
+
+#[test]
+fn heavily_concurrent_valid_histories_are_accepted() {
+    // Goal: the search's reductions (greedy reads, interchangeable timed-out ops) keep heavy
+    // overlap and many timeouts tractable: every history here is valid by construction and must
+    // be accepted, not answered with an exhausted budget. Method: 12 seeded histories of up to
+    // 5,000 ops, up to 100 clients, a single hot key, up to half the ops timed out.
+    let shapes = [
+        (2000, 1, 32, 100, 5),
+        (3000, 10, 64, 300, 3),
+        (1000, 1, 16, 1000, 2),
+        (5000, 30, 100, 200, 4),
+    ];
+    for (ops, keys, clients, max_duration, timeout_one_in) in shapes {
+        for seed in 0..3 {
+            let mut rng = Rng(seed);
+            let shape = Shape {
+                ops,
+                keys,
+                clients,
+                values: 4,
+                max_gap: 5,
+                max_duration,
+                timeout_one_in,
+            };
+            let h = valid_history(&mut rng, &shape);
+            let t = std::time::Instant::now();
+            let verdict = check(&h);
+            eprintln!(
+                "{ops} ops, {keys} keys, {clients} clients, 1 in {timeout_one_in} timed out: {:?}",
+                t.elapsed()
+            );
+            assert_eq!(verdict, Ok(()), "shape {ops}/{keys}/{clients}, seed {seed}");
+        }
+    }
 }
