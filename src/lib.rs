@@ -15,6 +15,7 @@ pub mod kv;
 pub mod lincheck;
 pub mod raft;
 pub mod server;
+pub mod sim;
 pub mod storage;
 pub mod timer;
 pub mod types;

@@ -1,0 +1,244 @@
+//! The simulator's disk: one per node, implementing `storage::LogStorage` with the contract's
+//! durability rules made visible. Written batches stay pending until synced; a crash keeps a
+//! random prefix of the pending batches and may tear the last kept one (a prefix of its records:
+//! snapshot, hard state, then entries); `recover` returns exactly what became durable.
+//!
+//! Must not hide a contract violation: a batch that would leave a gap in the log makes `sync`
+//! fail, which the simulator reports. Read more: `src/storage.rs`.
+
+use super::rng::Rng;
+use crate::raft::Boot;
+use crate::storage::{LogStorage, WriteBatch};
+use crate::types::{Entry, HardState, LogIndex, Snapshot, Term};
+use std::collections::VecDeque;
+use std::io;
+
+/// The durable contents: what `recover` hands back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskState {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// Contiguous, starting right after the snapshot's index (or at 1).
+    pub entries: Vec<Entry>,
+}
+
+impl DiskState {
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot
+            .as_ref()
+            .map(|s| s.meta.index)
+            .unwrap_or(LogIndex(0))
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        match self.entries.last() {
+            Some(e) => e.index,
+            None => self.snapshot_index(),
+        }
+    }
+
+    /// The term of the durable entry at `index`, the snapshot's term at its index, `Term(0)` at 0.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index.0 == 0 {
+            return Some(Term(0));
+        }
+        let si = self.snapshot_index();
+        if index == si {
+            return self.snapshot.as_ref().map(|s| s.meta.term);
+        }
+        if index < si || index > self.last_index() {
+            return None;
+        }
+        let off = (index.0 - si.0 - 1) as usize;
+        self.entries.get(off).map(|e| e.term)
+    }
+
+    fn install_snapshot(&mut self, s: &Snapshot) {
+        if s.meta.index <= self.snapshot_index() {
+            return;
+        }
+        let keep = self.term_at(s.meta.index) == Some(s.meta.term);
+        if keep {
+            self.entries.retain(|e| e.index > s.meta.index);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = Some(s.clone());
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> io::Result<()> {
+        let si = self.snapshot_index();
+        let mut first = true;
+        for e in entries {
+            if e.index <= si {
+                // Already covered by the snapshot: committed, hence identical.
+                continue;
+            }
+            if first {
+                first = false;
+                if e.index > self.last_index().next() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "batch leaves a gap: first entry {:?} after last {:?}",
+                            e.index,
+                            self.last_index()
+                        ),
+                    ));
+                }
+                let keep = (e.index.0 - si.0 - 1) as usize;
+                self.entries.truncate(keep);
+            } else if e.index != self.last_index().next() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("batch entries not contiguous at {:?}", e.index),
+                ));
+            }
+            self.entries.push(e.clone());
+        }
+        Ok(())
+    }
+
+    /// Applies a whole batch in the contract's order: snapshot, hard state, entries.
+    pub fn apply(&mut self, b: &WriteBatch) -> io::Result<()> {
+        if let Some(s) = &b.snapshot {
+            self.install_snapshot(s);
+        }
+        if let Some(hs) = b.hard_state {
+            self.hard_state = hs;
+        }
+        self.append(&b.entries)
+    }
+}
+
+/// A simulated disk with explicit pending (written, unsynced) batches.
+#[derive(Clone, Debug, Default)]
+pub struct SimDisk {
+    durable: DiskState,
+    pending: VecDeque<WriteBatch>,
+    /// Batches written since creation; `synced` counts the durable prefix of them.
+    written: u64,
+    synced: u64,
+    /// Set when a sync found a contract violation; the disk is then "failed".
+    pub failure: Option<String>,
+}
+
+impl SimDisk {
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    /// A disk holding `boot` durably (an initial member's first state).
+    pub fn with_boot(boot: &Boot) -> SimDisk {
+        let mut d = SimDisk::new();
+        let b = WriteBatch {
+            snapshot: boot.snapshot.clone(),
+            hard_state: Some(boot.hard_state),
+            entries: boot.entries.clone(),
+        };
+        d.durable.apply(&b).expect("bootstrap state is contiguous");
+        d
+    }
+
+    pub fn durable(&self) -> &DiskState {
+        &self.durable
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn synced(&self) -> u64 {
+        self.synced
+    }
+
+    /// Makes the batches up to number `upto` (as counted by `written`) durable, in order.
+    /// This is the syncer's completion: a sync covers what was written when it started.
+    pub fn sync_through(&mut self, upto: u64) -> io::Result<()> {
+        while self.synced < upto {
+            let Some(b) = self.pending.pop_front() else {
+                break;
+            };
+            self.synced += 1;
+            if let Err(e) = self.durable.apply(&b) {
+                self.failure = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A crash: keeps a random prefix of the pending batches, possibly tearing the last kept one
+    /// (a prefix of its records), and forgets the rest. Returns how many batches survived whole.
+    pub fn crash(&mut self, rng: &mut Rng, torn: bool) -> usize {
+        let n = self.pending.len();
+        let keep = rng.index(n + 1);
+        let pending: Vec<WriteBatch> = self.pending.drain(..).collect();
+        for b in &pending[..keep] {
+            if self.durable.apply(b).is_err() {
+                // The same batch would have failed its sync: treat the rest as lost.
+                break;
+            }
+        }
+        if torn && keep < n && rng.chance(0.5) {
+            let b = &pending[keep];
+            let records =
+                b.snapshot.is_some() as usize + b.hard_state.is_some() as usize + b.entries.len();
+            let cut = rng.index(records + 1);
+            let mut left = cut;
+            let mut part = WriteBatch::default();
+            if b.snapshot.is_some() && left > 0 {
+                part.snapshot = b.snapshot.clone();
+                left -= 1;
+            }
+            if b.hard_state.is_some() && left > 0 {
+                part.hard_state = b.hard_state;
+                left -= 1;
+            }
+            part.entries = b.entries[..left.min(b.entries.len())].to_vec();
+            let _ = self.durable.apply(&part);
+        }
+        self.synced = self.written;
+        keep
+    }
+
+    /// Wipes the disk (a node that is replaced by a fresh one with the same id).
+    pub fn wipe(&mut self) {
+        *self = SimDisk::new();
+    }
+}
+
+impl LogStorage for SimDisk {
+    fn write(&mut self, batch: &WriteBatch) -> io::Result<()> {
+        if let Some(f) = &self.failure {
+            return Err(io::Error::other(f.clone()));
+        }
+        self.pending.push_back(batch.clone());
+        self.written += 1;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let w = self.written;
+        self.sync_through(w)
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        // A snapshot this node took covers only applied (hence durable, committed) entries, so it
+        // is installed into the durable state directly; pending batches skip what it covers.
+        self.durable.install_snapshot(snapshot);
+        Ok(())
+    }
+
+    fn recover(&mut self) -> io::Result<Boot> {
+        Ok(Boot {
+            hard_state: self.durable.hard_state,
+            snapshot: self.durable.snapshot.clone(),
+            entries: self.durable.entries.clone(),
+        })
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.durable.last_index()
+    }
+}

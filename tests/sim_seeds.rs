@@ -1,0 +1,59 @@
+//! Many seeds of the deterministic cluster simulator, one test per fault profile so that the
+//! harness runs them in parallel. Each failing seed is reported with the command reproducing it.
+
+use zatt::sim::faults::Profile;
+use zatt::sim::{describe_failures, run_seeds, SimOptions};
+
+const SEEDS_PER_PROFILE: u64 = 150;
+
+fn profile_holds_raft_safety(profile: Profile, start: u64) {
+    let base = SimOptions {
+        profile: Some(profile),
+        ..SimOptions::new(start)
+    };
+    let failed = run_seeds(&base, start, SEEDS_PER_PROFILE);
+    assert!(
+        failed.is_empty(),
+        "{} of {} seeds failed under profile {}:\n{}",
+        failed.len(),
+        SEEDS_PER_PROFILE,
+        profile.name(),
+        describe_failures(&failed)
+    );
+}
+
+// Goal: safety, linearizability and liveness with few faults. Method: 150 seeds, calm profile.
+#[test]
+fn calm_cluster_stays_safe_linearizable_and_live() {
+    profile_holds_raft_safety(Profile::Calm, 1_000);
+}
+
+// Goal: the same under loss up to 30 %, duplication up to 50 %, reordering. Method: 150 seeds.
+#[test]
+fn lossy_network_keeps_safety_linearizability_and_liveness() {
+    profile_holds_raft_safety(Profile::Lossy, 2_000);
+}
+
+// Goal: the same under partitions (isolate, halves, one-way, bridge). Method: 150 seeds.
+#[test]
+fn partitions_keep_safety_linearizability_and_liveness() {
+    profile_holds_raft_safety(Profile::Partitions, 3_000);
+}
+
+// Goal: the same under crashes that lose or tear unsynced writes. Method: 150 seeds.
+#[test]
+fn crashes_losing_unsynced_writes_keep_safety_and_liveness() {
+    profile_holds_raft_safety(Profile::Crashes, 4_000);
+}
+
+// Goal: the same under membership changes, snapshots and transfers. Method: 150 seeds.
+#[test]
+fn membership_churn_and_snapshots_keep_safety_and_liveness() {
+    profile_holds_raft_safety(Profile::Membership, 5_000);
+}
+
+// Goal: the same with every fault at once. Method: 150 seeds, chaos profile.
+#[test]
+fn chaos_keeps_safety_linearizability_and_liveness() {
+    profile_holds_raft_safety(Profile::Chaos, 6_000);
+}
