@@ -14,6 +14,7 @@ pub mod event_loop;
 pub mod kv;
 pub mod lincheck;
 pub mod raft;
+pub mod rng;
 pub mod server;
 pub mod sim;
 pub mod storage;
