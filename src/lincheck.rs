@@ -43,6 +43,7 @@
 //! invalid history with heavy overlap is where the search is exponential (the problem is
 //! NP-complete: Gibbons & Korach 1997); `check_with_budget` lets a caller choose another bound.
 
+use crate::rng::mix64;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -580,14 +581,6 @@ impl Search {
         }
         s
     }
-}
-
-/// splitmix64's output function: a fixed bijection that scatters nearby inputs.
-fn mix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// A fixed pseudo-random 128-bit key per op position (Zobrist hashing): a node's fingerprint is

@@ -3,8 +3,8 @@
 //! tearing the last kept one), and `recover` returns exactly the durable state.
 
 use zatt::raft::Boot;
+use zatt::rng::Rng;
 use zatt::sim::disk::{DiskState, SimDisk};
-use zatt::sim::rng::Rng;
 use zatt::storage::{LogStorage, WriteBatch};
 use zatt::types::*;
 

@@ -70,6 +70,7 @@
 //! deadlock when logs disagree about an uncommitted change. A leader that removes itself leads
 //! until the removal commits, then becomes a Learner.
 
+use crate::rng::SplitMix64;
 use crate::types::*;
 mod election;
 mod follower;

@@ -113,16 +113,3 @@ pub(super) struct Transfer {
     pub(super) elapsed_ticks: u32,
     pub(super) timeout_now_sent: bool,
 }
-
-/// A small deterministic PRNG (splitmix64): same seed, same sequence, on every platform.
-pub(super) struct SplitMix64(pub(super) u64);
-
-impl SplitMix64 {
-    pub(super) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}

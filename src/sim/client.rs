@@ -5,9 +5,9 @@
 //! Must not peek at node state: a client learns only from replies. Values are unique per write so
 //! that the linearizability check can tell writes apart.
 
-use super::rng::Rng;
 use crate::kv::Reply;
 use crate::lincheck::{Op, OpInput, OpOutput};
+use crate::rng::Rng;
 use crate::types::NodeId;
 
 /// What a client asks a node.

@@ -6,8 +6,8 @@
 //! Must not hide a contract violation: a batch that would leave a gap in the log makes `sync`
 //! fail, which the simulator reports. Read more: `src/storage.rs`.
 
-use super::rng::Rng;
 use crate::raft::Boot;
+use crate::rng::Rng;
 use crate::storage::{LogStorage, WriteBatch};
 use crate::types::{Entry, HardState, LogIndex, Snapshot, Term};
 use std::collections::VecDeque;

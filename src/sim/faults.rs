@@ -4,8 +4,8 @@
 //! with the run's generator. Must not act on the cluster itself: `mod.rs` executes the actions.
 
 use super::checker::FailureKind;
-use super::rng::Rng;
 use crate::raft::Bugs;
+use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {

@@ -28,11 +28,11 @@ pub mod client;
 pub mod disk;
 pub mod faults;
 pub mod network;
-pub mod rng;
 
 use crate::kv::{Command, Expect, Kv, KvConfig, Proposal, SessionRef};
 use crate::lincheck;
 use crate::raft::{Config, ProposeError, Raft, ReadState, Role};
+use crate::rng::{derive_seed, Rng};
 use crate::storage::{LogStorage, WriteBatch};
 use crate::types::*;
 use checker::{Check, Checker, Failure, FailureKind, Fnv};
@@ -40,7 +40,6 @@ use client::{Client, ClientOp, Current, Outcome, Request, Response};
 use disk::SimDisk;
 use faults::{BugName, FaultAction, FaultProfile, Profile};
 use network::Network;
-use rng::{derive_seed, Rng};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 

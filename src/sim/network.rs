@@ -4,7 +4,7 @@
 //! copies of a message would arrive, and the simulator's event queue does the rest. Clients are
 //! not partitioned (they reach every node), which is what lets an isolated old leader be asked.
 
-use super::rng::Rng;
+use crate::rng::Rng;
 use crate::types::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 
