@@ -12,6 +12,7 @@ use zatt::client::{
     Client, ClientConfig, ClusterChange, Consistency, DistributedDict, Error, ErrorKind, Expect,
     Pipeline, RefreshLock, RefreshPolicy, Request, Response, ScanOptions, TlsConfig,
 };
+use zatt::rng::SplitMix64;
 
 fn quick() -> ClientConfig {
     ClientConfig {
@@ -231,15 +232,7 @@ fn hostile_server_bytes_are_typed_errors_not_panics_or_huge_allocations() {
     let mut unknown_op = 9u32.to_le_bytes().to_vec();
     unknown_op.extend_from_slice(&1u64.to_le_bytes());
     unknown_op.push(0x7F);
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let random: Vec<u8> = (0..64)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let random = SplitMix64(0x9E37_79B9_7F4A_7C15).bytes(64);
     for garbage in [huge, short, unknown_op, random] {
         let server = FakeServer::start();
         let g = garbage.clone();

@@ -1,31 +1,13 @@
 //! Snapshots and hostile bytes: a snapshot restores to an equal state machine that then evolves
 //! exactly like the original; `Proposal::decode` and `Kv::restore` refuse random, truncated and
-//! bit-flipped bytes with a typed error and never panic. Method: seeded random workloads (a tiny
-//! splitmix64 PRNG, so every run sees the same bytes).
+//! bit-flipped bytes with a typed error and never panic. Method: seeded random workloads
+//! (`zatt::rng`'s splitmix64, so every run sees the same bytes).
 
 /// Named so that `cargo test kv` selects these tests.
 mod kv_snapshot {
     use zatt::kv::{Command, Expect, Kv, KvConfig, Proposal, SessionRef};
+    use zatt::rng::SplitMix64;
     use zatt::types::{Entry, EntryKind, LogIndex, Term};
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn bytes(&mut self, max_len: u64) -> Vec<u8> {
-            let n = self.below(max_len + 1);
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
 
     fn small_cfg() -> KvConfig {
         KvConfig {
@@ -38,12 +20,17 @@ mod kv_snapshot {
 
     /// A random workload of `n` entries from index `first`: every command kind, sessions with
     /// retries and stale seqs, advancing time, no-ops, and undecodable payloads.
-    fn workload(rng: &mut Rng, first: u64, n: u64, sessions: &mut Vec<(u64, u64)>) -> Vec<Entry> {
+    fn workload(
+        rng: &mut SplitMix64,
+        first: u64,
+        n: u64,
+        sessions: &mut Vec<(u64, u64)>,
+    ) -> Vec<Entry> {
         let mut out = Vec::new();
         for index in first..first + n {
             let now_ms = index * 7;
             let key = format!("k{}", rng.below(20)).into_bytes();
-            let value = rng.bytes(8);
+            let value = rng.bytes_up_to(8);
             let entry = |kind, data: &[u8]| Entry::new(Term(1), LogIndex(index), kind, data);
             let command = match rng.below(10) {
                 0 => {
@@ -51,7 +38,7 @@ mod kv_snapshot {
                     continue;
                 }
                 1 => {
-                    out.push(entry(EntryKind::Normal, &rng.bytes(12)));
+                    out.push(entry(EntryKind::Normal, &rng.bytes_up_to(12)));
                     continue;
                 }
                 2 => {
@@ -64,7 +51,7 @@ mod kv_snapshot {
                     key,
                     expect: match rng.below(3) {
                         0 => Expect::Absent,
-                        1 => Expect::Value(rng.bytes(2)),
+                        1 => Expect::Value(rng.bytes_up_to(2)),
                         _ => Expect::Revision(LogIndex(rng.below(index + 1))),
                     },
                     new: if rng.below(4) == 0 { None } else { Some(value) },
@@ -104,7 +91,7 @@ mod kv_snapshot {
         // workloads.
         let mut with_sessions = 0;
         for seed in 0..20 {
-            let mut rng = Rng(seed);
+            let mut rng = SplitMix64(seed);
             let mut sessions = Vec::new();
             let mut a = Kv::new(small_cfg());
             for e in workload(&mut rng, 1, 300, &mut sessions) {
@@ -141,7 +128,7 @@ mod kv_snapshot {
     #[test]
     fn restore_refuses_truncation_trailing_bytes_and_flipped_bits() {
         // Goal: every cut, every appended byte and every single flipped bit is refused, typed.
-        let mut rng = Rng(99);
+        let mut rng = SplitMix64(99);
         let mut sessions = Vec::new();
         let mut kv = Kv::new(small_cfg());
         for e in workload(&mut rng, 1, 60, &mut sessions) {
@@ -173,7 +160,7 @@ mod kv_snapshot {
         // Goal: the parser behind the CRC is itself robust. Method: mutate, cut and splice the body
         // of real snapshots, recompute the CRC, and restore with tight limits; also pure random
         // bodies. Whatever restores must round-trip to the same bytes.
-        let mut rng = Rng(7);
+        let mut rng = SplitMix64(7);
         let mut sessions = Vec::new();
         let mut kv = Kv::new(small_cfg());
         for e in workload(&mut rng, 1, 80, &mut sessions) {
@@ -188,18 +175,18 @@ mod kv_snapshot {
                 0 => {
                     for _ in 0..1 + rng.below(4) {
                         let i = rng.below(b.len() as u64) as usize;
-                        b[i] = rng.next() as u8;
+                        b[i] = rng.next_u64() as u8;
                     }
                 }
                 1 => b.truncate(rng.below(b.len() as u64) as usize),
                 2 => {
                     let i = rng.below(b.len() as u64) as usize;
-                    let extra = rng.bytes(16);
+                    let extra = rng.bytes_up_to(16);
                     b.splice(i..i, extra);
                 }
                 _ => {
                     b = b"ZKVS\x01".to_vec();
-                    b.extend(rng.bytes(64));
+                    b.extend(rng.bytes_up_to(64));
                 }
             }
             match Kv::restore(&reseal(&b), small_cfg()) {
@@ -244,7 +231,7 @@ mod kv_snapshot {
         // Goal: random, truncated, bit-flipped and spliced proposals are refused or decoded, never
         // panic; whatever decodes re-encodes to the same bytes (the format has one encoding).
         let cfg = small_cfg();
-        let mut rng = Rng(3);
+        let mut rng = SplitMix64(3);
         let mut sessions = Vec::new();
         let valid: Vec<Vec<u8>> = workload(&mut rng, 1, 200, &mut sessions)
             .into_iter()
@@ -265,10 +252,10 @@ mod kv_snapshot {
                 1 => b.truncate(rng.below(b.len() as u64) as usize),
                 2 => {
                     let i = rng.below(b.len() as u64 + 1) as usize;
-                    let extra = rng.bytes(6);
+                    let extra = rng.bytes_up_to(6);
                     b.splice(i..i, extra);
                 }
-                3 => b = rng.bytes(40),
+                3 => b = rng.bytes_up_to(40),
                 _ => {
                     let i = rng.below(b.len() as u64) as usize;
                     b[i] = 0xff;

@@ -5,24 +5,12 @@
 use std::collections::BTreeMap;
 
 use zatt::lincheck::{check, check_brute_force, check_with_budget, Op, OpInput, OpOutput};
+use zatt::rng::SplitMix64;
 
-/// splitmix64: a tiny seeded PRNG so every run sees the same histories.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
+/// True once in `n` draws on average (test inputs come from a seeded `SplitMix64`, so every run
+/// sees the same histories).
+fn one_in(rng: &mut SplitMix64, n: u64) -> bool {
+    rng.below(n) == 0
 }
 
 struct Shape {
@@ -36,11 +24,11 @@ struct Shape {
     timeout_one_in: u64,
 }
 
-fn value(rng: &mut Rng, values: u64) -> Vec<u8> {
+fn value(rng: &mut SplitMix64, values: u64) -> Vec<u8> {
     vec![b'a' + rng.below(values) as u8]
 }
 
-fn random_input(rng: &mut Rng, s: &Shape) -> OpInput {
+fn random_input(rng: &mut SplitMix64, s: &Shape) -> OpInput {
     let key = format!("k{}", rng.below(s.keys)).into_bytes();
     match rng.below(4) {
         0 => OpInput::Put {
@@ -51,7 +39,7 @@ fn random_input(rng: &mut Rng, s: &Shape) -> OpInput {
         2 => OpInput::Delete { key },
         _ => OpInput::Cas {
             key,
-            expect: if rng.chance(3) {
+            expect: if one_in(rng, 3) {
                 None
             } else {
                 Some(value(rng, s.values))
@@ -61,22 +49,22 @@ fn random_input(rng: &mut Rng, s: &Shape) -> OpInput {
     }
 }
 
-fn random_output(rng: &mut Rng, input: &OpInput, values: u64) -> OpOutput {
+fn random_output(rng: &mut SplitMix64, input: &OpInput, values: u64) -> OpOutput {
     match input {
         OpInput::Put { .. } | OpInput::Delete { .. } => OpOutput::Done,
-        OpInput::Get { .. } => OpOutput::Value(if rng.chance(3) {
+        OpInput::Get { .. } => OpOutput::Value(if one_in(rng, 3) {
             None
         } else {
             Some(value(rng, values))
         }),
-        OpInput::Cas { .. } => OpOutput::Cas(rng.chance(2)),
+        OpInput::Cas { .. } => OpOutput::Cas(one_in(rng, 2)),
     }
 }
 
 /// A history produced by a real linearizable dictionary: each op takes effect at a random instant
 /// inside its interval (a timed-out op: at a random instant after its call, or never), and its
 /// output is what the dictionary gives at that instant. Clients issue ops one after another.
-fn valid_history(rng: &mut Rng, s: &Shape) -> Vec<Op> {
+fn valid_history(rng: &mut SplitMix64, s: &Shape) -> Vec<Op> {
     let mut cursor = vec![0u64; s.clients as usize];
     // (instant ×4 so an instant can sit strictly inside an interval, tie-break, op index)
     let mut effects: Vec<(u64, u64, usize)> = Vec::new();
@@ -85,13 +73,13 @@ fn valid_history(rng: &mut Rng, s: &Shape) -> Vec<Op> {
         let c = rng.below(s.clients) as usize;
         let call = cursor[c] + rng.below(s.max_gap + 1);
         let input = random_input(rng, s);
-        let timed_out = rng.chance(s.timeout_one_in);
+        let timed_out = one_in(rng, s.timeout_one_in);
         let ret = if timed_out {
             cursor[c] = call + 1 + rng.below(s.max_gap + 1);
-            if !rng.chance(3) {
+            if !one_in(rng, 3) {
                 effects.push((
                     4 * call + rng.below(4 * s.max_duration * 3 + 1),
-                    rng.next(),
+                    rng.next_u64(),
                     i,
                 ));
             }
@@ -99,7 +87,11 @@ fn valid_history(rng: &mut Rng, s: &Shape) -> Vec<Op> {
         } else {
             let ret = call + rng.below(s.max_duration + 1);
             cursor[c] = ret + 1;
-            effects.push((4 * call + rng.below(4 * (ret - call) + 1), rng.next(), i));
+            effects.push((
+                4 * call + rng.below(4 * (ret - call) + 1),
+                rng.next_u64(),
+                i,
+            ));
             Some(ret)
         };
         ops.push(Op {
@@ -138,7 +130,7 @@ fn valid_history(rng: &mut Rng, s: &Shape) -> Vec<Op> {
     ops
 }
 
-fn small_shape(rng: &mut Rng) -> Shape {
+fn small_shape(rng: &mut SplitMix64) -> Shape {
     Shape {
         ops: 1 + rng.below(8) as usize,
         keys: 1 + rng.below(2),
@@ -155,7 +147,7 @@ fn check_agrees_with_brute_force_on_small_random_histories() {
     // Goal: the memoized per-key search gives the oracle's verdict. Method: 3,000 seeded histories
     // (valid by construction, with random outputs, or valid with one output changed); compare
     // verdicts, check that valid-by-construction ones pass, and that both verdicts are common.
-    let mut rng = Rng(0x5eed_1234);
+    let mut rng = SplitMix64(0x5eed_1234);
     let (mut accepted, mut refused, mut timeouts) = (0, 0, 0);
     for case in 0..3000 {
         let shape = small_shape(&mut rng);
@@ -365,7 +357,7 @@ fn malformed_output_is_refused_not_panicked_on() {
 #[test]
 fn exhausted_budget_is_reported_as_such() {
     // Goal: the search stops at its budget with an error that says so instead of hanging.
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64(7);
     let shape = Shape {
         ops: 200,
         keys: 1,
@@ -390,7 +382,7 @@ fn large_concurrent_history_is_checked_within_the_default_budget() {
     // Goal: simulator-sized histories (thousands of ops, tens of keys, heavy overlap, timeouts)
     // are accepted when valid and refused when one read is made stale. No timing assertion: the
     // elapsed time is printed for the record.
-    let mut rng = Rng(42);
+    let mut rng = SplitMix64(42);
     let shape = Shape {
         ops: 4000,
         keys: 20,
@@ -452,7 +444,7 @@ fn heavily_concurrent_valid_histories_are_accepted() {
     ];
     for (ops, keys, clients, max_duration, timeout_one_in) in shapes {
         for seed in 0..3 {
-            let mut rng = Rng(seed);
+            let mut rng = SplitMix64(seed);
             let shape = Shape {
                 ops,
                 keys,

@@ -7,6 +7,7 @@ mod harness;
 
 use harness::*;
 use zatt::raft::*;
+use zatt::rng::SplitMix64;
 use zatt::types::*;
 
 fn single(config: Config, boot: Boot) -> Raft {
@@ -1363,13 +1364,8 @@ fn random_faults_keep_safety() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     for seed in from..from + seeds {
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = SplitMix64(seed);
+        let mut next = move || rng.next_u64();
         let mk = move |id| {
             let mut k = conf(id);
             k.snapshot_chunk_bytes = 64;
@@ -1381,7 +1377,7 @@ fn random_faults_keep_safety() {
         };
         let mut c = Cluster::new(5, mk);
         c.add(6, mk(6), Boot::default());
-        c.chaos = Some(seed | 1);
+        c.chaos = Some(SplitMix64(seed));
         let mut drop_every = 0u64;
         for step in 0..600 {
             match next() % 24 {
@@ -1567,13 +1563,8 @@ fn hostile_run(seed: u64) {
     c.propose(1, b"a");
     c.compact(1, LogIndex(2), b"snap");
     c.propose(1, b"b");
-    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n.max(1)
-    };
+    let mut rng = SplitMix64(0x2545_F491_4F6C_DD1D ^ seed);
+    let mut rnd = move |n: u64| rng.below(n);
     for _ in 0..20_000 {
         let to = rnd(3) + 1;
         let (last, term) = (c.r(to).last_index().0, c.r(to).term().0);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zatt::lincheck::{check, Op, OpInput, OpOutput};
+use zatt::rng::SplitMix64;
 use zatt::wire::client::{Consistency, ErrorKind, Expect, Request, Response};
 
 const T: Duration = Duration::from_secs(30);
@@ -18,17 +19,6 @@ const KEYS: u64 = 4;
 const CLIENTS: u64 = 6;
 /// Bounds the history so the checker's search stays quick (ops per client, at most).
 const OPS_PER_CLIENT: u64 = 3000;
-
-/// A tiny deterministic generator per client (no global randomness in tests either).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 enum Outcome {
     /// Answered: record it.
@@ -90,15 +80,16 @@ fn run_history(fault: Fault) {
             let stop = stop.clone();
             let history = history.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (client + 1));
+                // A deterministic generator per client (no global randomness in tests either).
+                let mut rng = SplitMix64(client + 1);
                 let mut target = addrs[(client as usize) % addrs.len()].1.clone();
                 let mut conn: Option<TestClient> = None;
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) && n < OPS_PER_CLIENT {
-                    let key = format!("k{}", rng.next() % KEYS).into_bytes();
+                    let key = format!("k{}", rng.below(KEYS)).into_bytes();
                     let value = format!("c{client}-{n}").into_bytes();
                     n += 1;
-                    let (input, req) = match rng.next() % 3 {
+                    let (input, req) = match rng.below(3) {
                         0 => (
                             OpInput::Put {
                                 key: key.clone(),
@@ -119,8 +110,7 @@ fn run_history(fault: Fault) {
                         ),
                         _ => {
                             let expect =
-                                format!("c{}-{}", rng.next() % CLIENTS, rng.next() % n.max(1))
-                                    .into_bytes();
+                                format!("c{}-{}", rng.below(CLIENTS), rng.below(n)).into_bytes();
                             (
                                 OpInput::Cas {
                                     key: key.clone(),
@@ -142,7 +132,7 @@ fn run_history(fault: Fault) {
                     let call = start.elapsed().as_micros() as u64;
                     let Some(cl) = conn.as_mut() else {
                         // Never sent: no effect, nothing to record.
-                        target = addrs[(rng.next() % addrs.len() as u64) as usize].1.clone();
+                        target = addrs[rng.index(addrs.len())].1.clone();
                         std::thread::sleep(Duration::from_millis(10));
                         continue;
                     };
@@ -157,7 +147,7 @@ fn run_history(fault: Fault) {
                         conn = None;
                     } else if resp.is_err() || matches!(resp, Ok(Response::Error(_))) {
                         // Move on to another server; the old connection may be dead.
-                        target = addrs[(rng.next() % addrs.len() as u64) as usize].1.clone();
+                        target = addrs[rng.index(addrs.len())].1.clone();
                         conn = None;
                         std::thread::sleep(Duration::from_millis(10));
                     }

@@ -5,22 +5,10 @@
 
 use std::fs;
 use std::sync::Arc;
+use zatt::rng::SplitMix64;
 use zatt::storage::{LogStorage, WriteBatch};
 use zatt::types::*;
 use zatt::wal::{Wal, WalOptions};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// The storage rules, written as plainly as possible.
 #[derive(Default)]
@@ -63,13 +51,13 @@ impl Model {
     }
 }
 
-fn entry(i: u64, t: u64, rng: &mut Rng) -> Entry {
+fn entry(i: u64, t: u64, rng: &mut SplitMix64) -> Entry {
     let len = rng.below(200) as usize;
     let data: Vec<u8> = (0..len).map(|k| (i as usize + k) as u8).collect();
     Entry::new(Term(t), LogIndex(i), EntryKind::Normal, &data)
 }
 
-fn snapshot(i: u64, t: Term, rng: &mut Rng) -> Snapshot {
+fn snapshot(i: u64, t: Term, rng: &mut SplitMix64) -> Snapshot {
     let mut m = Membership::default();
     m.members.insert(
         NodeId(1 + rng.below(3)),
@@ -132,7 +120,7 @@ fn run_seed(seed: u64, crash: bool) {
         preallocate: !crash && seed % 2 == 0,
         ..WalOptions::default()
     };
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = SplitMix64(seed);
     let mut model = Model::default();
     let (mut wal, _) = Wal::open(&dir, opts.clone()).unwrap();
     let mut term = 1u64;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use zatt::raft::Boot;
+use zatt::rng::SplitMix64;
 use zatt::storage::{LogStorage, WriteBatch};
 use zatt::types::*;
 use zatt::wal::{Wal, WalError, WalOptions};
@@ -450,13 +451,7 @@ fn garbage_after_the_log_is_cut_and_appends_continue() {
     let d = TempDir::new("garbage");
     let (all, _) = write_log(d.path(), opts_plain(), 50, 30, 5);
     let mut seg = fs::read(d.path().join(SEG)).unwrap();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for _ in 0..3000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        seg.push(x as u8);
-    }
+    seg.extend(SplitMix64(0x9E37_79B9_7F4A_7C15).bytes(3000));
     fs::write(d.path().join(SEG), &seg).unwrap();
     {
         let (mut wal, boot) = Wal::open(d.path(), opts_plain()).unwrap();
@@ -672,19 +667,6 @@ fn lock_child_process() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 #[test]
 fn random_bytes_as_any_wal_file_give_typed_errors_never_panics() {
     // Goal: hostile files never panic or over-allocate. Method: 300 seeded rounds that replace
@@ -724,7 +706,7 @@ fn random_bytes_as_any_wal_file_give_typed_errors_never_panics() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x1234_5678_9ABC_DEF1);
-    let mut rng = Rng(seed | 1);
+    let mut rng = SplitMix64(seed);
     let (mut ok, mut refused) = (0, 0);
     let t = TempDir::new("fuzz1");
     for round in 0..rounds {
@@ -734,13 +716,12 @@ fn random_bytes_as_any_wal_file_give_typed_errors_never_panics() {
         let mut f = orig.clone();
         match rng.below(4) {
             0 => {
-                let n = rng.below(300) as usize;
-                f = (0..n).map(|_| rng.next() as u8).collect();
+                f = rng.bytes_up_to(299);
             }
             1 => {
                 let at = rng.below(f.len() as u64 + 1) as usize;
-                let n = rng.below(64) as usize;
-                let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let junk = rng.bytes_up_to(63);
+                let n = junk.len();
                 f.splice(at..(at + n).min(f.len()), junk);
             }
             2 => {
@@ -974,8 +955,8 @@ fn records_with_good_crcs_but_hostile_fields_give_typed_errors_never_panics() {
     use zatt::wal::format::{encode_record, encode_segment_header};
     let d = TempDir::new("hostile");
     drop(Wal::open(d.path(), opts_plain()).unwrap());
-    let mut rng = Rng(0xC0FF_EE00_1234_5679);
-    let pick = |rng: &mut Rng| match rng.below(6) {
+    let mut rng = SplitMix64(0xC0FF_EE00_1234_5679);
+    let pick = |rng: &mut SplitMix64| match rng.below(6) {
         0 => 0,
         1 => u64::MAX,
         2 => u64::MAX - rng.below(3),

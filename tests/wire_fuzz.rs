@@ -3,12 +3,13 @@
 //! response decoders. Nothing may panic, and no single allocation may be larger than a small
 //! multiple of the bytes actually present: a declared length is never trusted.
 //!
-//! Method: a seeded splitmix64 generator (deterministic, no extra crates) and a counting global
+//! Method: a seeded splitmix64 generator (`zatt::rng`, deterministic) and a counting global
 //! allocator that records, per thread, the largest allocation made while a decoder runs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use zatt::rng::SplitMix64;
 use zatt::types::*;
 use zatt::wire::client::*;
 use zatt::wire::peer::*;
@@ -67,61 +68,40 @@ fn allowed(input_len: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Input generation.
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// One hostile variant of a valid encoding: truncated, bit-flipped, a length-like field set to
 /// a huge value, bytes appended, or pure noise.
-fn mutate(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
+fn mutate(rng: &mut SplitMix64, valid: &[u8]) -> Vec<u8> {
     let mut v = valid.to_vec();
-    match rng.below(6) {
-        0 => v.truncate(rng.below(v.len() + 1)),
+    match rng.index(6) {
+        0 => v.truncate(rng.index(v.len() + 1)),
         1 => {
-            for _ in 0..1 + rng.below(4) {
+            for _ in 0..1 + rng.index(4) {
                 if !v.is_empty() {
-                    let i = rng.below(v.len());
-                    v[i] ^= 1 << rng.below(8);
+                    let i = rng.index(v.len());
+                    v[i] ^= 1 << rng.index(8);
                 }
             }
         }
         2 => {
             // A plausible length field (u32) overwritten with something enormous.
             if v.len() >= 4 {
-                let i = rng.below(v.len() - 3);
-                let big = [u32::MAX, 0x8000_0000, 0x1000_0000, 0x00FF_FFFF][rng.below(4)];
+                let i = rng.index(v.len() - 3);
+                let big = [u32::MAX, 0x8000_0000, 0x1000_0000, 0x00FF_FFFF][rng.index(4)];
                 v[i..i + 4].copy_from_slice(&big.to_le_bytes());
             }
         }
         3 => {
-            let n = 1 + rng.below(16);
+            let n = 1 + rng.index(16);
             let extra = rng.bytes(n);
             v.extend_from_slice(&extra);
         }
         4 => {
             if !v.is_empty() {
-                let i = rng.below(v.len());
-                v[i] = rng.next() as u8;
+                let i = rng.index(v.len());
+                v[i] = rng.next_u64() as u8;
             }
         }
-        _ => {
-            let n = rng.below(200);
-            v = rng.bytes(n)
-        }
+        _ => v = rng.bytes_up_to(199),
     }
     v
 }
@@ -196,7 +176,7 @@ const ROUNDS: usize = 20_000;
 /// and the reassembler), expiring now and then.
 #[test]
 fn datagram_decoder_survives_hostile_input() {
-    let mut rng = Rng(0xD47A_6EA1);
+    let mut rng = SplitMix64(0xD47A_6EA1);
     let mut tx_cfg = PeerCodecConfig::new(9, NodeId(1));
     tx_cfg.max_datagram = MIN_DATAGRAM_BYTES;
     let mut tx = PeerCodec::new(tx_cfg);
@@ -214,7 +194,7 @@ fn datagram_decoder_survives_hostile_input() {
     );
     let mut decoded = 0;
     for round in 0..ROUNDS {
-        let pick = rng.below(valid.len());
+        let pick = rng.index(valid.len());
         let input = mutate(&mut rng, &valid[pick]);
         let (out, largest) = largest_alloc(|| rx.decode(&input, round as u64 / 100));
         decoded += out.is_some() as usize;
@@ -236,7 +216,7 @@ fn datagram_decoder_survives_hostile_input() {
 /// Goal: the body decoder refuses every truncation of every message and survives mutations.
 #[test]
 fn message_body_decoder_survives_hostile_input() {
-    let mut rng = Rng(0xB0D1);
+    let mut rng = SplitMix64(0xB0D1);
     for m in sample_messages() {
         let mut body = Vec::new();
         encode_body(&m, &mut body);
@@ -359,7 +339,7 @@ fn sample_responses() -> Vec<Vec<u8>> {
 /// mutation too, since a server could be handed any slice).
 #[test]
 fn frame_split_and_request_decoder_survive_hostile_input() {
-    let mut rng = Rng(0xF2A3E);
+    let mut rng = SplitMix64(0xF2A3E);
     let valid = sample_requests();
     for f in &valid {
         for cut in 0..f.len() {
@@ -367,7 +347,7 @@ fn frame_split_and_request_decoder_survive_hostile_input() {
         }
     }
     for _ in 0..ROUNDS {
-        let pick = rng.below(valid.len());
+        let pick = rng.index(valid.len());
         let input = mutate(&mut rng, &valid[pick]);
         let (_, largest) = largest_alloc(|| {
             if let Ok(Some((len, _))) = split_frame(&input, &limits()) {
@@ -384,7 +364,7 @@ fn frame_split_and_request_decoder_survive_hostile_input() {
 /// Goal: the response decoder survives hostile frames without over-allocating.
 #[test]
 fn response_decoder_survives_hostile_input() {
-    let mut rng = Rng(0x2E5B);
+    let mut rng = SplitMix64(0x2E5B);
     let valid = sample_responses();
     for f in &valid {
         for cut in 0..f.len() {
@@ -392,7 +372,7 @@ fn response_decoder_survives_hostile_input() {
         }
     }
     for _ in 0..ROUNDS {
-        let pick = rng.below(valid.len());
+        let pick = rng.index(valid.len());
         let input = mutate(&mut rng, &valid[pick]);
         let (_, largest) = largest_alloc(|| decode_response(&input, &limits()));
         assert!(largest <= allowed(input.len()));
@@ -496,7 +476,7 @@ fn fragment_count_claim_never_allocates() {
 /// Method: mutate valid tagged datagrams; anything decoded must be byte-identical to a valid one.
 #[test]
 fn tagged_datagrams_accept_no_alteration() {
-    let mut rng = Rng(0x7A6);
+    let mut rng = SplitMix64(0x7A6);
     let secret = Some(b"secret".to_vec());
     let mut tx_cfg = PeerCodecConfig::new(9, NodeId(1));
     tx_cfg.secret = secret.clone();
@@ -509,7 +489,7 @@ fn tagged_datagrams_accept_no_alteration() {
         tx.encode(&m, &mut |d| valid.push(d.to_vec()));
     }
     for _ in 0..ROUNDS {
-        let pick = rng.below(valid.len());
+        let pick = rng.index(valid.len());
         let input = mutate(&mut rng, &valid[pick]);
         if rx.decode(&input, 0).is_some() {
             assert!(valid.contains(&input), "an altered datagram was accepted");

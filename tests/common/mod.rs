@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zatt::rng::SplitMix64;
 use zatt::wire::client::{
     decode_response, encode_request, split_frame, Consistency, ErrorKind, FrameLimits, Request,
     Response, Status,
@@ -66,12 +67,10 @@ pub fn free_port() -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    // Seeded from the process, the call and the clock: different in each test process and call.
+    let mut rng = SplitMix64(x);
     for _ in 0..1000 {
-        // xorshift: cheap, and different in each test process and call.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let port = 20_000 + (x % 12_000) as u16;
+        let port = 20_000 + rng.below(12_000) as u16;
         let tcp = TcpListener::bind(("127.0.0.1", port));
         let udp = UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {
@@ -695,3 +694,4 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
     std::fs::write(&p, contents).unwrap();
     p
 }
+

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use zatt::raft::*;
+use zatt::rng::SplitMix64;
 use zatt::types::*;
 
 pub fn addr(id: u64) -> String {
@@ -166,9 +167,9 @@ pub struct Cluster {
     pub sent: Vec<Message>,
     /// Returns false to drop a message.
     pub filter: Option<Filter>,
-    /// When set, a seeded xorshift state: delivery picks among the first few queued messages
+    /// When set, a seeded generator: delivery picks among the first few queued messages
     /// (reordering) and now and then delivers one twice (duplication).
-    pub chaos: Option<u64>,
+    pub chaos: Option<SplitMix64>,
     /// Every entry any node ever applied, by index (State Machine Safety across restarts).
     pub applied_ever: BTreeMap<LogIndex, Term>,
     seed: u64,
@@ -325,12 +326,10 @@ impl Cluster {
     /// Delivers one message (if any). Returns false when the queue is empty.
     pub fn deliver_one(&mut self) -> bool {
         let pick = match &mut self.chaos {
-            Some(x) if !self.queue.is_empty() => {
-                *x ^= *x << 13;
-                *x ^= *x >> 7;
-                *x ^= *x << 17;
-                let i = (*x % self.queue.len().min(4) as u64) as usize;
-                if *x % 23 == 0 {
+            Some(rng) if !self.queue.is_empty() => {
+                let x = rng.next_u64();
+                let i = (x % self.queue.len().min(4) as u64) as usize;
+                if x % 23 == 0 {
                     let dup = self.queue[i].clone();
                     self.queue.push_back(dup);
                 }
