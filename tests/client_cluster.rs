@@ -275,35 +275,7 @@ fn scan_pages_through_ten_thousand_keys_loaded_by_a_pipeline() {
 fn tls_cluster_serves_a_client_that_trusts_its_ca() {
     // Goal: the client speaks TLS to real servers and verifies them against a generated CA.
     let dir = common::temp_dir("client-tls");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    // 127.0.0.1 for the client library (it verifies the address it dials), localhost for the
-    // harness's own status calls.
-    let cert =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-    let ca_path = common::write_file(&dir, "ca.pem", ca.pem().as_bytes());
-    let cert_path = common::write_file(&dir, "server.pem", cert.pem().as_bytes());
-    let key_path = common::write_file(&dir, "server.key", key.serialize_pem().as_bytes());
-    let cert_s = cert_path.display().to_string();
-    let key_s = key_path.display().to_string();
-    let mut cluster = Cluster::start(3, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
-    let harness_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cluster.tls_client = Some(Arc::new(harness_tls));
-    cluster.wait_leader(Duration::from_secs(20));
+    let (cluster, ca_path) = common::start_tls_cluster(&dir, 3);
 
     let config = ClientConfig {
         tls: Some(TlsConfig::with_ca(&ca_path)),

@@ -695,3 +695,37 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
     p
 }
 
+/// A cluster of `n` voters serving TLS on their client ports: a CA and a server certificate for
+/// 127.0.0.1 (the client library verifies the address it dials) and localhost (the harness's own
+/// calls) are generated into `dir` as ca.pem, server.pem and server.key; the harness trusts that
+/// CA. Returns once a leader is known, with the CA's path for the client under test.
+pub fn start_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+    let ca_path = write_file(dir, "ca.pem", ca.pem().as_bytes());
+    let cert_path = write_file(dir, "server.pem", cert.pem().as_bytes());
+    let key_path = write_file(dir, "server.key", key.serialize_pem().as_bytes());
+    let cert_s = cert_path.display().to_string();
+    let key_s = key_path.display().to_string();
+    let mut cluster = Cluster::start(n, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let harness_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cluster.tls_client = Some(Arc::new(harness_tls));
+    cluster.wait_leader(Duration::from_secs(20));
+    (cluster, ca_path)
+}
