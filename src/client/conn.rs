@@ -20,21 +20,26 @@ use super::tls::{self, TlsConfig};
 /// Bytes read per `read` call at least; the buffer grows beyond this only for larger frames.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-enum Stream {
+/// A TCP stream, plain or wrapped in TLS: `C` is rustls's client connection here and its server
+/// connection in `fake.rs`, which serves the same bytes from the other side.
+pub(super) enum Stream<C> {
     Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<StreamOwned<C, TcpStream>>),
 }
 
-impl Stream {
+impl<C> Stream<C> {
     fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls(s) => &s.sock,
         }
     }
 }
 
-impl Read for Stream {
+impl<C> Read for Stream<C>
+where
+    StreamOwned<C, TcpStream>: Read,
+{
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
@@ -43,7 +48,10 @@ impl Read for Stream {
     }
 }
 
-impl Write for Stream {
+impl<C> Write for Stream<C>
+where
+    StreamOwned<C, TcpStream>: Write,
+{
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
@@ -84,7 +92,7 @@ impl From<io::Error> for ConnError {
 pub(crate) struct Conn {
     /// The endpoint as dialled (`host:port`), for error messages and leader hints.
     pub(crate) addr: String,
-    stream: Stream,
+    stream: Stream<ClientConnection>,
     limits: FrameLimits,
     /// Encoded frames not yet written.
     wbuf: Vec<u8>,

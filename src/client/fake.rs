@@ -22,6 +22,8 @@ use crate::wire::client::{
     Request, Response, Status,
 };
 
+use super::conn::Stream;
+
 /// What the fake does with one request, as decided by the script.
 #[derive(Clone, Debug)]
 pub enum Action {
@@ -199,35 +201,6 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
     for c in conns {
         let _ = c.join();
-    }
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
     }
 }
 
