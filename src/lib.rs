@@ -9,3 +9,4 @@
 pub mod raft;
 pub mod storage;
 pub mod types;
+pub mod wire;
