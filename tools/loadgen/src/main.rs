@@ -1,2 +1,58 @@
-//! The `loadgen` binary.
-fn main() {}
+//! The `loadgen` binary: parse the command line, run the chosen mode, print the result.
+//! Exit codes: 0 ok, 1 runtime error (no leader, nothing succeeded), 2 usage error.
+
+use std::io::Write;
+use zatt_loadgen::args::{self, Command, Format};
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = match args::parse(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadgen: {e} (see loadgen --help)");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(match cmd {
+        Command::Help(text) => {
+            print!("{text}");
+            0
+        }
+        Command::Run(cfg) => {
+            let mut err = std::io::stderr();
+            match zatt_loadgen::driver::run(&cfg, &mut err) {
+                Ok(summary) => {
+                    let text = match cfg.format {
+                        Format::Json => summary.to_json() + "\n",
+                        Format::Text => summary.to_text(),
+                    };
+                    let _ = std::io::stdout().write_all(text.as_bytes());
+                    if summary.ops == 0 {
+                        eprintln!("loadgen: no request succeeded");
+                        1
+                    } else {
+                        0
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    1
+                }
+            }
+        }
+        Command::Probe(cfg) => match zatt_loadgen::probe::run_probe(&cfg) {
+            Ok(p) => {
+                println!("{}", p.render(cfg.format));
+                0
+            }
+            Err(e) => {
+                eprintln!("loadgen probe: {e}");
+                1
+            }
+        },
+        Command::Failover(_cfg) => {
+            eprintln!("loadgen failover: not built yet");
+            1
+        }
+    });
+}
