@@ -6,9 +6,12 @@
 
 pub mod args;
 pub mod blocking;
+pub mod cluster;
 pub mod cpu;
 pub mod driver;
+pub mod failover;
 pub mod hist;
 pub mod probe;
 pub mod report;
+pub mod svg;
 pub mod tls;

@@ -50,9 +50,28 @@ fn main() {
                 1
             }
         },
-        Command::Failover(_cfg) => {
-            eprintln!("loadgen failover: not built yet");
-            1
+        Command::Failover(cfg) => {
+            let mut err = std::io::stderr();
+            match zatt_loadgen::failover::run(&cfg, &mut err) {
+                Ok(report) => {
+                    println!("{}", report.render(cfg.format).trim_end());
+                    if let Some(path) = &cfg.svg {
+                        if let Err(e) = std::fs::write(path, report.svg()) {
+                            eprintln!("loadgen failover: {}: {e}", path.display());
+                            std::process::exit(1);
+                        }
+                    }
+                    if report.trials.is_empty() {
+                        1
+                    } else {
+                        0
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadgen failover: {e}");
+                    1
+                }
+            }
         }
     });
 }
