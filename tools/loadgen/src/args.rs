@@ -114,6 +114,11 @@ pub enum Command {
     Run(Box<RunConfig>),
     Probe(ProbeConfig),
     Failover(Box<FailoverConfig>),
+    /// Print each endpoint's Status (or only the leader's node id), for scripts.
+    Status {
+        endpoints: Vec<SocketAddr>,
+        leader_id_only: bool,
+    },
     Help(String),
 }
 
@@ -363,6 +368,38 @@ fn failover_options() -> getopts::Options {
     o
 }
 
+fn status_options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "",
+        "endpoints",
+        "servers, comma separated (default 127.0.0.1:5254)",
+        "HOST:PORT,..",
+    );
+    o.optflag(
+        "",
+        "leader-id",
+        "print only the leader's node id (exit 1 when none)",
+    );
+    o.optflag("h", "help", "this text");
+    o
+}
+
+fn parse_status(args: &[String]) -> Result<Command, UsageError> {
+    let m = getopts_parse(&status_options(), args)?;
+    if m.opt_present("help") {
+        return Ok(Command::Help(usage()));
+    }
+    let (endpoints, _) = resolve(
+        &m.opt_str("endpoints")
+            .unwrap_or_else(|| "127.0.0.1:5254".into()),
+    )?;
+    Ok(Command::Status {
+        endpoints,
+        leader_id_only: m.opt_present("leader-id"),
+    })
+}
+
 pub fn usage() -> String {
     let mut s = String::new();
     s.push_str(&run_options().usage(
@@ -370,6 +407,9 @@ pub fn usage() -> String {
     ));
     s.push_str(&probe_options().usage(
         "\n       loadgen probe [options]       time fsync, loopback UDP and read the load average",
+    ));
+    s.push_str(&status_options().usage(
+        "\n       loadgen status [options]      each endpoint's role, term, leader and indexes",
     ));
     s.push_str(&failover_options().usage(
         "\n       loadgen failover [options]    kill the leader repeatedly and time the recovery",
@@ -383,6 +423,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         Some("probe") => parse_probe(&args[1..]),
         Some("failover") => parse_failover(&args[1..]),
         Some("run") => parse_run(&args[1..]),
+        Some("status") => parse_status(&args[1..]),
         Some("help") => Ok(Command::Help(usage())),
         _ => parse_run(args),
     }

@@ -510,7 +510,10 @@ impl Engine {
         c.slots[slot].busy = false;
         c.free.push(slot as u32);
         c.in_flight -= 1;
-        self.last_progress_ns = now;
+        // The load generator's own timeouts are not progress: only an answer from a server is.
+        if outcome != Outcome::Error("timeout") {
+            self.last_progress_ns = now;
+        }
         match outcome {
             Outcome::Ok | Outcome::NotFound => {
                 let lat = now.saturating_sub(s.start_ns);
@@ -819,11 +822,11 @@ impl Engine {
                 if self.in_flight() == 0 {
                     break;
                 }
-            } else if self.in_flight() == 0
-                && now.saturating_sub(self.last_progress_ns) > self.timeout_ns
-            {
-                // Nothing answered and nothing connected for a whole timeout: give up rather
-                // than wait for ever on a cluster that is gone.
+            }
+            if now.saturating_sub(self.last_progress_ns) > self.timeout_ns + 2 * HOUSEKEEPING_NS {
+                // No server has answered anything, and no connection opened, for a whole
+                // timeout (the requests in flight have been counted as timeouts by now): give up
+                // rather than wait for ever on a cluster that is gone or stuck.
                 self.result.errors.add("no_progress", 1);
                 break;
             }

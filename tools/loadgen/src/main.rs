@@ -50,6 +50,44 @@ fn main() {
                 1
             }
         },
+        Command::Status {
+            endpoints,
+            leader_id_only,
+        } => {
+            let timeout = std::time::Duration::from_secs(1);
+            let mut leader = None;
+            for ep in &endpoints {
+                match zatt_loadgen::blocking::status_of(*ep, None, timeout) {
+                    Some(s) => {
+                        if s.role == "leader" {
+                            leader = Some(s.id);
+                        }
+                        if !leader_id_only {
+                            println!(
+                                "{ep} id={} role={} term={} leader={} commit={} applied={} last={}",
+                                s.id,
+                                s.role,
+                                s.term,
+                                s.leader.map_or("none".to_string(), |l| l.to_string()),
+                                s.commit_index,
+                                s.applied_index,
+                                s.last_index
+                            );
+                        }
+                    }
+                    None if !leader_id_only => println!("{ep} unreachable"),
+                    None => {}
+                }
+            }
+            match (leader_id_only, leader) {
+                (true, Some(id)) => {
+                    println!("{id}");
+                    0
+                }
+                (true, None) => 1,
+                (false, _) => 0,
+            }
+        }
         Command::Failover(cfg) => {
             let mut err = std::io::stderr();
             match zatt_loadgen::failover::run(&cfg, &mut err) {

@@ -320,3 +320,29 @@ fn percentiles_of_a_known_set() {
     }
     assert_eq!(a.count(), 1000);
 }
+
+// Goal: a server that accepts requests but never answers ends a --total run after the timeout
+// instead of hanging, with the lost requests counted as timeouts. Method: the fake stalls its
+// second answer far longer than --timeout, and one client means one connection to stall.
+#[test]
+fn a_server_that_never_answers_ends_the_run() {
+    let server = FakeServer::start(Behaviour::StallSecond(std::time::Duration::from_secs(30)));
+    let ep = server.endpoint();
+    let o = loadgen(&[
+        "--endpoints",
+        &ep,
+        "--total",
+        "1000",
+        "--clients",
+        "1",
+        "--format",
+        "json",
+        "--quiet",
+        "--timeout",
+        "500ms",
+    ]);
+    let json = stdout(&o);
+    assert!(json_num(&json, "timeout") >= 1.0, "{json}");
+    assert!(json_num(&json, "no_progress") == 1.0, "{json}");
+    assert!(json_num(&json, "ops") < 1000.0, "{json}");
+}
