@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,16 +37,59 @@ pub struct FakeServer {
     pub addr: SocketAddr,
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    /// With TLS: the PEM file of the CA that signed the server's certificate.
+    pub ca_pem: Option<std::path::PathBuf>,
 }
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(p) = &self.ca_pem {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
 impl FakeServer {
     pub fn start(behaviour: Behaviour) -> FakeServer {
+        FakeServer::start_with(behaviour, None)
+    }
+
+    /// A fake that speaks TLS with a certificate for 127.0.0.1 and localhost, signed by a fresh
+    /// CA written to a temporary PEM file.
+    pub fn start_tls(behaviour: Behaviour) -> FakeServer {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut s = FakeServer::start_with(behaviour, Some(Arc::new(config)));
+        let path = std::env::temp_dir().join(format!(
+            "loadgen-test-ca-{}-{}.pem",
+            std::process::id(),
+            s.addr.port()
+        ));
+        std::fs::write(&path, ca.pem()).unwrap();
+        s.ca_pem = Some(path);
+        s
+    }
+
+    fn start_with(behaviour: Behaviour, tls: Option<Arc<rustls::ServerConfig>>) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -61,8 +104,18 @@ impl FakeServer {
                 }
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (c, s) = (c.clone(), s.clone());
-                        std::thread::spawn(move || serve(conn, behaviour, c, s));
+                        let (c, s, tls) = (c.clone(), s.clone(), tls.clone());
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_nodelay(true).unwrap();
+                        conn.set_read_timeout(Some(Duration::from_millis(20)))
+                            .unwrap();
+                        std::thread::spawn(move || match tls {
+                            None => serve(conn, behaviour, c, s),
+                            Some(cfg) => {
+                                let session = rustls::ServerConnection::new(cfg).unwrap();
+                                serve(rustls::StreamOwned::new(session, conn), behaviour, c, s)
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
@@ -72,6 +125,7 @@ impl FakeServer {
             addr,
             counters,
             stop,
+            ca_pem: None,
         }
     }
 
@@ -80,10 +134,12 @@ impl FakeServer {
     }
 }
 
-fn serve(mut conn: TcpStream, behaviour: Behaviour, c: Arc<Counters>, stop: Arc<AtomicBool>) {
-    conn.set_nodelay(true).unwrap();
-    conn.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
+fn serve(
+    mut conn: impl Read + Write,
+    behaviour: Behaviour,
+    c: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
     let limits = FrameLimits::default();
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -154,7 +210,7 @@ fn serve(mut conn: TcpStream, behaviour: Behaviour, c: Arc<Counters>, stop: Arc<
             }
             encode_response(id, &resp, &mut out);
         }
-        if !out.is_empty() && conn.write_all(&out).is_err() {
+        if !out.is_empty() && (conn.write_all(&out).is_err() || conn.flush().is_err()) {
             return;
         }
     }
