@@ -9,7 +9,8 @@
 #
 # --quick: 100 B values, 1 and 64 clients, 2 s per run (about half a minute in all).
 # Environment: ZATTD_ARGS (extra zattd flags), LOADGEN_ARGS (extra loadgen flags),
-# BASE_PORT (first port to try, default 27200), KEEP_DATA=1 (keep the data directories).
+# BASE_PORT (first port to try, default 27200), KEEP_DATA=1 (keep the data directories),
+# ZATTD (a zattd binary to use instead of building this tree's).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift

@@ -45,7 +45,7 @@ BASE=$(free_base_port "${BASE_PORT:-27300}" 3)
     echo
 } >"$OUT.txt"
 log "running $TRIALS trials ($PROFILE), per-trial lines in $OUT.log"
-"$BIN/loadgen" failover --zattd "$BIN/zattd" --trials "$TRIALS" --base-port "$BASE" "${TIMING[@]}" \
+"$BIN/loadgen" failover --zattd "$ZATTD" --trials "$TRIALS" --base-port "$BASE" "${TIMING[@]}" \
     --svg "$OUT.svg" --format json >"$OUT.json" 2>"$OUT.log" || {
     log "loadgen failover failed:"
     tail -n 20 "$OUT.log" >&2

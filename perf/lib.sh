@@ -4,6 +4,9 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/target/release"
+# ZATTD=/path/to/zattd runs another server build (e.g. to compare two commits); default: this tree's.
+ZATTD_GIVEN=${ZATTD:-}
+ZATTD=${ZATTD:-$BIN/zattd}
 CLK_TCK=$(getconf CLK_TCK)
 SERVER_PIDS=()
 DATA=""
@@ -11,8 +14,13 @@ DATA=""
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
 build() {
-    log "building zattd and loadgen (release)"
-    (cd "$ROOT" && cargo build --release -q -p zatt --bin zattd && cargo build --release -q -p zatt-loadgen)
+    if [ -z "$ZATTD_GIVEN" ]; then
+        log "building zattd and loadgen (release)"
+        (cd "$ROOT" && cargo build --release -q -p zatt --bin zattd)
+    else
+        log "building loadgen (release); server: $ZATTD"
+    fi
+    (cd "$ROOT" && cargo build --release -q -p zatt-loadgen)
 }
 
 # The first of N consecutive ports (UDP and TCP) that nothing on this machine is using.
@@ -49,7 +57,7 @@ start_cluster() {
         ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:$((base + i - 1))"
     done
     for ((i = 1; i <= n; i++)); do
-        "$BIN/zattd" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" "$@" >"$DATA/$i.log" 2>&1 &
+        "$ZATTD" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" "$@" >"$DATA/$i.log" 2>&1 &
         SERVER_PIDS+=($!)
     done
     log "started $n servers (pids ${SERVER_PIDS[*]}) on $ENDPOINTS, data in $DATA"

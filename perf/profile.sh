@@ -123,11 +123,11 @@ else
     DATA=$(mktemp -d "${TMPDIR:-/tmp}/zatt-perf.XXXXXX")
     CLUSTER="1=127.0.0.1:$BASE,2=127.0.0.1:$((BASE + 1)),3=127.0.0.1:$((BASE + 2))"
     ENDPOINTS="127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
-    valgrind --tool=callgrind --callgrind-out-file="$OUT.callgrind" "$BIN/zattd" --id 1 --cluster "$CLUSTER" \
+    valgrind --tool=callgrind --callgrind-out-file="$OUT.callgrind" "$ZATTD" --id 1 --cluster "$CLUSTER" \
         --data-dir "$DATA/1" --election-timeout 300ms --heartbeat-interval 100ms >"$DATA/1.log" 2>&1 &
     SERVER_PIDS+=($!)
     for i in 2 3; do
-        "$BIN/zattd" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" --election-timeout 10s \
+        "$ZATTD" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" --election-timeout 10s \
             --heartbeat-interval 100ms >"$DATA/$i.log" 2>&1 &
         SERVER_PIDS+=($!)
     done

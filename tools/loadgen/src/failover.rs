@@ -431,10 +431,11 @@ impl FailoverReport {
     pub fn svg(&self) -> String {
         crate::svg::cdf(
             &format!(
-                "Leader failover: {} trials ({})",
+                "Leader failover: kill -9 of the leader, {} trials ({} failed)",
                 self.trials.len(),
-                self.config_line
+                self.failed
             ),
+            &self.config_line,
             "milliseconds after kill -9 of the leader",
             &[
                 ("crash → new leader elected", &self.elected_ms(), "#1f77b4"),

@@ -34,8 +34,8 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// One CDF per series `(label, samples, colour)`.
-pub fn cdf(title: &str, x_label: &str, series: &[(&str, &[f64], &str)]) -> String {
+/// One CDF per series `(label, samples, colour)`, under a title and a smaller subtitle.
+pub fn cdf(title: &str, subtitle: &str, x_label: &str, series: &[(&str, &[f64], &str)]) -> String {
     let max = series
         .iter()
         .flat_map(|(_, v, _)| v.iter().copied())
@@ -54,9 +54,11 @@ pub fn cdf(title: &str, x_label: &str, series: &[(&str, &[f64], &str)]) -> Strin
     let _ = writeln!(s, "<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>");
     let _ = writeln!(
         s,
-        "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{}</text>",
+        "<text x=\"{0}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">{1}</text>\
+         <text x=\"{0}\" y=\"33\" text-anchor=\"middle\" font-size=\"10\" fill=\"#555\">{2}</text>",
         W / 2.0,
-        esc(title)
+        esc(title),
+        esc(subtitle)
     );
     // Grid and ticks.
     let mut t = 0.0;
@@ -120,12 +122,16 @@ pub fn cdf(title: &str, x_label: &str, series: &[(&str, &[f64], &str)]) -> Strin
             s,
             "<path d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>"
         );
+        // The legend sits top left, where a CDF (still near 0 % at small values) leaves room.
         let ly = TOP + 16.0 + 18.0 * k as f64;
-        let lx = LEFT + pw - 250.0;
+        let lx = LEFT + 14.0;
         let _ = writeln!(
             s,
-            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"3\"/>\
+            "<rect x=\"{}\" y=\"{}\" width=\"284\" height=\"18\" fill=\"white\" opacity=\"0.9\"/>\
+             <line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"3\"/>\
              <text x=\"{}\" y=\"{}\">{} (n={})</text>",
+            lx - 4.0,
+            ly - 10.0,
             lx + 20.0,
             lx + 26.0,
             ly + 4.0,
@@ -153,6 +159,7 @@ mod tests {
     fn cdf_is_one_well_formed_svg_with_a_path_per_series() {
         let svg = cdf(
             "t <x>",
+            "sub",
             "ms",
             &[("a", &[1.0, 2.0, 3.0], "red"), ("b", &[], "blue")],
         );
