@@ -8,7 +8,10 @@
 # reported with callgrind_annotate.
 #
 #   perf/profile.sh [--op put|get|mix] [--clients N] [--pipeline D] [--seconds S] [--top N]
+#                   [--flamegraph]
 #
+# --flamegraph: install inferno from crates.io (cargo install, into perf/out/tools) if missing.
+# PROFILER=callgrind forces the valgrind path.
 # Output in perf/out/profile-*: the perf stat text, the top-N table, the flame graph SVG.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -18,6 +21,7 @@ CLIENTS=64
 PIPELINE=1
 SECONDS_RUN=10
 TOP=30
+FLAME=0
 while [ $# -gt 0 ]; do
     case $1 in
     --op) OP=$2; shift ;;
@@ -25,7 +29,8 @@ while [ $# -gt 0 ]; do
     --pipeline) PIPELINE=$2; shift ;;
     --seconds) SECONDS_RUN=$2; shift ;;
     --top) TOP=$2; shift ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    --flamegraph) FLAME=1 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -38,7 +43,9 @@ if ! command -v perf >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get
     (apt-get install -y -q linux-perf >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }) || true
 fi
 HW_COUNTERS=0
-if command -v perf >/dev/null 2>&1 && perf stat -e task-clock true >/dev/null 2>&1; then
+if [ "${PROFILER:-}" = callgrind ]; then
+    TOOL=callgrind
+elif command -v perf >/dev/null 2>&1 && perf stat -e task-clock true >/dev/null 2>&1; then
     TOOL=perf
     if perf stat -e instructions true 2>&1 | grep -q '[0-9][0-9,]*[[:space:]]*instructions'; then
         HW_COUNTERS=1
@@ -59,7 +66,8 @@ OUT="$ROOT/perf/out/profile-$STAMP"
 BASE=$(free_base_port "${BASE_PORT:-27400}" 3)
 trap stop_cluster EXIT
 
-LOADGEN=("$BIN/loadgen" --op "$OP" --clients "$CLIENTS" --pipeline "$PIPELINE" --key-space 10000 --quiet --format json)
+LOADGEN=("$BIN/loadgen" --key-space 10000 --quiet --format json)
+LOAD=(--op "$OP" --clients "$CLIENTS" --pipeline "$PIPELINE")
 
 # The pid of the server that leads now (servers are started in id order).
 leader_pid() {
@@ -87,11 +95,11 @@ if [ "$TOOL" = perf ]; then
     fi
     perf stat -e "$EVENTS" -p "$LEADER" -o "$OUT.stat" -- sleep "$SECONDS_RUN" &
     STAT=$!
-    JSON=$("${LOADGEN[@]}" --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s")
+    JSON=$("${LOADGEN[@]}" "${LOAD[@]}" --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s")
     wait "$STAT" || true
     perf record -F 999 -e cpu-clock -g -p "$LEADER" -o "$OUT.data" -- sleep "$SECONDS_RUN" 2>/dev/null &
     REC=$!
-    "${LOADGEN[@]}" --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s" >/dev/null
+    "${LOADGEN[@]}" "${LOAD[@]}" --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s" >/dev/null
     wait "$REC" || true
     {
         echo "loadgen during perf stat: req/s $(jnum "$JSON" req_per_s), p99 $(jnum "$JSON" p99_us) µs"
@@ -108,14 +116,19 @@ if [ "$TOOL" = perf ]; then
         echo
         echo '```'
         perf report -i "$OUT.data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null |
-            grep -E '^ +[0-9]' | head -n "$TOP"
+            grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n "$TOP"
         echo '```'
     } >>"$OUT.md"
+    PATH="$ROOT/perf/out/tools/bin:$PATH"
+    if ((FLAME)) && ! command -v inferno-flamegraph >/dev/null 2>&1; then
+        log "installing inferno (cargo install) for the flame graph"
+        cargo install -q --locked inferno --root "$ROOT/perf/out/tools" >&2 || log "inferno did not install"
+    fi
     if command -v inferno-collapse-perf >/dev/null 2>&1 && command -v inferno-flamegraph >/dev/null 2>&1; then
         perf script -i "$OUT.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$OUT.svg"
         echo "- flame graph: $OUT.svg" >>"$OUT.md"
     else
-        echo "- no flame graph: install inferno (cargo install inferno) to get one" >>"$OUT.md"
+        echo "- no flame graph: run with --flamegraph (installs inferno) to get one" >>"$OUT.md"
     fi
 else
     # callgrind slows its process ~50×: run server 1 under it, give 2 and 3 long election
@@ -131,10 +144,13 @@ else
             --heartbeat-interval 100ms >"$DATA/$i.log" 2>&1 &
         SERVER_PIDS+=($!)
     done
-    JSON=$("${LOADGEN[@]}" --endpoints "$ENDPOINTS" --clients 4 --duration "${SECONDS_RUN}s" --timeout 30s)
+    JSON=$("${LOADGEN[@]}" --op "$OP" --clients 4 --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s" --timeout 30s)
     stop_cluster
     {
         echo "loadgen under callgrind: req/s $(jnum "$JSON" req_per_s)"
+        callgrind_annotate "$OUT.callgrind" 2>/dev/null | awk -v rps="$(jnum "$JSON" req_per_s)" \
+            -v s="$SECONDS_RUN" '/PROGRAM TOTALS/ { gsub(",", "", $1); if (rps > 0)
+            printf "\ninstructions per request (server 1, start-up included): %.0f\n", $1 / (rps * s) }'
         echo
         echo '```'
         callgrind_annotate "$OUT.callgrind" 2>/dev/null | head -n "$((TOP + 25))"
