@@ -399,3 +399,71 @@ fn tls_run_verifies_the_server_and_counts_the_same() {
         stdout(&o)
     );
 }
+
+// Goal: a leader that was deposed answers NotLeader with the new leader's address; the load
+// generator counts those answers as errors and moves its connections to the named leader, where
+// the rest of the run succeeds. Method: fake A (claims to lead, redirects every put to B) and
+// fake B (answers normally); every request is accounted for.
+#[test]
+fn not_leader_hint_moves_the_load_to_the_new_leader() {
+    let b = FakeServer::start(Behaviour::Ok);
+    let a = FakeServer::start(Behaviour::RedirectTo(b.addr));
+    let o = loadgen(&[
+        "--endpoints",
+        &a.endpoint(),
+        "--total",
+        "300",
+        "--clients",
+        "4",
+        "--conns",
+        "2",
+        "--format",
+        "json",
+        "--quiet",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json = stdout(&o);
+    assert!(b.puts() > 0, "nothing reached the new leader: {json}");
+    assert_eq!(json_num(&json, "not_leader"), a.puts() as f64, "{json}");
+    assert_eq!(json_num(&json, "ops"), b.puts() as f64, "{json}");
+    assert_eq!(
+        json_num(&json, "ops") + json_num(&json, "errors"),
+        300.0,
+        "{json}"
+    );
+}
+
+// Goal: with several driver threads the --total quota is split exactly, and --preload writes
+// every key once before the measured gets. Method: 2 threads against the fake; compare its
+// counters with the summary.
+#[test]
+fn threads_split_the_total_and_preload_writes_each_key_once() {
+    let server = FakeServer::start(Behaviour::Ok);
+    let o = loadgen(&[
+        "--endpoints",
+        &server.endpoint(),
+        "--op",
+        "get",
+        "--preload",
+        "--key-space",
+        "50",
+        "--total",
+        "101",
+        "--clients",
+        "4",
+        "--threads",
+        "2",
+        "--format",
+        "json",
+        "--quiet",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json = stdout(&o);
+    assert_eq!(server.puts(), 50, "{json}");
+    assert_eq!(server.gets(), 101, "{json}");
+    assert_eq!(json_num(&json, "ops"), 101.0, "{json}");
+}

@@ -22,6 +22,9 @@ pub enum Behaviour {
     SomeErrors,
     /// The answer to the second request (all connections) is held back this long.
     StallSecond(Duration),
+    /// Claims to lead in Status, but answers every put and get with NotLeader naming this
+    /// address (a leader that has just been deposed).
+    RedirectTo(SocketAddr),
 }
 
 #[derive(Default)]
@@ -129,6 +132,14 @@ impl FakeServer {
         }
     }
 
+    pub fn puts(&self) -> u64 {
+        self.counters.puts.load(Ordering::SeqCst)
+    }
+
+    pub fn gets(&self) -> u64 {
+        self.counters.gets.load(Ordering::SeqCst)
+    }
+
     pub fn endpoint(&self) -> String {
         self.addr.to_string()
     }
@@ -182,6 +193,10 @@ fn serve(
                             c.unavailable_sent.fetch_add(1, Ordering::SeqCst);
                             Response::Error(ErrorKind::Unavailable("test".into()))
                         }
+                        Behaviour::RedirectTo(addr) => Response::Error(ErrorKind::NotLeader {
+                            leader: Some(2),
+                            leader_addr: Some(addr.to_string()),
+                        }),
                         _ => Response::Written { revision: n },
                     }
                 }
