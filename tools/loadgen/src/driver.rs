@@ -231,6 +231,9 @@ struct ThreadResult {
     /// Last answer to a measured request, ns after the common start.
     last_measured_ns: u64,
     stop_ns: u64,
+    /// Open loop: the longest a measured request waited past its scheduled time before it could
+    /// be sent (all of its connections' windows were full).
+    max_send_lag_ns: u64,
     fatal: Option<String>,
 }
 
@@ -490,6 +493,10 @@ impl Engine {
             }
             let Some(ci) = found else { return };
             self.rr = (ci + 1) % n;
+            if due >= self.measure_start_ns {
+                self.result.max_send_lag_ns =
+                    self.result.max_send_lag_ns.max(now.saturating_sub(due));
+            }
             self.issue(ci, due, now);
             if let Some(o) = &mut self.open {
                 o.next_idx += 1;
@@ -1134,6 +1141,7 @@ fn run_threads(
     let mut not_found = 0;
     let mut errors = ErrorCounts::default();
     let mut end_ns = 0u64;
+    let mut max_send_lag_ns = 0u64;
     for h in handles {
         let r = h
             .join()
@@ -1146,6 +1154,7 @@ fn run_threads(
         not_found += r.not_found;
         errors.merge(&r.errors);
         end_ns = end_ns.max(r.last_measured_ns.max(r.stop_ns));
+        max_send_lag_ns = max_send_lag_ns.max(r.max_send_lag_ns);
     }
     let seconds = end_ns.saturating_sub(measure_start_ns) as f64 / 1e9;
     Ok(Summary {
@@ -1156,6 +1165,7 @@ fn run_threads(
         latency: hist,
         cpu_seconds: cpu_end - cpu_at_measure.unwrap_or(cpu_at_start),
         mode: describe(cfg),
+        open_loop_max_send_lag_ms: cfg.rate.map(|_| max_send_lag_ns as f64 / 1e6),
     })
 }
 

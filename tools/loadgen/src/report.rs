@@ -56,6 +56,10 @@ pub struct Summary {
     pub cpu_seconds: f64,
     /// A short description of the run (mode, op, clients...), echoed in both formats.
     pub mode: String,
+    /// Open loop only: the longest a request waited past its scheduled send time because every
+    /// window was full. Large values mean --clients × --pipeline is too small for the rate (or the
+    /// cluster fell behind); the wait is inside the latencies either way.
+    pub open_loop_max_send_lag_ms: Option<f64>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -88,7 +92,7 @@ impl Summary {
             s,
             "}},\"not_found\":{},\"seconds\":{:.3},\"req_per_s\":{:.1},\"min_us\":{:.1},\"p50_us\":{:.1},\
              \"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"mean_us\":{:.1},\
-             \"loadgen_cpu_seconds\":{:.3},\"loadgen_cpu_per_s\":{:.3}}}",
+             \"loadgen_cpu_seconds\":{:.3},\"loadgen_cpu_per_s\":{:.3}",
             self.not_found,
             self.seconds,
             self.req_per_s(),
@@ -102,6 +106,10 @@ impl Summary {
             self.cpu_seconds,
             if self.seconds > 0.0 { self.cpu_seconds / self.seconds } else { 0.0 },
         );
+        if let Some(lag) = self.open_loop_max_send_lag_ms {
+            let _ = write!(s, ",\"open_loop_max_send_lag_ms\":{lag:.3}");
+        }
+        s.push('}');
         s
     }
 
@@ -135,6 +143,17 @@ impl Summary {
             us(h.percentile_ns(99.9)),
             us(h.max_ns())
         );
+        if let Some(lag) = self.open_loop_max_send_lag_ms {
+            let _ = writeln!(
+                s,
+                "send lag:    at most {lag:.1} ms behind the timetable{}",
+                if lag > 1.0 {
+                    " (windows full: raise --clients or --pipeline, or the cluster is behind)"
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "loadgen cpu: {:.3} s ({:.0} % of one core)",

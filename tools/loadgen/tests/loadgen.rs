@@ -229,6 +229,11 @@ fn open_loop_latency_counts_from_intended_send_time() {
         "the stall is hidden: {json}"
     );
     assert!(json_num(&json, "max_us") >= 300_000.0, "{json}");
+    // The requests that waited behind the stalled one were sent late, and the summary says so.
+    assert!(
+        json_num(&json, "open_loop_max_send_lag_ms") >= 100.0,
+        "{json}"
+    );
 }
 
 // Goal: the per-second line appears on stderr while a run lasts longer than a second.
