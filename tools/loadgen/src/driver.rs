@@ -885,7 +885,7 @@ impl Engine {
                 }
             }
         }
-        self.report_second(u64::MAX);
+        // The last, partial second is not reported: its rate would read low.
         self.result.stop_ns = self.stop_issuing_at_ns.unwrap_or(0);
     }
 }
@@ -1124,16 +1124,12 @@ fn run_threads(
             if e.0 < active.max(1) && active > 0 {
                 break;
             }
-            if e.1 > 0 || e.2 > 0 {
-                print(sec, e.1, e.2, &e.3);
-            }
+            print(sec, e.1, e.2, &e.3);
             pending.remove(&sec);
         }
     }
     for (sec, e) in &pending {
-        if e.1 > 0 || e.2 > 0 {
-            print(*sec, e.1, e.2, &e.3);
-        }
+        print(*sec, e.1, e.2, &e.3);
     }
     let cpu_end = crate::cpu::own_cpu_seconds();
     let mut hist = Histogram::new();
