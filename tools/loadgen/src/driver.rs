@@ -415,7 +415,7 @@ impl Engine {
             OpKind::Put => false,
             OpKind::Get => true,
             OpKind::Mix => {
-                (self.next_rand() >> 11) as f64 / (1u64 << 53) as f64 < self.wl.read_ratio
+                ((self.next_rand() >> 11) as f64 / (1u64 << 53) as f64) < self.wl.read_ratio
             }
         };
         let k = if self.wl.sequential {
