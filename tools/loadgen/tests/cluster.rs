@@ -49,7 +49,9 @@ static NEXT_PORTS: AtomicU16 = AtomicU16::new(0);
 fn free_ports(n: usize) -> u16 {
     for _ in 0..200 {
         let offset = NEXT_PORTS.fetch_add(n as u16 + 1, Ordering::SeqCst);
-        let base = 30000 + (std::process::id() as u16 % 500) * 40 + offset % 10000;
+        // Below the ephemeral range (32768 up), so that a restarted server cannot find its port
+        // taken by some client connection's local end.
+        let base = 20000 + (std::process::id() as u16 % 250) * 40 + offset % 2000;
         let ok = (0..n as u16).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
