@@ -237,6 +237,11 @@ pub struct Server {
     drops_reported: u64,
     drops_warned_at: Option<Instant>,
     pub(crate) udp_send_drops: u64,
+    /// Term and vote of the last hard state handed to the WAL (None: not known yet, so the
+    /// first hard state is always written and synced).
+    wal_term_vote: Option<(Term, Option<NodeId>)>,
+    /// A commit-only hard state not yet handed to the WAL (see `handle_ready`).
+    lazy_hard_state: Option<HardState>,
 }
 
 pub(crate) fn role_name(r: Role) -> &'static str {
@@ -712,7 +717,7 @@ impl Server {
         if !self.raft.has_ready() {
             return;
         }
-        let rd = self.raft.ready();
+        let mut rd = self.raft.ready();
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
@@ -747,14 +752,36 @@ impl Server {
         // membership without a config entry in this Ready.
         self.refresh_peers();
         let mark = rd.persist_mark();
+        // A hard state that only moves the commit index (same term and vote as the last one
+        // handed to the WAL) does not need a sync of its own: Raft keeps the commit index
+        // volatile (Figure 2), nothing sent vouches for it, and a restart re-learns it from the
+        // leader. It rides along with the next batch that is written anyway instead, so an
+        // acknowledgement round does not cost an extra fdatasync that the next batch of
+        // entries would queue behind. Everything else about the Ready (its messages after
+        // persist, its mark) still waits for every earlier batch, as for any Ready that needs
+        // no write.
+        let commit_only = rd.entries.is_empty()
+            && rd.snapshot.is_none()
+            && rd
+                .hard_state
+                .is_some_and(|hs| self.wal_term_vote == Some((hs.term, hs.vote)));
+        if commit_only {
+            self.lazy_hard_state = rd.hard_state.take();
+        }
         let needs_persist = rd.needs_persist();
         self.send_messages(rd.messages);
         let token = if needs_persist {
             let t = self.next_token;
             self.next_token += 1;
+            // A newer hard state supersedes a deferred commit-only one.
+            let lazy = self.lazy_hard_state.take();
+            let hard_state = rd.hard_state.or(lazy);
+            if let Some(hs) = hard_state {
+                self.wal_term_vote = Some((hs.term, hs.vote));
+            }
             let batch = WriteBatch {
                 snapshot: rd.snapshot,
-                hard_state: rd.hard_state,
+                hard_state,
                 entries: rd.entries,
             };
             if let Some(s) = &self.syncer {
@@ -766,6 +793,13 @@ impl Server {
         };
         if token.is_none() && self.persisting.is_empty() {
             self.send_messages(rd.messages_after_persist);
+            if commit_only {
+                // Every earlier batch is durable, and with them the term, the vote and the
+                // entries through this mark.
+                if let Some((index, term)) = mark {
+                    self.raft.persisted(index, term);
+                }
+            }
         } else if token.is_some() || !rd.messages_after_persist.is_empty() {
             self.persisting.push_back(Persisting::Batch {
                 token,

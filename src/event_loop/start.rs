@@ -416,6 +416,8 @@ impl Server {
             drops_reported: 0,
             drops_warned_at: None,
             udp_send_drops: 0,
+            wal_term_vote: None,
+            lazy_hard_state: None,
             cfg,
         };
         s.refresh_peers();

@@ -1,0 +1,101 @@
+# perf/lib.sh: shared by the perf scripts (sourced, not run). Builds what they need, starts and
+# stops a local cluster of zattd processes on loopback, reads a process's CPU seconds from
+# /proc/PID/stat, and runs the environment probe. Signals only the processes it started, by PID.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$ROOT/target/release"
+# ZATTD=/path/to/zattd runs another server build (e.g. to compare two commits); default: this tree's.
+ZATTD_GIVEN=${ZATTD:-}
+ZATTD=${ZATTD:-$BIN/zattd}
+CLK_TCK=$(getconf CLK_TCK)
+SERVER_PIDS=()
+DATA=""
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+build() {
+    if [ -z "$ZATTD_GIVEN" ]; then
+        log "building zattd and loadgen (release)"
+        (cd "$ROOT" && cargo build --release -q -p zatt --bin zattd)
+    else
+        log "building loadgen (release); server: $ZATTD"
+    fi
+    (cd "$ROOT" && cargo build --release -q -p zatt-loadgen)
+}
+
+# The first of N consecutive ports (UDP and TCP) that nothing on this machine is using.
+free_base_port() {
+    local want=${1:-27200} n=${2:-3}
+    local used
+    used=$(ss -Htuan 2>/dev/null | awk '{print $5}' | sed -E 's/.*:([0-9]+)$/\1/' | sort -u)
+    local p=$want
+    while :; do
+        local ok=1
+        for ((i = 0; i < n; i++)); do
+            if grep -qx "$((p + i))" <<<"$used"; then ok=0; break; fi
+        done
+        if ((ok)); then echo "$p"; return; fi
+        p=$((p + n))
+    done
+}
+
+# CPU seconds (user + system) of process $1, or nothing when it is gone.
+cpu_seconds() {
+    [ -r "/proc/$1/stat" ] || return 0
+    awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / t }' "/proc/$1/stat"
+}
+
+# start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA.
+start_cluster() {
+    local n=$1 base=$2
+    shift 2
+    DATA=$(mktemp -d "${TMPDIR:-/tmp}/zatt-perf.XXXXXX")
+    CLUSTER=""
+    ENDPOINTS=""
+    for ((i = 1; i <= n; i++)); do
+        CLUSTER+="${CLUSTER:+,}$i=127.0.0.1:$((base + i - 1))"
+        ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:$((base + i - 1))"
+    done
+    for ((i = 1; i <= n; i++)); do
+        "$ZATTD" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" "$@" >"$DATA/$i.log" 2>&1 &
+        SERVER_PIDS+=($!)
+    done
+    log "started $n servers (pids ${SERVER_PIDS[*]}) on $ENDPOINTS, data in $DATA"
+    # One write through the load generator's leader discovery proves the cluster serves.
+    if ! "$BIN/loadgen" --endpoints "$ENDPOINTS" --total 1 --quiet --timeout 20s --format json >/dev/null; then
+        log "the cluster did not serve a write within 20 s; server logs:"
+        tail -n 20 "$DATA"/*.log >&2
+        return 1
+    fi
+}
+
+check_cluster() {
+    local i=1
+    for p in "${SERVER_PIDS[@]}"; do
+        if ! kill -0 "$p" 2>/dev/null; then
+            log "server $i (pid $p) is gone; its log:"
+            tail -n 30 "$DATA/$i.log" >&2
+            return 1
+        fi
+        i=$((i + 1))
+    done
+}
+
+stop_cluster() {
+    local p
+    for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${SERVER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    SERVER_PIDS=()
+    if [ -n "$DATA" ] && [ -z "${KEEP_DATA:-}" ]; then rm -rf "$DATA"; fi
+}
+
+# The environment probe as one markdown paragraph (fsync in the data directory's file system).
+probe_line() {
+    local dir=${1:-${TMPDIR:-/tmp}}
+    echo "- $("$BIN/loadgen" probe --dir "$dir")"
+    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+    echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+
+# A number field of the load generator's flat JSON object.
+jnum() { sed -E "s/.*\"$2\":(-?[0-9.]+).*/\1/" <<<"$1"; }
