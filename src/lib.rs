@@ -6,7 +6,15 @@
 //! (the server's I/O), `client` (the library applications use), `sim` (the deterministic
 //! cluster simulator that checks Raft's safety properties).
 
+pub mod client_conn;
+pub mod config;
+pub mod event_loop;
+pub mod kv;
+pub mod lincheck;
 pub mod raft;
+pub mod server;
 pub mod storage;
+pub mod timer;
 pub mod types;
+pub mod wal;
 pub mod wire;

@@ -530,7 +530,8 @@ impl RequestView<'_> {
         }
     }
 
-    /// Whether this request changes the dictionary or the membership (for routing to the leader).
+    /// Whether this request has an effect a blind retry could repeat: it changes the dictionary,
+    /// the sessions or the membership, or moves leadership. Reads and status queries do not.
     pub fn is_write(&self) -> bool {
         matches!(
             self,

@@ -1,0 +1,930 @@
+//! The server's configuration: the flag table, the three sources (command line, `ZATT_<NAME>`
+//! environment variables, a `--config FILE` of `flag = value` lines), unit parsing for durations
+//! and sizes, and the cross-field validation that turns strings into a `ServerConfig`.
+//!
+//! Precedence is flags > environment > file > defaults (DESIGN.md §4). This module only parses
+//! and validates: it opens no socket and touches no data directory (that is `event_loop`'s job),
+//! so every rule here is reachable from unit tests. `parse_duration` and `parse_size` are public
+//! because the `zatt` command line reuses them.
+//!
+//! The cluster id: every datagram carries it, so that two clusters sharing a network never mix.
+//! `--cluster-id N` sets it; without it an initial member derives it from the initial membership
+//! (a 64-bit FNV-1a hash of the sorted `id=addr` list, so every initial member computes the same
+//! number) and stores it in `DATA_DIR/cluster-id` at first start; a restart reads it back, and a
+//! node started with `--join` must be given `--cluster-id` (every member logs it at start and
+//! keeps it in `DATA_DIR/cluster-id`) or the same `--cluster` list the initial members were
+//! started with.
+
+use crate::types::NodeId;
+use log::LevelFilter;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status for a usage error (bad flag, bad value, inconsistent configuration).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status for a runtime error (port in use, unwritable data directory, ...).
+pub const EXIT_RUNTIME: i32 = 1;
+/// Exit status when the data directory is corrupt: refuse to start.
+pub const EXIT_CORRUPT: i32 = 65;
+
+/// A refusal to start, with the exit status it deserves and one line for the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn usage(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            exit_code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+    pub fn runtime(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            exit_code: EXIT_RUNTIME,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Takes a value.
+    Value,
+    /// A switch; from the environment or a file it takes `true/false/1/0/yes/no`.
+    Switch,
+}
+
+/// One row of the flag table: the single source for getopts, the environment, the config file
+/// and `--help`.
+struct Flag {
+    name: &'static str,
+    hint: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    help: &'static str,
+}
+
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "id",
+        hint: "N",
+        kind: Kind::Value,
+        default: None,
+        help: "this server's node id (a positive integer; required)",
+    },
+    Flag {
+        name: "cluster",
+        hint: "ID=HOST:PORT,...",
+        kind: Kind::Value,
+        default: None,
+        help: "the initial voters, this server included (its own entry gives its address); \
+               needed at first start only, a restart reads the membership from the log",
+    },
+    Flag {
+        name: "data-dir",
+        hint: "DIR",
+        kind: Kind::Value,
+        default: None,
+        help: "directory of the write-ahead log and snapshots (required; created if missing)",
+    },
+    Flag {
+        name: "join",
+        hint: "",
+        kind: Kind::Switch,
+        default: None,
+        help: "start with no membership and wait for a leader to add this server \
+               (needs --listen, and --cluster-id or the initial --cluster)",
+    },
+    Flag {
+        name: "listen",
+        hint: "HOST:PORT",
+        kind: Kind::Value,
+        default: None,
+        help: "address to bind, UDP for peers and TCP for clients on the same port \
+               (default: this server's entry in --cluster or in the membership)",
+    },
+    Flag {
+        name: "cluster-id",
+        hint: "N",
+        kind: Kind::Value,
+        default: None,
+        help: "cluster id carried by every datagram (default: a hash of the initial --cluster, \
+               stored in DATA_DIR/cluster-id)",
+    },
+    Flag {
+        name: "heartbeat-interval",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("50ms"),
+        help: "how often a leader sends heartbeats",
+    },
+    Flag {
+        name: "election-timeout",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("500ms"),
+        help: "minimum election timeout; each timeout is drawn at random up to twice this",
+    },
+    Flag {
+        name: "snapshot-entries",
+        hint: "N",
+        kind: Kind::Value,
+        default: Some("100000"),
+        help: "take a snapshot and compact the log once this many entries were applied since the last one",
+    },
+    Flag {
+        name: "max-datagram",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("60KiB"),
+        help: "largest peer datagram sent (larger messages are split)",
+    },
+    Flag {
+        name: "max-request-bytes",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("2MiB"),
+        help: "largest client request frame accepted (larger ones get a TooLarge error); \
+               keys and values are further limited to 4 KiB and 1 MiB",
+    },
+    Flag {
+        name: "max-connections",
+        hint: "N",
+        kind: Kind::Value,
+        default: Some("1024"),
+        help: "client connections served at once (one more gets TooManyConnections and is closed)",
+    },
+    Flag {
+        name: "max-inflight-per-conn",
+        hint: "N",
+        kind: Kind::Value,
+        default: Some("1024"),
+        help: "unanswered requests per connection (one more gets TooManyInFlight)",
+    },
+    Flag {
+        name: "idle-timeout",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("300s"),
+        help: "close a client connection silent for this long with nothing in flight (0 = never)",
+    },
+    Flag {
+        name: "tls-cert",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "PEM certificate chain; when given, clients must speak TLS on the client port",
+    },
+    Flag {
+        name: "tls-key",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "PEM private key of --tls-cert",
+    },
+    Flag {
+        name: "tls-client-ca",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "PEM CA certificates; when given, clients must present a certificate signed by one",
+    },
+    Flag {
+        name: "cluster-secret-file",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "file whose bytes (trailing newline removed) key the HMAC-SHA256 tag on every peer datagram",
+    },
+    Flag {
+        name: "log-level",
+        hint: "LEVEL",
+        kind: Kind::Value,
+        default: Some("info"),
+        help: "off, error, warn, info, debug or trace",
+    },
+    Flag {
+        name: "config",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "file of `flag = value` lines (# starts a comment); flags > ZATT_<FLAG> environment > file > defaults",
+    },
+];
+
+/// Everything `zattd` needs to start, validated.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub id: NodeId,
+    /// The initial voters from `--cluster`, in id order (empty on a restart or `--join`).
+    pub cluster: Vec<(NodeId, String)>,
+    pub data_dir: PathBuf,
+    pub join: bool,
+    /// The address to bind, if known before reading the data directory (from `--listen` or this
+    /// server's `--cluster` entry). A restart without either takes it from the membership.
+    pub listen: Option<String>,
+    pub cluster_id: Option<u64>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_entries: u64,
+    pub max_datagram_bytes: usize,
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub max_inflight_per_conn: usize,
+    /// `None`: never close idle connections.
+    pub idle_timeout: Option<Duration>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub log_level: LevelFilter,
+}
+
+impl ServerConfig {
+    /// A configuration with every default, for tests and embedding.
+    pub fn new(id: NodeId, data_dir: PathBuf) -> ServerConfig {
+        let mut values = BTreeMap::new();
+        values.insert("id".to_string(), id.0.to_string());
+        values.insert("data-dir".to_string(), data_dir.display().to_string());
+        values.insert("join".to_string(), "true".to_string());
+        values.insert("listen".to_string(), "127.0.0.1:5254".to_string());
+        values.insert("cluster-id".to_string(), "1".to_string());
+        let mut cfg = from_values(&values).expect("defaults are valid");
+        cfg.join = false;
+        cfg.listen = None;
+        cfg.cluster_id = None;
+        cfg
+    }
+
+    /// The Raft tick: half the heartbeat interval, at most 5 ms, at least 1 ms. Small enough that
+    /// timeouts are precise, large enough that an idle server wakes rarely.
+    pub fn tick(&self) -> Duration {
+        let half = self.heartbeat_interval / 2;
+        half.clamp(Duration::from_millis(1), Duration::from_millis(5))
+    }
+
+    /// The heartbeat interval in ticks (at least 1).
+    pub fn heartbeat_ticks(&self) -> u32 {
+        ticks(self.heartbeat_interval, self.tick()).max(1)
+    }
+
+    /// The minimum election timeout in ticks (always above the heartbeat).
+    pub fn election_ticks(&self) -> u32 {
+        ticks(self.election_timeout, self.tick()).max(self.heartbeat_ticks() + 1)
+    }
+
+    /// The cluster id derived from the initial voters (see the module docs).
+    pub fn derived_cluster_id(&self) -> Option<u64> {
+        if self.cluster.is_empty() {
+            None
+        } else {
+            Some(cluster_id_of(&self.cluster))
+        }
+    }
+}
+
+fn ticks(d: Duration, tick: Duration) -> u32 {
+    let n = d.as_micros() / tick.as_micros().max(1);
+    n.min(u32::MAX as u128) as u32
+}
+
+/// The FNV-1a 64 hash of `id=addr` lines in id order, never 0.
+pub fn cluster_id_of(members: &[(NodeId, String)]) -> u64 {
+    let mut sorted: Vec<&(NodeId, String)> = members.iter().collect();
+    sorted.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, addr) in sorted {
+        for b in format!("{}={}\n", id.0, addr).bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// `--help`: print this text and exit 0.
+    Help(String),
+    /// `--version`.
+    Version,
+    Run(Box<ServerConfig>),
+}
+
+fn options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    for f in FLAGS {
+        match f.kind {
+            Kind::Value => o.optopt("", f.name, f.help, f.hint),
+            Kind::Switch => o.optflag("", f.name, f.help),
+        };
+    }
+    o.optflag("h", "help", "print this help and exit");
+    o.optflag("V", "version", "print the version and exit");
+    o
+}
+
+/// The `--help` text: every flag with its default.
+pub fn usage() -> String {
+    let mut s = String::from(
+        "Usage: zattd --id N --data-dir DIR [--cluster ID=HOST:PORT,... | --join --listen HOST:PORT] [options]\n\n\
+         Runs one Zatt server. Peers talk UDP and clients TCP on the same port number.\n\
+         Every flag can also be set as ZATT_<FLAG> in the environment (ZATT_DATA_DIR=...) or as\n\
+         `flag = value` in the --config file; flags > environment > file > defaults.\n\
+         Durations take units (500us, 50ms, 1s, 2m); sizes too (512, 64KiB, 1MiB, 1GB).\n\n",
+    );
+    for f in FLAGS {
+        let head = if f.kind == Kind::Switch {
+            format!("  --{}", f.name)
+        } else {
+            format!("  --{} {}", f.name, f.hint)
+        };
+        s.push_str(&head);
+        s.push('\n');
+        s.push_str("        ");
+        s.push_str(f.help);
+        if let Some(d) = f.default {
+            s.push_str(&format!(" [default: {d}]"));
+        }
+        s.push('\n');
+    }
+    s.push_str("  -h, --help\n        print this help and exit\n");
+    s.push_str("\nExit status: 0 ok, 1 runtime error, 2 usage error, 65 corrupt data directory, 74 disk failure.\n");
+    s
+}
+
+/// The environment variable for a flag: `data-dir` → `ZATT_DATA_DIR`.
+pub fn env_name(flag: &str) -> String {
+    format!("ZATT_{}", flag.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Parses the command line (without the program name), with `env` standing for the process
+/// environment so that tests can give their own. Reads the `--config` file if one is named.
+pub fn parse_args(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    let m = options()
+        .parse(args)
+        .map_err(|e| ConfigError::usage(format!("{e} (see zattd --help)")))?;
+    if m.opt_present("help") {
+        return Ok(Invocation::Help(usage()));
+    }
+    if m.opt_present("version") {
+        return Ok(Invocation::Version);
+    }
+    if let Some(extra) = m.free.first() {
+        return Err(ConfigError::usage(format!(
+            "unexpected argument {extra:?} (see zattd --help)"
+        )));
+    }
+
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    for f in FLAGS {
+        if let Some(d) = f.default {
+            values.insert(f.name.to_string(), d.to_string());
+        }
+    }
+    let config_file = m
+        .opt_str("config")
+        .or_else(|| env(&env_name("config")).filter(|s| !s.is_empty()));
+    if let Some(path) = config_file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::usage(format!("cannot read config file {path}: {e}")))?;
+        for (k, v) in parse_config_file(&text)
+            .map_err(|e| ConfigError::usage(format!("config file {path}: {}", e.message)))?
+        {
+            values.insert(k, v);
+        }
+    }
+    for f in FLAGS {
+        if let Some(v) = env(&env_name(f.name)) {
+            values.insert(f.name.to_string(), v);
+        }
+    }
+    for f in FLAGS {
+        match f.kind {
+            Kind::Value => {
+                if let Some(v) = m.opt_str(f.name) {
+                    values.insert(f.name.to_string(), v);
+                }
+            }
+            Kind::Switch => {
+                if m.opt_present(f.name) {
+                    values.insert(f.name.to_string(), "true".to_string());
+                }
+            }
+        }
+    }
+    from_values(&values).map(|c| Invocation::Run(Box::new(c)))
+}
+
+/// Parses `flag = value` lines. `#` starts a comment; blank lines are skipped; names may be
+/// written with `-` or `_`; a switch alone on its line (`join`) means true.
+pub fn parse_config_file(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (k, v) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => (line, "true"),
+        };
+        let name = k.replace('_', "-");
+        let flag = FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| ConfigError::usage(format!("line {}: unknown setting {k:?}", n + 1)))?;
+        if name == "config" {
+            return Err(ConfigError::usage(format!(
+                "line {}: a config file cannot name another",
+                n + 1
+            )));
+        }
+        let v = v.trim_matches('"');
+        if flag.kind == Kind::Value && v.is_empty() {
+            return Err(ConfigError::usage(format!(
+                "line {}: {k} has no value",
+                n + 1
+            )));
+        }
+        out.push((name, v.to_string()));
+    }
+    Ok(out)
+}
+
+fn bad(flag: &str, value: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError::usage(format!("invalid --{flag} {value:?}: {why}"))
+}
+
+fn parse_switch(flag: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(bad(flag, v, "expected true or false")),
+    }
+}
+
+fn parse_count(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n: u64 = v
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| bad(flag, v, "expected a whole number"))?;
+    if n < min || n > max {
+        return Err(bad(flag, v, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+fn size_in(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n = parse_size(v).map_err(|e| bad(flag, v, e))?;
+    if n < min || n > max {
+        return Err(bad(
+            flag,
+            v,
+            format!("must be between {min} and {max} bytes"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses `ID=HOST:PORT,...`.
+pub fn parse_cluster(v: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
+    let mut out: Vec<(NodeId, String)> = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| bad("cluster", v, format!("{part:?} is not ID=HOST:PORT")))?;
+        let id = NodeId(parse_count("cluster", id.trim(), 1, u64::MAX)?);
+        let addr = addr.trim().to_string();
+        check_addr("cluster", &addr)?;
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(bad("cluster", v, format!("node {id} appears twice")));
+        }
+        if out.iter().any(|(_, a)| *a == addr) {
+            return Err(bad("cluster", v, format!("address {addr} appears twice")));
+        }
+        out.push((id, addr));
+    }
+    if out.is_empty() {
+        return Err(bad("cluster", v, "no members"));
+    }
+    if out.len() > crate::types::MAX_MEMBERS {
+        return Err(bad("cluster", v, "too many members"));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn check_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
+    if addr.len() > crate::types::MAX_ADDR_LEN {
+        return Err(bad(flag, addr, "address too long"));
+    }
+    resolve(addr).map(|_| ()).map_err(|e| bad(flag, addr, e))
+}
+
+/// Resolves `host:port` to its first socket address.
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    match addr.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| "resolves to no address".to_string()),
+        Err(e) => Err(format!("not a HOST:PORT address ({e})")),
+    }
+}
+
+fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, ConfigError> {
+    let get = |k: &str| values.get(k).map(String::as_str);
+    let req = |k: &str| {
+        get(k).ok_or_else(|| ConfigError::usage(format!("--{k} is required (see zattd --help)")))
+    };
+    let dur = |k: &str| -> Result<Duration, ConfigError> {
+        let v = req(k)?;
+        parse_duration(v).map_err(|e| bad(k, v, e))
+    };
+
+    let id = NodeId(parse_count("id", req("id")?, 1, u64::MAX)?);
+    let data_dir = PathBuf::from(req("data-dir")?);
+    if data_dir.as_os_str().is_empty() {
+        return Err(bad("data-dir", "", "empty path"));
+    }
+    let join = match get("join") {
+        Some(v) => parse_switch("join", v)?,
+        None => false,
+    };
+    let cluster = match get("cluster") {
+        Some(v) => parse_cluster(v)?,
+        None => Vec::new(),
+    };
+    let listen = match get("listen") {
+        Some(v) => {
+            check_addr("listen", v)?;
+            Some(v.to_string())
+        }
+        None => None,
+    };
+    let cluster_id = match get("cluster-id") {
+        Some(v) => Some(parse_count("cluster-id", v, 1, u64::MAX)?),
+        None => None,
+    };
+    let own = cluster
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, a)| a.clone());
+    if join {
+        if listen.is_none() {
+            return Err(ConfigError::usage(
+                "--join needs --listen HOST:PORT (the address this server will be added with)",
+            ));
+        }
+        if cluster_id.is_none() && cluster.is_empty() {
+            return Err(ConfigError::usage(
+                "--join needs --cluster-id N (in any member's DATA_DIR/cluster-id) or the initial --cluster list",
+            ));
+        }
+    } else if !cluster.is_empty() && own.is_none() {
+        return Err(ConfigError::usage(format!(
+            "node {id} is not in --cluster; list this server there or start it with --join"
+        )));
+    }
+    let listen = listen.or(if join { None } else { own });
+
+    let heartbeat_interval = dur("heartbeat-interval")?;
+    let election_timeout = dur("election-timeout")?;
+    if heartbeat_interval < Duration::from_millis(1) {
+        return Err(bad(
+            "heartbeat-interval",
+            req("heartbeat-interval")?,
+            "must be at least 1ms",
+        ));
+    }
+    if election_timeout < heartbeat_interval * 2 {
+        return Err(ConfigError::usage(format!(
+            "--election-timeout {} must be at least twice --heartbeat-interval {}",
+            req("election-timeout")?,
+            req("heartbeat-interval")?
+        )));
+    }
+    if election_timeout > Duration::from_secs(60) {
+        return Err(bad(
+            "election-timeout",
+            req("election-timeout")?,
+            "must be at most 60s",
+        ));
+    }
+    let snapshot_entries = parse_count("snapshot-entries", req("snapshot-entries")?, 1, 1 << 40)?;
+    let max_datagram_bytes = size_in("max-datagram", req("max-datagram")?, 1200, 65_507)? as usize;
+    let max_request_bytes =
+        size_in("max-request-bytes", req("max-request-bytes")?, 64, 64 << 20)? as usize;
+    let max_connections =
+        parse_count("max-connections", req("max-connections")?, 1, 1_000_000)? as usize;
+    let max_inflight_per_conn = parse_count(
+        "max-inflight-per-conn",
+        req("max-inflight-per-conn")?,
+        1,
+        1_000_000,
+    )? as usize;
+    let idle = dur("idle-timeout")?;
+    let idle_timeout = if idle.is_zero() { None } else { Some(idle) };
+
+    let path = |k: &str| get(k).map(PathBuf::from);
+    let tls_cert = path("tls-cert");
+    let tls_key = path("tls-key");
+    let tls_client_ca = path("tls-client-ca");
+    if tls_cert.is_some() != tls_key.is_some() {
+        return Err(ConfigError::usage(
+            "--tls-cert and --tls-key go together: give both or neither",
+        ));
+    }
+    if tls_client_ca.is_some() && tls_cert.is_none() {
+        return Err(ConfigError::usage(
+            "--tls-client-ca needs --tls-cert and --tls-key",
+        ));
+    }
+    let log_level: LevelFilter = req("log-level")?.parse().map_err(|_| {
+        bad(
+            "log-level",
+            get("log-level").unwrap_or(""),
+            "expected off, error, warn, info, debug or trace",
+        )
+    })?;
+
+    Ok(ServerConfig {
+        id,
+        cluster,
+        data_dir,
+        join,
+        listen,
+        cluster_id,
+        heartbeat_interval,
+        election_timeout,
+        snapshot_entries,
+        max_datagram_bytes,
+        max_request_bytes,
+        max_connections,
+        max_inflight_per_conn,
+        idle_timeout,
+        tls_cert,
+        tls_key,
+        tls_client_ca,
+        cluster_secret_file: path("cluster-secret-file"),
+        log_level,
+    })
+}
+
+/// Parses a duration with a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`; fractions allowed
+/// (`1.5s`). A bare `0` is zero; any other number needs its unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{t:?} needs a unit (ms, s, m, h, us, ns)"))?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{t:?} is not a number with a unit"))?;
+    let ns_per: f64 = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" | "min" => 60e9,
+        "h" => 3600e9,
+        u => return Err(format!("unknown duration unit {u:?} (ms, s, m, h, us, ns)")),
+    };
+    let total = n * ns_per;
+    if !total.is_finite() || !(0.0..=1e18).contains(&total) {
+        return Err(format!("{t:?} is out of range"));
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// Parses a size in bytes: a bare number, or with `B`, `KB`/`MB`/`GB` (powers of 1000),
+/// `KiB`/`MiB`/`GiB` (powers of 1024), or `K`/`M`/`G` (powers of 1024). Case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num = num.replace('_', "");
+    if num.is_empty() {
+        return Err(format!("{t:?} is not a size"));
+    }
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{t:?} is out of range"));
+    }
+    let f: f64 = num.parse().map_err(|_| format!("{t:?} is not a size"))?;
+    let total = f * mult as f64;
+    if !total.is_finite() || total < 0.0 || total > u64::MAX as f64 / 2.0 {
+        return Err(format!("{t:?} is out of range"));
+    }
+    Ok(total as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(a: &str, env: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match parse_args(&args(a), &lookup)? {
+            Invocation::Run(c) => Ok(*c),
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    const BASE: &str = "--id 1 --cluster 1=127.0.0.1:7001,2=127.0.0.1:7002 --data-dir /tmp/x";
+
+    #[test]
+    fn durations_take_units() {
+        // Goal: every documented unit parses; a number without a unit is refused.
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("50").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("1e400s").is_err());
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        // Goal: binary and decimal units, bare bytes; overflow and junk are refused.
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1mb"), Ok(1_000_000));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file_beat_defaults() {
+        // Goal: the documented precedence. Method: set one setting in all three sources and
+        // others in fewer, then check which value won for each.
+        let dir = std::env::temp_dir().join(format!("zatt-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("z.conf");
+        std::fs::write(
+            &file,
+            "# comment\nheartbeat_interval = 20ms\nelection-timeout = 900ms # trailing\n\
+             max-connections = 7\n",
+        )
+        .unwrap();
+        let a = format!(
+            "{BASE} --config {} --heartbeat-interval 10ms",
+            file.display()
+        );
+        let c = run(
+            &a,
+            &[
+                ("ZATT_HEARTBEAT_INTERVAL", "30ms"),
+                ("ZATT_ELECTION_TIMEOUT", "800ms"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(10)); // flag
+        assert_eq!(c.election_timeout, Duration::from_millis(800)); // env over file
+        assert_eq!(c.max_connections, 7); // file over default
+        assert_eq!(c.max_request_bytes, 2 << 20); // default
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_flag() {
+        // Goal: each bad value yields exit 2 with a line naming the flag.
+        for (a, needle) in [
+            ("--id 0 --cluster 1=127.0.0.1:1 --data-dir d", "--id"),
+            (
+                "--id 3 --cluster 1=127.0.0.1:1 --data-dir d",
+                "not in --cluster",
+            ),
+            (
+                &format!("{BASE} --heartbeat-interval 5parsecs"),
+                "--heartbeat-interval",
+            ),
+            (&format!("{BASE} --election-timeout 60ms"), "twice"),
+            (
+                &format!("{BASE} --max-request-bytes 1TB"),
+                "--max-request-bytes",
+            ),
+            (&format!("{BASE} --tls-cert c.pem"), "--tls-key"),
+            (&format!("{BASE} --log-level loud"), "--log-level"),
+            (&format!("{BASE} --bogus 1"), "bogus"),
+            ("--id 1 --data-dir d --join", "--listen"),
+            ("--id 1 --cluster 1=nohost --data-dir d", "--cluster"),
+            ("--cluster 1=127.0.0.1:1 --data-dir d", "--id is required"),
+        ] {
+            let e = run(a, &[]).unwrap_err();
+            assert_eq!(e.exit_code, EXIT_USAGE, "{a}");
+            assert!(e.message.contains(needle), "{a}: {}", e.message);
+            assert!(!e.message.contains('\n'), "{a}: one line");
+        }
+    }
+
+    #[test]
+    fn join_and_restart_forms_are_accepted() {
+        // Goal: a restart needs only --id and --data-dir; a joiner needs --listen and a cluster id.
+        let c = run("--id 2 --data-dir d", &[]).unwrap();
+        assert!(c.cluster.is_empty() && c.listen.is_none() && !c.join);
+        let c = run(
+            "--id 4 --data-dir d --join --listen 127.0.0.1:7004 --cluster-id 99",
+            &[],
+        )
+        .unwrap();
+        assert!(c.join);
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:7004"));
+        let c = run(BASE, &[("ZATT_JOIN", "false")]).unwrap();
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:7001"));
+        assert!(c.election_ticks() > c.heartbeat_ticks());
+    }
+
+    #[test]
+    fn cluster_id_is_the_same_whatever_the_order() {
+        // Goal: every initial member derives the same id from the same list.
+        let a = parse_cluster("1=127.0.0.1:1,2=127.0.0.1:2").unwrap();
+        let b = parse_cluster("2=127.0.0.1:2,1=127.0.0.1:1").unwrap();
+        assert_eq!(cluster_id_of(&a), cluster_id_of(&b));
+        let c = parse_cluster("1=127.0.0.1:1,2=127.0.0.1:3").unwrap();
+        assert_ne!(cluster_id_of(&a), cluster_id_of(&c));
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        // Goal: the example shipped in examples/ stays valid as flags evolve.
+        let text = include_str!("../examples/zattd.conf");
+        let values = parse_config_file(text).unwrap();
+        let map: BTreeMap<String, String> = values.into_iter().collect();
+        let mut all: BTreeMap<String, String> = FLAGS
+            .iter()
+            .filter_map(|f| f.default.map(|d| (f.name.to_string(), d.to_string())))
+            .collect();
+        all.extend(map);
+        let c = from_values(&all).unwrap();
+        assert_eq!(c.cluster.len(), 3);
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:5254"));
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_default() {
+        let u = usage();
+        for f in FLAGS {
+            assert!(u.contains(&format!("--{}", f.name)), "{}", f.name);
+            if let Some(d) = f.default {
+                assert!(u.contains(&format!("[default: {d}]")), "{}", f.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Starting a server: open and recover the data directory, settle the cluster id, bootstrap the
+//! initial membership on a first start, bind the shared peer/client port, and build the loop's
+//! parts. Every refusal is one line with its exit status (2 usage, 1 runtime, 65 corrupt data
+//! directory). Runs before the loop; must not run protocol logic (that is raft's, driven by
+//! `mod.rs`).
+
+use super::*;
+use crate::client_conn::tls_server_config;
+use crate::config::{EXIT_CORRUPT, EXIT_RUNTIME, EXIT_USAGE};
+use crate::raft::{self, Boot};
+use crate::storage::LogStorage;
+use crate::wal::{Wal, WalOptions};
+use crate::wire::peer::PeerCodecConfig;
+use mio::Waker;
+use std::path::Path;
+
+/// Why the server could not start or run: the exit status and one line.
+#[derive(Debug)]
+pub struct ServerError {
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl ServerError {
+    pub(crate) fn runtime(message: impl Into<String>) -> ServerError {
+        ServerError {
+            exit_code: EXIT_RUNTIME,
+            message: message.into(),
+        }
+    }
+    fn usage(message: impl Into<String>) -> ServerError {
+        ServerError {
+            exit_code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn fatal_corrupt(msg: String) -> ServerError {
+    ServerError {
+        exit_code: EXIT_CORRUPT,
+        message: msg,
+    }
+}
+
+fn boot_is_empty(boot: &Boot) -> bool {
+    boot.hard_state == HardState::default() && boot.snapshot.is_none() && boot.entries.is_empty()
+}
+
+/// The membership recorded last in a recovered state (the latest config entry, else the
+/// snapshot's).
+fn latest_membership(boot: &Boot) -> Option<Membership> {
+    for e in boot.entries.iter().rev() {
+        if e.kind == EntryKind::Config {
+            if let Ok((m, _)) = Membership::decode(&e.data) {
+                return Some(m);
+            }
+        }
+    }
+    boot.snapshot.as_ref().map(|s| s.meta.membership.clone())
+}
+
+fn read_cluster_id(dir: &Path) -> Result<Option<u64>, ServerError> {
+    let p = dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(s) => s.trim().parse::<u64>().map(Some).map_err(|_| {
+            fatal_corrupt(format!(
+                "corrupt data directory: {} does not hold a number; refusing to start",
+                p.display()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ServerError::runtime(format!(
+            "cannot read {}: {e}",
+            p.display()
+        ))),
+    }
+}
+
+fn write_cluster_id(dir: &Path, id: u64) -> Result<(), ServerError> {
+    let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
+    let p = dir.join(CLUSTER_ID_FILE);
+    let res = (|| -> io::Result<()> {
+        std::fs::write(&tmp, format!("{id}\n"))?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &p)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    res.map_err(|e| ServerError::runtime(format!("cannot write {}: {e}", p.display())))
+}
+
+fn set_udp_buffers(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: a plain setsockopt on a socket we own, with a correctly sized int.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &UDP_BUFFER_BYTES as *const i32 as *const libc::c_void,
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Test hook for the fail-stop path (exit 74) of a real process: `ZATT_TEST_DISK_FAULT` set to
+/// `sync-eio:N` makes the N-th log sync and every later one fail with EIO, `enospc:BYTES` makes
+/// a write past BYTES fail with ENOSPC. Deliberately not a flag: nobody should find it in
+/// `--help`.
+fn injected_disk_fault() -> Result<Option<crate::wal::InjectFault>, ServerError> {
+    let Ok(v) = std::env::var("ZATT_TEST_DISK_FAULT") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ServerError::usage(format!(
+            "ZATT_TEST_DISK_FAULT={v:?}: expected sync-eio:N or enospc:BYTES"
+        ))
+    };
+    let (kind, n) = v.split_once(':').ok_or_else(bad)?;
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match kind {
+        "sync-eio" => Ok(Some(crate::wal::InjectFault::SyncEio { nth_sync: n })),
+        "enospc" => Ok(Some(crate::wal::InjectFault::WriteEnospc { bytes: n })),
+        _ => Err(bad()),
+    }
+}
+
+impl Server {
+    /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
+    /// yet. Every refusal comes back as one line with its exit status.
+    pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        let dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            ServerError::runtime(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let opts = WalOptions {
+            inject_fault: injected_disk_fault()?,
+            ..WalOptions::default()
+        };
+        let (mut wal, mut boot) = Wal::open(&dir, opts).map_err(|e| ServerError {
+            exit_code: e.exit_code(),
+            message: e.to_string(),
+        })?;
+
+        // The cluster id: the file wins; else the flag; else derived from --cluster.
+        let stored = read_cluster_id(&dir)?;
+        let cluster_id = match (stored, cfg.cluster_id) {
+            (Some(s), Some(f)) if s != f => {
+                return Err(ServerError::usage(format!(
+                    "--cluster-id {f} differs from {s} stored in {}",
+                    dir.join(CLUSTER_ID_FILE).display()
+                )))
+            }
+            (Some(s), _) => s,
+            (None, Some(f)) => f,
+            (None, None) => match cfg.derived_cluster_id() {
+                Some(d) => d,
+                None if boot_is_empty(&boot) => {
+                    return Err(ServerError::usage(
+                        "first start needs --cluster ID=HOST:PORT,... or --join",
+                    ))
+                }
+                None => {
+                    return Err(ServerError::usage(format!(
+                        "no cluster id: {} is missing; give --cluster-id",
+                        dir.join(CLUSTER_ID_FILE).display()
+                    )))
+                }
+            },
+        };
+
+        let first_start = boot_is_empty(&boot) && !cfg.join;
+        let known = if first_start {
+            None // the address comes from --cluster (validated to hold this node)
+        } else {
+            latest_membership(&boot)
+        };
+        let listen = match (&cfg.listen, &known) {
+            (Some(l), _) => l.clone(),
+            (None, Some(m)) => match m.members.get(&cfg.id) {
+                Some(me) => me.addr.clone(),
+                None => {
+                    return Err(ServerError::usage(format!(
+                        "node {} is not in the membership stored in {}; give --listen HOST:PORT",
+                        cfg.id,
+                        dir.display()
+                    )))
+                }
+            },
+            (None, None) => {
+                return Err(ServerError::usage(
+                    "cannot tell which address to bind: give --listen HOST:PORT",
+                ))
+            }
+        };
+        let addr = crate::config::resolve(&listen)
+            .map_err(|e| ServerError::usage(format!("invalid listen address {listen:?}: {e}")))?;
+
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => Some(
+                tls_server_config(c, k, cfg.tls_client_ca.as_deref())
+                    .map_err(ServerError::usage)?,
+            ),
+            _ => None,
+        };
+        let secret = match &cfg.cluster_secret_file {
+            Some(p) => {
+                let mut s = std::fs::read(p).map_err(|e| {
+                    ServerError::usage(format!(
+                        "cannot read --cluster-secret-file {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                while matches!(s.last(), Some(b'\n' | b'\r')) {
+                    s.pop();
+                }
+                if s.is_empty() {
+                    return Err(ServerError::usage(format!(
+                        "--cluster-secret-file {} is empty",
+                        p.display()
+                    )));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+
+        let bind_err = |what: &str, e: io::Error| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                ServerError::runtime(format!(
+                    "cannot listen on {addr} ({what}): address already in use"
+                ))
+            } else {
+                ServerError::runtime(format!("cannot listen on {addr} ({what}): {e}"))
+            }
+        };
+        let mut udp = UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?;
+        let mut listener = TcpListener::bind(addr).map_err(|e| bind_err("TCP", e))?;
+        set_udp_buffers(&udp);
+
+        // Bind first: a start that fails on a busy port must leave the directory untouched.
+        if boot_is_empty(&boot) && !cfg.join {
+            if cfg.cluster.is_empty() {
+                return Err(ServerError::usage(
+                    "first start needs --cluster ID=HOST:PORT,... (or --join to be added later)",
+                ));
+            }
+            let mut m = Membership::default();
+            for (id, addr) in &cfg.cluster {
+                m.members.insert(
+                    *id,
+                    Member {
+                        role: MemberRole::Voter,
+                        addr: addr.clone(),
+                    },
+                );
+            }
+            boot = Boot::bootstrap(&m);
+            let batch = WriteBatch {
+                snapshot: None,
+                hard_state: Some(boot.hard_state),
+                entries: boot.entries.clone(),
+            };
+            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
+                ServerError::runtime(format!("cannot write the initial membership: {e}"))
+            })?;
+            info!(
+                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
+                cfg.id,
+                m.members.len()
+            );
+        } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
+            info!(
+                "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
+                cfg.id,
+                dir.display()
+            );
+        }
+        if stored.is_none() {
+            write_cluster_id(&dir, cluster_id)?;
+        }
+
+        let poll = Poll::new().map_err(|e| ServerError::runtime(format!("poll: {e}")))?;
+        poll.registry()
+            .register(&mut udp, UDP, Interest::READABLE)
+            .and_then(|_| {
+                poll.registry()
+                    .register(&mut listener, LISTENER, Interest::READABLE)
+            })
+            .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER)
+                .map_err(|e| ServerError::runtime(format!("waker: {e}")))?,
+        );
+
+        let kv_cfg = KvConfig::default();
+        let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
+            Some(s) => {
+                let kv = Kv::restore(&s.data, kv_cfg.clone()).map_err(|e| {
+                    fatal_corrupt(format!(
+                        "corrupt data directory {}: snapshot at index {} does not restore: {e}; refusing to start",
+                        dir.display(),
+                        s.meta.index.0
+                    ))
+                })?;
+                (kv, s.meta.index, s.meta.term, s.meta.membership.clone())
+            }
+            None => (
+                Kv::new(kv_cfg.clone()),
+                LogIndex(0),
+                Term(0),
+                Membership::default(),
+            ),
+        };
+
+        let tick = cfg.tick();
+        let mut rcfg = raft::Config::new(cfg.id);
+        rcfg.election_ticks = cfg.election_ticks();
+        rcfg.heartbeat_ticks = cfg.heartbeat_ticks();
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ cfg.id.0.rotate_left(32);
+        let raft = Raft::new(rcfg, boot, seed);
+
+        let mut pc = PeerCodecConfig::new(cluster_id, cfg.id);
+        pc.secret = secret;
+        pc.max_datagram = cfg.max_datagram_bytes;
+        pc.first_message_id = seed;
+        // Reassembly gives up after about two election timeouts.
+        pc.reassembly_timeout_ticks = (2 * cfg.election_ticks() as u64).max(50);
+        let codec = PeerCodec::new(pc);
+
+        let syncer = Syncer::spawn(wal, waker);
+        let now = Instant::now();
+        let mut timers = TimerWheel::new(Duration::from_millis(1), 1024, now);
+        timers.schedule(now + tick, TimerKind::RaftTick);
+        timers.schedule(now + HOUSEKEEPING, TimerKind::Housekeeping);
+
+        let soft = SoftState {
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader(),
+        };
+        info!(
+            "n{} t{} {}: listening on {addr} (UDP peers, TCP clients{}), cluster id {cluster_id}, data in {}",
+            cfg.id,
+            soft.term.0,
+            role_name(soft.role),
+            if tls.is_some() { ", TLS" } else { "" },
+            dir.display()
+        );
+        let limits = FrameLimits {
+            max_frame_bytes: cfg.max_request_bytes,
+            max_key_bytes: kv_cfg.max_key_bytes,
+            max_value_bytes: kv_cfg.max_value_bytes,
+        };
+        let mut s = Server {
+            id: cfg.id,
+            cluster_id,
+            addr,
+            poll,
+            udp,
+            listener,
+            tls,
+            syncer: Some(syncer),
+            codec,
+            raft,
+            kv,
+            kv_cfg,
+            limits,
+            conns: Slab::new(),
+            real_conns: 0,
+            next_generation: 1,
+            timers,
+            tick,
+            tick_count: 0,
+            next_tick_at: now + tick,
+            now,
+            now_ms: 0,
+            peers: BTreeMap::new(),
+            peers_of: Membership::default(),
+            next_token: 1,
+            persisting: VecDeque::new(),
+            writes: VecDeque::new(),
+            new_reads: Vec::new(),
+            read_rounds: VecDeque::new(),
+            ready_reads: VecDeque::new(),
+            next_read_ctx: 1,
+            promote_jobs: Vec::new(),
+            snapshot_index,
+            snapshot_in_flight: false,
+            applied_term,
+            applied_membership,
+            soft,
+            recv_buf: vec![0u8; 65_536],
+            prop_buf: Vec::with_capacity(4096),
+            frame_buf: Vec::with_capacity(4096),
+            dirty: Vec::new(),
+            resume: Vec::new(),
+            fired: Vec::new(),
+            completed: Vec::new(),
+            drops_reported: 0,
+            drops_warned_at: None,
+            udp_send_drops: 0,
+            cfg,
+        };
+        s.refresh_peers();
+        Ok(s)
+    }
+}

@@ -1,0 +1,879 @@
+//! The replicated dictionary: the state machine every replica builds by applying committed log
+//! entries in index order. Owns the key→value map with per-key revisions, client sessions for
+//! exactly-once writes (Raft thesis §6.3), the proposal byte format, and the snapshot format.
+//! Must not depend on the network, the disk or any clock: its only time is the `now_ms` carried
+//! in proposals, so every replica that applies the same entries reaches the same state, byte for
+//! byte. No hash-map iteration order may reach a result (everything ordered is a `BTreeMap`).
+//! Read more: `DESIGN.md` §2 (the path of a write), thesis §6.3 (sessions).
+//!
+//! # Revisions
+//! Every key carries the log index of the entry that last changed it. Replies carry the index
+//! of the entry that produced them. `Expect::Revision(LogIndex(0))` matches an absent key, as
+//! no entry has index 0.
+//!
+//! # Sessions (exactly-once writes)
+//! `RegisterSession` creates a session whose id is the log index of its entry. A write that
+//! names a session `{id, seq}`:
+//! - unknown or expired id → `SessionExpired` (the client must register again);
+//! - `seq == last applied seq` → the cached reply of that write, nothing applied again;
+//! - `seq < last applied seq` → `StaleRequest`;
+//! - `seq > last applied seq` → applied, and its reply cached.
+//!
+//! Only the reply of the *last* write per session is kept. Clients therefore number their writes
+//! with increasing `seq` (starting at 1; 0 is refused as `Invalid`) and keep **one write in flight
+//! per session**: a client that pipelines writes uses one session per in-flight slot. Gaps in
+//! `seq` are allowed. A `RegisterSession` that is retried creates a second session; the orphan
+//! expires by itself.
+//!
+//! Expiry is decided by log-carried time only. The state machine's clock is the largest `now_ms`
+//! of any applied proposal (a leader whose clock lags cannot move it back). A session idle for
+//! longer than `session_ttl_ms` of that clock expires: on every applied proposal, after the clock
+//! advances, sessions are swept oldest-first from an index ordered by (last activity, id), so
+//! the sweep costs only the sessions it removes. When registering would exceed `max_sessions`,
+//! the least recently active session (ties: the lowest id) is evicted. Any access through a
+//! session (including a duplicate or stale one) counts as activity.
+//!
+//! All replicas must run with the same `KvConfig`: limits and the TTL are part of the
+//! deterministic state machine.
+//!
+//! # Proposal layout (an entry's `data` for `EntryKind::Normal`; integers little-endian)
+//! ```text
+//! version  u8   = 1
+//! flags    u8   bit 0: session present; other bits must be 0
+//! [session_id u64, seq u64]          if bit 0
+//! now_ms   u64  the proposer's clock when the leader accepted the proposal
+//! op       u8   1 Put, 2 Delete, 3 Cas, 4 RegisterSession
+//! Put:     key (u32 len + bytes), value (u32 len + bytes)
+//! Delete:  key
+//! Cas:     key, expect u8 (0 value: then value; 1 absent; 2 revision: then u64),
+//!          new u8 (0 none = delete; 1 some: then value)
+//! RegisterSession: nothing, and it must not carry a session
+//! ```
+//! Keys are limited to `max_key_bytes`, values to `max_value_bytes`; every length is checked
+//! against the limit and the bytes present before anything is allocated; trailing bytes are
+//! refused.
+//!
+//! # Snapshot layout (integers little-endian)
+//! ```text
+//! magic    4 bytes "ZKVS"
+//! version  u8   = 1
+//! applied  u64  the applied index the snapshot stands for
+//! clock_ms u64  the state machine's clock
+//! keys     u64  count, then per key in ascending key order:
+//!               key (u32 len + bytes), value (u32 len + bytes), revision u64
+//! sessions u64  count, then per session in ascending id order:
+//!               id u64, last_seq u64, last_active_ms u64, reply u8 (0 none, 1 some: then reply)
+//! crc32    u32  CRC-32 (IEEE) of every byte before it
+//! ```
+//! A cached reply is one of: 1 Put{revision u64}, 2 Deleted{revision u64, existed u8},
+//! 3 CasOk{revision u64}, 4 CasFailed{present u8, [value (u32 len + bytes), revision u64]}.
+//! `restore` checks the CRC first, then parses with every length checked, refuses keys or
+//! session ids out of order, revisions beyond the applied index, and trailing bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use crate::types::{DecodeError, Entry, EntryKind, LogIndex, Reader};
+
+/// The state machine's limits and session policy. Must be identical on every replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvConfig {
+    /// A session idle longer than this (in log-carried time) expires.
+    pub session_ttl_ms: u64,
+    /// Registering beyond this many sessions evicts the least recently active one.
+    pub max_sessions: usize,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> KvConfig {
+        KvConfig {
+            session_ttl_ms: 10 * 60 * 1000,
+            max_sessions: 100_000,
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The condition of a compare-and-swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key is present with exactly this value.
+    Value(Vec<u8>),
+    Absent,
+    /// The key was last changed by the entry at this index (`LogIndex(0)`: the key is absent).
+    Revision(LogIndex),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Cas {
+        key: Vec<u8>,
+        expect: Expect,
+        /// `None` deletes the key when the condition holds.
+        new: Option<Vec<u8>>,
+    },
+    RegisterSession,
+}
+
+/// A write's place in its client's session: `seq` numbers the client's writes, from 1.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SessionRef {
+    pub id: u64,
+    pub seq: u64,
+}
+
+/// What a client asks the cluster to apply, as carried in a `Normal` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub session: Option<SessionRef>,
+    /// The leader's clock when it accepted the proposal; the state machine's only time source.
+    pub now_ms: u64,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Put {
+        revision: LogIndex,
+    },
+    Deleted {
+        revision: LogIndex,
+        existed: bool,
+    },
+    CasOk {
+        revision: LogIndex,
+    },
+    /// The condition did not hold: the key's current value and revision, if present.
+    CasFailed {
+        current: Option<(Vec<u8>, LogIndex)>,
+    },
+    SessionRegistered {
+        id: u64,
+    },
+    /// The session is unknown or has expired; the write was not applied.
+    SessionExpired,
+    /// The write's `seq` is below the session's last applied one; it was not applied.
+    StaleRequest,
+    /// The entry's payload could not be decoded or breaks a rule; nothing was applied.
+    Invalid(&'static str),
+}
+
+const PROPOSAL_VERSION: u8 = 1;
+const FLAG_SESSION: u8 = 1;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_CAS: u8 = 3;
+const OP_REGISTER: u8 = 4;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+impl Proposal {
+    /// Appends the encoded proposal to `out` (layout at the top of this file).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(PROPOSAL_VERSION);
+        match self.session {
+            Some(s) => {
+                out.push(FLAG_SESSION);
+                out.extend_from_slice(&s.id.to_le_bytes());
+                out.extend_from_slice(&s.seq.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.now_ms.to_le_bytes());
+        match &self.command {
+            Command::Put { key, value } => {
+                out.push(OP_PUT);
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            Command::Delete { key } => {
+                out.push(OP_DELETE);
+                put_bytes(out, key);
+            }
+            Command::Cas { key, expect, new } => {
+                out.push(OP_CAS);
+                put_bytes(out, key);
+                match expect {
+                    Expect::Value(v) => {
+                        out.push(0);
+                        put_bytes(out, v);
+                    }
+                    Expect::Absent => out.push(1),
+                    Expect::Revision(r) => {
+                        out.push(2);
+                        out.extend_from_slice(&r.0.to_le_bytes());
+                    }
+                }
+                match new {
+                    None => out.push(0),
+                    Some(v) => {
+                        out.push(1);
+                        put_bytes(out, v);
+                    }
+                }
+            }
+            Command::RegisterSession => out.push(OP_REGISTER),
+        }
+    }
+
+    pub fn encoded(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decodes a whole proposal; never panics, never allocates more than the limits allow.
+    pub fn decode(buf: &[u8], limits: &KvConfig) -> Result<Proposal, DecodeError> {
+        let mut r = Reader::new(buf);
+        if r.u8()? != PROPOSAL_VERSION {
+            return Err(DecodeError::new("unknown proposal version"));
+        }
+        let flags = r.u8()?;
+        if flags & !FLAG_SESSION != 0 {
+            return Err(DecodeError::new("unknown proposal flags"));
+        }
+        let session = if flags & FLAG_SESSION != 0 {
+            Some(SessionRef {
+                id: r.u64()?,
+                seq: r.u64()?,
+            })
+        } else {
+            None
+        };
+        let now_ms = r.u64()?;
+        let key = |r: &mut Reader| -> Result<Vec<u8>, DecodeError> {
+            Ok(r.len_prefixed(limits.max_key_bytes)?.to_vec())
+        };
+        let value = |r: &mut Reader| -> Result<Vec<u8>, DecodeError> {
+            Ok(r.len_prefixed(limits.max_value_bytes)?.to_vec())
+        };
+        let command = match r.u8()? {
+            OP_PUT => Command::Put {
+                key: key(&mut r)?,
+                value: value(&mut r)?,
+            },
+            OP_DELETE => Command::Delete { key: key(&mut r)? },
+            OP_CAS => {
+                let k = key(&mut r)?;
+                let expect = match r.u8()? {
+                    0 => Expect::Value(value(&mut r)?),
+                    1 => Expect::Absent,
+                    2 => Expect::Revision(LogIndex(r.u64()?)),
+                    _ => return Err(DecodeError::new("unknown cas condition")),
+                };
+                let new = match r.u8()? {
+                    0 => None,
+                    1 => Some(value(&mut r)?),
+                    _ => return Err(DecodeError::new("unknown cas new-value tag")),
+                };
+                Command::Cas {
+                    key: k,
+                    expect,
+                    new,
+                }
+            }
+            OP_REGISTER => {
+                if session.is_some() {
+                    return Err(DecodeError::new("session registration names a session"));
+                }
+                Command::RegisterSession
+            }
+            _ => return Err(DecodeError::new("unknown proposal operation")),
+        };
+        if r.remaining() != 0 {
+            return Err(DecodeError::new("trailing bytes after proposal"));
+        }
+        Ok(Proposal {
+            session,
+            now_ms,
+            command,
+        })
+    }
+}
+
+/// One `scan` result: key, value, revision.
+pub type ScanEntry = (Vec<u8>, Vec<u8>, LogIndex);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    /// The highest `seq` applied through this session (0: none yet).
+    last_seq: u64,
+    /// The state machine's clock at this session's last access; always `<= Kv::clock_ms`.
+    last_active_ms: u64,
+    /// The reply to the write numbered `last_seq`; `None` until the first write.
+    reply: Option<Reply>,
+}
+
+/// The dictionary and its sessions. Invariants: every revision is `<= applied`; `by_activity`
+/// holds exactly one `(last_active_ms, id)` per session; `sessions.len() <= cfg.max_sessions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kv {
+    cfg: KvConfig,
+    data: BTreeMap<Vec<u8>, (Vec<u8>, LogIndex)>,
+    sessions: BTreeMap<u64, Session>,
+    /// Sessions ordered by last activity, then id: the expiry sweep and LRU eviction walk it.
+    by_activity: BTreeSet<(u64, u64)>,
+    applied: LogIndex,
+    clock_ms: u64,
+}
+
+impl Kv {
+    pub fn new(cfg: KvConfig) -> Kv {
+        Kv {
+            cfg,
+            data: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_activity: BTreeSet::new(),
+            applied: LogIndex(0),
+            clock_ms: 0,
+        }
+    }
+
+    /// Applies one committed entry. `Normal` entries produce a reply; `Noop` and `Config`
+    /// entries only advance the applied index. Entries must arrive in index order.
+    pub fn apply(&mut self, entry: &Entry) -> Option<Reply> {
+        assert!(
+            entry.index == self.applied.next(),
+            "kv: entry {:?} applied out of order: applied index is {:?}, expected {:?}",
+            entry.index,
+            self.applied,
+            self.applied.next()
+        );
+        self.applied = entry.index;
+        match entry.kind {
+            EntryKind::Noop | EntryKind::Config => None,
+            EntryKind::Normal => Some(match Proposal::decode(&entry.data, &self.cfg) {
+                Ok(p) => self.apply_proposal(entry.index, p),
+                Err(e) => Reply::Invalid(e.what),
+            }),
+        }
+    }
+
+    fn apply_proposal(&mut self, index: LogIndex, p: Proposal) -> Reply {
+        self.clock_ms = self.clock_ms.max(p.now_ms);
+        self.expire_idle_sessions();
+        let Some(s) = p.session else {
+            return match p.command {
+                Command::RegisterSession => self.register_session(index),
+                cmd => self.apply_command(index, cmd),
+            };
+        };
+        if s.seq == 0 {
+            return Reply::Invalid("session seq 0 is reserved");
+        }
+        let Some(session) = self.sessions.get(&s.id) else {
+            return Reply::SessionExpired;
+        };
+        let (last_seq, cached) = (session.last_seq, session.reply.clone());
+        self.touch(s.id);
+        if s.seq < last_seq {
+            return Reply::StaleRequest;
+        }
+        if s.seq == last_seq {
+            // `last_seq > 0` here, so a write was applied and its reply cached.
+            return cached.unwrap_or(Reply::StaleRequest);
+        }
+        let reply = self.apply_command(index, p.command);
+        let session = self.sessions.get_mut(&s.id).expect("session touched above");
+        session.last_seq = s.seq;
+        session.reply = Some(reply.clone());
+        reply
+    }
+
+    fn apply_command(&mut self, index: LogIndex, cmd: Command) -> Reply {
+        match cmd {
+            Command::Put { key, value } => {
+                self.data.insert(key, (value, index));
+                Reply::Put { revision: index }
+            }
+            Command::Delete { key } => Reply::Deleted {
+                revision: index,
+                existed: self.data.remove(&key).is_some(),
+            },
+            Command::Cas { key, expect, new } => {
+                let current = self.data.get(&key);
+                let holds = match (&expect, current) {
+                    (Expect::Absent, None) => true,
+                    (Expect::Value(v), Some((cv, _))) => v == cv,
+                    (Expect::Revision(r), Some((_, cr))) => r == cr,
+                    (Expect::Revision(r), None) => r.0 == 0,
+                    _ => false,
+                };
+                if !holds {
+                    return Reply::CasFailed {
+                        current: current.map(|(v, r)| (v.clone(), *r)),
+                    };
+                }
+                match new {
+                    Some(v) => {
+                        self.data.insert(key, (v, index));
+                    }
+                    None => {
+                        self.data.remove(&key);
+                    }
+                }
+                Reply::CasOk { revision: index }
+            }
+            Command::RegisterSession => Reply::Invalid("session registration names a session"),
+        }
+    }
+
+    fn register_session(&mut self, index: LogIndex) -> Reply {
+        while self.sessions.len() >= self.cfg.max_sessions.max(1) {
+            let Some(&(_, id)) = self.by_activity.iter().next() else {
+                break;
+            };
+            self.remove_session(id);
+        }
+        let id = index.0;
+        self.sessions.insert(
+            id,
+            Session {
+                last_seq: 0,
+                last_active_ms: self.clock_ms,
+                reply: None,
+            },
+        );
+        self.by_activity.insert((self.clock_ms, id));
+        Reply::SessionRegistered { id }
+    }
+
+    fn touch(&mut self, id: u64) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            self.by_activity.remove(&(s.last_active_ms, id));
+            s.last_active_ms = self.clock_ms;
+            self.by_activity.insert((self.clock_ms, id));
+        }
+    }
+
+    fn remove_session(&mut self, id: u64) {
+        if let Some(s) = self.sessions.remove(&id) {
+            self.by_activity.remove(&(s.last_active_ms, id));
+        }
+    }
+
+    fn expire_idle_sessions(&mut self) {
+        while let Some(&(active_ms, id)) = self.by_activity.iter().next() {
+            if self.clock_ms.saturating_sub(active_ms) <= self.cfg.session_ttl_ms {
+                break;
+            }
+            self.remove_session(id);
+        }
+    }
+
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// The state machine's clock: the largest `now_ms` of any applied proposal.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    pub fn config(&self) -> &KvConfig {
+        &self.cfg
+    }
+
+    /// The value of `key` and its revision (the index of the entry that last changed it).
+    pub fn get(&self, key: &[u8]) -> Option<(&[u8], LogIndex)> {
+        self.data.get(key).map(|(v, r)| (v.as_slice(), *r))
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix` and sorts after `start_after`, in
+    /// key order, and whether more such entries follow (pass the last key back as `start_after`).
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> (Vec<ScanEntry>, bool) {
+        let lower: Bound<&[u8]> = match start_after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut it = self
+            .data
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        let mut out = Vec::new();
+        for (k, (v, r)) in it.by_ref().take(limit) {
+            out.push((k.clone(), v.clone(), *r));
+        }
+        let more = it.next().is_some();
+        (out, more)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Every entry in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], LogIndex)> {
+        self.data
+            .iter()
+            .map(|(k, (v, r))| (k.as_slice(), v.as_slice(), *r))
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The whole state (dictionary, sessions, clock, applied index) in the snapshot layout at the
+    /// top of this file, ending with its CRC32.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&self.applied.0.to_le_bytes());
+        out.extend_from_slice(&self.clock_ms.to_le_bytes());
+        out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
+        for (k, (v, r)) in &self.data {
+            put_bytes(&mut out, k);
+            put_bytes(&mut out, v);
+            out.extend_from_slice(&r.0.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
+        for (id, s) in &self.sessions {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&s.last_seq.to_le_bytes());
+            out.extend_from_slice(&s.last_active_ms.to_le_bytes());
+            match &s.reply {
+                None => out.push(0),
+                Some(reply) => {
+                    out.push(1);
+                    encode_cached_reply(reply, &mut out);
+                }
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// A CRC32 of the whole state, for comparing replicas cheaply.
+    pub fn digest(&self) -> u32 {
+        crc32fast::hash(&self.snapshot_bytes())
+    }
+
+    /// Rebuilds a state machine from `snapshot_bytes` output, refusing anything damaged.
+    pub fn restore(bytes: &[u8], cfg: KvConfig) -> Result<Kv, DecodeError> {
+        if bytes.len() < SNAPSHOT_MAGIC.len() + 1 + 4 {
+            return Err(DecodeError::new("snapshot truncated"));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        if crc32fast::hash(body) != want {
+            return Err(DecodeError::new("snapshot checksum mismatch"));
+        }
+        let mut r = Reader::new(body);
+        if r.bytes(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
+            return Err(DecodeError::new("snapshot magic is wrong"));
+        }
+        if r.u8()? != SNAPSHOT_VERSION {
+            return Err(DecodeError::new("unknown snapshot version"));
+        }
+        let mut kv = Kv::new(cfg);
+        kv.applied = LogIndex(r.u64()?);
+        kv.clock_ms = r.u64()?;
+        let key_count = r.u64()?;
+        // The smallest key record is 4 + 4 + 8 bytes: refuse a count the bytes cannot hold.
+        if key_count > (r.remaining() / 16) as u64 {
+            return Err(DecodeError::new("snapshot key count exceeds its bytes"));
+        }
+        let mut prev: Option<&[u8]> = None;
+        for _ in 0..key_count {
+            let k = r.len_prefixed(kv.cfg.max_key_bytes)?;
+            let v = r.len_prefixed(kv.cfg.max_value_bytes)?;
+            let rev = LogIndex(r.u64()?);
+            if prev.is_some_and(|p| p >= k) {
+                return Err(DecodeError::new("snapshot keys out of order"));
+            }
+            if rev > kv.applied || rev.0 == 0 {
+                return Err(DecodeError::new("snapshot revision outside the log"));
+            }
+            prev = Some(k);
+            kv.data.insert(k.to_vec(), (v.to_vec(), rev));
+        }
+        let session_count = r.u64()?;
+        if session_count > kv.cfg.max_sessions as u64 {
+            return Err(DecodeError::new(
+                "snapshot holds more sessions than allowed",
+            ));
+        }
+        if session_count > (r.remaining() / 25) as u64 {
+            return Err(DecodeError::new("snapshot session count exceeds its bytes"));
+        }
+        let mut prev_id = 0u64;
+        for _ in 0..session_count {
+            let id = r.u64()?;
+            let last_seq = r.u64()?;
+            let last_active_ms = r.u64()?;
+            let reply = match r.u8()? {
+                0 => None,
+                1 => Some(decode_cached_reply(&mut r, &kv.cfg, kv.applied)?),
+                _ => return Err(DecodeError::new("snapshot session reply tag unknown")),
+            };
+            if id <= prev_id || id > kv.applied.0 {
+                return Err(DecodeError::new("snapshot session ids out of order"));
+            }
+            if last_active_ms > kv.clock_ms {
+                return Err(DecodeError::new("snapshot session active after the clock"));
+            }
+            if (last_seq == 0) != reply.is_none() {
+                return Err(DecodeError::new(
+                    "snapshot session reply does not match seq",
+                ));
+            }
+            prev_id = id;
+            kv.sessions.insert(
+                id,
+                Session {
+                    last_seq,
+                    last_active_ms,
+                    reply,
+                },
+            );
+            kv.by_activity.insert((last_active_ms, id));
+        }
+        if r.remaining() != 0 {
+            return Err(DecodeError::new("trailing bytes in snapshot"));
+        }
+        Ok(kv)
+    }
+}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"ZKVS";
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Only replies of applied writes are ever cached in a session.
+fn encode_cached_reply(reply: &Reply, out: &mut Vec<u8>) {
+    match reply {
+        Reply::Put { revision } => {
+            out.push(1);
+            out.extend_from_slice(&revision.0.to_le_bytes());
+        }
+        Reply::Deleted { revision, existed } => {
+            out.push(2);
+            out.extend_from_slice(&revision.0.to_le_bytes());
+            out.push(*existed as u8);
+        }
+        Reply::CasOk { revision } => {
+            out.push(3);
+            out.extend_from_slice(&revision.0.to_le_bytes());
+        }
+        Reply::CasFailed { current } => {
+            out.push(4);
+            match current {
+                None => out.push(0),
+                Some((v, r)) => {
+                    out.push(1);
+                    put_bytes(out, v);
+                    out.extend_from_slice(&r.0.to_le_bytes());
+                }
+            }
+        }
+        other => panic!("kv: reply {other:?} is never cached in a session"),
+    }
+}
+
+fn decode_cached_reply(
+    r: &mut Reader,
+    cfg: &KvConfig,
+    applied: LogIndex,
+) -> Result<Reply, DecodeError> {
+    let revision = |r: &mut Reader| -> Result<LogIndex, DecodeError> {
+        let rev = LogIndex(r.u64()?);
+        if rev > applied {
+            return Err(DecodeError::new("snapshot reply revision beyond the log"));
+        }
+        Ok(rev)
+    };
+    Ok(match r.u8()? {
+        1 => Reply::Put {
+            revision: revision(r)?,
+        },
+        2 => Reply::Deleted {
+            revision: revision(r)?,
+            existed: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::new("snapshot reply flag not 0 or 1")),
+            },
+        },
+        3 => Reply::CasOk {
+            revision: revision(r)?,
+        },
+        4 => Reply::CasFailed {
+            current: match r.u8()? {
+                0 => None,
+                1 => {
+                    let v = r.len_prefixed(cfg.max_value_bytes)?.to_vec();
+                    Some((v, revision(r)?))
+                }
+                _ => return Err(DecodeError::new("snapshot reply flag not 0 or 1")),
+            },
+        },
+        _ => return Err(DecodeError::new("snapshot reply kind unknown")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Term;
+
+    fn normal(index: u64, p: &Proposal) -> Entry {
+        Entry::new(Term(1), LogIndex(index), EntryKind::Normal, &p.encoded())
+    }
+
+    fn put(k: &str, v: &str) -> Command {
+        Command::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn plain(now_ms: u64, command: Command) -> Proposal {
+        Proposal {
+            session: None,
+            now_ms,
+            command,
+        }
+    }
+
+    #[test]
+    fn noop_and_config_entries_advance_applied_index_without_reply() {
+        // Goal: only Normal entries reach the dictionary, yet every entry counts as applied.
+        let mut kv = Kv::new(KvConfig::default());
+        assert_eq!(
+            kv.apply(&Entry::new(Term(1), LogIndex(1), EntryKind::Noop, &[])),
+            None
+        );
+        assert_eq!(
+            kv.apply(&Entry::new(
+                Term(1),
+                LogIndex(2),
+                EntryKind::Config,
+                &[0, 0]
+            )),
+            None
+        );
+        assert_eq!(kv.applied_index(), LogIndex(2));
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "applied out of order")]
+    fn entry_out_of_order_is_a_bug() {
+        // Goal: a gap in applied indexes is a bug in the host, caught loudly.
+        let mut kv = Kv::new(KvConfig::default());
+        kv.apply(&normal(2, &plain(0, put("a", "1"))));
+    }
+
+    #[test]
+    fn undecodable_payload_is_invalid_and_still_applied() {
+        // Goal: garbage in a committed entry yields the same Invalid reply on every replica.
+        let mut kv = Kv::new(KvConfig::default());
+        let r = kv.apply(&Entry::new(
+            Term(1),
+            LogIndex(1),
+            EntryKind::Normal,
+            &[9, 9],
+        ));
+        assert!(matches!(r, Some(Reply::Invalid(_))));
+        assert_eq!(kv.applied_index(), LogIndex(1));
+    }
+
+    #[test]
+    fn proposal_round_trips_and_refuses_every_truncation() {
+        // Goal: encode/decode are inverses; any cut of a valid encoding is refused.
+        let cfg = KvConfig::default();
+        let ps = [
+            plain(5, put("k", "v")),
+            plain(6, Command::Delete { key: "k".into() }),
+            Proposal {
+                session: Some(SessionRef { id: 3, seq: 9 }),
+                now_ms: 7,
+                command: Command::Cas {
+                    key: "k".into(),
+                    expect: Expect::Value("old".into()),
+                    new: Some("new".into()),
+                },
+            },
+            plain(
+                8,
+                Command::Cas {
+                    key: "k".into(),
+                    expect: Expect::Revision(LogIndex(4)),
+                    new: None,
+                },
+            ),
+            plain(
+                8,
+                Command::Cas {
+                    key: "".into(),
+                    expect: Expect::Absent,
+                    new: None,
+                },
+            ),
+            plain(9, Command::RegisterSession),
+        ];
+        for p in &ps {
+            let enc = p.encoded();
+            assert_eq!(&Proposal::decode(&enc, &cfg).unwrap(), p);
+            for cut in 0..enc.len() {
+                assert!(
+                    Proposal::decode(&enc[..cut], &cfg).is_err(),
+                    "{p:?} cut {cut}"
+                );
+            }
+            let mut long = enc.clone();
+            long.push(0);
+            assert!(Proposal::decode(&long, &cfg).is_err());
+        }
+    }
+
+    #[test]
+    fn oversized_key_or_value_is_refused_by_decode() {
+        // Goal: the configured limits are enforced at the gateway.
+        let cfg = KvConfig {
+            max_key_bytes: 3,
+            max_value_bytes: 4,
+            ..KvConfig::default()
+        };
+        assert!(Proposal::decode(&plain(0, put("abc", "defg")).encoded(), &cfg).is_ok());
+        assert!(Proposal::decode(&plain(0, put("abcd", "x")).encoded(), &cfg).is_err());
+        assert!(Proposal::decode(&plain(0, put("a", "defgh")).encoded(), &cfg).is_err());
+    }
+
+    #[test]
+    fn snapshot_checksum_catches_a_flipped_bit() {
+        // Goal: restore refuses a snapshot whose CRC does not match.
+        let mut kv = Kv::new(KvConfig::default());
+        kv.apply(&normal(1, &plain(0, put("a", "1"))));
+        let mut snap = kv.snapshot_bytes();
+        assert_eq!(Kv::restore(&snap, KvConfig::default()).unwrap(), kv);
+        snap[10] ^= 4;
+        assert_eq!(
+            Kv::restore(&snap, KvConfig::default()).unwrap_err().what,
+            "snapshot checksum mismatch"
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Roles and elections: timers, pre-vote (thesis §9.6), RequestVote (§5.2, §5.4.1), the
+//! leader lease that shields a live leader (thesis §4.2.3), check-quorum (§6.2), and the
+//! transitions between follower, pre-candidate, candidate, leader and learner.
+
+use super::*;
+
+impl Raft {
+    // ------------------------------------------------------------------ internals: roles
+
+    /// Whether this node may stand for election: a voter of its latest membership, or a voter
+    /// removed by a Config entry it does not yet know committed. The thesis (§4.2.2, Figure 4.6)
+    /// keeps such a server electable "as it might still be needed until the Cnew entry is
+    /// committed": when its log is the most up to date, no one else can win. It counts votes by
+    /// the latest membership (without itself) and steps down once the removal commits.
+    pub(super) fn can_campaign(&self) -> bool {
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        match self.config_indices.last() {
+            Some(&ci) if ci > self.commit => self
+                .membership_at(ci.prev())
+                .is_some_and(|m| m.is_voter(self.id)),
+            _ => false,
+        }
+    }
+
+    /// Follower if this node may campaign, else Learner.
+    pub(super) fn passive_role(&self) -> Role {
+        if self.can_campaign() {
+            Role::Follower
+        } else {
+            Role::Learner
+        }
+    }
+
+    /// Heard from a current leader within the minimum election timeout (thesis §4.2.3).
+    pub(super) fn in_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.cfg.election_ticks
+    }
+
+    pub(super) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let e = self.cfg.election_ticks.max(1) as u64;
+        self.randomized_timeout = (e + self.rng.next_u64() % e) as u32;
+    }
+
+    pub(super) fn log_role(&self, before: Role) {
+        if before != self.role {
+            let role = match self.role {
+                Role::Follower => "follower",
+                Role::PreCandidate => "pre-candidate",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+                Role::Learner => "learner",
+            };
+            log::info!("n{} became {} at {:?}", self.id, role, self.term);
+        }
+    }
+
+    pub(super) fn clear_leader_state(&mut self) {
+        self.progress.clear();
+        self.transfer = None;
+        self.append_pending = false;
+        self.read_round_wanted = false;
+        self.reads_before_commit.clear();
+        self.pending_reads.clear();
+        self.noop_index = LogIndex(0);
+    }
+
+    /// Adopts `term` (forgetting the vote if it is newer) and follows `leader`.
+    ///
+    /// The election timer restarts only on hearing from a leader (or when a leader steps
+    /// down): Figure 2 resets it on AppendEntries from the current leader or on granting a vote,
+    /// not on merely seeing a higher term, or a node that keeps campaigning (a removed server
+    /// without pre-vote or lease) could hold every timer back forever.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let before = self.role;
+        let reset = leader.is_some() || before == Role::Leader;
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.clear_leader_state();
+        self.votes.clear();
+        self.won_election = false;
+        self.leader = leader;
+        self.role = self.passive_role();
+        if reset {
+            self.reset_election_timer();
+        }
+        self.log_role(before);
+    }
+
+    /// A valid AppendEntries/InstallSnapshot from `from` in our term: it is the leader.
+    pub(super) fn follow(&mut self, from: NodeId) {
+        if (self.role != Role::Follower && self.role != Role::Learner) || self.leader != Some(from)
+        {
+            self.become_follower(self.term, Some(from));
+        } else {
+            self.election_elapsed = 0;
+        }
+    }
+
+    pub(super) fn start_election(&mut self, transfer: bool) {
+        if self.cfg.pre_vote && !transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    pub(super) fn become_pre_candidate(&mut self) {
+        let before = self.role;
+        self.clear_leader_state();
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.won_election = false;
+        self.reset_election_timer();
+        self.log_role(before);
+        let (li, lt) = (self.last_index(), self.last_term());
+        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
+        for v in voters {
+            self.msgs.push(Message {
+                from: self.id,
+                to: v,
+                term: self.term.next(),
+                body: MessageBody::PreVote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                },
+            });
+        }
+        self.record_vote(self.id, true);
+    }
+
+    pub(super) fn become_candidate(&mut self, transfer: bool) {
+        let before = self.role;
+        self.clear_leader_state();
+        self.term = self.term.next();
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.won_election = false;
+        self.reset_election_timer();
+        self.log_role(before);
+        let (li, lt) = (self.last_index(), self.last_term());
+        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
+        for v in voters {
+            // The candidate's own vote must be durable before it asks for others (§3.8).
+            self.send_after_persist(
+                v,
+                MessageBody::RequestVote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                    transfer,
+                },
+            );
+        }
+        self.record_vote(self.id, true);
+    }
+
+    /// Counts a (pre-)vote from a voter of the latest membership and decides the campaign.
+    pub(super) fn record_vote(&mut self, from: NodeId, granted: bool) {
+        if !self.membership.is_voter(from) {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        let yes = self.votes.values().filter(|&&g| g).count();
+        let no = self.votes.len() - yes;
+        let q = self.membership.quorum();
+        if yes >= q {
+            match self.role {
+                Role::PreCandidate => self.become_candidate(false),
+                Role::Candidate if self.term_durable() => self.become_leader(),
+                Role::Candidate => self.won_election = true,
+                _ => {}
+            }
+        } else if no > self.membership.voter_count() - q {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        let before = self.role;
+        self.clear_leader_state();
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        self.won_election = false;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.log_role(before);
+        let next = self.last_index().next();
+        let peers: Vec<NodeId> = self
+            .membership
+            .members
+            .keys()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect();
+        for p in peers {
+            self.progress.insert(p, Progress::new(next));
+        }
+        // §5.4.2 / §8: an entry of the new term lets the leader commit (and learn the commit
+        // index) without counting replicas of older terms.
+        let (idx, _) = self.append_as_leader(EntryKind::Noop, &[]);
+        self.noop_index = idx;
+        self.maybe_commit();
+    }
+
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks.max(1) {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+        if let Some(t) = &mut self.transfer {
+            t.elapsed_ticks += 1;
+            if t.elapsed_ticks >= self.cfg.election_ticks {
+                log::info!("n{} leadership transfer to n{} timed out", self.id, t.to);
+                self.transfer = None;
+            }
+        }
+        let last = self.last_index();
+        let et = self.cfg.election_ticks.max(1);
+        let ids: Vec<NodeId> = self.progress.keys().copied().collect();
+        for id in ids {
+            let Some(pr) = self.progress.get_mut(&id) else {
+                continue;
+            };
+            if pr.match_index >= last && pr.state != ReplState::Snapshot {
+                pr.stall_ticks = 0;
+                continue;
+            }
+            pr.stall_ticks += 1;
+            if pr.stall_ticks < et {
+                continue;
+            }
+            pr.stall_ticks = 0;
+            match pr.state {
+                ReplState::Snapshot => {
+                    if let Some(s) = &mut pr.snapshot {
+                        s.sent = s.acked;
+                        s.done_sent = false;
+                        s.rewound_at = None;
+                    }
+                }
+                _ => pr.become_probe(),
+            }
+            self.send_append(id, false);
+        }
+        if self.election_elapsed >= et {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                let mut active = if self.membership.is_voter(self.id) {
+                    1
+                } else {
+                    0
+                };
+                for v in self.membership.voters() {
+                    if v != self.id && self.progress.get(&v).is_some_and(|p| p.recent_active) {
+                        active += 1;
+                    }
+                }
+                for pr in self.progress.values_mut() {
+                    pr.recent_active = false;
+                }
+                if active < self.membership.quorum() {
+                    log::info!(
+                        "n{} lost contact with a quorum at {:?}; stepping down",
+                        self.id,
+                        self.term
+                    );
+                    self.become_follower(self.term, None);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ internals: voting
+
+    /// §5.4.1: the candidate's log is at least as up to date as ours.
+    pub(super) fn log_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    pub(super) fn on_pre_vote(&mut self, from: NodeId, term: Term, li: LogIndex, lt: Term) {
+        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(li, lt);
+        let reply_term = if granted { term } else { self.term };
+        self.msgs.push(Message {
+            from: self.id,
+            to: from,
+            term: reply_term,
+            body: MessageBody::PreVoteResponse { granted },
+        });
+    }
+
+    pub(super) fn on_request_vote(&mut self, from: NodeId, li: LogIndex, lt: Term) {
+        // Vote at most once per term (§5.2). The voter's own membership is not consulted
+        // (thesis §4.2.3): a candidate asks only the voters of its configuration and counts only
+        // them, so an answer can never hurt safety; refusing could deadlock when logs disagree
+        // on an uncommitted change (a node whose uncommitted entry removes it would refuse the
+        // only candidate that can win). Non-voters still never campaign.
+        let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
+        let granted = can_vote && self.role != Role::Leader && self.log_up_to_date(li, lt);
+        if granted {
+            self.vote = Some(from);
+            self.reset_election_timer();
+        }
+        log::debug!(
+            "n{} {} vote for n{} at {:?}",
+            self.id,
+            if granted { "grants" } else { "refuses" },
+            from,
+            self.term
+        );
+        self.send_after_persist(from, MessageBody::RequestVoteResponse { granted });
+    }
+}

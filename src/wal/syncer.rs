@@ -1,0 +1,245 @@
+//! The disk syncer thread: the only code that blocks on the WAL's `write` and `fdatasync`.
+//! The event loop submits batches tagged with a token and never waits; the thread takes
+//! everything queued, writes it all, calls `fdatasync` once (group commit), then reports every
+//! token of the group, in submit order, and wakes the loop through `mio::Waker`.
+//!
+//! Use from the event loop, in outline:
+//!
+//! ```text
+//! let (wal, boot) = Wal::open(dir, WalOptions::default())?;   // exit(err.exit_code()) on error
+//! let raft = Raft::new(config, boot, seed);
+//! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?));
+//! // each iteration: for a Ready that needs_persist(), syncer.submit(token, batch) and keep
+//! // (token, messages_after_persist, persist_mark) aside; on WAKE_TOKEN, drain_completed()
+//! // and for each token in order send its messages and call raft.persisted(..).
+//! ```
+//!
+//! Must not touch protocol state. On any write or sync error it stops the process (fail-stop,
+//! DESIGN.md §3 "Failure of the disk"): one clear line naming the file and the error, then exit
+//! code 74 (`EXIT_DISK_FAILURE`); it never reports a token it could not make durable.
+
+use super::{Wal, EXIT_DISK_FAILURE};
+use crate::storage::{LogStorage, WriteBatch};
+use crate::types::Snapshot;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// An fsync slower than this is logged as a warning.
+const SLOW_FSYNC_US: u64 = 50_000;
+/// fsync latencies kept for `fsync_latency_us`.
+const LATENCY_WINDOW: usize = 1024;
+/// Jobs taken into one group at most (bounds the memory of one write).
+const MAX_GROUP_JOBS: usize = 4096;
+
+/// What to do when the disk fails: by default print the message and exit with code 74.
+/// Tests may inject another (it must not let the process go on using the WAL).
+pub type FatalHandler = Box<dyn Fn(&str) + Send>;
+
+enum Job {
+    Batch(u64, WriteBatch),
+    Snapshot(u64, Snapshot),
+    Shutdown,
+}
+
+struct Shared {
+    completed: Mutex<Vec<u64>>,
+    latencies_us: Mutex<(Vec<u32>, usize)>,
+    size_bytes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+pub struct Syncer {
+    tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The default fail-stop: one line on stderr, then exit 74.
+pub fn exit_on_disk_failure(msg: &str) {
+    eprintln!("zatt: fatal disk failure: {msg}; stopping (exit {EXIT_DISK_FAILURE})");
+    log::logger().flush();
+    std::process::exit(EXIT_DISK_FAILURE);
+}
+
+impl Syncer {
+    pub fn spawn(wal: Wal, waker: Arc<mio::Waker>) -> Syncer {
+        Syncer::spawn_with(wal, waker, Box::new(exit_on_disk_failure))
+    }
+
+    /// As `spawn`, with the fail-stop action given (tests).
+    pub fn spawn_with(mut wal: Wal, waker: Arc<mio::Waker>, fatal: FatalHandler) -> Syncer {
+        wal.set_defer_compaction(true);
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            completed: Mutex::new(Vec::new()),
+            latencies_us: Mutex::new((Vec::with_capacity(LATENCY_WINDOW), 0)),
+            size_bytes: AtomicU64::new(wal.size_bytes()),
+            syncs: AtomicU64::new(0),
+        });
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("zatt-syncer".into())
+            .spawn(move || run(wal, rx, sh, waker, fatal))
+            .unwrap_or_else(|e| {
+                exit_on_disk_failure(&format!("cannot start the syncer thread: {e}"));
+                unreachable!()
+            });
+        Syncer {
+            tx,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a batch; `token` is reported by `completed` once the batch is durable. The
+    /// queue is unbounded: the caller bounds what it has in flight (tokens not yet completed).
+    pub fn submit(&self, token: u64, batch: WriteBatch) {
+        // A send fails only once the thread has stopped, i.e. after a fail-stop in progress.
+        let _ = self.tx.send(Job::Batch(token, batch));
+    }
+
+    /// Queues a snapshot this node took itself (compaction), ordered with the batches.
+    pub fn submit_snapshot(&self, token: u64, snap: Snapshot) {
+        let _ = self.tx.send(Job::Snapshot(token, snap));
+    }
+
+    /// Tokens made durable since the last call, in submit order.
+    pub fn completed(&self) -> Vec<u64> {
+        let mut v = Vec::new();
+        self.drain_completed(&mut v);
+        v
+    }
+
+    /// As `completed`, appending to the caller's vector (no allocation in the loop).
+    pub fn drain_completed(&self, out: &mut Vec<u64>) {
+        let mut c = lock(&self.shared.completed);
+        out.append(&mut c);
+    }
+
+    /// (p50, p99) of the recent `fdatasync` latencies, in microseconds; (0, 0) before any.
+    pub fn fsync_latency_us(&self) -> (u64, u64) {
+        let l = lock(&self.shared.latencies_us);
+        if l.0.is_empty() {
+            return (0, 0);
+        }
+        let mut v = l.0.clone();
+        drop(l);
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as u64;
+        (at(0.50), at(0.99))
+    }
+
+    /// Bytes the WAL holds on disk, as of the last group.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.size_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Groups synced so far.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Makes everything submitted durable, then stops the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.tx.send(Job::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run(
+    mut wal: Wal,
+    rx: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+    waker: Arc<mio::Waker>,
+    fatal: FatalHandler,
+) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut tokens: Vec<u64> = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => return,
+        }
+        while jobs.len() < MAX_GROUP_JOBS {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut stop = false;
+        for job in jobs.drain(..) {
+            let r = match job {
+                Job::Batch(t, b) => {
+                    tokens.push(t);
+                    wal.write(&b)
+                }
+                Job::Snapshot(t, s) => {
+                    tokens.push(t);
+                    wal.save_snapshot(&s)
+                }
+                Job::Shutdown => {
+                    stop = true;
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                fatal(&format!("WAL write failed: {e}"));
+                return;
+            }
+        }
+        let syncs_before = wal.syncs();
+        if let Err(e) = wal.sync() {
+            fatal(&format!("WAL sync failed: {e}"));
+            return;
+        }
+        if wal.syncs() != syncs_before {
+            let us = wal.last_fdatasync_us();
+            if us > SLOW_FSYNC_US {
+                log::warn!("slow fsync {}ms", us / 1000);
+            }
+            let us = us.min(u32::MAX as u64) as u32;
+            let mut l = lock(&shared.latencies_us);
+            let (v, next) = &mut *l;
+            if v.len() < LATENCY_WINDOW {
+                v.push(us);
+            } else {
+                v[*next] = us;
+            }
+            *next = (*next + 1) % LATENCY_WINDOW;
+            drop(l);
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if !tokens.is_empty() {
+            shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
+            lock(&shared.completed).append(&mut tokens);
+            if let Err(e) = waker.wake() {
+                log::warn!("cannot wake the event loop: {e}");
+            }
+        }
+        if let Err(e) = wal.run_deferred_compaction() {
+            fatal(&format!("WAL compaction failed: {e}"));
+            return;
+        }
+        if stop {
+            return;
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! A cluster of real `zattd` processes on loopback for integration tests, and a minimal blocking
+//! client speaking `wire::client` (deliberately not the client library, so that the server's
+//! tests do not depend on it).
+//!
+//! Each `Cluster` lives in its own temporary directory with free loopback ports; nodes can be
+//! killed (SIGKILL), paused (SIGSTOP/SIGCONT), restarted with only `--id` and `--data-dir`, and
+//! joined with `--join`. Dropping the cluster kills every process and removes the directory; a
+//! panicking test prints the tail of each node's log first. Every wait here is bounded by a
+//! deadline; nothing asserts on timing.
+//!
+//! ```ignore
+//! mod common;
+//! let mut c = common::Cluster::start(3, &["--snapshot-entries", "500"]); // ids 1..=3
+//! let leader = c.wait_leader(Duration::from_secs(30));   // every running node agrees
+//! c.put("k", "v");                                       // through the leader, retrying
+//! c.wait_value(2, "k", Some("v"), T);                    // stale read on node 2
+//! c.kill(leader); c.restart(leader);                     // SIGKILL; --id and --data-dir only
+//! c.pause(2); c.resume(2);                               // SIGSTOP / SIGCONT
+//! let addr = c.start_joiner(4);                          // --join; then MemberAdd via c.admin
+//! let mut cl = c.client(1)?;                             // raw requests: cl.call(&Request::..)
+//! ```
+//! Endpoints are `c.addr(id)` (`127.0.0.1:PORT`, UDP and TCP); node logs are `c.log_of(id)`.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zatt::wire::client::{
+    decode_response, encode_request, split_frame, Consistency, ErrorKind, FrameLimits, Request,
+    Response, Status,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zattd");
+
+/// Timing flags small enough for quick failover on a loaded machine, large enough not to flap.
+pub const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "20ms",
+    "--election-timeout",
+    "300ms",
+];
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh directory under the system temp dir, removed by the owner.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("zatt-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A loopback port free for both TCP and UDP at the time of the call, chosen below the
+/// kernel's ephemeral range (32768 and up) so that the many client connections a test makes
+/// cannot take it meanwhile (a restarted node binds its port again).
+pub fn free_port() -> u16 {
+    let mut x = std::process::id() as u64 ^ (UNIQUE.fetch_add(1, Ordering::Relaxed) << 32);
+    x ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    for _ in 0..1000 {
+        // xorshift: cheap, and different in each test process and call.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port for both TCP and UDP");
+}
+
+/// A Read + Write stream: plain TCP or a rustls client stream.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A blocking client for tests: one request at a time, or raw bytes for hostile-input tests.
+pub struct TestClient {
+    pub stream: Box<dyn Stream>,
+    next_id: u64,
+    buf: Vec<u8>,
+    limits: FrameLimits,
+}
+
+impl TestClient {
+    pub fn connect(addr: &str) -> io::Result<TestClient> {
+        let s = TcpStream::connect_timeout(
+            &addr.parse::<SocketAddr>().unwrap(),
+            Duration::from_secs(5),
+        )?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(TestClient::over(Box::new(s)))
+    }
+
+    pub fn over(stream: Box<dyn Stream>) -> TestClient {
+        TestClient {
+            stream,
+            next_id: 1,
+            buf: Vec::new(),
+            limits: FrameLimits {
+                max_frame_bytes: 64 << 20,
+                max_key_bytes: 1 << 20,
+                max_value_bytes: 32 << 20,
+            },
+        }
+    }
+
+    pub fn send(&mut self, req: &Request) -> io::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = Vec::new();
+        encode_request(id, req, &mut out);
+        self.stream.write_all(&out)?;
+        Ok(id)
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next response frame; `UnexpectedEof` when the server closed the connection.
+    pub fn recv(&mut self) -> io::Result<(u64, Response)> {
+        loop {
+            if let Some((len, _)) = split_frame(&self.buf, &self.limits)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                let r = decode_response(&self.buf[..len], &self.limits)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                self.buf.drain(..len);
+                return r;
+            }
+            let mut tmp = [0u8; 65536];
+            let n = self.stream.read(&mut tmp)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    pub fn call(&mut self, req: &Request) -> io::Result<Response> {
+        let id = self.send(req)?;
+        let (rid, resp) = self.recv()?;
+        assert_eq!(rid, id, "responses come back with their request id");
+        Ok(resp)
+    }
+
+    pub fn put(&mut self, key: &str, value: &str) -> io::Result<Response> {
+        self.call(&Request::Put {
+            session: None,
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        })
+    }
+
+    pub fn delete(&mut self, key: &str) -> io::Result<Response> {
+        self.call(&Request::Delete {
+            session: None,
+            key: key.as_bytes().to_vec(),
+        })
+    }
+
+    pub fn get(&mut self, key: &str, consistency: Consistency) -> io::Result<Response> {
+        self.call(&Request::Get {
+            key: key.as_bytes().to_vec(),
+            consistency,
+        })
+    }
+
+    /// The value of `key`, or None, from a read that succeeded.
+    pub fn get_value(&mut self, key: &str, consistency: Consistency) -> io::Result<Option<String>> {
+        match self.get(key, consistency)? {
+            Response::Value { value, .. } => {
+                Ok(value.map(|v| String::from_utf8(v).expect("utf-8 test value")))
+            }
+            other => Err(io::Error::other(format!("get {key}: {other:?}"))),
+        }
+    }
+
+    /// Pipelines `n` puts of `{prefix}{i}` = `v{i}` with up to `window` in flight; every answer
+    /// must be `Written`. For a leader only.
+    pub fn put_pipelined(
+        &mut self,
+        prefix: &str,
+        range: std::ops::Range<u64>,
+        window: usize,
+    ) -> io::Result<()> {
+        let mut next = range.start;
+        let mut inflight = 0usize;
+        while next < range.end || inflight > 0 {
+            while next < range.end && inflight < window {
+                self.send(&Request::Put {
+                    session: None,
+                    key: format!("{prefix}{next}").into_bytes(),
+                    value: format!("v{next}").into_bytes(),
+                })?;
+                next += 1;
+                inflight += 1;
+            }
+            match self.recv()? {
+                (_, Response::Written { .. }) => inflight -= 1,
+                (_, other) => return Err(io::Error::other(format!("pipelined put: {other:?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn status(&mut self) -> io::Result<Status> {
+        match self.call(&Request::Status)? {
+            Response::Status(s) => Ok(s),
+            other => Err(io::Error::other(format!("status: {other:?}"))),
+        }
+    }
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Flags beyond --id and --data-dir given at every start.
+    pub extra: Vec<String>,
+    /// Flags given at the first start only (--cluster, --join, ...).
+    pub first_start: Vec<String>,
+    pub child: Option<Child>,
+    pub started_once: bool,
+}
+
+impl Node {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn spawn(&mut self) {
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            self.id.to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+        ];
+        if !self.started_once {
+            args.extend(self.first_start.iter().cloned());
+        }
+        args.extend(self.extra.iter().cloned());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args)
+            .env_remove("ZATT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // If the test process dies without dropping the cluster (killed by a timeout), take
+        // the servers with it rather than leave them running.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn zattd");
+        self.child = Some(child);
+        self.started_once = true;
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<Node>,
+    pub cluster_arg: String,
+    pub extra: Vec<String>,
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Cluster {
+    /// Starts `n` voters with ids 1..=n, each with `extra` flags (and the FAST timings).
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = temp_dir("cluster");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_arg = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut extra_all: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+        extra_all.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Cluster {
+            dir,
+            nodes: Vec::new(),
+            cluster_arg: cluster_arg.clone(),
+            extra: extra_all,
+            tls_client: None,
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let node = c.new_node(id, *p, vec!["--cluster".into(), cluster_arg.clone()]);
+            c.nodes.push(node);
+        }
+        for node in &mut c.nodes {
+            node.spawn();
+        }
+        c
+    }
+
+    fn new_node(&self, id: u64, port: u16, first_start: Vec<String>) -> Node {
+        Node {
+            id,
+            addr: format!("127.0.0.1:{port}"),
+            data_dir: self.dir.join(format!("n{id}")),
+            log_path: self.dir.join(format!("n{id}.log")),
+            extra: self.extra.clone(),
+            first_start,
+            child: None,
+            started_once: false,
+        }
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    /// Starts a new node with `--join`, telling it the initial `--cluster` list (from which it
+    /// derives the cluster id). Returns its address.
+    pub fn start_joiner(&mut self, id: u64) -> String {
+        let first = vec![
+            "--join".into(),
+            "--cluster".into(),
+            self.cluster_arg.clone(),
+        ];
+        self.spawn_joiner(id, first)
+    }
+
+    /// Starts a new node with `--join --cluster-id N`, N read from node 1's data directory.
+    pub fn start_joiner_with_cluster_id(&mut self, id: u64) -> String {
+        let cid = std::fs::read_to_string(self.node(1).data_dir.join("cluster-id")).unwrap();
+        let first = vec![
+            "--join".into(),
+            "--cluster-id".into(),
+            cid.trim().to_string(),
+        ];
+        self.spawn_joiner(id, first)
+    }
+
+    fn spawn_joiner(&mut self, id: u64, first: Vec<String>) -> String {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut node = self.new_node(id, port, first);
+        // A restarted joiner still binds its address; the membership also has it once added.
+        node.extra.push("--listen".into());
+        node.extra.push(addr.clone());
+        node.spawn();
+        self.nodes.push(node);
+        addr
+    }
+
+    pub fn client(&self, id: u64) -> io::Result<TestClient> {
+        let addr = self.addr(id);
+        match &self.tls_client {
+            None => TestClient::connect(&addr),
+            Some(cfg) => tls_connect(&addr, cfg.clone()),
+        }
+    }
+
+    pub fn status(&self, id: u64) -> Option<Status> {
+        self.client(id).ok()?.status().ok()
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// Waits until every running node agrees on one leader that calls itself leader; its id.
+    pub fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut all = true;
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                match self.status(n.id) {
+                    Some(s) => {
+                        if s.role == "leader" {
+                            leaders.push(s.id);
+                        }
+                        if s.leader.is_none() {
+                            all = false;
+                        }
+                    }
+                    None => all = false,
+                }
+            }
+            if leaders.len() == 1 && all {
+                return leaders[0];
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("no single leader within {timeout:?} (leaders seen: {leaders:?})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `pred` holds for node `id`'s status.
+    pub fn wait_status(
+        &self,
+        id: u64,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.status(id) {
+                if pred(&s) {
+                    return s;
+                }
+                if Instant::now() > deadline {
+                    self.dump_logs();
+                    panic!("node {id}: {what} not reached within {timeout:?}; last status {s:?}");
+                }
+            } else if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("node {id}: no status within {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `req` to the leader, following NotLeader hints and retrying through elections,
+    /// until a response other than a retryable error comes back.
+    pub fn call_leader(&self, req: &Request, timeout: Duration) -> Response {
+        let deadline = Instant::now() + timeout;
+        let mut target = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .map(|n| n.id)
+            .unwrap();
+        loop {
+            let resp = self.client(target).and_then(|mut c| c.call(req));
+            let last = format!("n{target}: {resp:?}");
+            match resp {
+                Ok(Response::Error(ErrorKind::NotLeader {
+                    leader: Some(l), ..
+                })) if self.nodes.iter().any(|n| n.id == l && n.child.is_some()) => target = l,
+                Ok(Response::Error(e)) if retryable(&e) => {
+                    target = self.next_running(target);
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                Ok(r) => return r,
+                Err(_) => {
+                    target = self.next_running(target);
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("no answer to {req:?} from a leader within {timeout:?}; last {last}");
+            }
+        }
+    }
+
+    fn next_running(&self, after: u64) -> u64 {
+        let running: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect();
+        let pos = running
+            .iter()
+            .position(|&i| i == after)
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        running[pos % running.len()]
+    }
+
+    /// Sends a request to the leader and expects `Done` (membership changes, transfers),
+    /// retrying refusals that say "not yet" (a change in progress, a learner catching up).
+    pub fn admin(&self, req: &Request, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.call_leader(req, timeout) {
+                Response::Done => return,
+                Response::Error(ErrorKind::ConfChange(why)) if Instant::now() < deadline => {
+                    eprintln!("{req:?}: {why}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => panic!("{req:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// Puts through the leader; returns the revision.
+    pub fn put(&self, key: &str, value: &str) -> u64 {
+        let req = Request::Put {
+            session: None,
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        };
+        match self.call_leader(&req, Duration::from_secs(20)) {
+            Response::Written { revision } => revision,
+            other => panic!("put {key}: {other:?}"),
+        }
+    }
+
+    /// Waits until node `id` serves `key` = `value` with a stale (local) read.
+    pub fn wait_value(&self, id: u64, key: &str, value: Option<&str>, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self
+                .client(id)
+                .and_then(|mut c| c.get_value(key, Consistency::Stale));
+            if let Ok(v) = &got {
+                if v.as_deref() == value {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("node {id}: {key} is {got:?}, expected {value:?}");
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self, id: u64) -> Option<i32> {
+        let n = self.node_mut(id);
+        n.signal("-TERM");
+        let mut c = n.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pause(&self, id: u64) {
+        self.node(id).signal("-STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.node(id).signal("-CONT");
+    }
+
+    /// Starts a stopped node again with only --id, --data-dir and the common flags.
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.node_mut(id).spawn();
+    }
+
+    pub fn dump_logs(&self) {
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(40);
+            eprintln!(
+                "----- node {} log (last {} lines) -----",
+                n.id,
+                lines.len() - from
+            );
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for n in &mut self.nodes {
+            n.signal("-CONT");
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn retryable(e: &ErrorKind) -> bool {
+    matches!(
+        e,
+        ErrorKind::NotLeader { .. }
+            | ErrorKind::Unavailable(_)
+            | ErrorKind::Busy
+            | ErrorKind::Timeout
+            | ErrorKind::ShuttingDown
+    )
+}
+
+/// Runs `zattd` with `args` to completion (for flag tests); (exit code, stderr).
+pub fn run_zattd(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn zattd");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            let mut out = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            if let Some(mut o) = child.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            return (st.code(), err + &out);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, String::new());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TLS client connection through rustls (ring provider).
+pub fn tls_connect(addr: &str, cfg: Arc<rustls::ClientConfig>) -> io::Result<TestClient> {
+    let s =
+        TcpStream::connect_timeout(&addr.parse::<SocketAddr>().unwrap(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg, name).map_err(|e| io::Error::other(e.to_string()))?;
+    let stream = rustls::StreamOwned::new(conn, s);
+    Ok(TestClient::over(Box::new(stream)))
+}
+
+pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}

@@ -1,0 +1,294 @@
+//! `zattd`'s command line as a user meets it: precedence of flags over environment over config
+//! file, one clear line and exit 2 for bad values, exit 1 for a port in use or an unwritable
+//! data directory, exit 65 for a corrupt one, exit 0 on SIGTERM.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Starts a one-node cluster from `args`/`env`, returns the port it answers on.
+fn serving_port(args: &[&str], env: &[(&str, &str)], candidates: &[u16]) -> u16 {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .env_remove("ZATT_CLUSTER")
+        .env_remove("ZATT_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let found = loop {
+        if let Some(p) = candidates.iter().copied().find(|p| {
+            TestClient::connect(&format!("127.0.0.1:{p}"))
+                .and_then(|mut c| c.status())
+                .is_ok()
+        }) {
+            break Some(p);
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    found.expect("the server never answered on any candidate port")
+}
+
+#[test]
+fn flags_beat_environment_beat_config_file() {
+    // Goal: the documented precedence, observed through the port the server binds. Method: the
+    // file, the environment and a flag each name another --cluster address; the server must
+    // answer on the flag's, then (flag removed) the environment's, then the file's.
+    let dir = temp_dir("prec");
+    let (pf, pe, pa) = (free_port(), free_port(), free_port());
+    let file = write_file(
+        &dir,
+        "zattd.conf",
+        format!("# test\ncluster = 1=127.0.0.1:{pf}\nheartbeat-interval = 20ms\n").as_bytes(),
+    );
+    let file_s = file.display().to_string();
+    let all = [pf, pe, pa];
+    let env_cluster = format!("1=127.0.0.1:{pe}");
+    let flag_cluster = format!("1=127.0.0.1:{pa}");
+    let d1 = dir.join("d1").display().to_string();
+    let d2 = dir.join("d2").display().to_string();
+    let d3 = dir.join("d3").display().to_string();
+    let p = serving_port(
+        &[
+            "--id",
+            "1",
+            "--data-dir",
+            &d1,
+            "--config",
+            &file_s,
+            "--cluster",
+            &flag_cluster,
+        ],
+        &[("ZATT_CLUSTER", &env_cluster)],
+        &all,
+    );
+    assert_eq!(p, pa, "flag wins");
+    let p = serving_port(
+        &["--id", "1", "--data-dir", &d2, "--config", &file_s],
+        &[("ZATT_CLUSTER", &env_cluster)],
+        &all,
+    );
+    assert_eq!(p, pe, "environment beats file");
+    let p = serving_port(
+        &["--id", "1", "--data-dir", &d3],
+        &[("ZATT_CONFIG", &file_s)],
+        &all,
+    );
+    assert_eq!(p, pf, "file (named by ZATT_CONFIG) beats defaults");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// (arguments, environment, what the error line must mention)
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
+#[test]
+fn bad_flags_exit_2_with_one_clear_line() {
+    // Goal: each bad value stops zattd with exit 2 and a single line naming the problem.
+    let dir = temp_dir("badflags");
+    let d = dir.join("d").display().to_string();
+    let port = free_port();
+    let cl = format!("1=127.0.0.1:{port}");
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--id", "x", "--data-dir", &d, "--cluster", &cl],
+            vec![],
+            "--id",
+        ),
+        (
+            vec!["--id", "2", "--data-dir", &d, "--cluster", &cl],
+            vec![],
+            "not in --cluster",
+        ),
+        (
+            vec![
+                "--id",
+                "1",
+                "--data-dir",
+                &d,
+                "--cluster",
+                &cl,
+                "--election-timeout",
+                "soon",
+            ],
+            vec![],
+            "--election-timeout",
+        ),
+        (
+            vec!["--id", "1", "--data-dir", &d, "--cluster", &cl],
+            vec![("ZATT_MAX_DATAGRAM", "1TB")],
+            "--max-datagram",
+        ),
+        (
+            vec![
+                "--id",
+                "1",
+                "--data-dir",
+                &d,
+                "--cluster",
+                &cl,
+                "--frobnicate",
+            ],
+            vec![],
+            "frobnicate",
+        ),
+        (vec!["--id", "1", "--data-dir", &d], vec![], "--cluster"),
+    ];
+    for (args, env, needle) in cases {
+        let (code, err) = run_zattd(&args, &env, T);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_documents_every_flag_and_exits_0() {
+    let (code, out) = run_zattd(&["--help"], &[], T);
+    assert_eq!(code, Some(0));
+    for f in [
+        "--id",
+        "--cluster",
+        "--data-dir",
+        "--join",
+        "--heartbeat-interval",
+        "--election-timeout",
+        "--snapshot-entries",
+        "--max-datagram",
+        "--max-request-bytes",
+        "--max-connections",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--cluster-secret-file",
+        "--log-level",
+        "--config",
+    ] {
+        assert!(out.contains(f), "--help lacks {f}");
+    }
+    assert!(out.contains("[default: 50ms]"));
+}
+
+#[test]
+fn port_in_use_and_unwritable_data_dir_exit_1() {
+    // Goal: runtime problems at start exit 1 with a line naming them.
+    let dir = temp_dir("rt");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let cl = format!("1=127.0.0.1:{port}");
+    let d = dir.join("d").display().to_string();
+    let (code, err) = run_zattd(&["--id", "1", "--data-dir", &d, "--cluster", &cl], &[], T);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("address already in use"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    let free = format!("1=127.0.0.1:{}", free_port());
+    let (code, err) = run_zattd(
+        &[
+            "--id",
+            "1",
+            "--data-dir",
+            "/proc/zatt-cannot-be-here",
+            "--cluster",
+            &free,
+        ],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/proc/zatt-cannot-be-here"), "{err}");
+    drop(busy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn corrupt_data_dir_exits_65() {
+    // Goal: a data directory whose hard state is destroyed is refused with exit 65.
+    // Method: start once, stop, overwrite both hard-state copies with garbage, start again.
+    let mut c = Cluster::start(1, &[]);
+    c.wait_leader(T);
+    c.put("k", "v");
+    c.kill(1);
+    let d = c.node(1).data_dir.clone();
+    for f in ["hardstate.0", "hardstate.1"] {
+        std::fs::write(d.join(f), vec![0x5a; 40]).unwrap();
+    }
+    let ds = d.display().to_string();
+    let (code, err) = run_zattd(&["--id", "1", "--data-dir", &ds], &[], T);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_a_restart_needs_only_id_and_data_dir() {
+    // Goal: SIGTERM exits 0, and the node restarts from its data directory alone with its data.
+    let mut c = Cluster::start(1, &[]);
+    c.wait_leader(T);
+    c.put("k", "v");
+    assert_eq!(c.terminate(1), Some(0));
+    c.restart(1);
+    c.wait_leader(T);
+    c.wait_value(1, "k", Some("v"), T);
+}
+
+#[test]
+fn failed_disk_sync_stops_the_server_with_exit_74() {
+    // Goal: fail-stop on a disk failure, end to end: the server exits 74 with one line naming
+    // the failure and never answers a write it could not make durable. Method: the WAL's test
+    // hook makes the 5th log sync fail; write until the process is gone.
+    let dir = temp_dir("eio");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cl = format!("1={addr}");
+    let d = dir.join("d").display().to_string();
+    let mut child = std::process::Command::new(BIN)
+        .args(["--id", "1", "--data-dir", &d, "--cluster", &cl])
+        .args(FAST)
+        .env("ZATT_TEST_DISK_FAULT", "sync-eio:5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let mut acknowledged = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server survived a failed sync"
+        );
+        if let Ok(mut c) = TestClient::connect(&addr) {
+            while let Ok(r) = c.put("k", "v") {
+                if matches!(r, zatt::wire::client::Response::Written { .. }) {
+                    acknowledged += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(74), "{err}");
+    assert!(err.contains("disk"), "{err}");
+    // One sequential client: each acknowledged write needed a sync of its own, and only the
+    // first four syncs succeeded.
+    assert!(acknowledged <= 4, "{acknowledged} writes acknowledged");
+    let _ = std::fs::remove_dir_all(dir);
+}
