@@ -119,6 +119,14 @@ if [ "$TOOL" = perf ]; then
         perf report -i "$OUT.data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null |
             grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n "$TOP"
         echo '```'
+        echo
+        echo "## Zatt's own functions by inclusive time (children included)"
+        echo
+        echo '```'
+        perf report -i "$OUT.data" --stdio --children --sort symbol --percent-limit 1 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | grep -E 'zatt::' | awk '{ printf "%8s %8s  ", $1, $2; $1 = $2 = $3 = "";
+            sub(/^ +/, ""); sub(/[[:space:]]+-[[:space:]]+-[[:space:]]*$/, ""); print }' | head -n "$TOP"
+        echo '```'
     } >>"$OUT.md"
     PATH="$ROOT/perf/out/tools/bin:$PATH"
     if ((FLAME)) && ! command -v inferno-flamegraph >/dev/null 2>&1; then
