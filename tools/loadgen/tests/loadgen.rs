@@ -145,6 +145,15 @@ fn mix_sends_both_kinds_and_counts_them_all() {
     );
     assert_eq!(puts + gets, 400);
     assert!(puts > 0 && gets > 0, "puts {puts} gets {gets}");
+    // The mix reports each kind apart, with the counts the server saw.
+    let kind = |k: &str| {
+        let at = json
+            .find(&format!("\"{k}\":{{"))
+            .unwrap_or_else(|| panic!("no {k} in {json}"));
+        json_num(&json[at..], "ops") as u64
+    };
+    assert_eq!(kind("get"), gets, "{json}");
+    assert_eq!(kind("put"), puts, "{json}");
 }
 
 // Goal: errors from the server are reported by kind, with counts equal to what was sent, and
