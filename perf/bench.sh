@@ -73,6 +73,13 @@ run() {
         for (i = 1; i <= n; i++) printf "%s%.2f", (i > 1 ? "/" : ""), x[i] - y[i] }')
     total=$(awk -v a="${after[*]}" -v b="${before[*]}" 'BEGIN { n = split(a, x, " "); split(b, y, " ");
         for (i = 1; i <= n; i++) s += x[i] - y[i]; print s }')
+    # A mix reports its gets' and puts' p99 apart: put them in the label.
+    if grep -q '"put":{' <<<"$json"; then
+        local gp pp
+        gp=$(jnum "$(sed -E 's/.*"get":\{([^}]*)\}.*/\1/' <<<"$json")" p99_us)
+        pp=$(jnum "$(sed -E 's/.*"put":\{([^}]*)\}.*/\1/' <<<"$json")" p99_us)
+        label=$(awk -v l="$label" -v g="$gp" -v p="$pp" 'BEGIN { printf "%s (p99 get %.2f, put %.2f ms)", l, g / 1000, p / 1000 }')
+    fi
     local secs rps
     secs=$(jnum "$json" seconds)
     rps=$(jnum "$json" req_per_s)

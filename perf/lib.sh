@@ -97,5 +97,6 @@ probe_line() {
     echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }
 
-# A number field of the load generator's flat JSON object.
-jnum() { sed -E "s/.*\"$2\":(-?[0-9.]+).*/\1/" <<<"$1"; }
+# A number field of the load generator's JSON object: the first one of that name, so a top-level
+# field wins over the same name inside the mix's "get" and "put" objects.
+jnum() { grep -oE "\"$2\":-?[0-9.]+" <<<"$1" | head -n 1 | cut -d: -f2; }

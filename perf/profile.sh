@@ -2,7 +2,8 @@
 # perf/profile.sh: profile the leader of a local 3-server cluster under load from tools/loadgen.
 # With Linux perf (Debian's linux-perf, installed with apt-get when missing and we are root):
 # `perf stat` of the leader (hardware counters when the kernel exposes them, else software
-# events), then `perf record -g` sampling, reported as a top-N table of functions and, when
+# events), then `perf record --call-graph dwarf` sampling (Rust release builds keep no frame
+# pointers; the release profile keeps debug line info), reported as a top-N table of functions and, when
 # inferno is installed (`cargo install inferno`), a flame graph. Without a usable perf:
 # valgrind's callgrind on server 1 (kept leader by giving the others long election timeouts),
 # reported with callgrind_annotate.
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_RUN=$2; shift ;;
     --top) TOP=$2; shift ;;
     --flamegraph) FLAME=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -97,7 +98,7 @@ if [ "$TOOL" = perf ]; then
     STAT=$!
     JSON=$("${LOADGEN[@]}" "${LOAD[@]}" --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s")
     wait "$STAT" || true
-    perf record -F 999 -e cpu-clock -g -p "$LEADER" -o "$OUT.data" -- sleep "$SECONDS_RUN" 2>/dev/null &
+    perf record -F 499 -e cpu-clock --call-graph dwarf,16384 -p "$LEADER" -o "$OUT.data" -- sleep "$SECONDS_RUN" 2>/dev/null &
     REC=$!
     "${LOADGEN[@]}" "${LOAD[@]}" --endpoints "$ENDPOINTS" --duration "${SECONDS_RUN}s" >/dev/null
     wait "$REC" || true
@@ -117,6 +118,14 @@ if [ "$TOOL" = perf ]; then
         echo '```'
         perf report -i "$OUT.data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null |
             grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -n "$TOP"
+        echo '```'
+        echo
+        echo "## Zatt's own functions by inclusive time (children included)"
+        echo
+        echo '```'
+        perf report -i "$OUT.data" --stdio --children --sort symbol --percent-limit 1 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | grep -E 'zatt::' | awk '{ printf "%8s %8s  ", $1, $2; $1 = $2 = $3 = "";
+            sub(/^ +/, ""); sub(/[[:space:]]+-[[:space:]]+-[[:space:]]*$/, ""); print }' | head -n "$TOP"
         echo '```'
     } >>"$OUT.md"
     PATH="$ROOT/perf/out/tools/bin:$PATH"

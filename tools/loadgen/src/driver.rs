@@ -225,6 +225,9 @@ enum ToReporter {
 #[derive(Default)]
 struct ThreadResult {
     hist: Histogram,
+    /// Only for `--op mix`: the gets' and the puts' latencies apart.
+    get_hist: Histogram,
+    put_hist: Histogram,
     ops: u64,
     not_found: u64,
     errors: ErrorCounts,
@@ -528,6 +531,13 @@ impl Engine {
                 self.interval_ops += 1;
                 if s.measured {
                     self.result.hist.record(lat);
+                    if self.wl.op == OpKind::Mix {
+                        if s.read {
+                            self.result.get_hist.record(lat);
+                        } else {
+                            self.result.put_hist.record(lat);
+                        }
+                    }
                     self.result.ops += 1;
                     if outcome == Outcome::NotFound {
                         self.result.not_found += 1;
@@ -1133,6 +1143,7 @@ fn run_threads(
     }
     let cpu_end = crate::cpu::own_cpu_seconds();
     let mut hist = Histogram::new();
+    let (mut get_hist, mut put_hist) = (Histogram::new(), Histogram::new());
     let mut ops = 0;
     let mut not_found = 0;
     let mut errors = ErrorCounts::default();
@@ -1146,6 +1157,8 @@ fn run_threads(
             return Err(f);
         }
         hist.merge(&r.hist);
+        get_hist.merge(&r.get_hist);
+        put_hist.merge(&r.put_hist);
         ops += r.ops;
         not_found += r.not_found;
         errors.merge(&r.errors);
@@ -1162,6 +1175,7 @@ fn run_threads(
         cpu_seconds: cpu_end - cpu_at_measure.unwrap_or(cpu_at_start),
         mode: describe(cfg),
         open_loop_max_send_lag_ms: cfg.rate.map(|_| max_send_lag_ns as f64 / 1e6),
+        by_op: (cfg.op == OpKind::Mix).then(|| Box::new([("get", get_hist), ("put", put_hist)])),
     })
 }
 

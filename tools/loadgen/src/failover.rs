@@ -47,7 +47,9 @@ impl Writer {
             .ok()
             .and_then(|s| {
                 s.set_nodelay(true).ok()?;
-                s.set_nonblocking(true).ok()?;
+                // Blocking with timeouts: the writer sleeps in read() until an answer arrives or
+                // it is time to send, so it wakes only when there is something to do.
+                s.set_write_timeout(Some(Duration::from_millis(50))).ok()?;
                 Some(s)
             });
         self.rbuf.clear();
@@ -90,25 +92,41 @@ impl Writer {
         }
     }
 
-    /// Reads every answer available; acknowledged writes go to `acks`.
-    fn receive(&mut self, now_ns: u64, acks: &mpsc::Sender<Ack>) {
-        let Some(c) = self.conn.as_mut() else { return };
+    /// Waits up to `wait` for answers; acknowledged writes go to `acks`, stamped when read.
+    fn receive(&mut self, wait: Duration, t0: Instant, acks: &mpsc::Sender<Ack>) {
+        let Some(c) = self.conn.as_mut() else {
+            std::thread::sleep(wait);
+            return;
+        };
         let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match c.read(&mut chunk) {
-                Ok(0) => {
-                    self.next_endpoint();
-                    return;
-                }
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.next_endpoint();
-                    return;
-                }
+        if c.set_read_timeout(Some(wait.max(Duration::from_micros(10))))
+            .is_err()
+        {
+            self.next_endpoint();
+            return;
+        }
+        match c.read(&mut chunk) {
+            Ok(0) => {
+                self.next_endpoint();
+                return;
+            }
+            Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return
+            }
+            Err(_) => {
+                self.next_endpoint();
+                return;
             }
         }
+        let now_ns = t0.elapsed().as_nanos() as u64;
         let mut redirect = None;
         while let Ok(Some((len, _))) = split_frame(&self.rbuf, &self.limits) {
             let decoded = decode_response(&self.rbuf[..len], &self.limits);
@@ -172,11 +190,8 @@ fn spawn_writer(
                 w.send(now);
                 next_ns = next_ns.max(now.saturating_sub(step_ns)) + step_ns;
             }
-            w.receive(t0.elapsed().as_nanos() as u64, &acks);
             let now = t0.elapsed().as_nanos() as u64;
-            // Sleep in small steps so answers are read within ~100 µs of arriving.
-            let nap = next_ns.saturating_sub(now).min(100_000);
-            std::thread::sleep(Duration::from_nanos(nap.max(20_000)));
+            w.receive(Duration::from_nanos(next_ns.saturating_sub(now)), t0, &acks);
         }
     })
 }

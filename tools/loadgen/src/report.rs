@@ -60,6 +60,8 @@ pub struct Summary {
     /// window was full. Large values mean --clients × --pipeline is too small for the rate (or the
     /// cluster fell behind); the wait is inside the latencies either way.
     pub open_loop_max_send_lag_ms: Option<f64>,
+    /// `--op mix` only: the successful gets' and puts' latencies apart.
+    pub by_op: Option<Box<[(&'static str, Histogram); 2]>>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -109,6 +111,18 @@ impl Summary {
         if let Some(lag) = self.open_loop_max_send_lag_ms {
             let _ = write!(s, ",\"open_loop_max_send_lag_ms\":{lag:.3}");
         }
+        for (name, h) in self.by_op.iter().flat_map(|b| b.iter()) {
+            let _ = write!(
+                s,
+                ",\"{name}\":{{\"ops\":{},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}}}",
+                h.count(),
+                us(h.percentile_ns(50.0)),
+                us(h.percentile_ns(90.0)),
+                us(h.percentile_ns(99.0)),
+                us(h.percentile_ns(99.9)),
+                us(h.max_ns())
+            );
+        }
         s.push('}');
         s
     }
@@ -143,6 +157,18 @@ impl Summary {
             us(h.percentile_ns(99.9)),
             us(h.max_ns())
         );
+        for (name, h) in self.by_op.iter().flat_map(|b| b.iter()) {
+            let _ = writeln!(
+                s,
+                "  {name}s µs:    n {}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+                h.count(),
+                us(h.percentile_ns(50.0)),
+                us(h.percentile_ns(90.0)),
+                us(h.percentile_ns(99.0)),
+                us(h.percentile_ns(99.9)),
+                us(h.max_ns())
+            );
+        }
         if let Some(lag) = self.open_loop_max_send_lag_ms {
             let _ = writeln!(
                 s,

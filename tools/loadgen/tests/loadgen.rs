@@ -145,6 +145,15 @@ fn mix_sends_both_kinds_and_counts_them_all() {
     );
     assert_eq!(puts + gets, 400);
     assert!(puts > 0 && gets > 0, "puts {puts} gets {gets}");
+    // The mix reports each kind apart, with the counts the server saw.
+    let kind = |k: &str| {
+        let at = json
+            .find(&format!("\"{k}\":{{"))
+            .unwrap_or_else(|| panic!("no {k} in {json}"));
+        json_num(&json[at..], "ops") as u64
+    };
+    assert_eq!(kind("get"), gets, "{json}");
+    assert_eq!(kind("put"), puts, "{json}");
 }
 
 // Goal: errors from the server are reported by kind, with counts equal to what was sent, and
@@ -471,4 +480,52 @@ fn threads_split_the_total_and_preload_writes_each_key_once() {
     assert_eq!(server.puts(), 50, "{json}");
     assert_eq!(server.gets(), 101, "{json}");
     assert_eq!(json_num(&json, "ops"), 101.0, "{json}");
+}
+
+// Goal: the environment probe prints its figures as one JSON object. Method: a short probe in a
+// temporary directory; every field is present and the counts are sane.
+#[test]
+fn probe_reports_fsync_udp_and_load() {
+    let dir = std::env::temp_dir();
+    let o = loadgen(&[
+        "probe",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--fsync-samples",
+        "3",
+        "--udp-samples",
+        "20",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json = stdout(&o);
+    for f in [
+        "fsync_p50_us",
+        "fsync_p99_us",
+        "udp_rtt_p50_us",
+        "udp_rtt_p99_us",
+    ] {
+        assert!(json_num(&json, f) > 0.0, "{f}: {json}");
+    }
+    assert!(json_num(&json, "cpus") >= 1.0, "{json}");
+    assert!(json.contains("\"loadavg\":\""), "{json}");
+}
+
+// Goal: `loadgen status --leader-id` prints the leading node's id for scripts, and exits 1 when
+// no endpoint leads. Method: the fake claims to be node 1 and leader; a dead port leads nothing.
+#[test]
+fn status_names_the_leader() {
+    let server = FakeServer::start(Behaviour::Ok);
+    let o = loadgen(&["status", "--endpoints", &server.endpoint(), "--leader-id"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "1");
+    let o = loadgen(&["status", "--endpoints", &server.endpoint()]);
+    assert!(stdout(&o).contains("role=leader"), "{}", stdout(&o));
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = loadgen(&["status", "--endpoints", &free.to_string(), "--leader-id"]);
+    assert_eq!(o.status.code(), Some(1));
 }
