@@ -81,6 +81,10 @@ const DROP_WARN_EVERY: Duration = Duration::from_secs(5);
 const MAX_CATCH_UP_TICKS: u32 = 4;
 /// Kernel socket buffers for the peer socket: bursts of AppendEntries must not overflow them.
 const UDP_BUFFER_BYTES: i32 = 8 << 20;
+/// Keys encoded per loop turn while a snapshot is being taken: a few milliseconds of work, so
+/// heartbeats and acknowledgements keep flowing however big the dictionary is (encoding 100,000
+/// keys at once stalled the loop for 60–200 ms, past the election timeout).
+const SNAPSHOT_KEYS_PER_TURN: usize = 4096;
 /// Name of the file in the data directory that holds the cluster id.
 pub const CLUSTER_ID_FILE: &str = "cluster-id";
 
@@ -242,6 +246,10 @@ pub struct Server {
     wal_term_vote: Option<(Term, Option<NodeId>)>,
     /// A commit-only hard state not yet handed to the WAL (see `handle_ready`).
     lazy_hard_state: Option<HardState>,
+    /// A snapshot being encoded a slice per turn (see `maybe_snapshot`).
+    pub(crate) snapshot_job: Option<(crate::kv::SnapshotEncoder, SnapshotMeta)>,
+    /// Committed entries held back from kv while `snapshot_job` runs, in index order.
+    pub(crate) held: VecDeque<Entry>,
 }
 
 pub(crate) fn role_name(r: Role) -> &'static str {
@@ -271,7 +279,7 @@ impl Server {
         while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut timeout = self.timers.next_timeout(now);
-            if self.raft.has_ready() || !self.resume.is_empty() {
+            if self.raft.has_ready() || !self.resume.is_empty() || self.snapshot_job.is_some() {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -724,6 +732,8 @@ impl Server {
         if let Some(snap) = &rd.snapshot {
             match Kv::restore(&snap.data, self.kv_cfg.clone()) {
                 Ok(kv) => {
+                    // kv is replaced: a slice-wise encoding of the old one is void.
+                    self.snapshot_job = None;
                     self.kv = kv;
                     self.applied_term = snap.meta.term;
                     self.applied_membership = snap.meta.membership.clone();
@@ -807,8 +817,15 @@ impl Server {
                 mark,
             });
         }
-        for e in &rd.committed {
-            self.apply(e);
+        let any_committed = !rd.committed.is_empty();
+        if self.snapshot_job.is_some() {
+            // The encoding in progress describes kv as it is: apply these when it is done.
+            self.held.extend(rd.committed);
+        } else {
+            self.apply_held();
+            for e in &rd.committed {
+                self.apply(e);
+            }
         }
         for rs in rd.read_states {
             if let Some(pos) = self.read_rounds.iter().position(|r| r.0 == rs.ctx) {
@@ -817,7 +834,7 @@ impl Server {
             }
         }
         self.serve_ready_reads();
-        if !rd.committed.is_empty() {
+        if any_committed {
             self.run_promotions();
         }
     }
@@ -945,11 +962,63 @@ impl Server {
         }
     }
 
+    /// Entries applied since the last snapshot before the next one. Before its first snapshot
+    /// each node waits an extra share of `--snapshot-entries` that depends on its id, so the
+    /// members of a cluster do not all write a snapshot at the same index: while a node's syncer
+    /// writes a snapshot file its acknowledgements wait behind it, and if every follower did so
+    /// at once the leader would hear no acknowledgement for longer than its check-quorum window
+    /// and step down. The phase then persists, as every later snapshot is a fixed distance on.
+    fn snapshot_due_entries(&self) -> u64 {
+        let n = self.cfg.snapshot_entries;
+        if self.snapshot_index.0 == 0 {
+            n + n / 4 * (self.id.0 % 4)
+        } else {
+            n
+        }
+    }
+
+    /// Applies the entries held back during a snapshot encoding.
+    fn apply_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        for e in &held {
+            self.apply(e);
+        }
+        self.serve_ready_reads();
+        self.run_promotions();
+    }
+
     /// Takes a snapshot once `--snapshot-entries` entries were applied since the last one.
+    /// The dictionary is encoded `SNAPSHOT_KEYS_PER_TURN` keys per loop turn, applying nothing
+    /// meanwhile (committed entries wait in `held`), so the loop never stalls for the whole
+    /// dictionary: a stall longer than the election timeout costs the leader its followers (no
+    /// heartbeats) or, on followers, the leader its quorum (no acknowledgements).
     fn maybe_snapshot(&mut self) {
+        if let Some((enc, _)) = &mut self.snapshot_job {
+            if !self.kv.snapshot_step(enc, SNAPSHOT_KEYS_PER_TURN) {
+                return;
+            }
+            let (enc, meta) = self.snapshot_job.take().unwrap();
+            let snapshot = Snapshot {
+                meta,
+                data: Arc::from(self.kv.snapshot_finish(enc)),
+            };
+            let token = self.next_token;
+            self.next_token += 1;
+            if let Some(s) = &self.syncer {
+                s.submit_snapshot(token, snapshot.clone());
+            }
+            self.snapshot_in_flight = true;
+            self.persisting
+                .push_back(Persisting::Snapshot { token, snapshot });
+            self.apply_held();
+            return;
+        }
         let applied = self.kv.applied_index();
         if self.snapshot_in_flight
-            || applied.0 < self.snapshot_index.0 + self.cfg.snapshot_entries
+            || applied.0 < self.snapshot_index.0 + self.snapshot_due_entries()
             || self.applied_term == Term(0)
         {
             return;
@@ -962,18 +1031,11 @@ impl Server {
                 membership: self.applied_membership.clone(),
             },
         };
-        let snapshot = Snapshot {
-            meta,
-            data: Arc::from(self.kv.snapshot_bytes()),
-        };
-        let token = self.next_token;
-        self.next_token += 1;
-        if let Some(s) = &self.syncer {
-            s.submit_snapshot(token, snapshot.clone());
-        }
-        self.snapshot_in_flight = true;
-        self.persisting
-            .push_back(Persisting::Snapshot { token, snapshot });
+        let mut enc = self.kv.snapshot_start();
+        self.kv.snapshot_step(&mut enc, SNAPSHOT_KEYS_PER_TURN);
+        self.snapshot_job = Some((enc, meta));
+        // Finished (a small dictionary) or continued on the next turns.
+        self.maybe_snapshot();
     }
 
     // ----- answers -----

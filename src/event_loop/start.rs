@@ -389,6 +389,8 @@ impl Server {
             tick,
             tick_count: 0,
             next_tick_at: now + tick,
+            snapshot_job: None,
+            held: VecDeque::new(),
             now,
             now_ms: 0,
             peers: BTreeMap::new(),
