@@ -182,53 +182,110 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// A command borrowed from elsewhere (a client frame, on the server's write path), so that it can
+/// be encoded into an entry without first being copied into a `Command`.
+#[derive(Clone, Copy, Debug)]
+pub enum CommandRef<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Cas {
+        key: &'a [u8],
+        expect: ExpectRef<'a>,
+        new: Option<&'a [u8]>,
+    },
+    RegisterSession,
+}
+
+/// `Expect`, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub enum ExpectRef<'a> {
+    Value(&'a [u8]),
+    Absent,
+    Revision(LogIndex),
+}
+
+impl Command {
+    pub fn as_ref(&self) -> CommandRef<'_> {
+        match self {
+            Command::Put { key, value } => CommandRef::Put { key, value },
+            Command::Delete { key } => CommandRef::Delete { key },
+            Command::Cas { key, expect, new } => CommandRef::Cas {
+                key,
+                expect: match expect {
+                    Expect::Value(v) => ExpectRef::Value(v),
+                    Expect::Absent => ExpectRef::Absent,
+                    Expect::Revision(r) => ExpectRef::Revision(*r),
+                },
+                new: new.as_deref(),
+            },
+            Command::RegisterSession => CommandRef::RegisterSession,
+        }
+    }
+}
+
+/// Appends an encoded proposal to `out` (layout at the top of this file). The one encoder of the
+/// layout: `Proposal::encode` and the server's zero-copy write path both come here.
+pub fn encode_proposal(
+    out: &mut Vec<u8>,
+    session: Option<SessionRef>,
+    now_ms: u64,
+    command: CommandRef<'_>,
+) {
+    out.push(PROPOSAL_VERSION);
+    match session {
+        Some(s) => {
+            out.push(FLAG_SESSION);
+            out.extend_from_slice(&s.id.to_le_bytes());
+            out.extend_from_slice(&s.seq.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&now_ms.to_le_bytes());
+    match command {
+        CommandRef::Put { key, value } => {
+            out.push(OP_PUT);
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        CommandRef::Delete { key } => {
+            out.push(OP_DELETE);
+            put_bytes(out, key);
+        }
+        CommandRef::Cas { key, expect, new } => {
+            out.push(OP_CAS);
+            put_bytes(out, key);
+            match expect {
+                ExpectRef::Value(v) => {
+                    out.push(0);
+                    put_bytes(out, v);
+                }
+                ExpectRef::Absent => out.push(1),
+                ExpectRef::Revision(r) => {
+                    out.push(2);
+                    out.extend_from_slice(&r.0.to_le_bytes());
+                }
+            }
+            match new {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    put_bytes(out, v);
+                }
+            }
+        }
+        CommandRef::RegisterSession => out.push(OP_REGISTER),
+    }
+}
+
 impl Proposal {
     /// Appends the encoded proposal to `out` (layout at the top of this file).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(PROPOSAL_VERSION);
-        match self.session {
-            Some(s) => {
-                out.push(FLAG_SESSION);
-                out.extend_from_slice(&s.id.to_le_bytes());
-                out.extend_from_slice(&s.seq.to_le_bytes());
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&self.now_ms.to_le_bytes());
-        match &self.command {
-            Command::Put { key, value } => {
-                out.push(OP_PUT);
-                put_bytes(out, key);
-                put_bytes(out, value);
-            }
-            Command::Delete { key } => {
-                out.push(OP_DELETE);
-                put_bytes(out, key);
-            }
-            Command::Cas { key, expect, new } => {
-                out.push(OP_CAS);
-                put_bytes(out, key);
-                match expect {
-                    Expect::Value(v) => {
-                        out.push(0);
-                        put_bytes(out, v);
-                    }
-                    Expect::Absent => out.push(1),
-                    Expect::Revision(r) => {
-                        out.push(2);
-                        out.extend_from_slice(&r.0.to_le_bytes());
-                    }
-                }
-                match new {
-                    None => out.push(0),
-                    Some(v) => {
-                        out.push(1);
-                        put_bytes(out, v);
-                    }
-                }
-            }
-            Command::RegisterSession => out.push(OP_REGISTER),
-        }
+        encode_proposal(out, self.session, self.now_ms, self.command.as_ref());
     }
 
     pub fn encoded(&self) -> Vec<u8> {

@@ -14,7 +14,7 @@
 
 use crate::client_conn::FrameEvent;
 use crate::event_loop::{role_name, Query, ReadWaiter, ReplyTo, Server, WaitKind, Waiter};
-use crate::kv::Reply;
+use crate::kv::{self, CommandRef, ExpectRef, Reply, SessionRef};
 use crate::raft::{ProposeError, Role};
 use crate::types::*;
 use crate::wire::client::{
@@ -31,20 +31,6 @@ const SCAN_STEP_ITEMS: usize = 16;
 
 /// Items of a scan page and whether more follow.
 type ScanPage = (Vec<(Vec<u8>, Vec<u8>, u64)>, bool);
-
-// The proposal layout of `kv.rs` ("Proposal layout"); `encode_proposal` is checked against
-// `kv::Proposal::encode` in the tests below.
-const PROPOSAL_VERSION: u8 = 1;
-const FLAG_SESSION: u8 = 1;
-const OP_PUT: u8 = 1;
-const OP_DELETE: u8 = 2;
-const OP_CAS: u8 = 3;
-const OP_REGISTER: u8 = 4;
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
 
 /// A write as it comes off the wire, borrowed from the frame.
 #[derive(Clone, Copy, Debug)]
@@ -64,53 +50,26 @@ pub enum WriteView<'a> {
     RegisterSession,
 }
 
-/// Encodes a proposal (kv's layout) from borrowed bytes into `out`, replacing its contents.
+/// Encodes a proposal (kv's layout) from borrowed bytes into `out`, replacing its contents:
+/// only the wire's shapes are translated here; the bytes come from `kv::encode_proposal`.
 pub fn encode_proposal(out: &mut Vec<u8>, session: SessionTag, now_ms: u64, w: WriteView<'_>) {
     out.clear();
-    out.push(PROPOSAL_VERSION);
-    match session {
-        Some((id, seq)) => {
-            out.push(FLAG_SESSION);
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&seq.to_le_bytes());
-        }
-        None => out.push(0),
-    }
-    out.extend_from_slice(&now_ms.to_le_bytes());
-    match w {
-        WriteView::Put { key, value } => {
-            out.push(OP_PUT);
-            put_bytes(out, key);
-            put_bytes(out, value);
-        }
-        WriteView::Delete { key } => {
-            out.push(OP_DELETE);
-            put_bytes(out, key);
-        }
-        WriteView::Cas { key, expect, new } => {
-            out.push(OP_CAS);
-            put_bytes(out, key);
-            match expect {
-                ExpectView::Value(v) => {
-                    out.push(0);
-                    put_bytes(out, v);
-                }
-                ExpectView::Absent => out.push(1),
-                ExpectView::Revision(r) => {
-                    out.push(2);
-                    out.extend_from_slice(&r.to_le_bytes());
-                }
-            }
-            match new {
-                None => out.push(0),
-                Some(v) => {
-                    out.push(1);
-                    put_bytes(out, v);
-                }
-            }
-        }
-        WriteView::RegisterSession => out.push(OP_REGISTER),
-    }
+    let command = match w {
+        WriteView::Put { key, value } => CommandRef::Put { key, value },
+        WriteView::Delete { key } => CommandRef::Delete { key },
+        WriteView::Cas { key, expect, new } => CommandRef::Cas {
+            key,
+            expect: match expect {
+                ExpectView::Value(v) => ExpectRef::Value(v),
+                ExpectView::Absent => ExpectRef::Absent,
+                ExpectView::Revision(r) => ExpectRef::Revision(LogIndex(r)),
+            },
+            new,
+        },
+        WriteView::RegisterSession => CommandRef::RegisterSession,
+    };
+    let session = session.map(|(id, seq)| SessionRef { id, seq });
+    kv::encode_proposal(out, session, now_ms, command);
 }
 
 /// Whether `addr` looks like `HOST:PORT` (or `[IPv6]:PORT`) with a nonzero port.
