@@ -76,6 +76,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use crate::types::{DecodeError, Entry, EntryKind, LogIndex, Reader};
+use crate::wire::client::{ExpectView, RequestView};
 
 /// The state machine's limits and session policy. Must be identical on every replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,60 +183,26 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// A command borrowed from elsewhere (a client frame, on the server's write path), so that it can
-/// be encoded into an entry without first being copied into a `Command`.
-#[derive(Clone, Copy, Debug)]
-pub enum CommandRef<'a> {
-    Put {
-        key: &'a [u8],
-        value: &'a [u8],
-    },
-    Delete {
-        key: &'a [u8],
-    },
-    Cas {
-        key: &'a [u8],
-        expect: ExpectRef<'a>,
-        new: Option<&'a [u8]>,
-    },
-    RegisterSession,
+/// Appends an encoded proposal for a client's write to `out` (layout at the top of this file),
+/// straight from the request as the wire decoder borrowed it from its frame: the server's write
+/// path copies a value once, from the socket buffer into the entry. `now_ms` is the leader's
+/// clock. Returns false, appending nothing, when the request is not a write (a read, a status
+/// or membership request).
+pub fn encode_proposal(out: &mut Vec<u8>, now_ms: u64, write: &RequestView<'_>) -> bool {
+    let session = match *write {
+        RequestView::Put { session, .. }
+        | RequestView::Delete { session, .. }
+        | RequestView::Cas { session, .. } => session,
+        RequestView::RegisterSession => None,
+        _ => return false,
+    };
+    encode_head(out, session.map(|(id, seq)| SessionRef { id, seq }), now_ms);
+    encode_op(out, write);
+    true
 }
 
-/// `Expect`, borrowed.
-#[derive(Clone, Copy, Debug)]
-pub enum ExpectRef<'a> {
-    Value(&'a [u8]),
-    Absent,
-    Revision(LogIndex),
-}
-
-impl Command {
-    pub fn as_ref(&self) -> CommandRef<'_> {
-        match self {
-            Command::Put { key, value } => CommandRef::Put { key, value },
-            Command::Delete { key } => CommandRef::Delete { key },
-            Command::Cas { key, expect, new } => CommandRef::Cas {
-                key,
-                expect: match expect {
-                    Expect::Value(v) => ExpectRef::Value(v),
-                    Expect::Absent => ExpectRef::Absent,
-                    Expect::Revision(r) => ExpectRef::Revision(*r),
-                },
-                new: new.as_deref(),
-            },
-            Command::RegisterSession => CommandRef::RegisterSession,
-        }
-    }
-}
-
-/// Appends an encoded proposal to `out` (layout at the top of this file). The one encoder of the
-/// layout: `Proposal::encode` and the server's zero-copy write path both come here.
-pub fn encode_proposal(
-    out: &mut Vec<u8>,
-    session: Option<SessionRef>,
-    now_ms: u64,
-    command: CommandRef<'_>,
-) {
+/// The layout's version, flags, session and clock.
+fn encode_head(out: &mut Vec<u8>, session: Option<SessionRef>, now_ms: u64) {
     out.push(PROPOSAL_VERSION);
     match session {
         Some(s) => {
@@ -246,28 +213,34 @@ pub fn encode_proposal(
         None => out.push(0),
     }
     out.extend_from_slice(&now_ms.to_le_bytes());
-    match command {
-        CommandRef::Put { key, value } => {
+}
+
+/// The layout's operation and its arguments; the view's session is the head's business.
+fn encode_op(out: &mut Vec<u8>, write: &RequestView<'_>) {
+    match *write {
+        RequestView::Put { key, value, .. } => {
             out.push(OP_PUT);
             put_bytes(out, key);
             put_bytes(out, value);
         }
-        CommandRef::Delete { key } => {
+        RequestView::Delete { key, .. } => {
             out.push(OP_DELETE);
             put_bytes(out, key);
         }
-        CommandRef::Cas { key, expect, new } => {
+        RequestView::Cas {
+            key, expect, new, ..
+        } => {
             out.push(OP_CAS);
             put_bytes(out, key);
             match expect {
-                ExpectRef::Value(v) => {
+                ExpectView::Value(v) => {
                     out.push(0);
                     put_bytes(out, v);
                 }
-                ExpectRef::Absent => out.push(1),
-                ExpectRef::Revision(r) => {
+                ExpectView::Absent => out.push(1),
+                ExpectView::Revision(r) => {
                     out.push(2);
-                    out.extend_from_slice(&r.0.to_le_bytes());
+                    out.extend_from_slice(&r.to_le_bytes());
                 }
             }
             match new {
@@ -278,14 +251,43 @@ pub fn encode_proposal(
                 }
             }
         }
-        CommandRef::RegisterSession => out.push(OP_REGISTER),
+        RequestView::RegisterSession => out.push(OP_REGISTER),
+        _ => unreachable!("encode_proposal and Proposal::encode pass writes only"),
+    }
+}
+
+impl Command {
+    /// This command as the borrowed request the encoder takes (without a session: a
+    /// proposal's session is encoded apart, so that even a registration naming one, which
+    /// `decode` refuses, can be written for tests).
+    pub fn view(&self) -> RequestView<'_> {
+        match self {
+            Command::Put { key, value } => RequestView::Put {
+                session: None,
+                key,
+                value,
+            },
+            Command::Delete { key } => RequestView::Delete { session: None, key },
+            Command::Cas { key, expect, new } => RequestView::Cas {
+                session: None,
+                key,
+                expect: match expect {
+                    Expect::Value(v) => ExpectView::Value(v),
+                    Expect::Absent => ExpectView::Absent,
+                    Expect::Revision(r) => ExpectView::Revision(r.0),
+                },
+                new: new.as_deref(),
+            },
+            Command::RegisterSession => RequestView::RegisterSession,
+        }
     }
 }
 
 impl Proposal {
     /// Appends the encoded proposal to `out` (layout at the top of this file).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        encode_proposal(out, self.session, self.now_ms, self.command.as_ref());
+        encode_head(out, self.session, self.now_ms);
+        encode_op(out, &self.command.view());
     }
 
     pub fn encoded(&self) -> Vec<u8> {
