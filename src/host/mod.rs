@@ -48,6 +48,8 @@ mod ready;
 mod requests;
 mod snapshot;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use crate::kv::{Kv, KvConfig, SnapshotEncoder};
 use crate::raft::{self, Boot, Raft, Role, SoftState};

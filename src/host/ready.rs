@@ -103,14 +103,17 @@ impl Host {
             for m in after {
                 out.send(m);
             }
-            if commit_only {
-                // Every earlier batch is durable, and with them the term, the vote and the
-                // entries through this mark.
-                if let Some((index, term)) = mark {
-                    self.raft.persisted(index, term);
-                }
+            // A mark without a write of its own (a deferred commit-only hard state): every
+            // earlier batch is durable, and with them the term, the vote and the entries
+            // through this mark.
+            if let Some((index, term)) = mark {
+                self.raft.persisted(index, term);
             }
-        } else if token.is_some() || !after.is_empty() {
+        } else if token.is_some() || !after.is_empty() || mark.is_some() {
+            // Even a Ready with nothing to send must report its mark once the batches before
+            // it are durable: the core matches reports to marks in order, so one never made
+            // would be taken for the next with the same (index, term), which then stays
+            // unreported (a candidate whose vote is durable would never know it).
             self.persisting.push_back(Persisting::Batch {
                 token,
                 messages: after,
