@@ -131,6 +131,37 @@ pub struct HardState {
     /// The highest index this node knows to be committed. Persisting it is an optimisation
     /// (it lets a restarted node apply sooner); it must never go backwards.
     pub commit: LogIndex,
+    /// Entries this node may have acknowledged and no longer holds (recovery discarded a
+    /// damaged tail of its log): until the core clears it, the node votes as if it still held
+    /// them. Durable like the vote, because it stands for promises the node made.
+    pub lost: Option<LostEntries>,
+}
+
+/// An upper bound on log entries a node may have made durable, acknowledged, and then lost
+/// (recovery cut a tail that fails its checks: a torn write looks the same as a damaged
+/// acknowledged record). Every lost entry has a term at most `term` and an index at most
+/// `index`, so a candidate whose log is at least as up to date as `(term, index)` holds every
+/// lost entry that could have been committed (the §5.4.1 argument, applied to the log the node
+/// had before the damage).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LostEntries {
+    pub term: Term,
+    pub index: LogIndex,
+}
+
+impl LostEntries {
+    /// The bound covering both (the later of the two in Raft's up-to-date order).
+    pub fn join(a: Option<LostEntries>, b: Option<LostEntries>) -> Option<LostEntries> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if (y.term, y.index) > (x.term, x.index) {
+                y
+            } else {
+                x
+            }),
+            (x, None) => x,
+            (None, y) => y,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

@@ -64,6 +64,7 @@ fn run_batches(dir: &Path, opts: WalOptions, batches: u64, per: u64, len: usize)
                     term: Term(1),
                     vote: None,
                     commit: LogIndex(next.saturating_sub(1)),
+                    lost: None,
                 }),
                 entries: entries(next, per, len),
                 snapshot: None,

@@ -4,8 +4,8 @@
 //! Nothing here touches the file system.
 
 use crate::types::{
-    DecodeError, EntryKind, HardState, LogIndex, Membership, NodeId, Reader, SnapshotMeta, Term,
-    MAX_ADDR_LEN, MAX_MEMBERS,
+    DecodeError, EntryKind, HardState, LogIndex, LostEntries, Membership, NodeId, Reader,
+    SnapshotMeta, Term, MAX_ADDR_LEN, MAX_MEMBERS,
 };
 
 /// First bytes of every segment file.
@@ -29,9 +29,12 @@ pub const SNAPSHOT_DISCARDS_LOG: u8 = 0;
 pub const SNAPSHOT_KEEPS_SUFFIX: u8 = 1;
 
 /// Hard-state file: magic (4), sequence number (8), term (8), vote (8, 0 = none), commit (8),
-/// CRC32 of the 36 bytes before it (4).
-pub const HARD_STATE_MAGIC: &[u8; 4] = b"ZHS1";
-pub const HARD_STATE_BYTES: usize = 40;
+/// lost-entries bound term (8) and index (8, 0 = none), CRC32 of the 52 bytes before it (4).
+pub const HARD_STATE_MAGIC: &[u8; 4] = b"ZHS2";
+pub const HARD_STATE_BYTES: usize = 56;
+/// The first layout (no lost-entries bound), still read so an older directory opens.
+pub const HARD_STATE_MAGIC_V1: &[u8; 4] = b"ZHS1";
+pub const HARD_STATE_BYTES_V1: usize = 40;
 
 /// Snapshot file: magic (8), index (8), term (8), membership length (4), membership
 /// (`Membership::encode`), data length (8), data, CRC32 of everything before it (4).
@@ -174,31 +177,53 @@ pub fn encode_hard_state(seq: u64, hs: &HardState) -> [u8; HARD_STATE_BYTES] {
     b[12..20].copy_from_slice(&hs.term.0.to_le_bytes());
     b[20..28].copy_from_slice(&hs.vote.map_or(0, |v| v.0).to_le_bytes());
     b[28..36].copy_from_slice(&hs.commit.0.to_le_bytes());
-    let crc = crc32fast::hash(&b[0..36]);
-    b[36..40].copy_from_slice(&crc.to_le_bytes());
+    let (lt, li) = hs.lost.map_or((0, 0), |l| (l.term.0, l.index.0));
+    b[36..44].copy_from_slice(&lt.to_le_bytes());
+    b[44..52].copy_from_slice(&li.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..52]);
+    b[52..56].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
-/// Returns (sequence number, hard state).
+/// Returns (sequence number, hard state). Reads both layouts (`ZHS1` has no lost bound).
 pub fn decode_hard_state(b: &[u8]) -> Result<(u64, HardState), &'static str> {
-    if b.len() != HARD_STATE_BYTES {
+    let (body_len, v2) = match b.get(0..4) {
+        Some(m) if m == HARD_STATE_MAGIC => (HARD_STATE_BYTES - 4, true),
+        Some(m) if m == HARD_STATE_MAGIC_V1 => (HARD_STATE_BYTES_V1 - 4, false),
+        _ if b.len() != HARD_STATE_BYTES && b.len() != HARD_STATE_BYTES_V1 => {
+            return Err("hard-state file has the wrong length")
+        }
+        _ => return Err("hard-state file has a bad magic"),
+    };
+    if b.len() != body_len + 4 {
         return Err("hard-state file has the wrong length");
     }
-    if &b[0..4] != HARD_STATE_MAGIC {
-        return Err("hard-state file has a bad magic");
-    }
-    let crc = u32::from_le_bytes([b[36], b[37], b[38], b[39]]);
-    if crc != crc32fast::hash(&b[0..36]) {
+    let crc = u32::from_le_bytes([
+        b[body_len],
+        b[body_len + 1],
+        b[body_len + 2],
+        b[body_len + 3],
+    ]);
+    if crc != crc32fast::hash(&b[0..body_len]) {
         return Err("hard-state file fails its CRC");
     }
     let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap_or([0; 8]));
     let vote = u(20..28);
+    let lost = if v2 && u(44..52) != 0 {
+        Some(LostEntries {
+            term: Term(u(36..44)),
+            index: LogIndex(u(44..52)),
+        })
+    } else {
+        None
+    };
     Ok((
         u(4..12),
         HardState {
             term: Term(u(12..20)),
             vote: if vote == 0 { None } else { Some(NodeId(vote)) },
             commit: LogIndex(u(28..36)),
+            lost,
         },
     ))
 }
@@ -270,6 +295,7 @@ mod tests {
             term: Term(7),
             vote: Some(NodeId(3)),
             commit: LogIndex(99),
+            lost: None,
         };
         let b = encode_hard_state(42, &hs);
         assert_eq!(decode_hard_state(&b), Ok((42, hs)));
