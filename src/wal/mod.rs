@@ -175,8 +175,46 @@ impl Default for WalOptions {
 pub enum InjectFault {
     /// The `n`-th log `fdatasync` (counting from 1) and every later one fail with EIO.
     SyncEio { nth_sync: u64 },
-    /// A log write that would carry the total bytes written past `bytes` fails with ENOSPC.
+    /// A log or snapshot write that would carry the total bytes written past `bytes` fails
+    /// with ENOSPC.
     WriteEnospc { bytes: u64 },
+}
+
+/// A failure while writing a snapshot file: the fail-stop message names the snapshot rather
+/// than the log (an operator looks for different things in each case).
+#[derive(Debug)]
+pub struct SnapshotWriteError {
+    pub index: u64,
+    pub source: io::Error,
+}
+
+impl fmt::Display for SnapshotWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "snapshot at index {}: {}", self.index, self.source)
+    }
+}
+
+impl std::error::Error for SnapshotWriteError {}
+
+impl SnapshotWriteError {
+    /// Whether `e` came from writing a snapshot file.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|r| r.is::<SnapshotWriteError>())
+    }
+}
+
+/// Bytes available to this process on the file system holding `dir`, if it can tell.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
 }
 
 #[derive(Debug)]
@@ -693,6 +731,12 @@ impl Wal {
     }
 
     fn write_snapshot_file(&mut self, snap: &Snapshot) -> io::Result<()> {
+        let index = snap.meta.index.0;
+        self.write_snapshot_file_inner(snap)
+            .map_err(|source| io::Error::new(source.kind(), SnapshotWriteError { index, source }))
+    }
+
+    fn write_snapshot_file_inner(&mut self, snap: &Snapshot) -> io::Result<()> {
         if snap.data.len() as u64 > self.opts.max_snapshot_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -715,6 +759,15 @@ impl Wal {
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let bytes = encode_snapshot(&snap.meta, &snap.data);
+        if let Some(InjectFault::WriteEnospc { bytes: limit }) = self.opts.inject_fault {
+            if self.bytes_written + bytes.len() as u64 > limit {
+                return Err(ctx(
+                    io::Error::from_raw_os_error(libc::ENOSPC),
+                    "write",
+                    &tmp,
+                ));
+            }
+        }
         let f = File::create(&tmp).map_err(|e| ctx(e, "create", &tmp))?;
         f.write_all_at(&bytes, 0)
             .map_err(|e| ctx(e, "write", &tmp))?;
@@ -969,7 +1022,26 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
         .open(&tmp)
         .map_err(|e| ctx(e, "create", &tmp))?;
     if opts.preallocate {
-        preallocate(&f, opts.segment_bytes).map_err(|e| ctx(e, "preallocate", &tmp))?;
+        if let Err(e) = preallocate(&f, opts.segment_bytes) {
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                let free = free_bytes(dir)
+                    .map(|b| format!("{b} bytes are free"))
+                    .unwrap_or_else(|| "free space unknown".into());
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "not enough disk space in {} for a write-ahead log segment: it needs \
+                         {} bytes (--wal-segment-size) and {free}; free space or lower \
+                         --wal-segment-size",
+                        dir.display(),
+                        opts.segment_bytes
+                    ),
+                ));
+            }
+            return Err(ctx(e, "preallocate", &tmp));
+        }
     }
     f.write_all_at(&encode_segment_header(seq, opts.segment_bytes), 0)
         .map_err(|e| ctx(e, "write", &tmp))?;
