@@ -264,7 +264,7 @@ impl LogState {
                 self.expected = Some(h.index.saturating_add(1));
             }
             REC_HARD_STATE => {
-                let vote = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+                let vote = crate::bytes::le_u64(payload, 0);
                 let hs = HardState {
                     term: Term(h.term),
                     vote: if vote == 0 { None } else { Some(NodeId(vote)) },
