@@ -10,11 +10,14 @@
 //!
 //! What is measured: a request counts when it is issued (closed loop) or scheduled (open loop)
 //! after the warm-up and before the stop; the run ends when all of those have been answered or
-//! timed out, and `seconds` runs from the end of the warm-up to the last such answer.
+//! timed out, and `seconds` runs from the end of the warm-up to the later of the stop and the last
+//! server answer to one of them (a request the load generator itself timed out does not stretch
+//! it). `--start-at` waits for a wall-clock time after the leader is found and any preload, so
+//! that load generators on several machines begin together.
 
 use crate::args::{OpKind, ReadConsistency, RunConfig, Stop};
 use crate::hist::Histogram;
-use crate::report::{live_line, ErrorCounts, Summary};
+use crate::report::{live_line, unix_now_ns, ErrorCounts, Load, Settings, Summary};
 use crate::tls::TlsTarget;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -555,7 +558,10 @@ impl Engine {
             }
             Outcome::Error(kind) => {
                 self.count_error(kind, s.measured);
-                if s.measured {
+                // A server's answer ends the measured period no earlier than it came; the load
+                // generator giving up on a request does not, or one lost request would stretch
+                // the period by --timeout and cut the reported throughput.
+                if s.measured && kind != "timeout" {
                     self.result.last_measured_ns = self.result.last_measured_ns.max(now);
                 }
             }
@@ -875,8 +881,10 @@ impl Engine {
             {
                 continue;
             }
-            let now = now_ns(self.t0);
             for ev in events.iter() {
+                // Read the clock per event, not once per wakeup: answers handled late in a busy
+                // batch would otherwise be timed as if they had arrived at its start.
+                let now = now_ns(self.t0);
                 if ev.token() == TIMER_TOKEN {
                     if let Some(o) = &mut self.open {
                         o.timer.drain();
@@ -972,6 +980,9 @@ pub fn run(cfg: &RunConfig, live_out: &mut dyn Write) -> Result<Summary, String>
             ));
         }
     }
+    if let Some(at) = cfg.start_at_unix_ns {
+        wait_for_start(at, cfg.live, live_out);
+    }
     run_threads(cfg, &targets, tls, false, live_out)
 }
 
@@ -985,6 +996,7 @@ fn run_threads(
     let plan = plan_connections(cfg, targets);
     let threads = cfg.threads;
     let t0 = Instant::now();
+    let t0_unix_ns = unix_now_ns();
     let measure_start_ns = cfg.warmup.as_nanos() as u64;
     let (tx, rx) = mpsc::channel::<ToReporter>();
     let mut handles = Vec::new();
@@ -1165,46 +1177,98 @@ fn run_threads(
         end_ns = end_ns.max(r.last_measured_ns.max(r.stop_ns));
         max_send_lag_ns = max_send_lag_ns.max(r.max_send_lag_ns);
     }
-    let seconds = end_ns.saturating_sub(measure_start_ns) as f64 / 1e9;
+    let measured_ns = end_ns.saturating_sub(measure_start_ns);
+    let from = t0_unix_ns + measure_start_ns;
     Ok(Summary {
         ops,
         errors,
         not_found,
-        seconds,
+        seconds: measured_ns as f64 / 1e9,
         latency: hist,
         cpu_seconds: cpu_end - cpu_at_measure.unwrap_or(cpu_at_start),
-        mode: describe(cfg),
+        settings: settings_of(cfg),
+        load: load_of(cfg),
+        runs: 1,
+        window_unix_ns: (from, from + measured_ns),
+        overlap_ns: None,
         open_loop_max_send_lag_ms: cfg.rate.map(|_| max_send_lag_ns as f64 / 1e6),
         by_op: (cfg.op == OpKind::Mix).then(|| Box::new([("get", get_hist), ("put", put_hist)])),
     })
 }
 
+/// What each request of this run is, for the summary and for `loadgen merge`'s check that
+/// merged runs ran one workload.
+pub fn settings_of(cfg: &RunConfig) -> Settings {
+    Settings {
+        op: match cfg.op {
+            OpKind::Put => "put",
+            OpKind::Get => "get",
+            OpKind::Mix => "mix",
+        }
+        .to_string(),
+        read_ratio: cfg.read_ratio,
+        consistency: match cfg.consistency {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Stale => "stale",
+        }
+        .to_string(),
+        key_size: cfg.key_size as u64,
+        val_size: cfg.val_size as u64,
+        key_space: cfg.key_space,
+        pipeline: cfg.pipeline as u64,
+        open_loop: cfg.rate.is_some(),
+        tls: cfg.tls_ca.is_some(),
+    }
+}
+
+pub fn load_of(cfg: &RunConfig) -> Load {
+    Load {
+        clients: cfg.clients as u64,
+        conns: cfg.conns as u64,
+        threads: cfg.threads as u64,
+        rate: cfg.rate,
+    }
+}
+
 /// One line naming what was run, echoed in the summary.
 pub fn describe(cfg: &RunConfig) -> String {
-    let op = match cfg.op {
-        OpKind::Put => "put".to_string(),
-        OpKind::Get => "get".to_string(),
-        OpKind::Mix => format!("mix {:.0}% get", cfg.read_ratio * 100.0),
-    };
-    let cons = match cfg.consistency {
-        ReadConsistency::Linearizable => "linearizable",
-        ReadConsistency::Stale => "stale",
-    };
-    let lp = match cfg.rate {
-        Some(r) => format!("open loop {r} req/s"),
-        None => "closed loop".into(),
-    };
-    format!(
-        "{lp}, {op} ({cons} reads), {} clients over {} conns, pipeline {}, key {} B, value {} B, {} keys, {} thread(s){}",
-        cfg.clients,
-        cfg.conns,
-        cfg.pipeline,
-        cfg.key_size,
-        cfg.val_size,
-        cfg.key_space,
-        cfg.threads,
-        if cfg.tls_ca.is_some() { ", TLS" } else { "" }
-    )
+    crate::report::describe(&settings_of(cfg), &load_of(cfg))
+}
+
+/// Sleeps until the wall clock reads `at_ns` (ns since the Unix epoch), re-reading the clock so
+/// that a clock step while waiting is followed. A time already past is reported on `out`: runs
+/// meant to start together did not.
+fn wait_for_start(at_ns: u64, live: bool, out: &mut dyn Write) {
+    let now = unix_now_ns();
+    if now > at_ns {
+        let _ = writeln!(
+            out,
+            "loadgen: --start-at was {:.3} s ago; starting now, late",
+            (now - at_ns) as f64 / 1e9
+        );
+        return;
+    }
+    if live {
+        let _ = writeln!(
+            out,
+            "loadgen: waiting {:.3} s for --start-at",
+            (at_ns - now) as f64 / 1e9
+        );
+    }
+    loop {
+        let now = unix_now_ns();
+        if now >= at_ns {
+            return;
+        }
+        // Long naps while far away, short ones near the mark: starts line up to well under a
+        // millisecond when the machines' clocks agree.
+        let left = at_ns - now;
+        std::thread::sleep(Duration::from_nanos(if left > 20_000_000 {
+            left - 10_000_000
+        } else {
+            left.min(200_000)
+        }));
+    }
 }
 
 #[cfg(test)]
