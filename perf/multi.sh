@@ -81,7 +81,7 @@ if [ ${#SERVER_PIDS[@]} -gt 0 ]; then
     warm_s=$(awk -v w="$WARMUP" 'BEGIN { n = w + 0; u = w; sub(/^[0-9.]+/, "", u)
         print (u == "ms" ? n / 1e3 : u == "us" ? n / 1e6 : u == "ns" ? n / 1e9 : u == "m" || u == "min" ? n * 60 : n) }')
     sleep "$(awk -v at="$START_AT" -v w="$warm_s" -v now="$(date +%s.%N)" \
-        'BEGIN { d = at + w - now; printf "%.3f", d > 0 ? d : 0 }')"
+        'BEGIN { d = at + w - now; printf "%.3f", (d > 0 ? d : 0) }')"
     for p in "${SERVER_PIDS[@]}"; do CPU_BEFORE+=("$(cpu_seconds "$p")"); done
 fi
 FAILED=0
