@@ -38,6 +38,8 @@ const TIMER_TOKEN: Token = Token(usize::MAX - 1);
 /// How often timeouts, reconnects and held connections are looked at.
 const HOUSEKEEPING_NS: u64 = 20_000_000;
 const RECONNECT_DELAY_NS: u64 = 100_000_000;
+/// A TCP handshake not done by then has failed (the host is down or unreachable).
+const CONNECT_TIMEOUT_NS: u64 = 500_000_000;
 /// A follower that knows no leader: wait this long before sending there again.
 const NO_LEADER_HOLD_NS: u64 = 20_000_000;
 const READ_CHUNK: usize = 64 * 1024;
@@ -184,6 +186,9 @@ struct Conn {
     dirty: bool,
     /// Down: when to try connecting again.
     retry_at_ns: u64,
+    /// The TCP handshake is under way (the connect is non-blocking, so a host that does not
+    /// answer cannot stall the other connections of this thread); it fails at this time.
+    connecting_until_ns: Option<u64>,
     /// Send nothing new before this time (a follower knew no leader).
     hold_until_ns: u64,
     /// A follower named the leader: move there once the requests in flight are answered.
@@ -206,6 +211,7 @@ impl Conn {
             wpos: 0,
             dirty: false,
             retry_at_ns: 0,
+            connecting_until_ns: None,
             hold_until_ns: 0,
             redirect: None,
         }
@@ -329,6 +335,9 @@ struct Engine {
     value: Vec<u8>,
     fast: FastPath,
     tls: Option<TlsTarget>,
+    /// Every endpoint given: a connection whose server cannot be reached tries the next, whose
+    /// NotLeader answer then names the leader (after a failover, say).
+    endpoints: Vec<SocketAddr>,
     t0: Instant,
     measure_start_ns: u64,
     stop: Stop,
@@ -354,11 +363,11 @@ fn now_ns(t0: Instant) -> u64 {
     t0.elapsed().as_nanos() as u64
 }
 
+/// Starts a non-blocking connect; the socket becomes writable once the handshake is done (or
+/// has failed: see `Engine::finish_connect`).
 fn connect(addr: SocketAddr, tls: Option<&TlsTarget>) -> io::Result<Transport> {
-    let std = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    std.set_nodelay(true)?;
-    std.set_nonblocking(true)?;
-    let s = TcpStream::from_std(std);
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
     Ok(match tls {
         None => Transport::Plain(s),
         Some(t) => {
@@ -410,6 +419,7 @@ impl Engine {
     fn conn_ready(&self, ci: usize, now: u64) -> bool {
         let c = &self.conns[ci];
         c.transport.is_some()
+            && c.connecting_until_ns.is_none()
             && c.redirect.is_none()
             && c.hold_until_ns <= now
             && !c.free.is_empty()
@@ -614,18 +624,57 @@ impl Engine {
                 }
                 let c = &mut self.conns[ci];
                 c.transport = Some(t);
+                c.connecting_until_ns = Some(now + CONNECT_TIMEOUT_NS);
                 c.redirect = None;
                 c.hold_until_ns = 0;
-                self.last_progress_ns = now;
-                self.fill(ci, now);
-                // A TLS handshake must start even before there is anything to send.
-                self.mark_dirty(ci);
             }
-            Err(_) => {
-                self.conns[ci].retry_at_ns = now + RECONNECT_DELAY_NS;
-                self.count_error("connect", now >= self.measure_start_ns);
-            }
+            Err(_) => self.connect_failed(ci, now),
         }
+    }
+
+    /// Called on a connecting connection's first event: done, failed, or not yet.
+    fn finish_connect(&mut self, ci: usize, now: u64) {
+        let Some(t) = self.conns[ci].transport.as_mut() else {
+            return;
+        };
+        let s = t.stream();
+        let done = match s.take_error() {
+            Ok(None) => match s.peer_addr() {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if !done {
+            self.connect_failed(ci, now);
+            return;
+        }
+        self.conns[ci].connecting_until_ns = None;
+        self.last_progress_ns = now;
+        self.fill(ci, now);
+        // A TLS handshake must start even before there is anything to send.
+        self.mark_dirty(ci);
+    }
+
+    /// A connect that failed or timed out: counted, and retried later at the next endpoint, so
+    /// that a dead leader's connections find the cluster again through a follower's hint.
+    fn connect_failed(&mut self, ci: usize, now: u64) {
+        let c = &mut self.conns[ci];
+        if let Some(mut t) = c.transport.take() {
+            let _ = self.poll.registry().deregister(t.stream());
+        }
+        c.connecting_until_ns = None;
+        c.retry_at_ns = now + RECONNECT_DELAY_NS;
+        if self.endpoints.len() > 1 {
+            let next = self
+                .endpoints
+                .iter()
+                .position(|a| *a == c.addr)
+                .map_or(0, |i| (i + 1) % self.endpoints.len());
+            c.addr = self.endpoints[next];
+        }
+        self.count_error("connect", now >= self.measure_start_ns);
     }
 
     fn mark_dirty(&mut self, ci: usize) {
@@ -776,6 +825,12 @@ impl Engine {
                 }
                 continue;
             }
+            if let Some(until) = self.conns[ci].connecting_until_ns {
+                if now >= until {
+                    self.connect_failed(ci, now);
+                }
+                continue;
+            }
             if let Some(addr) = self.conns[ci].redirect {
                 if self.conns[ci].in_flight == 0 {
                     let c = &mut self.conns[ci];
@@ -837,6 +892,13 @@ impl Engine {
         let mut next_housekeeping = now + HOUSEKEEPING_NS;
         loop {
             let now = now_ns(self.t0);
+            // Timeouts first, so that a request that has expired is counted as such (and the
+            // run can end normally) before the no-progress rule below looks at the clock.
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                self.report_second(now);
+                next_housekeeping = now + HOUSEKEEPING_NS;
+            }
             self.dispatch_due(now);
             while let Some(ci) = self.dirty.pop() {
                 self.flush(ci, now);
@@ -858,14 +920,14 @@ impl Engine {
                 // No server has answered anything, and no connection opened, for a whole
                 // timeout (the requests in flight have been counted as timeouts by now): give up
                 // rather than wait for ever on a cluster that is gone or stuck.
+                // The load generator was offering load until now: the measured period ends
+                // here, not at the last answer, or a run that stalled would report the rate it
+                // had before the stall.
                 self.result.errors.add("no_progress", 1);
+                if self.stop_issuing_at_ns.is_none() {
+                    self.stop_issuing_at_ns = Some(now);
+                }
                 break;
-            }
-            if now >= next_housekeeping {
-                self.housekeeping(now);
-                self.report_second(now);
-                next_housekeeping = now + HOUSEKEEPING_NS;
-                continue;
             }
             let timeout_ns = next_housekeeping - now;
             if let Some(o) = &mut self.open {
@@ -894,6 +956,14 @@ impl Engine {
                 let ci = ev.token().0;
                 if ci >= self.conns.len() || self.conns[ci].transport.is_none() {
                     continue;
+                }
+                if self.conns[ci].connecting_until_ns.is_some() {
+                    self.finish_connect(ci, now);
+                    if self.conns[ci].connecting_until_ns.is_some()
+                        || self.conns[ci].transport.is_none()
+                    {
+                        continue;
+                    }
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.on_readable(ci, now);
@@ -1058,6 +1128,7 @@ fn run_threads(
                 max_value_bytes: cfg.val_size.max(FrameLimits::default().max_value_bytes),
             }),
             tls: tls.clone(),
+            endpoints: cfg.endpoints.clone(),
             t0,
             measure_start_ns,
             stop: cfg.stop,

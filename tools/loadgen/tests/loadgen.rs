@@ -363,11 +363,10 @@ fn percentiles_of_a_known_set() {
 }
 
 // Goal: a server that accepts requests but never answers ends a --total run after the timeout
-// instead of hanging, with the lost requests counted as timeouts, and the load generator's own
-// timeouts do not stretch the measured period (which would cut the reported req/s). Method: the
-// fake stalls its second answer far longer than --timeout (2 s), and one client means one
-// connection to stall; the only server answer comes at once, so the period ends well before the
-// first timeout could.
+// instead of hanging, with the lost requests counted as timeouts, and the measured period runs
+// until the load generator gave up (the rate it reports is over the whole stall, not over the
+// moment before it). Method: the fake stalls its second answer far longer than --timeout, and
+// one client means one connection to stall.
 #[test]
 fn a_server_that_never_answers_ends_the_run() {
     let server = FakeServer::start(Behaviour::StallSecond(std::time::Duration::from_secs(30)));
@@ -383,15 +382,45 @@ fn a_server_that_never_answers_ends_the_run() {
         "json",
         "--quiet",
         "--timeout",
-        "2s",
+        "500ms",
     ]);
     let json = parse(&stdout(&o));
     assert!(errors_of(&json, "timeout") >= 1.0, "{json}");
     assert!(errors_of(&json, "no_progress") == 1.0, "{json}");
     assert_eq!(num(&json, &["ops"]), 1.0, "{json}");
+    // It gave up no earlier than a whole timeout after the only answer.
+    assert!(num(&json, &["seconds"]) >= 0.5, "{json}");
+}
+
+// Goal: the load generator's own timeouts do not stretch the measured period: one request lost
+// after the last was issued would otherwise add --timeout to it and cut the reported req/s.
+// Method: two connections; the fake holds back one answer for 30 s while the other connection
+// completes the rest of --total 200; that request times out after 3 s, and the period must end
+// long before (at the last answer), with every other request a success.
+#[test]
+fn a_timed_out_request_does_not_stretch_the_measured_period() {
+    let server = FakeServer::start(Behaviour::StallSecond(std::time::Duration::from_secs(30)));
+    let o = loadgen(&[
+        "--endpoints",
+        &server.endpoint(),
+        "--total",
+        "200",
+        "--clients",
+        "2",
+        "--format",
+        "json",
+        "--quiet",
+        "--timeout",
+        "3s",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json = parse(&stdout(&o));
+    assert_eq!(errors_of(&json, "timeout"), 1.0, "{json}");
+    assert_eq!(errors_of(&json, "no_progress"), 0.0, "{json}");
+    assert_eq!(num(&json, &["ops"]), 199.0, "{json}");
     assert!(
-        num(&json, &["seconds"]) < 1.0,
-        "a timeout stretched the measured period: {json}"
+        num(&json, &["seconds"]) < 1.5,
+        "the timeout stretched the measured period: {json}"
     );
 }
 
@@ -941,4 +970,53 @@ fn bad_merge_input_is_a_clear_error_with_exit_2() {
     assert!(stdout(&o).is_empty());
     let _ = std::fs::remove_file(&good);
     let _ = std::fs::remove_file(&other);
+}
+
+// Goal: when the server a connection was talking to goes away (a leader that died), the
+// connection does not knock on its door until the run gives up: a refused reconnect moves on to
+// the next endpoint given, and the run goes on there. Method: fakes A (found as the leader
+// first) and B; once A has taken some puts it is stopped; B must then take the rest, and every
+// request is accounted for.
+#[test]
+fn connections_of_a_server_that_went_away_move_to_the_other_endpoints() {
+    let a = FakeServer::start(Behaviour::Ok);
+    let b = FakeServer::start(Behaviour::Ok);
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--endpoints",
+            &format!("{},{}", a.endpoint(), b.endpoint()),
+            "--duration",
+            "3s",
+            "--clients",
+            "4",
+            "--format",
+            "json",
+            "--quiet",
+            "--timeout",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    for _ in 0..1000 {
+        if a.puts() > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(a.puts() > 0, "nothing reached the first endpoint");
+    drop(a);
+    let o = child.wait_with_output().expect("loadgen ran");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json = parse(&stdout(&o));
+    assert!(
+        b.puts() > 0,
+        "the load never moved to the other endpoint: {json}"
+    );
+    assert!(
+        errors_of(&json, "connection") + errors_of(&json, "connect") >= 1.0,
+        "{json}"
+    );
+    assert_eq!(errors_of(&json, "no_progress"), 0.0, "{json}");
 }
