@@ -110,6 +110,18 @@ const FLAGS: &[Flag] = &[
                (needs --listen, and --cluster-id or the initial --cluster)",
     },
     Flag {
+        name: "initial-cluster-state",
+        hint: "auto|new|existing",
+        kind: Kind::Value,
+        default: Some("auto"),
+        help: "what a first start with an empty data directory and --cluster does. auto: ask the \
+               listed servers first, refuse to start (exit 2) if any of them knows this server \
+               from an existing cluster (its data directory was lost or replaced), and vote only \
+               once every listed server has answered; new: bootstrap and vote at once (a brand-new \
+               cluster some of whose servers cannot start yet); existing: refuse to start with an \
+               empty data directory (for a server that must already have its data)",
+    },
+    Flag {
         name: "listen",
         hint: "HOST:PORT",
         kind: Kind::Value,
@@ -145,6 +157,14 @@ const FLAGS: &[Flag] = &[
         kind: Kind::Value,
         default: Some("100000"),
         help: "take a snapshot and compact the log once this many entries were applied since the last one",
+    },
+    Flag {
+        name: "wal-segment-size",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("64MiB"),
+        help: "size of a write-ahead log segment, allocated on disk when the segment is created \
+               (at least 64KiB; a server needs about twice this free to start)",
     },
     Flag {
         name: "max-datagram",
@@ -226,6 +246,31 @@ const FLAGS: &[Flag] = &[
     },
 ];
 
+/// What a server whose data directory is empty does at start when it is given `--cluster`.
+/// An empty directory is ambiguous: a brand-new cluster, or a member whose disk was lost or
+/// replaced. Bootstrapping the second as if it were the first would let a server that forgot
+/// its votes and acknowledgements vote again, and lose acknowledged writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialClusterState {
+    /// Ask the listed servers first; refuse to start if this server is known to them from an
+    /// existing cluster; vote only once every listed server has answered. The safe default.
+    Auto,
+    /// Bootstrap and vote at once, without asking (a new cluster whose servers cannot all start).
+    New,
+    /// Refuse to start with an empty data directory.
+    Existing,
+}
+
+impl InitialClusterState {
+    pub fn name(self) -> &'static str {
+        match self {
+            InitialClusterState::Auto => "auto",
+            InitialClusterState::New => "new",
+            InitialClusterState::Existing => "existing",
+        }
+    }
+}
+
 /// Everything `zattd` needs to start, validated.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -252,6 +297,10 @@ pub struct ServerConfig {
     pub tls_client_ca: Option<PathBuf>,
     pub cluster_secret_file: Option<PathBuf>,
     pub log_level: LevelFilter,
+    /// What a first start with an empty data directory does (see `InitialClusterState`).
+    pub initial_cluster_state: InitialClusterState,
+    /// Bytes of one write-ahead log segment, allocated when the segment is created.
+    pub wal_segment_bytes: u64,
 }
 
 impl ServerConfig {
@@ -659,6 +708,24 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
             "--tls-client-ca needs --tls-cert and --tls-key",
         ));
     }
+    let initial_cluster_state = match req("initial-cluster-state")? {
+        "auto" => InitialClusterState::Auto,
+        "new" => InitialClusterState::New,
+        "existing" => InitialClusterState::Existing,
+        v => {
+            return Err(bad(
+                "initial-cluster-state",
+                v,
+                "expected auto, new or existing",
+            ))
+        }
+    };
+    let wal_segment_bytes = size_in(
+        "wal-segment-size",
+        req("wal-segment-size")?,
+        64 << 10,
+        1 << 30,
+    )?;
     let log_level: LevelFilter = req("log-level")?.parse().map_err(|_| {
         bad(
             "log-level",
@@ -687,6 +754,8 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         tls_client_ca,
         cluster_secret_file: path("cluster-secret-file"),
         log_level,
+        initial_cluster_state,
+        wal_segment_bytes,
     })
 }
 
@@ -862,6 +931,14 @@ mod tests {
             ),
             (&format!("{BASE} --tls-cert c.pem"), "--tls-key"),
             (&format!("{BASE} --log-level loud"), "--log-level"),
+            (
+                &format!("{BASE} --initial-cluster-state maybe"),
+                "--initial-cluster-state",
+            ),
+            (
+                &format!("{BASE} --wal-segment-size 1KiB"),
+                "--wal-segment-size",
+            ),
             (&format!("{BASE} --bogus 1"), "bogus"),
             ("--id 1 --data-dir d --join", "--listen"),
             ("--id 1 --cluster 1=nohost --data-dir d", "--cluster"),
@@ -872,6 +949,24 @@ mod tests {
             assert!(e.message.contains(needle), "{a}: {}", e.message);
             assert!(!e.message.contains('\n'), "{a}: one line");
         }
+    }
+
+    #[test]
+    fn initial_cluster_state_and_segment_size_have_safe_defaults() {
+        // Goal: without a choice, a first start asks its peers (auto) and segments keep 64 MiB;
+        // each choice and size is taken from flag or environment.
+        let c = run(BASE, &[]).unwrap();
+        assert_eq!(c.initial_cluster_state, InitialClusterState::Auto);
+        assert_eq!(c.wal_segment_bytes, 64 << 20);
+        let c = run(
+            &format!("{BASE} --initial-cluster-state new --wal-segment-size 1MiB"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.initial_cluster_state, InitialClusterState::New);
+        assert_eq!(c.wal_segment_bytes, 1 << 20);
+        let c = run(BASE, &[("ZATT_INITIAL_CLUSTER_STATE", "existing")]).unwrap();
+        assert_eq!(c.initial_cluster_state, InitialClusterState::Existing);
     }
 
     #[test]

@@ -131,6 +131,37 @@ pub struct HardState {
     /// The highest index this node knows to be committed. Persisting it is an optimisation
     /// (it lets a restarted node apply sooner); it must never go backwards.
     pub commit: LogIndex,
+    /// Entries this node may have acknowledged and no longer holds (recovery discarded a
+    /// damaged tail of its log): until the core clears it, the node votes as if it still held
+    /// them. Durable like the vote, because it stands for promises the node made.
+    pub lost: Option<LostEntries>,
+}
+
+/// An upper bound on log entries a node may have made durable, acknowledged, and then lost
+/// (recovery cut a tail that fails its checks: a torn write looks the same as a damaged
+/// acknowledged record). Every lost entry has a term at most `term` and an index at most
+/// `index`, so a candidate whose log is at least as up to date as `(term, index)` holds every
+/// lost entry that could have been committed (the §5.4.1 argument, applied to the log the node
+/// had before the damage).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LostEntries {
+    pub term: Term,
+    pub index: LogIndex,
+}
+
+impl LostEntries {
+    /// The bound covering both (the later of the two in Raft's up-to-date order).
+    pub fn join(a: Option<LostEntries>, b: Option<LostEntries>) -> Option<LostEntries> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if (y.term, y.index) > (x.term, x.index) {
+                y
+            } else {
+                x
+            }),
+            (x, None) => x,
+            (None, y) => y,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -189,9 +220,9 @@ impl Membership {
     /// Layout (all integers little-endian):
     /// `count: u16`, then per member `id: u64, role: u8 (0 voter, 1 learner), addr_len: u8, addr`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.members.len() as u16).to_le_bytes());
+        out.put_u16(self.members.len() as u16);
         for (id, m) in &self.members {
-            out.extend_from_slice(&id.0.to_le_bytes());
+            out.put_u64(id.0);
             out.push(match m.role {
                 MemberRole::Voter => 0,
                 MemberRole::Learner => 1,
@@ -362,74 +393,8 @@ impl MessageBody {
     }
 }
 
-/// A decoder's refusal: what was wrong with the bytes. Decoders never panic.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecodeError {
-    pub what: &'static str,
-}
-
-impl DecodeError {
-    pub fn new(what: &'static str) -> DecodeError {
-        DecodeError { what }
-    }
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.what)
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
-/// A bounds-checked little-endian reader over a byte slice: every read checks the bytes present
-/// first, so no decoder built on it can panic or over-allocate.
-pub struct Reader<'a> {
-    pub buf: &'a [u8],
-    pub pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
-    }
-    pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if n > self.remaining() {
-            return Err(DecodeError::new("truncated"));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.bytes(1)?[0])
-    }
-    pub fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.bytes(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    pub fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.bytes(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    pub fn u64(&mut self) -> Result<u64, DecodeError> {
-        let b = self.bytes(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-    /// A `u32` length followed by that many bytes, refused if over `max`.
-    pub fn len_prefixed(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
-        let n = self.u32()? as usize;
-        if n > max {
-            return Err(DecodeError::new("length over limit"));
-        }
-        self.bytes(n)
-    }
-}
+use crate::bytes::PutLe;
+pub use crate::bytes::{DecodeError, Reader};
 
 #[cfg(test)]
 mod tests {

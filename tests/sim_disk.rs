@@ -22,6 +22,7 @@ fn batch(rng: &mut Rng, last: &mut u64, term: &mut u64) -> WriteBatch {
             term: Term(*term),
             vote: Some(NodeId(1)),
             commit: LogIndex(0),
+            lost: None,
         });
     }
     let from = if *last > 0 && rng.chance(0.3) {
@@ -149,6 +150,7 @@ fn snapshot_compacts_the_log_it_covers() {
             term: Term(2),
             vote: None,
             commit: LogIndex(5),
+            lost: None,
         }),
         entries: (1..=6).map(|i| entry(i, 2)).collect(),
     };

@@ -154,6 +154,7 @@ fn run_seed(seed: u64, crash: bool) {
                         Some(NodeId(1 + rng.below(3)))
                     },
                     commit: LogIndex(model.hs.commit.0.max(model.snap_index())),
+                    lost: None,
                 });
                 if let Some(h) = b.hard_state {
                     if h.term == model.hs.term && model.hs.vote.is_some() {

@@ -64,6 +64,7 @@ fn run_batches(dir: &Path, opts: WalOptions, batches: u64, per: u64, len: usize)
                     term: Term(1),
                     vote: None,
                     commit: LogIndex(next.saturating_sub(1)),
+                    lost: None,
                 }),
                 entries: entries(next, per, len),
                 snapshot: None,
@@ -115,6 +116,15 @@ fn failing_disk_child() {
             inject_fault: Some(InjectFault::WriteEnospc { bytes: 100_000 }),
             ..WalOptions::default()
         },
+        "snapshot-enospc" => {
+            let opts = WalOptions {
+                inject_fault: Some(InjectFault::WriteEnospc { bytes: 100_000 }),
+                ..WalOptions::default()
+            };
+            snapshot_past_the_limit(&dir, opts);
+            println!("CHILD-SURVIVED");
+            return;
+        }
         _ => WalOptions {
             segment_bytes: 256 << 10,
             preallocate: false,
@@ -123,6 +133,39 @@ fn failing_disk_child() {
     };
     run_batches(&dir, opts, 400, 16, 1000);
     println!("CHILD-SURVIVED");
+}
+
+/// A few small batches, then a snapshot larger than the injected space left.
+fn snapshot_past_the_limit(dir: &Path, opts: WalOptions) {
+    let (wal, _) = Wal::open(dir, opts).unwrap();
+    let mut poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let syncer = Syncer::spawn(wal, waker);
+    syncer.submit(
+        0,
+        WriteBatch {
+            entries: entries(1, 10, 100),
+            ..WriteBatch::default()
+        },
+    );
+    syncer.submit_snapshot(
+        1,
+        Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(10),
+                term: Term(1),
+                membership: Membership::default(),
+            },
+            data: Arc::from(vec![7u8; 200_000]),
+        },
+    );
+    let mut events = mio::Events::with_capacity(4);
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.len() < 2 && Instant::now() < deadline {
+        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
+        syncer.drain_completed(&mut done);
+    }
 }
 
 fn run_child(mode: &str, dir: &Path) -> (Option<i32>, String) {
@@ -186,6 +229,68 @@ fn full_disk_stops_the_process_with_exit_74() {
     let _ = Command::new("umount").arg(&m.0).status();
     assert_eq!(code, Some(EXIT_DISK_FAILURE), "{text}");
     assert!(text.contains("No space left on device"), "{text}");
+}
+
+#[test]
+fn full_disk_while_writing_a_snapshot_names_the_snapshot() {
+    // Goal: an operator told "WAL write failed" looks at the log; when the snapshot file is
+    // what did not fit, the fail-stop line says so, with the file. Method: child with an
+    // injected ENOSPC that a small batch passes and a 200 kB snapshot does not.
+    let d = TempDir::new("snapenospc");
+    let (code, text) = run_child("snapshot-enospc", &d.0);
+    assert_eq!(code, Some(EXIT_DISK_FAILURE), "{text}");
+    assert!(
+        text.contains("snapshot write failed: snapshot at index 10")
+            && text.contains(".snap")
+            && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert!(!text.contains("WAL write failed"), "{text}");
+    assert!(!text.contains("CHILD-SURVIVED"));
+}
+
+#[test]
+fn a_disk_too_small_for_a_segment_says_how_much_is_needed() {
+    // Goal: a start on a small disk names the space a segment needs and the flag that sets it,
+    // and leaves no half-made segment behind; a smaller --wal-segment-size then starts.
+    // Method: a 1 MiB tmpfs (skipped where this process may not mount one).
+    let m = TempDir::new("smalldisk");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
+        .arg(&m.0)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here");
+        return;
+    }
+    let err = Wal::open(&m.0, WalOptions::default())
+        .err()
+        .map(|e| e.to_string());
+    let leftovers: Vec<String> = fs::read_dir(&m.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".wal"))
+        .collect();
+    let small = Wal::open(
+        &m.0,
+        WalOptions {
+            segment_bytes: 256 << 10,
+            ..WalOptions::default()
+        },
+    )
+    .map(|_| ());
+    let _ = Command::new("umount").arg(&m.0).status();
+    let err = err.expect("a 64 MiB segment cannot fit in 1 MiB");
+    assert!(
+        err.contains("not enough disk space")
+            && err.contains(&(64u64 << 20).to_string())
+            && err.contains("--wal-segment-size"),
+        "{err}"
+    );
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    small.expect("a 256 KiB segment fits");
 }
 
 #[test]

@@ -460,6 +460,7 @@ fn fragment_count_claim_never_allocates() {
     d.extend_from_slice(&9u64.to_le_bytes());
     d.extend_from_slice(&1u64.to_le_bytes());
     d.extend_from_slice(&2u64.to_le_bytes());
+    d.extend_from_slice(&[0u8; 16]); // incarnations: none
     d.extend_from_slice(&1u64.to_le_bytes());
     d.extend_from_slice(&0u16.to_le_bytes());
     d.extend_from_slice(&u16::MAX.to_le_bytes());

@@ -336,14 +336,14 @@ fn envelope_failures_are_counted_by_reason() {
     b[last] ^= 0x01; // the tag
     dropped_as(&mut rx, &b, DropReason::BadTag);
     let mut b = good.clone();
-    b[60] ^= 0x01; // the body, under the tag
+    b[HEADER_BYTES] ^= 0x01; // the body, under the tag
     dropped_as(&mut rx, &b, DropReason::BadTag);
 
     let mut plain_rx = PeerCodec::new(cfg(2, None, 65_000));
     dropped_as(&mut plain_rx, &good, DropReason::UnexpectedTag);
     // Without a secret a corrupted body passes the envelope and fails as a body.
     let mut b = single(None);
-    b[44 + 8] = 200; // the message kind
+    b[HEADER_BYTES + 8] = 200; // the message kind
     dropped_as(&mut plain_rx, &b, DropReason::BadBody);
 }
 
@@ -376,4 +376,103 @@ fn huge_declared_entry_count_is_refused() {
     let n = body.len();
     body[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(decode_body(&body, NodeId(1), NodeId(2)).is_err());
+}
+
+/// A codec for node `id` whose data directory has incarnation `inc`.
+fn with_incarnation(id: u64, inc: u64) -> PeerCodec {
+    PeerCodec::new(PeerCodecConfig {
+        incarnation: inc,
+        ..cfg(id, None, 65_000)
+    })
+}
+
+/// Goal: a peer is known by (node id, incarnation). The first Raft message from a peer is
+/// delivered as a first contact (the host pins it); once pinned, messages from another
+/// incarnation of that node are dropped as IncarnationChanged, and messages naming another
+/// incarnation of the receiver as NotMyIncarnation, each counted and remembered for the log.
+#[test]
+fn raft_messages_from_or_to_another_incarnation_are_dropped() {
+    let mut rx = with_incarnation(2, 0xB);
+    let mut old = with_incarnation(1, 0xA1);
+    let m = append(1, 1);
+    match rx.decode_inbound(&datagrams(&mut old, &m)[0], 0) {
+        Some(Inbound::Raft {
+            msg,
+            incarnation,
+            first_contact,
+        }) => {
+            assert_eq!((msg, incarnation, first_contact), (m.clone(), 0xA1, true));
+        }
+        other => panic!("{other:?}"),
+    }
+    rx.pin(NodeId(1), 0xA1);
+    match rx.decode_inbound(&datagrams(&mut old, &m)[0], 0) {
+        Some(Inbound::Raft { first_contact, .. }) => assert!(!first_contact),
+        other => panic!("{other:?}"),
+    }
+    // Node 1 comes back with a new data directory.
+    let mut new = with_incarnation(1, 0xA2);
+    dropped_as(
+        &mut rx,
+        &datagrams(&mut new, &m)[0],
+        DropReason::IncarnationChanged,
+    );
+    let d = rx.last_incarnation_drop().unwrap();
+    assert_eq!((d.from, d.got, d.expected), (NodeId(1), 0xA2, 0xA1));
+    // A sender that pinned this node's previous data directory.
+    let mut knows_old_me = with_incarnation(3, 0xC);
+    knows_old_me.pin(NodeId(2), 0xB0);
+    let mut to2 = append(1, 1);
+    to2.from = NodeId(3);
+    dropped_as(
+        &mut rx,
+        &datagrams(&mut knows_old_me, &to2)[0],
+        DropReason::NotMyIncarnation,
+    );
+    // Forgetting the pin (the member was removed) lets a new server with that id in.
+    rx.unpin(NodeId(1));
+    assert!(rx.decode(&datagrams(&mut new, &m)[0], 0).is_some());
+}
+
+/// Goal: probes and their replies carry both incarnations and whether the sender is a member,
+/// and reach the host even when the incarnations disagree with the pins (that disagreement is
+/// what a replaced server must be told).
+#[test]
+fn probes_round_trip_and_are_not_refused_by_pins() {
+    let mut a = with_incarnation(1, 0xA);
+    let mut b = with_incarnation(2, 0xB2);
+    a.pin(NodeId(2), 0xB1); // a knew node 2 by its previous data directory
+    b.pin(NodeId(1), 0xA0);
+    let mut out = Vec::new();
+    b.encode_probe(NodeId(1), false, false, &mut |d| out.push(d.to_vec()));
+    assert_eq!(
+        a.decode_inbound(&out[0], 0),
+        Some(Inbound::Probe(Probe {
+            from: NodeId(2),
+            incarnation: 0xB2,
+            known_as: 0xA0,
+            member: false,
+        }))
+    );
+    out.clear();
+    a.encode_probe(NodeId(2), true, true, &mut |d| out.push(d.to_vec()));
+    assert_eq!(
+        b.decode_inbound(&out[0], 0),
+        Some(Inbound::ProbeReply(Probe {
+            from: NodeId(1),
+            incarnation: 0xA,
+            known_as: 0xB1,
+            member: true,
+        }))
+    );
+    // A probe body with a bad member flag or trailing bytes is a bad body.
+    let mut bad = out[0].clone();
+    let n = bad.len();
+    bad[n - 1] = 7;
+    dropped_as(&mut b, &bad, DropReason::BadBody);
+    assert_eq!(
+        b.decode(&out[0], 0),
+        None,
+        "decode() yields Raft messages only"
+    );
 }

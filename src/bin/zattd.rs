@@ -7,7 +7,21 @@ use zatt::config::{parse_args, Invocation};
 use zatt::event_loop::{install_signal_handlers, Server};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Flags are text: an argument that is not UTF-8 is refused with its position, never a panic.
+    let mut args: Vec<String> = Vec::new();
+    for (i, a) in std::env::args_os().skip(1).enumerate() {
+        match a.into_string() {
+            Ok(s) => args.push(s),
+            Err(raw) => {
+                eprintln!(
+                    "zattd: argument {} ({:?}) is not valid UTF-8 (see zattd --help)",
+                    i + 1,
+                    raw
+                );
+                return ExitCode::from(zatt::config::EXIT_USAGE as u8);
+            }
+        }
+    }
     let env = |k: &str| std::env::var(k).ok();
     let cfg = match parse_args(&args, &env) {
         Ok(Invocation::Help(text)) => {

@@ -24,6 +24,83 @@ impl Raft {
         }
     }
 
+    /// Whether this node may start an election now: it may campaign, and it has not lost
+    /// entries it may have acknowledged (its own vote would stand for a log it no longer has).
+    pub(super) fn may_stand(&self) -> bool {
+        self.lost.is_none() && self.can_campaign()
+    }
+
+    /// A candidate's log is at least as up to date as the entries this node may have lost.
+    fn covers_lost(&self, li: LogIndex, lt: Term) -> bool {
+        self.lost.map_or(true, |b| (lt, li) >= (b.term, b.index))
+    }
+
+    /// Remembers a voter that campaigns with a log no more up to date than the intact part of
+    /// ours: it holds none of the entries we lost.
+    pub(super) fn note_lost_report(&mut self, m: &Message) {
+        let (li, lt) = match m.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            }
+            | MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => (last_log_index, last_log_term),
+            _ => return,
+        };
+        if (lt, li) <= self.lost_intact {
+            self.lost_reports.insert(m.from);
+        }
+    }
+
+    /// Clears `lost` once it no longer matters, for one of three reasons:
+    /// - this node's commit index reached the bound: it holds (matching a leader) every entry the
+    ///   bound covers that was committed;
+    /// - its log is itself at least as up to date as the bound (the vote check then subsumes it);
+    /// - enough other voters showed a log that holds none of the lost entries that those entries
+    ///   cannot have been on a quorum: with `n` voters and quorum `q`, a committed entry is held
+    ///   by at least `q - 1` voters besides this node, so `n - q + 1` of them holding none of it
+    ///   proves it never committed. (With no other voter to ask, a lost entry was on no one
+    ///   else: nothing can bring it back, and withholding votes would only stop the cluster.)
+    pub(super) fn maybe_release_lost(&mut self) {
+        let Some(b) = self.lost else {
+            return;
+        };
+        let why = if self.commit >= b.index {
+            format!("its commit index reached {:?}", self.commit)
+        } else if (self.last_term(), self.last_index()) >= (b.term, b.index) {
+            format!(
+                "its log reached {:?} in {:?}",
+                self.last_index(),
+                self.last_term()
+            )
+        } else {
+            let others: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
+            let n = self.membership.voter_count();
+            let need = (n + 1).saturating_sub(self.membership.quorum());
+            let shown = others
+                .iter()
+                .filter(|v| self.lost_reports.contains(v))
+                .count();
+            if need > others.len() {
+                "no other voter could hold the lost entries".to_string()
+            } else if shown >= need {
+                format!("{shown} voters hold none of the lost entries")
+            } else {
+                return;
+            }
+        };
+        log::info!(
+            "n{} grants votes again: {why} (lost entries through {:?})",
+            self.id,
+            b.index
+        );
+        self.lost = None;
+        self.lost_reports.clear();
+    }
+
     /// Follower if this node may campaign, else Learner.
     pub(super) fn passive_role(&self) -> Role {
         if self.can_campaign() {
@@ -120,6 +197,12 @@ impl Raft {
         self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
+        self.send_pre_votes();
+        self.record_vote(self.id, true);
+    }
+
+    /// PreVote requests to every other voter, carrying this node's log position.
+    pub(super) fn send_pre_votes(&mut self) {
         let (li, lt) = (self.last_index(), self.last_term());
         let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
         for v in voters {
@@ -133,7 +216,6 @@ impl Raft {
                 },
             });
         }
-        self.record_vote(self.id, true);
     }
 
     pub(super) fn become_candidate(&mut self, transfer: bool) {
@@ -290,7 +372,10 @@ impl Raft {
     }
 
     pub(super) fn on_pre_vote(&mut self, from: NodeId, term: Term, li: LogIndex, lt: Term) {
-        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(li, lt);
+        let granted = term > self.term
+            && !self.in_lease()
+            && self.log_up_to_date(li, lt)
+            && self.covers_lost(li, lt);
         let reply_term = if granted { term } else { self.term };
         self.msgs.push(Message {
             from: self.id,
@@ -307,7 +392,10 @@ impl Raft {
         // on an uncommitted change (a node whose uncommitted entry removes it would refuse the
         // only candidate that can win). Non-voters still never campaign.
         let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote && self.role != Role::Leader && self.log_up_to_date(li, lt);
+        let granted = can_vote
+            && self.role != Role::Leader
+            && self.log_up_to_date(li, lt)
+            && self.covers_lost(li, lt);
         if granted {
             self.vote = Some(from);
             self.reset_election_timer();

@@ -97,6 +97,9 @@ pub struct Bugs {
     pub read_without_confirmation: bool,
     /// Allow a second membership change while one is uncommitted.
     pub concurrent_conf_changes: bool,
+    /// Forget, at restart, that recovery discarded entries this node may have acknowledged
+    /// (`HardState::lost`): vote by the damaged log alone.
+    pub ignore_lost_entries: bool,
 }
 
 impl Bugs {
@@ -200,6 +203,7 @@ impl Boot {
                 term: Term(1),
                 vote: None,
                 commit: LogIndex(0),
+                lost: None,
             },
             snapshot: None,
             entries: vec![Entry::new(
@@ -412,6 +416,18 @@ pub struct Raft {
     marks: VecDeque<(LogIndex, Term, u64)>,
     /// Every Ready up to this number is durable (learnt from `persisted`).
     durable_seq: u64,
+
+    // ---- Entries lost to a damaged log tail (see `HardState::lost`) ----
+    /// While set this node neither campaigns nor grants a (pre-)vote to a candidate less up to
+    /// date than the bound: its vote would otherwise stand for a log it no longer has. Part of
+    /// the hard state, so the bound survives restarts until it is cleared.
+    lost: Option<LostEntries>,
+    /// The (last term, last index) of the log recovery kept, when `lost` was set at start.
+    lost_intact: (Term, LogIndex),
+    /// Voters that, since start, campaigned with a log no more up to date than `lost_intact`:
+    /// such a log holds none of the lost entries (they all come after the intact log in Raft's
+    /// up-to-date order).
+    lost_reports: std::collections::BTreeSet<NodeId>,
 }
 
 impl Raft {
@@ -447,6 +463,9 @@ impl Raft {
         let mut hs = boot.hard_state;
         if Bugs::on(config.bugs.forget_vote_on_restart) {
             hs.vote = None;
+        }
+        if Bugs::on(config.bugs.ignore_lost_entries) {
+            hs.lost = None;
         }
         let term = hs.term.max(last_term);
         let commit = hs.commit.min(last).max(snap_index);
@@ -496,6 +515,9 @@ impl Raft {
             term_vote_seq: 0,
             marks: VecDeque::new(),
             durable_seq: 0,
+            lost: hs.lost,
+            lost_intact: (last_term, last),
+            lost_reports: std::collections::BTreeSet::new(),
             cfg: config,
         };
         r.config_indices = r
@@ -508,6 +530,17 @@ impl Raft {
         r.role = r.passive_role();
         r.prev_soft = r.soft_state();
         r.reset_election_timer();
+        if let Some(b) = r.lost {
+            log::warn!(
+                "n{id}: recovery discarded log records that may have been acknowledged (through \
+                 {:?} at most, terms up to {:?}); votes are withheld until this node holds or \
+                 knows committed everything through {:?}, or enough voters show they never had it",
+                b.index,
+                b.term,
+                b.index
+            );
+            r.maybe_release_lost();
+        }
         log::info!(
             "n{} started at {:?} as {:?}, log {:?}..{:?}, commit {:?}, seed {}",
             id,
@@ -567,7 +600,13 @@ impl Raft {
             term: self.term,
             vote: self.vote,
             commit: self.commit.min(self.persisted),
+            lost: self.lost,
         }
+    }
+    /// Entries this node may have acknowledged before a restart and lost to a damaged log tail;
+    /// while `Some` it withholds its vote from less up-to-date candidates and does not campaign.
+    pub fn lost_entries(&self) -> Option<LostEntries> {
+        self.lost
     }
     pub fn soft_state(&self) -> SoftState {
         SoftState {
@@ -668,8 +707,13 @@ impl Raft {
         }
         if self.election_elapsed >= self.randomized_timeout {
             self.reset_election_timer();
-            if self.can_campaign() {
+            if self.may_stand() {
                 self.start_election(false);
+            } else if self.lost.is_some() && self.can_campaign() {
+                // It may not stand, but it tells the voters where its log ends: when every
+                // node lost the same torn write, these are what lets them see that no quorum
+                // held it (`maybe_release_lost`). The answers are ignored (not a PreCandidate).
+                self.send_pre_votes();
             }
         }
     }
@@ -677,7 +721,7 @@ impl Raft {
     /// Starts an election now, as if the election timer had fired (through pre-vote when
     /// configured). Ignored by leaders and by nodes that are not voters.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader && self.can_campaign() {
+        if self.role != Role::Leader && self.may_stand() {
             self.start_election(false);
         }
     }
@@ -880,6 +924,16 @@ impl Raft {
         if m.to != self.id || m.from == self.id || m.from.0 == 0 || !numbers_sane(&m) {
             return;
         }
+        if self.lost.is_some() {
+            self.note_lost_report(&m);
+        }
+        self.step_checked(m);
+        if self.lost.is_some() {
+            self.maybe_release_lost();
+        }
+    }
+
+    fn step_checked(&mut self, m: Message) {
         log::debug!(
             "n{} {:?} {:?} got {} from n{} at {:?}",
             self.id,
@@ -1028,7 +1082,7 @@ impl Raft {
                 }
             }
             MessageBody::TimeoutNow => {
-                if self.role != Role::Leader && self.can_campaign() {
+                if self.role != Role::Leader && self.may_stand() {
                     log::info!(
                         "n{} got TimeoutNow from n{} at {:?}",
                         self.id,
@@ -1145,6 +1199,18 @@ impl Raft {
     /// Checks this node's local invariants; each error names the Raft property it protects.
     pub fn check_invariants(&self) -> Result<(), String> {
         let n = self.id;
+        if self.lost.is_some()
+            && matches!(
+                self.role,
+                Role::Leader | Role::Candidate | Role::PreCandidate
+            )
+        {
+            return Err(format!(
+                "n{n} Leader Completeness: campaigning ({:?}) while entries it may have \
+                 acknowledged are lost",
+                self.role
+            ));
+        }
         for (i, e) in self.entries.iter().enumerate() {
             if e.index.0 != self.snap_index.0 + 1 + i as u64 {
                 return Err(format!(

@@ -3,9 +3,10 @@
 //! length against the bytes present and the configured limits before touching anything.
 //! Nothing here touches the file system.
 
+use crate::bytes::{le_u32, le_u64, set_u32, set_u64, PutLe};
 use crate::types::{
-    DecodeError, EntryKind, HardState, LogIndex, Membership, NodeId, Reader, SnapshotMeta, Term,
-    MAX_ADDR_LEN, MAX_MEMBERS,
+    DecodeError, EntryKind, HardState, LogIndex, LostEntries, Membership, NodeId, Reader,
+    SnapshotMeta, Term, MAX_ADDR_LEN, MAX_MEMBERS,
 };
 
 /// First bytes of every segment file.
@@ -29,9 +30,12 @@ pub const SNAPSHOT_DISCARDS_LOG: u8 = 0;
 pub const SNAPSHOT_KEEPS_SUFFIX: u8 = 1;
 
 /// Hard-state file: magic (4), sequence number (8), term (8), vote (8, 0 = none), commit (8),
-/// CRC32 of the 36 bytes before it (4).
-pub const HARD_STATE_MAGIC: &[u8; 4] = b"ZHS1";
-pub const HARD_STATE_BYTES: usize = 40;
+/// lost-entries bound term (8) and index (8, 0 = none), CRC32 of the 52 bytes before it (4).
+pub const HARD_STATE_MAGIC: &[u8; 4] = b"ZHS2";
+pub const HARD_STATE_BYTES: usize = 56;
+/// The first layout (no lost-entries bound), still read so an older directory opens.
+pub const HARD_STATE_MAGIC_V1: &[u8; 4] = b"ZHS1";
+pub const HARD_STATE_BYTES_V1: usize = 40;
 
 /// Snapshot file: magic (8), index (8), term (8), membership length (4), membership
 /// (`Membership::encode`), data length (8), data, CRC32 of everything before it (4).
@@ -44,10 +48,10 @@ pub const SNAPSHOT_OVERHEAD_BYTES: usize = 8 + 8 + 8 + 4 + 8 + 4;
 pub fn encode_segment_header(seq: u64, segment_bytes: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..16].copy_from_slice(&seq.to_le_bytes());
-    h[16..24].copy_from_slice(&segment_bytes.to_le_bytes());
+    set_u64(&mut h, 8, seq);
+    set_u64(&mut h, 16, segment_bytes);
     let crc = crc32fast::hash(&h[0..28]);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    set_u32(&mut h, 28, crc);
     h
 }
 
@@ -59,11 +63,10 @@ pub fn decode_segment_header(h: &[u8]) -> Result<u64, &'static str> {
     if &h[0..8] != SEGMENT_MAGIC {
         return Err("segment header has a bad magic");
     }
-    let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
-    if crc != crc32fast::hash(&h[0..28]) || h[24..28] != [0, 0, 0, 0] {
+    if le_u32(h, 28) != crc32fast::hash(&h[0..28]) || h[24..28] != [0, 0, 0, 0] {
         return Err("segment header fails its CRC");
     }
-    Ok(u64::from_le_bytes(h[8..16].try_into().unwrap_or([0; 8])))
+    Ok(le_u64(h, 8))
 }
 
 /// Appends one record to `out`: the header, then the payload, then fills in the CRC, which
@@ -77,14 +80,14 @@ pub fn encode_record(
     payload: &[u8],
 ) {
     let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.put_u32(0);
+    out.put_u32(payload.len() as u32);
     out.extend_from_slice(&[rtype, kind, 0, 0]);
-    out.extend_from_slice(&term.to_le_bytes());
-    out.extend_from_slice(&index.to_le_bytes());
+    out.put_u64(term);
+    out.put_u64(index);
     out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out[start + 4..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    set_u32(out, start, crc);
 }
 
 /// A record header that passed its structural checks (the CRC is checked once the payload
@@ -119,8 +122,8 @@ pub enum HeaderCheck {
 #[inline]
 pub fn check_record_header(h: &[u8], max_record_bytes: u64) -> HeaderCheck {
     let h = &h[..RECORD_HEADER_BYTES];
-    let crc = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-    let payload_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let crc = le_u32(h, 0);
+    let payload_len = le_u32(h, 4);
     let (rtype, kind) = (h[8], h[9]);
     if crc == 0 && payload_len == 0 && rtype == 0 && h.iter().all(|&b| b == 0) {
         return HeaderCheck::Zeros;
@@ -128,8 +131,8 @@ pub fn check_record_header(h: &[u8], max_record_bytes: u64) -> HeaderCheck {
     if h[10] != 0 || h[11] != 0 {
         return HeaderCheck::Bad("record reserved bytes are not zero");
     }
-    let term = u64::from_le_bytes(h[12..20].try_into().unwrap_or([0; 8]));
-    let index = u64::from_le_bytes(h[20..28].try_into().unwrap_or([0; 8]));
+    let term = le_u64(h, 12);
+    let index = le_u64(h, 20);
     match rtype {
         REC_ENTRY => {
             if EntryKind::from_u8(kind).is_none() {
@@ -170,35 +173,50 @@ pub fn record_crc_ok(rec: &[u8], crc: u32) -> bool {
 pub fn encode_hard_state(seq: u64, hs: &HardState) -> [u8; HARD_STATE_BYTES] {
     let mut b = [0u8; HARD_STATE_BYTES];
     b[0..4].copy_from_slice(HARD_STATE_MAGIC);
-    b[4..12].copy_from_slice(&seq.to_le_bytes());
-    b[12..20].copy_from_slice(&hs.term.0.to_le_bytes());
-    b[20..28].copy_from_slice(&hs.vote.map_or(0, |v| v.0).to_le_bytes());
-    b[28..36].copy_from_slice(&hs.commit.0.to_le_bytes());
-    let crc = crc32fast::hash(&b[0..36]);
-    b[36..40].copy_from_slice(&crc.to_le_bytes());
+    set_u64(&mut b, 4, seq);
+    set_u64(&mut b, 12, hs.term.0);
+    set_u64(&mut b, 20, hs.vote.map_or(0, |v| v.0));
+    set_u64(&mut b, 28, hs.commit.0);
+    let (lt, li) = hs.lost.map_or((0, 0), |l| (l.term.0, l.index.0));
+    set_u64(&mut b, 36, lt);
+    set_u64(&mut b, 44, li);
+    let crc = crc32fast::hash(&b[0..52]);
+    set_u32(&mut b, 52, crc);
     b
 }
 
-/// Returns (sequence number, hard state).
+/// Returns (sequence number, hard state). Reads both layouts (`ZHS1` has no lost bound).
 pub fn decode_hard_state(b: &[u8]) -> Result<(u64, HardState), &'static str> {
-    if b.len() != HARD_STATE_BYTES {
+    let (body_len, v2) = match b.get(0..4) {
+        Some(m) if m == HARD_STATE_MAGIC => (HARD_STATE_BYTES - 4, true),
+        Some(m) if m == HARD_STATE_MAGIC_V1 => (HARD_STATE_BYTES_V1 - 4, false),
+        _ if b.len() != HARD_STATE_BYTES && b.len() != HARD_STATE_BYTES_V1 => {
+            return Err("hard-state file has the wrong length")
+        }
+        _ => return Err("hard-state file has a bad magic"),
+    };
+    if b.len() != body_len + 4 {
         return Err("hard-state file has the wrong length");
     }
-    if &b[0..4] != HARD_STATE_MAGIC {
-        return Err("hard-state file has a bad magic");
-    }
-    let crc = u32::from_le_bytes([b[36], b[37], b[38], b[39]]);
-    if crc != crc32fast::hash(&b[0..36]) {
+    if le_u32(b, body_len) != crc32fast::hash(&b[0..body_len]) {
         return Err("hard-state file fails its CRC");
     }
-    let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap_or([0; 8]));
-    let vote = u(20..28);
+    let vote = le_u64(b, 20);
+    let lost = if v2 && le_u64(b, 44) != 0 {
+        Some(LostEntries {
+            term: Term(le_u64(b, 36)),
+            index: LogIndex(le_u64(b, 44)),
+        })
+    } else {
+        None
+    };
     Ok((
-        u(4..12),
+        le_u64(b, 4),
         HardState {
-            term: Term(u(12..20)),
+            term: Term(le_u64(b, 12)),
             vote: if vote == 0 { None } else { Some(NodeId(vote)) },
-            commit: LogIndex(u(28..36)),
+            commit: LogIndex(le_u64(b, 28)),
+            lost,
         },
     ))
 }
@@ -208,14 +226,14 @@ pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
     meta.membership.encode(&mut m);
     let mut out = Vec::with_capacity(SNAPSHOT_OVERHEAD_BYTES + m.len() + data.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&meta.index.0.to_le_bytes());
-    out.extend_from_slice(&meta.term.0.to_le_bytes());
-    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    out.put_u64(meta.index.0);
+    out.put_u64(meta.term.0);
+    out.put_u32(m.len() as u32);
     out.extend_from_slice(&m);
-    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.put_u64(data.len() as u64);
     out.extend_from_slice(data);
     let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.put_u32(crc);
     out
 }
 
@@ -226,7 +244,7 @@ pub fn decode_snapshot(b: &[u8]) -> Result<(SnapshotMeta, &[u8]), DecodeError> {
         return Err(DecodeError::new("snapshot file is truncated"));
     }
     let (body, crc) = b.split_at(b.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+    if crc32fast::hash(body) != le_u32(crc, 0) {
         return Err(DecodeError::new("snapshot file fails its CRC"));
     }
     let mut r = Reader::new(body);
@@ -270,6 +288,7 @@ mod tests {
             term: Term(7),
             vote: Some(NodeId(3)),
             commit: LogIndex(99),
+            lost: None,
         };
         let b = encode_hard_state(42, &hs);
         assert_eq!(decode_hard_state(&b), Ok((42, hs)));

@@ -50,18 +50,32 @@
 //! the whole group.
 //!
 //! # Hard state
-//! Kept twice, in `hardstate.0` and `hardstate.1`, each 40 bytes: magic `ZHS1` (4), sequence
-//! number (8), term (8), vote (8, 0 = none), commit (8), CRC of the 36 bytes before (4). A write
-//! overwrites the copy with the *older* sequence number with the next one and syncs it, so a
-//! torn write can only damage the copy being replaced; the newest valid copy wins. The files
-//! are rewritten only when the term or the vote changes (an election: rare); before that the
-//! log written so far is synced, so hard state never becomes durable ahead of earlier batches,
-//! and the commit index the file holds is capped at the log durable at that moment.
+//! Kept twice, in `hardstate.0` and `hardstate.1`, each 56 bytes: magic `ZHS2` (4), sequence
+//! number (8), term (8), vote (8, 0 = none), commit (8), lost-entries bound term (8) and index
+//! (8, 0 = no bound; see below), CRC of the 52 bytes before (4). The first layout, `ZHS1` (40
+//! bytes, no bound), is still read. A write overwrites the copy with the *older* sequence
+//! number with the next one and syncs it, so a torn write can only damage the copy being
+//! replaced; the newest valid copy wins. The files are rewritten only when the term, the vote
+//! or the bound changes (rare); before that the log written so far is synced, so hard state
+//! never becomes durable ahead of earlier batches, and the commit index the file holds is
+//! capped at the log durable at that moment.
 //! Every hard state is also a record in the log (commit changes every batch, and costs no extra
-//! sync there). Recovery joins the file and the records: the highest term wins, a vote within
-//! a term is kept, commit is the maximum (none of them ever goes backwards), and at least the
-//! snapshot's index (a snapshot holds only committed entries; compaction may have deleted the
-//! latest commit record below it).
+//! sync there); the record carries term, vote and commit, not the bound, which only the files
+//! hold. Recovery joins the file and the records: the highest term wins, a vote within a term is
+//! kept, commit is the maximum (none of them ever goes backwards), and at least the snapshot's
+//! index (a snapshot holds only committed entries; compaction may have deleted the latest
+//! commit record below it).
+//!
+//! # Lost entries
+//! A torn tail (row T2) cannot be told apart from a damaged record that had been synced, and
+//! so acknowledged: cutting it may lose entries this node promised to hold. Before the tail is
+//! cut, `open` makes durable, in the hard-state files, a bound on what it may have held
+//! (`HardState::lost`): every lost entry has a term at most the recovered term (a term is in the
+//! files before any entry of it is written) and an index at most the last kept index plus the
+//! number of records the damaged bytes could hold (from the cut to the last non-zero byte, at
+//! least one), or the index of a snapshot file the damaged records may have referred to. The
+//! raft core then withholds its vote accordingly and clears the bound (through an ordinary hard
+//! state) once it is safe; a bound already in the files is joined with a new one.
 //!
 //! # Snapshot file
 //! Magic `ZATTSNP1` (8), index (8), term (8), membership length (4) and `Membership::encode`
@@ -161,8 +175,46 @@ impl Default for WalOptions {
 pub enum InjectFault {
     /// The `n`-th log `fdatasync` (counting from 1) and every later one fail with EIO.
     SyncEio { nth_sync: u64 },
-    /// A log write that would carry the total bytes written past `bytes` fails with ENOSPC.
+    /// A log or snapshot write that would carry the total bytes written past `bytes` fails
+    /// with ENOSPC.
     WriteEnospc { bytes: u64 },
+}
+
+/// A failure while writing a snapshot file: the fail-stop message names the snapshot rather
+/// than the log (an operator looks for different things in each case).
+#[derive(Debug)]
+pub struct SnapshotWriteError {
+    pub index: u64,
+    pub source: io::Error,
+}
+
+impl fmt::Display for SnapshotWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "snapshot at index {}: {}", self.index, self.source)
+    }
+}
+
+impl std::error::Error for SnapshotWriteError {}
+
+impl SnapshotWriteError {
+    /// Whether `e` came from writing a snapshot file.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|r| r.is::<SnapshotWriteError>())
+    }
+}
+
+/// Bytes available to this process on the file system holding `dir`, if it can tell.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
 }
 
 #[derive(Debug)]
@@ -293,6 +345,25 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
         }
     }
     file.set_len(len)
+}
+
+/// The lost-entries bound after `replay` (see `recovery::lost_bound`), given every snapshot
+/// file in the directory.
+fn lost_after_replay(
+    rep: &recovery::Replayed,
+    snaps: &[(u64, u64, PathBuf)],
+) -> Option<crate::types::LostEntries> {
+    let referenced = rep
+        .boot
+        .snapshot
+        .as_ref()
+        .map(|s| (s.meta.index.0, s.meta.term.0));
+    let stray: Vec<(u64, u64)> = snaps
+        .iter()
+        .map(|(i, t, _)| (*i, *t))
+        .filter(|s| Some(*s) != referenced)
+        .collect();
+    recovery::lost_bound(rep, &stray)
 }
 
 /// One segment as the writer knows it.
@@ -440,7 +511,8 @@ impl Wal {
 
         let (segs, snaps) = list_dir(dir, true)?;
         let rep = recovery::replay(dir, &segs, &opts)?;
-        let boot = rep.boot;
+        let lost = lost_after_replay(&rep, &snaps);
+        let mut boot = rep.boot;
 
         // The hard-state files: create both on a new directory (H1), or rewrite a bad copy (H2).
         let mut hs_files = Vec::with_capacity(2);
@@ -468,7 +540,7 @@ impl Wal {
             }
             hs_files.push(f);
         }
-        let (hs_seq, hs_slot) = rep.hard_state_newest.unwrap_or((1, 1));
+        let (mut hs_seq, mut hs_slot) = rep.hard_state_newest.unwrap_or((1, 1));
         if created {
             sync_dir(dir).map_err(|e| WalError::Io {
                 context: "initialise".into(),
@@ -479,6 +551,41 @@ impl Wal {
             Ok(a) => a,
             Err(_) => unreachable!("two hard-state files were opened"),
         };
+        // A new lost-entries bound is durable before the tail it stands for is cut, so a crash
+        // in between cannot forget both (see "Lost entries" above).
+        let mut hs_file = rep.file_hard_state;
+        if lost != boot.hard_state.lost {
+            let kept_last = boot
+                .entries
+                .last()
+                .map(|e| e.index)
+                .or(boot.snapshot.as_ref().map(|s| s.meta.index))
+                .unwrap_or_default();
+            let hs = HardState {
+                commit: boot.hard_state.commit.min(kept_last),
+                lost,
+                ..boot.hard_state
+            };
+            let slot = 1 - hs_slot;
+            let path = dir.join(hard_state_file_name(slot));
+            hs_files[slot]
+                .write_all_at(&encode_hard_state(hs_seq + 1, &hs), 0)
+                .and_then(|_| hs_files[slot].sync_data())
+                .map_err(werr("write", &path))?;
+            hs_seq += 1;
+            hs_slot = slot;
+            hs_file = hs;
+            boot.hard_state.lost = lost;
+            if let Some(b) = lost {
+                log::warn!(
+                    "{}: recovery discards records that may have been acknowledged; votes \
+                     are withheld from candidates behind index {} in term {} until that is safe",
+                    dir.display(),
+                    b.index.0,
+                    b.term.0
+                );
+            }
+        }
 
         // The log view.
         let mut view = LogView::default();
@@ -567,7 +674,7 @@ impl Wal {
             snapshot: snap,
             snapshot_bytes,
             pending_compaction: None,
-            hs_file: rep.file_hard_state,
+            hs_file,
             hs_seq,
             hs_slot,
             hs_files,
@@ -583,8 +690,12 @@ impl Wal {
     /// Recovers the directory read-only: no lock, no repair, nothing created or deleted
     /// (offline inspection, tests). The answer is what `open` would return.
     pub fn inspect(dir: &Path, opts: &WalOptions) -> Result<Boot, WalError> {
-        let (segs, _) = list_dir(dir, false)?;
-        Ok(recovery::replay(dir, &segs, opts)?.boot)
+        let (segs, snaps) = list_dir(dir, false)?;
+        let rep = recovery::replay(dir, &segs, opts)?;
+        let lost = lost_after_replay(&rep, &snaps);
+        let mut boot = rep.boot;
+        boot.hard_state.lost = lost;
+        Ok(boot)
     }
 
     /// Bytes on disk that hold state: log records, segment headers and the snapshot.
@@ -620,6 +731,12 @@ impl Wal {
     }
 
     fn write_snapshot_file(&mut self, snap: &Snapshot) -> io::Result<()> {
+        let index = snap.meta.index.0;
+        self.write_snapshot_file_inner(snap)
+            .map_err(|source| io::Error::new(source.kind(), SnapshotWriteError { index, source }))
+    }
+
+    fn write_snapshot_file_inner(&mut self, snap: &Snapshot) -> io::Result<()> {
         if snap.data.len() as u64 > self.opts.max_snapshot_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -642,6 +759,15 @@ impl Wal {
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let bytes = encode_snapshot(&snap.meta, &snap.data);
+        if let Some(InjectFault::WriteEnospc { bytes: limit }) = self.opts.inject_fault {
+            if self.bytes_written + bytes.len() as u64 > limit {
+                return Err(ctx(
+                    io::Error::from_raw_os_error(libc::ENOSPC),
+                    "write",
+                    &tmp,
+                ));
+            }
+        }
         let f = File::create(&tmp).map_err(|e| ctx(e, "create", &tmp))?;
         f.write_all_at(&bytes, 0)
             .map_err(|e| ctx(e, "write", &tmp))?;
@@ -896,7 +1022,26 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
         .open(&tmp)
         .map_err(|e| ctx(e, "create", &tmp))?;
     if opts.preallocate {
-        preallocate(&f, opts.segment_bytes).map_err(|e| ctx(e, "preallocate", &tmp))?;
+        if let Err(e) = preallocate(&f, opts.segment_bytes) {
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                let free = free_bytes(dir)
+                    .map(|b| format!("{b} bytes are free"))
+                    .unwrap_or_else(|| "free space unknown".into());
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "not enough disk space in {} for a write-ahead log segment: it needs \
+                         {} bytes (--wal-segment-size) and {free}; free space or lower \
+                         --wal-segment-size",
+                        dir.display(),
+                        opts.segment_bytes
+                    ),
+                ));
+            }
+            return Err(ctx(e, "preallocate", &tmp));
+        }
     }
     f.write_all_at(&encode_segment_header(seq, opts.segment_bytes), 0)
         .map_err(|e| ctx(e, "write", &tmp))?;
@@ -920,7 +1065,10 @@ impl LogStorage for Wal {
             self.write_snapshot_file(s)?;
         }
         if let Some(hs) = &batch.hard_state {
-            if hs.term != self.hs_file.term || hs.vote != self.hs_file.vote {
+            if hs.term != self.hs_file.term
+                || hs.vote != self.hs_file.vote
+                || hs.lost != self.hs_file.lost
+            {
                 // Earlier batches first, so the hard state is never durable ahead of them.
                 self.flush_sync()?;
                 // A follower's commit may point into this batch's entries, not yet durable:

@@ -7,7 +7,7 @@
 use super::format::*;
 use super::{snapshot_file_name, WalError, WalOptions};
 use crate::raft::Boot;
-use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, Term};
+use crate::types::{Entry, EntryKind, HardState, LogIndex, LostEntries, NodeId, Snapshot, Term};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -31,6 +31,9 @@ pub struct SegmentScan {
     pub max_entry_index: Option<u64>,
     /// A torn tail to cut off (last segment only): (offset, reason).
     pub torn: Option<(u64, String)>,
+    /// With `torn`: the offset just past the last non-zero byte of the segment, so the damaged
+    /// span is `torn.0..damage_end`.
+    pub damage_end: u64,
 }
 
 pub struct Replayed {
@@ -45,18 +48,22 @@ pub struct Replayed {
 }
 
 /// Combines two hard states that were each durable at some time: terms only grow, a vote is
-/// never changed within a term, commit never goes backwards; so the join is the newest.
+/// never changed within a term, commit never goes backwards; so the join is the newest. A
+/// lost-entries bound is kept if either holds one (only the files carry it, and they are
+/// rewritten when it is cleared, so this never resurrects a cleared bound).
 pub fn merge_hard_state(a: HardState, b: HardState) -> HardState {
     let commit = a.commit.max(b.commit);
+    let lost = LostEntries::join(a.lost, b.lost);
     if b.term > a.term {
-        HardState { commit, ..b }
+        HardState { commit, lost, ..b }
     } else if b.term < a.term {
-        HardState { commit, ..a }
+        HardState { commit, lost, ..a }
     } else {
         HardState {
             term: a.term,
             vote: a.vote.or(b.vote),
             commit,
+            lost,
         }
     }
 }
@@ -257,11 +264,12 @@ impl LogState {
                 self.expected = Some(h.index.saturating_add(1));
             }
             REC_HARD_STATE => {
-                let vote = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+                let vote = crate::bytes::le_u64(payload, 0);
                 let hs = HardState {
                     term: Term(h.term),
                     vote: if vote == 0 { None } else { Some(NodeId(vote)) },
                     commit: LogIndex(h.index),
+                    lost: None,
                 };
                 self.hs = Some(match self.hs {
                     Some(old) => merge_hard_state(old, hs),
@@ -443,6 +451,7 @@ fn scan_segment(
     };
     let valid_end = buf_off + pos as u64;
     let mut torn = None;
+    let mut damage_end = valid_end;
     let why = match stop {
         Stop::Eof => None,
         Stop::Zeros => Some("zeroed bytes"),
@@ -451,7 +460,7 @@ fn scan_segment(
     if let Some(why) = why {
         // Every offset after the damage is a candidate: the bad record's own length field is
         // not trusted to skip its "payload" (a damaged length would hide good records).
-        let (valid_after, nonzero_after) =
+        let (valid_after, last_nonzero) =
             find_valid_record_after(&f, path, valid_end, valid_end + 1, file_len, opts)?;
         if let Some(q) = valid_after {
             // T3: damage followed by a good record cannot be a torn write: corruption.
@@ -461,7 +470,8 @@ fn scan_segment(
                 format!("{why}, followed by a valid record at offset {q}"),
             ));
         }
-        if nonzero_after {
+        if let Some(end) = last_nonzero {
+            damage_end = end;
             if !is_last {
                 // T4: a segment is synced before the next one is created, so its tail is never torn.
                 return Err(corrupt(
@@ -481,6 +491,7 @@ fn scan_segment(
         valid_end,
         max_entry_index,
         torn,
+        damage_end,
     })
 }
 
@@ -507,8 +518,9 @@ fn fill(
     Ok(())
 }
 
-/// Looks for any valid record starting at or after `first_candidate` and reports whether
-/// any non-zero byte lies at or after `from`. Gives up (answering "found") past a CRC budget.
+/// Looks for any valid record starting at or after `first_candidate` and reports the offset
+/// just past the last non-zero byte at or after `from` (None: all zeros). Gives up (answering
+/// "found") past a CRC budget.
 fn find_valid_record_after(
     f: &File,
     path: &Path,
@@ -516,10 +528,11 @@ fn find_valid_record_after(
     first_candidate: u64,
     file_len: u64,
     opts: &WalOptions,
-) -> Result<(Option<u64>, bool), WalError> {
+) -> Result<(Option<u64>, Option<u64>), WalError> {
     const WINDOW: usize = 1 << 20;
     let hb = RECORD_HEADER_BYTES;
     let mut nonzero = false;
+    let mut last_nonzero: Option<u64> = None;
     let mut budget = SCAN_CRC_BUDGET_BYTES;
     let mut wbuf = vec![0u8; WINDOW + hb];
     let mut rec_buf = Vec::new();
@@ -531,6 +544,9 @@ fn find_valid_record_after(
         let body = n.min(WINDOW);
         if !nonzero && wbuf[..n].iter().any(|&b| b != 0) {
             nonzero = true;
+        }
+        if let Some(p) = wbuf[..body].iter().rposition(|&b| b != 0) {
+            last_nonzero = Some(start + p as u64 + 1);
         }
         if nonzero {
             for i in 0..body {
@@ -548,7 +564,7 @@ fn find_valid_record_after(
                         continue;
                     }
                     if total > budget {
-                        return Ok((Some(q), true));
+                        return Ok((Some(q), last_nonzero));
                     }
                     budget -= total;
                     let ok = if i + total as usize <= n {
@@ -560,14 +576,50 @@ fn find_valid_record_after(
                         record_crc_ok(&rec_buf, rh.crc)
                     };
                     if ok {
-                        return Ok((Some(q), true));
+                        return Ok((Some(q), last_nonzero));
                     }
                 }
             }
         }
         start += body as u64;
     }
-    Ok((None, nonzero))
+    Ok((None, last_nonzero))
+}
+
+/// The bound on entries that the torn tail of the last segment may have held (see "Lost
+/// entries" in `wal/mod.rs`), joined with any bound the hard-state files already carry.
+/// `stray_snapshots` are the snapshot files the log does not refer to: a damaged snapshot
+/// record may have referred to one of them.
+pub fn lost_bound(rep: &Replayed, stray_snapshots: &[(u64, u64)]) -> Option<LostEntries> {
+    let previous = rep.boot.hard_state.lost;
+    let Some(last) = rep.segments.last() else {
+        return previous;
+    };
+    let Some((cut, _)) = &last.torn else {
+        return previous;
+    };
+    let kept_last = rep
+        .boot
+        .entries
+        .last()
+        .map(|e| (e.term, e.index))
+        .or(rep
+            .boot
+            .snapshot
+            .as_ref()
+            .map(|s| (s.meta.term, s.meta.index)))
+        .unwrap_or_default();
+    let span = last.damage_end.saturating_sub(*cut).max(1);
+    let records = span.div_ceil(RECORD_HEADER_BYTES as u64);
+    let mut term = rep.boot.hard_state.term.max(kept_last.0);
+    let mut index = LogIndex(kept_last.1 .0.saturating_add(records));
+    for &(i, t) in stray_snapshots {
+        if i > kept_last.1 .0 {
+            index = index.max(LogIndex(i));
+            term = term.max(Term(t));
+        }
+    }
+    LostEntries::join(previous, Some(LostEntries { term, index }))
 }
 
 /// Replays every segment in order, then loads the snapshot the log refers to.

@@ -201,7 +201,12 @@ fn run(
                 }
             };
             if let Err(e) = r {
-                fatal(&format!("WAL write failed: {e}"));
+                let what = if super::SnapshotWriteError::is(&e) {
+                    "snapshot write failed"
+                } else {
+                    "WAL write failed"
+                };
+                fatal(&format!("{what}: {e}"));
                 return;
             }
         }

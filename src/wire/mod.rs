@@ -17,27 +17,39 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0x5A 0x74` ("Zt") |
-//! | 2 | 1 | version, 1 |
+//! | 2 | 1 | version, 2 |
 //! | 3 | 1 | flags: bit 0 = a tag follows the body; other bits must be 0 |
 //! | 4 | 8 | cluster id |
 //! | 12 | 8 | from: sender's `NodeId` |
 //! | 20 | 8 | to: receiver's `NodeId` |
-//! | 28 | 8 | message id: a per-sender counter, shared by a message's fragments |
-//! | 36 | 2 | fragment index, `0..count` |
-//! | 38 | 2 | fragment count, ≥ 1 |
-//! | 40 | 4 | body length: must equal the datagram's length − 44 − tag length |
-//! | 44 | n | body (a whole message body, or one fragment of it) |
-//! | 44+n | 32 | when a cluster secret is configured: HMAC-SHA256(secret, bytes 0..44+n) |
+//! | 28 | 8 | from incarnation: the random id of the sender's data directory (0: none) |
+//! | 36 | 8 | to incarnation: the receiver's data directory as the sender knows it (0: unknown) |
+//! | 44 | 8 | message id: a per-sender counter, shared by a message's fragments |
+//! | 52 | 2 | fragment index, `0..count` |
+//! | 54 | 2 | fragment count, ≥ 1 |
+//! | 56 | 4 | body length: must equal the datagram's length − 60 − tag length |
+//! | 60 | n | body (a whole message body, or one fragment of it) |
+//! | 60+n | 32 | when a cluster secret is configured: HMAC-SHA256(secret, bytes 0..60+n) |
 //!
 //! Checks, in this order; the first that fails drops the datagram and counts it under the
-//! named `DropReason`: length ≥ 44 (`TooShort`); magic (`BadMagic`); version (`BadVersion`);
+//! named `DropReason`: length ≥ 60 (`TooShort`); magic (`BadMagic`); version (`BadVersion`);
 //! unknown flag bits (`BadFlags`); tag flag against the local configuration (`MissingTag`,
-//! `UnexpectedTag`); length ≥ 44 + tag (`TooShort`); body length field (`BadLength`); cluster
+//! `UnexpectedTag`); length ≥ 60 + tag (`TooShort`); body length field (`BadLength`); cluster
 //! id (`WrongCluster`); `to` is this node (`NotForMe`); `from` is neither 0 nor this node
 //! (`BadSender`); the tag, compared in constant time (`BadTag`); fragment index < count,
 //! count ≥ 1, no empty fragment of a multi-fragment message (`BadFragment`). Only then is the
 //! body looked at. The tag authenticates but does not prevent replay: Raft tolerates duplicated
 //! and delayed messages by design.
+//!
+//! Incarnations: a server is known to its peers by (node id, incarnation), the incarnation
+//! being drawn at random when its data directory is created. Once a whole Raft message is
+//! decoded: a nonzero "to incarnation" that is not this node's own drops it (`NotMyIncarnation`:
+//! the sender knew a data directory of this node that is gone), and a "from incarnation" other
+//! than the one pinned for that sender drops it (`IncarnationChanged`: the sender's storage was
+//! lost or replaced, so its votes and acknowledgements are not the promises of the member the
+//! receiver knew). The first Raft message from an unpinned sender is delivered as a first
+//! contact, and the host pins the sender's incarnation durably before stepping it. Probes are
+//! never dropped for their incarnations: answering them is how a replaced server learns it.
 //!
 //! A body larger than `max_datagram − 44 − tag` is cut into fragments of exactly that size
 //! (the last one shorter), each a full datagram with its own envelope and tag. The receiver
@@ -63,6 +75,12 @@
 //! | 7 | InstallSnapshot | index u64, term u64, membership (`Membership::encode`), offset u64, total u64, done bool, data bytes |
 //! | 8 | InstallSnapshotResponse | snapshot_index u64, next_offset u64, installed bool |
 //! | 9 | TimeoutNow | — |
+//! | 10 | Probe (not Raft: a server with an empty data directory asks whether it is known) | member bool |
+//! | 11 | ProbeReply | member bool |
+//!
+//! In a probe or its reply, `term` is 0, `member` says whether the sender is a running member
+//! of a cluster (false: it is itself still asking), and the envelope's incarnations say who the
+//! sender is and what it knows the receiver by.
 //!
 //! The entry count is refused unless count × 21 (the smallest entry) ≤ the bytes left, before
 //! the entry vector is allocated; bytes left over after the last field are refused

@@ -11,15 +11,17 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::bytes::{le_u16, le_u32, le_u64, set_u16, set_u32, set_u64, PutLe};
 use crate::types::*;
+use std::collections::BTreeMap;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// "Zt": the first two bytes of every Zatt peer datagram.
 pub const MAGIC: [u8; 2] = [0x5A, 0x74];
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Envelope bytes before the body.
-pub const HEADER_BYTES: usize = 44;
+pub const HEADER_BYTES: usize = 60;
 /// HMAC-SHA256 tag bytes after the body, when a cluster secret is configured.
 pub const TAG_BYTES: usize = 32;
 /// Flag bit: the datagram ends with a tag.
@@ -59,6 +61,9 @@ pub struct PeerCodecConfig {
     /// (e.g. its start time in nanoseconds) so that its fragments cannot be mixed with
     /// partials a peer still holds from before the restart.
     pub first_message_id: u64,
+    /// This node's incarnation: the random id of its data directory, carried by every datagram
+    /// it sends (0: none, and no incarnation check on what it receives).
+    pub incarnation: u64,
 }
 
 impl PeerCodecConfig {
@@ -73,6 +78,7 @@ impl PeerCodecConfig {
             max_reassembly_bytes: 128 << 20,
             reassembly_timeout_ticks: 50,
             first_message_id: 0,
+            incarnation: 0,
         }
     }
 }
@@ -122,6 +128,13 @@ drop_reasons! {
     Stale,
     /// The envelope was good but the body does not decode as a message.
     BadBody,
+    /// A Raft message addressed to another incarnation of this node: the sender knew this
+    /// node by a data directory that is gone (this server's storage was lost or replaced).
+    NotMyIncarnation,
+    /// A Raft message from a peer whose incarnation differs from the one this node knew it
+    /// by: that peer's data directory was lost or replaced, so its votes and acknowledgements
+    /// are not the promises of the member this node knew.
+    IncarnationChanged,
     /// An outgoing message too large to send (over `max_message_bytes` or 65535 fragments).
     Unsendable,
 }
@@ -174,8 +187,53 @@ struct Partial {
     charged: usize,
 }
 
+/// What one whole, checked datagram held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// A Raft message. `first_contact`: the sender's incarnation is not pinned yet; the host
+    /// pins it durably (`PeerCodec::pin`) before it steps the message, so that a later
+    /// datagram from another incarnation of the sender is refused.
+    Raft {
+        msg: Message,
+        incarnation: u64,
+        first_contact: bool,
+    },
+    /// A server starting with an empty data directory asks whether it was known here.
+    Probe(Probe),
+    /// The answer to a probe.
+    ProbeReply(Probe),
+}
+
+/// A probe or its reply. Neither is checked against pins: a probe from a replaced server must
+/// reach those that knew its old incarnation so they can say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub from: NodeId,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// The incarnation the sender knows the receiver by (0: it does not know it).
+    pub known_as: u64,
+    /// The sender is a running member of a cluster (false: it is itself still asking).
+    pub member: bool,
+}
+
+/// The last datagram refused for its incarnation, for the host's log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncarnationDrop {
+    pub reason: DropReason,
+    pub from: NodeId,
+    /// The incarnation the datagram carried (the sender's for `IncarnationChanged`, the one it
+    /// knows this node by for `NotMyIncarnation`).
+    pub got: u64,
+    /// The incarnation expected instead.
+    pub expected: u64,
+}
+
 pub struct PeerCodec {
     cfg: PeerCodecConfig,
+    /// Each peer's incarnation as this node knows it (see `pin`).
+    pins: BTreeMap<NodeId, u64>,
+    last_incarnation_drop: Option<IncarnationDrop>,
     mac: Option<HmacSha256>,
     next_msg_id: u64,
     /// Reused for every outgoing message: envelope placeholder, then the encoded body.
@@ -194,6 +252,8 @@ pub struct PeerCodec {
 struct Envelope {
     from: u64,
     to: u64,
+    from_incarnation: u64,
+    to_incarnation: u64,
     msg_id: u64,
     frag_index: u16,
     frag_count: u16,
@@ -214,6 +274,8 @@ impl PeerCodec {
             .as_ref()
             .map(|s| HmacSha256::new_from_slice(s).expect("HMAC accepts keys of any length"));
         PeerCodec {
+            pins: BTreeMap::new(),
+            last_incarnation_drop: None,
             next_msg_id: cfg.first_message_id,
             buf: Vec::with_capacity(cfg.max_datagram),
             frag: Vec::with_capacity(cfg.max_datagram),
@@ -233,6 +295,30 @@ impl PeerCodec {
 
     pub fn drops(&self) -> &DropCounters {
         &self.drops
+    }
+
+    /// Records `peer`'s incarnation: from now on only Raft messages from that incarnation are
+    /// accepted from it, and every datagram to it names it. The host makes the pin durable
+    /// before calling this (see `Inbound::Raft::first_contact`).
+    pub fn pin(&mut self, peer: NodeId, incarnation: u64) {
+        if incarnation != 0 {
+            self.pins.insert(peer, incarnation);
+        }
+    }
+
+    /// Forgets `peer`'s incarnation (it left the membership; a new server may take its id).
+    pub fn unpin(&mut self, peer: NodeId) {
+        self.pins.remove(&peer);
+    }
+
+    /// The incarnation `peer` is known by, if pinned.
+    pub fn pinned(&self, peer: NodeId) -> Option<u64> {
+        self.pins.get(&peer).copied()
+    }
+
+    /// The last datagram refused for its incarnation (the counts are in `drops`).
+    pub fn last_incarnation_drop(&self) -> Option<IncarnationDrop> {
+        self.last_incarnation_drop
     }
 
     /// Partial messages held for reassembly.
@@ -257,14 +343,47 @@ impl PeerCodec {
     /// `max_datagram`, handing each to `emit` in order. Datagrams are built in buffers the
     /// codec reuses. A message over `max_message_bytes` is not sent and counted `Unsendable`.
     pub fn encode(&mut self, msg: &Message, emit: &mut dyn FnMut(&[u8])) {
-        let msg_id = self.next_msg_id;
-        self.next_msg_id = self.next_msg_id.wrapping_add(1);
-        let tag_len = self.tag_len();
-
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.resize(HEADER_BYTES, 0);
         encode_body(msg, &mut buf);
+        self.send_body(msg.from, msg.to, buf, emit);
+    }
+
+    /// Encodes a probe (`reply`: the answer to one) to `to`; `member` says whether this node is
+    /// a running member of a cluster. Carries the incarnation `to` is pinned as, if any.
+    pub fn encode_probe(
+        &mut self,
+        to: NodeId,
+        reply: bool,
+        member: bool,
+        emit: &mut dyn FnMut(&[u8]),
+    ) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.resize(HEADER_BYTES, 0);
+        buf.put_u64(0);
+        buf.push(if reply {
+            kind::PROBE_REPLY
+        } else {
+            kind::PROBE
+        });
+        buf.push(member as u8);
+        self.send_body(self.cfg.self_id, to, buf, emit);
+    }
+
+    /// Sends the body in `buf` (after `HEADER_BYTES` of room), fragmenting when needed.
+    fn send_body(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        mut buf: Vec<u8>,
+        emit: &mut dyn FnMut(&[u8]),
+    ) {
+        let msg_id = self.next_msg_id;
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        let tag_len = self.tag_len();
+        let ids = (from, to, self.pins.get(&to).copied().unwrap_or(0));
         let body_len = buf.len() - HEADER_BYTES;
         if body_len > self.cfg.max_message_bytes {
             self.drops.bump(DropReason::Unsendable);
@@ -272,7 +391,7 @@ impl PeerCodec {
             return;
         }
         if HEADER_BYTES + body_len + tag_len <= self.cfg.max_datagram {
-            self.write_header(&mut buf[..HEADER_BYTES], msg, msg_id, 0, 1, body_len);
+            self.write_header(&mut buf[..HEADER_BYTES], ids, msg_id, 0, 1, body_len);
             self.append_tag(&mut buf);
             emit(&buf);
             self.buf = buf;
@@ -291,7 +410,7 @@ impl PeerCodec {
             frag.resize(HEADER_BYTES, 0);
             self.write_header(
                 &mut frag[..HEADER_BYTES],
-                msg,
+                ids,
                 msg_id,
                 i as u16,
                 count as u16,
@@ -305,10 +424,11 @@ impl PeerCodec {
         self.buf = buf;
     }
 
+    /// `ids`: (from, to, the incarnation `to` is known by).
     fn write_header(
         &self,
         h: &mut [u8],
-        msg: &Message,
+        ids: (NodeId, NodeId, u64),
         msg_id: u64,
         index: u16,
         count: u16,
@@ -317,13 +437,15 @@ impl PeerCodec {
         h[0..2].copy_from_slice(&MAGIC);
         h[2] = VERSION;
         h[3] = if self.mac.is_some() { FLAG_TAGGED } else { 0 };
-        h[4..12].copy_from_slice(&self.cfg.cluster_id.to_le_bytes());
-        h[12..20].copy_from_slice(&msg.from.0.to_le_bytes());
-        h[20..28].copy_from_slice(&msg.to.0.to_le_bytes());
-        h[28..36].copy_from_slice(&msg_id.to_le_bytes());
-        h[36..38].copy_from_slice(&index.to_le_bytes());
-        h[38..40].copy_from_slice(&count.to_le_bytes());
-        h[40..44].copy_from_slice(&(body_len as u32).to_le_bytes());
+        set_u64(h, 4, self.cfg.cluster_id);
+        set_u64(h, 12, ids.0 .0);
+        set_u64(h, 20, ids.1 .0);
+        set_u64(h, 28, self.cfg.incarnation);
+        set_u64(h, 36, ids.2);
+        set_u64(h, 44, msg_id);
+        set_u16(h, 52, index);
+        set_u16(h, 54, count);
+        set_u32(h, 56, body_len as u32);
     }
 
     fn append_tag(&self, buf: &mut Vec<u8>) {
@@ -338,6 +460,15 @@ impl PeerCodec {
     /// was a fragment stored for reassembly; `Some` for a whole message, which may be the
     /// one this fragment completed.
     pub fn decode(&mut self, datagram: &[u8], now_tick: u64) -> Option<Message> {
+        match self.decode_inbound(datagram, now_tick)? {
+            Inbound::Raft { msg, .. } => Some(msg),
+            Inbound::Probe(_) | Inbound::ProbeReply(_) => None,
+        }
+    }
+
+    /// Checks and decodes one datagram into whatever it holds (see `Inbound`). `None` when it
+    /// was dropped (and counted) or stored for reassembly.
+    pub fn decode_inbound(&mut self, datagram: &[u8], now_tick: u64) -> Option<Inbound> {
         match self.check_envelope(datagram) {
             Err(reason) => {
                 self.drops.bump(reason);
@@ -353,14 +484,76 @@ impl PeerCodec {
         }
     }
 
-    fn finish(&mut self, env: &Envelope, body: &[u8]) -> Option<Message> {
-        match decode_body(body, NodeId(env.from), NodeId(env.to)) {
-            Ok(m) => Some(m),
+    fn finish(&mut self, env: &Envelope, body: &[u8]) -> Option<Inbound> {
+        let from = NodeId(env.from);
+        if let Some(k) = probe_kind(body) {
+            let member = match body.get(9) {
+                Some(0) if body.len() == 10 => false,
+                Some(1) if body.len() == 10 => true,
+                _ => {
+                    self.drops.bump(DropReason::BadBody);
+                    return None;
+                }
+            };
+            let p = Probe {
+                from,
+                incarnation: env.from_incarnation,
+                known_as: env.to_incarnation,
+                member,
+            };
+            return Some(if k == kind::PROBE {
+                Inbound::Probe(p)
+            } else {
+                Inbound::ProbeReply(p)
+            });
+        }
+        let msg = match decode_body(body, from, NodeId(env.to)) {
+            Ok(m) => m,
             Err(_) => {
                 self.drops.bump(DropReason::BadBody);
-                None
+                return None;
             }
+        };
+        let me = self.cfg.incarnation;
+        if me != 0 && env.to_incarnation != 0 && env.to_incarnation != me {
+            return self.incarnation_drop(
+                DropReason::NotMyIncarnation,
+                from,
+                env.to_incarnation,
+                me,
+            );
         }
+        let pinned = self.pins.get(&from).copied();
+        match pinned {
+            Some(p) if env.from_incarnation != p => self.incarnation_drop(
+                DropReason::IncarnationChanged,
+                from,
+                env.from_incarnation,
+                p,
+            ),
+            _ => Some(Inbound::Raft {
+                msg,
+                incarnation: env.from_incarnation,
+                first_contact: pinned.is_none() && env.from_incarnation != 0,
+            }),
+        }
+    }
+
+    fn incarnation_drop(
+        &mut self,
+        reason: DropReason,
+        from: NodeId,
+        got: u64,
+        expected: u64,
+    ) -> Option<Inbound> {
+        self.drops.bump(reason);
+        self.last_incarnation_drop = Some(IncarnationDrop {
+            reason,
+            from,
+            got,
+            expected,
+        });
+        None
     }
 
     /// The envelope checks, cheapest first; the tag last of the fixed fields so that a
@@ -389,15 +582,15 @@ impl PeerCodec {
         if d.len() < HEADER_BYTES + tag_len {
             return Err(DropReason::TooShort);
         }
-        let body_len = le_u32(&d[40..44]) as usize;
+        let body_len = le_u32(d, 56) as usize;
         if body_len != d.len() - HEADER_BYTES - tag_len {
             return Err(DropReason::BadLength);
         }
-        if le_u64(&d[4..12]) != self.cfg.cluster_id {
+        if le_u64(d, 4) != self.cfg.cluster_id {
             return Err(DropReason::WrongCluster);
         }
-        let from = le_u64(&d[12..20]);
-        let to = le_u64(&d[20..28]);
+        let from = le_u64(d, 12);
+        let to = le_u64(d, 20);
         if to != self.cfg.self_id.0 {
             return Err(DropReason::NotForMe);
         }
@@ -413,21 +606,23 @@ impl PeerCodec {
                 return Err(DropReason::BadTag);
             }
         }
-        let frag_index = u16::from_le_bytes([d[36], d[37]]);
-        let frag_count = u16::from_le_bytes([d[38], d[39]]);
+        let frag_index = le_u16(d, 52);
+        let frag_count = le_u16(d, 54);
         if frag_count == 0 || frag_index >= frag_count || (frag_count > 1 && body_len == 0) {
             return Err(DropReason::BadFragment);
         }
         Ok(Envelope {
             from,
             to,
-            msg_id: le_u64(&d[28..36]),
+            from_incarnation: le_u64(d, 28),
+            to_incarnation: le_u64(d, 36),
+            msg_id: le_u64(d, 44),
             frag_index,
             frag_count,
         })
     }
 
-    fn reassemble(&mut self, env: &Envelope, body: &[u8], now_tick: u64) -> Option<Message> {
+    fn reassemble(&mut self, env: &Envelope, body: &[u8], now_tick: u64) -> Option<Inbound> {
         let is_last = env.frag_index == env.frag_count - 1;
         // Refuse before storing anything: every fragment but the last has the full chunk
         // length, so count × this length bounds the message.
@@ -587,16 +782,6 @@ impl PeerCodec {
     }
 }
 
-fn le_u32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Message bodies.
 
@@ -610,23 +795,29 @@ mod kind {
     pub const INSTALL_SNAPSHOT: u8 = 7;
     pub const INSTALL_SNAPSHOT_RESPONSE: u8 = 8;
     pub const TIMEOUT_NOW: u8 = 9;
+    pub const PROBE: u8 = 10;
+    pub const PROBE_REPLY: u8 = 11;
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
+/// The probe kind of a body, if it is one (`term` 8 bytes, then the kind).
+fn probe_kind(body: &[u8]) -> Option<u8> {
+    match body.get(8) {
+        Some(&k) if k == kind::PROBE || k == kind::PROBE_REPLY => Some(k),
+        _ => None,
+    }
 }
 
 /// Appends the body of `msg` (everything but `from` and `to`, which the envelope carries).
 pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
-    put_u64(out, msg.term.0);
+    out.put_u64(msg.term.0);
     match &msg.body {
         MessageBody::PreVote {
             last_log_index,
             last_log_term,
         } => {
             out.push(kind::PRE_VOTE);
-            put_u64(out, last_log_index.0);
-            put_u64(out, last_log_term.0);
+            out.put_u64(last_log_index.0);
+            out.put_u64(last_log_term.0);
         }
         MessageBody::PreVoteResponse { granted } => {
             out.push(kind::PRE_VOTE_RESPONSE);
@@ -638,8 +829,8 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             transfer,
         } => {
             out.push(kind::REQUEST_VOTE);
-            put_u64(out, last_log_index.0);
-            put_u64(out, last_log_term.0);
+            out.put_u64(last_log_index.0);
+            out.put_u64(last_log_term.0);
             out.push(*transfer as u8);
         }
         MessageBody::RequestVoteResponse { granted } => {
@@ -654,17 +845,17 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             read_seq,
         } => {
             out.push(kind::APPEND_ENTRIES);
-            put_u64(out, prev_log_index.0);
-            put_u64(out, prev_log_term.0);
-            put_u64(out, leader_commit.0);
-            put_u64(out, *read_seq);
-            out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+            out.put_u64(prev_log_index.0);
+            out.put_u64(prev_log_term.0);
+            out.put_u64(leader_commit.0);
+            out.put_u64(*read_seq);
+            out.put_u32(entries.len() as u32);
             out.reserve(entries.iter().map(|e| MIN_ENTRY_BYTES + e.data.len()).sum());
             for e in entries {
-                put_u64(out, e.term.0);
-                put_u64(out, e.index.0);
+                out.put_u64(e.term.0);
+                out.put_u64(e.index.0);
                 out.push(e.kind as u8);
-                out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+                out.put_u32(e.data.len() as u32);
                 out.extend_from_slice(&e.data);
             }
         }
@@ -678,11 +869,11 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
         } => {
             out.push(kind::APPEND_ENTRIES_RESPONSE);
             out.push(*success as u8);
-            put_u64(out, match_index.0);
-            put_u64(out, conflict_term.0);
-            put_u64(out, conflict_index.0);
-            put_u64(out, last_index.0);
-            put_u64(out, *read_seq);
+            out.put_u64(match_index.0);
+            out.put_u64(conflict_term.0);
+            out.put_u64(conflict_index.0);
+            out.put_u64(last_index.0);
+            out.put_u64(*read_seq);
         }
         MessageBody::InstallSnapshot {
             meta,
@@ -692,13 +883,13 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             done,
         } => {
             out.push(kind::INSTALL_SNAPSHOT);
-            put_u64(out, meta.index.0);
-            put_u64(out, meta.term.0);
+            out.put_u64(meta.index.0);
+            out.put_u64(meta.term.0);
             meta.membership.encode(out);
-            put_u64(out, *offset);
-            put_u64(out, *total);
+            out.put_u64(*offset);
+            out.put_u64(*total);
             out.push(*done as u8);
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.put_u32(data.len() as u32);
             out.extend_from_slice(data);
         }
         MessageBody::InstallSnapshotResponse {
@@ -707,19 +898,11 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             installed,
         } => {
             out.push(kind::INSTALL_SNAPSHOT_RESPONSE);
-            put_u64(out, snapshot_index.0);
-            put_u64(out, *next_offset);
+            out.put_u64(snapshot_index.0);
+            out.put_u64(*next_offset);
             out.push(*installed as u8);
         }
         MessageBody::TimeoutNow => out.push(kind::TIMEOUT_NOW),
-    }
-}
-
-fn bool_at(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
-    match r.u8()? {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(DecodeError::new("boolean is not 0 or 1")),
     }
 }
 
@@ -734,17 +917,13 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
         },
-        kind::PRE_VOTE_RESPONSE => MessageBody::PreVoteResponse {
-            granted: bool_at(&mut r)?,
-        },
+        kind::PRE_VOTE_RESPONSE => MessageBody::PreVoteResponse { granted: r.bool()? },
         kind::REQUEST_VOTE => MessageBody::RequestVote {
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
-            transfer: bool_at(&mut r)?,
+            transfer: r.bool()?,
         },
-        kind::REQUEST_VOTE_RESPONSE => MessageBody::RequestVoteResponse {
-            granted: bool_at(&mut r)?,
-        },
+        kind::REQUEST_VOTE_RESPONSE => MessageBody::RequestVoteResponse { granted: r.bool()? },
         kind::APPEND_ENTRIES => {
             let prev_log_index = LogIndex(r.u64()?);
             let prev_log_term = Term(r.u64()?);
@@ -780,7 +959,7 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
             }
         }
         kind::APPEND_ENTRIES_RESPONSE => MessageBody::AppendEntriesResponse {
-            success: bool_at(&mut r)?,
+            success: r.bool()?,
             match_index: LogIndex(r.u64()?),
             conflict_term: Term(r.u64()?),
             conflict_index: LogIndex(r.u64()?),
@@ -794,7 +973,7 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
             r.pos += used;
             let offset = r.u64()?;
             let total = r.u64()?;
-            let done = bool_at(&mut r)?;
+            let done = r.bool()?;
             let len = r.u32()? as usize;
             let data = r.bytes(len)?.to_vec();
             MessageBody::InstallSnapshot {
@@ -812,7 +991,7 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
         kind::INSTALL_SNAPSHOT_RESPONSE => MessageBody::InstallSnapshotResponse {
             snapshot_index: LogIndex(r.u64()?),
             next_offset: r.u64()?,
-            installed: bool_at(&mut r)?,
+            installed: r.bool()?,
         },
         kind::TIMEOUT_NOW => MessageBody::TimeoutNow,
         _ => return Err(DecodeError::new("unknown message kind")),
