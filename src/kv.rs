@@ -6,7 +6,7 @@
 //! byte. No hash-map iteration order may reach a result: the dictionary keeps its values in a
 //! `HashMap` for point lookups and writes (the hot path of every replica) and its keys in a
 //! `BTreeSet` that every ordered walk (scan, iteration, snapshot) goes through.
-//! Read more: `DESIGN.md` §2 (the path of a write), thesis §6.3 (sessions).
+//! Read more: `docs/ARCHITECTURE.md` (the path of a write), thesis §6.3 (sessions).
 //!
 //! # Revisions
 //! Every key carries the log index of the entry that last changed it. Replies carry the index
@@ -1066,6 +1066,96 @@ mod tests {
             long.push(0);
             assert!(Proposal::decode(&long, &cfg).is_err());
         }
+    }
+
+    #[test]
+    fn a_decoded_request_encodes_to_the_proposal_bytes() {
+        // Goal: the server's write path (wire request frame, decoded in place, straight to
+        // `encode_proposal`) writes exactly the bytes `Proposal::encode` writes, and refuses
+        // what is not a write. Method: every write shape through a real frame, both ways.
+        use crate::wire::client::{self as wire, decode_request, encode_request, FrameLimits};
+        let cases: Vec<(wire::Request, Option<SessionRef>, Command)> = vec![
+            (
+                wire::Request::Put {
+                    session: None,
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                },
+                None,
+                put("k", "v"),
+            ),
+            (
+                wire::Request::Delete {
+                    session: Some((7, 9)),
+                    key: b"key".to_vec(),
+                },
+                Some(SessionRef { id: 7, seq: 9 }),
+                Command::Delete { key: "key".into() },
+            ),
+            (
+                wire::Request::Cas {
+                    session: Some((1, 2)),
+                    key: b"a".to_vec(),
+                    expect: wire::Expect::Value(b"old".to_vec()),
+                    new: Some(b"new".to_vec()),
+                },
+                Some(SessionRef { id: 1, seq: 2 }),
+                Command::Cas {
+                    key: "a".into(),
+                    expect: Expect::Value("old".into()),
+                    new: Some("new".into()),
+                },
+            ),
+            (
+                wire::Request::Cas {
+                    session: None,
+                    key: b"a".to_vec(),
+                    expect: wire::Expect::Absent,
+                    new: None,
+                },
+                None,
+                Command::Cas {
+                    key: "a".into(),
+                    expect: Expect::Absent,
+                    new: None,
+                },
+            ),
+            (
+                wire::Request::Cas {
+                    session: None,
+                    key: b"a".to_vec(),
+                    expect: wire::Expect::Revision(42),
+                    new: Some(Vec::new()),
+                },
+                None,
+                Command::Cas {
+                    key: "a".into(),
+                    expect: Expect::Revision(LogIndex(42)),
+                    new: Some(Vec::new()),
+                },
+            ),
+            (
+                wire::Request::RegisterSession,
+                None,
+                Command::RegisterSession,
+            ),
+        ];
+        for (req, session, command) in cases {
+            let mut frame = Vec::new();
+            encode_request(3, &req, &mut frame);
+            let (_, view) = decode_request(&frame, &FrameLimits::default()).unwrap();
+            let mut got = Vec::new();
+            assert!(encode_proposal(&mut got, 1234, &view));
+            let want = Proposal {
+                session,
+                now_ms: 1234,
+                command,
+            };
+            assert_eq!(got, want.encoded(), "{req:?}");
+        }
+        let mut out = Vec::new();
+        assert!(!encode_proposal(&mut out, 1, &RequestView::Status));
+        assert!(out.is_empty());
     }
 
     #[test]
