@@ -24,10 +24,12 @@
 //!   progress. [`Host::wants_turn`] says whether another turn should follow at once.
 //!
 //! # Outputs (the driver implements [`Output`])
-//! Messages to send, answers for clients (encoded straight into the driver's buffers, so the
-//! hot path allocates nothing per request), batches and snapshots to make durable, the
-//! membership (for peer addresses), and observer hooks with empty defaults that the simulator's
-//! checker uses (entries appended, entry applied).
+//! Messages to send, answers for clients (encoded by the driver straight into its connection
+//! buffers, a `Get`'s value from the dictionary's own bytes, so answering allocates nothing),
+//! batches and snapshots to make durable, the membership (for peer addresses), and observer
+//! hooks with empty defaults that the simulator's checker uses (entries appended, entry
+//! applied; a message about to leave is `send` itself). An event that finds the node unable to
+//! go on returns [`Fatal`]; the driver stops the node.
 //!
 //! # The order of one `Ready` (see `ready.rs`)
 //! `messages` leave at once; the snapshot, hard state and entries go to storage as one batch
@@ -349,10 +351,6 @@ impl Host {
         })
     }
 
-    pub fn id(&self) -> NodeId {
-        self.raft.id()
-    }
-
     /// The Raft core, for reading its state (status, the simulator's checks).
     pub fn raft(&self) -> &Raft {
         &self.raft
@@ -361,10 +359,6 @@ impl Host {
     /// The dictionary as applied so far.
     pub fn kv(&self) -> &Kv {
         &self.kv
-    }
-
-    pub fn config(&self) -> &HostConfig {
-        &self.cfg
     }
 
     /// Whether another turn should follow at once: the core has output, or a snapshot is being
@@ -397,15 +391,21 @@ impl Host {
     /// handed out, one slice of a snapshot in progress.
     pub fn end_turn<O: Output>(&mut self, out: &mut O, now: Now) -> Result<(), Fatal> {
         self.now = now;
+        self.report_membership(out);
         self.start_read_round(out);
         self.handle_ready(out)?;
         self.maybe_snapshot(out);
+        Ok(())
+    }
+
+    /// Tells the driver the membership in force when it changed (one comparison otherwise), so
+    /// that a message to a member just added finds its address.
+    fn report_membership<O: Output>(&mut self, out: &mut O) {
         if self.membership_reported.as_ref() != Some(self.raft.membership()) {
             let m = self.raft.membership().clone();
             out.membership(&m);
             self.membership_reported = Some(m);
         }
-        Ok(())
     }
 
     /// Periodic: times out reads and writes that can no longer complete here, and retries

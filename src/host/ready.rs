@@ -43,6 +43,8 @@ impl Host {
                 self.kv.len()
             );
         }
+        // A config entry in this Ready (or a truncated one) may have changed the membership.
+        self.report_membership(out);
         if !rd.entries.is_empty() {
             out.appended(&self.raft, &rd.entries);
         }

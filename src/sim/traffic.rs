@@ -50,11 +50,11 @@ impl World {
         let Some(frame) = cl.frame() else {
             return;
         };
-        if self.opts.verbose {
-            let op = self.clients[c].current.as_ref().map(|k| k.op.clone());
+        if let (true, Some(cur)) = (self.opts.verbose, &self.clients[c].current) {
             self.log(format_args!(
-                "client {c} op {op_id} attempt {attempt} → n{}: {op:?}",
+                "client {c} op {op_id} attempt {attempt} → n{}: {:?}",
                 target + 1,
+                cur.op
             ));
         }
         self.at(CLIENT_TIMEOUT_US, Event::ClientTimeout(c, op_id, attempt));
