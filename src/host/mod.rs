@@ -391,15 +391,18 @@ impl Host {
     /// handed out, one slice of a snapshot in progress.
     pub fn end_turn<O: Output>(&mut self, out: &mut O, now: Now) -> Result<(), Fatal> {
         self.now = now;
-        self.report_membership(out);
+        if self.membership_reported.is_none() {
+            self.report_membership(out);
+        }
         self.start_read_round(out);
         self.handle_ready(out)?;
         self.maybe_snapshot(out);
         Ok(())
     }
 
-    /// Tells the driver the membership in force when it changed (one comparison otherwise), so
-    /// that a message to a member just added finds its address.
+    /// Tells the driver the membership in force when it changed (one comparison otherwise, made
+    /// once per `Ready`: only a `Ready` can change it), so that a message to a member just added
+    /// finds its address.
     fn report_membership<O: Output>(&mut self, out: &mut O) {
         if self.membership_reported.as_ref() != Some(self.raft.membership()) {
             let m = self.raft.membership().clone();
