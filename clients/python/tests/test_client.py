@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from pathlib import Path
 
 import pytest
 from zatt_harness import Cluster
@@ -198,3 +200,34 @@ def test_transfer_leader_hands_leadership_over(cluster: Cluster) -> None:
         assert cluster.wait_leader() == target
         c.put("client/after-transfer", "yes")
         assert c.status().id == target
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(
+    zattd: Path, tmp_path: Path
+) -> None:
+    # Without sessions a write whose connection fails is never resent, so sending it on a
+    # connection the server had already closed would fail with "may have applied". The client
+    # notices the close first and reconnects.
+    single = Cluster(tmp_path / "idle", 1, extra=["--idle-timeout", "200ms"])
+    try:
+        single.wait_leader()
+        with Client(single.endpoints, sessions=False) as c:
+            c.put("idle", "1")
+            assert c.stats.connects == 1
+            # Wait (bounded) until the server has closed the idle connection: a peek sees EOF.
+            conn = c._conn
+            assert conn is not None
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if conn._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        break
+                except BlockingIOError:
+                    pass
+                assert time.monotonic() < deadline, "the server never closed the idle connection"
+                time.sleep(0.02)
+            c.put("idle", "2")
+            assert c.stats.connects == 2
+            assert c.get("idle") == b"2"
+    finally:
+        single.stop()
