@@ -55,14 +55,20 @@ def _kill_all() -> None:
 atexit.register(_kill_all)
 
 _PR_SET_PDEATHSIG = 1
+# Servers die with the test process even if it is killed without stopping them: through
+# util-linux's setpriv when the machine has it (nothing runs in the forked child), else by a
+# prctl between fork and exec, through a libc handle loaded here rather than in the child.
+_SETPRIV = shutil.which("setpriv")
+_LIBC = None if _SETPRIV else ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the test process dies without stopping
-    # its servers (killed by a timeout), the kernel kills them too.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _server_command(args: list[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *args] if _SETPRIV else args
 
 
 def missing_build_message(path: Path) -> str:
@@ -227,12 +233,12 @@ class Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZATT_")}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                args,
+                _server_command(args),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if _SETPRIV else _die_with_parent,
             )
         with _ALL_LOCK:
             _ALL.add(self.proc)
