@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -648,7 +649,7 @@ class Client:
         assert conn is not None
         try:
             frame = req.encode(rid)
-        except (ValueError, OverflowError) as e:
+        except (ValueError, OverflowError, struct.error) as e:
             raise ConfigError(f"cannot encode the request: {e}") from None
         if len(frame) > self.max_frame_bytes:
             raise TooLarge("frame", self.max_frame_bytes)
