@@ -1,7 +1,8 @@
 """``python -m zatt``: an interactive Python prompt already connected to a cluster, with ``d``
 a :class:`~zatt.client.DistributedDict` and ``client`` a :class:`~zatt.client.Client`.
 
-Owns the command line of the prompt only. Exit status: 0 when the prompt ends, 1 when the
+Owns the command line of the prompt only; must not add behaviour the library lacks. Exit
+status: 0 when the prompt ends, 1 when the
 cluster cannot be reached, 2 for a usage error.
 """
 

@@ -1,7 +1,8 @@
 """One connection to one server: a TCP (or TLS over TCP) socket, frames out, frames in.
 
 Owns dialling, the TLS handshake, deadlines on every blocking call, and splitting the byte
-stream into frames. Which server to talk to and what to retry is ``zatt.client``'s business.
+stream into frames. Must not decide which server to talk to or what to retry (that is
+``zatt.client``'s business) nor block past the deadline it is given.
 The read buffer grows only as bytes arrive, and a frame whose declared length is over the
 frame limit is refused before any of it is awaited, so a hostile server costs at most
 ``max_frame_bytes`` of memory and one timeout of time.

@@ -9,8 +9,9 @@
 A ``MutableMapping`` whose reads are served from a local copy of the whole dictionary,
 refreshed from the cluster according to a refresh policy (``zatt.client.refresh_policies``),
 and whose writes always go to the cluster (and update the local copy at once). Owns the local
-copy and the refresh decision; talking to the cluster is :class:`~zatt.client.Client`'s, the
-meaning of values is ``zatt.values``'s (the value conventions of ``docs/PROTOCOL.md``).
+copy and the refresh decision. Must not talk to the cluster except through its
+:class:`~zatt.client.Client`, nor give values a meaning of its own: that is ``zatt.values``'s
+(the value conventions of ``docs/PROTOCOL.md``).
 
 A refresh reloads the *whole* dictionary, as the original did: meant for small data read
 often and written rarely. Refreshes are linearizable by default, so with the default
