@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -117,10 +118,13 @@ def test_silence_is_a_timeout_and_a_closed_port_is_unavailable() -> None:
     with answering(lambda rid: b"") as server:
         c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
         assert isinstance(outcome(lambda: c.get("k")), Timeout)
-    with answering(lambda rid: b"") as server:
-        addr = server.addr
-    # The fake server is closed: nothing listens on its port any more.
-    assert isinstance(outcome(lambda: Client(addr, **QUICK)), Unavailable)  # type: ignore[arg-type]
+    # A port bound but not listening refuses connections, and no one else can take it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{closed.getsockname()[1]}"
+        e = outcome(lambda: Client(addr, **QUICK))  # type: ignore[arg-type]
+        assert isinstance(e, Unavailable), repr(e)
+        assert "refused" in str(e)
 
 
 def test_a_leader_hint_that_is_not_an_address_is_a_protocol_error() -> None:

@@ -328,7 +328,13 @@ class Cluster:
                         return False
                     raise RuntimeError(f"zattd {node.id} exited at start:\n{tail}")
                 s = self.status(node.id)
-                if s is not None and s.id == node.id:
+                # Ours, not another test's server that took the port meanwhile: the same id
+                # and exactly this cluster's members.
+                if (
+                    s is not None
+                    and s.id == node.id
+                    and {m.addr for m in s.members} == {n_.addr for n_ in self.nodes}
+                ):
                     pending.discard(node.id)
             if time.monotonic() > deadline:
                 raise RuntimeError(

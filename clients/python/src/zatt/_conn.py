@@ -23,9 +23,10 @@ _READ_CHUNK = 64 * 1024
 
 
 class ConnError(Exception):
-    """The connection is no longer usable. ``kind``: ``timeout`` (no answer by the deadline),
-    ``io`` (the socket failed or the server closed it) or ``protocol`` (bytes that are not
-    this protocol, or a TLS failure)."""
+    """The connection is no longer usable (or was never made). ``kind``: ``timeout`` (no
+    answer by the deadline), ``io`` (the socket failed or the server closed it), ``protocol``
+    (bytes that are not this protocol, or a TLS failure), or ``deadline`` (the deadline passed
+    before a connection could even be tried)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

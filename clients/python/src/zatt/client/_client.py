@@ -249,7 +249,8 @@ class Client:
             except ConnError as e:
                 if e.kind == "protocol":
                     raise ProtocolError(str(e)) from None
-                attempts.last_failure = ("connect", str(e))
+                if e.kind != "deadline" or attempts.last_failure is None:
+                    attempts.last_failure = ("connect", str(e))
             if time.monotonic() >= deadline:
                 raise attempts.give_up(self._endpoints)
             attempts.back_off(deadline)
@@ -556,7 +557,8 @@ class Client:
             except ConnError as e:
                 if e.kind == "protocol":
                     raise ProtocolError(str(e), may_have_applied=attempts.ambiguous) from None
-                attempts.last_failure = ("connect", str(e))
+                if e.kind != "deadline" or attempts.last_failure is None:
+                    attempts.last_failure = ("connect", str(e))
                 attempts.back_off(deadline)
                 continue
             if unknown_outcome:
@@ -719,7 +721,8 @@ class Client:
                 if e.kind == "protocol":
                     raise
                 last = e
-        raise last or ConnError("timeout", "no endpoint could be tried before the deadline")
+        # "deadline": nothing could be tried; the caller keeps the reason of its last try.
+        raise last or ConnError("deadline", "no endpoint could be tried before the deadline")
 
     def _dial(self, addr: str, deadline: float) -> Conn:
         self.stats.connects += 1
