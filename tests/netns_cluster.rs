@@ -110,21 +110,30 @@ fn host_ip(id: u64) -> String {
 
 // ----- commands -------------------------------------------------------------------------------
 
-/// Runs a command to completion (these are `ip`, quick and local), returning stdout, or one
-/// line with the command, its status and stderr.
+/// Runs a command to completion (these are `ip` and `iptables -V`: quick, local, and with
+/// little output), for at most a minute; returns stdout, or one line with the command, its
+/// status and stderr.
 fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
+    use std::io::Read;
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let status =
+        wait_bounded(&mut child, Duration::from_secs(60)).map_err(|e| format!("{cmd:?}: {e}"))?;
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if status.success() {
+        Ok(out)
     } else {
-        Err(format!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("{cmd:?}: {status}: {}", err.trim()))
     }
 }
 
