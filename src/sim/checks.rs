@@ -9,6 +9,20 @@ use super::events::Event;
 use super::*;
 use crate::raft::Role;
 
+/// What the checks remember about one node across its lives.
+#[derive(Default)]
+pub(super) struct NodeRecord {
+    max_term: Term,
+    max_commit: LogIndex,
+    durable_term: Term,
+    durable_commit: LogIndex,
+    /// The term in which this node was last seen leading (Leader Completeness is checked once
+    /// per term led).
+    led_term: Option<Term>,
+    /// The role, term and leader last traced.
+    traced: Option<(Role, Term, Option<NodeId>)>,
+}
+
 /// Nothing is acknowledged before it is synced: a granted vote or a successful append or
 /// snapshot acknowledgement must be covered by the sender's durable state as it leaves.
 pub(super) fn ack_check(w: &mut World, ni: usize, m: &Message) -> Check {
@@ -78,35 +92,60 @@ impl Sim {
         Ok(())
     }
 
+    /// Node `ni` just started from what its disk held (`stored`): its commit index must not be
+    /// below what it had stored durably (taken as `min(commit, durable last index)`, see
+    /// `check_durable`); the records of its earlier life start over from there.
+    pub(super) fn check_restart(&mut self, ni: usize, stored: HardState) -> Check {
+        let Some(host) = self.hosts[ni].as_ref() else {
+            return Ok(());
+        };
+        let w = &mut self.w;
+        let id = w.nodes[ni].id;
+        let min_commit = stored.commit.min(w.nodes[ni].disk.durable().last_index());
+        let commit = host.raft().commit_index();
+        if commit < min_commit {
+            return Err((
+                FailureKind::CommitRegressed,
+                format!(
+                    "{id:?} restarted with commit {commit:?} below its durable commit \
+                     {min_commit:?}"
+                ),
+            ));
+        }
+        let r = &mut w.records[ni];
+        r.max_term = stored.term;
+        r.max_commit = commit;
+        r.led_term = None;
+        r.traced = None;
+        Ok(())
+    }
+
     fn check_node(&mut self, ni: usize) -> Check {
         let Some(host) = self.hosts[ni].as_ref() else {
             return Ok(());
         };
         let raft = host.raft();
         let w = &mut self.w;
-        let node = &mut w.nodes[ni];
+        let id = w.nodes[ni].id;
+        let node = &mut w.records[ni];
         raft.check_invariants()
-            .map_err(|e| (FailureKind::CoreInvariant, format!("{:?}: {e}", node.id)))?;
+            .map_err(|e| (FailureKind::CoreInvariant, format!("{id:?}: {e}")))?;
         let term = raft.term();
         if w.opts.verbose {
             let now = (raft.role(), term, raft.leader());
             if node.traced != Some(now) {
                 node.traced = Some(now);
-                let id = node.id;
                 w.log(format_args!(
                     "{id:?} is {:?} in {term:?}, leader {:?}",
                     now.0, now.2
                 ));
             }
         }
-        let node = &mut w.nodes[ni];
+        let node = &mut w.records[ni];
         if term < node.max_term {
             return Err((
                 FailureKind::TermRegressed,
-                format!(
-                    "{:?} term went from {:?} to {:?}",
-                    node.id, node.max_term, term
-                ),
+                format!("{:?} term went from {:?} to {:?}", id, node.max_term, term),
             ));
         }
         node.max_term = term;
@@ -116,20 +155,20 @@ impl Sim {
                 FailureKind::CommitRegressed,
                 format!(
                     "{:?} commit went from {:?} to {:?}",
-                    node.id, node.max_commit, commit
+                    id, node.max_commit, commit
                 ),
             ));
         }
         let mut i = node.max_commit.next().max(raft.first_index());
         while i <= commit {
             if let Some(t) = raft.term_at(i) {
-                w.checker.on_commit(node.id, i, t)?;
+                w.checker.on_commit(id, i, t)?;
             }
             i = i.next();
         }
         node.max_commit = commit;
         if raft.role() == Role::Leader {
-            w.checker.on_leader(node.id, term)?;
+            w.checker.on_leader(id, term)?;
             if node.led_term != Some(term) {
                 node.led_term = Some(term);
                 w.checker.leader_completeness(raft)?;
@@ -149,15 +188,17 @@ impl Sim {
     /// taken as `min(commit, durable last index)`: a torn batch may keep its hard state and lose
     /// the entries after it, and a node cannot durably know more committed than it holds.
     pub(super) fn check_durable(&mut self, ni: usize) -> Check {
-        let node = &mut self.w.nodes[ni];
-        let mut hs = node.disk.durable().hard_state;
-        hs.commit = hs.commit.min(node.disk.durable().last_index());
+        let d = self.w.nodes[ni].disk.durable();
+        let id = self.w.nodes[ni].id;
+        let mut hs = d.hard_state;
+        hs.commit = hs.commit.min(d.last_index());
+        let node = &mut self.w.records[ni];
         if hs.term < node.durable_term {
             return Err((
                 FailureKind::TermRegressed,
                 format!(
-                    "{:?} durable term went from {:?} to {:?}",
-                    node.id, node.durable_term, hs.term
+                    "{id:?} durable term went from {:?} to {:?}",
+                    node.durable_term, hs.term
                 ),
             ));
         }
@@ -165,8 +206,8 @@ impl Sim {
             return Err((
                 FailureKind::CommitRegressed,
                 format!(
-                    "{:?} durable commit went from {:?} to {:?}",
-                    node.id, node.durable_commit, hs.commit
+                    "{id:?} durable commit went from {:?} to {:?}",
+                    node.durable_commit, hs.commit
                 ),
             ));
         }

@@ -157,6 +157,8 @@ struct World {
     seq: u64,
     queue: BTreeMap<(u64, u64), Event>,
     nodes: Vec<NodeIo>,
+    /// What the checks remember about each node.
+    records: Vec<checks::NodeRecord>,
     voters: usize,
     clients: Vec<Client>,
     net: Network,
@@ -284,6 +286,7 @@ impl Sim {
                 now: 0,
                 seq: 0,
                 queue: BTreeMap::new(),
+                records: (0..n).map(|_| checks::NodeRecord::default()).collect(),
                 nodes,
                 voters,
                 clients,

@@ -30,8 +30,7 @@ pub(super) fn addr(id: NodeId) -> String {
     format!("sim:{}", id.0)
 }
 
-/// One node's driver-side state: its disk and syncer, its life, and the checker's records
-/// about it that outlive a crash.
+/// One node's driver-side state: its disk and syncer, and its life.
 pub(super) struct NodeIo {
     pub id: NodeId,
     pub disk: SimDisk,
@@ -41,13 +40,6 @@ pub(super) struct NodeIo {
     /// (disk item number, host token) of items written and not yet reported durable.
     tokens: VecDeque<(u64, u64)>,
     turn_scheduled: bool,
-    pub max_term: Term,
-    pub max_commit: LogIndex,
-    pub durable_term: Term,
-    pub durable_commit: LogIndex,
-    pub led_term: Option<Term>,
-    /// The role, term and leader last traced.
-    pub traced: Option<(Role, Term, Option<NodeId>)>,
 }
 
 impl NodeIo {
@@ -59,12 +51,6 @@ impl NodeIo {
             syncing: false,
             tokens: VecDeque::new(),
             turn_scheduled: false,
-            max_term: Term(0),
-            max_commit: LogIndex(0),
-            durable_term: Term(0),
-            durable_commit: LogIndex(0),
-            led_term: None,
-            traced: None,
         }
     }
 }
@@ -398,26 +384,15 @@ impl Sim {
             .disk
             .recover()
             .map_err(|e| (FailureKind::Contract, e.to_string()))?;
-        node.max_term = boot.hard_state.term;
-        let durable_last = node.disk.durable().last_index();
-        let min_commit = boot.hard_state.commit.min(durable_last);
-        node.led_term = None;
-        node.traced = None;
+        let stored = boot.hard_state;
         node.syncing = false;
         node.turn_scheduled = false;
         node.tokens.clear();
         let host = Host::new(host_cfg, raft_cfg, boot, derive_seed(seed, id.0, node.inc))
             .map_err(|e| (FailureKind::Contract, format!("{id:?} cannot start: {e}")))?;
-        let commit = host.raft().commit_index();
-        if commit < min_commit {
-            return Err((
-                FailureKind::CommitRegressed,
-                format!("{id:?} restarted with commit {commit:?} below its durable commit {min_commit:?}"),
-            ));
-        }
-        node.max_commit = commit;
         let inc = node.inc;
         self.hosts[ni] = Some(host);
+        self.check_restart(ni, stored)?;
         let d = self.w.nodes[ni].disk.durable();
         self.w.log(format_args!(
             "{id:?} starts (life {inc}) from {:?}, snapshot {:?}, last index {:?}",
