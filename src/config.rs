@@ -203,6 +203,38 @@ const FLAGS: &[Flag] = &[
         help: "close a client connection silent for this long with nothing in flight (0 = never)",
     },
     Flag {
+        name: "watch-history-changes",
+        hint: "N",
+        kind: Kind::Value,
+        default: Some("100000"),
+        help: "recent changes each server keeps in memory for watches to start or resume from \
+               (zatt watch --from); a watch from an older revision is answered Compacted",
+    },
+    Flag {
+        name: "watch-history-bytes",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("64MiB"),
+        help: "memory for those changes (keys, values and about 48 bytes each): the oldest are \
+               dropped past this or past --watch-history-changes",
+    },
+    Flag {
+        name: "watch-buffer-bytes",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("8MiB"),
+        help: "unsent bytes a watching client's connection may hold: a watch whose client does \
+               not read its events is cut off (WatchOverflow) past this",
+    },
+    Flag {
+        name: "watch-progress-interval",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("1s"),
+        help: "a watch sent nothing for this long gets a progress notification (the revision it \
+               is complete through), so a client on a quiet prefix knows how current it is",
+    },
+    Flag {
         name: "tls-cert",
         hint: "FILE",
         kind: Kind::Value,
@@ -301,6 +333,8 @@ pub struct ServerConfig {
     pub initial_cluster_state: InitialClusterState,
     /// Bytes of one write-ahead log segment, allocated when the segment is created.
     pub wal_segment_bytes: u64,
+    /// The change history kept for watches and the watchers' limits (`--watch-*`).
+    pub watch: crate::host::WatchConfig,
 }
 
 impl ServerConfig {
@@ -726,6 +760,39 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         64 << 10,
         1 << 30,
     )?;
+    let watch = crate::host::WatchConfig {
+        history: crate::kv::history::HistoryLimits {
+            max_changes: parse_count(
+                "watch-history-changes",
+                req("watch-history-changes")?,
+                0,
+                100_000_000,
+            )? as usize,
+            max_bytes: size_in(
+                "watch-history-bytes",
+                req("watch-history-bytes")?,
+                0,
+                1 << 40,
+            )? as usize,
+        },
+        buffer_bytes: size_in(
+            "watch-buffer-bytes",
+            req("watch-buffer-bytes")?,
+            64 << 10,
+            1 << 32,
+        )? as usize,
+        progress_interval: {
+            let d = dur("watch-progress-interval")?;
+            if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+                return Err(bad(
+                    "watch-progress-interval",
+                    req("watch-progress-interval")?,
+                    "must be between 10ms and 1h",
+                ));
+            }
+            d
+        },
+    };
     let log_level: LevelFilter = req("log-level")?.parse().map_err(|_| {
         bad(
             "log-level",
@@ -756,6 +823,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         log_level,
         initial_cluster_state,
         wal_segment_bytes,
+        watch,
     })
 }
 

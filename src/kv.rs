@@ -8,6 +8,14 @@
 //! `BTreeSet` that every ordered walk (scan, iteration, snapshot) goes through.
 //! Read more: `docs/ARCHITECTURE.md` (the path of a write), thesis §6.3 (sessions).
 //!
+//! # Changes (for watches)
+//! [`Kv::apply_observed`] reports every change an entry makes to the dictionary — a key set, or
+//! a key that existed deleted — to the caller, in the order made; a write that changes nothing
+//! (a failed compare-and-swap, a delete of an absent key, a retried write answered from its
+//! session) reports nothing. The bounded record of recent changes watches are served from is
+//! [`history::History`], kept by the host beside the dictionary: it is a replica's own memory,
+//! not replicated state (not in snapshots, not compared between replicas).
+//!
 //! # Revisions
 //! Every key carries the log index of the entry that last changed it. Replies carry the index
 //! of the entry that produced them. `Expect::Revision(LogIndex(0))` matches an absent key, as
@@ -71,6 +79,8 @@
 //! 3 CasOk{revision u64}, 4 CasFailed{present u8, [value (u32 len + bytes), revision u64]}.
 //! `restore` checks the CRC first, then parses with every length checked, refuses keys or
 //! session ids out of order, revisions beyond the applied index, and trailing bytes.
+
+pub mod history;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -422,6 +432,25 @@ impl Dict {
 /// One `scan` result: key, value, revision.
 pub type ScanEntry = (Vec<u8>, Vec<u8>, LogIndex);
 
+/// One change an applied entry made: `key` set to `value`, or deleted (`value` is `None`), by
+/// the entry at `revision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub revision: LogIndex,
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> Change<'a> {
+    fn new(revision: LogIndex, key: &'a [u8], value: Option<&'a [u8]>) -> Change<'a> {
+        Change {
+            revision,
+            key,
+            value,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     /// The highest `seq` applied through this session (0: none yet).
@@ -470,6 +499,15 @@ impl Kv {
     /// Applies one committed entry. `Normal` entries produce a reply; `Noop` and `Config`
     /// entries only advance the applied index. Entries must arrive in index order.
     pub fn apply(&mut self, entry: &Entry) -> Option<Reply> {
+        self.apply_observed(entry, &mut |_| {})
+    }
+
+    /// [`Kv::apply`], telling `on_change` each change the entry makes (see "Changes" above).
+    pub fn apply_observed(
+        &mut self,
+        entry: &Entry,
+        on_change: &mut dyn FnMut(Change<'_>),
+    ) -> Option<Reply> {
         assert!(
             entry.index == self.applied.next(),
             "kv: entry {:?} applied out of order: applied index is {:?}, expected {:?}",
@@ -481,19 +519,24 @@ impl Kv {
         match entry.kind {
             EntryKind::Noop | EntryKind::Config => None,
             EntryKind::Normal => Some(match Proposal::decode(&entry.data, &self.cfg) {
-                Ok(p) => self.apply_proposal(entry.index, p),
+                Ok(p) => self.apply_proposal(entry.index, p, on_change),
                 Err(e) => Reply::Invalid(e.what),
             }),
         }
     }
 
-    fn apply_proposal(&mut self, index: LogIndex, p: Proposal) -> Reply {
+    fn apply_proposal(
+        &mut self,
+        index: LogIndex,
+        p: Proposal,
+        on_change: &mut dyn FnMut(Change<'_>),
+    ) -> Reply {
         self.clock_ms = self.clock_ms.max(p.now_ms);
         self.expire_idle_sessions();
         let Some(s) = p.session else {
             return match p.command {
                 Command::RegisterSession => self.register_session(index),
-                cmd => self.apply_command(index, cmd),
+                cmd => self.apply_command(index, cmd, on_change),
             };
         };
         if s.seq == 0 {
@@ -511,23 +554,35 @@ impl Kv {
             // `last_seq > 0` here, so a write was applied and its reply cached.
             return cached.unwrap_or(Reply::StaleRequest);
         }
-        let reply = self.apply_command(index, p.command);
+        let reply = self.apply_command(index, p.command, on_change);
         let session = self.sessions.get_mut(&s.id).expect("session touched above");
         session.last_seq = s.seq;
         session.reply = Some(reply.clone());
         reply
     }
 
-    fn apply_command(&mut self, index: LogIndex, cmd: Command) -> Reply {
+    fn apply_command(
+        &mut self,
+        index: LogIndex,
+        cmd: Command,
+        on_change: &mut dyn FnMut(Change<'_>),
+    ) -> Reply {
         match cmd {
             Command::Put { key, value } => {
+                on_change(Change::new(index, &key, Some(&value)));
                 self.data.insert(key, (value, index));
                 Reply::Put { revision: index }
             }
-            Command::Delete { key } => Reply::Deleted {
-                revision: index,
-                existed: self.data.remove(&key).is_some(),
-            },
+            Command::Delete { key } => {
+                let existed = self.data.remove(&key).is_some();
+                if existed {
+                    on_change(Change::new(index, &key, None));
+                }
+                Reply::Deleted {
+                    revision: index,
+                    existed,
+                }
+            }
             Command::Cas { key, expect, new } => {
                 let current = self.data.get(&key);
                 let holds = match (&expect, current) {
@@ -544,10 +599,14 @@ impl Kv {
                 }
                 match new {
                     Some(v) => {
+                        on_change(Change::new(index, &key, Some(&v)));
                         self.data.insert(key, (v, index));
                     }
                     None => {
-                        self.data.remove(&key);
+                        // Deleting an absent key (expected absent) changes nothing.
+                        if self.data.remove(&key).is_some() {
+                            on_change(Change::new(index, &key, None));
+                        }
                     }
                 }
                 Reply::CasOk { revision: index }

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zatt::wire::client::{
     decode_request_owned, decode_response, encode_request, encode_response, Consistency, ErrorKind,
-    Expect, FrameLimits, MemberInfo, PeerStatus, Request, Response, Status, FRAME_HEADER_BYTES,
-    MAX_ADDR_BYTES, MAX_TEXT_BYTES,
+    Expect, FrameLimits, MemberInfo, PeerStatus, Request, Response, Status, WatchEvent,
+    FRAME_HEADER_BYTES, MAX_ADDR_BYTES, MAX_TEXT_BYTES,
 };
 
 const DOC: &str = include_str!("../docs/PROTOCOL.md");
@@ -247,6 +247,59 @@ fn expected() -> BTreeMap<&'static str, Golden> {
             Req(55, Request::TransferLeader { to: None }),
         ),
         (
+            "request/watch",
+            Req(
+                56,
+                Request::Watch {
+                    prefix: b("app/"),
+                    from_revision: 20,
+                },
+            ),
+        ),
+        (
+            "request/watch_now",
+            Req(
+                57,
+                Request::Watch {
+                    prefix: Vec::new(),
+                    from_revision: 0,
+                },
+            ),
+        ),
+        (
+            "request/cancel_watch",
+            Req(58, Request::CancelWatch { watch_id: 56 }),
+        ),
+        (
+            "response/watch_events",
+            Resp(
+                56,
+                Response::WatchEvents(vec![
+                    WatchEvent::Put {
+                        key: b("app/a"),
+                        value: b("1"),
+                        revision: 20,
+                    },
+                    WatchEvent::Delete {
+                        key: b("app/b"),
+                        revision: 22,
+                    },
+                ]),
+            ),
+        ),
+        (
+            "response/watch_progress",
+            Resp(56, Response::WatchProgress { revision: 25 }),
+        ),
+        (
+            "response/error_compacted",
+            err(56, ErrorKind::Compacted { oldest: 1001 }),
+        ),
+        (
+            "response/error_watch_overflow",
+            err(56, ErrorKind::WatchOverflow { limit: 8 << 20 }),
+        ),
+        (
             "response/session_registered",
             Resp(1, Response::SessionRegistered { id: 7 }),
         ),
@@ -408,7 +461,7 @@ fn expected() -> BTreeMap<&'static str, Golden> {
 
 // The names of every variant. A new variant fails to compile in the matches below: give it a
 // name here and a golden frame in docs/PROTOCOL.md.
-const REQUESTS: [&str; 13] = [
+const REQUESTS: [&str; 15] = [
     "RegisterSession",
     "Get",
     "Put",
@@ -422,8 +475,10 @@ const REQUESTS: [&str; 13] = [
     "MemberPromote",
     "MemberRemove",
     "TransferLeader",
+    "Watch",
+    "CancelWatch",
 ];
-const RESPONSES: [&str; 12] = [
+const RESPONSES: [&str; 14] = [
     "SessionRegistered",
     "Value",
     "Written",
@@ -436,8 +491,10 @@ const RESPONSES: [&str; 12] = [
     "Members",
     "Done",
     "Error",
+    "WatchEvents",
+    "WatchProgress",
 ];
-const ERRORS: [&str; 12] = [
+const ERRORS: [&str; 14] = [
     "NotLeader",
     "TooLarge",
     "Busy",
@@ -450,6 +507,8 @@ const ERRORS: [&str; 12] = [
     "Invalid",
     "ConfChange",
     "ShuttingDown",
+    "Compacted",
+    "WatchOverflow",
 ];
 
 fn request_name(r: &Request) -> &'static str {
@@ -467,6 +526,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::MemberPromote { .. } => "MemberPromote",
         Request::MemberRemove { .. } => "MemberRemove",
         Request::TransferLeader { .. } => "TransferLeader",
+        Request::Watch { .. } => "Watch",
+        Request::CancelWatch { .. } => "CancelWatch",
     }
 }
 
@@ -484,6 +545,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Members(_) => "Members",
         Response::Done => "Done",
         Response::Error(_) => "Error",
+        Response::WatchEvents(_) => "WatchEvents",
+        Response::WatchProgress { .. } => "WatchProgress",
     }
 }
 
@@ -501,6 +564,8 @@ fn error_name(k: &ErrorKind) -> &'static str {
         ErrorKind::Invalid(_) => "Invalid",
         ErrorKind::ConfChange(_) => "ConfChange",
         ErrorKind::ShuttingDown => "ShuttingDown",
+        ErrorKind::Compacted { .. } => "Compacted",
+        ErrorKind::WatchOverflow { .. } => "WatchOverflow",
     }
 }
 
@@ -629,6 +694,20 @@ fn the_documented_limits_are_the_code_s() {
         ),
         ("session_ttl_ms", kv.session_ttl_ms),
         ("max_sessions", kv.max_sessions as u64),
+        (
+            "watch_history_changes",
+            cfg.watch.history.max_changes as u64,
+        ),
+        ("watch_history_bytes", cfg.watch.history.max_bytes as u64),
+        ("watch_buffer_bytes", cfg.watch.buffer_bytes as u64),
+        (
+            "watch_progress_interval_ms",
+            cfg.watch.progress_interval.as_millis() as u64,
+        ),
+        (
+            "watch_frame_event_bytes",
+            zatt::host::FRAME_EVENT_BYTES as u64,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -30,6 +30,7 @@ mod dict;
 #[doc(hidden)]
 pub mod fake;
 mod tls;
+mod watch;
 
 use std::fmt;
 use std::io;
@@ -42,6 +43,7 @@ pub use crate::wire::client::{
 };
 pub use dict::{ClusterChange, DistributedDict, RefreshLock, RefreshPolicy};
 pub use tls::TlsConfig;
+pub use watch::{Watch, WatchEvent, WatchOptions, WatchStats};
 
 use conn::{Conn, ConnError};
 
@@ -127,6 +129,9 @@ pub enum Error {
     },
     /// The client itself was misconfigured (no endpoints, unreadable TLS files). Not applied.
     Config(String),
+    /// A watch cannot start or go on from the revision it needs: the servers keep changes
+    /// from revision `oldest` on only. Load the current state and watch from after it.
+    Compacted { oldest: u64 },
 }
 
 impl Error {
@@ -138,7 +143,8 @@ impl Error {
             Error::NotLeader { .. }
             | Error::TooLarge { .. }
             | Error::CasFailed { .. }
-            | Error::Config(_) => false,
+            | Error::Config(_)
+            | Error::Compacted { .. } => false,
             Error::Timeout { may_have_applied }
             | Error::Unavailable {
                 may_have_applied, ..
@@ -210,6 +216,10 @@ impl fmt::Display for Error {
                 may_have_applied,
             } => write!(f, "{what}{}", maybe(*may_have_applied)),
             Error::Config(what) => f.write_str(what),
+            Error::Compacted { oldest } => write!(
+                f,
+                "the changes to watch are no longer kept (the servers keep revision {oldest} on): reload and watch from after the load"
+            ),
         }
     }
 }

@@ -193,6 +193,25 @@ impl Output for Io {
         }
     }
 
+    fn stream(&mut self, to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let Some(conn) = self
+            .conns
+            .get_mut(to.conn)
+            .filter(|c| c.generation == to.generation && !c.dead)
+        else {
+            return;
+        };
+        encode(conn.output());
+        self.mark_dirty(to.conn);
+    }
+
+    fn pending_bytes(&self, to: ReplyTo) -> Option<usize> {
+        self.conns
+            .get(to.conn)
+            .filter(|c| c.generation == to.generation && !c.dead)
+            .map(|c| c.output_pending())
+    }
+
     fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
         self.syncer.submit(token, batch);
     }

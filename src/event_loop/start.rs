@@ -292,7 +292,8 @@ impl Server {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ cfg.id.0.rotate_left(32);
-        let host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        let mut host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        host_cfg.watch = cfg.watch;
         let limits = host_cfg.limits;
         let host = Host::new(host_cfg, rcfg, boot, seed).map_err(|e| {
             fatal_corrupt(format!(

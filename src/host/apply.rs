@@ -42,7 +42,8 @@ impl Host {
                 self.applied_membership = m;
             }
         }
-        let reply = self.kv.apply(e);
+        let history = &mut self.watches.history;
+        let reply = self.kv.apply_observed(e, &mut |c| history.record(c));
         self.applied_term = e.term;
         out.applied(e);
         while let Some(front) = self.writes.front() {

@@ -42,7 +42,8 @@
 //! client frame into a proposal, a read or an answer; `ready.rs` hands out a `Ready` in the
 //! contract's order; `apply.rs` applies committed entries and answers writers and promotions;
 //! `reads.rs` runs ReadIndex rounds and serves reads; `snapshot.rs` takes snapshots and
-//! compacts; `status.rs` reports the node's state.
+//! compacts; `status.rs` reports the node's state; `watch.rs` keeps the change history and
+//! streams changes to watchers.
 
 mod apply;
 mod reads;
@@ -52,6 +53,9 @@ mod snapshot;
 mod status;
 #[cfg(test)]
 mod tests;
+mod watch;
+
+pub use watch::{WatchConfig, FRAME_EVENT_BYTES};
 
 use crate::kv::{Kv, KvConfig, SnapshotEncoder};
 use crate::raft::{self, Boot, Raft, Role, SoftState};
@@ -120,6 +124,8 @@ pub struct HostConfig {
     pub snapshot_entries: u64,
     /// Keys encoded per loop turn while a snapshot is taken.
     pub snapshot_keys_per_turn: usize,
+    /// The change history kept for watches, and the watchers' limits.
+    pub watch: WatchConfig,
     pub bugs: Bugs,
 }
 
@@ -136,6 +142,7 @@ impl HostConfig {
             kv,
             snapshot_entries,
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
+            watch: WatchConfig::default(),
             bugs: Bugs::default(),
         }
     }
@@ -192,6 +199,13 @@ pub trait Output {
     /// Answers a `Get` from borrowed bytes (the read path's answer, which copies the value
     /// only into the driver's buffer): `Response::Value` with these fields.
     fn answer_value(&mut self, to: ReplyTo, value: Option<&[u8]>, revision: u64, applied: u64);
+    /// Sends a frame for `to`'s request that does not answer it (a watch's events and progress
+    /// notifications: the request stays open): `encode` appends one whole frame to the buffer
+    /// it is given. Nothing is sent when the connection is closed.
+    fn stream(&mut self, to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>));
+    /// Bytes waiting to be sent on `to`'s connection, or `None` when that connection is
+    /// closed (the watch limit is checked against it).
+    fn pending_bytes(&self, to: ReplyTo) -> Option<usize>;
     /// Makes a batch durable; report `token` through [`Host::durable`] once it and every
     /// batch or snapshot submitted before it are durable.
     fn submit_batch(&mut self, token: u64, batch: WriteBatch);
@@ -300,6 +314,9 @@ pub struct Host {
     snapshot_job: Option<(SnapshotEncoder, SnapshotMeta)>,
     /// Committed entries held back from kv while `snapshot_job` runs, in index order.
     held: VecDeque<Entry>,
+
+    // Watches (watch.rs).
+    watches: watch::Watches,
 }
 
 impl Host {
@@ -327,6 +344,7 @@ impl Host {
         };
         let raft = Raft::new(raft_cfg, boot, seed);
         let soft = raft.soft_state();
+        let watches = watch::Watches::new(cfg.watch, kv.applied_index());
         Ok(Host {
             cfg,
             raft,
@@ -348,6 +366,7 @@ impl Host {
             snapshot_in_flight: false,
             snapshot_job: None,
             held: VecDeque::new(),
+            watches,
         })
     }
 
@@ -397,6 +416,7 @@ impl Host {
         self.start_read_round(out);
         self.handle_ready(out)?;
         self.maybe_snapshot(out);
+        self.serve_watches(out);
         Ok(())
     }
 
@@ -426,16 +446,19 @@ impl Host {
             out.answer(w.to, &Response::Error(ErrorKind::Timeout));
         }
         self.run_promotions(out);
+        self.watch_housekeeping(out);
     }
 
     /// Answers every request still waiting with `ShuttingDown` (the server is stopping).
     pub fn shutdown<O: Output>(&mut self, out: &mut O) {
+        let watchers = self.drain_watchers();
         let waiting: Vec<ReplyTo> = self
             .writes
             .drain(..)
             .map(|w| w.to)
             .chain(self.reads.drain_all().into_iter().map(|r| r.to))
             .chain(self.promote_jobs.drain(..).map(|j| j.to))
+            .chain(watchers)
             .collect();
         for to in waiting {
             out.answer(to, &Response::Error(ErrorKind::ShuttingDown));

@@ -36,6 +36,7 @@ impl Host {
             self.applied_membership = snap.meta.membership.clone();
             self.snapshot_index = snap.meta.index;
             self.fail_writes_through(out, snap.meta.index);
+            self.watches_kv_replaced(out, snap.meta.index);
             info!(
                 "{}: installed snapshot at index {} ({} keys)",
                 self.who(),

@@ -14,6 +14,8 @@ struct Recorder {
     batches: Vec<(u64, WriteBatch)>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
+    /// Frames streamed (watch events and progress), decoded.
+    streamed: Vec<(u64, Response)>,
 }
 
 impl Output for Recorder {
@@ -37,6 +39,17 @@ impl Output for Recorder {
     }
     fn submit_snapshot(&mut self, token: u64, _snapshot: Snapshot) {
         self.pending.push_back(token);
+    }
+    fn stream(&mut self, _to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut frame = Vec::new();
+        encode(&mut frame);
+        let limits = crate::wire::client::FrameLimits::default();
+        let decoded = crate::wire::client::decode_response(&frame, &limits);
+        self.streamed
+            .push(decoded.expect("the host streams whole, valid frames"));
+    }
+    fn pending_bytes(&self, _to: ReplyTo) -> Option<usize> {
+        Some(0)
     }
 }
 

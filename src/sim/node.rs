@@ -151,6 +151,16 @@ impl Output for SimOut<'_> {
         self.reply(to, frame);
     }
 
+    fn stream(&mut self, to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut frame = Vec::new();
+        encode(&mut frame);
+        self.reply(to, frame);
+    }
+
+    fn pending_bytes(&self, _to: ReplyTo) -> Option<usize> {
+        Some(0)
+    }
+
     fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
         let r = self.w.nodes[self.ni].disk.write(&batch);
         self.written(token, r);

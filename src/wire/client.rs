@@ -101,6 +101,72 @@ pub enum Request {
     TransferLeader {
         to: Option<u64>,
     },
+    /// Streams the changes to keys starting with `prefix` (empty: every key) from revision
+    /// `from_revision` on (0: from the next revision the server applies), as `WatchEvents` and
+    /// `WatchProgress` frames carrying this request's id, until cancelled or cut off.
+    Watch {
+        prefix: Vec<u8>,
+        from_revision: u64,
+    },
+    /// Ends the watch this connection opened with request id `watch_id`.
+    CancelWatch {
+        watch_id: u64,
+    },
+}
+
+/// One change a watch reports: a key set to a value, or deleted, by the entry at `revision`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum WatchEvent {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        revision: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+        revision: u64,
+    },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision (log index) of the write that made this change.
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The value a put set; `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            WatchEvent::Put { value, .. } => Some(value),
+            WatchEvent::Delete { .. } => None,
+        }
+    }
+}
+
+/// Keys and values shown as text where they are printable (escaped otherwise), not as lists of
+/// numbers.
+impl fmt::Debug for WatchEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |b: &[u8]| format!("\"{}\"", b.escape_ascii());
+        match self {
+            WatchEvent::Put {
+                key,
+                value,
+                revision,
+            } => write!(f, "Put({revision} {} = {})", text(key), text(value)),
+            WatchEvent::Delete { key, revision } => {
+                write!(f, "Delete({revision} {})", text(key))
+            }
+        }
+    }
 }
 
 /// A borrowed [`Expect`].
@@ -159,6 +225,13 @@ pub enum RequestView<'a> {
     },
     TransferLeader {
         to: Option<u64>,
+    },
+    Watch {
+        prefix: &'a [u8],
+        from_revision: u64,
+    },
+    CancelWatch {
+        watch_id: u64,
     },
 }
 
@@ -242,9 +315,15 @@ pub enum Response {
     },
     Status(Status),
     Members(Vec<MemberInfo>),
-    /// A membership change or leadership transfer was accepted.
+    /// A membership change or leadership transfer was accepted; a watch was cancelled.
     Done,
     Error(ErrorKind),
+    /// Changes a watch reports, in revision order (one frame may carry several).
+    WatchEvents(Vec<WatchEvent>),
+    /// Every change a watch is to report up to `revision` has been sent before this frame.
+    WatchProgress {
+        revision: u64,
+    },
 }
 
 /// Why a request failed. Each variant documents whether the request may have taken effect
@@ -282,6 +361,14 @@ pub enum ErrorKind {
     ConfChange(String),
     /// The server is stopping; requests in flight had not been answered. Applied: maybe.
     ShuttingDown,
+    /// A watch's start revision is older than the changes this server still keeps: the oldest
+    /// revision a watch can start from here is `oldest`. Load the current state and watch from
+    /// the revision after it. Applied: no.
+    Compacted { oldest: u64 },
+    /// A watch was cut off: its events waited unread on the connection beyond the server's
+    /// limit of `limit` bytes. Watch again from the revision after the last one received.
+    /// Applied: no.
+    WatchOverflow { limit: u64 },
 }
 
 impl ErrorKind {
@@ -336,6 +423,14 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::ShuttingDown => f.write_str(
                 "server shutting down: the request may have been applied; retry at another node with the same session tag",
+            ),
+            ErrorKind::Compacted { oldest } => write!(
+                f,
+                "watch start revision no longer kept: the oldest revision a watch can start from here is {oldest}; reload and watch from the revision after the load"
+            ),
+            ErrorKind::WatchOverflow { limit } => write!(
+                f,
+                "watch cut off: its events waited unread beyond the server's limit of {limit} bytes; watch again from the revision after the last event received"
             ),
         }
     }
@@ -466,6 +561,16 @@ impl Request {
             Request::MemberPromote { id } => RequestView::MemberPromote { id: *id },
             Request::MemberRemove { id } => RequestView::MemberRemove { id: *id },
             Request::TransferLeader { to } => RequestView::TransferLeader { to: *to },
+            Request::Watch {
+                prefix,
+                from_revision,
+            } => RequestView::Watch {
+                prefix,
+                from_revision: *from_revision,
+            },
+            Request::CancelWatch { watch_id } => RequestView::CancelWatch {
+                watch_id: *watch_id,
+            },
         }
     }
 }
@@ -529,6 +634,14 @@ impl RequestView<'_> {
             RequestView::MemberPromote { id } => Request::MemberPromote { id },
             RequestView::MemberRemove { id } => Request::MemberRemove { id },
             RequestView::TransferLeader { to } => Request::TransferLeader { to },
+            RequestView::Watch {
+                prefix,
+                from_revision,
+            } => Request::Watch {
+                prefix: prefix.to_vec(),
+                from_revision,
+            },
+            RequestView::CancelWatch { watch_id } => Request::CancelWatch { watch_id },
         }
     }
 
@@ -566,6 +679,8 @@ mod op {
     pub const MEMBER_PROMOTE: u8 = 11;
     pub const MEMBER_REMOVE: u8 = 12;
     pub const TRANSFER_LEADER: u8 = 13;
+    pub const WATCH: u8 = 14;
+    pub const CANCEL_WATCH: u8 = 15;
 
     pub const R_SESSION_REGISTERED: u8 = 0x81;
     pub const R_VALUE: u8 = 0x82;
@@ -579,6 +694,8 @@ mod op {
     pub const R_MEMBERS: u8 = 0x8A;
     pub const R_DONE: u8 = 0x8B;
     pub const R_ERROR: u8 = 0x8C;
+    pub const R_WATCH_EVENTS: u8 = 0x8D;
+    pub const R_WATCH_PROGRESS: u8 = 0x8E;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,6 +815,8 @@ pub fn encode_request_view(id: u64, req: &RequestView<'_>, out: &mut Vec<u8>) {
         RequestView::MemberPromote { .. } => op::MEMBER_PROMOTE,
         RequestView::MemberRemove { .. } => op::MEMBER_REMOVE,
         RequestView::TransferLeader { .. } => op::TRANSFER_LEADER,
+        RequestView::Watch { .. } => op::WATCH,
+        RequestView::CancelWatch { .. } => op::CANCEL_WATCH,
     };
     let start = begin_frame(out, id, opcode);
     let mut e = Enc { out };
@@ -760,6 +879,14 @@ pub fn encode_request_view(id: u64, req: &RequestView<'_>, out: &mut Vec<u8>) {
         }
         RequestView::MemberPromote { id } | RequestView::MemberRemove { id } => e.u64(id),
         RequestView::TransferLeader { to } => e.opt_u64(to),
+        RequestView::Watch {
+            prefix,
+            from_revision,
+        } => {
+            e.u64(from_revision);
+            e.bytes(prefix);
+        }
+        RequestView::CancelWatch { watch_id } => e.u64(watch_id),
     }
     end_frame(out, start);
 }
@@ -804,6 +931,8 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
         Response::Members(_) => op::R_MEMBERS,
         Response::Done => op::R_DONE,
         Response::Error(_) => op::R_ERROR,
+        Response::WatchEvents(_) => op::R_WATCH_EVENTS,
+        Response::WatchProgress { .. } => op::R_WATCH_PROGRESS,
     };
     let start = begin_frame(out, id, opcode);
     let mut e = Enc { out };
@@ -886,8 +1015,73 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             }
         }
         Response::Error(k) => encode_error(&mut e, k),
+        Response::WatchEvents(events) => {
+            e.u32(events.len() as u32);
+            for ev in events {
+                encode_event(&mut e, ev.revision(), ev.key(), ev.value());
+            }
+        }
+        Response::WatchProgress { revision } => e.u64(*revision),
     }
     end_frame(out, start);
+}
+
+const EVENT_PUT: u8 = 1;
+const EVENT_DELETE: u8 = 2;
+
+fn encode_event(e: &mut Enc<'_>, revision: u64, key: &[u8], value: Option<&[u8]>) {
+    e.u8(if value.is_some() {
+        EVENT_PUT
+    } else {
+        EVENT_DELETE
+    });
+    e.u64(revision);
+    e.bytes(key);
+    if let Some(v) = value {
+        e.bytes(v);
+    }
+}
+
+/// The bytes one event takes in a `WatchEvents` frame.
+pub fn event_encoded_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    1 + 8 + 4 + key.len() + value.map_or(0, |v| 4 + v.len())
+}
+
+/// A `WatchEvents` frame being written from borrowed keys and values: the server's watch path,
+/// which encodes each event from its change history straight into a connection's buffer.
+/// `begin`, any number of `push`, then `finish`, all on the same buffer.
+pub struct EventsFrame {
+    start: usize,
+    count_at: usize,
+    count: u32,
+}
+
+impl EventsFrame {
+    pub fn begin(out: &mut Vec<u8>, request_id: u64) -> EventsFrame {
+        let start = begin_frame(out, request_id, op::R_WATCH_EVENTS);
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        EventsFrame {
+            start,
+            count_at,
+            count: 0,
+        }
+    }
+
+    /// Appends one event: a put of `value`, or a delete when `value` is `None`.
+    pub fn push(&mut self, out: &mut Vec<u8>, revision: u64, key: &[u8], value: Option<&[u8]>) {
+        encode_event(&mut Enc { out }, revision, key, value);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn finish(self, out: &mut Vec<u8>) {
+        out[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+        end_frame(out, self.start);
+    }
 }
 
 fn encode_error(e: &mut Enc<'_>, k: &ErrorKind) {
@@ -930,6 +1124,14 @@ fn encode_error(e: &mut Enc<'_>, k: &ErrorKind) {
             e.str(s, MAX_TEXT_BYTES);
         }
         ErrorKind::ShuttingDown => e.u8(12),
+        ErrorKind::Compacted { oldest } => {
+            e.u8(13);
+            e.u64(*oldest);
+        }
+        ErrorKind::WatchOverflow { limit } => {
+            e.u8(14);
+            e.u64(*limit);
+        }
     }
 }
 
@@ -1205,6 +1407,14 @@ pub fn decode_request<'a>(
         op::MEMBER_PROMOTE => RequestView::MemberPromote { id: d.u64()? },
         op::MEMBER_REMOVE => RequestView::MemberRemove { id: d.u64()? },
         op::TRANSFER_LEADER => RequestView::TransferLeader { to: d.opt_u64()? },
+        op::WATCH => {
+            let from_revision = d.u64()?;
+            RequestView::Watch {
+                prefix: d.bytes("key", kmax)?,
+                from_revision,
+            }
+        }
+        op::CANCEL_WATCH => RequestView::CancelWatch { watch_id: d.u64()? },
         _ => return Err(FrameError::Malformed("unknown request opcode")),
     };
     d.finish()?;
@@ -1283,6 +1493,27 @@ pub fn decode_response(frame: &[u8], limits: &FrameLimits) -> Result<(u64, Respo
         }
         op::R_DONE => Response::Done,
         op::R_ERROR => Response::Error(decode_error(&mut d)?),
+        op::R_WATCH_EVENTS => {
+            // The smallest event: kind, revision, an empty key.
+            let n = d.count(1 + 8 + 4)?;
+            let mut events = Vec::with_capacity(n);
+            for _ in 0..n {
+                let kind = d.u8()?;
+                let revision = d.u64()?;
+                let key = d.bytes("key", kmax)?.to_vec();
+                events.push(match kind {
+                    EVENT_PUT => WatchEvent::Put {
+                        key,
+                        value: d.bytes("value", vmax)?.to_vec(),
+                        revision,
+                    },
+                    EVENT_DELETE => WatchEvent::Delete { key, revision },
+                    _ => return Err(FrameError::Malformed("unknown watch event kind")),
+                });
+            }
+            Response::WatchEvents(events)
+        }
+        op::R_WATCH_PROGRESS => Response::WatchProgress { revision: d.u64()? },
         _ => return Err(FrameError::Malformed("unknown response opcode")),
     };
     d.finish()?;
@@ -1370,6 +1601,8 @@ fn decode_error(d: &mut Dec<'_>) -> Result<ErrorKind, FrameError> {
         10 => ErrorKind::Invalid(d.str(MAX_TEXT_BYTES)?.to_string()),
         11 => ErrorKind::ConfChange(d.str(MAX_TEXT_BYTES)?.to_string()),
         12 => ErrorKind::ShuttingDown,
+        13 => ErrorKind::Compacted { oldest: d.u64()? },
+        14 => ErrorKind::WatchOverflow { limit: d.u64()? },
         _ => return Err(FrameError::Malformed("unknown error kind")),
     })
 }
