@@ -103,6 +103,12 @@ pub struct Bugs {
     /// A ReadIndex read is answered as soon as its round is confirmed, even when the
     /// dictionary has not yet applied the read's index.
     pub read_before_applied: bool,
+    /// A watcher behind a snapshot installed from the leader goes on from the snapshot's
+    /// index instead of being told `Compacted`: the changes the snapshot covers are skipped.
+    pub watch_skips_snapshot: bool,
+    /// A watch from a revision older than the history starts from the oldest change kept
+    /// instead of being refused with `Compacted`.
+    pub watch_starts_past_compaction: bool,
 }
 
 impl Bugs {

@@ -245,6 +245,11 @@ impl Host {
             r => LogIndex(r),
         };
         let oldest = self.watches.history.oldest();
+        let from = if Bugs::on(self.cfg.bugs.watch_starts_past_compaction) {
+            from.max(oldest)
+        } else {
+            from
+        };
         if from < oldest {
             let e = ErrorKind::Compacted { oldest: oldest.0 };
             return out.answer(to, &Response::Error(e));
@@ -320,6 +325,12 @@ impl Host {
             .map(|(k, _)| *k)
             .collect();
         for k in behind {
+            if Bugs::on(self.cfg.bugs.watch_skips_snapshot) {
+                if let Some(w) = self.watches.watchers.get_mut(&k) {
+                    w.next = index.next();
+                }
+                continue;
+            }
             if let Some(w) = self.watches.watchers.remove(&k) {
                 let e = ErrorKind::Compacted {
                     oldest: index.next().0,

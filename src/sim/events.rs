@@ -34,6 +34,21 @@ pub(super) enum Event {
     Heal(u64),
     /// A reactive crash (of the node's life `.1`), restarting after `.2` µs.
     Crash(usize, u64, u64),
+    /// A watcher's request frame on its connection `conn` reaches `node`.
+    WatchToNode {
+        node: usize,
+        watcher: usize,
+        conn: u64,
+        frame: Vec<u8>,
+    },
+    /// A frame of connection `conn` reaches `watcher`.
+    ToWatcher {
+        watcher: usize,
+        conn: u64,
+        frame: Vec<u8>,
+    },
+    /// A watcher looks at its connection's silence.
+    WatchTick(usize),
 }
 
 pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
@@ -134,6 +149,32 @@ pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
             h.u64(13);
             h.u64(*n as u64);
             h.u64(*i);
+        }
+        Event::WatchToNode {
+            node,
+            watcher,
+            conn,
+            frame,
+        } => {
+            h.u64(14);
+            h.u64(*node as u64);
+            h.u64(*watcher as u64);
+            h.u64(*conn);
+            h.bytes(frame);
+        }
+        Event::ToWatcher {
+            watcher,
+            conn,
+            frame,
+        } => {
+            h.u64(15);
+            h.u64(*watcher as u64);
+            h.u64(*conn);
+            h.bytes(frame);
+        }
+        Event::WatchTick(w) => {
+            h.u64(16);
+            h.u64(*w as u64);
         }
     }
 }

@@ -10,6 +10,7 @@
 use super::checks::ack_check;
 use super::client::split_request_id;
 use super::events::Event;
+use super::watch::WATCH_CONN_BASE;
 use super::*;
 use crate::host::{HostConfig, Now, Output, ReplyTo};
 use crate::raft::{Config, Raft, Role};
@@ -65,6 +66,9 @@ impl SimOut<'_> {
     /// Sends a response frame back to its client, unless the link loses it.
     fn reply(&mut self, to: ReplyTo, frame: Vec<u8>) {
         let w = &mut *self.w;
+        if to.conn != ADMIN && to.conn >= WATCH_CONN_BASE {
+            return w.watch_frame_out(to.conn - WATCH_CONN_BASE, to.generation, frame);
+        }
         if to.conn == ADMIN {
             let (id, resp) = crate::wire::client::decode_response(&frame, &FrameLimits::default())
                 .map(|(id, r)| (id, format!("{r:?}")))
@@ -157,7 +161,13 @@ impl Output for SimOut<'_> {
         self.reply(to, frame);
     }
 
-    fn pending_bytes(&self, _to: ReplyTo) -> Option<usize> {
+    /// Nothing waits unsent (delivery is scheduled at once), but a watcher's earlier
+    /// connection is closed.
+    fn pending_bytes(&self, to: ReplyTo) -> Option<usize> {
+        if to.conn != ADMIN && to.conn >= WATCH_CONN_BASE {
+            let w = self.w.watchers.get(to.conn - WATCH_CONN_BASE)?;
+            return w.is_current(to.generation).then_some(0);
+        }
         Some(0)
     }
 
@@ -194,6 +204,7 @@ impl Output for SimOut<'_> {
         let id = self.w.nodes[self.ni].id;
         let r = self.w.checker.on_apply(id, entry);
         self.w.fail(r);
+        self.w.oracle.on_apply(entry);
     }
 }
 
@@ -260,12 +271,23 @@ impl Sim {
 
     /// A request frame arrives at node `ni` on connection `conn`.
     pub(super) fn client_frame(&mut self, ni: usize, conn: usize, frame: &[u8]) -> Check {
+        self.client_frame_on(ni, conn, 0, frame)
+    }
+
+    /// A request frame arrives at node `ni` on connection `conn` of that `generation`.
+    pub(super) fn client_frame_on(
+        &mut self,
+        ni: usize,
+        conn: usize,
+        generation: u64,
+        frame: &[u8],
+    ) -> Check {
         if !self.live(ni, None) {
             return Ok(());
         }
         let to = ReplyTo {
             conn,
-            generation: 0,
+            generation,
             request_id: frame_request_id(frame).unwrap_or(0),
         };
         let now = self.now();
@@ -376,6 +398,8 @@ impl Sim {
         let mut c = HostConfig::new(FrameLimits::default().max_frame_bytes, w.fp.snapshot_every);
         c.kv = w.kv_cfg.clone();
         c.snapshot_keys_per_turn = w.fp.snapshot_keys_per_turn;
+        c.watch.history.max_changes = w.watch_history;
+        c.watch.progress_interval = Duration::from_micros(super::watch::PROGRESS_US);
         if let (Some(b), false) = (w.opts.bug, w.opts.control) {
             c.bugs = b.host_bugs();
         }
