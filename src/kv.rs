@@ -1245,6 +1245,70 @@ mod tests {
     }
 
     #[test]
+    fn changes_are_reported_only_when_something_changed() {
+        // Goal: a watch sees a change for every put and every delete or compare-and-swap that
+        // changed the dictionary, and none for a write that changed nothing (a failed CAS, a
+        // delete of an absent key, a CAS deleting an absent key, a retried write answered from
+        // its session). Method: each case through `apply_observed`, collecting the changes.
+        let mut kv = Kv::new(KvConfig::default());
+        let mut seen: Vec<(u64, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut index = 0;
+        let mut apply = |kv: &mut Kv, session: Option<SessionRef>, c: Command| {
+            index += 1;
+            let p = Proposal {
+                session,
+                now_ms: 1,
+                command: c,
+            };
+            kv.apply_observed(&normal(index, &p), &mut |c| {
+                seen.push((c.revision.0, c.key.to_vec(), c.value.map(<[u8]>::to_vec)))
+            })
+        };
+        let del = |k: &str| Command::Delete { key: k.into() };
+        let cas = |k: &str, expect: Expect, new: Option<&str>| Command::Cas {
+            key: k.into(),
+            expect,
+            new: new.map(Into::into),
+        };
+        apply(&mut kv, None, put("a", "1")); // 1: change
+        apply(&mut kv, None, del("zz")); // 2: absent, nothing
+        apply(
+            &mut kv,
+            None,
+            cas("a", Expect::Value("9".into()), Some("2")),
+        ); // 3: fails
+        apply(&mut kv, None, cas("b", Expect::Absent, None)); // 4: holds, deletes nothing
+        apply(
+            &mut kv,
+            None,
+            cas("a", Expect::Value("1".into()), Some("2")),
+        ); // 5: change
+        apply(&mut kv, None, cas("a", Expect::Revision(LogIndex(5)), None)); // 6: deletes a
+        let id = match apply(&mut kv, None, Command::RegisterSession) {
+            Some(Reply::SessionRegistered { id }) => id, // 7: a session, no key changed
+            other => panic!("{other:?}"),
+        };
+        let tag = Some(SessionRef { id, seq: 1 });
+        apply(&mut kv, tag, put("c", "3")); // 8: change
+        apply(&mut kv, tag, put("c", "3")); // 9: the retry: cached reply, nothing applied
+        apply(&mut kv, None, del("c")); // 10: change
+        apply(&mut kv, None, put("c", "3")); // 11: the same value again: a new revision
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(
+            seen,
+            vec![
+                (1, b"a".to_vec(), v("1")),
+                (5, b"a".to_vec(), v("2")),
+                (6, b"a".to_vec(), None),
+                (8, b"c".to_vec(), v("3")),
+                (10, b"c".to_vec(), None),
+                (11, b"c".to_vec(), v("3")),
+            ]
+        );
+        assert_eq!(kv.applied_index(), LogIndex(11));
+    }
+
+    #[test]
     fn snapshot_encoded_in_slices_restores_the_same_state() {
         // Goal: a snapshot encoded a few keys per step is byte-identical to one taken at once
         // and restores the same state. Method: 10 keys and a session, 3 keys per step.

@@ -16,6 +16,9 @@ struct Recorder {
     pending: VecDeque<u64>,
     /// Frames streamed (watch events and progress), decoded.
     streamed: Vec<(u64, Response)>,
+    /// What `pending_bytes` says: bytes unsent on every connection, or closed.
+    unsent: usize,
+    closed: bool,
 }
 
 impl Output for Recorder {
@@ -49,7 +52,7 @@ impl Output for Recorder {
             .push(decoded.expect("the host streams whole, valid frames"));
     }
     fn pending_bytes(&self, _to: ReplyTo) -> Option<usize> {
-        Some(0)
+        (!self.closed).then_some(self.unsent)
     }
 }
 
@@ -275,5 +278,197 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         h.raft().role(),
         Role::Leader,
         "won the vote with its own vote durable, yet does not lead"
+    );
+}
+
+/// A lone voter that leads, with everything it wrote durable.
+fn lone_leader(cfg: HostConfig) -> (Host, Recorder) {
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    (h, out)
+}
+
+/// A put made durable and applied; its revision.
+fn put_applied(h: &mut Host, out: &mut Recorder, key: &[u8]) -> u64 {
+    put(h, out, 1, key);
+    while !out.pending.is_empty() {
+        durable_next(h, out);
+    }
+    let i = out.answers.iter().position(|(id, _)| *id == 1);
+    match i.map(|i| out.answers.remove(i)) {
+        Some((1, Response::Written { revision })) => revision,
+        other => panic!("{other:?}"),
+    }
+}
+
+const WATCHER: ReplyTo = ReplyTo {
+    conn: 5,
+    generation: 9,
+    request_id: 100,
+};
+
+fn request(h: &mut Host, out: &mut Recorder, to: ReplyTo, req: &Request) {
+    let mut frame = Vec::new();
+    encode_request(to.request_id, req, &mut frame);
+    h.client_frame(out, now(), to, &frame);
+    h.end_turn(out, now()).unwrap();
+}
+
+fn watch(h: &mut Host, out: &mut Recorder, prefix: &[u8], from_revision: u64) {
+    let req = Request::Watch {
+        prefix: prefix.to_vec(),
+        from_revision,
+    };
+    request(h, out, WATCHER, &req);
+}
+
+/// The events streamed so far, as (revision, key) pairs.
+fn events(out: &Recorder) -> Vec<(u64, Vec<u8>)> {
+    out.streamed
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Response::WatchEvents(e) => Some(e.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|e| (e.revision(), e.key().to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
+    // Goal: a watch from "now" is acknowledged with the revision it starts after, then gets
+    // exactly the changes under its prefix, in order; CancelWatch ends it with `Done`.
+    let (mut h, mut out) = lone_leader(HostConfig::new(1 << 20, 1_000_000));
+    put_applied(&mut h, &mut out, b"w/before");
+    let applied = h.kv().applied_index().0;
+    watch(&mut h, &mut out, b"w/", 0);
+    assert_eq!(
+        out.streamed,
+        vec![(100, Response::WatchProgress { revision: applied })]
+    );
+    let a = put_applied(&mut h, &mut out, b"w/a");
+    put_applied(&mut h, &mut out, b"x/a");
+    let b = put_applied(&mut h, &mut out, b"w/b");
+    assert_eq!(
+        events(&out),
+        vec![(a, b"w/a".to_vec()), (b, b"w/b".to_vec())]
+    );
+    assert!(out.streamed.iter().all(|(id, _)| *id == 100));
+    assert_eq!(h.watcher_count(), 1);
+    let cancel = ReplyTo {
+        request_id: 101,
+        ..WATCHER
+    };
+    request(
+        &mut h,
+        &mut out,
+        cancel,
+        &Request::CancelWatch { watch_id: 100 },
+    );
+    assert_eq!(
+        out.answers,
+        vec![(100, Response::Done), (101, Response::Done)]
+    );
+    assert_eq!(h.watcher_count(), 0);
+    put_applied(&mut h, &mut out, b"w/c");
+    assert_eq!(events(&out).len(), 2, "an event after the cancel");
+}
+
+#[test]
+fn a_replay_is_paced_by_the_buffer_and_a_live_watcher_over_it_is_cut_off() {
+    // Goal: a watch from an old revision is sent its backlog only while its connection holds
+    // less than half the buffer limit (never cut off for it); once caught up, a watcher whose
+    // connection holds more than the limit is ended with `WatchOverflow`.
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.watch.buffer_bytes = 1000;
+    let (mut h, mut out) = lone_leader(cfg);
+    let first = put_applied(&mut h, &mut out, b"k1");
+    let second = put_applied(&mut h, &mut out, b"k2");
+    out.unsent = 500;
+    watch(&mut h, &mut out, b"", first);
+    assert!(
+        events(&out).is_empty(),
+        "replayed into a connection half full"
+    );
+    h.end_turn(&mut out, now()).unwrap();
+    assert!(events(&out).is_empty());
+    assert_eq!(h.watcher_count(), 1, "a paced replay was cut off");
+    out.unsent = 0;
+    h.end_turn(&mut out, now()).unwrap();
+    assert_eq!(
+        events(&out),
+        vec![(first, b"k1".to_vec()), (second, b"k2".to_vec())]
+    );
+    out.unsent = 1001;
+    put_applied(&mut h, &mut out, b"k3");
+    assert_eq!(
+        out.answers.last(),
+        Some(&(
+            100,
+            Response::Error(ErrorKind::WatchOverflow { limit: 1000 })
+        ))
+    );
+    assert_eq!(h.watcher_count(), 0);
+    assert_eq!(events(&out).len(), 2);
+}
+
+#[test]
+fn a_watch_older_than_the_history_is_compacted_and_closed_connections_drop_watchers() {
+    // Goal: a start before the history's oldest revision is refused with `Compacted { oldest }`;
+    // watchers go with their connection, whether the driver says so or finds it closed.
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.watch.history.max_changes = 2;
+    let (mut h, mut out) = lone_leader(cfg);
+    let revs: Vec<u64> = (0..5)
+        .map(|i| put_applied(&mut h, &mut out, format!("k{i}").as_bytes()))
+        .collect();
+    let oldest = h.watch_oldest().0;
+    assert_eq!(oldest, revs[2] + 1, "the history keeps the last 2 changes");
+    watch(&mut h, &mut out, b"", revs[2]);
+    assert_eq!(
+        out.answers.last(),
+        Some(&(100, Response::Error(ErrorKind::Compacted { oldest })))
+    );
+    watch(&mut h, &mut out, b"", oldest);
+    assert_eq!(
+        events(&out),
+        vec![(revs[3], b"k3".to_vec()), (revs[4], b"k4".to_vec())]
+    );
+    h.connection_closed(WATCHER.conn, WATCHER.generation);
+    assert_eq!(h.watcher_count(), 0);
+    watch(&mut h, &mut out, b"", 0);
+    assert_eq!(h.watcher_count(), 1);
+    out.closed = true;
+    h.housekeeping(
+        &mut out,
+        Now {
+            mono: Duration::from_secs(5),
+            wall_ms: 0,
+        },
+    );
+    assert_eq!(
+        h.watcher_count(),
+        0,
+        "a watcher of a closed connection was kept"
     );
 }
