@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -82,35 +81,6 @@ fn commands_through_a_follower_reach_the_leader() {
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty());
 }
-
-/// A base port with `n` consecutive ports free for TCP and UDP on loopback.
-fn free_port_run(n: u16) -> u16 {
-    // Distinct per call (tests in this file run in parallel) and per run.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let seed = std::process::id() as u64 * 7919 + nanos + call * 1_009;
-    for attempt in 0..500u64 {
-        // Below the kernel's ephemeral range (32768 and up here), so that ports other tests get
-        // from binding port 0 cannot land on ours between this check and zatt dev's bind.
-        let base = 20_000 + ((seed + attempt * 104_729) % 12_000) as u16;
-        let ok = (0..n).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-        });
-        if ok {
-            return base;
-        }
-    }
-    panic!("no run of {n} free loopback ports");
-}
-
-/// Held by each `zatt dev` test for its duration: the two pick their ports outside the
-/// kernel's ephemeral range, so they must not pick them at the same time.
-static DEV_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Dev {
     child: Child,
@@ -231,9 +201,9 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
     // second run reuses the data. Method: a temporary --dir and a free --base-port; put and
     // get through the printed endpoints; SIGINT; check each server pid is gone; run again and
     // read the value back.
-    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let ports = common::reserve_ports(3);
+    let base = ports[0].port;
     let dir = common::temp_dir("zatt-dev");
-    let base = free_port_run(3);
     let mut dev = start_dev(&dir, base);
     let o = zatt(&dev.endpoints, &["put", "hello", "world"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -271,9 +241,9 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
 fn servers_stop_when_zatt_dev_is_killed_outright() {
     // Goal: even a `zatt dev` that cannot clean up (kill -9) leaves no server running. Method:
     // SIGKILL it; each server, told by the kernel that its parent died, must exit.
-    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let ports = common::reserve_ports(3);
+    let base = ports[0].port;
     let dir = common::temp_dir("zatt-dev-kill");
-    let base = free_port_run(3);
     let mut dev = start_dev(&dir, base);
     dev.child.kill().unwrap();
     let _ = dev.child.wait();
