@@ -593,6 +593,7 @@ impl Server {
             dropped_datagrams: dropped,
             sessions: self.kv.session_count() as u64,
             keys: self.kv.len() as u64,
+            pid: std::process::id(),
         }
     }
 }

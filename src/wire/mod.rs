@@ -115,7 +115,7 @@
 //! | 0x86 | CasFailed | current opt (revision u64, value bytes) |
 //! | 0x87 | ScanPage | applied_index u64, more bool, count u32, then per item: revision u64, key bytes, value bytes |
 //! | 0x88 | Len | len u64, applied_index u64 |
-//! | 0x89 | Status | id u64, role text, term u64, leader opt u64, leader_addr opt text, commit_index u64, applied_index u64, last_index u64, members (count u32, each: id u64, addr text, voter bool), peers (count u32, each: id u64, match_index u64, lag u64, snapshot_progress opt (done u64, total u64)), wal_bytes u64, fsync_p50_us u64, fsync_p99_us u64, dropped_datagrams (count u32, each: name text, count u64), sessions u64, keys u64 |
+//! | 0x89 | Status | id u64, role text, term u64, leader opt u64, leader_addr opt text, commit_index u64, applied_index u64, last_index u64, members (count u32, each: id u64, addr text, voter bool), peers (count u32, each: id u64, match_index u64, lag u64, snapshot_progress opt (done u64, total u64)), wal_bytes u64, fsync_p50_us u64, fsync_p99_us u64, dropped_datagrams (count u32, each: name text, count u64), sessions u64, keys u64, pid u32 (the server's process id; 0 when unknown) |
 //! | 0x8A | Members | count u32, each: id u64, addr text, voter bool |
 //! | 0x8B | Done | — |
 //! | 0x8C | Error | error kind u8 and its fields: 1 NotLeader (leader opt u64, leader_addr opt text), 2 TooLarge (what text, limit u64), 3 Busy, 4 TooManyInFlight (limit u64), 5 TooManyConnections (limit u64), 6 SessionExpired, 7 StaleRequest, 8 Timeout, 9 Unavailable (text), 10 Invalid (text), 11 ConfChange (text), 12 ShuttingDown |
