@@ -850,13 +850,9 @@ pub fn start_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf) {
     let mut cluster = Cluster::start(n, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
-    let harness_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let harness_tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     cluster.tls_client = Some(Arc::new(harness_tls));
     cluster.wait_leader(Duration::from_secs(20));
     (cluster, ca_path)
