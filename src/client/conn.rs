@@ -105,6 +105,14 @@ pub(crate) struct Conn {
     write_timeout: Option<Duration>,
 }
 
+/// The error for bytes from `addr` that are not a response frame: most likely another service
+/// listens there.
+fn not_zatt(addr: &str, e: impl std::fmt::Display) -> ConnError {
+    ConnError::Protocol(format!(
+        "{addr} does not speak the Zatt client protocol (its reply is not a response frame: {e})"
+    ))
+}
+
 /// Resolves and dials `addr` within `timeout`, trying each resolved address in turn.
 fn dial(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
@@ -230,17 +238,10 @@ impl Conn {
                         self.rstart = 0;
                         self.rend = 0;
                     }
-                    return decoded.map_err(|e| {
-                        ConnError::Protocol(format!("bad response from {}: {e}", self.addr))
-                    });
+                    return decoded.map_err(|e| not_zatt(&self.addr, e));
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    return Err(ConnError::Protocol(format!(
-                        "bad response from {}: {e}",
-                        self.addr
-                    )))
-                }
+                Err(e) => return Err(not_zatt(&self.addr, e)),
             }
             self.fill(deadline)?;
         }
