@@ -96,6 +96,7 @@ pub fn reserve_port(port: u16) -> Option<PortLock> {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o666)
         .open(port_lock_dir().join(format!("{port}.lock")))
         .ok()?;
@@ -111,7 +112,7 @@ pub fn reserve_port(port: u16) -> Option<PortLock> {
 /// `n` consecutive reserved ports (for `zatt dev --base-port`), starting at a point that differs
 /// between processes and calls.
 pub fn reserve_ports(n: usize) -> Vec<PortLock> {
-    assert!(n >= 1 && n < 100);
+    assert!((1..100).contains(&n));
     let span = (TEST_PORTS.end - TEST_PORTS.start) as u64 - n as u64;
     let mut x = std::process::id() as u64 ^ (UNIQUE.fetch_add(1, Ordering::Relaxed) << 32);
     x ^= std::time::SystemTime::now()
@@ -832,6 +833,23 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 /// calls) are generated into `dir` as ca.pem, server.pem and server.key; the harness trusts that
 /// CA. Returns once a leader is known, with the CA's path for the client under test.
 pub fn start_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf) {
+    let (cluster, ca, _) = tls_cluster(dir, n, false);
+    (cluster, ca)
+}
+
+/// As `start_tls_cluster`, and the servers require a client certificate signed by the CA
+/// (`--tls-client-ca`): one is generated into `dir` as client.pem and client.key (returned),
+/// and the harness presents it too.
+pub fn start_mutual_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf, (PathBuf, PathBuf)) {
+    let (cluster, ca, client) = tls_cluster(dir, n, true);
+    (cluster, ca, client.expect("a client certificate"))
+}
+
+fn tls_cluster(
+    dir: &Path,
+    n: usize,
+    client_auth: bool,
+) -> (Cluster, PathBuf, Option<(PathBuf, PathBuf)>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -847,13 +865,35 @@ pub fn start_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf) {
     let key_path = write_file(dir, "server.key", key.serialize_pem().as_bytes());
     let cert_s = cert_path.display().to_string();
     let key_s = key_path.display().to_string();
-    let mut cluster = Cluster::start(n, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let ca_s = ca_path.display().to_string();
+    let mut flags = vec!["--tls-cert", &cert_s, "--tls-key", &key_s];
+    if client_auth {
+        flags.extend(["--tls-client-ca", &ca_s]);
+    }
+    let mut cluster = Cluster::start(n, &flags);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
-    let harness_tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let harness_tls = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let (harness_tls, client_files) = if client_auth {
+        let ckey = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["zatt-client".to_string()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let ccert = params.signed_by(&ckey, &ca, &ca_key).unwrap();
+        let files = (
+            write_file(dir, "client.pem", ccert.pem().as_bytes()),
+            write_file(dir, "client.key", ckey.serialize_pem().as_bytes()),
+        );
+        let tls = harness_tls
+            .with_client_auth_cert(
+                vec![ccert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(ckey.serialize_der().into()),
+            )
+            .unwrap();
+        (tls, Some(files))
+    } else {
+        (harness_tls.with_no_client_auth(), None)
+    };
     cluster.tls_client = Some(Arc::new(harness_tls));
     cluster.wait_leader(Duration::from_secs(20));
-    (cluster, ca_path)
+    (cluster, ca_path, client_files)
 }
