@@ -1,6 +1,8 @@
-//! The `zatt` binary against real `zattd` processes: status as JSON from each server, writes
-//! through a follower, and `zatt dev` (a write and a read work; SIGINT stops every server it
-//! started; a second run reuses the data). Every wait is bounded; nothing asserts on timing.
+//! The `zatt` binary against real `zattd` processes: status as JSON from each server (with its
+//! pid), writes through a follower, a 1 MiB value from a file, TLS with and without a client
+//! certificate, and `zatt dev` (a write and a read work; SIGINT stops every server it started;
+//! a second run reuses the data; members it does not run are named, or removed when asked).
+//! Every wait is bounded; nothing asserts on timing.
 
 mod common;
 
@@ -12,8 +14,24 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 
+/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zatt"));
+    for v in [
+        "ZATT_ENDPOINTS",
+        "ZATT_TIMEOUT",
+        "ZATT_TLS_CA",
+        "ZATT_CERT",
+        "ZATT_KEY",
+        "ZATT_OUTPUT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
 fn zatt(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zatt"))
+    bin()
         .args(["--endpoints", endpoints, "--timeout", "20s"])
         .args(args)
         .output()
@@ -72,7 +90,7 @@ fn commands_through_a_follower_reach_the_leader() {
     let o = zatt(&follower.addr, &["put", "colour", "blue"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&follower.addr, &["get", "colour"]);
-    assert_eq!(text(&o.stdout), "blue\n");
+    assert_eq!(text(&o.stdout), "blue");
     let o = zatt(&follower.addr, &["cas", "colour", "blue", "green"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&follower.addr, &["--output", "json", "members"]);
@@ -208,7 +226,7 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
     let o = zatt(&dev.endpoints, &["put", "hello", "world"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&dev.endpoints, &["get", "hello"]);
-    assert_eq!(text(&o.stdout), "world\n");
+    assert_eq!(text(&o.stdout), "world");
     assert_eq!(interrupt(&mut dev), Some(0));
     let rest: Vec<String> = dev.lines.try_iter().collect();
     assert!(
@@ -225,7 +243,7 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
 
     let mut again = start_dev(&dir, base);
     let o = zatt(&again.endpoints, &["get", "hello"]);
-    assert_eq!(text(&o.stdout), "world\n", "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "world", "{}", text(&o.stderr));
     assert_eq!(interrupt(&mut again), Some(0));
     for &pid in &again.pids {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -279,8 +297,8 @@ fn tls_ca_flag_speaks_tls_to_a_tls_cluster() {
     let o = zatt(&endpoints, &["--tls-ca", &ca_s, "put", "k", "tls"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&endpoints, &["--tls-ca", &ca_s, "get", "k"]);
-    assert_eq!(text(&o.stdout), "tls\n");
-    let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
+    assert_eq!(text(&o.stdout), "tls");
+    let o = bin()
         .args(["--endpoints", &endpoints, "--timeout", "2s", "get", "k"])
         .output()
         .unwrap();
@@ -288,6 +306,100 @@ fn tls_ca_flag_speaks_tls_to_a_tls_cluster() {
     let err = text(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--tls-ca"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cert_and_key_present_a_client_certificate_to_servers_that_require_one() {
+    // Goal: `zatt --cert --key` reaches servers started with --tls-client-ca; without them the
+    // handshake is refused and the CLI says TLS failed, in one line.
+    let dir = common::temp_dir("cli-mtls");
+    let (cluster, ca, (cert, key)) = common::start_mutual_tls_cluster(&dir, 3);
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ca, cert, key) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let with_cert = ["--tls-ca", &ca, "--cert", &cert, "--key", &key];
+    let o = zatt(
+        &endpoints,
+        &[&with_cert[..], &["put", "k", "mutual"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&endpoints, &[&with_cert[..], &["get", "k"]].concat());
+    assert_eq!(text(&o.stdout), "mutual", "{}", text(&o.stderr));
+    let o = bin()
+        .args([
+            "--endpoints",
+            &endpoints,
+            "--timeout",
+            "5s",
+            "--tls-ca",
+            &ca,
+        ])
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--cert"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_reports_each_servers_pid_and_finds_the_leader() {
+    // Goal: the tour can kill the leader by the pid `zatt status` reports. Method: each
+    // server's reported pid is the process the harness started; --leader --field id names the
+    // leader the harness sees.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    for n in &cluster.nodes {
+        let o = zatt(&n.addr, &["status", "--field", "pid"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), n.pid().unwrap().to_string());
+        assert!(text(&zatt(&n.addr, &["status"]).stdout)
+            .contains(&format!("\npid: {}\n", n.pid().unwrap())));
+    }
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
+    let o = zatt(&follower.addr, &["status", "--leader", "--field", "id"]);
+    assert_eq!(text(&o.stdout).trim(), leader.to_string());
+    let o = zatt(&follower.addr, &["status", "--leader", "--field", "pid"]);
+    assert_eq!(
+        text(&o.stdout).trim(),
+        cluster.node(leader).pid().unwrap().to_string()
+    );
+}
+
+#[test]
+fn a_one_mebibyte_value_goes_in_from_a_file_and_comes_back_exact() {
+    // Goal: the CLI stores values as large as the server accepts (1 MiB), beyond the kernel's
+    // limit on one argument (about 128 KiB), and `get` writes their exact bytes.
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let value: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let dir = common::temp_dir("cli-big");
+    let file = common::write_file(&dir, "value", &value);
+    let o = zatt(
+        &endpoints,
+        &["put", "big", "--file", &file.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&endpoints, &["get", "big"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout == value, "{} bytes came back", o.stdout.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -30,6 +30,8 @@ pub struct DevOptions {
     pub nodes: u16,
     pub dir: PathBuf,
     pub base_port: u16,
+    /// Remove from the cluster the members this run does not start (added by hand).
+    pub remove_others: bool,
 }
 
 impl Default for DevOptions {
@@ -38,6 +40,7 @@ impl Default for DevOptions {
             nodes: 3,
             dir: PathBuf::from("zatt-dev"),
             base_port: 5254,
+            remove_others: false,
         }
     }
 }

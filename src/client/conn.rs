@@ -223,7 +223,18 @@ impl Conn {
             .write_all(&self.wbuf)
             .and_then(|_| self.stream.flush());
         self.wbuf.clear();
-        r.map_err(ConnError::from)
+        r.map_err(|e| self.io_error(e))
+    }
+
+    /// A TLS failure after the handshake (the server refusing our certificate, say, which
+    /// TLS 1.3 reports with the first records after it) is a protocol error, which retrying
+    /// will not cure; any other I/O error is the connection failing.
+    fn io_error(&self, e: io::Error) -> ConnError {
+        if matches!(self.stream, Stream::Tls(_)) && e.kind() == io::ErrorKind::InvalidData {
+            ConnError::Protocol(format!("TLS with {}: {e}", self.addr))
+        } else {
+            ConnError::from(e)
+        }
     }
 
     /// Receives the next response frame, whatever its id, waiting until `deadline`.
@@ -284,7 +295,7 @@ impl Conn {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.io_error(e)),
         }
     }
 }
