@@ -105,22 +105,35 @@ struct Dev {
     lines: mpsc::Receiver<String>,
     pids: Vec<u32>,
     endpoints: String,
+    /// Everything printed up to the "ready" line.
+    seen: Vec<String>,
 }
 
-/// Starts `zatt dev` and waits (bounded) for its "ready" line; collects the servers' pids.
+/// Starts `zatt dev` with 3 servers and waits (bounded) for its "ready" line; collects the
+/// servers' pids.
 fn start_dev(dir: &Path, base: u16) -> Dev {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zatt"))
-        .args([
-            "dev",
-            "--nodes",
-            "3",
-            "--base-port",
-            &base.to_string(),
-            "--dir",
-        ])
-        .arg(dir)
-        // Not under cargo: use the zattd already built next to zatt.
-        .env_remove("CARGO")
+    start_dev_with(dir, base, 3, &[])
+}
+
+fn dev_command(dir: &Path, base: u16, nodes: u16, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args([
+        "dev",
+        "--nodes",
+        &nodes.to_string(),
+        "--base-port",
+        &base.to_string(),
+        "--dir",
+    ])
+    .arg(dir)
+    .args(extra)
+    // Not under cargo: use the zattd already built next to zatt.
+    .env_remove("CARGO");
+    c
+}
+
+fn start_dev_with(dir: &Path, base: u16, nodes: u16, extra: &[&str]) -> Dev {
+    let mut child = dev_command(dir, base, nodes, extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -158,17 +171,52 @@ fn start_dev(dir: &Path, base: u16) -> Dev {
             }
         }
     }
-    let endpoints = (0..3)
+    let endpoints = (0..nodes)
         .map(|i| format!("127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()
         .join(",");
-    assert_eq!(pids.len(), 3, "{seen:#?}");
+    assert_eq!(pids.len(), nodes as usize, "{seen:#?}");
     Dev {
         child,
         lines,
         pids,
         endpoints,
+        seen,
     }
+}
+
+/// A server started by a test by hand (as the tour does), killed when dropped.
+struct Joiner(Child);
+
+impl Joiner {
+    /// `zattd --id ID --join --listen ADDR --cluster CLUSTER --data-dir DIR/ID`.
+    fn start(dir: &Path, id: u64, addr: &str, cluster: &str) -> Joiner {
+        let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_zattd"))
+            .args(["--id", &id.to_string(), "--join", "--listen", addr])
+            .args(["--cluster", cluster, "--data-dir"])
+            .arg(dir.join(id.to_string()))
+            .env_remove("ZATT_CONFIG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Joiner(child)
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dev_cluster_arg(base: u16, nodes: u16) -> String {
+    (0..nodes)
+        .map(|i| format!("{}=127.0.0.1:{}", i + 1, base + i))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Sends SIGINT and waits (bounded) for `zatt dev` to exit; its exit code.
@@ -252,6 +300,98 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
         }
         assert!(process_gone(pid), "server pid {pid} outlived zatt dev");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn zatt_dev_names_members_it_does_not_run_and_removes_them_when_asked() {
+    // Goal: after a server was added by hand (as in the tour), a second `zatt dev` says which
+    // members it does not run and what to do, and `--remove-others` removes them. Method:
+    // add node 4, stop everything, start again twice.
+    let ports = common::reserve_ports(3);
+    let base = ports[0].port;
+    let p4 = common::reserve_ports(1);
+    let addr4 = format!("127.0.0.1:{}", p4[0].port);
+    let dir = common::temp_dir("zatt-dev-others");
+    let mut dev = start_dev(&dir, base);
+    let n4 = Joiner::start(&dir, 4, &addr4, &dev_cluster_arg(base, 3));
+    let o = zatt(&dev.endpoints, &["member", "add", "4", &addr4]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(interrupt(&mut dev), Some(0));
+    drop(n4);
+
+    let mut again = start_dev(&dir, base);
+    let note = format!("members zatt dev does not run: 4={addr4} (voter)");
+    assert!(
+        again.seen.iter().any(|l| l.contains(&note)),
+        "{:#?}",
+        again.seen
+    );
+    assert!(again
+        .seen
+        .iter()
+        .any(|l| l.contains("zatt member remove 4")));
+    assert_eq!(interrupt(&mut again), Some(0));
+
+    let mut cleaned = start_dev_with(&dir, base, 3, &["--remove-others"]);
+    assert!(
+        cleaned
+            .seen
+            .iter()
+            .any(|l| l.contains(&format!("removed member 4={addr4}"))),
+        "{:#?}",
+        cleaned.seen
+    );
+    let o = zatt(&cleaned.endpoints, &["members"]);
+    assert_eq!(text(&o.stdout).lines().count(), 3, "{}", text(&o.stdout));
+    assert_eq!(interrupt(&mut cleaned), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn zatt_dev_says_at_once_when_its_servers_are_no_majority() {
+    // Goal: when the cluster's voters include servers `zatt dev` does not run and its own are
+    // no majority, it says so and what to do, instead of waiting a minute and reporting "no
+    // leader elected". Method: a one-server dev cluster grows a second voter by hand, which
+    // is then stopped; the next `zatt dev --nodes 1` must exit 1 naming it, within 45 s (its
+    // old leader wait was 60 s).
+    let ports = common::reserve_ports(1);
+    let base = ports[0].port;
+    let p2 = common::reserve_ports(1);
+    let addr2 = format!("127.0.0.1:{}", p2[0].port);
+    let dir = common::temp_dir("zatt-dev-minority");
+    let mut dev = start_dev_with(&dir, base, 1, &[]);
+    let n2 = Joiner::start(&dir, 2, &addr2, &dev_cluster_arg(base, 1));
+    let o = zatt(&dev.endpoints, &["member", "add", "2", &addr2]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(interrupt(&mut dev), Some(0));
+    drop(n2);
+
+    let mut child = dev_command(&dir, base, 1, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: interrupting a child this test started; it stops its servers.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let _ = child.wait();
+            panic!("zatt dev kept waiting for a leader that cannot be elected");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no leader can be elected"), "{err}");
+    assert!(err.contains(&format!("2={addr2} (voter)")), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
