@@ -7,7 +7,18 @@ use zatt::config::{parse_args, Invocation};
 use zatt::event_loop::{install_signal_handlers, Server};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The flags are text (config.rs parses strings); an argument that is not UTF-8 is refused
+    // as a usage error rather than a panic in std::env::args.
+    let mut args = Vec::new();
+    for a in std::env::args_os().skip(1) {
+        match a.into_string() {
+            Ok(s) => args.push(s),
+            Err(a) => {
+                eprintln!("zattd: argument {a:?} is not UTF-8 text (see zattd --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let env = |k: &str| std::env::var(k).ok();
     let cfg = match parse_args(&args, &env) {
         Ok(Invocation::Help(text)) => {
