@@ -3,6 +3,8 @@
 //! order, paged scans, the DistributedDict's refresh policies, and TLS. Every wait is bounded by
 //! the client's own timeouts; no assertion is about time.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,20 +271,40 @@ fn unreachable_cluster_is_unavailable_and_not_applied() {
     let err = Client::connect(&[format!("127.0.0.1:{port}")], config).unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(!err.may_have_applied());
-    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+}
+
+#[test]
+fn by_default_connect_waits_for_a_server_that_is_starting() {
+    // Goal: an application started alongside its servers (`wait_for_servers`, the default)
+    // connects once one listens, rather than failing on the first refusal. Method: the port
+    // starts listening 300 ms after connect begins.
+    // A reserved port (outside the ephemeral range): nothing else can take it meanwhile.
+    let port = common::reserve_ports(1).pop().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", port.port).parse().unwrap();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        l.accept().map(|_| ())
+    });
+    let c = Client::connect(&[addr.to_string()], quick());
+    assert!(c.is_ok(), "{:?}", c.err());
+    assert!(starter.join().unwrap().is_ok());
 }
 
 #[test]
 fn connection_refused_everywhere_fails_at_once_and_one_live_endpoint_suffices() {
-    // Goal: when nothing listens at any endpoint, connect reports it at once rather than after
-    // the timeout; a refusing endpoint among live ones is skipped. Method: a timeout of an hour,
-    // which an unnoticed refusal would wait out (the test would hang, not pass).
+    // Goal: with `wait_for_servers: false`, when nothing listens at any endpoint, connect
+    // reports it at once rather than after the timeout; a refusing endpoint among live ones is
+    // skipped. Method: a timeout of an hour, which an unnoticed refusal would wait out (the
+    // test would hang, not pass).
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("127.0.0.1:{}", l.local_addr().unwrap().port())
     };
     let config = ClientConfig {
         timeout: Duration::from_secs(3600),
+        wait_for_servers: false,
         ..quick()
     };
     let err = Client::connect(&[closed.clone(), closed.clone()], config.clone()).unwrap_err();

@@ -894,6 +894,8 @@ fn client_config(g: &Global) -> ClientConfig {
             client_cert: g.client_cert.clone(),
             server_name: None,
         }),
+        // A person at a terminal wants "connection refused" now, not after --timeout.
+        wait_for_servers: false,
         ..ClientConfig::default()
     }
 }

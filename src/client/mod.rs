@@ -88,6 +88,10 @@ pub struct ClientConfig {
     pub limits: FrameLimits,
     /// Keys asked for per scan request.
     pub scan_page_size: u32,
+    /// When every endpoint refuses the connection (nothing listens there), `Client::connect`
+    /// keeps trying until `timeout` (true, the default: the servers may be starting) or fails
+    /// at once with [`Error::Unavailable`] saying so (false: what a command line wants).
+    pub wait_for_servers: bool,
 }
 
 impl Default for ClientConfig {
@@ -106,6 +110,7 @@ impl Default for ClientConfig {
                 max_value_bytes: 32 << 20,
             },
             scan_page_size: 1000,
+            wait_for_servers: true,
         }
     }
 }
@@ -383,6 +388,16 @@ impl Attempts {
         std::thread::sleep(left.min(Duration::from_millis(self.backoff_ms)));
     }
 
+    /// Remembers why a connection failed, unless it merely ran out of time after a failure
+    /// that says more (a dial cut short by the deadline would turn "connection refused" into
+    /// "timed out").
+    fn note_connect_failure(&mut self, e: &ConnError) {
+        if matches!(e, ConnError::Timeout) && self.last_failure.is_some() {
+            return;
+        }
+        self.last_failure = Some(Failure::Connect(describe(e)));
+    }
+
     fn give_up(&mut self, endpoints: &[String]) -> Error {
         let m = self.ambiguous;
         match self.last_failure.take() {
@@ -446,7 +461,7 @@ impl Client {
                             may_have_applied: false,
                         });
                     }
-                    if all_refused {
+                    if all_refused && !client.config.wait_for_servers {
                         // Every endpoint answered "nobody listens here": no server is up at
                         // any of them, and waiting out the timeout would only hide that.
                         return Err(Error::Unavailable {
@@ -457,7 +472,7 @@ impl Client {
                             may_have_applied: false,
                         });
                     }
-                    attempts.last_failure = Some(Failure::Connect(describe(&error)));
+                    attempts.note_connect_failure(&error);
                 }
             }
             if Instant::now() >= deadline {
@@ -848,7 +863,7 @@ impl Client {
                         may_have_applied: attempts.ambiguous,
                     });
                 }
-                attempts.last_failure = Some(Failure::Connect(describe(&error)));
+                attempts.note_connect_failure(&error);
                 attempts.back_off(deadline);
                 continue;
             }
