@@ -360,7 +360,14 @@ fn a_deadline_bounds_every_operation_after_it() {
         Request::Scan { .. } => Action::Delay(Duration::from_millis(200)),
         _ => Action::Serve,
     });
-    let mut c = Client::connect(&[server.addr()], quick()).unwrap();
+    // Each attempt may take far longer than a page (the machine may be loaded): only the
+    // deadline may cut the scan short.
+    let patient = ClientConfig {
+        request_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let mut c = Client::connect(&[server.addr()], patient).unwrap();
     assert_eq!(
         c.dump().unwrap().len(),
         3,
