@@ -9,6 +9,7 @@
 
 pub mod dev;
 mod json;
+mod watch;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
@@ -46,6 +47,7 @@ Commands:
       (--absent instead of EXPECTED: expect KEY absent; --delete instead of NEW: delete it)
   scan [PREFIX] [--limit N]        the keys starting with PREFIX, in byte order
   dump                             every key and value
+  watch PREFIX [--from REV]        print each change under PREFIX as it is made, until Ctrl-C
   status [--leader] [--field NAME] a server's status (the first reachable, or the leader)
   members                          the cluster's members
   member add ID HOST:PORT [--learner]
@@ -149,6 +151,27 @@ an object {\"base64\":\"...\"} instead of a string.
 Usage: zatt dump
 
 Lists every key and value, as zatt scan does (see zatt scan --help for the output).
+",
+    },
+    CommandHelp {
+        name: "watch",
+        text: "\
+Usage: zatt watch PREFIX [--from REV]
+
+Prints each change to the keys starting with PREFIX ('' for every key) as the cluster makes
+it, in revision order, one line each, until Ctrl-C (exit 0). Text:
+  REVISION<TAB>put<TAB>KEY<TAB>VALUE
+  REVISION<TAB>delete<TAB>KEY
+with keys and values escaped as in zatt scan (see zatt scan --help). JSON, one object a line:
+  {\"type\":\"put\",\"key\":..,\"value\":..,\"revision\":N}
+  {\"type\":\"delete\",\"key\":..,\"revision\":N}
+A change is a key set (put, cas) or a key that existed removed (del, cas --delete); a write
+that changed nothing prints nothing. When its server goes away the watch resumes on another,
+from the revision after the last line printed: no change is missed or printed twice.
+  --from REV   start at revision REV (1: every change the servers still keep); without it,
+               only changes made after the command starts. If REV is older than what the
+               servers keep (zattd --watch-history-changes), zatt says so and exits 1.
+--timeout bounds starting, and each resumption on another server.
 ",
     },
     CommandHelp {
@@ -337,6 +360,10 @@ enum Command {
     },
     TransferLeader {
         to: Option<u64>,
+    },
+    Watch {
+        prefix: Vec<u8>,
+        from: Option<u64>,
     },
     Dev(dev::DevOptions),
 }
@@ -766,6 +793,28 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
                 limit,
             }
         }
+        "watch" => {
+            let m = sub(name, args, &[], &["from"])?;
+            want(name, &m.free, 1, "PREFIX")?;
+            let from = match m.value("from") {
+                None => None,
+                Some(r) => {
+                    let r = text("watch --from", r)?;
+                    match r.parse::<u64>() {
+                        Ok(n) if n > 0 => Some(n),
+                        _ => {
+                            return Err(format!(
+                                "watch --from: {r:?} is not a revision (a number from 1)"
+                            ))
+                        }
+                    }
+                }
+            };
+            Command::Watch {
+                prefix: bytes(&m.free[0]),
+                from,
+            }
+        }
         "dump" | "members" => {
             let m = sub(name, args, &[], &[])?;
             want(name, &m.free, 0, "none")?;
@@ -1047,6 +1096,8 @@ fn execute(
     let deadline = Instant::now() + g.timeout;
     let cmd = match cmd {
         Command::Dev(opts) => return dev::run(&opts, out, err),
+        // A stream: printed as it comes, and it runs past --timeout.
+        Command::Watch { prefix, from } => return watch::run(g, prefix, from, out, err),
         Command::Put { key, value } => match read_value(value, env.stdin) {
             Ok(v) => Command::Put {
                 key,
@@ -1250,8 +1301,10 @@ fn execute_with(
             client.transfer_leader(to)?;
             ok_line(g, out, "{\"ok\":true}");
         }
-        Command::Dev(_) => {
-            return Err(Failure::Said("internal: dev runs before connecting".into()))
+        Command::Dev(_) | Command::Watch { .. } => {
+            return Err(Failure::Said(
+                "internal: dev and watch run before connecting".into(),
+            ))
         }
     }
     Ok(EXIT_OK)

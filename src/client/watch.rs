@@ -135,8 +135,7 @@ impl Client {
             finished: false,
             stats: WatchStats::default(),
         };
-        let deadline = Instant::now() + w.config.timeout;
-        w.open(deadline)?;
+        w.open(self.op_deadline())?;
         Ok(w)
     }
 }
