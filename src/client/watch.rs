@@ -31,7 +31,9 @@ pub struct WatchOptions {
     /// elsewhere. Servers send a progress notification every second on a quiet watch (their
     /// `--watch-progress-interval`), so this must be well above that.
     pub silence_timeout: Duration,
-    /// Try this server first (`host:port`); then the client's endpoints in turn.
+    /// Try this server first (`host:port`); then the client's endpoints in turn. `None`: the
+    /// client's endpoints in turn from one picked at random, so that watchers spread over the
+    /// cluster's members.
     pub endpoint: Option<String>,
 }
 
@@ -117,9 +119,13 @@ impl Client {
             let (_, applied) = self.len_with(super::Consistency::Linearizable)?;
             opts.from_revision = applied + 1;
         }
-        if opts.endpoint.is_none() {
-            opts.endpoint = self.connected_to().map(str::to_string);
-        }
+        let start = {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            (random % self.endpoints().len().max(1) as u64) as usize
+        };
         let mut w = Watch {
             endpoints: self.endpoints().to_vec(),
             config: self.config().clone(),
@@ -128,7 +134,7 @@ impl Client {
             opts,
             conn: None,
             watch_id: 0,
-            next_endpoint: 0,
+            next_endpoint: start,
             queue: VecDeque::new(),
             heard_at: Instant::now(),
             compacted: None,
@@ -214,8 +220,16 @@ impl Watch {
     /// Waits until every change up to `revision` has been received (the watch's revision is at
     /// least `revision`), or until `deadline`; returns whether it was. Changes received
     /// meanwhile stay queued for `next`.
+    ///
+    /// A server that has not reached `revision` within the client's request timeout (a
+    /// follower cut off from the leader, say) is left for another.
     pub fn wait_for(&mut self, revision: u64, deadline: Instant) -> Result<bool> {
+        let mut patience = Instant::now() + self.config.request_timeout;
         while self.next <= revision {
+            if Instant::now() >= patience && self.conn.is_some() {
+                self.lost(&format!("it has not reached revision {revision}"));
+                patience = Instant::now() + self.config.request_timeout;
+            }
             if self.compacted.is_some() || self.finished {
                 return Ok(false);
             }
@@ -228,11 +242,17 @@ impl Watch {
                 continue;
             }
             let silent_at = self.heard_at + self.opts.silence_timeout;
-            let until = deadline.min(silent_at);
+            let until = deadline.min(silent_at).min(patience);
             match self.conn.as_mut().expect("connected").recv(until) {
                 Ok((id, resp)) => self.on_frame(id, resp),
-                Err(ConnError::Timeout) if Instant::now() < silent_at => return Ok(false),
+                Err(ConnError::Timeout) if Instant::now() < silent_at.min(patience) => {
+                    return Ok(false)
+                }
+                Err(ConnError::Timeout) if Instant::now() < silent_at => {}
                 Err(e) => self.lost(&describe(&e)),
+            }
+            if Instant::now() >= deadline && self.next <= revision {
+                return Ok(false);
             }
         }
         Ok(true)

@@ -1082,7 +1082,7 @@ impl EventsFrame {
         self.count
     }
 
-    pub fn finish(self, out: &mut Vec<u8>) {
+    pub fn finish(self, out: &mut [u8]) {
         out[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
         end_frame(out, self.start);
     }
