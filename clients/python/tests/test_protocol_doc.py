@@ -35,6 +35,9 @@ REQUESTS: dict[str, tuple[int, wire.Request]] = {
     "request/member_remove": (53, wire.MemberRemove(4)),
     "request/transfer_leader": (54, wire.TransferLeader(2)),
     "request/transfer_leader_any": (55, wire.TransferLeader(None)),
+    "request/watch": (56, wire.Watch(b"app/", 20)),
+    "request/watch_now": (57, wire.Watch(b"", 0)),
+    "request/cancel_watch": (58, wire.CancelWatch(56)),
 }
 
 STATUS = wire.Status(
@@ -98,6 +101,15 @@ RESPONSES: dict[str, tuple[int, wire.Response]] = {
         E(11, detail="the learner has not caught up with the leader yet"),
     ),
     "response/error_shutting_down": (42, E(12)),
+    "response/watch_events": (
+        56,
+        wire.WatchEvents(
+            [wire.WatchEvent(b"app/a", b"1", 20), wire.WatchEvent(b"app/b", None, 22)]
+        ),
+    ),
+    "response/watch_progress": (56, wire.WatchProgress(25)),
+    "response/error_compacted": (56, E(13, oldest=1001)),
+    "response/error_watch_overflow": (56, E(14, limit=8 << 20)),
 }
 
 
@@ -121,9 +133,9 @@ def test_golden_response_decodes_to_its_value(name: str) -> None:
 
 def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
     request_ops = {req.opcode for _, req in REQUESTS.values()}
-    assert request_ops == set(range(1, 14))
+    assert request_ops == set(range(1, 16))
     response_ops = {FRAMES[name][12] for name in RESPONSES}
-    assert response_ops == set(range(0x81, 0x8D))
+    assert response_ops == set(range(0x81, 0x8F))
     error_kinds = {r.code for _, r in RESPONSES.values() if isinstance(r, wire.ErrorReply)}
     assert error_kinds == set(wire.ERROR_NAMES)
 
@@ -131,7 +143,7 @@ def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
 def test_may_have_applied_matches_the_document_s_error_table() -> None:
     # The table's "applied" column: maybe for StaleRequest, Timeout and ShuttingDown only.
     rows = re.findall(r"^\| (\d+) \| (\w+) \|[^|]*\| (no|maybe) \|", DOC, re.M)
-    assert len(rows) == 12
+    assert len(rows) == 14
     for code, name, applied in rows:
         assert wire.ERROR_NAMES[int(code)].replace("_", "") == name.lower()
         assert E(int(code)).may_have_applied == (applied == "maybe"), name
