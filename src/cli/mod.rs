@@ -47,7 +47,8 @@ Commands:
       (--absent instead of EXPECTED: expect KEY absent; --delete instead of NEW: delete it)
   scan [PREFIX] [--limit N]        the keys starting with PREFIX, in byte order
   dump                             every key and value
-  watch PREFIX [--from REV]        print each change under PREFIX as it is made, until Ctrl-C
+  watch PREFIX [--from REV] [--count N]
+                                   print each change under PREFIX as it is made, until Ctrl-C
   status [--leader] [--field NAME] a server's status (the first reachable, or the leader)
   members                          the cluster's members
   member add ID HOST:PORT [--learner]
@@ -156,7 +157,7 @@ Lists every key and value, as zatt scan does (see zatt scan --help for the outpu
     CommandHelp {
         name: "watch",
         text: "\
-Usage: zatt watch PREFIX [--from REV]
+Usage: zatt watch PREFIX [--from REV] [--count N]
 
 Prints each change to the keys starting with PREFIX ('' for every key) as the cluster makes
 it, in revision order, one line each, until Ctrl-C (exit 0). Text:
@@ -171,6 +172,7 @@ from the revision after the last line printed: no change is missed or printed tw
   --from REV   start at revision REV (1: every change the servers still keep); without it,
                only changes made after the command starts. If REV is older than what the
                servers keep (zattd --watch-history-changes), zatt says so and exits 1.
+  --count N    exit 0 after printing N changes (e.g. wait for the next change: --count 1).
 --timeout bounds starting, and each resumption on another server.
 ",
     },
@@ -364,6 +366,7 @@ enum Command {
     Watch {
         prefix: Vec<u8>,
         from: Option<u64>,
+        count: Option<u64>,
     },
     Dev(dev::DevOptions),
 }
@@ -794,7 +797,7 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
             }
         }
         "watch" => {
-            let m = sub(name, args, &[], &["from"])?;
+            let m = sub(name, args, &[], &["from", "count"])?;
             want(name, &m.free, 1, "PREFIX")?;
             let from = match m.value("from") {
                 None => None,
@@ -810,9 +813,24 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
                     }
                 }
             };
+            let count = match m.value("count") {
+                None => None,
+                Some(n) => {
+                    let n = text("watch --count", n)?;
+                    match n.parse::<u64>() {
+                        Ok(n) if n > 0 => Some(n),
+                        _ => {
+                            return Err(format!(
+                                "watch --count: {n:?} is not a number of changes (from 1)"
+                            ))
+                        }
+                    }
+                }
+            };
             Command::Watch {
                 prefix: bytes(&m.free[0]),
                 from,
+                count,
             }
         }
         "dump" | "members" => {
@@ -1097,7 +1115,11 @@ fn execute(
     let cmd = match cmd {
         Command::Dev(opts) => return dev::run(&opts, out, err),
         // A stream: printed as it comes, and it runs past --timeout.
-        Command::Watch { prefix, from } => return watch::run(g, prefix, from, out, err),
+        Command::Watch {
+            prefix,
+            from,
+            count,
+        } => return watch::run(g, prefix, from, count, out, err),
         Command::Put { key, value } => match read_value(value, env.stdin) {
             Ok(v) => Command::Put {
                 key,

@@ -1,5 +1,5 @@
-//! `zatt watch PREFIX [--from REV]`: prints each change under PREFIX as it is made, one line
-//! per change, until Ctrl-C (exit 0). Text: `REVISION<TAB>put<TAB>KEY<TAB>VALUE` or
+//! `zatt watch PREFIX [--from REV] [--count N]`: prints each change under PREFIX as it is made,
+//! one line per change, until Ctrl-C (exit 0), or until N changes are printed. Text: `REVISION<TAB>put<TAB>KEY<TAB>VALUE` or
 //! `REVISION<TAB>delete<TAB>KEY`, keys and values escaped as `zatt scan` escapes them; JSON: one
 //! object per line, `{"type":"put","key":..,"value":..,"revision":N}` or
 //! `{"type":"delete","key":..,"revision":N}`. The watch resumes by itself on another server
@@ -55,12 +55,13 @@ fn line(output: Output, e: &WatchEvent) -> String {
     }
 }
 
-/// Runs the watch until SIGINT or SIGTERM (exit 0), a failure (exit 1), or standard output
-/// closing (exit 0: `zatt watch | head` is done).
+/// Runs the watch until SIGINT or SIGTERM (exit 0), `count` changes printed (exit 0), a
+/// failure (exit 1), or standard output closing (exit 0: `zatt watch | head` is done).
 pub(super) fn run(
     g: &Global,
     prefix: Vec<u8>,
     from: Option<u64>,
+    count: Option<u64>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
@@ -82,14 +83,15 @@ pub(super) fn run(
         Err(e) => return report(err, g, &Failure::Client(e)),
     };
     drop(client);
-    while !STOP.load(Ordering::SeqCst) {
+    let mut printed = 0u64;
+    while !STOP.load(Ordering::SeqCst) && count.map_or(true, |n| printed < n) {
         match watch.next_until(Instant::now() + POLL) {
             Ok(Some(e)) => {
                 let written = out
                     .write_all(line(g.output, &e).as_bytes())
                     .and_then(|_| out.flush());
                 match written {
-                    Ok(()) => {}
+                    Ok(()) => printed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
                     Err(e) => {
                         let _ = writeln!(err, "zatt: cannot write the output: {e}");
