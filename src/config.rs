@@ -235,6 +235,14 @@ const FLAGS: &[Flag] = &[
                is complete through), so a client on a quiet prefix knows how current it is",
     },
     Flag {
+        name: "watch-frame-interval",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("1ms"),
+        help: "under a steady stream of writes, the least time between two frames of changes to \
+               one watch: fewer, larger frames (one send each) for at most this much delay",
+    },
+    Flag {
         name: "tls-cert",
         hint: "FILE",
         kind: Kind::Value,
@@ -781,6 +789,17 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
             64 << 10,
             1 << 32,
         )? as usize,
+        frame_interval: {
+            let d = dur("watch-frame-interval")?;
+            if d > Duration::from_secs(1) {
+                return Err(bad(
+                    "watch-frame-interval",
+                    req("watch-frame-interval")?,
+                    "must be at most 1s",
+                ));
+            }
+            d
+        },
         progress_interval: {
             let d = dur("watch-progress-interval")?;
             if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {

@@ -318,6 +318,11 @@ impl Server {
         while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut timeout = self.timers.next_timeout(now);
+            if let Some(due) = self.host.watch_due_at() {
+                // Watchers whose changes wait for their frame interval: a turn by then.
+                let left = due.saturating_sub(now.saturating_duration_since(self.origin));
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
             if self.host.wants_turn() || !self.resume.is_empty() {
                 timeout = Some(Duration::ZERO);
             }

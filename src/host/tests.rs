@@ -320,6 +320,13 @@ fn put_applied(h: &mut Host, out: &mut Recorder, key: &[u8]) -> u64 {
     }
 }
 
+/// A host whose watchers get each change as it is applied (these tests do not move time).
+fn unbatched() -> HostConfig {
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.watch.frame_interval = Duration::ZERO;
+    cfg
+}
+
 const WATCHER: ReplyTo = ReplyTo {
     conn: 5,
     generation: 9,
@@ -358,7 +365,7 @@ fn events(out: &Recorder) -> Vec<(u64, Vec<u8>)> {
 fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
     // Goal: a watch from "now" is acknowledged with the revision it starts after, then gets
     // exactly the changes under its prefix, in order; CancelWatch ends it with `Done`.
-    let (mut h, mut out) = lone_leader(HostConfig::new(1 << 20, 1_000_000));
+    let (mut h, mut out) = lone_leader(unbatched());
     put_applied(&mut h, &mut out, b"w/before");
     let applied = h.kv().applied_index().0;
     watch(&mut h, &mut out, b"w/", 0);
@@ -399,7 +406,7 @@ fn a_replay_is_paced_by_the_buffer_and_a_live_watcher_over_it_is_cut_off() {
     // Goal: a watch from an old revision is sent its backlog only while its connection holds
     // less than half the buffer limit (never cut off for it); once caught up, a watcher whose
     // connection holds more than the limit is ended with `WatchOverflow`.
-    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    let mut cfg = unbatched();
     cfg.watch.buffer_bytes = 1000;
     let (mut h, mut out) = lone_leader(cfg);
     let first = put_applied(&mut h, &mut out, b"k1");
@@ -436,7 +443,7 @@ fn a_replay_is_paced_by_the_buffer_and_a_live_watcher_over_it_is_cut_off() {
 fn a_watch_older_than_the_history_is_compacted_and_closed_connections_drop_watchers() {
     // Goal: a start before the history's oldest revision is refused with `Compacted { oldest }`;
     // watchers go with their connection, whether the driver says so or finds it closed.
-    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    let mut cfg = unbatched();
     cfg.watch.history.max_changes = 2;
     let (mut h, mut out) = lone_leader(cfg);
     let revs: Vec<u64> = (0..5)
@@ -471,4 +478,56 @@ fn a_watch_older_than_the_history_is_compacted_and_closed_connections_drop_watch
         0,
         "a watcher of a closed connection was kept"
     );
+}
+
+#[test]
+fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
+    // Goal: under a stream of writes a caught-up watcher gets one frame per frame interval,
+    // not one per turn; the host says when the held-back changes are due, and a turn then
+    // sends them. Method: a watcher gets a first change at time 0; two more applied at 0.5 ms
+    // wait (due at 1 ms); a turn at 1 ms sends both in one frame.
+    let (mut h, mut out) = lone_leader(HostConfig::new(1 << 20, 1_000_000));
+    watch(&mut h, &mut out, b"", 0);
+    let first = put_applied(&mut h, &mut out, b"a");
+    assert_eq!(events(&out), vec![(first, b"a".to_vec())]);
+    let at = |us: u64| Now {
+        mono: Duration::from_micros(us),
+        wall_ms: 0,
+    };
+    let mut held = Vec::new();
+    for key in [&b"b"[..], b"c"] {
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+        };
+        encode_request(1, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: 1,
+        };
+        h.client_frame(&mut out, at(500), to, &frame);
+        h.end_turn(&mut out, at(500)).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, at(500)).unwrap();
+        }
+        held.push(h.kv().applied_index().0);
+    }
+    assert_eq!(events(&out).len(), 1, "sent within the frame interval");
+    assert_eq!(h.watch_due_at(), Some(Duration::from_millis(1)));
+    let frames = out.streamed.len();
+    h.end_turn(&mut out, at(1000)).unwrap();
+    assert_eq!(out.streamed.len(), frames + 1, "one frame for both changes");
+    assert_eq!(
+        events(&out),
+        vec![
+            (first, b"a".to_vec()),
+            (held[0], b"b".to_vec()),
+            (held[1], b"c".to_vec())
+        ]
+    );
+    assert_eq!(h.watch_due_at(), None);
 }

@@ -15,8 +15,10 @@
 //!   match its prefix, in `WatchEvents` frames of about `FRAME_EVENT_BYTES`. A watcher still
 //!   catching up (from an old revision) is sent only as much as keeps its connection's unsent
 //!   bytes under half the buffer limit, so a long replay never trips the limit; once it has
-//!   caught up it is live and gets each turn's changes as they are applied, and if its
-//!   connection then holds more than `buffer_bytes` unsent it is ended with `WatchOverflow`.
+//!   caught up it is live and gets the changes as they are applied — at most one frame per
+//!   `frame_interval`, so that a stream of writes costs one send per interval per watcher
+//!   rather than one per loop turn — and if its connection then holds more than
+//!   `buffer_bytes` unsent it is ended with `WatchOverflow`.
 //! - Every `progress_interval` without a frame it gets `WatchProgress { cursor - 1 }`: every
 //!   matching change up to that revision has been sent. On a quiet prefix this is how a client
 //!   knows how current it is, and its absence how it notices a dead server.
@@ -44,6 +46,11 @@ pub struct WatchConfig {
     pub buffer_bytes: usize,
     /// A watcher sent nothing for this long gets a progress notification.
     pub progress_interval: Duration,
+    /// The least time between two frames of events to one caught-up watcher: changes applied
+    /// meanwhile wait and go in one frame. Under a steady stream of writes this turns one
+    /// frame (and one send) per loop turn per watcher into one per interval, at the cost of
+    /// that much delay; a change after a quiet spell goes at once.
+    pub frame_interval: Duration,
 }
 
 impl Default for WatchConfig {
@@ -52,6 +59,7 @@ impl Default for WatchConfig {
             history: HistoryLimits::default(),
             buffer_bytes: 8 << 20,
             progress_interval: Duration::from_secs(1),
+            frame_interval: Duration::from_millis(1),
         }
     }
 }
@@ -81,8 +89,11 @@ pub(super) struct Watches {
     watchers: BTreeMap<WatchKey, Watcher>,
     /// The applied index the watchers were last served up to.
     served_through: LogIndex,
-    /// Some watcher was left behind by its buffer on the last turn.
+    /// Some watcher was left behind by its buffer, or held back by `frame_interval`, on the
+    /// last turn.
     catching_up: bool,
+    /// When the earliest watcher held back by `frame_interval` is due.
+    due_at: Option<Duration>,
 }
 
 impl Watches {
@@ -93,6 +104,7 @@ impl Watches {
             watchers: BTreeMap::new(),
             served_through: applied,
             catching_up: false,
+            due_at: None,
         }
     }
 
@@ -101,11 +113,13 @@ impl Watches {
     fn serve<O: Output>(&mut self, out: &mut O, applied: LogIndex, now: Duration) {
         if self.watchers.is_empty() || (applied == self.served_through && !self.catching_up) {
             self.served_through = applied;
+            self.due_at = None;
             self.history.trim();
             return;
         }
         let limit = self.cfg.buffer_bytes;
         let mut catching_up = false;
+        let mut due_at: Option<Duration> = None;
         let mut ended: Vec<(WatchKey, Option<ErrorKind>)> = Vec::new();
         for (k, w) in self.watchers.iter_mut() {
             if w.next > applied {
@@ -127,6 +141,13 @@ impl Watches {
                         limit: limit as u64,
                     }),
                 ));
+                continue;
+            }
+            let next_frame_at = w.last_sent + self.cfg.frame_interval;
+            if w.live && now < next_frame_at {
+                // Sent a frame a moment ago: these changes wait to go with the next ones.
+                catching_up = true;
+                due_at = Some(due_at.map_or(next_frame_at, |d| d.min(next_frame_at)));
                 continue;
             }
             let budget = if w.live {
@@ -152,6 +173,7 @@ impl Watches {
         }
         self.served_through = applied;
         self.catching_up = catching_up;
+        self.due_at = due_at;
         self.history.trim();
     }
 }
@@ -359,6 +381,12 @@ impl Host {
             .into_values()
             .map(|w| w.to)
             .collect()
+    }
+
+    /// When a watcher held back by the frame interval is due (time as `Now::mono`): the
+    /// driver should end a turn by then even if nothing else happens.
+    pub fn watch_due_at(&self) -> Option<Duration> {
+        self.watches.due_at
     }
 
     /// Watchers open on this node.

@@ -351,10 +351,19 @@ impl Sim {
         let slicing = self.hosts[ni]
             .as_ref()
             .is_some_and(|h| h.snapshot_in_progress());
+        let watch_due = self.hosts[ni].as_ref().and_then(|h| h.watch_due_at());
         let w = &mut self.w;
         if slicing && !w.nodes[ni].turn_scheduled {
             w.nodes[ni].turn_scheduled = true;
             let d = w.rng.between(w.fp.turn_gap_us.0, w.fp.turn_gap_us.1);
+            let inc = w.nodes[ni].inc;
+            w.at(d, Event::Turn(ni, inc));
+        }
+        if let (Some(due), false) = (watch_due, w.nodes[ni].turn_scheduled) {
+            // Watchers held back by their frame interval: a turn when they are due, as the
+            // event loop's poll timeout gives one.
+            w.nodes[ni].turn_scheduled = true;
+            let d = (due.as_micros() as u64).saturating_sub(w.now).max(1);
             let inc = w.nodes[ni].inc;
             w.at(d, Event::Turn(ni, inc));
         }
