@@ -709,6 +709,10 @@ fn the_documented_limits_are_the_code_s() {
             "watch_frame_event_bytes",
             zatt::host::FRAME_EVENT_BYTES as u64,
         ),
+        (
+            "watch_frame_interval_us",
+            cfg.watch.frame_interval.as_micros() as u64,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -399,3 +399,67 @@ fn a_watch_is_cancelled_and_a_quiet_one_gets_progress() {
     done.sort();
     assert_eq!(done, vec![watch_id, cancel_id]);
 }
+
+#[test]
+fn a_follower_that_installs_a_snapshot_ends_the_watches_behind_it_with_compacted() {
+    // Goal: when a follower's dictionary is replaced by a snapshot from the leader, its
+    // history is gone: a watch it served that had not been sent every change the snapshot
+    // covers ends with `Compacted { oldest }` (never a silent gap), and a new watch from
+    // `oldest` works there. Method: snapshots every 50 entries; a watch on a follower; the
+    // follower is paused (SIGSTOP) while 400 writes go in, so that the leader's log moves past
+    // it; once resumed, it catches up by snapshot.
+    let c = Cluster::start(3, &["--snapshot-entries", "50"]);
+    let leader = c.wait_leader(T);
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut raw = c.client(follower).unwrap();
+    let watch_id = raw
+        .send(&Request::Watch {
+            prefix: Vec::new(),
+            from_revision: 0,
+        })
+        .unwrap();
+    let started = match raw.recv().unwrap() {
+        (id, Response::WatchProgress { revision }) if id == watch_id => revision,
+        other => panic!("{other:?}"),
+    };
+    c.pause(follower);
+    // Through the leader alone: a frozen server still accepts connections (the kernel does),
+    // and this test is not about the client finding its way around one.
+    let mut client = Client::connect(&[c.addr(leader)], patient()).unwrap();
+    let mut last = 0;
+    for i in 0..400 {
+        last = client.put(format!("s{i}"), "v").unwrap();
+    }
+    c.resume(follower);
+    let end = recv_until(&mut raw, |id, r| {
+        assert_eq!(id, watch_id);
+        !matches!(r, Response::WatchEvents(_) | Response::WatchProgress { .. })
+    });
+    let oldest = match end {
+        Response::Error(ErrorKind::Compacted { oldest }) => oldest,
+        other => panic!("expected Compacted, got {other:?}"),
+    };
+    assert!(
+        oldest > started + 1 && oldest <= last + 1,
+        "oldest {oldest}"
+    );
+    // Once caught up (it may have installed more than one snapshot on the way), the follower
+    // serves a watch from the oldest revision it keeps.
+    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
+    let mut opts = WatchOptions::new("", 1);
+    opts.endpoint = Some(c.addr(follower));
+    let oldest = match client.watch_with(opts) {
+        Err(Error::Compacted { oldest }) => oldest,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a watch from revision 1 after a snapshot install started"),
+    };
+    let mut opts = WatchOptions::new("", oldest);
+    opts.endpoint = Some(c.addr(follower));
+    let mut w = client.watch_with(opts).unwrap();
+    assert_eq!(w.connected_to(), Some(c.addr(follower).as_str()));
+    let r = client.put("after", "1").unwrap();
+    let mut got = Vec::new();
+    collect_until(&mut w, r, &mut got);
+    assert_eq!(got.last().map(|c| c.0), Some(r));
+    assert!(got.iter().all(|c| c.0 >= oldest));
+}
