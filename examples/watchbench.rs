@@ -37,6 +37,8 @@ struct Opts {
     sample: u64,
     /// The servers' process ids, to measure their CPU per phase (Linux /proc).
     pids: Vec<u32>,
+    /// Watch on the followers only (the leader serves none).
+    followers_only: bool,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -70,6 +72,7 @@ fn parse() -> Result<Opts, String> {
         "the servers' pids, to report their CPU per phase",
         "PID,...",
     );
+    o.optopt("", "watch-on", "all (default) or followers", "WHERE");
     o.optflag("h", "help", "this help");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let m = o.parse(&args).map_err(|e| e.to_string())?;
@@ -105,6 +108,11 @@ fn parse() -> Result<Opts, String> {
         warmup: dur("warmup", "2s")?,
         value_bytes: num("value-bytes", 100)?,
         sample: num("sample", 4)? as u64,
+        followers_only: match m.opt_str("watch-on").as_deref() {
+            None | Some("all") => false,
+            Some("followers") => true,
+            Some(other) => return Err(format!("--watch-on {other:?}: all or followers")),
+        },
         pids: match m.opt_str("pids") {
             None => Vec::new(),
             Some(v) => v
@@ -359,8 +367,21 @@ fn main() -> ExitCode {
     // The watchers, spread over the servers in turn.
     let mut per_thread: Vec<Vec<WatchConn>> = (0..o.watcher_threads).map(|_| Vec::new()).collect();
     let mut per_server = vec![0usize; o.endpoints.len()];
+    let mut targets: Vec<usize> = (0..o.endpoints.len()).collect();
+    if o.followers_only {
+        let leader = Client::connect(&o.endpoints, config.clone())
+            .and_then(|mut c| c.leader_status())
+            .ok()
+            .and_then(|s| s.leader_addr);
+        targets.retain(|&i| Some(&o.endpoints[i]) != leader.as_ref());
+        if targets.len() == o.endpoints.len() || targets.is_empty() {
+            eprintln!("watchbench: cannot tell the followers among the endpoints");
+            phase.store(STOP, Ordering::SeqCst);
+            return ExitCode::from(1);
+        }
+    }
     for i in 0..o.watchers {
-        let s = i % o.endpoints.len();
+        let s = targets[i % targets.len()];
         match open_watch(&o.endpoints[s], i as u64 + 1) {
             Ok(c) => per_thread[i % o.watcher_threads].push(c),
             Err(e) => {
@@ -439,7 +460,7 @@ fn main() -> ExitCode {
         .sum();
     let complete = conns.len() == o.watchers && min_events >= watched_ops && missing == 0;
     println!(
-        "writers {}, watchers {} ({} on the servers in turn, {} reader threads), {} B values, \
+        "writers {}, watchers {} ({} on the servers {}, {} reader threads), {} B values, \
          {:?} per phase",
         o.writers,
         conns.len(),
@@ -448,6 +469,11 @@ fn main() -> ExitCode {
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
             .join("/"),
+        if o.followers_only {
+            "(followers only)"
+        } else {
+            "in turn"
+        },
         o.watcher_threads,
         o.value_bytes,
         o.duration

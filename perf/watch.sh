@@ -6,6 +6,7 @@
 # whether every watcher got every write, and each server's CPU seconds over the whole run.
 #
 #   perf/watch.sh [--duration DUR] [--writers N] [--watchers N] [--value-bytes N]
+#                 [--watch-on all|followers]
 #
 # Environment: ZATTD_ARGS (extra zattd flags), BASE_PORT (first port to try, default 27300),
 # KEEP_DATA=1 (keep the data directories), ZATTD (another zattd binary).
@@ -15,9 +16,9 @@ source "$(dirname "$0")/lib.sh"
 ARGS=()
 while [ $# -gt 0 ]; do
     case $1 in
-    --duration | --writers | --watchers | --value-bytes | --watcher-threads | --warmup | --sample)
+    --duration | --writers | --watchers | --value-bytes | --watcher-threads | --warmup | --sample | --watch-on)
         ARGS+=("$1" "$2"); shift ;;
-    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "watch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift

@@ -531,3 +531,97 @@ fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
     );
     assert_eq!(h.watch_due_at(), None);
 }
+
+#[test]
+fn caught_up_watchers_on_one_prefix_get_the_same_frames_under_their_own_request_ids() {
+    // Goal: the frames encoded once for every caught-up watcher on a prefix reach each of them
+    // whole, under its own request id, split into frames as a lone watcher's would be; a
+    // watcher on another prefix gets only its own changes. Method: three watchers (two on
+    // "w/", one on "x/") become live on a first change; then 100 changes with 3000-byte keys
+    // (more than one frame's worth) are held back by the frame interval and sent in one turn.
+    let (mut h, mut out) = lone_leader(HostConfig::new(1 << 20, 1_000_000));
+    let watchers = [(5, 100, &b"w/"[..]), (6, 200, b"w/"), (7, 300, b"x/")];
+    for (conn, id, prefix) in watchers {
+        let to = ReplyTo {
+            conn,
+            generation: 1,
+            request_id: id,
+        };
+        let req = Request::Watch {
+            prefix: prefix.to_vec(),
+            from_revision: 0,
+        };
+        request(&mut h, &mut out, to, &req);
+    }
+    let mut expected_w = vec![put_applied(&mut h, &mut out, b"w/first")];
+    let mut expected_x = vec![put_applied(&mut h, &mut out, b"x/first")];
+    let at = Now {
+        mono: Duration::from_micros(500),
+        wall_ms: 0,
+    };
+    for i in 0..100u32 {
+        let mut key = if i % 10 == 9 {
+            b"x/".to_vec()
+        } else {
+            b"w/".to_vec()
+        };
+        key.extend_from_slice(format!("{i:04}").as_bytes());
+        key.resize(3000, b'.');
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key,
+            value: b"v".to_vec(),
+        };
+        encode_request(1, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: 1,
+        };
+        h.client_frame(&mut out, at, to, &frame);
+        h.end_turn(&mut out, at).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, at).unwrap();
+        }
+        let rev = h.kv().applied_index().0;
+        if i % 10 == 9 {
+            expected_x.push(rev);
+        } else {
+            expected_w.push(rev);
+        }
+    }
+    let frames_before = out.streamed.len();
+    h.end_turn(
+        &mut out,
+        Now {
+            mono: Duration::from_millis(2),
+            wall_ms: 0,
+        },
+    )
+    .unwrap();
+    let of = |id: u64, from: usize| -> (usize, Vec<u64>) {
+        let frames: Vec<&Vec<_>> = out.streamed[from..]
+            .iter()
+            .filter_map(|(i, r)| match r {
+                Response::WatchEvents(e) if *i == id => Some(e),
+                _ => None,
+            })
+            .collect();
+        let revs = frames.iter().flat_map(|e| e.iter().map(|e| e.revision()));
+        (frames.len(), revs.collect())
+    };
+    let (frames_a, revs_a) = of(100, frames_before);
+    let (frames_b, revs_b) = of(200, frames_before);
+    assert!(
+        frames_a >= 2,
+        "90 changes of 3000 bytes fit in {frames_a} frame"
+    );
+    assert_eq!((frames_a, &revs_a), (frames_b, &revs_b));
+    assert_eq!(revs_a, expected_w[1..].to_vec());
+    assert_eq!(of(100, 0).1, expected_w);
+    assert_eq!(of(200, 0).1, expected_w);
+    assert_eq!(of(300, 0).1, expected_x);
+    assert_eq!(h.watch_due_at(), None);
+}

@@ -29,7 +29,7 @@
 
 use super::*;
 use crate::kv::history::{History, HistoryLimits};
-use crate::wire::client::{event_encoded_len, EventsFrame};
+use crate::wire::client::{event_encoded_len, set_request_id, EventsFrame};
 use std::collections::BTreeMap;
 
 /// Event bytes in one `WatchEvents` frame, at most (beyond its first event, which may be as
@@ -118,6 +118,7 @@ impl Watches {
             return;
         }
         let limit = self.cfg.buffer_bytes;
+        let mut shared: Vec<Shared> = Vec::new();
         let mut catching_up = false;
         let mut due_at: Option<Duration> = None;
         let mut ended: Vec<(WatchKey, Option<ErrorKind>)> = Vec::new();
@@ -150,12 +151,24 @@ impl Watches {
                 due_at = Some(due_at.map_or(next_frame_at, |d| d.min(next_frame_at)));
                 continue;
             }
-            let budget = if w.live {
-                usize::MAX
+            let sent = if w.live {
+                // Watchers on one prefix at one point get the same frames: encoded once.
+                let i = match shared
+                    .iter()
+                    .position(|s| s.prefix == w.prefix && s.from == w.next)
+                {
+                    Some(i) => i,
+                    None => {
+                        shared.push(Shared::encode(&self.history, &w.prefix, w.next, applied));
+                        shared.len() - 1
+                    }
+                };
+                shared[i].send(out, w)
             } else {
-                (limit / 2).saturating_sub(pending)
+                let budget = (limit / 2).saturating_sub(pending);
+                send_events(out, &self.history, w, applied, budget)
             };
-            if send_events(out, &self.history, w, applied, budget) {
+            if sent {
                 w.last_sent = now;
             }
             if w.next > applied {
@@ -175,6 +188,80 @@ impl Watches {
         self.catching_up = catching_up;
         self.due_at = due_at;
         self.history.trim();
+    }
+}
+
+/// The frames of every change under one prefix from one revision up to the applied index,
+/// encoded once for all the caught-up watchers at that point (each gets a copy with its own
+/// request id): with many watchers on one prefix, encoding is paid once per turn, not once
+/// per watcher.
+struct Shared {
+    prefix: Vec<u8>,
+    from: LogIndex,
+    /// Whole frames, one after the other, with request id 0.
+    frames: Vec<u8>,
+    /// Where each frame in `frames` starts.
+    starts: Vec<usize>,
+    /// Where the cursor of a watcher sent these goes.
+    next: LogIndex,
+}
+
+impl Shared {
+    fn encode(history: &History, prefix: &[u8], from: LogIndex, applied: LogIndex) -> Shared {
+        let mut frames = Vec::new();
+        let mut starts = Vec::new();
+        let end = history.len();
+        let mut i = history.position(from);
+        while i < end {
+            let (mut j, mut bytes, mut n) = (i, 0usize, 0usize);
+            while j < end && (n == 0 || bytes < FRAME_EVENT_BYTES) {
+                let c = history.get(j);
+                if c.key().starts_with(prefix) {
+                    bytes += event_encoded_len(c.key(), c.value());
+                    n += 1;
+                }
+                j += 1;
+            }
+            if n > 0 {
+                starts.push(frames.len());
+                let mut f = EventsFrame::begin(&mut frames, 0);
+                for k in i..j {
+                    let c = history.get(k);
+                    if c.key().starts_with(prefix) {
+                        f.push(&mut frames, c.revision().0, c.key(), c.value());
+                    }
+                }
+                f.finish(&mut frames);
+            }
+            i = j;
+        }
+        Shared {
+            prefix: prefix.to_vec(),
+            from,
+            frames,
+            starts,
+            next: applied.next(),
+        }
+    }
+
+    /// Sends `w` these frames under its request id and moves its cursor; whether any went.
+    fn send<O: Output>(&self, out: &mut O, w: &mut Watcher) -> bool {
+        w.next = self.next;
+        if self.frames.is_empty() {
+            return false;
+        }
+        let to = w.to;
+        // One frame per `stream` call: the `Output` contract, which the simulator's and the
+        // test recorder's decoders rely on.
+        for (n, &start) in self.starts.iter().enumerate() {
+            let end = self.starts.get(n + 1).copied().unwrap_or(self.frames.len());
+            out.stream(to, &mut |buf| {
+                let base = buf.len();
+                buf.extend_from_slice(&self.frames[start..end]);
+                set_request_id(&mut buf[base..], to.request_id);
+            });
+        }
+        true
     }
 }
 

@@ -1046,6 +1046,12 @@ fn encode_event(e: &mut Enc<'_>, revision: u64, key: &[u8], value: Option<&[u8]>
     }
 }
 
+/// Sets the request id of the whole frame at the front of `frame` (a frame encoded once and
+/// sent to several requests, as a watch's events are).
+pub fn set_request_id(frame: &mut [u8], request_id: u64) {
+    frame[4..12].copy_from_slice(&request_id.to_le_bytes());
+}
+
 /// The bytes one event takes in a `WatchEvents` frame.
 pub fn event_encoded_len(key: &[u8], value: Option<&[u8]>) -> usize {
     1 + 8 + 4 + key.len() + value.map_or(0, |v| 4 + v.len())
