@@ -116,6 +116,15 @@ fn writer_retrying_through_leader_kills_loses_no_ack_and_applies_nothing_twice()
         t.stats
     );
     assert!(t.acked > 0, "the writer made progress: {t:?}");
+    // The kills must have caught requests in flight and the client must have sent them again,
+    // or this run never exercised exactly-once delivery.
+    assert!(
+        t.stats.resent_after_unknown_outcome > 0,
+        "no request was resent after an unknown outcome: acked {}, maybe {}, {:?}",
+        t.acked,
+        t.maybe,
+        t.stats
+    );
     assert!(
         v >= t.acked,
         "lost acknowledged increments: {v} < {}",
@@ -298,31 +307,99 @@ fn tls_cluster_serves_a_client_that_trusts_its_ca() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// This process's TCP connections to any of `ports`: (still established, closed by the other
+/// end and not yet by us). Read from /proc, so it sees the client library's sockets from outside.
+fn connections_to(ports: &[u16]) -> (usize, usize) {
+    let mut mine = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let t = target.to_string_lossy();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                mine.insert(inode.to_string());
+            }
+        }
+    }
+    let (mut established, mut closed_by_peer) = (0, 0);
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || !mine.contains(f[9]) {
+                continue;
+            }
+            let port = f[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if !port.is_some_and(|p| ports.contains(&p)) {
+                continue;
+            }
+            match f[3] {
+                "01" => established += 1,
+                "08" => closed_by_peer += 1,
+                _ => {}
+            }
+        }
+    }
+    (established, closed_by_peer)
+}
+
+/// Waits (bounded) until the servers have closed every connection this process holds to them.
+fn wait_until_servers_close_our_connections(ports: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (established, closed_by_peer) = connections_to(ports);
+        if established == 0 && closed_by_peer > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the servers never closed the idle connections ({established} still open)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn connection_closed_by_the_server_while_idle_is_replaced_quietly() {
     // Goal: a server closing idle connections never turns the next request into an error.
-    // Method: servers close connections idle for 100ms; the client sleeps past that between
-    // an untagged write (sent at most once), a membership-free read and a tagged write.
+    // Method: servers close connections idle for 100ms; after each request the test waits until
+    // the servers have closed the clients' connections (seen in /proc), then an untagged write
+    // (sent at most once), a read and a tagged write must succeed, each on a new connection.
     let cluster = Cluster::start(3, &["--idle-timeout", "100ms"]);
     cluster.wait_leader(Duration::from_secs(20));
+    let ports: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
     let untagged = ClientConfig {
         sessions: false,
         ..patient()
     };
     let mut plain = Client::connect(&endpoints(&cluster), untagged).unwrap();
     let mut tagged = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    let (plain_before, tagged_before) = (plain.stats().connects, tagged.stats().connects);
     for round in 0..3 {
         plain.put("plain", round.to_string()).unwrap();
         tagged.put("tagged", round.to_string()).unwrap();
-        std::thread::sleep(Duration::from_millis(400));
+        wait_until_servers_close_our_connections(&ports);
         assert_eq!(
             plain.get("plain").unwrap(),
             Some(round.to_string().into_bytes())
         );
-        std::thread::sleep(Duration::from_millis(400));
+        wait_until_servers_close_our_connections(&ports);
     }
-    // Not asserted (it depends on the servers' timers): how often the client reconnected.
-    eprintln!("after idle closes: {:?}", plain.stats());
+    // Every request after the first found its connection closed and opened a new one.
+    let (plain_after, tagged_after) = (plain.stats().connects, tagged.stats().connects);
+    eprintln!(
+        "after idle closes: {:?} {:?}",
+        plain.stats(),
+        tagged.stats()
+    );
+    assert!(plain_after - plain_before >= 5, "{:?}", plain.stats());
+    assert!(tagged_after - tagged_before >= 2, "{:?}", tagged.stats());
 }
 
 #[test]

@@ -114,14 +114,20 @@ fn slow_reply_is_retried_with_the_same_tag_and_applied_once() {
     });
     let mut c = Client::connect(&[server.addr()], quick()).unwrap();
     c.put("k", "v").unwrap();
-    // The delayed attempt completes on its own thread; wait for it (bounded).
-    for _ in 0..100 {
-        if server.state().requests.len() >= 3 && n.load(Ordering::SeqCst) >= 2 {
+    // The delayed attempt is served on its own connection's thread, which then finds that
+    // connection given up by the client and counts it closed: wait for that (bounded), so the
+    // delayed attempt has been applied or answered from the session before anything is checked.
+    for _ in 0..1000 {
+        if server.state().connections_closed >= 1 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        server.state().connections_closed,
+        1,
+        "the delayed attempt was never served"
+    );
     let p = puts(&server);
     assert!(p.len() >= 2);
     assert!(p.iter().all(|r| session_of(r) == session_of(&p[0])));

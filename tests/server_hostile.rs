@@ -261,17 +261,27 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
 fn a_client_that_does_not_read_is_held_back_without_hurting_others() {
     // Goal: backpressure. A client that pipelines many large reads and reads nothing fills its
     // output buffer; the server stops taking its requests instead of buffering without bound,
-    // keeps serving others, and delivers every answer once the client reads.
+    // keeps serving others, and delivers every answer once the client reads. Method: a greedy
+    // connection asks 64 times for a 512 KiB value (32 MiB of answers: eight times the 4 MiB
+    // output cap, and more than the cap plus the kernel's socket buffers can hold) and reads
+    // nothing. Once its first answer has arrived, another client overwrites the value. A server
+    // that held the greedy client back has not yet read its later requests, so they see the new
+    // value; a server without backpressure would have served all 64 at once, all of the old value.
     let c = Cluster::start(1, &[]);
     c.wait_leader(T);
     let mut writer = c.client(1).unwrap();
-    let value = "v".repeat(512 * 1024);
+    let old = "a".repeat(512 * 1024);
+    let new = "b".repeat(512 * 1024);
     assert!(matches!(
-        writer.put("large", &value).unwrap(),
+        writer.put("large", &old).unwrap(),
         Response::Written { .. }
     ));
-    let mut greedy = c.client(1).unwrap();
-    let n = 40; // 20 MiB of answers, five times the output cap
+    let raw = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.set_nodelay(true).unwrap();
+    let peek = raw.try_clone().unwrap();
+    let mut greedy = TestClient::over(Box::new(raw));
+    let n = 64;
     for _ in 0..n {
         greedy
             .send(&Request::Get {
@@ -280,15 +290,31 @@ fn a_client_that_does_not_read_is_held_back_without_hurting_others() {
             })
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The server has begun answering the greedy client (bounded by the read timeout).
+    assert!(peek.peek(&mut [0u8; 1]).unwrap() > 0, "no answer at all");
+    assert!(matches!(
+        writer.put("large", &new).unwrap(),
+        Response::Written { .. }
+    ));
     assert!(matches!(
         writer.put("other", "fine").unwrap(),
         Response::Written { .. }
     ));
-    for _ in 0..n {
+    let mut served_old = 0;
+    for i in 0..n {
         match greedy.recv().unwrap() {
-            (_, Response::Value { value: Some(v), .. }) => assert_eq!(v.len(), value.len()),
+            (_, Response::Value { value: Some(v), .. }) if v == old.as_bytes() => {
+                assert_eq!(served_old, i, "an old value after a new one");
+                served_old += 1;
+            }
+            (_, Response::Value { value: Some(v), .. }) => assert!(v == new.as_bytes()),
             (_, other) => panic!("{other:?}"),
         }
     }
+    assert!(served_old >= 1);
+    assert!(
+        served_old < n,
+        "all {n} requests were served while the client read nothing: no backpressure"
+    );
+    eprintln!("served {served_old} of {n} answers before the client read");
 }

@@ -7,8 +7,7 @@
 //! `tests/wire_*.rs` pin them (round trips, fragmentation, drops by reason, hostile input).
 //!
 //! All integers are little-endian. "bytes" below means a `u32` length followed by that many
-//! bytes; "opt X" means a `u8` tag (0 absent, 1 present; anything else refused) followed by X
-//! when present; "bool" is a `u8` that must be 0 or 1.
+//! bytes; "bool" is a `u8` that must be 0 or 1.
 //!
 //! # Peer datagrams (`peer`)
 //!
@@ -88,58 +87,10 @@
 //!
 //! # Client frames (`client`)
 //!
-//! A TCP (or TLS) stream of frames, each: `len: u32` (the bytes after this field, ≥ 9),
-//! `request_id: u64`, `opcode: u8`, body. A response carries its request's id; a connection
-//! may have many requests in flight and responses may come back in any order.
-//!
-//! `split_frame` checks, in order: 4 bytes present (else wait); `len ≥ 9` (else `Malformed`:
-//! the stream cannot be resynchronised, close it); 13 header bytes present (else wait);
-//! `len + 4 ≤ max_frame_bytes` (else `TooLarge{what: "frame"}`, with the request id readable so
-//! the server can answer it and skip the frame's bytes, or close); the whole frame present
-//! (else wait). The decoders then check the length field against the frame, the opcode, each
-//! field against the bytes left, keys (and scan prefixes) against `max_key_bytes` and values
-//! against `max_value_bytes` (`TooLarge{what: "key" | "value"}`), every collection's count
-//! against the bytes left, and that nothing trails.
-//!
-//! Requests (opcode: body):
-//!
-//! | op | request | body |
-//! |---|---|---|
-//! | 1 | RegisterSession | — |
-//! | 2 | Get | consistency u8 (0 linearizable, 1 stale), key bytes |
-//! | 3 | Put | session, key bytes, value bytes |
-//! | 4 | Delete | session, key bytes |
-//! | 5 | Cas | session, key bytes, expect (u8 0 + value bytes / 1 absent / 2 + revision u64), new opt bytes |
-//! | 6 | Scan | consistency u8, limit u32, prefix bytes, start_after opt bytes |
-//! | 7 | Len | consistency u8 |
-//! | 8 | Status | — |
-//! | 9 | Members | — |
-//! | 10 | MemberAdd | id u64, learner bool, addr bytes (UTF-8, ≤ 255) |
-//! | 11 | MemberPromote | id u64 |
-//! | 12 | MemberRemove | id u64 |
-//! | 13 | TransferLeader | to opt u64 |
-//!
-//! where session is opt (session id u64, sequence u64).
-//!
-//! Responses:
-//!
-//! | op | response | body |
-//! |---|---|---|
-//! | 0x81 | SessionRegistered | id u64 |
-//! | 0x82 | Value | revision u64, applied_index u64, value opt bytes |
-//! | 0x83 | Written | revision u64 |
-//! | 0x84 | Deleted | revision u64, existed bool |
-//! | 0x85 | CasOk | revision u64 |
-//! | 0x86 | CasFailed | current opt (revision u64, value bytes) |
-//! | 0x87 | ScanPage | applied_index u64, more bool, count u32, then per item: revision u64, key bytes, value bytes |
-//! | 0x88 | Len | len u64, applied_index u64 |
-//! | 0x89 | Status | id u64, role text, term u64, leader opt u64, leader_addr opt text, commit_index u64, applied_index u64, last_index u64, members (count u32, each: id u64, addr text, voter bool), peers (count u32, each: id u64, match_index u64, lag u64, snapshot_progress opt (done u64, total u64)), wal_bytes u64, fsync_p50_us u64, fsync_p99_us u64, dropped_datagrams (count u32, each: name text, count u64), sessions u64, keys u64 |
-//! | 0x8A | Members | count u32, each: id u64, addr text, voter bool |
-//! | 0x8B | Done | — |
-//! | 0x8C | Error | error kind u8 and its fields: 1 NotLeader (leader opt u64, leader_addr opt text), 2 TooLarge (what text, limit u64), 3 Busy, 4 TooManyInFlight (limit u64), 5 TooManyConnections (limit u64), 6 SessionExpired, 7 StaleRequest, 8 Timeout, 9 Unavailable (text), 10 Invalid (text), 11 ConfChange (text), 12 ShuttingDown |
-//!
-//! "text" is bytes holding UTF-8, at most 1024 bytes (255 for addresses); encoders cut longer
-//! text at a character boundary so that what they send always decodes.
+//! The client protocol (frames, every request and response, errors, sessions and the
+//! exactly-once rule, `NotLeader` redirection, limits, TLS, and golden frames) is specified in
+//! `docs/PROTOCOL.md`, for client authors in any language; `tests/protocol_doc.rs` decodes and
+//! re-encodes that document's golden frames with this codec so that the two cannot drift apart.
 
 pub mod client;
 pub mod peer;

@@ -81,6 +81,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Print the per-second line on stderr.
     pub live: bool,
+    /// Begin the load (after finding the leader and any preload) at this wall-clock time, ns
+    /// since the Unix epoch, so that runs on several machines start together.
+    pub start_at_unix_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +122,13 @@ pub enum Command {
         endpoints: Vec<SocketAddr>,
         leader_id_only: bool,
     },
+    /// Combine the JSON summaries of several runs (`loadgen merge`).
+    Merge {
+        files: Vec<PathBuf>,
+        format: Format,
+    },
     Help(String),
+    Version,
 }
 
 /// Parses `1s`, `250ms`, `40us`, `2m`, `1.5s`. A bare number is an error: units are required so a
@@ -290,7 +299,21 @@ fn run_options() -> getopts::Options {
     );
     o.optflag("", "preload", "put every key once before the warm-up");
     o.optopt("", "seed", "random seed for keys and the op mix", "N");
+    o.optopt(
+        "",
+        "start-at",
+        "begin the load at this time, seconds since 1970 (e.g. $(( $(date +%s) + 5 ))), so runs on several machines start together",
+        "UNIX_TIME",
+    );
     o.optflag("q", "quiet", "no per-second line on stderr");
+    o.optflag("h", "help", "this text");
+    o.optflag("V", "version", "print the version");
+    o
+}
+
+fn merge_options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt("", "format", "text (default) or json", "FMT");
     o.optflag("h", "help", "this text");
     o
 }
@@ -414,7 +437,16 @@ pub fn usage() -> String {
     s.push_str(&failover_options().usage(
         "\n       loadgen failover [options]    kill the leader repeatedly and time the recovery",
     ));
+    s.push_str(&merge_options().usage(
+        "\n       loadgen merge [options] FILE...\n                                     combine runs' --format json summaries (from several machines) into one",
+    ));
+    s.push_str("\n       loadgen --version\n");
     s
+}
+
+/// `loadgen --version`'s line.
+pub fn version() -> String {
+    format!("loadgen {}\n", env!("CARGO_PKG_VERSION"))
 }
 
 /// Parses the arguments after the program name.
@@ -424,6 +456,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         Some("failover") => parse_failover(&args[1..]),
         Some("run") => parse_run(&args[1..]),
         Some("status") => parse_status(&args[1..]),
+        Some("merge") => parse_merge(&args[1..]),
         Some("help") => Ok(Command::Help(usage())),
         _ => parse_run(args),
     }
@@ -459,10 +492,55 @@ fn resolve(list: &str) -> Result<(Vec<SocketAddr>, Vec<String>), UsageError> {
     Ok((addrs, names))
 }
 
+/// Parses `--start-at`: seconds since the Unix epoch, a fraction allowed, at most a day ahead of
+/// `now_ns` (a time in milliseconds would be decades away: refused rather than waited for).
+pub fn parse_start_at(s: &str, now_ns: u64) -> Result<u64, String> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 9 {
+        return Err(format!(
+            "'{s}' is not a time in seconds since 1970 (e.g. 1767225600 or 1767225600.5)"
+        ));
+    }
+    let secs: u64 = whole
+        .parse()
+        .map_err(|_| format!("'{s}' is too far in the future"))?;
+    let frac_ns: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
+    let ns = secs
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac_ns))
+        .ok_or_else(|| format!("'{s}' is too far in the future"))?;
+    if ns > now_ns.saturating_add(86_400 * 1_000_000_000) {
+        return Err(format!(
+            "'{s}' is more than a day from now (it takes seconds since 1970, not milliseconds)"
+        ));
+    }
+    Ok(ns)
+}
+
+fn parse_merge(args: &[String]) -> Result<Command, UsageError> {
+    let m = merge_options()
+        .parse(args)
+        .map_err(|e| UsageError(e.to_string()))?;
+    if m.opt_present("help") {
+        return Ok(Command::Help(usage()));
+    }
+    if m.free.is_empty() {
+        return err("merge: name at least one JSON summary file (from loadgen --format json)");
+    }
+    Ok(Command::Merge {
+        files: m.free.iter().map(PathBuf::from).collect(),
+        format: format(&m)?,
+    })
+}
+
 pub fn parse_run(args: &[String]) -> Result<Command, UsageError> {
     let m = getopts_parse(&run_options(), args)?;
     if m.opt_present("help") {
         return Ok(Command::Help(usage()));
+    }
+    if m.opt_present("version") {
+        return Ok(Command::Version);
     }
     let (endpoints, endpoint_names) = resolve(
         &m.opt_str("endpoints")
@@ -574,6 +652,13 @@ pub fn parse_run(args: &[String]) -> Result<Command, UsageError> {
     if tls_server_name.is_some() && tls_ca.is_none() {
         return err("--tls-server-name: only meaningful with --tls-ca");
     }
+    let start_at_unix_ns = match m.opt_str("start-at") {
+        None => None,
+        Some(v) => Some(
+            parse_start_at(&v, crate::report::unix_now_ns())
+                .or_else(|e| err(format!("--start-at: {e}")))?,
+        ),
+    };
     Ok(Command::Run(Box::new(RunConfig {
         endpoints,
         endpoint_names,
@@ -603,6 +688,7 @@ pub fn parse_run(args: &[String]) -> Result<Command, UsageError> {
         preload: m.opt_present("preload"),
         seed: seed(&m)?,
         live: !m.opt_present("quiet"),
+        start_at_unix_ns,
     })))
 }
 
@@ -689,6 +775,26 @@ mod tests {
         assert_eq!(parse_duration("40us"), Ok(Duration::from_micros(40)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn start_at_takes_seconds_since_1970() {
+        let now = 1_767_225_600 * 1_000_000_000;
+        assert_eq!(parse_start_at("1767225605", now), Ok(now + 5_000_000_000));
+        assert_eq!(parse_start_at("1767225600.25", now), Ok(now + 250_000_000));
+        assert_eq!(parse_start_at("1767225000", now), Ok(now - 600_000_000_000));
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "1e9",
+            ".5",
+            "1.0000000001",
+            "1767225600000",
+        ] {
+            assert!(parse_start_at(bad, now).is_err(), "{bad}");
+        }
+        assert!(parse_start_at("99999999999999999999999", now).is_err());
     }
 
     #[test]

@@ -10,11 +10,14 @@
 //!
 //! What is measured: a request counts when it is issued (closed loop) or scheduled (open loop)
 //! after the warm-up and before the stop; the run ends when all of those have been answered or
-//! timed out, and `seconds` runs from the end of the warm-up to the last such answer.
+//! timed out, and `seconds` runs from the end of the warm-up to the later of the stop and the last
+//! server answer to one of them (a request the load generator itself timed out does not stretch
+//! it). `--start-at` waits for a wall-clock time after the leader is found and any preload, so
+//! that load generators on several machines begin together.
 
 use crate::args::{OpKind, ReadConsistency, RunConfig, Stop};
 use crate::hist::Histogram;
-use crate::report::{live_line, ErrorCounts, Summary};
+use crate::report::{live_line, unix_now_ns, ErrorCounts, Load, Settings, Summary};
 use crate::tls::TlsTarget;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -35,6 +38,8 @@ const TIMER_TOKEN: Token = Token(usize::MAX - 1);
 /// How often timeouts, reconnects and held connections are looked at.
 const HOUSEKEEPING_NS: u64 = 20_000_000;
 const RECONNECT_DELAY_NS: u64 = 100_000_000;
+/// A TCP handshake not done by then has failed (the host is down or unreachable).
+const CONNECT_TIMEOUT_NS: u64 = 500_000_000;
 /// A follower that knows no leader: wait this long before sending there again.
 const NO_LEADER_HOLD_NS: u64 = 20_000_000;
 const READ_CHUNK: usize = 64 * 1024;
@@ -181,6 +186,9 @@ struct Conn {
     dirty: bool,
     /// Down: when to try connecting again.
     retry_at_ns: u64,
+    /// The TCP handshake is under way (the connect is non-blocking, so a host that does not
+    /// answer cannot stall the other connections of this thread); it fails at this time.
+    connecting_until_ns: Option<u64>,
     /// Send nothing new before this time (a follower knew no leader).
     hold_until_ns: u64,
     /// A follower named the leader: move there once the requests in flight are answered.
@@ -203,6 +211,7 @@ impl Conn {
             wpos: 0,
             dirty: false,
             retry_at_ns: 0,
+            connecting_until_ns: None,
             hold_until_ns: 0,
             redirect: None,
         }
@@ -326,6 +335,9 @@ struct Engine {
     value: Vec<u8>,
     fast: FastPath,
     tls: Option<TlsTarget>,
+    /// Every endpoint given: a connection whose server cannot be reached tries the next, whose
+    /// NotLeader answer then names the leader (after a failover, say).
+    endpoints: Vec<SocketAddr>,
     t0: Instant,
     measure_start_ns: u64,
     stop: Stop,
@@ -351,11 +363,11 @@ fn now_ns(t0: Instant) -> u64 {
     t0.elapsed().as_nanos() as u64
 }
 
+/// Starts a non-blocking connect; the socket becomes writable once the handshake is done (or
+/// has failed: see `Engine::finish_connect`).
 fn connect(addr: SocketAddr, tls: Option<&TlsTarget>) -> io::Result<Transport> {
-    let std = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    std.set_nodelay(true)?;
-    std.set_nonblocking(true)?;
-    let s = TcpStream::from_std(std);
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
     Ok(match tls {
         None => Transport::Plain(s),
         Some(t) => {
@@ -407,6 +419,7 @@ impl Engine {
     fn conn_ready(&self, ci: usize, now: u64) -> bool {
         let c = &self.conns[ci];
         c.transport.is_some()
+            && c.connecting_until_ns.is_none()
             && c.redirect.is_none()
             && c.hold_until_ns <= now
             && !c.free.is_empty()
@@ -555,7 +568,10 @@ impl Engine {
             }
             Outcome::Error(kind) => {
                 self.count_error(kind, s.measured);
-                if s.measured {
+                // A server's answer ends the measured period no earlier than it came; the load
+                // generator giving up on a request does not, or one lost request would stretch
+                // the period by --timeout and cut the reported throughput.
+                if s.measured && kind != "timeout" {
                     self.result.last_measured_ns = self.result.last_measured_ns.max(now);
                 }
             }
@@ -608,18 +624,57 @@ impl Engine {
                 }
                 let c = &mut self.conns[ci];
                 c.transport = Some(t);
+                c.connecting_until_ns = Some(now + CONNECT_TIMEOUT_NS);
                 c.redirect = None;
                 c.hold_until_ns = 0;
-                self.last_progress_ns = now;
-                self.fill(ci, now);
-                // A TLS handshake must start even before there is anything to send.
-                self.mark_dirty(ci);
             }
-            Err(_) => {
-                self.conns[ci].retry_at_ns = now + RECONNECT_DELAY_NS;
-                self.count_error("connect", now >= self.measure_start_ns);
-            }
+            Err(_) => self.connect_failed(ci, now),
         }
+    }
+
+    /// Called on a connecting connection's first event: done, failed, or not yet.
+    fn finish_connect(&mut self, ci: usize, now: u64) {
+        let Some(t) = self.conns[ci].transport.as_mut() else {
+            return;
+        };
+        let s = t.stream();
+        let done = match s.take_error() {
+            Ok(None) => match s.peer_addr() {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if !done {
+            self.connect_failed(ci, now);
+            return;
+        }
+        self.conns[ci].connecting_until_ns = None;
+        self.last_progress_ns = now;
+        self.fill(ci, now);
+        // A TLS handshake must start even before there is anything to send.
+        self.mark_dirty(ci);
+    }
+
+    /// A connect that failed or timed out: counted, and retried later at the next endpoint, so
+    /// that a dead leader's connections find the cluster again through a follower's hint.
+    fn connect_failed(&mut self, ci: usize, now: u64) {
+        let c = &mut self.conns[ci];
+        if let Some(mut t) = c.transport.take() {
+            let _ = self.poll.registry().deregister(t.stream());
+        }
+        c.connecting_until_ns = None;
+        c.retry_at_ns = now + RECONNECT_DELAY_NS;
+        if self.endpoints.len() > 1 {
+            let next = self
+                .endpoints
+                .iter()
+                .position(|a| *a == c.addr)
+                .map_or(0, |i| (i + 1) % self.endpoints.len());
+            c.addr = self.endpoints[next];
+        }
+        self.count_error("connect", now >= self.measure_start_ns);
     }
 
     fn mark_dirty(&mut self, ci: usize) {
@@ -770,6 +825,12 @@ impl Engine {
                 }
                 continue;
             }
+            if let Some(until) = self.conns[ci].connecting_until_ns {
+                if now >= until {
+                    self.connect_failed(ci, now);
+                }
+                continue;
+            }
             if let Some(addr) = self.conns[ci].redirect {
                 if self.conns[ci].in_flight == 0 {
                     let c = &mut self.conns[ci];
@@ -831,6 +892,13 @@ impl Engine {
         let mut next_housekeeping = now + HOUSEKEEPING_NS;
         loop {
             let now = now_ns(self.t0);
+            // Timeouts first, so that a request that has expired is counted as such (and the
+            // run can end normally) before the no-progress rule below looks at the clock.
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                self.report_second(now);
+                next_housekeeping = now + HOUSEKEEPING_NS;
+            }
             self.dispatch_due(now);
             while let Some(ci) = self.dirty.pop() {
                 self.flush(ci, now);
@@ -852,14 +920,14 @@ impl Engine {
                 // No server has answered anything, and no connection opened, for a whole
                 // timeout (the requests in flight have been counted as timeouts by now): give up
                 // rather than wait for ever on a cluster that is gone or stuck.
+                // The load generator was offering load until now: the measured period ends
+                // here, not at the last answer, or a run that stalled would report the rate it
+                // had before the stall.
                 self.result.errors.add("no_progress", 1);
+                if self.stop_issuing_at_ns.is_none() {
+                    self.stop_issuing_at_ns = Some(now);
+                }
                 break;
-            }
-            if now >= next_housekeeping {
-                self.housekeeping(now);
-                self.report_second(now);
-                next_housekeeping = now + HOUSEKEEPING_NS;
-                continue;
             }
             let timeout_ns = next_housekeeping - now;
             if let Some(o) = &mut self.open {
@@ -875,8 +943,10 @@ impl Engine {
             {
                 continue;
             }
-            let now = now_ns(self.t0);
             for ev in events.iter() {
+                // Read the clock per event, not once per wakeup: answers handled late in a busy
+                // batch would otherwise be timed as if they had arrived at its start.
+                let now = now_ns(self.t0);
                 if ev.token() == TIMER_TOKEN {
                     if let Some(o) = &mut self.open {
                         o.timer.drain();
@@ -886,6 +956,14 @@ impl Engine {
                 let ci = ev.token().0;
                 if ci >= self.conns.len() || self.conns[ci].transport.is_none() {
                     continue;
+                }
+                if self.conns[ci].connecting_until_ns.is_some() {
+                    self.finish_connect(ci, now);
+                    if self.conns[ci].connecting_until_ns.is_some()
+                        || self.conns[ci].transport.is_none()
+                    {
+                        continue;
+                    }
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.on_readable(ci, now);
@@ -972,6 +1050,9 @@ pub fn run(cfg: &RunConfig, live_out: &mut dyn Write) -> Result<Summary, String>
             ));
         }
     }
+    if let Some(at) = cfg.start_at_unix_ns {
+        wait_for_start(at, cfg.live, live_out);
+    }
     run_threads(cfg, &targets, tls, false, live_out)
 }
 
@@ -985,6 +1066,7 @@ fn run_threads(
     let plan = plan_connections(cfg, targets);
     let threads = cfg.threads;
     let t0 = Instant::now();
+    let t0_unix_ns = unix_now_ns();
     let measure_start_ns = cfg.warmup.as_nanos() as u64;
     let (tx, rx) = mpsc::channel::<ToReporter>();
     let mut handles = Vec::new();
@@ -1046,6 +1128,7 @@ fn run_threads(
                 max_value_bytes: cfg.val_size.max(FrameLimits::default().max_value_bytes),
             }),
             tls: tls.clone(),
+            endpoints: cfg.endpoints.clone(),
             t0,
             measure_start_ns,
             stop: cfg.stop,
@@ -1165,46 +1248,98 @@ fn run_threads(
         end_ns = end_ns.max(r.last_measured_ns.max(r.stop_ns));
         max_send_lag_ns = max_send_lag_ns.max(r.max_send_lag_ns);
     }
-    let seconds = end_ns.saturating_sub(measure_start_ns) as f64 / 1e9;
+    let measured_ns = end_ns.saturating_sub(measure_start_ns);
+    let from = t0_unix_ns + measure_start_ns;
     Ok(Summary {
         ops,
         errors,
         not_found,
-        seconds,
+        seconds: measured_ns as f64 / 1e9,
         latency: hist,
         cpu_seconds: cpu_end - cpu_at_measure.unwrap_or(cpu_at_start),
-        mode: describe(cfg),
+        settings: settings_of(cfg),
+        load: load_of(cfg),
+        runs: 1,
+        window_unix_ns: (from, from + measured_ns),
+        overlap_ns: None,
         open_loop_max_send_lag_ms: cfg.rate.map(|_| max_send_lag_ns as f64 / 1e6),
         by_op: (cfg.op == OpKind::Mix).then(|| Box::new([("get", get_hist), ("put", put_hist)])),
     })
 }
 
+/// What each request of this run is, for the summary and for `loadgen merge`'s check that
+/// merged runs ran one workload.
+pub fn settings_of(cfg: &RunConfig) -> Settings {
+    Settings {
+        op: match cfg.op {
+            OpKind::Put => "put",
+            OpKind::Get => "get",
+            OpKind::Mix => "mix",
+        }
+        .to_string(),
+        read_ratio: cfg.read_ratio,
+        consistency: match cfg.consistency {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Stale => "stale",
+        }
+        .to_string(),
+        key_size: cfg.key_size as u64,
+        val_size: cfg.val_size as u64,
+        key_space: cfg.key_space,
+        pipeline: cfg.pipeline as u64,
+        open_loop: cfg.rate.is_some(),
+        tls: cfg.tls_ca.is_some(),
+    }
+}
+
+pub fn load_of(cfg: &RunConfig) -> Load {
+    Load {
+        clients: cfg.clients as u64,
+        conns: cfg.conns as u64,
+        threads: cfg.threads as u64,
+        rate: cfg.rate,
+    }
+}
+
 /// One line naming what was run, echoed in the summary.
 pub fn describe(cfg: &RunConfig) -> String {
-    let op = match cfg.op {
-        OpKind::Put => "put".to_string(),
-        OpKind::Get => "get".to_string(),
-        OpKind::Mix => format!("mix {:.0}% get", cfg.read_ratio * 100.0),
-    };
-    let cons = match cfg.consistency {
-        ReadConsistency::Linearizable => "linearizable",
-        ReadConsistency::Stale => "stale",
-    };
-    let lp = match cfg.rate {
-        Some(r) => format!("open loop {r} req/s"),
-        None => "closed loop".into(),
-    };
-    format!(
-        "{lp}, {op} ({cons} reads), {} clients over {} conns, pipeline {}, key {} B, value {} B, {} keys, {} thread(s){}",
-        cfg.clients,
-        cfg.conns,
-        cfg.pipeline,
-        cfg.key_size,
-        cfg.val_size,
-        cfg.key_space,
-        cfg.threads,
-        if cfg.tls_ca.is_some() { ", TLS" } else { "" }
-    )
+    crate::report::describe(&settings_of(cfg), &load_of(cfg))
+}
+
+/// Sleeps until the wall clock reads `at_ns` (ns since the Unix epoch), re-reading the clock so
+/// that a clock step while waiting is followed. A time already past is reported on `out`: runs
+/// meant to start together did not.
+fn wait_for_start(at_ns: u64, live: bool, out: &mut dyn Write) {
+    let now = unix_now_ns();
+    if now > at_ns {
+        let _ = writeln!(
+            out,
+            "loadgen: --start-at was {:.3} s ago; starting now, late",
+            (now - at_ns) as f64 / 1e9
+        );
+        return;
+    }
+    if live {
+        let _ = writeln!(
+            out,
+            "loadgen: waiting {:.3} s for --start-at",
+            (at_ns - now) as f64 / 1e9
+        );
+    }
+    loop {
+        let now = unix_now_ns();
+        if now >= at_ns {
+            return;
+        }
+        // Long naps while far away, short ones near the mark: starts line up to well under a
+        // millisecond when the machines' clocks agree.
+        let left = at_ns - now;
+        std::thread::sleep(Duration::from_nanos(if left > 20_000_000 {
+            left - 10_000_000
+        } else {
+            left.min(200_000)
+        }));
+    }
 }
 
 #[cfg(test)]

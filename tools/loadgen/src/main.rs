@@ -1,11 +1,25 @@
 //! The `loadgen` binary: parse the command line, run the chosen mode, print the result.
-//! Exit codes: 0 ok, 1 runtime error (no leader, nothing succeeded), 2 usage error.
+//! Exit codes: 0 ok, 1 runtime error (no leader, nothing succeeded), 2 usage error or bad input
+//! to `merge`.
 
 use std::io::Write;
 use zatt_loadgen::args::{self, Command, Format};
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv: Vec<String> = Vec::new();
+    for (i, a) in std::env::args_os().skip(1).enumerate() {
+        match a.into_string() {
+            Ok(s) => argv.push(s),
+            Err(raw) => {
+                eprintln!(
+                    "loadgen: argument {} ({}) is not valid UTF-8 (see loadgen --help)",
+                    i + 1,
+                    raw.to_string_lossy()
+                );
+                std::process::exit(2);
+            }
+        }
+    }
     let cmd = match args::parse(&argv) {
         Ok(c) => c,
         Err(e) => {
@@ -18,6 +32,11 @@ fn main() {
             print!("{text}");
             0
         }
+        Command::Version => {
+            print!("{}", args::version());
+            0
+        }
+        Command::Merge { files, format } => merge(&files, format),
         Command::Run(cfg) => {
             let mut err = std::io::stderr();
             match zatt_loadgen::driver::run(&cfg, &mut err) {
@@ -112,4 +131,35 @@ fn main() {
             }
         }
     });
+}
+
+/// `loadgen merge`: any unreadable or inconsistent input is exit code 2, before anything is printed.
+fn merge(files: &[std::path::PathBuf], format: Format) -> i32 {
+    use zatt_loadgen::merge;
+    let mut inputs = Vec::with_capacity(files.len());
+    for f in files {
+        match merge::read_input(f) {
+            Ok(i) => inputs.push(i),
+            Err(e) => {
+                eprintln!("loadgen merge: {e}");
+                return 2;
+            }
+        }
+    }
+    let (merged, warnings) = match merge::merge(&inputs) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("loadgen merge: {e}");
+            return 2;
+        }
+    };
+    for w in &warnings {
+        eprintln!("loadgen merge: warning: {w}");
+    }
+    let text = match format {
+        Format::Json => merged.to_json() + "\n",
+        Format::Text => merge::render_text(&inputs, &merged),
+    };
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    0
 }

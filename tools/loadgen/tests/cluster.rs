@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::json_num;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -61,6 +61,14 @@ fn free_ports(n: usize) -> u16 {
         }
     }
     panic!("no free ports");
+}
+
+/// A number field of a `--format json` summary, parsed (never searched for as text).
+fn num(json: &str, field: &str) -> f64 {
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    v.get(field)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number {field} in {json}"))
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -118,12 +126,12 @@ fn short_run_against_a_real_cluster() {
         "4",
         "--preload",
     ]);
-    assert_eq!(json_num(&json, "ops"), 2000.0, "{json}");
-    assert_eq!(json_num(&json, "errors"), 0.0, "{json}");
+    assert_eq!(num(&json, "ops"), 2000.0, "{json}");
+    assert_eq!(num(&json, "errors"), 0.0, "{json}");
     // Every key was preloaded, so no get may come back empty.
     let json = run(&["--op", "get", "--total", "1000", "--clients", "4"]);
-    assert_eq!(json_num(&json, "ops"), 1000.0, "{json}");
-    assert_eq!(json_num(&json, "not_found"), 0.0, "{json}");
+    assert_eq!(num(&json, "ops"), 1000.0, "{json}");
+    assert_eq!(num(&json, "not_found"), 0.0, "{json}");
     let json = run(&[
         "--op",
         "get",
@@ -134,7 +142,7 @@ fn short_run_against_a_real_cluster() {
         "--clients",
         "3",
     ]);
-    assert_eq!(json_num(&json, "ops"), 600.0, "{json}");
+    assert_eq!(num(&json, "ops"), 600.0, "{json}");
     let json = run(&[
         "--op",
         "mix",
@@ -145,11 +153,7 @@ fn short_run_against_a_real_cluster() {
         "--clients",
         "2",
     ]);
-    assert_eq!(
-        json_num(&json, "ops") + json_num(&json, "errors"),
-        500.0,
-        "{json}"
-    );
+    assert_eq!(num(&json, "ops") + num(&json, "errors"), 500.0, "{json}");
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -196,10 +200,71 @@ fn failover_mode_measures_recovery() {
         "{json} {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(json_num(&json, "trials"), 2.0, "{json}");
-    assert_eq!(json_num(&json, "failed"), 0.0, "{json}");
+    assert_eq!(num(&json, "trials"), 2.0, "{json}");
+    assert_eq!(num(&json, "failed"), 0.0, "{json}");
     let picture = std::fs::read_to_string(&svg).expect("svg written");
     assert!(picture.starts_with("<svg") && picture.matches("<path").count() == 2);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&svg);
+}
+
+// Goal: perf/multi.sh drives one cluster with several load generators started together and
+// merges their results: the merged ops are the sum of each run's, and no run began before the
+// common start time. Method: a real 3-node cluster; the script with 2 load generators of 2
+// clients for 1 s, using this build's loadgen; then its files are read back.
+#[test]
+fn multi_sh_runs_load_generators_together_and_merges_them() {
+    let Some(zattd) = zattd() else { return };
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("multi");
+    let base = free_ports(3);
+    let mut cluster =
+        LocalCluster::start(&zattd, &dir.join("cluster"), base, 3, vec![]).expect("start cluster");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .expect("a leader");
+    let out = dir.join("out");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../perf/multi.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .args([
+            "--boxes",
+            "2",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ])
+        .arg("--endpoints")
+        .arg(cluster.endpoints_flag())
+        .arg("--out")
+        .arg(&out)
+        .args(["--", "--key-space", "500"])
+        .env("LOADGEN", env!("CARGO_BIN_EXE_loadgen"))
+        .output()
+        .expect("run perf/multi.sh");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("2 runs merged"), "{text}");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).expect(name);
+    let (a, b, m) = (read("box-1.json"), read("box-2.json"), read("merged.json"));
+    assert!(num(&a, "ops") > 0.0 && num(&b, "ops") > 0.0, "{a} {b}");
+    assert_eq!(num(&m, "ops"), num(&a, "ops") + num(&b, "ops"), "{m}");
+    assert_eq!(num(&m, "errors"), 0.0, "{m}");
+    assert_eq!(num(&m, "runs"), 2.0, "{m}");
+    let start: f64 = read("start_at").trim().parse().expect("start_at");
+    for run in [&a, &b] {
+        // Each run's measured period began after the common start and its warm-up.
+        let from = num(run, "measured_from_unix_ns") / 1e9;
+        assert!(from >= start + 0.2 - 1e-3, "{from} < {start}: {run}");
+    }
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -230,19 +230,3 @@ fn serve(
         }
     }
 }
-
-/// A number field of a flat JSON object, found by name (the tests need no JSON library).
-pub fn json_num(json: &str, field: &str) -> f64 {
-    let pat = format!("\"{field}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no field {field} in {json}"))
-        + pat.len();
-    let rest = &json[at..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .unwrap_or(rest.len());
-    rest[..end]
-        .parse()
-        .unwrap_or_else(|_| panic!("field {field} is not a number in {json}"))
-}

@@ -1,0 +1,109 @@
+"""Exactly-once writes through leader kills: writers increment counters by compare-and-swap
+and write fresh keys while the leader is killed with SIGKILL twice (and restarted). Nothing
+acknowledged is lost, and nothing is applied twice: a compare-and-swap applied twice would be
+answered "failed" on its retry and counted again by the writer, and a put applied twice would
+carry a later revision than its reply reported."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from zatt_harness import Cluster
+
+from zatt.client import CasFailed, Client, ClientStats, ZattError
+
+
+@dataclass
+class Tally:
+    acked: int = 0
+    maybe: int = 0
+    puts: list[tuple[str, int]] = field(default_factory=list)
+    stats: ClientStats = field(default_factory=ClientStats)
+    errors: list[str] = field(default_factory=list)
+
+
+def patient(cluster: Cluster) -> Client:
+    return Client(cluster.endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=30.0)
+
+
+def counter_of(v: bytes | None) -> int:
+    return 0 if v is None else int(v)
+
+
+def writer(c: Client, name: str, stop: threading.Event, t: Tally) -> None:
+    deadline = time.monotonic() + 90
+    rounds = 0
+    while not stop.is_set() and time.monotonic() < deadline:
+        rounds += 1
+        try:
+            current = c.get(name)
+        except ZattError as e:
+            t.errors.append(str(e))
+            continue
+        n = counter_of(current)
+        try:
+            c.cas(name, current, str(n + 1))
+            t.acked += 1
+        except CasFailed:
+            # Only this writer increments its counter: a failed condition means an earlier
+            # attempt reported as "may have applied" was applied after all.
+            pass
+        except ZattError as e:
+            if e.may_have_applied:
+                t.maybe += 1
+            t.errors.append(str(e))
+        key = f"{name}/w{rounds:06}"
+        try:
+            t.puts.append((key, c.put(key, "x")))
+        except ZattError as e:
+            if e.may_have_applied:
+                t.maybe += 1
+            t.errors.append(str(e))
+    t.stats = c.stats
+
+
+def test_writers_through_leader_kills_lose_no_ack_and_apply_nothing_twice(
+    fresh_cluster: Cluster,
+) -> None:
+    cluster = fresh_cluster
+    first = cluster.wait_leader()
+    stop = threading.Event()
+    tallies = {name: Tally() for name in ("counter-a", "counter-b")}
+    threads = [
+        threading.Thread(target=writer, args=(patient(cluster), name, stop, t))
+        for name, t in tallies.items()
+    ]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(0.5)
+        cluster.kill(first)
+        second = cluster.wait_leader()
+        time.sleep(0.5)
+        cluster.restart(first)
+        cluster.kill(second)
+        cluster.wait_leader()
+        time.sleep(0.5)
+        cluster.restart(second)
+        cluster.wait_leader()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(120)
+    assert not any(th.is_alive() for th in threads), "a writer hung"
+
+    with patient(cluster) as c:
+        for name, t in tallies.items():
+            v = counter_of(c.get(name))
+            summary = f"{name}: counter {v}, acked {t.acked}, maybe {t.maybe}, {t.stats}"
+            print(summary)  # shown by pytest when the test fails
+            assert t.acked > 0, f"no progress: {summary}\n{cluster.logs()}"
+            assert v >= t.acked, f"lost acknowledged increments: {summary}"
+            assert v <= t.acked + t.maybe, f"an increment applied twice: {summary}"
+            for key, rev in t.puts:
+                r = c.read(key)
+                assert r.value == b"x", f"{key} lost"
+                assert r.revision == rev, f"{key} was applied again after its reply"

@@ -1,0 +1,163 @@
+"""Hostile and broken servers: whatever bytes come back (garbage, truncated frames, absurd
+lengths, fields that lie, silence), the client raises a ``ZattError`` within its timeout and
+never hangs, crashes with another exception, or allocates by a length it has not checked."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+import pytest
+from zatt_harness import FakeServer, frame, golden_frames, u64
+
+from zatt import wire
+from zatt.client import Client, ProtocolError, Timeout, Unavailable, ZattError
+
+# Short timeouts: every scenario ends by itself within about a second.
+QUICK = {"timeout": 1.0, "request_timeout": 0.3, "connect_timeout": 0.3}
+
+
+def outcome(call: Callable[[], object]) -> BaseException | None:
+    """Runs ``call`` in a thread; returns what it raised. A call still running after 30 s is a
+    hang, which is the failure this file exists to catch."""
+    result: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:
+            result[0] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the client hung"
+    return result[0]
+
+
+def answering(reply: Callable[[int], bytes | None], close: bool = False) -> FakeServer:
+    return FakeServer(lambda rid, op, req: reply(rid), close_after_reply=close)
+
+
+SCENARIOS: dict[str, Callable[[int], bytes | None]] = {
+    "garbage": lambda rid: b"\xde\xad\xbe\xef" * 16,
+    "length below the header": lambda rid: struct.pack("<I", 3) + b"\x00" * 20,
+    "absurd length": lambda rid: struct.pack("<IQB", 0xFFFFFFFF, rid, 0x82),
+    "unknown opcode": lambda rid: frame(rid, 0x7F, b""),
+    "truncated body": lambda rid: frame(rid, 0x82, u64(1)),
+    "length field larger than the frame then silence": lambda rid: (
+        struct.pack("<IQB", 100, rid, 0x82) + u64(1)
+    ),
+    "value length past the frame": lambda rid: frame(
+        rid, 0x82, u64(1) + u64(1) + b"\x01" + struct.pack("<I", 0x7FFFFFFF) + b"x"
+    ),
+    "option tag 2": lambda rid: frame(rid, 0x82, u64(1) + u64(1) + b"\x02"),
+    "bool 7": lambda rid: frame(rid, 0x84, u64(1) + b"\x07"),
+    "trailing bytes": lambda rid: frame(rid, 0x83, u64(1) + b"extra"),
+    "scan count far past the bytes": lambda rid: frame(
+        rid, 0x87, u64(1) + b"\x00" + struct.pack("<I", 0xFFFFFFFF)
+    ),
+    "status role not UTF-8": lambda rid: frame(
+        rid, 0x89, u64(1) + struct.pack("<I", 2) + b"\xff\xfe"
+    ),
+    "text over its limit": lambda rid: frame(
+        rid, 0x8C, b"\x0a" + struct.pack("<I", 5000) + b"x" * 5000
+    ),
+    "unknown error kind": lambda rid: frame(rid, 0x8C, b"\x63"),
+    "wrong response type": lambda rid: frame(rid, 0x8B),
+    "answers for another request id": lambda rid: frame(rid + 1000, 0x83, u64(1)),
+    "silence": lambda rid: b"",
+    "closes at once": lambda rid: None,
+    "truncated frame then silence": lambda rid: frame(rid, 0x83, u64(1))[:10],
+}
+
+
+def test_a_frame_cut_by_a_closed_connection_is_a_protocol_error() -> None:
+    with answering(lambda rid: frame(rid, 0x82, u64(1))[:15], close=True) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        e = outcome(lambda: c.get("k"))
+        assert isinstance(e, ProtocolError), repr(e)
+        assert "mid-frame" in str(e)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_a_broken_server_gives_a_clean_zatt_error(name: str) -> None:
+    with answering(SCENARIOS[name]) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        for call in (lambda: c.get("k"), c.status):
+            e = outcome(call)
+            assert isinstance(e, ZattError), f"{name}: {e!r}"
+            assert not e.may_have_applied, f"{name}: a read cannot have applied anything"
+        c.close()
+
+
+def test_a_write_to_a_broken_server_may_have_applied_once_it_was_sent() -> None:
+    # The server swallows the request and answers garbage: the client cannot know.
+    with answering(lambda rid: b"\x01\x00\x00\x00" + b"\x00" * 9) as server:
+        c = Client(server.addr, sessions=False, **QUICK)  # type: ignore[arg-type]
+        e = outcome(lambda: c.put("k", "v"))
+        assert isinstance(e, ZattError)
+        assert e.may_have_applied
+
+
+def test_an_absurd_length_is_refused_without_waiting_for_its_bytes() -> None:
+    # With a long timeout, a client that waited for 4 GiB would report Timeout, not this.
+    with answering(lambda rid: struct.pack("<IQB", 0xFFFFFFF0, rid, 0x82)) as server:
+        c = Client(server.addr, timeout=20.0, request_timeout=20.0, max_frame_bytes=1 << 20)
+        e = outcome(lambda: c.get("k"))
+        assert isinstance(e, ProtocolError), repr(e)
+        assert "over the limit" in str(e)
+        assert "not the Zatt protocol" in str(e)
+
+
+def test_silence_is_a_timeout_and_a_closed_port_is_unavailable() -> None:
+    with answering(lambda rid: b"") as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        assert isinstance(outcome(lambda: c.get("k")), Timeout)
+    # A port bound but not listening refuses connections, and no one else can take it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{closed.getsockname()[1]}"
+        e = outcome(lambda: Client(addr, **QUICK))  # type: ignore[arg-type]
+        assert isinstance(e, Unavailable), repr(e)
+        assert "refused" in str(e)
+
+
+def test_a_leader_hint_that_is_not_an_address_is_a_protocol_error() -> None:
+    body = b"\x01" + b"\x01" + u64(2) + b"\x01" + struct.pack("<I", 7) + b"nowhere"
+    with answering(lambda rid: frame(rid, 0x8C, body)) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        e = outcome(lambda: c.get("k"))
+        assert isinstance(e, ProtocolError), repr(e)
+
+
+def test_the_decoder_survives_every_truncation_and_bit_flip_of_the_golden_frames() -> None:
+    rng = random.Random(12)
+    for name, good in golden_frames().items():
+        if not name.startswith("response/"):
+            continue
+        for cut in range(len(good)):
+            with pytest.raises(wire.FrameError):
+                wire.decode_response(good[:cut])
+        for _ in range(200):
+            bad = bytearray(good)
+            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+            with contextlib.suppress(wire.FrameError):
+                wire.decode_response(bytes(bad))
+
+
+def test_the_decoder_survives_random_frames() -> None:
+    rng = random.Random(7)
+    for _ in range(5000):
+        body = rng.randbytes(rng.randrange(0, 64))
+        data = frame(1, rng.choice([*range(0x80, 0x8E), rng.randrange(256)]), body)
+        try:
+            n = wire.frame_length(data, 0, 1 << 20)
+            assert n == len(data)
+            wire.decode_response(data)
+        except wire.FrameError:
+            pass

@@ -1,0 +1,239 @@
+"""The retry and session rules of ``docs/PROTOCOL.md`` ("Sessions and exactly-once writes", "A
+client's retry loop"), against scripted fake servers so that each case is exact: which
+request was resent, with which session tag, and what the caller is told."""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+from zatt_harness import FakeServer, frame, session_of, u64
+
+from zatt.client import (
+    Client,
+    ConnectionFailed,
+    NotLeader,
+    ServerError,
+    SessionExpired,
+    Unavailable,
+)
+
+QUICK = {"timeout": 3.0, "request_timeout": 0.5, "connect_timeout": 0.5}
+
+REGISTER, GET, PUT, MEMBER_REMOVE = 1, 2, 3, 12
+
+
+class Script:
+    """A fake server's memory: every request it saw, and its next session id."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bytes]] = []
+        self.next_session = 100
+        self.lock = threading.Lock()
+
+    def log(self, op: int, req: bytes) -> int:
+        with self.lock:
+            self.seen.append((op, req))
+            return sum(1 for o, _ in self.seen if o == op)
+
+    def register(self, rid: int) -> bytes:
+        with self.lock:
+            self.next_session += 1
+            return frame(rid, 0x81, u64(self.next_session))
+
+    def ops(self) -> list[int]:
+        return [op for op, _ in self.seen]
+
+    def put_tags(self) -> list[tuple[int, int] | None]:
+        return [session_of(req) for op, req in self.seen if op == PUT]
+
+
+def test_a_write_whose_answer_was_lost_is_resent_with_the_same_tag() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        n = s.log(op, req)
+        if op == REGISTER:
+            return s.register(rid)
+        if op == PUT and n == 1:
+            return None  # the connection drops: the client cannot know if it applied
+        return frame(rid, 0x83, u64(77))
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        assert c.put("k", "v") == 77
+        assert s.ops() == [REGISTER, PUT, PUT]
+        assert s.put_tags() == [(101, 1), (101, 1)]
+        assert c.stats.resent_after_unknown_outcome == 1
+        # The next write moves on to the next seq of the same session.
+        assert c.put("k", "w") == 77
+        assert s.put_tags()[-1] == (101, 2)
+
+
+def test_a_timeout_answer_is_an_unknown_outcome_too() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        n = s.log(op, req)
+        if op == REGISTER:
+            return s.register(rid)
+        if op == PUT and n == 1:
+            return frame(rid, 0x8C, b"\x08")  # Timeout: applied maybe
+        return frame(rid, 0x83, u64(5))
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        assert c.put("k", "v") == 5
+        assert s.put_tags() == [(101, 1), (101, 1)]
+
+
+def test_an_expired_session_before_any_ambiguity_is_renewed_and_the_write_sent_again() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        n = s.log(op, req)
+        if op == REGISTER:
+            return s.register(rid)
+        if op == PUT and n == 1:
+            return frame(rid, 0x8C, b"\x06")  # SessionExpired: nothing applied
+        return frame(rid, 0x83, u64(9))
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        assert c.put("k", "v") == 9
+        assert s.ops() == [REGISTER, PUT, REGISTER, PUT]
+        assert s.put_tags() == [(101, 1), (102, 1)]
+
+
+def test_an_expired_session_after_an_unknown_outcome_may_have_applied() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        n = s.log(op, req)
+        if op == REGISTER:
+            return s.register(rid)
+        if op == PUT and n == 1:
+            return None  # lost: may have been applied under session 101
+        return frame(rid, 0x8C, b"\x06")  # and now the cluster forgot session 101
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        try:
+            c.put("k", "v")
+            raise AssertionError("the put cannot have succeeded")
+        except SessionExpired as e:
+            assert e.may_have_applied
+        # Not resent under a new session (that could apply it twice); a new session is ready.
+        assert s.put_tags() == [(101, 1), (101, 1)]
+        assert s.ops()[-1] == REGISTER
+
+
+def test_without_sessions_a_lost_write_is_not_resent() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        s.log(op, req)
+        return None
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, sessions=False, **QUICK)  # type: ignore[arg-type]
+        try:
+            c.put("k", "v")
+            raise AssertionError("the put cannot have succeeded")
+        except ConnectionFailed as e:
+            assert e.may_have_applied
+        assert s.ops() == [PUT]
+        assert s.put_tags() == [None]
+
+
+def test_a_membership_change_whose_outcome_is_unknown_is_not_resent() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        s.log(op, req)
+        return frame(rid, 0x8C, b"\x0c")  # ShuttingDown: applied maybe
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        try:
+            c.member_remove(3)
+            raise AssertionError("cannot have succeeded")
+        except ServerError as e:
+            assert e.kind == "shutting_down"
+            assert e.may_have_applied
+        assert s.ops() == [MEMBER_REMOVE]
+
+
+def test_stale_request_is_final_and_may_have_applied() -> None:
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        s.log(op, req)
+        if op == REGISTER:
+            return s.register(rid)
+        return frame(rid, 0x8C, b"\x07")
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        try:
+            c.put("k", "v")
+            raise AssertionError("cannot have succeeded")
+        except ServerError as e:
+            assert e.kind == "stale_request"
+            assert e.may_have_applied
+        assert s.ops() == [REGISTER, PUT]
+
+
+def test_not_leader_hints_are_followed_to_the_leader() -> None:
+    leader_seen = Script()
+
+    def lead(rid: int, op: int, req: bytes) -> bytes | None:
+        leader_seen.log(op, req)
+        return frame(rid, 0x82, u64(3) + u64(4) + b"\x00")
+
+    with FakeServer(lead) as leader:
+        addr = leader.addr.encode()
+        hint = b"\x01" + b"\x01" + u64(2) + b"\x01" + struct.pack("<I", len(addr)) + addr
+        with FakeServer(lambda rid, op, req: frame(rid, 0x8C, hint)) as follower:
+            c = Client(follower.addr, **QUICK)  # type: ignore[arg-type]
+            assert c.read("k") == (None, 3, 4)
+            assert c.stats.hints_followed == 1
+            assert c.connected_to == leader.addr
+            assert leader_seen.ops() == [GET]
+            # A stale read is answered by whoever is asked; a NotLeader to one is final.
+            c2 = Client(follower.addr, **QUICK)  # type: ignore[arg-type]
+            try:
+                c2.get("k", stale=True)
+                raise AssertionError("cannot have succeeded")
+            except NotLeader as e:
+                assert e.leader == 2
+                assert e.leader_addr == leader.addr
+                assert not e.may_have_applied
+
+
+def test_no_leader_known_ends_in_unavailable_within_the_timeout() -> None:
+    no_leader = frame(0, 0x8C, b"\x01\x00\x00")[13:]
+    with FakeServer(lambda rid, op, req: frame(rid, 0x8C, no_leader)) as server:
+        c = Client(server.addr, timeout=1.0, request_timeout=0.3, connect_timeout=0.3)
+        try:
+            c.get("k")
+            raise AssertionError("cannot have succeeded")
+        except Unavailable as e:
+            assert "no leader" in str(e)
+            assert not e.may_have_applied
+
+
+def test_too_many_connections_is_retried_after_a_pause() -> None:
+    # An over-limit connection is answered with request id 0 and closed, before the request
+    # is read: nothing was applied, so even a membership change is sent again.
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        if s.log(op, req) <= 2:
+            return frame(0, 0x8C, b"\x05" + u64(1024))
+        return frame(rid, 0x8B)
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        c.member_promote(4)
+        assert s.ops() == [11, 11, 11]
