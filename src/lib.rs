@@ -6,6 +6,7 @@
 //! (the server's I/O), `client` (the library applications use), `sim` (the deterministic
 //! cluster simulator that checks Raft's safety properties).
 
+pub mod bootstrap;
 pub mod bytes;
 pub mod cli;
 pub mod client;
