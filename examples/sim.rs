@@ -4,6 +4,7 @@
 //!
 //!     cargo run --release --example sim -- --seed-start 1 --seeds 1000
 //!     cargo run --release --example sim -- --seed-start 1234 --seeds 1 --verbose
+//!     cargo run --release --example sim -- --list-bugs
 //!     cargo run --release --example sim -- --bug commit_old_term_by_count --seeds 200
 
 use std::process::ExitCode;
@@ -37,7 +38,13 @@ fn main() -> ExitCode {
         "fault profile (default: chosen by the seed)",
         "NAME",
     );
-    o.optopt("", "bug", "turn on a known Raft bug (raft::Bugs)", "NAME");
+    o.optopt(
+        "",
+        "bug",
+        "turn on a known bug, of the Raft core or of the host (see --list-bugs)",
+        "NAME",
+    );
+    o.optflag("", "list-bugs", "list the known-bug switches and exit");
     o.optopt(
         "",
         "steps",
@@ -62,6 +69,12 @@ fn main() -> ExitCode {
     };
     if m.opt_present("help") {
         println!("{}", usage(&o));
+        return ExitCode::SUCCESS;
+    }
+    if m.opt_present("list-bugs") {
+        for b in BUGS {
+            println!("{:<30} {}", b.name(), b.describe());
+        }
         return ExitCode::SUCCESS;
     }
     fn num(m: &getopts::Matches, name: &str, default: u64) -> Result<u64, String> {

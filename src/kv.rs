@@ -6,7 +6,7 @@
 //! byte. No hash-map iteration order may reach a result: the dictionary keeps its values in a
 //! `HashMap` for point lookups and writes (the hot path of every replica) and its keys in a
 //! `BTreeSet` that every ordered walk (scan, iteration, snapshot) goes through.
-//! Read more: `DESIGN.md` §2 (the path of a write), thesis §6.3 (sessions).
+//! Read more: `docs/ARCHITECTURE.md` (the path of a write), thesis §6.3 (sessions).
 //!
 //! # Revisions
 //! Every key carries the log index of the entry that last changed it. Replies carry the index
@@ -76,6 +76,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use crate::types::{DecodeError, Entry, EntryKind, LogIndex, Reader};
+use crate::wire::client::{ExpectView, RequestView};
 
 /// The state machine's limits and session policy. Must be identical on every replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,60 +183,26 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// A command borrowed from elsewhere (a client frame, on the server's write path), so that it can
-/// be encoded into an entry without first being copied into a `Command`.
-#[derive(Clone, Copy, Debug)]
-pub enum CommandRef<'a> {
-    Put {
-        key: &'a [u8],
-        value: &'a [u8],
-    },
-    Delete {
-        key: &'a [u8],
-    },
-    Cas {
-        key: &'a [u8],
-        expect: ExpectRef<'a>,
-        new: Option<&'a [u8]>,
-    },
-    RegisterSession,
+/// Appends an encoded proposal for a client's write to `out` (layout at the top of this file),
+/// straight from the request as the wire decoder borrowed it from its frame: the server's write
+/// path copies a value once, from the socket buffer into the entry. `now_ms` is the leader's
+/// clock. Returns false, appending nothing, when the request is not a write (a read, a status
+/// or membership request).
+pub fn encode_proposal(out: &mut Vec<u8>, now_ms: u64, write: &RequestView<'_>) -> bool {
+    let session = match *write {
+        RequestView::Put { session, .. }
+        | RequestView::Delete { session, .. }
+        | RequestView::Cas { session, .. } => session,
+        RequestView::RegisterSession => None,
+        _ => return false,
+    };
+    encode_head(out, session.map(|(id, seq)| SessionRef { id, seq }), now_ms);
+    encode_op(out, write);
+    true
 }
 
-/// `Expect`, borrowed.
-#[derive(Clone, Copy, Debug)]
-pub enum ExpectRef<'a> {
-    Value(&'a [u8]),
-    Absent,
-    Revision(LogIndex),
-}
-
-impl Command {
-    pub fn as_ref(&self) -> CommandRef<'_> {
-        match self {
-            Command::Put { key, value } => CommandRef::Put { key, value },
-            Command::Delete { key } => CommandRef::Delete { key },
-            Command::Cas { key, expect, new } => CommandRef::Cas {
-                key,
-                expect: match expect {
-                    Expect::Value(v) => ExpectRef::Value(v),
-                    Expect::Absent => ExpectRef::Absent,
-                    Expect::Revision(r) => ExpectRef::Revision(*r),
-                },
-                new: new.as_deref(),
-            },
-            Command::RegisterSession => CommandRef::RegisterSession,
-        }
-    }
-}
-
-/// Appends an encoded proposal to `out` (layout at the top of this file). The one encoder of the
-/// layout: `Proposal::encode` and the server's zero-copy write path both come here.
-pub fn encode_proposal(
-    out: &mut Vec<u8>,
-    session: Option<SessionRef>,
-    now_ms: u64,
-    command: CommandRef<'_>,
-) {
+/// The layout's version, flags, session and clock.
+fn encode_head(out: &mut Vec<u8>, session: Option<SessionRef>, now_ms: u64) {
     out.push(PROPOSAL_VERSION);
     match session {
         Some(s) => {
@@ -246,28 +213,34 @@ pub fn encode_proposal(
         None => out.push(0),
     }
     out.extend_from_slice(&now_ms.to_le_bytes());
-    match command {
-        CommandRef::Put { key, value } => {
+}
+
+/// The layout's operation and its arguments; the view's session is the head's business.
+fn encode_op(out: &mut Vec<u8>, write: &RequestView<'_>) {
+    match *write {
+        RequestView::Put { key, value, .. } => {
             out.push(OP_PUT);
             put_bytes(out, key);
             put_bytes(out, value);
         }
-        CommandRef::Delete { key } => {
+        RequestView::Delete { key, .. } => {
             out.push(OP_DELETE);
             put_bytes(out, key);
         }
-        CommandRef::Cas { key, expect, new } => {
+        RequestView::Cas {
+            key, expect, new, ..
+        } => {
             out.push(OP_CAS);
             put_bytes(out, key);
             match expect {
-                ExpectRef::Value(v) => {
+                ExpectView::Value(v) => {
                     out.push(0);
                     put_bytes(out, v);
                 }
-                ExpectRef::Absent => out.push(1),
-                ExpectRef::Revision(r) => {
+                ExpectView::Absent => out.push(1),
+                ExpectView::Revision(r) => {
                     out.push(2);
-                    out.extend_from_slice(&r.0.to_le_bytes());
+                    out.extend_from_slice(&r.to_le_bytes());
                 }
             }
             match new {
@@ -278,14 +251,43 @@ pub fn encode_proposal(
                 }
             }
         }
-        CommandRef::RegisterSession => out.push(OP_REGISTER),
+        RequestView::RegisterSession => out.push(OP_REGISTER),
+        _ => unreachable!("encode_proposal and Proposal::encode pass writes only"),
+    }
+}
+
+impl Command {
+    /// This command as the borrowed request the encoder takes (without a session: a
+    /// proposal's session is encoded apart, so that even a registration naming one, which
+    /// `decode` refuses, can be written for tests).
+    pub fn view(&self) -> RequestView<'_> {
+        match self {
+            Command::Put { key, value } => RequestView::Put {
+                session: None,
+                key,
+                value,
+            },
+            Command::Delete { key } => RequestView::Delete { session: None, key },
+            Command::Cas { key, expect, new } => RequestView::Cas {
+                session: None,
+                key,
+                expect: match expect {
+                    Expect::Value(v) => ExpectView::Value(v),
+                    Expect::Absent => ExpectView::Absent,
+                    Expect::Revision(r) => ExpectView::Revision(r.0),
+                },
+                new: new.as_deref(),
+            },
+            Command::RegisterSession => RequestView::RegisterSession,
+        }
     }
 }
 
 impl Proposal {
     /// Appends the encoded proposal to `out` (layout at the top of this file).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        encode_proposal(out, self.session, self.now_ms, self.command.as_ref());
+        encode_head(out, self.session, self.now_ms);
+        encode_op(out, &self.command.view());
     }
 
     pub fn encoded(&self) -> Vec<u8> {
@@ -1064,6 +1066,96 @@ mod tests {
             long.push(0);
             assert!(Proposal::decode(&long, &cfg).is_err());
         }
+    }
+
+    #[test]
+    fn a_decoded_request_encodes_to_the_proposal_bytes() {
+        // Goal: the server's write path (wire request frame, decoded in place, straight to
+        // `encode_proposal`) writes exactly the bytes `Proposal::encode` writes, and refuses
+        // what is not a write. Method: every write shape through a real frame, both ways.
+        use crate::wire::client::{self as wire, decode_request, encode_request, FrameLimits};
+        let cases: Vec<(wire::Request, Option<SessionRef>, Command)> = vec![
+            (
+                wire::Request::Put {
+                    session: None,
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                },
+                None,
+                put("k", "v"),
+            ),
+            (
+                wire::Request::Delete {
+                    session: Some((7, 9)),
+                    key: b"key".to_vec(),
+                },
+                Some(SessionRef { id: 7, seq: 9 }),
+                Command::Delete { key: "key".into() },
+            ),
+            (
+                wire::Request::Cas {
+                    session: Some((1, 2)),
+                    key: b"a".to_vec(),
+                    expect: wire::Expect::Value(b"old".to_vec()),
+                    new: Some(b"new".to_vec()),
+                },
+                Some(SessionRef { id: 1, seq: 2 }),
+                Command::Cas {
+                    key: "a".into(),
+                    expect: Expect::Value("old".into()),
+                    new: Some("new".into()),
+                },
+            ),
+            (
+                wire::Request::Cas {
+                    session: None,
+                    key: b"a".to_vec(),
+                    expect: wire::Expect::Absent,
+                    new: None,
+                },
+                None,
+                Command::Cas {
+                    key: "a".into(),
+                    expect: Expect::Absent,
+                    new: None,
+                },
+            ),
+            (
+                wire::Request::Cas {
+                    session: None,
+                    key: b"a".to_vec(),
+                    expect: wire::Expect::Revision(42),
+                    new: Some(Vec::new()),
+                },
+                None,
+                Command::Cas {
+                    key: "a".into(),
+                    expect: Expect::Revision(LogIndex(42)),
+                    new: Some(Vec::new()),
+                },
+            ),
+            (
+                wire::Request::RegisterSession,
+                None,
+                Command::RegisterSession,
+            ),
+        ];
+        for (req, session, command) in cases {
+            let mut frame = Vec::new();
+            encode_request(3, &req, &mut frame);
+            let (_, view) = decode_request(&frame, &FrameLimits::default()).unwrap();
+            let mut got = Vec::new();
+            assert!(encode_proposal(&mut got, 1234, &view));
+            let want = Proposal {
+                session,
+                now_ms: 1234,
+                command,
+            };
+            assert_eq!(got, want.encoded(), "{req:?}");
+        }
+        let mut out = Vec::new();
+        assert!(!encode_proposal(&mut out, 1, &RequestView::Status));
+        assert!(out.is_empty());
     }
 
     #[test]

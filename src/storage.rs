@@ -1,6 +1,6 @@
-//! The durability contract shared by the real write-ahead log (`wal.rs`) and the simulator's
-//! disk (`sim`): the event loop and the simulator drive both through `LogStorage`, so the rules
-//! below hold for both and are tested once against each.
+//! The durability contract shared by the real write-ahead log (`wal`) and the simulator's
+//! disk (`sim::disk`): the server and the simulator write through both the same way, so the
+//! rules below hold for both and are tested once against each.
 //!
 //! Rules:
 //! - `write` queues a batch; nothing in it is durable until a later `sync` returns `Ok`.

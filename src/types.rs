@@ -1,6 +1,6 @@
 //! The vocabulary every module shares: identifiers, log entries, membership, snapshots, hard state
-//! and the Raft messages. Owns no behaviour beyond small helpers; `raft.rs` gives these meaning,
-//! `wire.rs` and `wal.rs` give them bytes.
+//! and the Raft messages. Owns no behaviour beyond small helpers; `raft` gives these meaning,
+//! `wire` and `wal` give them bytes.
 //!
 //! Identifiers are newtypes so that a term can never be passed where an index is expected.
 

@@ -1,6 +1,6 @@
 //! A closed-loop write benchmark against three real `zattd` processes (ignored by default:
 //! timing belongs in benchmarks, not tests). Each client thread has its own connection and one
-//! request in flight; values are 100 bytes, as in DESIGN.md §6.
+//! request in flight; values are 100 bytes.
 //!
 //!     cargo test --release --test server_bench -- --ignored --nocapture
 //!

@@ -1,6 +1,7 @@
-//! Each known-bug switch of `raft::Bugs` is caught by the simulator within a bounded number of
-//! seeds, and by the property it breaks. Needs the `simbugs` feature (on for tests through the
-//! self dev-dependency).
+//! Each known-bug switch, of the Raft core (`raft::Bugs`) and of the host (`host::Bugs`), is
+//! caught by the simulator within a bounded number of seeds of its fault profile, and by the
+//! property it breaks; each profile passes with its switch off. Needs the `simbugs` feature (on
+//! for tests through the self dev-dependency).
 
 use zatt::sim::faults::{BugName, BUGS};
 use zatt::sim::{describe_failures, run_seeds, Sim, SimOptions};
@@ -70,6 +71,32 @@ fn read_without_confirmation_is_caught() {
 #[test]
 fn concurrent_conf_changes_are_caught() {
     bug_is_caught(BugName::ConcurrentConfChanges, 3, 200);
+}
+
+// Goal: a host that sends acknowledgements and votes (`messages_after_persist`) as their batch
+// goes to disk, not once it is durable, is caught. Method: slow disks; the ack check compares
+// every message with the sender's durable state as it leaves.
+#[test]
+fn host_send_after_persist_early_is_caught() {
+    bug_is_caught(BugName::HostSendAfterPersistEarly, 3, 300);
+}
+
+// Goal: a leader that counts its own write as durable when it hands it to the disk, and so
+// answers the client before its disk has it, is caught. Method: slow disks, one entry per
+// message, leaders crashing right after answering and coming back quickly; caught when a node
+// that never had the answered entry is elected.
+#[test]
+fn host_reply_before_durable_is_caught() {
+    bug_is_caught(BugName::HostReplyBeforeDurable, 3, 300);
+}
+
+// Goal: a host that answers a linearizable read once its round is confirmed but before its
+// dictionary has applied the read's index is caught. Method: a bigger dictionary snapshotted
+// often a key per turn (committed entries held back meanwhile), frequent leadership transfers
+// and read-mostly clients; caught as a stale read.
+#[test]
+fn host_read_before_applied_is_caught() {
+    bug_is_caught(BugName::HostReadBeforeApplied, 3, 300);
 }
 
 // Goal: the failures above come from the bugs, not from their harsher fault profiles. Method: each

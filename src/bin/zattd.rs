@@ -1,5 +1,5 @@
 //! `zattd`: one Zatt server. Parses flags, environment and config file (`config.rs`), sets up
-//! logging, then hands over to the event loop (`event_loop.rs`). Holds no logic of its own so
+//! logging, then hands over to the event loop (`event_loop`). Holds no logic of its own so
 //! that tests reach everything through the library. `zattd --help` lists every flag.
 
 use std::process::ExitCode;

@@ -1,46 +1,24 @@
 //! Starting a server: open and recover the data directory, settle the cluster id, bootstrap the
 //! initial membership on a first start, bind the shared peer/client port, and build the loop's
-//! parts. Every refusal is one line with its exit status (2 usage, 1 runtime, 65 corrupt data
-//! directory). Runs before the loop; must not run protocol logic (that is raft's, driven by
-//! `mod.rs`).
+//! parts and the host. Every refusal is one line with its exit status (2 usage, 1 runtime, 65
+//! corrupt data directory). Runs before the loop; must not run protocol logic (that is the
+//! host's and raft's).
 
 use super::*;
-use crate::client_conn::tls_server_config;
-use crate::config::{EXIT_CORRUPT, EXIT_RUNTIME, EXIT_USAGE};
+use crate::config::EXIT_CORRUPT;
+use crate::host::HostConfig;
 use crate::raft::{self, Boot};
 use crate::storage::LogStorage;
 use crate::wal::{Wal, WalOptions};
 use crate::wire::peer::PeerCodecConfig;
-use mio::Waker;
+use conn::tls_server_config;
+use mio::{Interest, Waker};
 use std::path::Path;
 
-/// Why the server could not start or run: the exit status and one line.
-#[derive(Debug)]
-pub struct ServerError {
-    pub exit_code: i32,
-    pub message: String,
-}
-
-impl ServerError {
-    pub(crate) fn runtime(message: impl Into<String>) -> ServerError {
-        ServerError {
-            exit_code: EXIT_RUNTIME,
-            message: message.into(),
-        }
-    }
-    fn usage(message: impl Into<String>) -> ServerError {
-        ServerError {
-            exit_code: EXIT_USAGE,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+/// Kernel socket buffers for the peer socket: bursts of AppendEntries must not overflow them.
+const UDP_BUFFER_BYTES: i32 = 8 << 20;
+/// Name of the file in the data directory that holds the cluster id.
+const CLUSTER_ID_FILE: &str = "cluster-id";
 
 fn fatal_corrupt(msg: String) -> ServerError {
     ServerError {
@@ -305,26 +283,6 @@ impl Server {
                 .map_err(|e| ServerError::runtime(format!("waker: {e}")))?,
         );
 
-        let kv_cfg = KvConfig::default();
-        let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
-            Some(s) => {
-                let kv = Kv::restore(&s.data, kv_cfg.clone()).map_err(|e| {
-                    fatal_corrupt(format!(
-                        "corrupt data directory {}: snapshot at index {} does not restore: {e}; refusing to start",
-                        dir.display(),
-                        s.meta.index.0
-                    ))
-                })?;
-                (kv, s.meta.index, s.meta.term, s.meta.membership.clone())
-            }
-            None => (
-                Kv::new(kv_cfg.clone()),
-                LogIndex(0),
-                Term(0),
-                Membership::default(),
-            ),
-        };
-
         let tick = cfg.tick();
         let mut rcfg = raft::Config::new(cfg.id);
         rcfg.election_ticks = cfg.election_ticks();
@@ -334,7 +292,14 @@ impl Server {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ cfg.id.0.rotate_left(32);
-        let raft = Raft::new(rcfg, boot, seed);
+        let host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        let limits = host_cfg.limits;
+        let host = Host::new(host_cfg, rcfg, boot, seed).map_err(|e| {
+            fatal_corrupt(format!(
+                "corrupt data directory {}: {e}; refusing to start",
+                dir.display()
+            ))
+        })?;
 
         let mut pc = PeerCodecConfig::new(cluster_id, cfg.id);
         pc.secret = secret;
@@ -350,79 +315,45 @@ impl Server {
         timers.schedule(now + tick, TimerKind::RaftTick);
         timers.schedule(now + HOUSEKEEPING, TimerKind::Housekeeping);
 
-        let soft = SoftState {
-            role: raft.role(),
-            term: raft.term(),
-            leader: raft.leader(),
-        };
         info!(
-            "n{} t{} {}: listening on {addr} (UDP peers, TCP clients{}), cluster id {cluster_id}, data in {}",
-            cfg.id,
-            soft.term.0,
-            role_name(soft.role),
+            "{}: listening on {addr} (UDP peers, TCP clients{}), cluster id {cluster_id}, data in {}",
+            host.who(),
             if tls.is_some() { ", TLS" } else { "" },
             dir.display()
         );
-        let limits = FrameLimits {
-            max_frame_bytes: cfg.max_request_bytes,
-            max_key_bytes: kv_cfg.max_key_bytes,
-            max_value_bytes: kv_cfg.max_value_bytes,
-        };
-        let mut s = Server {
-            id: cfg.id,
+        Ok(Server {
             cluster_id,
             addr,
+            host,
+            io: Io {
+                id: cfg.id,
+                udp,
+                codec,
+                peers: BTreeMap::new(),
+                conns: Slab::new(),
+                dirty: Vec::new(),
+                syncer,
+                udp_send_drops: 0,
+            },
             poll,
-            udp,
             listener,
             tls,
-            syncer: Some(syncer),
-            codec,
-            raft,
-            kv,
-            kv_cfg,
             limits,
-            conns: Slab::new(),
             real_conns: 0,
             next_generation: 1,
             timers,
             tick,
             tick_count: 0,
             next_tick_at: now + tick,
-            snapshot_job: None,
-            held: VecDeque::new(),
+            origin: now,
             now,
-            now_ms: 0,
-            peers: BTreeMap::new(),
-            peers_of: Membership::default(),
-            next_token: 1,
-            persisting: VecDeque::new(),
-            writes: VecDeque::new(),
-            new_reads: Vec::new(),
-            read_rounds: VecDeque::new(),
-            ready_reads: VecDeque::new(),
-            next_read_ctx: 1,
-            promote_jobs: Vec::new(),
-            snapshot_index,
-            snapshot_in_flight: false,
-            applied_term,
-            applied_membership,
-            soft,
             recv_buf: vec![0u8; 65_536],
-            prop_buf: Vec::with_capacity(4096),
-            frame_buf: Vec::with_capacity(4096),
-            dirty: Vec::new(),
             resume: Vec::new(),
             fired: Vec::new(),
             completed: Vec::new(),
             drops_reported: 0,
             drops_warned_at: None,
-            udp_send_drops: 0,
-            wal_term_vote: None,
-            lazy_hard_state: None,
             cfg,
-        };
-        s.refresh_peers();
-        Ok(s)
+        })
     }
 }

@@ -2,13 +2,14 @@
 //! cas, delete over a small key space), retries through timeouts, lost replies and leader changes
 //! with the *same* session sequence number (so a retried write applies once), follows NotLeader
 //! hints or tries nodes in turn, and records every operation as a history for `lincheck`.
+//! Clients speak the real client protocol: each attempt is a request frame encoded by
+//! `wire::client`, and each answer a response frame the host wrote, decoded the same way.
 //! Must not peek at node state: a client learns only from replies. Values are unique per write so
 //! that the linearizability check can tell writes apart.
 
-use crate::kv::Reply;
 use crate::lincheck::{Op, OpInput, OpOutput};
 use crate::rng::Rng;
-use crate::types::NodeId;
+use crate::wire::client::{encode_request, Consistency, ErrorKind, Expect, Request, Response};
 
 /// What a client asks a node.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,24 +51,15 @@ impl std::fmt::Debug for ClientOp {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Request {
-    pub client: usize,
-    /// Identifies the client's operation (not the attempt): any answer to it is final.
-    pub op_id: u64,
-    pub attempt: u64,
-    pub session: Option<u64>,
-    pub seq: u64,
-    pub op: ClientOp,
+/// A request id names the operation and the attempt, so an answer to an earlier attempt is
+/// still recognised as the operation's.
+pub fn request_id(op_id: u64, attempt: u64) -> u64 {
+    (op_id << 32) | (attempt & 0xffff_ffff)
 }
 
-#[derive(Clone, Debug)]
-pub enum Response {
-    NotLeader(Option<NodeId>),
-    /// The node could not take the request now (busy, transfer, lost its proposal): try again.
-    Retry,
-    Write(Reply),
-    Read(Option<Vec<u8>>),
+/// The operation and attempt a request id names.
+pub fn split_request_id(id: u64) -> (u64, u64) {
+    (id >> 32, id & 0xffff_ffff)
 }
 
 pub struct Current {
@@ -97,8 +89,12 @@ pub struct Client {
     pub followed_hint: bool,
     /// A read-mostly client (90 % gets): it stays with whichever node answers its reads.
     pub reader: bool,
+    /// Puts of distinct filler keys still to make before the ordinary mix: they make the
+    /// dictionary, hence each snapshot, bigger without diluting the keys operations collide on.
+    pub filler: usize,
 }
 
+/// The key space: small, so that operations collide.
 pub const KEYS: usize = 6;
 
 pub fn key(k: usize) -> Vec<u8> {
@@ -113,6 +109,8 @@ pub enum Outcome {
     Retry { target: usize, after_us: u64 },
     /// The outcome is unknown for good (session expired, stale): leave ret None and move on.
     Abandon,
+    /// An answer no correct server gives to this request (the wrong kind, or `Invalid`).
+    Wrong(String),
 }
 
 impl Client {
@@ -126,6 +124,7 @@ impl Client {
             target: index % nodes.max(1),
             current: None,
             seen: vec![None; KEYS],
+            filler: 0,
             completed: 0,
             cursor: index % nodes.max(1),
             followed_hint: false,
@@ -147,8 +146,13 @@ impl Client {
         if self.session.is_none() {
             return (ClientOp::Register, op_id);
         }
-        let k = rng.index(KEYS);
         let value = format!("c{}.{}", self.hist_client, op_id).into_bytes();
+        if self.filler > 0 {
+            self.filler -= 1;
+            let key = format!("f{}.{}", self.index, self.filler).into_bytes();
+            return (ClientOp::Put { key, value }, op_id);
+        }
+        let k = rng.index(KEYS);
         let r = if self.reader && rng.chance(0.9) {
             50 // a Get
         } else {
@@ -203,26 +207,67 @@ impl Client {
         std::str::from_utf8(key.get(1..)?).ok()?.parse().ok()
     }
 
-    /// Interprets a final answer for the current operation.
+    /// The request frame for the current operation's current attempt.
+    pub fn frame(&self) -> Option<Vec<u8>> {
+        let cur = self.current.as_ref()?;
+        let session = self.session.map(|id| (id, cur.seq));
+        let req = match cur.op.clone() {
+            ClientOp::Register => Request::RegisterSession,
+            ClientOp::Get { key } => Request::Get {
+                key,
+                consistency: Consistency::Linearizable,
+            },
+            ClientOp::Put { key, value } => Request::Put {
+                session,
+                key,
+                value,
+            },
+            ClientOp::Delete { key } => Request::Delete { session, key },
+            ClientOp::Cas { key, expect, new } => Request::Cas {
+                session,
+                key,
+                expect: match expect {
+                    Some(v) => Expect::Value(v),
+                    None => Expect::Absent,
+                },
+                new: Some(new),
+            },
+        };
+        let mut out = Vec::new();
+        encode_request(request_id(cur.op_id, cur.attempt), &req, &mut out);
+        Some(out)
+    }
+
+    /// Whether an answer only says "not now, not here" (so it is stale unless it answers the
+    /// attempt in flight), rather than giving the operation's outcome.
+    pub fn is_provisional(resp: &Response) -> bool {
+        match resp {
+            Response::Error(e) => !matches!(e, ErrorKind::SessionExpired | ErrorKind::StaleRequest),
+            _ => false,
+        }
+    }
+
+    /// Interprets an answer for the current operation.
     pub fn on_answer(&mut self, resp: &Response, nodes: usize, rng: &mut Rng) -> Outcome {
         let Some(cur) = &self.current else {
             return Outcome::Abandon;
         };
         let op = cur.op.clone();
+        let wrong = || Outcome::Wrong(format!("answered {op:?} with {resp:?}"));
         match resp {
-            Response::NotLeader(hint) => {
+            Response::Error(ErrorKind::NotLeader { leader, .. }) => {
                 // Follow a hint once; if the hinted node does not lead either, go back to trying
                 // nodes in turn, so that two nodes with stale hints cannot bounce us for ever.
-                match hint {
+                match leader {
                     Some(h)
                         if !self.followed_hint
-                            && (h.0 as usize) >= 1
-                            && (h.0 as usize) <= nodes
-                            && h.0 as usize - 1 != self.target =>
+                            && (*h as usize) >= 1
+                            && (*h as usize) <= nodes
+                            && *h as usize - 1 != self.target =>
                     {
                         self.followed_hint = true;
                         Outcome::Retry {
-                            target: h.0 as usize - 1,
+                            target: *h as usize - 1,
                             after_us: 1_000,
                         }
                     }
@@ -232,53 +277,77 @@ impl Client {
                     },
                 }
             }
-            Response::Retry => Outcome::Retry {
-                target: self.target,
-                after_us: rng.between(5_000, 20_000),
-            },
-            Response::Read(v) => match &op {
+            // Not applied (Busy, Unavailable) or maybe applied (Timeout): the same request with
+            // the same session sequence number is safe either way.
+            Response::Error(ErrorKind::Busy | ErrorKind::Unavailable(_) | ErrorKind::Timeout) => {
+                Outcome::Retry {
+                    target: self.target,
+                    after_us: rng.between(5_000, 20_000),
+                }
+            }
+            Response::Error(ErrorKind::SessionExpired) => {
+                self.session = None;
+                Outcome::Abandon
+            }
+            // The session moved past this write: its outcome is unknown for good.
+            Response::Error(ErrorKind::StaleRequest) => Outcome::Abandon,
+            Response::Error(_) => wrong(),
+            Response::Value { value, .. } => match &op {
                 ClientOp::Get { key } => {
                     if let Some(k) = Self::key_index(key) {
-                        if k < KEYS {
-                            self.seen[k] = v.clone();
+                        if let Some(seen) = self.seen.get_mut(k) {
+                            *seen = value.clone();
                         }
                     }
-                    Outcome::Done(Some(OpOutput::Value(v.clone())))
+                    Outcome::Done(Some(OpOutput::Value(value.clone())))
                 }
-                _ => Outcome::Abandon,
+                _ => wrong(),
             },
-            Response::Write(reply) => match (&op, reply) {
-                (ClientOp::Register, Reply::SessionRegistered { id }) => {
+            Response::SessionRegistered { id } => match &op {
+                ClientOp::Register => {
                     self.session = Some(*id);
                     Outcome::Done(None)
                 }
-                (ClientOp::Put { key, value }, Reply::Put { .. }) => {
+                _ => wrong(),
+            },
+            Response::Written { .. } => match &op {
+                ClientOp::Put { key, value } => {
                     if let Some(k) = Self::key_index(key) {
-                        self.seen[k] = Some(value.clone());
+                        if let Some(seen) = self.seen.get_mut(k) {
+                            *seen = Some(value.clone());
+                        }
                     }
                     Outcome::Done(Some(OpOutput::Done))
                 }
-                (ClientOp::Delete { .. }, Reply::Deleted { .. }) => {
-                    Outcome::Done(Some(OpOutput::Done))
-                }
-                (ClientOp::Cas { key, new, .. }, Reply::CasOk { .. }) => {
+                _ => wrong(),
+            },
+            Response::Deleted { .. } => match &op {
+                ClientOp::Delete { .. } => Outcome::Done(Some(OpOutput::Done)),
+                _ => wrong(),
+            },
+            Response::CasOk { .. } => match &op {
+                ClientOp::Cas { key, new, .. } => {
                     if let Some(k) = Self::key_index(key) {
-                        self.seen[k] = Some(new.clone());
+                        if let Some(seen) = self.seen.get_mut(k) {
+                            *seen = Some(new.clone());
+                        }
                     }
                     Outcome::Done(Some(OpOutput::Cas(true)))
                 }
-                (ClientOp::Cas { key, .. }, Reply::CasFailed { current }) => {
+                _ => wrong(),
+            },
+            Response::CasFailed { current } => match &op {
+                ClientOp::Cas { key, .. } => {
                     if let Some(k) = Self::key_index(key) {
-                        self.seen[k] = current.as_ref().map(|(v, _)| v.clone());
+                        if let Some(seen) = self.seen.get_mut(k) {
+                            *seen = current.as_ref().map(|(v, _)| v.clone());
+                        }
                     }
                     Outcome::Done(Some(OpOutput::Cas(false)))
                 }
-                (_, Reply::SessionExpired) => {
-                    self.session = None;
-                    Outcome::Abandon
-                }
-                _ => Outcome::Abandon,
+                _ => wrong(),
             },
+            _ => wrong(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The simulator's disk: one per node, implementing `storage::LogStorage` with the contract's
-//! durability rules made visible. Written batches stay pending until synced; a crash keeps a
-//! random prefix of the pending batches and may tear the last kept one (a prefix of its records:
-//! snapshot, hard state, then entries); `recover` returns exactly what became durable.
+//! durability rules made visible. Written batches and snapshots stay pending until synced, and
+//! become durable in the order written; a crash keeps a random prefix of the pending items and
+//! may tear the last kept batch (a prefix of its records: snapshot, hard state, then entries; a
+//! snapshot of the node's own is a file renamed into place, whole or absent); `recover`
+//! returns exactly what became durable.
 //!
 //! Must not hide a contract violation: a batch that would leave a gap in the log makes `sync`
 //! fail, which the simulator reports. Read more: `src/storage.rs`.
@@ -111,12 +113,32 @@ impl DiskState {
     }
 }
 
-/// A simulated disk with explicit pending (written, unsynced) batches.
+/// A written item not yet durable.
+#[derive(Clone, Debug)]
+enum Pending {
+    Batch(WriteBatch),
+    /// A snapshot this node took of its own state (log compaction).
+    Snapshot(Snapshot),
+}
+
+impl Pending {
+    fn apply_to(&self, d: &mut DiskState) -> io::Result<()> {
+        match self {
+            Pending::Batch(b) => d.apply(b),
+            Pending::Snapshot(s) => {
+                d.install_snapshot(s);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A simulated disk with explicit pending (written, unsynced) batches and snapshots.
 #[derive(Clone, Debug, Default)]
 pub struct SimDisk {
     durable: DiskState,
-    pending: VecDeque<WriteBatch>,
-    /// Batches written since creation; `synced` counts the durable prefix of them.
+    pending: VecDeque<Pending>,
+    /// Items written since creation; `synced` counts the durable prefix of them.
     written: u64,
     synced: u64,
     /// Set when a sync found a contract violation; the disk is then "failed".
@@ -152,15 +174,26 @@ impl SimDisk {
         self.synced
     }
 
-    /// Makes the batches up to number `upto` (as counted by `written`) durable, in order.
+    /// Queues a snapshot this node took of its own state, ordered with the batches: once
+    /// durable it replaces the log it covers (the WAL writes a snapshot file, then compacts).
+    pub fn write_snapshot(&mut self, snapshot: &Snapshot) -> io::Result<()> {
+        if let Some(f) = &self.failure {
+            return Err(io::Error::other(f.clone()));
+        }
+        self.pending.push_back(Pending::Snapshot(snapshot.clone()));
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Makes the items up to number `upto` (as counted by `written`) durable, in order.
     /// This is the syncer's completion: a sync covers what was written when it started.
     pub fn sync_through(&mut self, upto: u64) -> io::Result<()> {
         while self.synced < upto {
-            let Some(b) = self.pending.pop_front() else {
+            let Some(p) = self.pending.pop_front() else {
                 break;
             };
             self.synced += 1;
-            if let Err(e) = self.durable.apply(&b) {
+            if let Err(e) = p.apply_to(&mut self.durable) {
                 self.failure = Some(e.to_string());
                 return Err(e);
             }
@@ -168,20 +201,21 @@ impl SimDisk {
         Ok(())
     }
 
-    /// A crash: keeps a random prefix of the pending batches, possibly tearing the last kept one
-    /// (a prefix of its records), and forgets the rest. Returns how many batches survived whole.
+    /// A crash: keeps a random prefix of the pending items, possibly tearing the next batch
+    /// (keeping a prefix of its records), and forgets the rest. Returns how many items survived
+    /// whole.
     pub fn crash(&mut self, rng: &mut Rng, torn: bool) -> usize {
         let n = self.pending.len();
         let keep = rng.index(n + 1);
-        let pending: Vec<WriteBatch> = self.pending.drain(..).collect();
-        for b in &pending[..keep] {
-            if self.durable.apply(b).is_err() {
+        let pending: Vec<Pending> = self.pending.drain(..).collect();
+        for p in &pending[..keep] {
+            if p.apply_to(&mut self.durable).is_err() {
                 // The same batch would have failed its sync: treat the rest as lost.
                 break;
             }
         }
-        if torn && keep < n && rng.chance(0.5) {
-            let b = &pending[keep];
+        let next = pending.get(keep);
+        if let (Some(Pending::Batch(b)), true) = (next, torn && next.is_some() && rng.chance(0.5)) {
             let records =
                 b.snapshot.is_some() as usize + b.hard_state.is_some() as usize + b.entries.len();
             let cut = rng.index(records + 1);
@@ -213,7 +247,7 @@ impl LogStorage for SimDisk {
         if let Some(f) = &self.failure {
             return Err(io::Error::other(f.clone()));
         }
-        self.pending.push_back(batch.clone());
+        self.pending.push_back(Pending::Batch(batch.clone()));
         self.written += 1;
         Ok(())
     }
@@ -224,10 +258,9 @@ impl LogStorage for SimDisk {
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> io::Result<()> {
-        // A snapshot this node took covers only applied (hence durable, committed) entries, so it
-        // is installed into the durable state directly; pending batches skip what it covers.
-        self.durable.install_snapshot(snapshot);
-        Ok(())
+        // As the WAL: durable on return, together with everything written before it.
+        self.write_snapshot(snapshot)?;
+        self.sync()
     }
 
     fn recover(&mut self) -> io::Result<Boot> {

@@ -1,10 +1,11 @@
 //! Fault profiles and the known-bug catalogue. A profile bounds the chaos of a run (link loss,
 //! duplication and delay, partitions, crashes, disk latency, membership churn, leadership
-//! transfers, forced elections, snapshot frequency); the simulator draws concrete faults from it
-//! with the run's generator. Must not act on the cluster itself: `mod.rs` executes the actions.
+//! transfers, forced elections, snapshot frequency and slicing); the simulator draws concrete
+//! faults from it with the run's generator. The catalogue names each known-bug switch, in the
+//! core (`raft::Bugs`) or in the host (`host::Bugs`), with the profile that exposes it. Must not
+//! act on the cluster itself: `inject.rs` executes the actions.
 
 use super::checker::FailureKind;
-use crate::raft::Bugs;
 use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,12 @@ pub struct FaultProfile {
     pub partition_us: (u64, u64),
     /// Each node compacts after this many applied entries.
     pub snapshot_every: u64,
+    /// Keys a node encodes per loop turn while taking a snapshot (the server's 4096 would
+    /// finish the simulator's small dictionaries at once; a few keys per turn make committed
+    /// entries wait while other events come in, as in a server with a big dictionary).
+    pub snapshot_keys_per_turn: usize,
+    /// Simulated time between two loop turns of a node taking a snapshot.
+    pub turn_gap_us: (u64, u64),
     /// Loss on client↔node links (forces retries, hence exercises exactly-once).
     pub client_loss: f64,
     /// Whether a crash may tear the last kept batch.
@@ -93,6 +100,10 @@ pub struct FaultProfile {
     pub new_leader_crash_us: (u64, u64),
     /// Restart delay after a reactive crash.
     pub quick_down_us: (u64, u64),
+    /// The chance that a node crashes within `reply_crash_us` of answering a write: an
+    /// acknowledged write must survive its leader's crash right after the answer.
+    pub crash_after_reply: f64,
+    pub reply_crash_us: (u64, u64),
     /// The state machine's session time-to-live (log-carried time); short values make idle
     /// sessions expire during a run, so that clients see `SessionExpired` and register again.
     pub session_ttl_ms: u64,
@@ -104,6 +115,9 @@ pub struct FaultProfile {
     pub check_quorum: bool,
     /// How many of the clients are read-mostly.
     pub reader_clients: usize,
+    /// Keys the clients write once at the start, besides the few their operations collide on:
+    /// a bigger dictionary makes every snapshot take more turns.
+    pub filler_keys: usize,
     /// Every partition isolates the current leader (instead of a random shape).
     pub isolate_leader: bool,
 }
@@ -126,6 +140,8 @@ impl FaultProfile {
             down_us: (50_000, 1_500_000),
             partition_us: (100_000, 1_500_000),
             snapshot_every: 64,
+            snapshot_keys_per_turn: 2,
+            turn_gap_us: (50, 1_000),
             client_loss: 0.0,
             torn: true,
             conf_burst: false,
@@ -135,10 +151,13 @@ impl FaultProfile {
             crash_new_leader: 0.0,
             new_leader_crash_us: (1_000, 50_000),
             quick_down_us: (100, 5_000),
+            crash_after_reply: 0.0,
+            reply_crash_us: (0, 2_000),
             session_ttl_ms: 10 * 60 * 1000,
             client_pause: 0.0,
             check_quorum: true,
             reader_clients: 0,
+            filler_keys: 0,
             isolate_leader: false,
         };
         match p {
@@ -239,7 +258,8 @@ impl FaultProfile {
     }
 }
 
-/// The known-bug switches of `raft::Bugs`, by name, each with the fault profile that exposes it.
+/// The known-bug switches, by name, each with the fault profile that exposes it: those of the
+/// Raft core (`raft::Bugs`) and those of the host (`host::Bugs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BugName {
     CommitOldTermByCount,
@@ -247,14 +267,20 @@ pub enum BugName {
     ForgetVoteOnRestart,
     ReadWithoutConfirmation,
     ConcurrentConfChanges,
+    HostReplyBeforeDurable,
+    HostSendAfterPersistEarly,
+    HostReadBeforeApplied,
 }
 
-pub const BUGS: [BugName; 5] = [
+pub const BUGS: [BugName; 8] = [
     BugName::CommitOldTermByCount,
     BugName::AckBeforeSync,
     BugName::ForgetVoteOnRestart,
     BugName::ReadWithoutConfirmation,
     BugName::ConcurrentConfChanges,
+    BugName::HostReplyBeforeDurable,
+    BugName::HostSendAfterPersistEarly,
+    BugName::HostReadBeforeApplied,
 ];
 
 impl BugName {
@@ -265,6 +291,35 @@ impl BugName {
             BugName::ForgetVoteOnRestart => "forget_vote_on_restart",
             BugName::ReadWithoutConfirmation => "read_without_confirmation",
             BugName::ConcurrentConfChanges => "concurrent_conf_changes",
+            BugName::HostReplyBeforeDurable => "host_reply_before_durable",
+            BugName::HostSendAfterPersistEarly => "host_send_after_persist_early",
+            BugName::HostReadBeforeApplied => "host_read_before_applied",
+        }
+    }
+
+    /// One line: what the switch does wrong.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BugName::CommitOldTermByCount => {
+                "raft: commit an earlier term's entry by counting replicas (Figure 8)"
+            }
+            BugName::AckBeforeSync => "raft: acknowledge entries and grant votes before the sync",
+            BugName::ForgetVoteOnRestart => "raft: forget the vote when restarting",
+            BugName::ReadWithoutConfirmation => {
+                "raft: serve a ReadIndex read without the leadership confirmation round"
+            }
+            BugName::ConcurrentConfChanges => {
+                "raft: accept a membership change while another is uncommitted"
+            }
+            BugName::HostReplyBeforeDurable => {
+                "host: a leader counts, applies and answers its write before its own disk has it"
+            }
+            BugName::HostSendAfterPersistEarly => {
+                "host: send messages_after_persist before their batch is durable"
+            }
+            BugName::HostReadBeforeApplied => {
+                "host: answer a ReadIndex read before its index is applied"
+            }
         }
     }
 
@@ -272,14 +327,28 @@ impl BugName {
         BUGS.iter().copied().find(|b| b.name() == s)
     }
 
-    pub fn bugs(self) -> Bugs {
-        let mut b = Bugs::default();
+    /// The core's switches this bug turns on.
+    pub fn raft_bugs(self) -> crate::raft::Bugs {
+        let mut b = crate::raft::Bugs::default();
         match self {
             BugName::CommitOldTermByCount => b.commit_old_term_by_count = true,
             BugName::AckBeforeSync => b.ack_before_sync = true,
             BugName::ForgetVoteOnRestart => b.forget_vote_on_restart = true,
             BugName::ReadWithoutConfirmation => b.read_without_confirmation = true,
             BugName::ConcurrentConfChanges => b.concurrent_conf_changes = true,
+            _ => {}
+        }
+        b
+    }
+
+    /// The host's switches this bug turns on.
+    pub fn host_bugs(self) -> crate::host::Bugs {
+        let mut b = crate::host::Bugs::default();
+        match self {
+            BugName::HostReplyBeforeDurable => b.reply_before_durable = true,
+            BugName::HostSendAfterPersistEarly => b.send_after_persist_early = true,
+            BugName::HostReadBeforeApplied => b.read_before_applied = true,
+            _ => {}
         }
         b
     }
@@ -365,6 +434,57 @@ impl BugName {
                 gap_us: (40_000, 200_000),
                 ..base
             },
+            // An answer given before the leader's own write is durable only hurts when the
+            // leader then crashes and loses it, and comes back quickly enough to help elect a
+            // node that never had it: slow disks, crashes right after answers, short downtimes.
+            BugName::HostReplyBeforeDurable => FaultProfile {
+                crash_after_reply: 0.02,
+                append_bytes: (1, 1),
+                inflight: (1, 1),
+                w_crash: 6,
+                w_partition: 1,
+                w_conf: 0,
+                w_transfer: 0,
+                w_campaign: 0,
+                crash_leader_pct: 80,
+                sync_us: (10_000, 50_000),
+                delay_us: (100, 2_000),
+                down_us: (1_000, 50_000),
+                gap_us: (30_000, 150_000),
+                loss_max: 0.1,
+                dup_max: 0.1,
+                ..base
+            },
+            // Acknowledgements sent before their batch is durable: the ack check sees the first.
+            BugName::HostSendAfterPersistEarly => FaultProfile {
+                w_crash: 6,
+                w_partition: 0,
+                w_conf: 0,
+                sync_us: (2_000, 20_000),
+                ..base
+            },
+            // A read served from a dictionary that lags its read index needs a new leader that
+            // is still holding committed entries back for a snapshot: frequent snapshots taken
+            // slowly, frequent leadership changes, and readers.
+            BugName::HostReadBeforeApplied => FaultProfile {
+                w_crash: 0,
+                w_partition: 0,
+                w_links: 0,
+                w_conf: 0,
+                w_campaign: 0,
+                w_transfer: 6,
+                loss_max: 0.0,
+                dup_max: 0.0,
+                client_loss: 0.0,
+                snapshot_every: 4,
+                snapshot_keys_per_turn: 1,
+                filler_keys: 200,
+                delay_us: (300, 3_000),
+                turn_gap_us: (500, 2_000),
+                gap_us: (30_000, 100_000),
+                reader_clients: 2,
+                ..base
+            },
         }
     }
 
@@ -389,6 +509,15 @@ impl BugName {
                 LeaderCompleteness,
                 CoreInvariant,
             ],
+            BugName::HostReplyBeforeDurable => &[
+                LeaderCompleteness,
+                StateMachineSafety,
+                LogMatching,
+                Linearizability,
+                CoreInvariant,
+            ],
+            BugName::HostSendAfterPersistEarly => &[AckBeforeSync],
+            BugName::HostReadBeforeApplied => &[Linearizability],
         }
     }
 }

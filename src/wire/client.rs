@@ -2,11 +2,13 @@
 //! and responses back, with a request id so that one connection pipelines many requests and
 //! responses may come back out of order. Owns the request/response vocabulary and its bytes.
 //! Must not: know Raft or the dictionary's rules, allocate by an unchecked length, panic on any
-//! input. The byte layout is specified in `wire/mod.rs`; DESIGN.md §3 "Client frames".
+//! input. The byte layout is specified in `wire/mod.rs`.
 //!
 //! Servers decode with [`decode_request`], which borrows keys and values from the frame
-//! ([`RequestView`]) so a value travels from the socket buffer to the proposal without a copy;
-//! [`decode_request_owned`] gives an owned [`Request`] for code that keeps it. Clients decode
+//! ([`RequestView`]); the server decodes each frame where it lies in the connection's buffer
+//! and `kv::encode_proposal` takes the same view, so a value travels from the socket buffer to
+//! the proposal with one copy. [`decode_request_owned`] gives an owned [`Request`] for code
+//! that keeps it. Clients decode
 //! with [`decode_response`] (owned). Encoders do not enforce limits: the sender is expected to
 //! know them, and the receiver's decoder refuses what is over them with a typed error.
 

@@ -3,7 +3,7 @@
 //! the caller owns or the codec reuses; decoders check every length against the bytes present
 //! and the configured limits before they allocate, and never panic on any input.
 //! Must not: know Raft's or the dictionary's rules, touch sockets or clocks, or trust a length
-//! it has not checked. DESIGN.md §3 gives the contracts these formats serve; the tests in
+//! it has not checked. `docs/ARCHITECTURE.md` says what these formats serve; the tests in
 //! `tests/wire_*.rs` pin them (round trips, fragmentation, drops by reason, hostile input).
 //!
 //! All integers are little-endian. "bytes" below means a `u32` length followed by that many

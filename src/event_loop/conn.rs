@@ -1,9 +1,9 @@
 //! One client connection: the socket (plain TCP, or TLS through rustls), the input buffer and
 //! frame assembly, the output buffer, the count of requests in flight, backpressure and idleness.
 //! Must not know Raft or the dictionary: it hands whole frames to the loop and takes encoded
-//! responses back (DESIGN.md §1). The frame layout is `wire::client`'s.
+//! responses back. The frame layout is `wire::client`'s.
 //!
-//! Rules it keeps (STYLE.md, mio's rules):
+//! Rules it keeps (mio's rules):
 //! - reads drain the socket, and with TLS the session's decrypted bytes, until `WouldBlock` or a
 //!   short read (on Linux a short TCP read means the queue was emptied, and later data raises a
 //!   new edge), unless the input buffer is full; then the connection is `read_blocked` and the loop calls
@@ -51,6 +51,19 @@ pub enum FrameEvent {
         request_id: Option<u64>,
         why: &'static str,
     },
+}
+
+/// A connection's input buffer while it is lent out (see `ClientConn::lend_input`).
+pub struct LentInput {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl LentInput {
+    /// The `len` bytes at the front of the unconsumed input: one whole frame.
+    pub fn frame(&self, len: usize) -> &[u8] {
+        &self.buf[self.start..self.start + len]
+    }
 }
 
 enum Transport {
@@ -122,10 +135,6 @@ impl ClientConn {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self.transport, Transport::Tls(_))
-    }
-
     /// Unconsumed input bytes.
     pub fn input(&self) -> &[u8] {
         &self.input[self.in_start..self.in_end]
@@ -136,13 +145,18 @@ impl ClientConn {
         &mut self.output
     }
 
-    /// The frame of `len` bytes at the front of the input and the output buffer, borrowed
-    /// together so a request can be decoded in place while its answer is written.
-    pub fn frame_and_output(&mut self, len: usize) -> (&[u8], &mut Vec<u8>) {
-        (
-            &self.input[self.in_start..self.in_start + len],
-            &mut self.output,
-        )
+    /// Lends the input buffer out, so the frame at its front can be decoded in place (see
+    /// `LentInput::frame`) while answers are written into this connection's output and any
+    /// other's. Give it back with `return_input` before reading or consuming again.
+    pub fn lend_input(&mut self) -> LentInput {
+        LentInput {
+            buf: std::mem::take(&mut self.input),
+            start: self.in_start,
+        }
+    }
+
+    pub fn return_input(&mut self, lent: LentInput) {
+        self.input = lent.buf;
     }
 
     pub fn output_pending(&self) -> usize {

@@ -1,0 +1,454 @@
+//! The server host: one node's Raft core (`raft`), its dictionary (`kv`) and everything between
+//! them and the clients. The same code runs in `zattd` (driven by `event_loop`) and for every
+//! node of the deterministic simulator (driven by `sim`), so what the simulator checks over
+//! thousands of seeds is the code that ships.
+//!
+//! Owns: the waiting writes and their answers, the ReadIndex rounds, learner promotions,
+//! snapshot taking (encoded a slice per loop turn, with committed entries held back meanwhile)
+//! and log compaction, and the order in which a `Ready`'s parts are handed out, which is what
+//! keeps acknowledged writes safe (the persistence contract in `raft`'s module doc). Must not
+//! touch sockets, files, clocks, threads or global randomness: it is driven by events and acts
+//! only through [`Output`], which the driver implements.
+//!
+//! # Events (the driver calls)
+//! - [`Host::client_frame`]: a whole client request frame arrived; `to` names where the answer
+//!   goes (opaque to the host but for the request id).
+//! - [`Host::peer_message`]: a Raft message arrived from a peer.
+//! - [`Host::tick`]: one Raft tick passed.
+//! - [`Host::housekeeping`]: a periodic pass (every 100 ms in the server) that times out reads
+//!   and writes that can no longer complete and retries promotions.
+//! - [`Host::durable`]: storage made the batch or snapshot with this token durable (tokens are
+//!   reported in the order they were submitted).
+//! - [`Host::end_turn`]: the end of one loop turn: start the ReadIndex round for the reads
+//!   gathered, take one `Ready` and hand out its parts, encode a slice of a snapshot in
+//!   progress. [`Host::wants_turn`] says whether another turn should follow at once.
+//!
+//! # Outputs (the driver implements [`Output`])
+//! Messages to send, answers for clients (encoded by the driver straight into its connection
+//! buffers, a `Get`'s value from the dictionary's own bytes, so answering allocates nothing),
+//! batches and snapshots to make durable, the membership (for peer addresses), and observer
+//! hooks with empty defaults that the simulator's checker uses (entries appended, entry
+//! applied; a message about to leave is `send` itself). An event that finds the node unable to
+//! go on returns [`Fatal`]; the driver stops the node.
+//!
+//! # The order of one `Ready` (see `ready.rs`)
+//! `messages` leave at once; the snapshot, hard state and entries go to storage as one batch
+//! with a token; `messages_after_persist` and `persisted(mark)` wait until that token and
+//! every earlier one are durable; `committed` entries are applied and their writers answered
+//! (they are durable already: the core hands out only entries at or below its persisted
+//! index); a read is answered once its ReadIndex round is confirmed and its index applied.
+//!
+//! Layout: this file holds the API (configuration, outputs, events); `requests.rs` turns a
+//! client frame into a proposal, a read or an answer; `ready.rs` hands out a `Ready` in the
+//! contract's order; `apply.rs` applies committed entries and answers writers and promotions;
+//! `reads.rs` runs ReadIndex rounds and serves reads; `snapshot.rs` takes snapshots and
+//! compacts; `status.rs` reports the node's state.
+
+mod apply;
+mod reads;
+mod ready;
+mod requests;
+mod snapshot;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use crate::kv::{Kv, KvConfig, SnapshotEncoder};
+use crate::raft::{self, Boot, Raft, Role, SoftState};
+use crate::storage::WriteBatch;
+use crate::types::*;
+use crate::wire::client::{ErrorKind, FrameLimits, Response};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+/// A linearizable read waits this long for its ReadIndex round before `Timeout`.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write waits this long for its entry to be applied before `Timeout` (applied: maybe).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A voter being added waits this long for its learner phase to catch up.
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Keys encoded per loop turn while a snapshot is taken, in the server: a few milliseconds of
+/// work, so heartbeats and acknowledgements keep flowing however big the dictionary is (encoding
+/// 100,000 keys at once stalled the loop for 60–200 ms, past the election timeout).
+pub const SNAPSHOT_KEYS_PER_TURN: usize = 4096;
+
+/// A role's name in logs and status answers.
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Follower => "follower",
+        Role::PreCandidate => "precandidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+        Role::Learner => "learner",
+    }
+}
+
+/// Known-bug switches in the host, as `raft::Bugs` has in the core: each re-introduces a
+/// mistake a host can make with the persistence contract, so that a test can show the
+/// simulator catches it. Only honoured when built with the `simbugs` feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// A leader reports its own batch durable as soon as it is handed to storage, so it counts
+    /// itself towards commit, applies and answers the write before its disk has it.
+    pub reply_before_durable: bool,
+    /// `messages_after_persist` (acknowledgements, votes) leave as the batch is handed to
+    /// storage instead of once it is durable.
+    pub send_after_persist_early: bool,
+    /// A ReadIndex read is answered as soon as its round is confirmed, even when the
+    /// dictionary has not yet applied the read's index.
+    pub read_before_applied: bool,
+}
+
+impl Bugs {
+    /// True when the switch is on and the build can honour it.
+    #[inline]
+    fn on(flag: bool) -> bool {
+        cfg!(feature = "simbugs") && flag
+    }
+}
+
+/// What the host needs to know beyond the Raft core's own configuration.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// The dictionary's limits and session policy (identical on every replica).
+    pub kv: KvConfig,
+    /// Limits the request decoder enforces (the frame limit is `--max-request-bytes`).
+    pub limits: FrameLimits,
+    /// Entries applied since the last snapshot before the next one is taken.
+    pub snapshot_entries: u64,
+    /// Keys encoded per loop turn while a snapshot is taken.
+    pub snapshot_keys_per_turn: usize,
+    pub bugs: Bugs,
+}
+
+impl HostConfig {
+    /// The server's defaults for a given request limit and snapshot interval.
+    pub fn new(max_request_bytes: usize, snapshot_entries: u64) -> HostConfig {
+        let kv = KvConfig::default();
+        HostConfig {
+            limits: FrameLimits {
+                max_frame_bytes: max_request_bytes,
+                max_key_bytes: kv.max_key_bytes,
+                max_value_bytes: kv.max_value_bytes,
+            },
+            kv,
+            snapshot_entries,
+            snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// Where an answer goes. `conn` and `generation` name a connection as the driver sees it (the
+/// host only hands them back); `request_id` is the request's, from its frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub conn: usize,
+    pub generation: u64,
+    pub request_id: u64,
+}
+
+/// The time of an event, as the driver reads its clocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time since an origin the driver chose: timeouts are measured on it.
+    pub mono: Duration,
+    /// Wall-clock milliseconds since the Unix epoch: stamped on proposals, it is the
+    /// dictionary's only clock (session expiry).
+    pub wall_ms: u64,
+}
+
+/// Figures only the driver knows, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoStatus {
+    pub wal_bytes: u64,
+    pub fsync_p50_us: u64,
+    pub fsync_p99_us: u64,
+    /// Peer datagrams dropped, per reason.
+    pub dropped_datagrams: Vec<(String, u64)>,
+}
+
+/// The host cannot go on (a leader's snapshot that does not restore, storage reporting tokens
+/// out of order): the driver must stop this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fatal(pub String);
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the host asks of its driver. Calls happen during the host's event methods, in the order
+/// the persistence contract needs; the driver carries them out (or queues them) without
+/// calling back into the host.
+pub trait Output {
+    /// Sends a message to a peer, best effort: Raft retransmits what is lost.
+    fn send(&mut self, msg: Message);
+    /// Answers a client request.
+    fn answer(&mut self, to: ReplyTo, resp: &Response);
+    /// Answers a `Get` from borrowed bytes (the read path's answer, which copies the value
+    /// only into the driver's buffer): `Response::Value` with these fields.
+    fn answer_value(&mut self, to: ReplyTo, value: Option<&[u8]>, revision: u64, applied: u64);
+    /// Makes a batch durable; report `token` through [`Host::durable`] once it and every
+    /// batch or snapshot submitted before it are durable.
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch);
+    /// Stores a snapshot this node took (log compaction), ordered with the batches; report
+    /// `token` like a batch's.
+    fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot);
+    /// The membership in force changed (peer addresses). Called once at the first turn too.
+    fn membership(&mut self, _m: &Membership) {}
+    /// Storage and network figures for a status answer.
+    fn io_status(&self) -> IoStatus {
+        IoStatus::default()
+    }
+    /// Observer: these entries (a `Ready`'s) are about to be handed to storage; `raft` is the
+    /// core as it stands after producing them.
+    fn appended(&mut self, _raft: &Raft, _entries: &[Entry]) {}
+    /// Observer: this committed entry was just applied to the dictionary.
+    fn applied(&mut self, _entry: &Entry) {}
+}
+
+/// What a client waits for once an entry is applied.
+#[derive(Debug)]
+enum WaitKind {
+    /// A dictionary command: answered with kv's reply.
+    Command,
+    /// A membership change or transfer: answered `Done`.
+    ConfChange,
+    /// Adding a voter: the learner was added by this entry; promote it once caught up.
+    AddVoter(NodeId),
+}
+
+/// A proposal waiting for its entry to be applied.
+#[derive(Debug)]
+struct Waiter {
+    index: LogIndex,
+    term: Term,
+    to: ReplyTo,
+    kind: WaitKind,
+    since: Duration,
+}
+
+/// A learner to promote once it has caught up.
+struct PromoteJob {
+    id: NodeId,
+    to: ReplyTo,
+    deadline: Duration,
+}
+
+/// What to do when storage reports a token durable (or, for a Ready that wrote nothing, once
+/// every earlier token is).
+enum Persisting {
+    /// A Ready's remainder: send these and report the mark.
+    Batch {
+        token: Option<u64>,
+        messages: Vec<Message>,
+        mark: Option<(LogIndex, Term)>,
+    },
+    /// A snapshot this node took: compact the log.
+    Snapshot { token: u64, snapshot: Snapshot },
+}
+
+impl Persisting {
+    fn token(&self) -> Option<u64> {
+        match self {
+            Persisting::Batch { token, .. } => *token,
+            Persisting::Snapshot { token, .. } => Some(*token),
+        }
+    }
+}
+
+/// One node's core, dictionary and client bookkeeping. See the module doc.
+pub struct Host {
+    cfg: HostConfig,
+    raft: Raft,
+    kv: Kv,
+    /// The time of the event being handled.
+    now: Now,
+    soft: SoftState,
+    /// The membership last reported through `Output::membership` (None: never reported).
+    membership_reported: Option<Membership>,
+
+    // Persistence (ready.rs).
+    next_token: u64,
+    persisting: VecDeque<Persisting>,
+    /// Term and vote of the last hard state handed to storage (None: not known yet, so the
+    /// first hard state is always written).
+    stored_term_vote: Option<(Term, Option<NodeId>)>,
+    /// A commit-only hard state not yet handed to storage (see `ready.rs`).
+    lazy_hard_state: Option<HardState>,
+
+    // Writes (requests.rs, apply.rs).
+    /// Proposals waiting to be applied, in strictly increasing index order.
+    writes: VecDeque<Waiter>,
+    promote_jobs: Vec<PromoteJob>,
+    applied_term: Term,
+    applied_membership: Membership,
+    /// Reused for encoding proposals.
+    prop_buf: Vec<u8>,
+
+    // Reads (reads.rs).
+    reads: reads::Reads,
+
+    // Snapshots (snapshot.rs).
+    snapshot_index: LogIndex,
+    snapshot_in_flight: bool,
+    /// A snapshot being encoded a slice per turn.
+    snapshot_job: Option<(SnapshotEncoder, SnapshotMeta)>,
+    /// Committed entries held back from kv while `snapshot_job` runs, in index order.
+    held: VecDeque<Entry>,
+}
+
+impl Host {
+    /// Builds a node from what its storage recovered. Fails when the recovered snapshot does not
+    /// restore (a damaged data directory).
+    pub fn new(
+        cfg: HostConfig,
+        raft_cfg: raft::Config,
+        boot: Boot,
+        seed: u64,
+    ) -> Result<Host, String> {
+        let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
+            Some(s) => {
+                let kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| {
+                    format!("snapshot at index {} does not restore: {e}", s.meta.index.0)
+                })?;
+                (kv, s.meta.index, s.meta.term, s.meta.membership.clone())
+            }
+            None => (
+                Kv::new(cfg.kv.clone()),
+                LogIndex(0),
+                Term(0),
+                Membership::default(),
+            ),
+        };
+        let raft = Raft::new(raft_cfg, boot, seed);
+        let soft = raft.soft_state();
+        Ok(Host {
+            cfg,
+            raft,
+            kv,
+            now: Now::default(),
+            soft,
+            membership_reported: None,
+            next_token: 1,
+            persisting: VecDeque::new(),
+            stored_term_vote: None,
+            lazy_hard_state: None,
+            writes: VecDeque::new(),
+            promote_jobs: Vec::new(),
+            applied_term,
+            applied_membership,
+            prop_buf: Vec::with_capacity(4096),
+            reads: reads::Reads::default(),
+            snapshot_index,
+            snapshot_in_flight: false,
+            snapshot_job: None,
+            held: VecDeque::new(),
+        })
+    }
+
+    /// The Raft core, for reading its state (status, the simulator's checks).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The dictionary as applied so far.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
+    /// Whether another turn should follow at once: the core has output, or a snapshot is being
+    /// encoded.
+    pub fn wants_turn(&self) -> bool {
+        self.raft.has_ready() || self.snapshot_job.is_some()
+    }
+
+    /// Whether a snapshot is being encoded (committed entries are held back meanwhile).
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshot_job.is_some()
+    }
+
+    /// A message from a peer.
+    pub fn peer_message(&mut self, msg: Message) {
+        self.raft.step(msg);
+    }
+
+    /// One Raft tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Starts an election now (the simulator's forced-campaign fault).
+    pub fn campaign(&mut self) {
+        self.raft.campaign();
+    }
+
+    /// The end of one loop turn: one ReadIndex round for the reads gathered, one `Ready`
+    /// handed out, one slice of a snapshot in progress.
+    pub fn end_turn<O: Output>(&mut self, out: &mut O, now: Now) -> Result<(), Fatal> {
+        self.now = now;
+        if self.membership_reported.is_none() {
+            self.report_membership(out);
+        }
+        self.start_read_round(out);
+        self.handle_ready(out)?;
+        self.maybe_snapshot(out);
+        Ok(())
+    }
+
+    /// Tells the driver the membership in force when it changed (one comparison otherwise, made
+    /// once per `Ready`: only a `Ready` can change it), so that a message to a member just added
+    /// finds its address.
+    fn report_membership<O: Output>(&mut self, out: &mut O) {
+        if self.membership_reported.as_ref() != Some(self.raft.membership()) {
+            let m = self.raft.membership().clone();
+            out.membership(&m);
+            self.membership_reported = Some(m);
+        }
+    }
+
+    /// Periodic: times out reads and writes that can no longer complete here, and retries
+    /// promotions.
+    pub fn housekeeping<O: Output>(&mut self, out: &mut O, now: Now) {
+        self.now = now;
+        self.expire_reads(out);
+        // Writes that never got applied (this node cut off from the cluster). Proposals are
+        // made in index order, so the oldest are at the front: stop at the first young one.
+        while let Some(w) = self.writes.front() {
+            if now.mono.saturating_sub(w.since) < WRITE_TIMEOUT {
+                break;
+            }
+            let w = self.writes.pop_front().expect("front exists");
+            out.answer(w.to, &Response::Error(ErrorKind::Timeout));
+        }
+        self.run_promotions(out);
+    }
+
+    /// Answers every request still waiting with `ShuttingDown` (the server is stopping).
+    pub fn shutdown<O: Output>(&mut self, out: &mut O) {
+        let waiting: Vec<ReplyTo> = self
+            .writes
+            .drain(..)
+            .map(|w| w.to)
+            .chain(self.reads.drain_all().into_iter().map(|r| r.to))
+            .chain(self.promote_jobs.drain(..).map(|j| j.to))
+            .collect();
+        for to in waiting {
+            out.answer(to, &Response::Error(ErrorKind::ShuttingDown));
+        }
+    }
+
+    /// A log line's prefix: node, term, role ("n1 t4 leader").
+    pub fn who(&self) -> String {
+        format!(
+            "n{} t{} {}",
+            self.raft.id(),
+            self.raft.term().0,
+            role_name(self.raft.role())
+        )
+    }
+}

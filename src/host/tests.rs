@@ -1,0 +1,266 @@
+//! The host's ordering rules, driven event by event with a scripted peer: what waits for a
+//! durable token and what does not. The simulator searches the same rules with faults; these
+//! pin the cases one can name.
+
+use super::*;
+use crate::raft::Role;
+use crate::wire::client::{encode_request, Request};
+
+/// An `Output` that records everything the host asks for.
+#[derive(Default)]
+struct Recorder {
+    sent: Vec<Message>,
+    answers: Vec<(u64, Response)>,
+    batches: Vec<(u64, WriteBatch)>,
+    /// Tokens submitted and not yet reported durable, in order.
+    pending: VecDeque<u64>,
+}
+
+impl Output for Recorder {
+    fn send(&mut self, msg: Message) {
+        self.sent.push(msg);
+    }
+    fn answer(&mut self, to: ReplyTo, resp: &Response) {
+        self.answers.push((to.request_id, resp.clone()));
+    }
+    fn answer_value(&mut self, to: ReplyTo, value: Option<&[u8]>, revision: u64, applied: u64) {
+        let resp = Response::Value {
+            value: value.map(|v| v.to_vec()),
+            revision,
+            applied_index: applied,
+        };
+        self.answers.push((to.request_id, resp));
+    }
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
+        self.batches.push((token, batch));
+        self.pending.push_back(token);
+    }
+    fn submit_snapshot(&mut self, token: u64, _snapshot: Snapshot) {
+        self.pending.push_back(token);
+    }
+}
+
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+
+fn host(voters: &[u64]) -> Host {
+    let mut m = Membership::default();
+    for &v in voters {
+        m.members.insert(
+            NodeId(v),
+            Member {
+                role: MemberRole::Voter,
+                addr: format!("127.0.0.1:{}", 5000 + v),
+            },
+        );
+    }
+    let cfg = HostConfig::new(1 << 20, 1_000_000);
+    Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap()
+}
+
+fn now() -> Now {
+    Now::default()
+}
+
+/// Ticks until the host sends a message of this kind (its election timer is random).
+fn tick_until(h: &mut Host, out: &mut Recorder, what: &str) -> Message {
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(out, now()).unwrap();
+        if let Some(i) = out.sent.iter().position(|m| m.body.name() == what) {
+            return out.sent.remove(i);
+        }
+    }
+    panic!("no {what} after 100 ticks");
+}
+
+/// Reports the oldest outstanding token durable and ends the turn.
+fn durable_next(h: &mut Host, out: &mut Recorder) {
+    let t = out.pending.pop_front().expect("a token is outstanding");
+    h.durable(out, t).unwrap();
+    h.end_turn(out, now()).unwrap();
+}
+
+fn deliver(h: &mut Host, out: &mut Recorder, term: u64, body: MessageBody) {
+    h.peer_message(Message {
+        from: N2,
+        to: N1,
+        term: Term(term),
+        body,
+    });
+    h.end_turn(out, now()).unwrap();
+}
+
+fn take(out: &mut Recorder, what: &str) -> Option<Message> {
+    let i = out.sent.iter().position(|m| m.body.name() == what)?;
+    Some(out.sent.remove(i))
+}
+
+fn ack(match_index: u64) -> MessageBody {
+    MessageBody::AppendEntriesResponse {
+        success: true,
+        match_index: LogIndex(match_index),
+        conflict_term: Term(0),
+        conflict_index: LogIndex(0),
+        last_index: LogIndex(match_index),
+        read_seq: 0,
+    }
+}
+
+fn put(h: &mut Host, out: &mut Recorder, id: u64, key: &[u8]) {
+    let mut frame = Vec::new();
+    let req = Request::Put {
+        session: None,
+        key: key.to_vec(),
+        value: b"v".to_vec(),
+    };
+    encode_request(id, &req, &mut frame);
+    let to = ReplyTo {
+        conn: 0,
+        generation: 0,
+        request_id: id,
+    };
+    h.client_frame(out, now(), to, &frame);
+    h.end_turn(out, now()).unwrap();
+}
+
+/// Makes n1 leader of a two-voter cluster in term 2 through a scripted n2.
+fn elect(h: &mut Host, out: &mut Recorder) {
+    let pv = tick_until(h, out, "PreVote");
+    deliver(
+        h,
+        out,
+        pv.term.0,
+        MessageBody::PreVoteResponse { granted: true },
+    );
+    assert_eq!(h.raft().role(), Role::Candidate);
+    assert!(
+        take(out, "RequestVote").is_none(),
+        "a candidate asks for votes only once its own vote is durable"
+    );
+    durable_next(h, out);
+    let rv = take(out, "RequestVote").expect("asked once durable");
+    deliver(
+        h,
+        out,
+        rv.term.0,
+        MessageBody::RequestVoteResponse { granted: true },
+    );
+    assert_eq!(h.raft().role(), Role::Leader);
+}
+
+#[test]
+fn a_write_is_answered_only_once_applied_after_its_entry_is_durable() {
+    // Goal: the persistence contract through the host on a lone voter: nothing answers a
+    // write before the batch holding it is durable. Method: propose, look, report durable, look.
+    let mut h = host(&[1]);
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    while !out.pending.is_empty() {
+        durable_next(&mut h, &mut out);
+    }
+    put(&mut h, &mut out, 41, b"k");
+    assert!(out.answers.is_empty(), "answered before durable");
+    assert_eq!(out.pending.len(), 1, "the entry went to storage");
+    durable_next(&mut h, &mut out);
+    assert_eq!(out.answers.len(), 1);
+    assert_eq!(out.answers[0].0, 41);
+    assert!(matches!(out.answers[0].1, Response::Written { .. }));
+    assert_eq!(
+        h.kv().get(b"k").map(|(v, _)| v.to_vec()),
+        Some(b"v".to_vec())
+    );
+}
+
+#[test]
+fn a_commit_only_hard_state_rides_with_the_next_batch() {
+    // Goal: a hard state that moves only the commit index costs no batch of its own, and the
+    // next batch carries it. Method: a leader learns of a commit (a follower's ack) with
+    // nothing else to write; then a proposal's batch must hold the new commit index.
+    let mut h = host(&[1, 2]);
+    let mut out = Recorder::default();
+    elect(&mut h, &mut out);
+    durable_next(&mut h, &mut out); // the leader's no-op at index 2
+    let batches = out.batches.len();
+    deliver(&mut h, &mut out, 2, ack(2));
+    assert_eq!(h.raft().commit_index(), LogIndex(2));
+    assert_eq!(
+        out.batches.len(),
+        batches,
+        "a commit-only hard state wrote a batch"
+    );
+    put(&mut h, &mut out, 1, b"k");
+    let (_, b) = out.batches.last().unwrap();
+    assert_eq!(b.entries.len(), 1);
+    assert_eq!(b.hard_state.map(|hs| hs.commit), Some(LogIndex(2)));
+}
+
+#[test]
+fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
+    // Goal: a Ready that writes nothing (its commit-only hard state deferred) while an earlier
+    // batch is in flight still reports its persist mark once that batch is durable. Before
+    // the fix it was dropped; the core, which matches reports to marks in order, then took
+    // each later report for the one before it with the same (index, term), and a candidate
+    // whose vote was durable never learned it: elected, never leading (the simulator found
+    // this as a liveness failure of two-voter clusters). Method: produce that Ready, then make
+    // the node re-elect itself with the same last entry and check that it leads.
+    let mut h = host(&[1, 2]);
+    let mut out = Recorder::default();
+    elect(&mut h, &mut out);
+    // The no-op at index 2 and a write at index 3, the write's batch still in flight when n2's
+    // ack of the no-op commits it: a commit-only Ready behind a batch.
+    put(&mut h, &mut out, 1, b"k");
+    durable_next(&mut h, &mut out);
+    deliver(&mut h, &mut out, 2, ack(2));
+    assert_eq!(h.raft().commit_index(), LogIndex(2));
+    durable_next(&mut h, &mut out);
+    // n2 leads term 3 for a while (n1 follows: a new term and vote to store), then goes quiet.
+    deliver(
+        &mut h,
+        &mut out,
+        3,
+        MessageBody::AppendEntries {
+            prev_log_index: LogIndex(3),
+            prev_log_term: Term(2),
+            entries: vec![],
+            leader_commit: LogIndex(2),
+            read_seq: 0,
+        },
+    );
+    assert_eq!(h.raft().role(), Role::Follower);
+    while !out.pending.is_empty() {
+        durable_next(&mut h, &mut out);
+    }
+    out.sent.clear();
+    let pv = tick_until(&mut h, &mut out, "PreVote");
+    deliver(
+        &mut h,
+        &mut out,
+        pv.term.0,
+        MessageBody::PreVoteResponse { granted: true },
+    );
+    assert_eq!(h.raft().role(), Role::Candidate);
+    durable_next(&mut h, &mut out);
+    let rv = take(&mut out, "RequestVote").expect("asked once durable");
+    deliver(
+        &mut h,
+        &mut out,
+        rv.term.0,
+        MessageBody::RequestVoteResponse { granted: true },
+    );
+    assert_eq!(
+        h.raft().role(),
+        Role::Leader,
+        "won the vote with its own vote durable, yet does not lead"
+    );
+}

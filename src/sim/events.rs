@@ -1,0 +1,139 @@
+//! The simulator's events and the trace hash: every processed event is folded into one FNV hash,
+//! so two runs of a seed can be compared with one number. Must not carry anything that is not
+//! decided by the seed (no addresses, no wall-clock time).
+
+use super::checker::{digest, Fnv};
+use crate::types::*;
+
+pub(super) enum Event {
+    /// A Raft tick of node `.0` in its life `.1`.
+    Tick(usize, u64),
+    /// The host's housekeeping pass of node `.0` in its life `.1`.
+    Housekeeping(usize, u64),
+    /// Another loop turn of node `.0` in its life `.1` (a snapshot being encoded in slices).
+    Turn(usize, u64),
+    Deliver(Message),
+    /// Node `.0`'s syncer, in life `.1`, made the items up to number `.2` durable.
+    SyncDone(usize, u64, u64),
+    /// A request frame from client `conn` (or the fault injector) reaches `node`.
+    ToNode {
+        node: usize,
+        conn: usize,
+        frame: Vec<u8>,
+    },
+    /// A response frame reaches `client`.
+    ToClient {
+        client: usize,
+        frame: Vec<u8>,
+    },
+    ClientTimeout(usize, u64, u64),
+    ClientSend(usize, u64, u64),
+    ClientNext(usize),
+    Fault,
+    Restart(usize),
+    Heal(u64),
+    /// A reactive crash (of the node's life `.1`), restarting after `.2` µs.
+    Crash(usize, u64, u64),
+}
+
+pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
+    h.u64(now);
+    match ev {
+        Event::Tick(n, i) => {
+            h.u64(1);
+            h.u64(*n as u64);
+            h.u64(*i);
+        }
+        Event::Deliver(m) => {
+            h.u64(2);
+            h.u64(m.from.0);
+            h.u64(m.to.0);
+            h.u64(m.term.0);
+            h.bytes(m.body.name().as_bytes());
+            match &m.body {
+                MessageBody::AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                    read_seq,
+                } => {
+                    h.u64(prev_log_index.0);
+                    h.u64(prev_log_term.0);
+                    h.u64(leader_commit.0);
+                    h.u64(*read_seq);
+                    for e in entries {
+                        h.u64(digest(e));
+                    }
+                }
+                MessageBody::AppendEntriesResponse {
+                    success,
+                    match_index,
+                    ..
+                } => {
+                    h.u64(*success as u64);
+                    h.u64(match_index.0);
+                }
+                MessageBody::RequestVoteResponse { granted }
+                | MessageBody::PreVoteResponse { granted } => h.u64(*granted as u64),
+                MessageBody::InstallSnapshot { offset, total, .. } => {
+                    h.u64(*offset);
+                    h.u64(*total);
+                }
+                _ => {}
+            }
+        }
+        Event::SyncDone(n, i, u) => {
+            h.u64(3);
+            h.u64(*n as u64);
+            h.u64(*i);
+            h.u64(*u);
+        }
+        Event::ToNode { node, conn, frame } => {
+            h.u64(4);
+            h.u64(*node as u64);
+            h.u64(*conn as u64);
+            h.bytes(frame);
+        }
+        Event::ToClient { client, frame } => {
+            h.u64(5);
+            h.u64(*client as u64);
+            h.bytes(frame);
+        }
+        Event::ClientTimeout(c, o, a) | Event::ClientSend(c, o, a) => {
+            h.u64(6);
+            h.u64(*c as u64);
+            h.u64(*o);
+            h.u64(*a);
+        }
+        Event::ClientNext(c) => {
+            h.u64(7);
+            h.u64(*c as u64);
+        }
+        Event::Fault => h.u64(8),
+        Event::Restart(n) => {
+            h.u64(9);
+            h.u64(*n as u64);
+        }
+        Event::Heal(g) => {
+            h.u64(10);
+            h.u64(*g);
+        }
+        Event::Crash(n, i, d) => {
+            h.u64(11);
+            h.u64(*n as u64);
+            h.u64(*i);
+            h.u64(*d);
+        }
+        Event::Housekeeping(n, i) => {
+            h.u64(12);
+            h.u64(*n as u64);
+            h.u64(*i);
+        }
+        Event::Turn(n, i) => {
+            h.u64(13);
+            h.u64(*n as u64);
+            h.u64(*i);
+        }
+    }
+}
