@@ -963,6 +963,9 @@ fn single_server_change_bug_trace_is_prevented() {
     let mut c = Cluster::new(4, plain);
     c.elect(1);
     add_learner(&mut c, 1, 5);
+    // A heartbeat round brings S5 the log (a learner is promoted only once it holds it).
+    c.tick(1, 3);
+    assert!(c.r(5).last_index() >= c.r(1).commit_index());
     // The promotion reaches S5 only.
     c.filter = Some(Box::new(|m| !(m.from == NodeId(1) && m.to != NodeId(5))));
     c.rm(1)

@@ -82,12 +82,17 @@ fn durable_next(h: &mut Host, out: &mut Recorder) {
 }
 
 fn deliver(h: &mut Host, out: &mut Recorder, term: u64, body: MessageBody) {
-    h.peer_message(Message {
-        from: N2,
-        to: N1,
-        term: Term(term),
-        body,
-    });
+    h.peer_message(
+        out,
+        Message {
+            from: N2,
+            to: N1,
+            term: Term(term),
+            body,
+        },
+        0,
+        0,
+    );
     h.end_turn(out, now()).unwrap();
 }
 

@@ -30,9 +30,14 @@ impl Raft {
         self.lost.is_none() && self.can_campaign()
     }
 
-    /// A candidate's log is at least as up to date as the entries this node may have lost.
+    /// Whether this node's vote may count for a candidate with log `(li, lt)`: that log covers
+    /// the entries this node may have lost, and this node has a log at all. A node with nothing
+    /// (no entry, no snapshot: not even the initial membership) is a server started empty with
+    /// `--join`, not yet caught up; if it was a voter before, it lost its storage and forgot
+    /// every promise it made, so its vote is withheld until the log it holds stands for it
+    /// (a learner is promoted only once caught up, so a real member never needs it).
     fn covers_lost(&self, li: LogIndex, lt: Term) -> bool {
-        self.lost.map_or(true, |b| (lt, li) >= (b.term, b.index))
+        self.last_index().0 > 0 && self.lost.map_or(true, |b| (lt, li) >= (b.term, b.index))
     }
 
     /// Remembers a voter that campaigns with a log no more up to date than the intact part of

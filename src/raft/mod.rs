@@ -783,7 +783,12 @@ impl Raft {
                     .get(&id)
                     .map(|p| p.match_index)
                     .unwrap_or_default();
-                if matched.0.saturating_add(self.cfg.promote_max_lag) < self.last_index().0 {
+                // It must hold the log at all, not merely be within the lag of a short one: a
+                // voter with an empty log withholds its vote (see `covers_lost`), so promoting
+                // it early would shrink the cluster's margin until it catches up.
+                if matched.0 == 0
+                    || matched.0.saturating_add(self.cfg.promote_max_lag) < self.last_index().0
+                {
                     return Err(ProposeError::NotCaughtUp);
                 }
                 if let Some(mem) = m.members.get_mut(&id) {

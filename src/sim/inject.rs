@@ -124,6 +124,52 @@ impl Sim {
                 let to = voters[self.w.rng.index(voters.len())];
                 self.admin_request(l, &Request::TransferLeader { to: Some(to.0) })?;
             }
+            FaultAction::Wipe | FaultAction::Damage => {
+                // Losing synced data is survivable while the others hold a quorum: at most one
+                // node at a time, in clusters of three voters or more, with nobody else down.
+                let up = self.up_nodes();
+                let busy = self.w.nodes.iter().any(|n| {
+                    n.refused || n.prober.is_some() || n.disk.durable().hard_state.lost.is_some()
+                });
+                if self.w.voters < 3 || busy || up.len() < self.hosts.len() {
+                    return Ok(());
+                }
+                let pick: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        a == FaultAction::Damage || self.w.nodes[i].start_as == node::StartAs::Initial
+                    })
+                    .collect();
+                if pick.is_empty() {
+                    return Ok(());
+                }
+                let victim = match self.leader() {
+                    // Mostly a follower: it is what helped the leader commit.
+                    Some(l) if self.w.rng.chance(0.2) && pick.contains(&l) => l,
+                    _ => pick[self.w.rng.index(pick.len())],
+                };
+                let d = self.w.rng.between(self.w.fp.down_us.0, self.w.fp.down_us.1);
+                self.crash(victim, d)?;
+                let id = self.w.nodes[victim].id;
+                if a == FaultAction::Wipe {
+                    let incarnation = 1 + self.w.rng.below(u64::MAX - 1);
+                    let node = &mut self.w.nodes[victim];
+                    node.disk.wipe();
+                    node.pins.clear();
+                    node.incarnation = incarnation;
+                    self.w.log(format_args!(
+                        "{id:?} loses its disk (new incarnation {incarnation:016x})"
+                    ));
+                } else {
+                    let n = 1 + self.w.rng.index(4);
+                    let hit = self.w.nodes[victim].disk.damage_tail(n);
+                    self.w.log(format_args!(
+                        "{id:?} finds its last {hit} synced log entries damaged"
+                    ));
+                }
+                self.forget_durable(victim);
+            }
             FaultAction::Campaign => {
                 let up = self.up_nodes();
                 if up.is_empty() {
@@ -178,5 +224,53 @@ impl Sim {
             return None;
         }
         Some(options.swap_remove(self.w.rng.index(options.len())))
+    }
+}
+
+impl Sim {
+    /// The operator's procedure for a node refused for its lost storage, as the README gives
+    /// it: remove the member, then start the server with `--join` and add it back. Repeats until
+    /// done (a change may be refused while another is in flight, or no leader be known).
+    pub(super) fn replace(&mut self, ni: usize) -> Check {
+        let node = &self.w.nodes[ni];
+        if !node.refused && node.start_as == node::StartAs::Joiner && self.hosts[ni].is_some() {
+            // Started as a joiner: done once the leader lists it again.
+            let done = self.leader().is_some_and(|l| {
+                self.hosts[l]
+                    .as_ref()
+                    .is_some_and(|h| h.raft().membership().contains(node.id))
+            });
+            if done {
+                return Ok(());
+            }
+        }
+        let id = node.id;
+        let again = self.w.rng.between(100_000, 400_000);
+        self.w.at(again, Event::Replace(ni));
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let member = self.hosts[l]
+            .as_ref()
+            .is_some_and(|h| h.raft().membership().contains(id));
+        if self.w.nodes[ni].refused {
+            if member {
+                return self.admin_request(l, &Request::MemberRemove { id: id.0 });
+            }
+            self.w.log(format_args!("{id:?} is started again with --join"));
+            let node = &mut self.w.nodes[ni];
+            node.refused = false;
+            node.start_as = node::StartAs::Joiner;
+            self.restart(ni)?;
+        }
+        if !member {
+            let req = Request::MemberAdd {
+                id: id.0,
+                addr: node::addr(id),
+                learner: false,
+            };
+            return self.admin_request(l, &req);
+        }
+        Ok(())
     }
 }
