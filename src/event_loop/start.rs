@@ -8,11 +8,11 @@ use super::*;
 use crate::bootstrap::{Prober, Verdict};
 use crate::config::{InitialClusterState, EXIT_CORRUPT};
 use crate::host::HostConfig;
-use crate::wal::identity::Identity;
-use crate::wire::peer::Inbound;
 use crate::raft::{self, Boot};
 use crate::storage::LogStorage;
+use crate::wal::identity::Identity;
 use crate::wal::{Wal, WalOptions};
+use crate::wire::peer::Inbound;
 use crate::wire::peer::PeerCodecConfig;
 use conn::tls_server_config;
 use mio::{Interest, Waker};
@@ -461,7 +461,9 @@ fn ask_peers(
     for (id, a) in &cfg.cluster {
         if *id != cfg.id {
             let sa = crate::config::resolve(a).map_err(|e| {
-                ServerError::usage(format!("--cluster: cannot resolve n{id}'s address {a:?}: {e}"))
+                ServerError::usage(format!(
+                    "--cluster: cannot resolve n{id}'s address {a:?}: {e}"
+                ))
             })?;
             addrs.insert(*id, sa);
         }

@@ -5,7 +5,8 @@
 //! of a server that forgot them are not the promises of the member this node knew. The first
 //! message from a peer pins its incarnation, durably (through `Output::pin_peer`) before the
 //! message is acted on; a member removed from the cluster is unpinned once the removal is
-//! applied, so that a new server may take its id. Probes (a server with an empty data directory
+//! applied, so that a new server may take its id, and every pin goes when a leader's snapshot
+//! replaces this node's state (it may hide a removal and a return). Probes (a server with an empty data directory
 //! asking whether it is known, see `crate::bootstrap`) are answered with what this node knows.
 //! Must not decide anything Raft decides; only which messages reach the core.
 
@@ -79,7 +80,10 @@ impl Host {
                 return;
             }
             Some(_) => {}
-            None if from_incarnation != 0 => {
+            // Only a member is pinned: a removed server may go on talking for a while, and a
+            // pin of it would shut out the new server that may take its id later (a
+            // non-member's votes and acknowledgements count for nothing anyway).
+            None if from_incarnation != 0 && self.raft.membership().contains(from) => {
                 // Durable before the message is acted on: a crash must not forget that this
                 // node heard from this very data directory.
                 out.pin_peer(from, from_incarnation);
@@ -123,6 +127,16 @@ impl Host {
             .collect();
         for id in gone {
             self.peers.pins.remove(&id);
+            out.unpin_peer(id);
+        }
+    }
+
+    /// Forgets every pin when a leader's snapshot replaces this node's state: the snapshot
+    /// may cover a member's removal and return with new storage, which this node then never
+    /// applies as entries, and a stale pin would shut that member out for good. Peers are
+    /// pinned again as they are next heard from.
+    pub(super) fn unpin_all<O: Output>(&mut self, out: &mut O) {
+        for id in std::mem::take(&mut self.peers.pins).into_keys() {
             out.unpin_peer(id);
         }
     }

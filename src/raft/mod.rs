@@ -954,7 +954,7 @@ impl Raft {
             match &m.body {
                 // Pre-votes never change terms (thesis §9.6).
                 MessageBody::PreVote { .. } => {}
-                MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::PreVoteResponse { granted: true, .. } => {}
                 // Within the lease of a live leader, vote requests are ignored so that a removed
                 // or partitioned server cannot depose it (thesis §4.2.3, §6.2).
                 MessageBody::RequestVote { transfer, .. } if !*transfer && self.in_lease() => {
@@ -992,7 +992,8 @@ impl Raft {
                     },
                 ),
                 MessageBody::PreVote { .. } => {
-                    self.send(m.from, MessageBody::PreVoteResponse { granted: false })
+                    let body = self.pre_vote_response(false);
+                    self.send(m.from, body)
                 }
                 MessageBody::RequestVote { .. } => {
                     self.send(m.from, MessageBody::RequestVoteResponse { granted: false })
@@ -1006,7 +1007,7 @@ impl Raft {
                 last_log_index,
                 last_log_term,
             } => self.on_pre_vote(m.from, m.term, last_log_index, last_log_term),
-            MessageBody::PreVoteResponse { granted } => {
+            MessageBody::PreVoteResponse { granted, .. } => {
                 if self.role != Role::PreCandidate {
                     return;
                 }

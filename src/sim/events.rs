@@ -99,7 +99,7 @@ pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
                     h.u64(match_index.0);
                 }
                 MessageBody::RequestVoteResponse { granted }
-                | MessageBody::PreVoteResponse { granted } => h.u64(*granted as u64),
+                | MessageBody::PreVoteResponse { granted, .. } => h.u64(*granted as u64),
                 MessageBody::InstallSnapshot { offset, total, .. } => {
                     h.u64(*offset);
                     h.u64(*total);

@@ -75,6 +75,9 @@ pub struct FaultProfile {
     pub w_wipe: u64,
     /// A node's last synced log records are damaged at a restart: recovery cuts them.
     pub w_damage: u64,
+    /// The chance that the leader crashes shortly after a wipe or a damage (a second fault
+    /// before the first is repaired: what a forgotten promise needs to matter).
+    pub crash_leader_after_loss: f64,
     /// Bias of crashes towards the leader, in percent.
     pub crash_leader_pct: u64,
     pub down_us: (u64, u64),
@@ -143,6 +146,7 @@ impl FaultProfile {
             w_campaign: 0,
             w_wipe: 0,
             w_damage: 0,
+            crash_leader_after_loss: 0.0,
             crash_leader_pct: 30,
             down_us: (50_000, 1_500_000),
             partition_us: (100_000, 1_500_000),
@@ -496,6 +500,7 @@ impl BugName {
             // leader without them: a follower that helped commit loses its tail, the leader
             // crashes, and the other follower lagged behind (cut off, or slow).
             BugName::IgnoreLostEntries => FaultProfile {
+                crash_leader_after_loss: 0.7,
                 w_damage: 6,
                 w_crash: 4,
                 w_partition: 3,
@@ -516,6 +521,11 @@ impl BugName {
             // A server that comes back empty and is taken for the member it was hurts the same
             // way: its vote elects a leader without the writes only it and the old leader had.
             BugName::HostForgetLostStorage => FaultProfile {
+                crash_leader_after_loss: 0.7,
+                // One entry per message, one message in flight: followers sit at different
+                // points of the log, so one may lack what the wiped one had.
+                append_bytes: (1, 1),
+                inflight: (1, 1),
                 w_wipe: 6,
                 w_crash: 4,
                 w_partition: 3,

@@ -92,6 +92,10 @@ impl Sim {
                 self.w.log(format_args!("links redrawn"));
             }
             FaultAction::Conf => {
+                // A replaced server is a membership change of its own: no other meanwhile.
+                if self.w.nodes.iter().any(|n| n.replacing) {
+                    return Ok(());
+                }
                 let Some(l) = self.leader() else {
                     return Ok(());
                 };
@@ -129,16 +133,37 @@ impl Sim {
                 // node at a time, in clusters of three voters or more, with nobody else down.
                 let up = self.up_nodes();
                 let busy = self.w.nodes.iter().any(|n| {
-                    n.refused || n.prober.is_some() || n.disk.durable().hard_state.lost.is_some()
+                    n.replacing || n.prober.is_some() || n.disk.durable().hard_state.lost.is_some()
                 });
-                if self.w.voters < 3 || busy || up.len() < self.hosts.len() {
+                // The leader's voters must all be up, and at least three: losing one then leaves
+                // a quorum that holds every committed entry.
+                // (Committed: an uncommitted change may vanish with its leader.)
+                let voters: Vec<NodeId> = match self.leader().and_then(|l| self.hosts[l].as_ref()) {
+                    Some(h) => {
+                        let r = h.raft();
+                        match r.membership_at(r.commit_index()) {
+                            Some(m) if &m == r.membership() => m.voters().collect(),
+                            _ => Vec::new(),
+                        }
+                    }
+                    None => Vec::new(),
+                };
+                let all_up = voters
+                    .iter()
+                    .all(|v| self.hosts[v.0 as usize - 1].is_some());
+                // A server whose `--cluster` names only itself has nobody to ask when it comes
+                // back empty: it bootstraps a cluster of its own (the README says to list the
+                // servers there once such a cluster grows). Not a fault to inject.
+                let alone = a == FaultAction::Wipe && self.w.voters < 2;
+                if voters.len() < 3 || !all_up || busy || alone || up.len() < self.hosts.len() {
                     return Ok(());
                 }
                 let pick: Vec<usize> = up
                     .iter()
                     .copied()
                     .filter(|&i| {
-                        a == FaultAction::Damage || self.w.nodes[i].start_as == node::StartAs::Initial
+                        a == FaultAction::Damage
+                            || self.w.nodes[i].start_as == node::StartAs::Initial
                     })
                     .collect();
                 if pick.is_empty() {
@@ -158,6 +183,7 @@ impl Sim {
                     node.disk.wipe();
                     node.pins.clear();
                     node.incarnation = incarnation;
+                    node.replacing = true;
                     self.w.log(format_args!(
                         "{id:?} loses its disk (new incarnation {incarnation:016x})"
                     ));
@@ -169,6 +195,15 @@ impl Sim {
                     ));
                 }
                 self.forget_durable(victim);
+                if let Some(l) = self.leader() {
+                    if l != victim && self.w.rng.chance(self.w.fp.crash_leader_after_loss) {
+                        self.w.nodes[l].clean_crash = true;
+                        let inc = self.w.nodes[l].inc;
+                        let d = self.w.rng.between(5_000, 60_000);
+                        let down = self.w.rng.between(200_000, 800_000);
+                        self.w.at(d, events::Event::Crash(l, inc, down));
+                    }
+                }
             }
             FaultAction::Campaign => {
                 let up = self.up_nodes();
@@ -233,14 +268,18 @@ impl Sim {
     /// done (a change may be refused while another is in flight, or no leader be known).
     pub(super) fn replace(&mut self, ni: usize) -> Check {
         let node = &self.w.nodes[ni];
-        if !node.refused && node.start_as == node::StartAs::Joiner && self.hosts[ni].is_some() {
-            // Started as a joiner: done once the leader lists it again.
+        if !node.replacing {
+            return Ok(());
+        }
+        if !node.refused && self.hosts[ni].is_some() {
+            // Started as a joiner: done once the leader lists it as a voter again.
             let done = self.leader().is_some_and(|l| {
                 self.hosts[l]
                     .as_ref()
-                    .is_some_and(|h| h.raft().membership().contains(node.id))
+                    .is_some_and(|h| h.raft().membership().is_voter(node.id))
             });
             if done {
+                self.w.nodes[ni].replacing = false;
                 return Ok(());
             }
         }
@@ -257,7 +296,8 @@ impl Sim {
             if member {
                 return self.admin_request(l, &Request::MemberRemove { id: id.0 });
             }
-            self.w.log(format_args!("{id:?} is started again with --join"));
+            self.w
+                .log(format_args!("{id:?} is started again with --join"));
             let node = &mut self.w.nodes[ni];
             node.refused = false;
             node.start_as = node::StartAs::Joiner;
@@ -271,6 +311,7 @@ impl Sim {
             };
             return self.admin_request(l, &req);
         }
-        Ok(())
+        // Added as a learner whose promotion was lost with a leader: promote it.
+        self.admin_request(l, &Request::MemberPromote { id: id.0 })
     }
 }

@@ -429,7 +429,24 @@ impl Sim {
             .iter()
             .zip(&self.w.nodes)
             .map(|(h, n)| match h {
-                Some(h) => format!("{:?}:{:?}/{:?}", n.id, h.raft().role(), h.raft().term()),
+                Some(h) => {
+                    let r = h.raft();
+                    let voters: Vec<u64> = r.membership().voters().map(|v| v.0).collect();
+                    let lost = r
+                        .lost_entries()
+                        .map(|l| format!(" lost≤{:?}/{:?}", l.index, l.term))
+                        .unwrap_or_default();
+                    format!(
+                        "{:?}:{:?}/{:?} log {:?}/{:?} voters {voters:?}{lost}",
+                        n.id,
+                        r.role(),
+                        r.term(),
+                        r.last_index(),
+                        r.last_term()
+                    )
+                }
+                None if n.refused => format!("{:?}:refused", n.id),
+                None if n.prober.is_some() => format!("{:?}:asking", n.id),
                 None => format!("{:?}:down", n.id),
             })
             .collect();

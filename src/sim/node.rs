@@ -13,13 +13,13 @@ use super::events::Event;
 use super::*;
 use crate::bootstrap::{Prober, Verdict, PROBE_INTERVAL};
 use crate::host::{HostConfig, Now, Output, ReplyTo};
-use crate::wire::peer::Probe;
 use crate::raft::{Config, Raft, Role};
 use crate::rng::derive_seed;
 use crate::storage::{LogStorage, WriteBatch};
 use crate::wire::client::{
     encode_response, encode_value_response, frame_request_id, FrameLimits, Response,
 };
+use crate::wire::peer::Probe;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -53,8 +53,13 @@ pub(super) struct NodeIo {
     /// Asking the initial voters whether its empty disk may bootstrap (no host meanwhile).
     pub prober: Option<Prober>,
     /// Refused to start: its storage was lost and the cluster knows it (until the operator
-    /// replaces it, `Event::Replace`).
+    /// starts it again with `--join`, `Event::Replace`).
     pub refused: bool,
+    /// The operator's replacement is under way (from the refusal until it is a member again).
+    pub replacing: bool,
+    /// The next crash loses pending writes whole, without tearing one (a second fault on top
+    /// of a lost storage must not be a third).
+    pub clean_crash: bool,
     /// Bumped at each crash and restart so that events of an earlier life are ignored.
     pub inc: u64,
     syncing: bool,
@@ -73,6 +78,8 @@ impl NodeIo {
             start_as,
             prober: None,
             refused: false,
+            replacing: false,
+            clean_crash: false,
             inc: 0,
             syncing: false,
             tokens: VecDeque::new(),
@@ -164,10 +171,15 @@ impl Output for SimOut<'_> {
     }
 
     fn pin_peer(&mut self, peer: NodeId, incarnation: u64) {
+        let me = self.w.nodes[self.ni].id;
+        self.w
+            .log(format_args!("{me:?} pins {peer:?} as {incarnation:016x}"));
         self.w.nodes[self.ni].pins.insert(peer, incarnation);
     }
 
     fn unpin_peer(&mut self, peer: NodeId) {
+        let me = self.w.nodes[self.ni].id;
+        self.w.log(format_args!("{me:?} unpins {peer:?}"));
         self.w.nodes[self.ni].pins.remove(&peer);
     }
 
@@ -308,7 +320,13 @@ impl Sim {
     pub(super) fn on_probe(&mut self, to: usize, p: Probe, reply: bool) -> Check {
         if let Some(h) = self.hosts[to].as_mut() {
             if !reply {
-                h.probe(&mut SimOut { w: &mut self.w, ni: to }, &p);
+                h.probe(
+                    &mut SimOut {
+                        w: &mut self.w,
+                        ni: to,
+                    },
+                    &p,
+                );
             }
             return self.drive(to);
         }
@@ -344,7 +362,10 @@ impl Sim {
             return Ok(());
         };
         let due = prober.due_probes(now);
-        let next = prober.next_probe_at().saturating_sub(now).max(PROBE_INTERVAL);
+        let next = prober
+            .next_probe_at()
+            .saturating_sub(now)
+            .max(PROBE_INTERVAL);
         for to in due {
             let p = Probe {
                 from: me,
@@ -373,9 +394,8 @@ impl Sim {
                 let node = &mut self.w.nodes[ni];
                 node.prober = None;
                 node.pins = pins;
-                node.disk = SimDisk::with_boot(&crate::raft::Boot::bootstrap(
-                    &self.w.initial_membership,
-                ));
+                node.disk =
+                    SimDisk::with_boot(&crate::raft::Boot::bootstrap(&self.w.initial_membership));
                 self.start_host(ni)
             }
             Verdict::Refuse(why) => {
@@ -384,6 +404,7 @@ impl Sim {
                 let node = &mut self.w.nodes[ni];
                 node.prober = None;
                 node.refused = true;
+                node.replacing = true;
                 node.inc += 1;
                 let d = self.w.rng.between(50_000, 500_000);
                 self.w.at(d, Event::Replace(ni));
@@ -601,7 +622,10 @@ impl Sim {
             return Ok(());
         }
         let w = &mut self.w;
-        let torn = w.fp.torn;
+        // While another server's lost storage is being repaired, a torn write here would be a
+        // second loss of possibly acknowledged entries: beyond what a cluster may survive.
+        let repairing = w.nodes.iter().any(|n| n.replacing);
+        let torn = w.fp.torn && !std::mem::take(&mut w.nodes[ni].clean_crash) && !repairing;
         let node = &mut w.nodes[ni];
         node.inc += 1;
         node.syncing = false;

@@ -66,7 +66,7 @@
 //! | kind | message | fields |
 //! |---|---|---|
 //! | 1 | PreVote | last_log_index u64, last_log_term u64 |
-//! | 2 | PreVoteResponse | granted bool |
+//! | 2 | PreVoteResponse | granted bool, last_log_index u64, last_log_term u64 (the responder's log) |
 //! | 3 | RequestVote | last_log_index u64, last_log_term u64, transfer bool |
 //! | 4 | RequestVoteResponse | granted bool |
 //! | 5 | AppendEntries | prev_log_index u64, prev_log_term u64, leader_commit u64, read_seq u64, count u32, then per entry: term u64, index u64, kind u8 (0 noop, 1 normal, 2 config), data bytes |

@@ -291,8 +291,6 @@ impl PeerCodec {
         self.pins.get(&peer).copied()
     }
 
-
-
     /// Partial messages held for reassembly.
     pub fn partial_messages(&self) -> usize {
         self.partials.len()
@@ -758,9 +756,15 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             out.put_u64(last_log_index.0);
             out.put_u64(last_log_term.0);
         }
-        MessageBody::PreVoteResponse { granted } => {
+        MessageBody::PreVoteResponse {
+            granted,
+            last_log_index,
+            last_log_term,
+        } => {
             out.push(kind::PRE_VOTE_RESPONSE);
             out.push(*granted as u8);
+            out.put_u64(last_log_index.0);
+            out.put_u64(last_log_term.0);
         }
         MessageBody::RequestVote {
             last_log_index,
@@ -856,7 +860,11 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
         },
-        kind::PRE_VOTE_RESPONSE => MessageBody::PreVoteResponse { granted: r.bool()? },
+        kind::PRE_VOTE_RESPONSE => MessageBody::PreVoteResponse {
+            granted: r.bool()?,
+            last_log_index: LogIndex(r.u64()?),
+            last_log_term: Term(r.u64()?),
+        },
         kind::REQUEST_VOTE => MessageBody::RequestVote {
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),

@@ -320,7 +320,7 @@ impl TestClient {
 
     pub fn status(&mut self) -> io::Result<Status> {
         match self.call(&Request::Status)? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(io::Error::other(format!("status: {other:?}"))),
         }
     }
