@@ -388,7 +388,13 @@ impl BugName {
 
     /// The faults that expose this bug (see each arm for why).
     pub fn profile(self) -> FaultProfile {
-        let base = FaultProfile::of(Profile::Chaos);
+        // Storage losses only where a profile asks for them: each is a repair that takes the
+        // cluster's margin for a while, which other bugs' profiles are not built around.
+        let base = FaultProfile {
+            w_wipe: 0,
+            w_damage: 0,
+            ..FaultProfile::of(Profile::Chaos)
+        };
         match self {
             // Figure 8 needs leader churn: leaders crash or are deposed while their entries sit on
             // a minority, and new leaders of later terms come and go.

@@ -274,9 +274,11 @@ impl Sim {
         if !node.refused && self.hosts[ni].is_some() {
             // Started as a joiner: done once the leader lists it as a voter again.
             let done = self.leader().is_some_and(|l| {
-                self.hosts[l]
-                    .as_ref()
-                    .is_some_and(|h| h.raft().membership().is_voter(node.id))
+                self.hosts[l].as_ref().is_some_and(|h| {
+                    let r = h.raft();
+                    r.membership_at(r.commit_index())
+                        .is_some_and(|m| m.is_voter(node.id))
+                })
             });
             if done {
                 self.w.nodes[ni].replacing = false;
@@ -289,9 +291,15 @@ impl Sim {
         let Some(l) = self.leader() else {
             return Ok(());
         };
+        // As the operator sees it: a change counts once committed (`zatt member` answers then).
+        let committed = |h: &Host| {
+            let r = h.raft();
+            r.membership_at(r.commit_index())
+                .unwrap_or_else(|| r.membership().clone())
+        };
         let member = self.hosts[l]
             .as_ref()
-            .is_some_and(|h| h.raft().membership().contains(id));
+            .is_some_and(|h| committed(h).contains(id));
         if self.w.nodes[ni].refused {
             if member {
                 return self.admin_request(l, &Request::MemberRemove { id: id.0 });
