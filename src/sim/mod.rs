@@ -193,6 +193,8 @@ struct World {
     /// The change history each node keeps for watches (small in some runs, so that watchers
     /// meet `Compacted`).
     watch_history: usize,
+    /// The voters every initial member is started with (`--cluster`).
+    initial_membership: Membership,
 }
 
 impl World {
@@ -266,14 +268,17 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, &id)| {
-                NodeIo::new(
-                    id,
-                    if i < voters {
-                        SimDisk::with_boot(&boot)
-                    } else {
-                        SimDisk::new()
-                    },
-                )
+                let incarnation = 1 + rng.below(u64::MAX - 1);
+                if i < voters {
+                    NodeIo::new(
+                        id,
+                        SimDisk::with_boot(&boot),
+                        incarnation,
+                        node::StartAs::Initial,
+                    )
+                } else {
+                    NodeIo::new(id, SimDisk::new(), incarnation, node::StartAs::Joiner)
+                }
             })
             .collect();
         let mut net = Network::new(ids.clone());
@@ -322,6 +327,7 @@ impl Sim {
                 watchers: watch::watchers_for(n),
                 oracle: watch::Oracle::new(kv_cfg.clone()),
                 watch_history,
+                initial_membership: membership,
             },
         }
     }
@@ -447,7 +453,24 @@ impl Sim {
             .iter()
             .zip(&self.w.nodes)
             .map(|(h, n)| match h {
-                Some(h) => format!("{:?}:{:?}/{:?}", n.id, h.raft().role(), h.raft().term()),
+                Some(h) => {
+                    let r = h.raft();
+                    let voters: Vec<u64> = r.membership().voters().map(|v| v.0).collect();
+                    let lost = r
+                        .lost_entries()
+                        .map(|l| format!(" lost≤{:?}/{:?}", l.index, l.term))
+                        .unwrap_or_default();
+                    format!(
+                        "{:?}:{:?}/{:?} log {:?}/{:?} voters {voters:?}{lost}",
+                        n.id,
+                        r.role(),
+                        r.term(),
+                        r.last_index(),
+                        r.last_term()
+                    )
+                }
+                None if n.refused => format!("{:?}:refused", n.id),
+                None if n.prober.is_some() => format!("{:?}:asking", n.id),
                 None => format!("{:?}:down", n.id),
             })
             .collect();
@@ -484,7 +507,14 @@ impl Sim {
             Event::Tick(ni, inc) => self.on_tick(ni, inc),
             Event::Housekeeping(ni, inc) => self.on_housekeeping(ni, inc),
             Event::Turn(ni, inc) => self.on_turn(ni, inc),
-            Event::Deliver(m) => self.deliver(m),
+            Event::Deliver {
+                msg,
+                from_inc,
+                to_inc,
+            } => self.deliver(msg, from_inc, to_inc),
+            Event::Probe { to, probe, reply } => self.on_probe(to, probe, reply),
+            Event::ProbeTick(ni, inc) => self.on_probe_tick(ni, inc),
+            Event::Replace(ni) => self.replace(ni),
             Event::SyncDone(ni, inc, upto) => self.sync_done(ni, inc, upto),
             Event::ToNode { node, conn, frame } => self.client_frame(node, conn, &frame),
             Event::ToClient { client, frame } => self.w.client_answer(client, &frame),
