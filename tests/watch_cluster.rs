@@ -463,3 +463,58 @@ fn a_follower_that_installs_a_snapshot_ends_the_watches_behind_it_with_compacted
     assert_eq!(got.last().map(|c| c.0), Some(r));
     assert!(got.iter().all(|c| c.0 >= oldest));
 }
+
+#[test]
+fn a_watch_its_server_can_no_longer_serve_yields_what_came_then_compacted_then_ends() {
+    // Goal: the iterator surfaces `Compacted` in the middle of a stream (not only at the
+    // start): it delivers the changes it received, then `Error::Compacted { oldest }` naming a
+    // revision past the last change delivered (never a silent gap), then ends. Method: a
+    // watch that knows only one follower; the follower is paused (SIGSTOP) while 400 writes go
+    // in through the leader, with snapshots every 50 entries, so that once resumed it catches
+    // up by snapshot and can no longer send the changes the snapshot covers.
+    let c = Cluster::start(3, &["--snapshot-entries", "50"]);
+    let leader = c.wait_leader(T);
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut writer = Client::connect(&[c.addr(leader)], patient()).unwrap();
+    let first = writer.put("c/first", "v").unwrap();
+    // The follower alone: resuming on another server would carry the watch past the gap.
+    let mut only_follower = Client::connect(&[c.addr(follower)], patient()).unwrap();
+    let mut opts = WatchOptions::new("c/", first);
+    // Not read while the follower is paused; it must not be taken for dead when read again.
+    opts.silence_timeout = Duration::from_secs(120);
+    let mut w = only_follower.watch_with(opts).unwrap();
+    let mut got = Vec::new();
+    collect_until(&mut w, first, &mut got);
+    assert_eq!(got, vec![(first, b"c/first".to_vec(), Some(b"v".to_vec()))]);
+    c.pause(follower);
+    let mut acked = vec![first];
+    for i in 0..400 {
+        acked.push(writer.put(format!("c/{i}"), "v").unwrap());
+    }
+    let last = *acked.last().unwrap();
+    c.resume(follower);
+    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
+    let deadline = Instant::now() + T;
+    let oldest = loop {
+        assert!(
+            Instant::now() < deadline,
+            "neither Compacted nor the end came"
+        );
+        match w.next_until(Instant::now() + Duration::from_millis(200)) {
+            Ok(Some(e)) => got.push(change_of(&e)),
+            Ok(None) => {}
+            Err(Error::Compacted { oldest }) => break oldest,
+            Err(e) => panic!("expected Compacted, got {e}"),
+        }
+    };
+    // What came before it is exactly the acknowledged changes from the start, in order.
+    let revs: Vec<u64> = got.iter().map(|c| c.0).collect();
+    assert_eq!(revs, acked[..revs.len()].to_vec());
+    let delivered = *revs.last().unwrap();
+    assert!(
+        oldest > delivered + 1 && oldest <= last + 1,
+        "oldest {oldest}, delivered through {delivered}, last {last}"
+    );
+    assert!(w.next().is_none(), "the watch went on after Compacted");
+    assert_eq!(w.stats().resumes, 0);
+}

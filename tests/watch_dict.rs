@@ -186,3 +186,84 @@ fn a_dict_reads_its_own_writes_even_when_its_stream_server_stalls() {
     assert!(d.revision().unwrap() > before);
     assert_ne!(d.watch_connected_to(), Some(c.addr(follower).as_str()));
 }
+
+#[test]
+fn a_watching_dict_whose_changes_are_no_longer_kept_loads_again_and_tells_its_hooks() {
+    // Goal: when the stream cannot go on without a gap (`Compacted`), the dict loads again
+    // instead of failing or missing changes, and its hooks learn the differences between the
+    // old copy and the new one: once per key, nothing for a key that did not change. Method:
+    // the dict's stream is on a follower, which is paused (SIGSTOP) while the dict's keys
+    // change and 400 more are written through the leader, with snapshots every 50 entries,
+    // so that once resumed it catches up by snapshot and ends the stream with `Compacted`.
+    let c = Cluster::start(3, &["--snapshot-entries", "50"]);
+    let leader = c.wait_leader(T);
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut writer = Client::connect(&[c.addr(leader)], patient()).unwrap();
+    for k in ["keep", "gone", "same"] {
+        writer.put(k, "1").unwrap();
+    }
+    let client = Client::connect(&endpoints(&c), patient()).unwrap();
+    let mut d = DistributedDict::from_client(client)
+        .with_policy(RefreshPolicy::Watch)
+        .with_watch_endpoint(c.addr(follower));
+    let seen: Arc<Mutex<Vec<WatchEvent>>> = Arc::default();
+    {
+        let seen = seen.clone();
+        d.on_change(move |e| seen.lock().unwrap().push(e.clone()));
+    }
+    assert_eq!(d.get("gone").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(d.watch_connected_to(), Some(c.addr(follower).as_str()));
+    let loads = d.refresh_count();
+    c.pause(follower);
+    writer.put("keep", "2").unwrap();
+    writer.delete("gone").unwrap();
+    let mut last = 0;
+    for i in 0..400 {
+        last = writer.put(format!("n/{i}"), "v").unwrap();
+    }
+    c.resume(follower);
+    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
+    // The next read takes up the stream: its end (`Compacted`), then a load.
+    assert_eq!(d.get("keep").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(
+        d.refresh_count(),
+        loads + 1,
+        "the stream was not compacted (it resumed elsewhere, or the dict missed the end)"
+    );
+    assert_eq!(d.get("gone").unwrap(), None);
+    assert_eq!(d.get("same").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(d.len().unwrap(), 402);
+    assert!(d.revision().unwrap() >= last);
+    // The hooks: the changes the follower sent before its snapshot, if any, then one event
+    // per key that differs; replayed over the first copy, they give the new one.
+    let seen = seen.lock().unwrap();
+    assert!(seen.windows(2).all(|p| p[0].revision() <= p[1].revision()));
+    // Those of the reload all carry its revision, at or past the last write.
+    let at_reload: Vec<&WatchEvent> = seen.iter().filter(|e| e.revision() >= last).collect();
+    assert!(!at_reload.is_empty(), "no hook call at the reload");
+    assert!(at_reload
+        .iter()
+        .all(|e| e.revision() == at_reload[0].revision()));
+    let mut keys: Vec<&[u8]> = at_reload.iter().map(|e| e.key()).collect();
+    keys.sort();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "a key told twice at the reload");
+    assert!(
+        seen.iter().all(|e| e.key() != b"same"),
+        "an unchanged key told"
+    );
+    let mut replay: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = ["keep", "gone", "same"]
+        .iter()
+        .map(|k| (k.as_bytes().to_vec(), b"1".to_vec()))
+        .collect();
+    for e in seen.iter() {
+        match e.value() {
+            Some(v) => replay.insert(e.key().to_vec(), v.to_vec()),
+            None => replay.remove(e.key()),
+        };
+    }
+    assert_eq!(replay.len(), 402);
+    assert_eq!(replay.get(&b"keep"[..]), Some(&b"2".to_vec()));
+    assert!(!replay.contains_key(&b"gone"[..]));
+}

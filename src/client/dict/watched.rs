@@ -77,6 +77,35 @@ impl DistributedDict {
     pub(super) fn watch_load(&mut self) -> Result<()> {
         self.watched = None;
         let began = Instant::now();
+        let deadline = began + self.client.config().timeout;
+        let (map, watch, high) = loop {
+            match self.load_and_watch(deadline) {
+                // The server the watch reached no longer keeps the changes since the load (it
+                // installed a newer snapshot meanwhile, or that many changes came during a
+                // long load): load again, within the client's timeout.
+                Err(Error::Compacted { oldest }) if Instant::now() < deadline => {
+                    log::debug!("dict: changes since the load no longer kept ({oldest}); again");
+                }
+                r => break r?,
+            }
+        };
+        let reload = self.loaded;
+        let old = std::mem::replace(&mut self.local, map);
+        if reload {
+            self.tell_differences(&old, watch.revision());
+        }
+        self.watched = Some(Watched { watch });
+        self.floor_index = self.floor_index.max(high);
+        self.loaded = true;
+        self.reads_since_refresh = 0;
+        self.last_refresh = Some(began);
+        self.refreshes += 1;
+        Ok(())
+    }
+
+    /// One load and a watch from after it, the copy brought to the newest page's revision:
+    /// the copy, the watch, and that revision.
+    fn load_and_watch(&mut self, deadline: Instant) -> Result<(LocalCopy, Watch, u64)> {
         // Every page is read at its own revision (`low` for the first, rising): the watch
         // starts after the lowest and the copy is exposed only once it has reached the
         // highest. Changes after a page's revision applied over it in order leave each key as
@@ -98,7 +127,6 @@ impl DistributedDict {
         let mut opts = WatchOptions::new(b"", low + 1);
         opts.endpoint = self.watch_endpoint.clone();
         let mut watch = self.client.watch_with(opts)?;
-        let deadline = Instant::now() + self.client.config().timeout;
         while watch.revision() < high {
             match watch.next_until(deadline)? {
                 Some(e) => apply(&mut map, &e),
@@ -109,18 +137,7 @@ impl DistributedDict {
                 }
             }
         }
-        let reload = self.loaded;
-        let old = std::mem::replace(&mut self.local, map);
-        if reload {
-            self.tell_differences(&old, watch.revision());
-        }
-        self.watched = Some(Watched { watch });
-        self.floor_index = self.floor_index.max(high);
-        self.loaded = true;
-        self.reads_since_refresh = 0;
-        self.last_refresh = Some(began);
-        self.refreshes += 1;
-        Ok(())
+        Ok((map, watch, high))
     }
 
     /// The hooks learn what a reload changed: puts for keys new or changed, deletes for keys
