@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,119 @@ def test_watching_reads_never_go_back_in_time_across_a_leader_kill(
     assert seen == 200
     assert d.watch_connected_to != c.addr(leader)
     d.close()
+
+
+def _snapshotting_cluster(tmp_path: Path) -> tuple[Cluster, int, int]:
+    """A 3-server cluster taking snapshots every 50 entries; its leader and a follower."""
+    c = Cluster(tmp_path / "c", 3, extra=["--snapshot-entries", "50"])
+    leader = c.wait_leader()
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    return c, leader, follower
+
+
+def _fall_behind_by_snapshot(
+    c: Cluster, leader: int, follower: int, writes: Callable[[Client], None]
+) -> int:
+    """Pauses ``follower`` while ``writes`` go in through the leader alone, then resumes it
+    and waits until it has caught up (by snapshot: the leader's log has moved past it); the
+    last revision written."""
+    c.pause(follower)
+    try:
+        with Client([c.addr(leader)], timeout=T) as writer:
+            writes(writer)
+            last = writer.put("last", "v")
+    finally:
+        c.resume(follower)
+    c.wait_status(follower, "catching up", lambda s: s.applied_index >= last)
+    return last
+
+
+def test_a_watch_its_server_can_no_longer_serve_raises_compacted_mid_stream(
+    zattd: Path, tmp_path: Path
+) -> None:
+    # Goal: Compacted in the middle of a stream: the changes received come first, then
+    # Compacted naming a revision past them (never a silent gap), then the watch is over.
+    # Method: a watch that knows only a follower, which is paused while 400 writes go in and
+    # then catches up by snapshot, so that it can no longer send what the snapshot covers.
+    c, leader, follower = _snapshotting_cluster(tmp_path)
+    try:
+        with Client([c.addr(leader)], timeout=T) as writer:
+            first = writer.put("c/first", "v")
+        # The follower alone, and patient: resuming elsewhere would carry it past the gap.
+        only_follower = Client([c.addr(follower)], timeout=T)
+        w = only_follower.watch(b"c/", first, silence_timeout=120.0)
+        got: list[WatchEvent] = []
+        collect_until(w, first, got)
+        assert [e.revision for e in got] == [first]
+        acked = [first]
+
+        def writes(writer: Client) -> None:
+            acked.extend(writer.put(f"c/{i}", "v") for i in range(400))
+
+        last = _fall_behind_by_snapshot(c, leader, follower, writes)
+        deadline = time.monotonic() + T
+        with pytest.raises(Compacted) as info:
+            while True:
+                assert time.monotonic() < deadline, "neither Compacted nor the end came"
+                e = w.next(0.2)
+                if e is not None:
+                    got.append(e)
+        revs = [e.revision for e in got]
+        assert revs == acked[: len(revs)]
+        assert revs[-1] + 1 < info.value.oldest <= last + 1
+        assert list(w) == [], "the watch went on after Compacted"
+        assert w.stats.resumes == 0
+        only_follower.close()
+    finally:
+        c.stop()
+
+
+def test_a_watching_dict_whose_changes_are_no_longer_kept_loads_again(
+    zattd: Path, tmp_path: Path
+) -> None:
+    # Goal: when its stream ends with Compacted, a dict loads again (rather than failing or
+    # missing changes), and its hooks learn the differences: once per key, nothing for a key
+    # that did not change. Method: the dict's stream is on a follower, paused while the dict's
+    # keys change and 400 more are written, which then catches up by snapshot.
+    c, leader, follower = _snapshotting_cluster(tmp_path)
+    try:
+        with Client([c.addr(leader)], timeout=T) as writer:
+            for k in ("keep", "gone", "same"):
+                writer.put(k, "1")
+        d = DistributedDict(endpoints=c.endpoints, refresh_policy=RefreshPolicyWatch(), timeout=T)
+        d.watch_endpoint = c.addr(follower)
+        d.refresh(force=True)
+        seen: list[Change] = []
+        d.on_change(seen.append)
+        assert d["gone"] == 1
+        assert d.watch_connected_to == c.addr(follower)
+        loads = d.refresh_count
+
+        def writes(writer: Client) -> None:
+            writer.put("keep", "2")
+            writer.delete("gone")
+            for i in range(400):
+                writer.put(f"n/{i}", "v")
+
+        last = _fall_behind_by_snapshot(c, leader, follower, writes)
+        # The next read takes up the stream: its end (Compacted), then a load.
+        assert d["keep"] == 2
+        assert d.refresh_count == loads + 1, "the stream was not compacted"
+        assert "gone" not in d
+        assert d["same"] == 1
+        assert len(d) == 403
+        at_reload = [ch for ch in seen if ch.revision >= last]
+        assert at_reload, "no hook call at the reload"
+        assert len({ch.revision for ch in at_reload}) == 1
+        assert len({ch.key for ch in at_reload}) == len(at_reload), "a key told twice"
+        assert all(ch.key != "same" for ch in seen), "an unchanged key told"
+        replay: dict[object, object] = {"keep": 1, "gone": 1, "same": 1}
+        for ch in seen:
+            if ch.kind == "delete":
+                replay.pop(ch.key, None)
+            else:
+                replay[ch.key] = ch.value
+        assert replay == dict(d.items())
+        d.close()
+    finally:
+        c.stop()

@@ -268,6 +268,30 @@ class DistributedDict(MutableMapping[Key, Any]):
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        deadline = time.monotonic() + self.client.timeout
+        while True:
+            try:
+                local, watch, high = self._load_and_watch(deadline)
+                break
+            except Compacted:
+                # The server the watch reached no longer keeps the changes since the load (it
+                # installed a newer snapshot meanwhile, or that many changes came during a
+                # long load): load again, within the client's timeout.
+                if time.monotonic() >= deadline:
+                    raise
+        old, self._local = self._local, local
+        if self._loaded:
+            self._tell_differences(old, watch.revision)
+        self._watch = watch
+        self._floor_index = max(self._floor_index, high)
+        self._loaded = True
+        self._reads_since_refresh = 0
+        self._last_refresh = self._clock()
+        self.refresh_count += 1
+
+    def _load_and_watch(self, deadline: float) -> tuple[dict[Key, Any], Watch, int]:
+        """One load and a watch from after it, the copy brought to the newest page's
+        revision: the copy, the watch, and that revision."""
         # Each page is read at its own revision: the watch starts after the lowest and the
         # copy is used only once it has reached the highest. Changes after a page's revision
         # applied over it in order leave each key as it was then, so they apply blindly.
@@ -280,22 +304,16 @@ class DistributedDict(MutableMapping[Key, Any]):
             low = page.applied_index if low is None else min(low, page.applied_index)
             high = max(high, page.applied_index)
         watch = self.client.watch(b"", (low or 0) + 1, endpoint=self.watch_endpoint)
-        deadline = time.monotonic() + self.client.timeout
-        while watch.revision < high:
-            e = watch.next(max(0.0, deadline - time.monotonic()))
-            if e is None:
-                watch.close()
-                raise Timeout("the change stream did not reach the load's revision in time")
-            self._apply(local, e)
-        old, self._local = self._local, local
-        if self._loaded:
-            self._tell_differences(old, watch.revision)
-        self._watch = watch
-        self._floor_index = max(self._floor_index, high)
-        self._loaded = True
-        self._reads_since_refresh = 0
-        self._last_refresh = self._clock()
-        self.refresh_count += 1
+        try:
+            while watch.revision < high:
+                e = watch.next(max(0.0, deadline - time.monotonic()))
+                if e is None:
+                    raise Timeout("the change stream did not reach the load's revision in time")
+                self._apply(local, e)
+        except BaseException:
+            watch.close()
+            raise
+        return local, watch, high
 
     def _tell_differences(self, old: dict[Key, Any], revision: int) -> None:
         if not self._hooks:
