@@ -1089,6 +1089,7 @@ mod tests {
         let text = include_str!("../examples/zattd.conf");
         let values = parse_config_file(text).unwrap();
         let map: BTreeMap<String, String> = values.into_iter().collect();
+        assert!(map.contains_key("watch-history-bytes"), "the watch settings are shown");
         let mut all: BTreeMap<String, String> = FLAGS
             .iter()
             .filter_map(|f| f.default.map(|d| (f.name.to_string(), d.to_string())))
@@ -1097,6 +1098,11 @@ mod tests {
         let c = from_values(&all).unwrap();
         assert_eq!(c.cluster.len(), 3);
         assert_eq!(c.listen.as_deref(), Some("127.0.0.1:5254"));
+        assert_eq!(
+            c.watch,
+            crate::host::WatchConfig::default(),
+            "the defaults, as shown"
+        );
     }
 
     #[test]

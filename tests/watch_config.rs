@@ -1,8 +1,11 @@
 //! `zattd`'s watch flags: defaults a user never has to set, each flag, environment variable and
 //! config-file line taken, and bad values refused with a clear usage error (exit 2, one line).
 
+mod common;
+
 use std::time::Duration;
 
+use common::{temp_dir, write_file};
 use zatt::config::{parse_args, Invocation, ServerConfig};
 
 fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<ServerConfig, String> {
@@ -56,6 +59,43 @@ fn watch_defaults_need_no_flag_and_each_flag_is_taken() {
     assert_eq!(c.frame_interval, Duration::ZERO);
     let e = parse(&[], &[("ZATT_WATCH_HISTORY_CHANGES", "7")]).unwrap();
     assert_eq!(e.watch.history.max_changes, 7);
+}
+
+#[test]
+fn watch_settings_are_taken_from_a_config_file_below_the_environment_and_flags() {
+    // Goal: the watch settings work as config-file lines like every setting, with the
+    // documented precedence: a flag beats the environment, which beats the file.
+    let dir = temp_dir("watchconf");
+    let file = write_file(
+        &dir,
+        "zattd.conf",
+        b"watch-history-changes = 300\nwatch-history-bytes = 2MiB\n\
+          watch-buffer-bytes = 128KiB\nwatch-progress-interval = 500ms\n\
+          watch-frame-interval = 2ms\n",
+    );
+    let file = file.display().to_string();
+    let c = parse(&["--config", &file], &[]).unwrap().watch;
+    assert_eq!(c.history.max_changes, 300);
+    assert_eq!(c.history.max_bytes, 2 << 20);
+    assert_eq!(c.buffer_bytes, 128 << 10);
+    assert_eq!(c.progress_interval, Duration::from_millis(500));
+    assert_eq!(c.frame_interval, Duration::from_millis(2));
+    let c = parse(
+        &["--config", &file, "--watch-history-changes", "9"],
+        &[
+            ("ZATT_WATCH_HISTORY_CHANGES", "8"),
+            ("ZATT_WATCH_BUFFER_BYTES", "64KiB"),
+        ],
+    )
+    .unwrap()
+    .watch;
+    assert_eq!(c.history.max_changes, 9, "the flag wins");
+    assert_eq!(c.buffer_bytes, 64 << 10, "the environment beats the file");
+    assert_eq!(c.history.max_bytes, 2 << 20, "the file beats the default");
+    let bad = write_file(&dir, "bad.conf", b"watch-buffer-bytes = lots\n");
+    let err = parse(&["--config", &bad.display().to_string()], &[]).unwrap_err();
+    assert!(err.contains("watch-buffer-bytes"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
