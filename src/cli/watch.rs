@@ -1,11 +1,11 @@
 //! `zatt watch PREFIX [--from REV] [--count N]`: prints each change under PREFIX as it is made,
-//! one line per change, until Ctrl-C (exit 0), or until N changes are printed. Text: `REVISION<TAB>put<TAB>KEY<TAB>VALUE` or
-//! `REVISION<TAB>delete<TAB>KEY`, keys and values escaped as `zatt scan` escapes them; JSON: one
-//! object per line, `{"type":"put","key":..,"value":..,"revision":N}` or
-//! `{"type":"delete","key":..,"revision":N}`. The watch resumes by itself on another server
-//! when its server goes away (the client library's `Watch`), so the lines have no gap and no
-//! repeat. Must not: buffer a change it could print (each line is flushed as it comes), or
-//! exit on Ctrl-C with anything but 0.
+//! one line per change, until Ctrl-C (exit 0), or until N changes are printed. Text:
+//! `REVISION<TAB>put<TAB>KEY<TAB>VALUE` or `REVISION<TAB>delete<TAB>KEY`, keys and values
+//! escaped as `zatt scan` escapes them; JSON: one object per line,
+//! `{"type":"put","key":..,"value":..,"revision":N}` or `{"type":"delete","key":..,"revision":N}`.
+//! The watch resumes by itself on another server when its server goes away (the client
+//! library's `Watch`), so the lines have no gap and no repeat. Must not: buffer a change it
+//! could print (each line is flushed as it comes), or exit on Ctrl-C with anything but 0.
 
 use std::fmt::Write as _;
 use std::io::Write;
