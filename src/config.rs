@@ -1089,7 +1089,10 @@ mod tests {
         let text = include_str!("../examples/zattd.conf");
         let values = parse_config_file(text).unwrap();
         let map: BTreeMap<String, String> = values.into_iter().collect();
-        assert!(map.contains_key("watch-history-bytes"), "the watch settings are shown");
+        assert!(
+            map.contains_key("watch-history-bytes"),
+            "the watch settings are shown"
+        );
         let mut all: BTreeMap<String, String> = FLAGS
             .iter()
             .filter_map(|f| f.default.map(|d| (f.name.to_string(), d.to_string())))

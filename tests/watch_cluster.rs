@@ -518,3 +518,64 @@ fn a_watch_its_server_can_no_longer_serve_yields_what_came_then_compacted_then_e
     assert!(w.next().is_none(), "the watch went on after Compacted");
     assert_eq!(w.stats().resumes, 0);
 }
+
+#[test]
+fn a_connection_with_a_watch_open_is_not_closed_as_idle() {
+    // Goal: a watch on a quiet prefix keeps its connection, however long nothing comes (the
+    // watch is a request in flight), while a connection with nothing open is closed. Method:
+    // a 300 ms idle timeout and progress notifications only every minute (so the watch's
+    // connection carries nothing either way); the test waits until a bare connection opened
+    // at the same time has been closed as idle, then writes under the prefix: the watch still
+    // delivers it.
+    let c = Cluster::start(
+        1,
+        &[
+            "--idle-timeout",
+            "300ms",
+            "--watch-progress-interval",
+            "60s",
+        ],
+    );
+    c.wait_leader(T);
+    let mut raw = c.client(1).unwrap();
+    let watch_id = raw
+        .send(&Request::Watch {
+            prefix: b"idle/".to_vec(),
+            from_revision: 0,
+        })
+        .unwrap();
+    match raw.recv().unwrap() {
+        (id, Response::WatchProgress { .. }) if id == watch_id => {}
+        other => panic!("{other:?}"),
+    }
+    let mut bare = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    bare.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + T;
+    let mut b = [0u8; 16];
+    loop {
+        use std::io::Read;
+        match bare.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => panic!("nothing was asked on the bare connection"),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bare connection was never closed"
+        );
+    }
+    // The watch's connection has now been silent at least as long as the bare one.
+    let rev = c.put("idle/a", "1");
+    match recv_until(&mut raw, |_, r| {
+        !matches!(r, Response::WatchProgress { .. })
+    }) {
+        Response::WatchEvents(e) => {
+            assert_eq!(e.iter().map(|e| e.revision()).collect::<Vec<_>>(), [rev])
+        }
+        other => panic!("the watch ended: {other:?}"),
+    }
+}
