@@ -313,7 +313,11 @@ impl Host {
     ) -> Result<Host, String> {
         let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
             Some(s) => {
-                let kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| {
+                // Storage's snapshot is read from its file once, here, and then left there.
+                let bytes = s.data.bytes().map_err(|e| {
+                    format!("snapshot at index {} cannot be read: {e}", s.meta.index.0)
+                })?;
+                let kv = Kv::restore(&bytes, cfg.kv.clone()).map_err(|e| {
                     format!("snapshot at index {} does not restore: {e}", s.meta.index.0)
                 })?;
                 (kv, s.meta.index, s.meta.term, s.meta.membership.clone())

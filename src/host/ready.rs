@@ -21,13 +21,19 @@ impl Host {
             // A leader's snapshot replaces the dictionary. Applying it before it is durable is
             // safe: it holds only committed entries, and `persisted` (hence any acknowledgement)
             // still waits for the batch below.
-            let kv = Kv::restore(&snap.data, self.cfg.kv.clone()).map_err(|e| {
-                Fatal(format!(
-                    "n{}: the leader's snapshot at index {} does not restore: {e}",
-                    self.raft.id(),
-                    snap.meta.index.0
-                ))
-            })?;
+            // (A received snapshot is in memory: reading it cannot fail.)
+            let kv = snap
+                .data
+                .bytes()
+                .map_err(|e| e.to_string())
+                .and_then(|b| Kv::restore(&b, self.cfg.kv.clone()).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    Fatal(format!(
+                        "n{}: the leader's snapshot at index {} does not restore: {e}",
+                        self.raft.id(),
+                        snap.meta.index.0
+                    ))
+                })?;
             // kv is replaced: a slice-wise encoding of the old one is void. Entries held for
             // it are applied next, skipping those the snapshot covers.
             self.snapshot_job = None;

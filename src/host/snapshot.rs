@@ -7,7 +7,6 @@
 
 use super::*;
 use log::info;
-use std::sync::Arc;
 
 impl Host {
     /// Entries applied since the last snapshot before the next one. Before its first snapshot
@@ -69,7 +68,7 @@ impl Host {
         let (enc, meta) = self.snapshot_job.take().expect("job checked above");
         let snapshot = Snapshot {
             meta,
-            data: Arc::from(self.kv.snapshot_finish(enc)),
+            data: SnapshotData::from(self.kv.snapshot_finish(enc)),
         };
         let token = self.next_token;
         self.next_token += 1;

@@ -213,7 +213,7 @@ impl Raft {
             };
             self.install_snapshot(Snapshot {
                 meta: inc.meta,
-                data: Arc::from(inc.buf),
+                data: SnapshotData::from(inc.buf),
             });
             self.send_ack(
                 from,

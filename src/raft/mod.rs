@@ -81,7 +81,6 @@ mod progress;
 use log_view::decode_membership;
 use progress::*;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 /// Known-bug switches for the simulator: each one re-introduces a classic Raft bug so that a test
 /// can show the simulator catches it. Only honoured when built with the `simbugs` feature.

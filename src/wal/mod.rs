@@ -758,9 +758,12 @@ impl Wal {
         let name = snapshot_file_name(i, t);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let bytes = encode_snapshot(&snap.meta, &snap.data);
+        let data = snap.data.bytes().map_err(|e| ctx(e, "read", &tmp))?;
+        let head = encode_snapshot_head(&snap.meta, data.len() as u64);
+        let crc = snapshot_crc(&head, &data);
+        let total = (head.len() + data.len() + crc.len()) as u64;
         if let Some(InjectFault::WriteEnospc { bytes: limit }) = self.opts.inject_fault {
-            if self.bytes_written + bytes.len() as u64 > limit {
+            if self.bytes_written + total > limit {
                 return Err(ctx(
                     io::Error::from_raw_os_error(libc::ENOSPC),
                     "write",
@@ -768,13 +771,25 @@ impl Wal {
                 ));
             }
         }
-        let f = File::create(&tmp).map_err(|e| ctx(e, "create", &tmp))?;
-        f.write_all_at(&bytes, 0)
+        // Opened for reading too: once durable, the snapshot's holders read its data from here.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| ctx(e, "create", &tmp))?;
+        let data_at = head.len() as u64;
+        f.write_all_at(&head, 0)
+            .and_then(|()| f.write_all_at(&data, data_at))
+            .and_then(|()| f.write_all_at(&crc, data_at + data.len() as u64))
             .map_err(|e| ctx(e, "write", &tmp))?;
         f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
         fs::rename(&tmp, &path).map_err(|e| ctx(e, "rename", &tmp))?;
         sync_dir(&self.dir)?;
-        self.snapshot_bytes = bytes.len() as u64;
+        drop(data);
+        snap.data.spill(f, data_at);
+        self.snapshot_bytes = total;
         let kind = if self.view.term_at(i) == Some(t) {
             SNAPSHOT_KEEPS_SUFFIX
         } else {
