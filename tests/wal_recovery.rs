@@ -243,7 +243,10 @@ fn a_stored_snapshot_leaves_memory_for_its_file_and_comes_back_from_it() {
     let kept = first.clone();
     assert!(kept.data.in_memory());
     wal.save_snapshot(&first).unwrap();
-    assert!(!kept.data.in_memory(), "the stored snapshot still holds its bytes in memory");
+    assert!(
+        !kept.data.in_memory(),
+        "the stored snapshot still holds its bytes in memory"
+    );
     assert_eq!(kept, snapshot(20, 1, 5000));
     let second = snapshot(30, 1, 7000);
     wal.save_snapshot(&second).unwrap();

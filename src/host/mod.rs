@@ -74,6 +74,11 @@ const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// 100,000 keys at once stalled the loop for 60–200 ms, past the election timeout).
 pub const SNAPSHOT_KEYS_PER_TURN: usize = 4096;
 
+/// The in-memory log's bound in bytes in the server (see `HostConfig::snapshot_log_bytes`): at
+/// 100 B values the entry count (`--snapshot-entries`, 100,000 by default) comes first; with
+/// 1 MiB values this keeps the log at 64 entries instead of 100 GB.
+pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
+
 /// A role's name in logs and status answers.
 pub fn role_name(r: Role) -> &'static str {
     match r {
@@ -118,6 +123,9 @@ pub struct HostConfig {
     pub limits: FrameLimits,
     /// Entries applied since the last snapshot before the next one is taken.
     pub snapshot_entries: u64,
+    /// A snapshot is also taken once the core's in-memory log holds this many bytes
+    /// (`Raft::log_bytes`), however few entries that is.
+    pub snapshot_log_bytes: u64,
     /// Keys encoded per loop turn while a snapshot is taken.
     pub snapshot_keys_per_turn: usize,
     pub bugs: Bugs,
@@ -135,6 +143,7 @@ impl HostConfig {
             },
             kv,
             snapshot_entries,
+            snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
             bugs: Bugs::default(),
         }

@@ -12,6 +12,7 @@ struct Recorder {
     sent: Vec<Message>,
     answers: Vec<(u64, Response)>,
     batches: Vec<(u64, WriteBatch)>,
+    snapshots: Vec<Snapshot>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
 }
@@ -35,7 +36,8 @@ impl Output for Recorder {
         self.batches.push((token, batch));
         self.pending.push_back(token);
     }
-    fn submit_snapshot(&mut self, token: u64, _snapshot: Snapshot) {
+    fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
+        self.snapshots.push(snapshot);
         self.pending.push_back(token);
     }
 }
@@ -263,4 +265,65 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         Role::Leader,
         "won the vote with its own vote durable, yet does not lead"
     );
+}
+
+#[test]
+fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
+    // Goal: a log that holds `snapshot_log_bytes` takes a snapshot (and then compacts) long
+    // before the entry count would. Method: a lone voter with a snapshot every million
+    // entries but a 4 KiB byte bound; write 1 KiB values until a snapshot is submitted, make
+    // it durable, and check the core's log shrank below the bound.
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.snapshot_log_bytes = 4096;
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    let big = vec![b'v'; 1024];
+    let mut id = 0;
+    while out.snapshots.is_empty() {
+        id += 1;
+        assert!(id < 20, "no snapshot after {id} writes of 1 KiB");
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key: format!("k{id}").into_bytes(),
+            value: big.clone(),
+        };
+        encode_request(id, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: id,
+        };
+        h.client_frame(&mut out, now(), to, &frame);
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+    }
+    assert!(id >= 3, "a snapshot before the log reached its bound");
+    assert!(
+        h.raft().log_bytes() < 4096,
+        "the log still holds {} B after its snapshot was stored",
+        h.raft().log_bytes()
+    );
+    assert_eq!(h.kv().len(), id as usize);
 }
