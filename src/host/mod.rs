@@ -289,6 +289,9 @@ pub struct Host {
     stored_term_vote: Option<(Term, Option<NodeId>)>,
     /// A commit-only hard state not yet handed to storage (see `ready.rs`).
     lazy_hard_state: Option<HardState>,
+    /// Successful AppendEntries acknowledgements released this turn, at most one per leader
+    /// and term, sent at the end of the turn (see `ready.rs`).
+    acks: Vec<Message>,
 
     // Writes (requests.rs, apply.rs).
     /// Proposals waiting to be applied, in strictly increasing index order.
@@ -351,6 +354,7 @@ impl Host {
             persisting: VecDeque::new(),
             stored_term_vote: None,
             lazy_hard_state: None,
+            acks: Vec::new(),
             writes: VecDeque::new(),
             promote_jobs: Vec::new(),
             applied_term,
@@ -410,6 +414,7 @@ impl Host {
         self.start_read_round(out);
         self.handle_ready(out)?;
         self.maybe_snapshot(out);
+        self.flush_acks(out);
         Ok(())
     }
 

@@ -109,7 +109,7 @@ impl Host {
         };
         if token.is_none() && self.persisting.is_empty() {
             for m in after {
-                out.send(m);
+                self.send_after_persist(out, m);
             }
             // A mark without a write of its own (a deferred commit-only hard state): every
             // earlier batch is durable, and with them the term, the vote and the entries
@@ -204,13 +204,69 @@ impl Host {
         match p {
             Persisting::Batch { messages, mark, .. } => {
                 for m in messages {
-                    out.send(m);
+                    self.send_after_persist(out, m);
                 }
                 if let Some((index, term)) = mark {
                     self.raft.persisted(index, term);
                 }
             }
             Persisting::Snapshot { snapshot, .. } => self.compacted(snapshot),
+        }
+    }
+
+    /// Sends a message that waited for durability, except that a successful AppendEntries
+    /// acknowledgement waits until the end of the turn in `acks`, where a later one to the same
+    /// leader in the same term replaces it: several batches made durable by one sync then cost
+    /// the leader one datagram, not one per batch. Merging keeps the larger match index and
+    /// read round: within one term a follower never loses entries that matched its leader, and
+    /// a later acknowledgement still confirms a round an earlier one echoed.
+    fn send_after_persist<O: Output>(&mut self, out: &mut O, m: Message) {
+        let MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index,
+            read_seq,
+            ..
+        } = m.body
+        else {
+            return out.send(m);
+        };
+        let earlier = self.acks.iter_mut().find(|a| {
+            a.to == m.to
+                && a.term == m.term
+                && matches!(
+                    a.body,
+                    MessageBody::AppendEntriesResponse { success: true, .. }
+                )
+        });
+        match earlier {
+            Some(a) => {
+                if let MessageBody::AppendEntriesResponse {
+                    match_index: am,
+                    read_seq: ar,
+                    ..
+                } = a.body
+                {
+                    let mut later = m;
+                    if let MessageBody::AppendEntriesResponse {
+                        match_index: lm,
+                        read_seq: lr,
+                        ..
+                    } = &mut later.body
+                    {
+                        *lm = (*lm).max(am).max(match_index);
+                        *lr = (*lr).max(ar).max(read_seq);
+                    }
+                    *a = later;
+                }
+            }
+            None => self.acks.push(m),
+        }
+    }
+
+    /// Sends the acknowledgements gathered during this turn (see `send_after_persist`).
+    pub(super) fn flush_acks<O: Output>(&mut self, out: &mut O) {
+        for m in self.acks.drain(..) {
+            out.send(m);
         }
     }
 }

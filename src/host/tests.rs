@@ -327,3 +327,47 @@ fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
     );
     assert_eq!(h.kv().len(), id as usize);
 }
+
+#[test]
+fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
+    // Goal: a follower whose storage reports several batches durable in one go sends its
+    // leader one AppendEntries acknowledgement for all of them (the latest match index), not
+    // one per batch, and still none before they are durable. Method: two AppendEntries from
+    // n2, each its own batch; report both durable, then end the turn.
+    let mut h = host(&[1, 2]);
+    let mut out = Recorder::default();
+    let append = |prev: u64, prev_term: u64, index: u64| MessageBody::AppendEntries {
+        prev_log_index: LogIndex(prev),
+        prev_log_term: Term(prev_term),
+        entries: vec![Entry::new(Term(2), LogIndex(index), EntryKind::Normal, b"x")],
+        leader_commit: LogIndex(1),
+        read_seq: index,
+    };
+    deliver(&mut h, &mut out, 2, append(1, 1, 2));
+    deliver(&mut h, &mut out, 2, append(2, 2, 3));
+    assert_eq!(out.pending.len(), 2, "each AppendEntries is its own batch");
+    assert!(take(&mut out, "AppendEntriesResponse").is_none(), "acked before durable");
+    for _ in 0..2 {
+        let t = out.pending.pop_front().unwrap();
+        h.durable(&mut out, t).unwrap();
+    }
+    h.end_turn(&mut out, now()).unwrap();
+    let ack = take(&mut out, "AppendEntriesResponse").expect("acknowledged once durable");
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "one acknowledgement per batch instead of one for the sync"
+    );
+    match ack.body {
+        MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            read_seq,
+            ..
+        } => {
+            assert!(success);
+            assert_eq!(match_index, LogIndex(3));
+            assert_eq!(read_seq, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+}

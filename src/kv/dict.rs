@@ -81,6 +81,26 @@ impl RecPtr {
     fn layout(key_len: usize, value_len: usize) -> Layout {
         Layout::from_size_align(HEAD + key_len + value_len, 8).expect("record fits in memory")
     }
+
+    /// Replaces the value in place; only for a value of the record's current length.
+    ///
+    /// # Safety
+    /// The caller holds `&mut Dict` of the dictionary that owns this record, so no borrow of
+    /// its bytes is live (they are all tied to `&Dict`).
+    unsafe fn overwrite(&self, value: &[u8], revision: LogIndex) {
+        let (k, v, _) = self.head();
+        assert_eq!(
+            v,
+            value.len(),
+            "in-place overwrite needs the same value length"
+        );
+        // SAFETY: the writes stay within the record; see the function's contract for aliasing.
+        unsafe {
+            let p = self.0.as_ptr();
+            (p.add(8) as *mut u64).write(revision.0);
+            std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(HEAD + k), v);
+        }
+    }
 }
 
 /// The owner of one record: frees it when dropped.
@@ -103,23 +123,6 @@ impl Rec {
             std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(HEAD), key.len());
             std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(HEAD + key.len()), value.len());
             Rec(RecPtr(nn))
-        }
-    }
-
-    /// Replaces the value in place; only for a value of the record's current length.
-    fn overwrite(&mut self, value: &[u8], revision: LogIndex) {
-        let (k, v, _) = self.0.head();
-        assert_eq!(
-            v,
-            value.len(),
-            "in-place overwrite needs the same value length"
-        );
-        // SAFETY: `&mut self` is the record's only owner, no borrow of its bytes is live (they
-        // are tied to `&Dict`, and the caller holds `&mut Dict`); the writes stay in the record.
-        unsafe {
-            let p = self.0 .0.as_ptr();
-            (p.add(8) as *mut u64).write(revision.0);
-            std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(HEAD + k), v);
         }
     }
 }
@@ -185,17 +188,21 @@ impl Dict {
     /// Sets `key` to `value` at `revision`. Allocates only for a new key or a value of another
     /// length than the one it replaces.
     pub(super) fn insert(&mut self, key: &[u8], value: &[u8], revision: LogIndex) {
-        let Some(mut old) = self.map.take(key) else {
-            let rec = Rec::new(key, value, revision);
-            self.order.insert(rec.0);
-            self.map.insert(rec);
-            return;
-        };
-        if old.0.value().len() == value.len() {
-            old.overwrite(value, revision);
-            self.map.insert(old);
-            return;
+        match self.map.get(key) {
+            None => {
+                let rec = Rec::new(key, value, revision);
+                self.order.insert(rec.0);
+                self.map.insert(rec);
+                return;
+            }
+            Some(rec) if rec.0.value().len() == value.len() => {
+                // SAFETY: `&mut self`: no borrow of any record's bytes is live.
+                unsafe { rec.0.overwrite(value, revision) };
+                return;
+            }
+            Some(_) => {}
         }
+        let old = self.map.take(key).expect("present above");
         let rec = Rec::new(key, value, revision);
         // `replace` compares against the old pointer, still alive until `old` drops below.
         self.order.replace(rec.0);
