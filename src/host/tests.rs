@@ -339,14 +339,22 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
     let append = |prev: u64, prev_term: u64, index: u64| MessageBody::AppendEntries {
         prev_log_index: LogIndex(prev),
         prev_log_term: Term(prev_term),
-        entries: vec![Entry::new(Term(2), LogIndex(index), EntryKind::Normal, b"x")],
+        entries: vec![Entry::new(
+            Term(2),
+            LogIndex(index),
+            EntryKind::Normal,
+            b"x",
+        )],
         leader_commit: LogIndex(1),
         read_seq: index,
     };
     deliver(&mut h, &mut out, 2, append(1, 1, 2));
     deliver(&mut h, &mut out, 2, append(2, 2, 3));
     assert_eq!(out.pending.len(), 2, "each AppendEntries is its own batch");
-    assert!(take(&mut out, "AppendEntriesResponse").is_none(), "acked before durable");
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "acked before durable"
+    );
     for _ in 0..2 {
         let t = out.pending.pop_front().unwrap();
         h.durable(&mut out, t).unwrap();

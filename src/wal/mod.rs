@@ -19,9 +19,10 @@
 //! # Segment file
 //! A 32-byte header: magic `ZATTWAL1` (8), sequence number (8, equals the name), the
 //! `segment_bytes` it was created with (8), zero (4), CRC of the 28 bytes before (4). Then
-//! records back to back. A segment is created under `.tmp`, header written, preallocated to
-//! `segment_bytes` (zeros), synced, renamed, and the directory synced, so a segment that exists
-//! always has a good header. Appends go to the last segment only. A new segment is started
+//! records back to back. A segment is created under `.tmp`, preallocated to `segment_bytes` and
+//! written with zeros (appends into written space sync faster: see `prepare_segment`), header
+//! written, synced, renamed, and the directory synced, so a segment that exists always has a
+//! good header. The next segment is prepared on a helper thread once the last is half full. Appends go to the last segment only. A new segment is started
 //! when the next write would carry the current one past `segment_bytes` (a group is never split,
 //! so a segment may exceed it by one group); the previous one is already synced by then, so
 //! only the last segment can have a torn tail.
@@ -478,6 +479,20 @@ pub struct Wal {
     bytes_written: u64,
     last_fdatasync_us: u64,
     defer_compaction: bool,
+    /// The next segment being prepared by a helper thread (its sequence number).
+    spare: Option<(u64, SpareJob)>,
+}
+
+/// A helper thread preparing a segment file under its temporary name.
+type SpareJob = std::thread::JoinHandle<io::Result<(PathBuf, File)>>;
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Not left writing into a directory its owner may be about to remove or reopen.
+        if let Some((_, job)) = self.spare.take() {
+            let _ = job.join();
+        }
+    }
 }
 
 impl Wal {
@@ -683,6 +698,7 @@ impl Wal {
             bytes_written: 0,
             last_fdatasync_us: 0,
             defer_compaction: false,
+            spare: None,
         };
         Ok((wal, boot))
     }
@@ -843,6 +859,7 @@ impl Wal {
             self.write_offset += len;
             self.log_bytes += len;
             self.bytes_written += len;
+            self.maybe_prepare_spare();
             if let Some(seg) = self.segments.last_mut() {
                 seg.max_entry_index = seg.max_entry_index.max(self.buf_max_entry_index);
                 seg.bytes += len;
@@ -895,6 +912,31 @@ impl Wal {
         }
     }
 
+    /// Once the last segment is half full, prepares the next one (zero-filled, see
+    /// `prepare_segment`) on a helper thread, so that starting it costs the syncer a rename
+    /// instead of tens of milliseconds of writing zeros, a pause every member would take at
+    /// about the same index. Without `preallocate` (tests) or with a fault injected, segments
+    /// are made when needed.
+    fn maybe_prepare_spare(&mut self) {
+        if self.spare.is_some()
+            || !self.opts.preallocate
+            || self.opts.inject_fault.is_some()
+            || self.write_offset < self.opts.segment_bytes / 2
+        {
+            return;
+        }
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let (dir, opts) = (self.dir.clone(), self.opts.clone());
+        match std::thread::Builder::new()
+            .name("zatt-wal-spare".into())
+            .spawn(move || prepare_segment(&dir, seq, &opts))
+        {
+            Ok(job) => self.spare = Some((seq, job)),
+            // No thread: the segment is made when needed, as without preallocation.
+            Err(e) => log::warn!("cannot start the segment preparation thread: {e}"),
+        }
+    }
+
     /// Leave compaction to `run_deferred_compaction` instead of doing it inside `sync`.
     pub fn set_defer_compaction(&mut self, defer: bool) {
         self.defer_compaction = defer;
@@ -903,7 +945,18 @@ impl Wal {
     fn roll(&mut self) -> io::Result<()> {
         debug_assert!(!self.unsynced, "a segment is sealed only once synced");
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
-        let (seg, f) = create_segment(&self.dir, seq, &self.opts)?;
+        let prepared = match self.spare.take() {
+            Some((s, job)) if s == seq => job
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("segment preparation panicked")))?,
+            other => {
+                if let Some((_, job)) = other {
+                    let _ = job.join();
+                }
+                prepare_segment(&self.dir, seq, &self.opts)?
+            }
+        };
+        let (seg, f) = install_segment(&self.dir, seq, &self.opts, &prepared.0, prepared.1)?;
         self.segments.push(seg);
         self.file = f;
         self.write_offset = SEGMENT_HEADER_BYTES as u64;
@@ -1026,8 +1079,22 @@ fn list_dir(
 /// Creates segment `seq`: header, preallocation and sync under a temporary name, then the
 /// rename and the directory sync.
 fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segment, File)> {
+    let (tmp, f) = prepare_segment(dir, seq, opts)?;
+    install_segment(dir, seq, opts, &tmp, f)
+}
+
+/// Bytes of zeros written at a time when a segment is zero-filled.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// A new segment's file under its temporary name: space reserved (`fallocate`, so a full disk
+/// is found here and not in the middle of a write), then written with zeros and synced. The
+/// zeros matter for speed: `fallocate` leaves *unwritten* extents, and the first write into
+/// one changes file-system metadata, so every `fdatasync` of appends into it commits the
+/// file system's journal; appends into written zeros are data only. Measured on this
+/// project's machine (ext4, 4 KiB appends, each followed by `fdatasync`): 166–493 µs and
+/// 45 µs of CPU per sync into fallocated space, 92–109 µs and 27–31 µs into zeros.
+fn prepare_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(PathBuf, File)> {
     let name = segment_file_name(seq);
-    let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
     let f = OpenOptions::new()
         .create(true)
@@ -1057,11 +1124,31 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
             }
             return Err(ctx(e, "preallocate", &tmp));
         }
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(opts.segment_bytes as usize)];
+        let mut at = 0u64;
+        while at < opts.segment_bytes {
+            let n = zeros.len().min((opts.segment_bytes - at) as usize);
+            f.write_all_at(&zeros[..n], at)
+                .map_err(|e| ctx(e, "write zeros to", &tmp))?;
+            at += n as u64;
+        }
     }
+    Ok((tmp, f))
+}
+
+/// Puts a prepared segment in place: header, sync, rename, directory sync.
+fn install_segment(
+    dir: &Path,
+    seq: u64,
+    opts: &WalOptions,
+    tmp: &Path,
+    f: File,
+) -> io::Result<(Segment, File)> {
+    let path = dir.join(segment_file_name(seq));
     f.write_all_at(&encode_segment_header(seq, opts.segment_bytes), 0)
-        .map_err(|e| ctx(e, "write", &tmp))?;
-    f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(|e| ctx(e, "rename", &tmp))?;
+        .map_err(|e| ctx(e, "write", tmp))?;
+    f.sync_all().map_err(|e| ctx(e, "sync", tmp))?;
+    fs::rename(tmp, &path).map_err(|e| ctx(e, "rename", tmp))?;
     sync_dir(dir)?;
     Ok((
         Segment {
