@@ -269,6 +269,8 @@ pub struct Server {
     completed: Vec<u64>,
     drops_reported: u64,
     drops_warned_at: Option<Instant>,
+    /// When `start` began, until the first turn has reported how long start-up took.
+    started: Option<Instant>,
 }
 
 impl Server {
@@ -337,6 +339,12 @@ impl Server {
                 .end_turn(&mut self.io, now)
                 .map_err(|f| ServerError::runtime(format!("{f}; stopping")))?;
             self.flush_conns();
+            if let Some(t) = self.started {
+                if !self.host.wants_turn() {
+                    self.started = None;
+                    self.report_start(t);
+                }
+            }
         }
         info!("{}: stopping on signal", self.host.who());
         self.host.shutdown(&mut self.io);
@@ -431,6 +439,19 @@ impl Server {
             self.drops_reported = total;
         }
         self.host.housekeeping(&mut self.io, now);
+    }
+
+    /// The start-up time, once the first turns have applied what the log held as committed
+    /// (what a restart must do before it serves reads from its dictionary again).
+    fn report_start(&self, t: Instant) {
+        let kv = self.host.kv();
+        info!(
+            "{}: serving {} ms after start: {} keys, applied through index {}",
+            self.host.who(),
+            t.elapsed().as_millis(),
+            kv.len(),
+            kv.applied_index().0
+        );
     }
 
     /// Tells the host which tokens the syncer made durable, in order.

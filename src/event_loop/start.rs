@@ -116,6 +116,7 @@ impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        let started = Instant::now();
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| {
             ServerError::runtime(format!(
@@ -353,6 +354,7 @@ impl Server {
             completed: Vec::new(),
             drops_reported: 0,
             drops_warned_at: None,
+            started: Some(started),
             cfg,
         })
     }
