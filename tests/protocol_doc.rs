@@ -116,6 +116,7 @@ fn expected() -> BTreeMap<&'static str, Golden> {
         dropped_datagrams: vec![("bad_tag".into(), 2)],
         sessions: 1,
         keys: 5,
+        pid: 12345,
     };
     BTreeMap::from([
         ("request/register_session", Req(1, Request::RegisterSession)),

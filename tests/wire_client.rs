@@ -187,6 +187,7 @@ pub fn every_response() -> Vec<Response> {
             dropped_datagrams: vec![("BadTag".into(), 3), ("Stale".into(), 1)],
             sessions: 12,
             keys: 34,
+            pid: 4242,
         }),
         Response::Status(Status::default()),
         Response::Members(vec![member(1, true), member(3, false)]),

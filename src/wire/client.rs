@@ -202,6 +202,9 @@ pub struct Status {
     pub dropped_datagrams: Vec<(String, u64)>,
     pub sessions: u64,
     pub keys: u64,
+    /// The server's process id on its host (0 when unknown), so that an operator can signal
+    /// the very process that answered, e.g. to kill the leader in a drill.
+    pub pid: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -878,6 +881,7 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             }
             e.u64(s.sessions);
             e.u64(s.keys);
+            e.u32(s.pid);
         }
         Response::Members(ms) => {
             e.u32(ms.len() as u32);
@@ -1347,6 +1351,7 @@ fn decode_status(d: &mut Dec<'_>) -> Result<Status, FrameError> {
         dropped_datagrams,
         sessions: d.u64()?,
         keys: d.u64()?,
+        pid: d.u32()?,
     })
 }
 
