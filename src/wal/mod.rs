@@ -753,7 +753,7 @@ impl Wal {
     }
 
     fn write_snapshot_file_inner(&mut self, snap: &Snapshot) -> io::Result<()> {
-        if snap.data.len() as u64 > self.opts.max_snapshot_bytes {
+        if snap.data.len() > self.opts.max_snapshot_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
