@@ -27,6 +27,7 @@ mod clients;
 mod conn;
 mod start;
 mod timer;
+mod udp;
 
 use crate::config::{ServerConfig, EXIT_RUNTIME, EXIT_USAGE};
 use crate::host::{Host, IoStatus, Now, Output, ReplyTo};
@@ -262,7 +263,7 @@ pub struct Server {
     /// The monotonic origin of the host's time.
     origin: Instant,
     now: Instant,
-    recv_buf: Vec<u8>,
+    recv_buf: udp::RecvBatch,
     /// Connections to take up again after a flush (backpressure released, input left).
     resume: Vec<usize>,
     fired: Vec<TimerKind>,
@@ -354,26 +355,34 @@ impl Server {
     }
 
     fn recv_datagrams(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.io.udp.as_raw_fd();
         // A socket error that repeats must not spin the loop: give up for this round.
         let mut errors = 0;
         while errors < 64 {
-            match self.io.udp.recv_from(&mut self.recv_buf) {
-                Ok((n, from)) => {
-                    let Some(msg) = self.io.codec.decode(&self.recv_buf[..n], self.tick_count)
-                    else {
-                        continue;
-                    };
-                    debug!(
-                        "n{} <- n{} {} from {from}",
-                        self.io.id,
-                        msg.from,
-                        msg.body.name()
-                    );
-                    // A node not yet in our membership (a joiner) is reachable at its source.
-                    self.io.peers.entry(msg.from).or_insert(from);
-                    self.host.peer_message(msg);
+            match self.recv_buf.recv(fd) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (d, from) = self.recv_buf.datagram(i);
+                        let Some(msg) = self.io.codec.decode(d, self.tick_count) else {
+                            continue;
+                        };
+                        debug!(
+                            "n{} <- n{} {} from {from:?}",
+                            self.io.id,
+                            msg.from,
+                            msg.body.name()
+                        );
+                        // A node not yet in our membership (a joiner) is reachable at its source.
+                        if let Some(from) = from {
+                            self.io.peers.entry(msg.from).or_insert(from);
+                        }
+                        self.host.peer_message(msg);
+                    }
+                    if n < udp::BATCH {
+                        break; // the queue was empty: the next datagram raises a new edge
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (a peer down) surface here on Linux; they are not ours to fix.
@@ -414,6 +423,9 @@ impl Server {
     }
 
     fn housekeeping(&mut self, now: Now) {
+        // A receive cut short by a socket error can leave datagrams queued with no new edge
+        // to announce them (see `udp::RecvBatch::recv`): take them up here at the latest.
+        self.recv_datagrams();
         self.io.codec.expire(self.tick_count);
         let total = self.io.codec.drops().total();
         let quiet = match self.drops_warned_at {

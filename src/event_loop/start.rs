@@ -348,7 +348,7 @@ impl Server {
             next_tick_at: now + tick,
             origin: now,
             now,
-            recv_buf: vec![0u8; 65_536],
+            recv_buf: super::udp::RecvBatch::new(),
             resume: Vec::new(),
             fired: Vec::new(),
             completed: Vec::new(),
