@@ -84,24 +84,32 @@ done
 } >>"$OUT"
 
 if ((STRACE)); then
-    LPID=${SERVER_PIDS[$((LEADER_ID - 1))]}
-    strace -c -f -p "$LPID" -o "$OUT.strace" &
-    ST=$!
+    # One strace per server, all at once: system calls per request of the whole cluster.
+    STS=()
+    for i in "${!SERVER_PIDS[@]}"; do
+        strace -c -f -p "${SERVER_PIDS[$i]}" -o "$OUT.strace$((i + 1))" &
+        STS+=($!)
+    done
     sleep 1
     json=$("$BIN/loadgen" --endpoints "$ENDPOINTS" --op "$OP" --key-space "$KEYS" --clients "$CLIENTS" \
         --total "$REQUESTS" --warmup 0s --quiet --format json --timeout 30s)
-    kill -INT "$ST" 2>/dev/null || true
-    wait "$ST" 2>/dev/null || true
+    for st in "${STS[@]}"; do kill -INT "$st" 2>/dev/null || true; done
+    for st in "${STS[@]}"; do wait "$st" 2>/dev/null || true; done
     ops=$(jnum "$json" ops)
+    per_call() { awk -v n="$ops" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { printf "%s %.3f\n", $NF, $4 / n }' "$1"; }
     {
         echo
-        echo "System calls per request on the leader (strace -c -f, both threads, $ops requests):"
+        echo "System calls per request (strace -c -f on each server, both threads, $ops requests; strace slows the servers, so group commits hold more writes than without it):"
         echo
-        echo '```'
-        awk -v n="$ops" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { name = $NF; calls = $4;
-            printf "%-16s %8.3f per request\n", name, calls / n; tot += calls }
-            END { printf "%-16s %8.3f per request\n", "total", tot / n }' "$OUT.strace" | sort -k2 -rn
-        echo '```'
+        echo "| call | leader (n$LEADER_ID) | followers (together) | all three |"
+        echo "|---|---|---|---|"
+        for i in 1 2 3; do per_call "$OUT.strace$i" | sed "s/^/$i /"; done |
+            awk -v l="$LEADER_ID" '{ if ($1 == l) lead[$2] += $3; else fol[$2] += $3; all[$2] += $3 }
+                END { for (c in all) printf "| %s | %.3f | %.3f | %.3f |\n", c, lead[c], fol[c], all[c] }' |
+            sort -t'|' -k5 -rn | awk -F'|' '$5 + 0 >= 0.001'
+        for i in 1 2 3; do per_call "$OUT.strace$i" | sed "s/^/$i /"; done |
+            awk -v l="$LEADER_ID" '{ if ($1 == l) a += $3; else b += $3; c += $3 }
+                END { printf "| total | %.3f | %.3f | %.3f |\n", a, b, c }'
     } >>"$OUT"
 fi
 
