@@ -60,8 +60,8 @@ impl RecvBatch {
                 std::ptr::null_mut(),
             );
             if n > 0 {
-                for i in 0..n as usize {
-                    self.lens[i] = (hdrs[i].msg_len as usize).min(SLOT_BYTES);
+                for (len, h) in self.lens.iter_mut().zip(&hdrs).take(n as usize) {
+                    *len = (h.msg_len as usize).min(SLOT_BYTES);
                 }
             }
             n
