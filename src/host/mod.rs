@@ -289,8 +289,8 @@ pub struct Host {
     stored_term_vote: Option<(Term, Option<NodeId>)>,
     /// A commit-only hard state not yet handed to storage (see `ready.rs`).
     lazy_hard_state: Option<HardState>,
-    /// Successful AppendEntries acknowledgements released this turn, at most one per leader
-    /// and term, sent at the end of the turn (see `ready.rs`).
+    /// Successful AppendEntries acknowledgements released by `durable` and not yet sent, at
+    /// most one per leader and term; the next turn sends them first (see `ready.rs`).
     acks: Vec<Message>,
 
     // Writes (requests.rs, apply.rs).
@@ -411,10 +411,13 @@ impl Host {
         if self.membership_reported.is_none() {
             self.report_membership(out);
         }
+        // Acknowledgements that `durable` released since the last turn leave first: nothing
+        // below (applying, a snapshot slice) may delay the leader's commit.
+        self.flush_acks(out);
         self.start_read_round(out);
         self.handle_ready(out)?;
-        self.maybe_snapshot(out);
         self.flush_acks(out);
+        self.maybe_snapshot(out);
         Ok(())
     }
 

@@ -111,6 +111,7 @@ impl Host {
             for m in after {
                 self.send_after_persist(out, m);
             }
+            self.flush_acks(out);
             // A mark without a write of its own (a deferred commit-only hard state): every
             // earlier batch is durable, and with them the term, the vote and the entries
             // through this mark.
@@ -215,9 +216,10 @@ impl Host {
     }
 
     /// Sends a message that waited for durability, except that a successful AppendEntries
-    /// acknowledgement waits until the end of the turn in `acks`, where a later one to the same
-    /// leader in the same term replaces it: several batches made durable by one sync then cost
-    /// the leader one datagram, not one per batch. Merging keeps the larger match index and
+    /// acknowledgement waits in `acks` until `flush_acks` (the start of the next turn, for
+    /// those `durable` releases; at once otherwise), where a later one to the same leader in
+    /// the same term replaces it: several batches made durable by one sync then cost the
+    /// leader one datagram, not one per batch. Merging keeps the larger match index and
     /// read round: within one term a follower never loses entries that matched its leader, and
     /// a later acknowledgement still confirms a round an earlier one echoed.
     fn send_after_persist<O: Output>(&mut self, out: &mut O, m: Message) {
@@ -263,7 +265,7 @@ impl Host {
         }
     }
 
-    /// Sends the acknowledgements gathered during this turn (see `send_after_persist`).
+    /// Sends the acknowledgements gathered so far (see `send_after_persist`).
     pub(super) fn flush_acks<O: Output>(&mut self, out: &mut O) {
         for m in self.acks.drain(..) {
             out.send(m);
