@@ -7,6 +7,7 @@
 //! `wal` (durable bytes), `wire` (every byte format on a network), `client` (the library
 //! applications use), `sim` (the deterministic cluster simulator, driving the same host).
 
+pub mod bootstrap;
 pub mod bytes;
 pub mod cli;
 pub mod client;

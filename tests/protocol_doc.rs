@@ -117,6 +117,8 @@ fn expected() -> BTreeMap<&'static str, Golden> {
         sessions: 1,
         keys: 5,
         pid: 12345,
+        incarnation: 0x1122_3344_5566_7788,
+        lost_entries: Some((3, 22)),
     };
     BTreeMap::from([
         ("request/register_session", Req(1, Request::RegisterSession)),
@@ -325,7 +327,10 @@ fn expected() -> BTreeMap<&'static str, Golden> {
                 },
             ),
         ),
-        ("response/status", Resp(49, Response::Status(status))),
+        (
+            "response/status",
+            Resp(49, Response::Status(Box::new(status))),
+        ),
         (
             "response/members",
             Resp(

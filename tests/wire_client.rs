@@ -157,7 +157,7 @@ pub fn every_response() -> Vec<Response> {
             len: 1000,
             applied_index: 1001,
         },
-        Response::Status(Status {
+        Response::Status(Box::new(Status {
             id: 1,
             role: "leader".into(),
             term: 3,
@@ -188,8 +188,10 @@ pub fn every_response() -> Vec<Response> {
             sessions: 12,
             keys: 34,
             pid: 4242,
-        }),
-        Response::Status(Status::default()),
+            incarnation: 77,
+            lost_entries: Some((5, 99)),
+        })),
+        Response::Status(Box::default()),
         Response::Members(vec![member(1, true), member(3, false)]),
         Response::Members(vec![]),
         Response::Done,

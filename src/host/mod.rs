@@ -45,6 +45,7 @@
 //! compacts; `status.rs` reports the node's state.
 
 mod apply;
+mod peers;
 mod reads;
 mod ready;
 mod requests;
@@ -58,7 +59,7 @@ use crate::raft::{self, Boot, Raft, Role, SoftState};
 use crate::storage::WriteBatch;
 use crate::types::*;
 use crate::wire::client::{ErrorKind, FrameLimits, Response};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -104,6 +105,10 @@ pub struct Bugs {
     /// A ReadIndex read is answered as soon as its round is confirmed, even when the
     /// dictionary has not yet applied the read's index.
     pub read_before_applied: bool,
+    /// A server whose storage was lost comes back as if it never had any: it bootstraps again
+    /// without asking its peers (`crate::bootstrap`), and its peers take its new incarnation
+    /// (and this node's old one) without a word.
+    pub forget_lost_storage: bool,
 }
 
 impl Bugs {
@@ -128,6 +133,10 @@ pub struct HostConfig {
     pub snapshot_log_bytes: u64,
     /// Keys encoded per loop turn while a snapshot is taken.
     pub snapshot_keys_per_turn: usize,
+    /// This node's incarnation (its data directory's random id; 0: none, no checks).
+    pub incarnation: u64,
+    /// The peers' incarnations pinned so far (from the data directory).
+    pub pins: BTreeMap<NodeId, u64>,
     pub bugs: Bugs,
 }
 
@@ -145,6 +154,8 @@ impl HostConfig {
             snapshot_entries,
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
+            incarnation: 0,
+            pins: BTreeMap::new(),
             bugs: Bugs::default(),
         }
     }
@@ -209,6 +220,14 @@ pub trait Output {
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot);
     /// The membership in force changed (peer addresses). Called once at the first turn too.
     fn membership(&mut self, _m: &Membership) {}
+    /// Pins `peer`'s incarnation: durable when this returns (the message that revealed it is
+    /// acted on right after), and named in every datagram to that peer from then on.
+    fn pin_peer(&mut self, _peer: NodeId, _incarnation: u64) {}
+    /// Forgets `peer`'s incarnation (it left the membership).
+    fn unpin_peer(&mut self, _peer: NodeId) {}
+    /// Answers (`reply`) or sends a probe to `to`; `known_as` is the incarnation this node
+    /// knows `to` by (0: none), `member` whether this node runs as a member.
+    fn send_probe(&mut self, _to: NodeId, _known_as: u64, _reply: bool, _member: bool) {}
     /// Storage and network figures for a status answer.
     fn io_status(&self) -> IoStatus {
         IoStatus::default()
@@ -305,6 +324,9 @@ pub struct Host {
     // Reads (reads.rs).
     reads: reads::Reads,
 
+    // Peers' identities (peers.rs).
+    peers: peers::Peers,
+
     // Snapshots (snapshot.rs).
     snapshot_index: LogIndex,
     snapshot_in_flight: bool,
@@ -343,6 +365,11 @@ impl Host {
         };
         let raft = Raft::new(raft_cfg, boot, seed);
         let soft = raft.soft_state();
+        let peers = peers::Peers {
+            incarnation: cfg.incarnation,
+            pins: cfg.pins.clone(),
+            ..peers::Peers::default()
+        };
         Ok(Host {
             cfg,
             raft,
@@ -361,6 +388,7 @@ impl Host {
             applied_membership,
             prop_buf: Vec::with_capacity(4096),
             reads: reads::Reads::default(),
+            peers,
             snapshot_index,
             snapshot_in_flight: false,
             snapshot_job: None,
@@ -387,11 +415,6 @@ impl Host {
     /// Whether a snapshot is being encoded (committed entries are held back meanwhile).
     pub fn snapshot_in_progress(&self) -> bool {
         self.snapshot_job.is_some()
-    }
-
-    /// A message from a peer.
-    pub fn peer_message(&mut self, msg: Message) {
-        self.raft.step(msg);
     }
 
     /// One Raft tick.

@@ -67,7 +67,7 @@ impl Host {
             },
             RequestView::Status => {
                 let s = self.status(out);
-                out.answer(to, &Response::Status(s));
+                out.answer(to, &Response::Status(Box::new(s)));
             }
             RequestView::Members => out.answer(to, &Response::Members(self.members_info())),
             RequestView::MemberAdd { id, addr, learner } => {
@@ -229,7 +229,11 @@ impl Host {
                 ErrorKind::ConfChange("a leadership transfer is in progress".into())
             }
             ProposeError::Busy => ErrorKind::Busy,
-            ProposeError::Invalid(why) => ErrorKind::ConfChange(why.to_string()),
+            // A change that can never be made as asked ("already a voter", "not a member",
+            // "cannot remove the last voter"): an invalid request, not one to retry later.
+            ProposeError::Invalid(why) => {
+                ErrorKind::Invalid(format!("membership change refused: {why}"))
+            }
         }
     }
 }

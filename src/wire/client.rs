@@ -205,6 +205,12 @@ pub struct Status {
     /// The server's process id on its host (0 when unknown), so that an operator can signal
     /// the very process that answered, e.g. to kill the leader in a drill.
     pub pid: u32,
+    /// The incarnation of the server's data directory (a random id drawn when it was created;
+    /// 0 when it has none): peers know a member by id and incarnation.
+    pub incarnation: u64,
+    /// Entries this server may have acknowledged and lost to a damaged log tail, as (term,
+    /// index) at most: while set it withholds its vote from candidates behind it.
+    pub lost_entries: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -243,7 +249,8 @@ pub enum Response {
         len: u64,
         applied_index: u64,
     },
-    Status(Status),
+    /// Boxed: the largest answer by far, and a rare one.
+    Status(Box<Status>),
     Members(Vec<MemberInfo>),
     /// A membership change or leadership transfer was accepted.
     Done,
@@ -882,6 +889,15 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             e.u64(s.sessions);
             e.u64(s.keys);
             e.u32(s.pid);
+            e.u64(s.incarnation);
+            match s.lost_entries {
+                Some((term, index)) => {
+                    e.u8(1);
+                    e.u64(term);
+                    e.u64(index);
+                }
+                None => e.u8(0),
+            }
         }
         Response::Members(ms) => {
             e.u32(ms.len() as u32);
@@ -1276,7 +1292,7 @@ pub fn decode_response(frame: &[u8], limits: &FrameLimits) -> Result<(u64, Respo
             len: d.u64()?,
             applied_index: d.u64()?,
         },
-        op::R_STATUS => Response::Status(decode_status(&mut d)?),
+        op::R_STATUS => Response::Status(Box::new(decode_status(&mut d)?)),
         op::R_MEMBERS => {
             let n = d.count(MIN_MEMBER_BYTES)?;
             let mut ms = Vec::with_capacity(n);
@@ -1352,6 +1368,12 @@ fn decode_status(d: &mut Dec<'_>) -> Result<Status, FrameError> {
         sessions: d.u64()?,
         keys: d.u64()?,
         pid: d.u32()?,
+        incarnation: d.u64()?,
+        lost_entries: if d.present()? {
+            Some((d.u64()?, d.u64()?))
+        } else {
+            None
+        },
     })
 }
 

@@ -59,6 +59,8 @@ STATUS = wire.Status(
     sessions=1,
     keys=5,
     pid=12345,
+    incarnation=0x1122334455667788,
+    lost_entries=(3, 22),
 )
 
 E = wire.ErrorReply

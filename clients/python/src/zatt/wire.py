@@ -382,6 +382,10 @@ class Status:
     keys: int = 0
     #: The answering server's process id (0 when unknown).
     pid: int = 0
+    #: The incarnation of the server's data directory (0: none).
+    incarnation: int = 0
+    #: ``(term, index)``: entries the server may have acknowledged and lost, or ``None``.
+    lost_entries: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -674,6 +678,8 @@ def _decode_status(d: _Reader) -> Status:
     sessions = d.u64()
     keys = d.u64()
     pid = d.u32()
+    incarnation = d.u64()
+    lost_entries = (d.u64(), d.u64()) if d.present() else None
     return Status(
         id=id_,
         role=role,
@@ -692,6 +698,8 @@ def _decode_status(d: _Reader) -> Status:
         sessions=sessions,
         keys=keys,
         pid=pid,
+        incarnation=incarnation,
+        lost_entries=lost_entries,
     )
 
 
