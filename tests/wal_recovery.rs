@@ -462,6 +462,78 @@ fn zeroed_last_sectors_recover_the_records_before_them() {
 }
 
 #[test]
+fn zero_filled_segments_end_at_their_zeros_and_a_damaged_record_is_still_bounded() {
+    // Goal: segments as the server makes them (preallocated, written with zeros, the next one
+    // prepared ahead on a helper thread) recover exactly what was synced: the written zeros
+    // after the last record are the segment's end, not damage (no lost-entries bound, which
+    // would cost the server its vote), and a damaged record that was synced, and so may have
+    // been acknowledged, still yields a bound covering it. Method: 4 KiB segments; write and
+    // sync 100 entries of 100 B in batches of 4 (several rolls, each after a spare was
+    // prepared); check every segment is zero-filled to its full size; reopen; then flip a
+    // byte of the last record and reopen again.
+    let d = TempDir::new("zerofill");
+    let opts = WalOptions {
+        segment_bytes: 4096,
+        preallocate: true,
+        ..WalOptions::default()
+    };
+    let all: Vec<Entry> = (1..=100).map(|i| entry(i, 1, 100)).collect();
+    {
+        let (mut wal, boot) = Wal::open(d.path(), opts.clone()).unwrap();
+        assert!(boot.entries.is_empty());
+        for b in all.chunks(4) {
+            wal.write(&batch(b.to_vec())).unwrap();
+            wal.sync().unwrap();
+        }
+        assert!(wal.segment_count() >= 3, "{} segments", wal.segment_count());
+    }
+    let mut segs: Vec<PathBuf> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap().clone();
+    let bytes = fs::read(&last).unwrap();
+    assert_eq!(bytes.len(), 4096, "the last segment is preallocated");
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(end < 4096 - 128, "no room left after the last record");
+    for p in &segs[..segs.len() - 1] {
+        assert!(fs::metadata(p).unwrap().len() >= 4096);
+    }
+    let (_, boot) = Wal::open(d.path(), opts.clone()).unwrap();
+    assert_eq!(boot.entries, all, "written zeros read as the segment's end");
+    assert_eq!(boot.hard_state.lost, None, "zeros are no damage");
+    assert!(
+        !fs::read_dir(d.path()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")),
+        "a segment prepared ahead and never used is removed at open"
+    );
+    // A byte of the last (synced, perhaps acknowledged) record damaged: a torn tail, and a
+    // bound that covers the entry it held.
+    let mut damaged = bytes.clone();
+    damaged[end - 3] ^= 0x40;
+    overwrite(&last, &damaged);
+    let (mut wal, boot) = Wal::open(d.path(), opts.clone()).unwrap();
+    assert_eq!(boot.entries, all[..99]);
+    let bound = boot
+        .hard_state
+        .lost
+        .expect("a bound for the damaged record");
+    assert!(bound.index >= LogIndex(100), "{bound:?}");
+    // Appends continue in the repaired segment and come back after another restart.
+    wal.write(&batch(vec![entry(100, 1, 100)])).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, boot) = Wal::open(d.path(), opts).unwrap();
+    assert_eq!(boot.entries, all);
+    assert_eq!(boot.hard_state.lost, Some(bound), "the bound is kept");
+}
+
+#[test]
 fn every_bit_flip_in_a_small_log_is_a_torn_tail_or_named_corruption() {
     // Goal: a flipped bit in the last record is a torn tail; anywhere else it is corruption
     // naming the file. Method: a 5-record log; flip each bit in turn and recover.

@@ -24,7 +24,9 @@
 //! records back to back. A segment is created under `.tmp`, preallocated to `segment_bytes` and
 //! written with zeros (appends into written space sync faster: see `prepare_segment`), header
 //! written, synced, renamed, and the directory synced, so a segment that exists always has a
-//! good header. The next segment is prepared on a helper thread once the last is half full. Appends go to the last segment only. A new segment is started
+//! good header, and the zeros after its last record read as its end (T1 below), exactly as
+//! never-written preallocated space would. The next segment is prepared on a helper thread
+//! once the last is half full. Appends go to the last segment only. A new segment is started
 //! when the next write would carry the current one past `segment_bytes` (a group is never split,
 //! so a segment may exceed it by one group); the previous one is already synced by then, so
 //! only the last segment can have a torn tail.
@@ -156,7 +158,8 @@ pub struct WalOptions {
     pub max_record_bytes: u64,
     /// Largest snapshot data accepted on write and on read.
     pub max_snapshot_bytes: u64,
-    /// Allocate each segment's blocks when it is created (fallocate).
+    /// Allocate each segment's blocks when it is created (fallocate) and write them with
+    /// zeros; the next segment is then prepared ahead, on a helper thread.
     pub preallocate: bool,
     /// For tests of the fail-stop path only: make the disk fail on purpose.
     pub inject_fault: Option<InjectFault>,
@@ -948,16 +951,27 @@ impl Wal {
     fn roll(&mut self) -> io::Result<()> {
         debug_assert!(!self.unsynced, "a segment is sealed only once synced");
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
-        let prepared = match self.spare.take() {
-            Some((s, job)) if s == seq => job
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("segment preparation panicked")))?,
-            other => {
-                if let Some((_, job)) = other {
-                    let _ = job.join();
+        let spare = match self.spare.take() {
+            Some((s, job)) => {
+                let done = job
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("segment preparation panicked")));
+                match done {
+                    Ok(p) if s == seq => Some(p),
+                    Ok(_) => None,
+                    // Made again below: only a failure now, when the segment is needed,
+                    // stops the server (a full disk then names this write).
+                    Err(e) => {
+                        log::warn!("preparing segment {s} ahead failed ({e}); making it now");
+                        None
+                    }
                 }
-                prepare_segment(&self.dir, seq, &self.opts)?
             }
+            None => None,
+        };
+        let prepared = match spare {
+            Some(p) => p,
+            None => prepare_segment(&self.dir, seq, &self.opts)?,
         };
         let (seg, f) = install_segment(&self.dir, seq, &self.opts, &prepared.0, prepared.1)?;
         self.segments.push(seg);
@@ -1090,7 +1104,9 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 /// A new segment's file under its temporary name: space reserved (`fallocate`, so a full disk
-/// is found here and not in the middle of a write), then written with zeros and synced. The
+/// is found here and not in the middle of a write), then written with zeros and synced (here,
+/// on the helper thread, so that `install_segment`'s sync on the syncer's path has only the
+/// header left to write, not the segment's megabytes of zeros still in the page cache). The
 /// zeros matter for speed: `fallocate` leaves *unwritten* extents, and the first write into
 /// one changes file-system metadata, so every `fdatasync` of appends into it commits the
 /// file system's journal; appends into written zeros are data only. Measured on this
@@ -1135,6 +1151,7 @@ fn prepare_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(PathB
                 .map_err(|e| ctx(e, "write zeros to", &tmp))?;
             at += n as u64;
         }
+        f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
     }
     Ok((tmp, f))
 }
