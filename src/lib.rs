@@ -19,6 +19,7 @@ pub mod lincheck;
 pub mod raft;
 pub mod rng;
 pub mod sim;
+pub mod snapdata;
 pub mod storage;
 pub mod types;
 pub mod wal;

@@ -14,6 +14,7 @@ struct Recorder {
     batches: Vec<(u64, WriteBatch)>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
+    snapshots: Vec<Snapshot>,
     /// Frames streamed (watch events and progress), decoded.
     streamed: Vec<(u64, Response)>,
     /// What `pending_bytes` says: bytes unsent on every connection, or closed.
@@ -43,7 +44,8 @@ impl Output for Recorder {
         self.batches.push((token, batch));
         self.pending.push_back(token);
     }
-    fn submit_snapshot(&mut self, token: u64, _snapshot: Snapshot) {
+    fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
+        self.snapshots.push(snapshot);
         self.pending.push_back(token);
     }
     fn stream(&mut self, _to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
@@ -304,6 +306,119 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         Role::Leader,
         "won the vote with its own vote durable, yet does not lead"
     );
+}
+
+#[test]
+fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
+    // Goal: a log that holds `snapshot_log_bytes` takes a snapshot (and then compacts) long
+    // before the entry count would. Method: a lone voter with a snapshot every million
+    // entries but a 4 KiB byte bound; write 1 KiB values until a snapshot is submitted, make
+    // it durable, and check the core's log shrank below the bound.
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.snapshot_log_bytes = 4096;
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    let big = vec![b'v'; 1024];
+    let mut id = 0;
+    while out.snapshots.is_empty() {
+        id += 1;
+        assert!(id < 20, "no snapshot after {id} writes of 1 KiB");
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key: format!("k{id}").into_bytes(),
+            value: big.clone(),
+        };
+        encode_request(id, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: id,
+        };
+        h.client_frame(&mut out, now(), to, &frame);
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+    }
+    assert!(id >= 3, "a snapshot before the log reached its bound");
+    assert!(
+        h.raft().log_bytes() < 4096,
+        "the log still holds {} B after its snapshot was stored",
+        h.raft().log_bytes()
+    );
+    assert_eq!(h.kv().len(), id as usize);
+}
+
+#[test]
+fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
+    // Goal: a follower whose storage reports several batches durable in one go sends its
+    // leader one AppendEntries acknowledgement for all of them (the latest match index), not
+    // one per batch, and still none before they are durable. Method: two AppendEntries from
+    // n2, each its own batch; report both durable, then end the turn.
+    let mut h = host(&[1, 2]);
+    let mut out = Recorder::default();
+    let append = |prev: u64, prev_term: u64, index: u64| MessageBody::AppendEntries {
+        prev_log_index: LogIndex(prev),
+        prev_log_term: Term(prev_term),
+        entries: vec![Entry::new(
+            Term(2),
+            LogIndex(index),
+            EntryKind::Normal,
+            b"x",
+        )],
+        leader_commit: LogIndex(1),
+        read_seq: index,
+    };
+    deliver(&mut h, &mut out, 2, append(1, 1, 2));
+    deliver(&mut h, &mut out, 2, append(2, 2, 3));
+    assert_eq!(out.pending.len(), 2, "each AppendEntries is its own batch");
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "acked before durable"
+    );
+    for _ in 0..2 {
+        let t = out.pending.pop_front().unwrap();
+        h.durable(&mut out, t).unwrap();
+    }
+    h.end_turn(&mut out, now()).unwrap();
+    let ack = take(&mut out, "AppendEntriesResponse").expect("acknowledged once durable");
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "one acknowledgement per batch instead of one for the sync"
+    );
+    match ack.body {
+        MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            read_seq,
+            ..
+        } => {
+            assert!(success);
+            assert_eq!(match_index, LogIndex(3));
+            assert_eq!(read_seq, 3);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A lone voter that leads, with everything it wrote durable.
