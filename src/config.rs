@@ -15,6 +15,7 @@
 //! keeps it in `DATA_DIR/cluster-id`) or the same `--cluster` list the initial members were
 //! started with.
 
+use crate::host::MinFreeDisk;
 use crate::types::NodeId;
 use log::LevelFilter;
 use std::collections::BTreeMap;
@@ -231,6 +232,24 @@ const FLAGS: &[Flag] = &[
         help: "file whose bytes (trailing newline removed) key the HMAC-SHA256 tag on every peer datagram",
     },
     Flag {
+        name: "metrics-listen",
+        hint: "HOST:PORT",
+        kind: Kind::Value,
+        default: None,
+        help: "serve HTTP on this address: GET /metrics (Prometheus text format), /health (200 \
+               when this server knows a leader and has applied what it knows committed, else \
+               503) and /ready (200 when it is also a member serving clients); off when not given",
+    },
+    Flag {
+        name: "min-free-disk",
+        hint: "SIZE|N%",
+        kind: Kind::Value,
+        default: Some("256MiB"),
+        help: "below this much free space on the data directory's file system (a size, or a \
+               percentage of it; 0 = no alarm) the leader refuses writes that add data with \
+               NoSpace, until space is freed; reads and deletes keep working",
+    },
+    Flag {
         name: "log-level",
         hint: "LEVEL",
         kind: Kind::Value,
@@ -301,6 +320,10 @@ pub struct ServerConfig {
     pub initial_cluster_state: InitialClusterState,
     /// Bytes of one write-ahead log segment, allocated when the segment is created.
     pub wal_segment_bytes: u64,
+    /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (none: not served).
+    pub metrics_listen: Option<String>,
+    /// The disk-space alarm's threshold.
+    pub min_free_disk: MinFreeDisk,
 }
 
 impl ServerConfig {
@@ -726,6 +749,15 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         64 << 10,
         1 << 30,
     )?;
+    let metrics_listen = match get("metrics-listen") {
+        Some(v) => {
+            check_addr("metrics-listen", v)?;
+            Some(v.to_string())
+        }
+        None => None,
+    };
+    let min_free_disk = parse_min_free_disk(req("min-free-disk")?)
+        .map_err(|e| bad("min-free-disk", req("min-free-disk").unwrap_or(""), e))?;
     let log_level: LevelFilter = req("log-level")?.parse().map_err(|_| {
         bad(
             "log-level",
@@ -756,7 +788,26 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         log_level,
         initial_cluster_state,
         wal_segment_bytes,
+        metrics_listen,
+        min_free_disk,
     })
+}
+
+/// Parses `--min-free-disk`: a size (`512MiB`, `0` for none) or a percentage of the file
+/// system (`5%`, `0.5%`; at most 50%).
+pub fn parse_min_free_disk(v: &str) -> Result<MinFreeDisk, String> {
+    let t = v.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let pct: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("{t:?} is not a percentage"))?;
+        if !(0.0..=50.0).contains(&pct) {
+            return Err(format!("{t:?}: a percentage must be between 0% and 50%"));
+        }
+        return Ok(MinFreeDisk::BasisPoints((pct * 100.0).round() as u32));
+    }
+    parse_size(t).map(MinFreeDisk::Bytes)
 }
 
 /// Parses a duration with a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`; fractions allowed
@@ -967,6 +1018,34 @@ mod tests {
         assert_eq!(c.wal_segment_bytes, 1 << 20);
         let c = run(BASE, &[("ZATT_INITIAL_CLUSTER_STATE", "existing")]).unwrap();
         assert_eq!(c.initial_cluster_state, InitialClusterState::Existing);
+    }
+
+    #[test]
+    fn metrics_listen_and_min_free_disk() {
+        // Goal: HTTP is off unless asked for; the disk threshold takes a size or a percentage,
+        // defaults to 256 MiB, and refuses nonsense naming the flag.
+        let c = run(BASE, &[]).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.min_free_disk, MinFreeDisk::Bytes(256 << 20));
+        let c = run(
+            &format!("{BASE} --metrics-listen 127.0.0.1:9100 --min-free-disk 2.5%"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+        assert_eq!(c.min_free_disk, MinFreeDisk::BasisPoints(250));
+        let c = run(BASE, &[("ZATT_MIN_FREE_DISK", "0")]).unwrap();
+        assert_eq!(c.min_free_disk, MinFreeDisk::Bytes(0));
+        for bad in ["60%", "-1%", "lots", "5%%"] {
+            let e = run(&format!("{BASE} --min-free-disk {bad}"), &[]).unwrap_err();
+            assert!(
+                e.message.contains("--min-free-disk"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let e = run(&format!("{BASE} --metrics-listen nowhere"), &[]).unwrap_err();
+        assert!(e.message.contains("--metrics-listen"), "{}", e.message);
     }
 
     #[test]

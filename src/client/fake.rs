@@ -485,6 +485,9 @@ impl FakeState {
                 self.last_index += 1;
                 Response::Done
             }
+            Request::SnapshotSave | Request::SnapshotChunk { .. } => Response::Error(
+                ErrorKind::Invalid("the fake server takes no snapshots".into()),
+            ),
         }
     }
 }

@@ -227,6 +227,7 @@ impl Server {
         let mut udp = UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?;
         let mut listener = TcpListener::bind(addr).map_err(|e| bind_err("TCP", e))?;
         set_udp_buffers(&udp);
+        let mut http = http::Http::bind(&cfg)?;
 
         // Bind first: a start that fails on a busy port must leave the directory untouched.
         if boot_is_empty(&boot) && !cfg.join {
@@ -277,6 +278,10 @@ impl Server {
                 poll.registry()
                     .register(&mut listener, LISTENER, Interest::READABLE)
             })
+            .and_then(|_| match &mut http {
+                Some(h) => h.register(poll.registry()),
+                None => Ok(()),
+            })
             .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
@@ -292,7 +297,9 @@ impl Server {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ cfg.id.0.rotate_left(32);
-        let host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        let mut host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        host_cfg.cluster_id = cluster_id;
+        host_cfg.min_free_disk = cfg.min_free_disk;
         let limits = host_cfg.limits;
         let host = Host::new(host_cfg, rcfg, boot, seed).map_err(|e| {
             fatal_corrupt(format!(
@@ -321,6 +328,13 @@ impl Server {
             if tls.is_some() { ", TLS" } else { "" },
             dir.display()
         );
+        if let Some(h) = &http {
+            info!(
+                "{}: serving /metrics, /health and /ready on http://{}",
+                host.who(),
+                h.addr
+            );
+        }
         Ok(Server {
             cluster_id,
             addr,
@@ -334,6 +348,8 @@ impl Server {
                 dirty: Vec::new(),
                 syncer,
                 udp_send_drops: 0,
+                mono: Duration::ZERO,
+                metrics: Default::default(),
             },
             poll,
             listener,
@@ -353,6 +369,7 @@ impl Server {
             completed: Vec::new(),
             drops_reported: 0,
             drops_warned_at: None,
+            http,
             cfg,
         })
     }

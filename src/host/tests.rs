@@ -119,6 +119,8 @@ fn put(h: &mut Host, out: &mut Recorder, id: u64, key: &[u8]) {
         conn: 0,
         generation: 0,
         request_id: id,
+        op: 0,
+        since: Duration::ZERO,
     };
     h.client_frame(out, now(), to, &frame);
     h.end_turn(out, now()).unwrap();
