@@ -6,6 +6,7 @@
 
 pub mod dev;
 mod json;
+mod snapshot;
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -48,6 +49,8 @@ Commands:
   member promote ID
   member remove ID
   transfer-leader [ID]             hand leadership to ID (or the best-placed voter)
+  snapshot save FILE               save a consistent snapshot from the leader to FILE (a
+                                   backup that `zattd --restore FILE` starts a new cluster from)
   dev [--nodes N] [--dir DIR] [--base-port P]
                                    run a local cluster until Ctrl-C
 
@@ -140,6 +143,9 @@ enum Command {
     },
     TransferLeader {
         to: Option<u64>,
+    },
+    SnapshotSave {
+        file: PathBuf,
     },
     Dev(dev::DevOptions),
 }
@@ -401,6 +407,17 @@ fn parse_command(name: &str, args: &[String]) -> Result<Command, String> {
                 },
             }
         }
+        "snapshot" => match args.first().map(String::as_str) {
+            Some("save") => {
+                let m = sub("snapshot save", &args[1..], &[], &[])?;
+                want("snapshot save", &m.free, 1, "FILE")?;
+                Command::SnapshotSave {
+                    file: PathBuf::from(&m.free[0]),
+                }
+            }
+            Some(other) => return Err(format!("snapshot {other:?}: expected save")),
+            None => return Err("snapshot needs save".into()),
+        },
         "dev" => {
             let m = sub(name, args, &[], &["nodes", "dir", "base-port"])?;
             want(name, &m.free, 0, "only flags")?;
@@ -623,6 +640,7 @@ fn execute_with(
             client.transfer_leader(to)?;
             ok_line(g, out, "{\"ok\":true}");
         }
+        Command::SnapshotSave { file } => snapshot::save(g, client, &file, out)?,
         Command::Dev(_) => unreachable!("handled before connecting"),
     }
     Ok(EXIT_OK)
@@ -704,6 +722,7 @@ fn role_name(s: &Status) -> &str {
 fn status_text(s: &Status) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "id: {}", s.id);
+    let _ = writeln!(t, "cluster_id: {}", s.cluster_id);
     let _ = writeln!(t, "role: {}", role_name(s));
     let _ = writeln!(t, "term: {}", s.term);
     let _ = match (s.leader, &s.leader_addr) {
@@ -734,6 +753,17 @@ fn status_text(s: &Status) -> String {
     let _ = writeln!(t, "keys: {}", s.keys);
     let _ = writeln!(t, "sessions: {}", s.sessions);
     let _ = writeln!(t, "wal_bytes: {}", s.wal_bytes);
+    let _ = writeln!(
+        t,
+        "disk: {} bytes free, minimum {}{}",
+        s.disk_free_bytes,
+        s.disk_min_free_bytes,
+        if s.disk_alarm {
+            " (ALARM: writes that add data are refused)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(
         t,
         "fsync: p50 {}us p99 {}us",
@@ -768,6 +798,8 @@ fn status_json(st: &Status) -> String {
     let mut s = String::from("{");
     json::key(&mut s, "id");
     let _ = write!(s, "{}", st.id);
+    json::key(&mut s, "cluster_id");
+    let _ = write!(s, "{}", st.cluster_id);
     json::key(&mut s, "role");
     json::string(&mut s, role_name(st));
     json::key(&mut s, "term");
@@ -822,10 +854,14 @@ fn status_json(st: &Status) -> String {
         ("wal_bytes", st.wal_bytes),
         ("fsync_p50_us", st.fsync_p50_us),
         ("fsync_p99_us", st.fsync_p99_us),
+        ("disk_free_bytes", st.disk_free_bytes),
+        ("disk_min_free_bytes", st.disk_min_free_bytes),
     ] {
         json::key(&mut s, name);
         let _ = write!(s, "{v}");
     }
+    json::key(&mut s, "disk_alarm");
+    let _ = write!(s, "{}", st.disk_alarm);
     json::key(&mut s, "dropped_datagrams");
     s.push('{');
     for (name, count) in &st.dropped_datagrams {
@@ -963,6 +999,10 @@ mod tests {
             "dev --nodes 0",
             "dev --base-port 65535 --nodes 3",
             "get k --bogus",
+            "snapshot",
+            "snapshot save",
+            "snapshot load f",
+            "snapshot save a b",
         ] {
             assert!(command(bad).is_err(), "{bad:?} should be refused");
         }
@@ -984,11 +1024,19 @@ mod tests {
                 addr: "127.0.0.1:5254".into(),
                 voter: true,
             }],
+            cluster_id: 99,
+            disk_free_bytes: 5,
+            disk_min_free_bytes: 6,
+            disk_alarm: true,
             ..Status::default()
         };
         let j = status_json(&st);
         for want in [
             "\"id\":2",
+            "\"cluster_id\":99",
+            "\"disk_free_bytes\":5",
+            "\"disk_min_free_bytes\":6",
+            "\"disk_alarm\":true",
             "\"role\":\"follower\"",
             "\"term\":7",
             "\"leader\":1",

@@ -29,6 +29,7 @@ mod conn;
 mod dict;
 #[doc(hidden)]
 pub mod fake;
+mod snapshot;
 mod tls;
 
 use std::fmt;
@@ -38,9 +39,10 @@ use std::time::{Duration, Instant};
 
 pub use crate::wire::client::{
     Consistency, ErrorKind, Expect, FrameLimits, MemberInfo, PeerStatus, Request, RequestView,
-    Response, Status,
+    Response, SnapshotInfo, Status,
 };
 pub use dict::{ClusterChange, DistributedDict, RefreshLock, RefreshPolicy};
+pub use snapshot::SnapshotSink;
 pub use tls::TlsConfig;
 
 use conn::{Conn, ConnError};
