@@ -181,6 +181,11 @@ pub fn read_backup(path: &Path, max_data_bytes: u64) -> Result<(BackupMeta, Vec<
     let size = r
         .u64()
         .ok_or_else(|| bad("it is truncated (before the data)"))?;
+    if size > max_data_bytes {
+        return Err(bad(&format!(
+            "its snapshot is {size} bytes, more than the {max_data_bytes} a server accepts"
+        )));
+    }
     let data_left = (body.len() - r.at) as u64;
     if size != data_left {
         return Err(bad(&format!(
@@ -291,7 +296,7 @@ mod tests {
         }
         fs::write(&path, &whole).unwrap();
         let e = read_backup(&path, 100).unwrap_err();
-        assert!(e.contains("more than a backup"), "{e}");
+        assert!(e.contains("more than"), "{e}");
         fs::remove_dir_all(&d).unwrap();
     }
 
