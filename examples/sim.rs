@@ -22,7 +22,14 @@ fn usage(opts: &getopts::Options) -> String {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Ok(args) = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<Vec<String>, _>>()
+    else {
+        eprintln!("sim: arguments must be UTF-8 text");
+        return ExitCode::from(2);
+    };
     let mut o = getopts::Options::new();
     o.optopt("", "seed-start", "first seed (default 1)", "S");
     o.optopt("", "seeds", "number of seeds (default 100)", "N");

@@ -31,7 +31,10 @@ fn parse_args() -> Args {
         seconds: 1.5,
         dir: std::env::temp_dir(),
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string().unwrap_or_else(|_| usage()))
+        .collect();
     let mut i = 0;
     while i < argv.len() {
         let val = argv.get(i + 1).cloned().unwrap_or_default();

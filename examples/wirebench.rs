@@ -25,9 +25,9 @@ fn bench(name: &str, iters: u64, mut f: impl FnMut()) {
 }
 
 fn main() {
-    let iters: u64 = std::env::args()
+    let iters: u64 = std::env::args_os()
         .nth(1)
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.to_str()?.parse().ok())
         .unwrap_or(200_000);
 
     let limits = FrameLimits::default();

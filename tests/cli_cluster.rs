@@ -1,11 +1,12 @@
-//! The `zatt` binary against real `zattd` processes: status as JSON from each server, writes
-//! through a follower, and `zatt dev` (a write and a read work; SIGINT stops every server it
-//! started; a second run reuses the data). Every wait is bounded; nothing asserts on timing.
+//! The `zatt` binary against real `zattd` processes: status as JSON from each server (with its
+//! pid), writes through a follower, a 1 MiB value from a file, TLS with and without a client
+//! certificate, and `zatt dev` (a write and a read work; SIGINT stops every server it started;
+//! a second run reuses the data; members it does not run are named, or removed when asked).
+//! Every wait is bounded; nothing asserts on timing.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -13,8 +14,24 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 
+/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zatt"));
+    for v in [
+        "ZATT_ENDPOINTS",
+        "ZATT_TIMEOUT",
+        "ZATT_TLS_CA",
+        "ZATT_CERT",
+        "ZATT_KEY",
+        "ZATT_OUTPUT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
 fn zatt(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zatt"))
+    bin()
         .args(["--endpoints", endpoints, "--timeout", "20s"])
         .args(args)
         .output()
@@ -73,7 +90,7 @@ fn commands_through_a_follower_reach_the_leader() {
     let o = zatt(&follower.addr, &["put", "colour", "blue"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&follower.addr, &["get", "colour"]);
-    assert_eq!(text(&o.stdout), "blue\n");
+    assert_eq!(text(&o.stdout), "blue");
     let o = zatt(&follower.addr, &["cas", "colour", "blue", "green"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&follower.addr, &["--output", "json", "members"]);
@@ -83,56 +100,40 @@ fn commands_through_a_follower_reach_the_leader() {
     assert!(o.stdout.is_empty());
 }
 
-/// A base port with `n` consecutive ports free for TCP and UDP on loopback.
-fn free_port_run(n: u16) -> u16 {
-    // Distinct per call (tests in this file run in parallel) and per run.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let seed = std::process::id() as u64 * 7919 + nanos + call * 1_009;
-    for attempt in 0..500u64 {
-        // Below the kernel's ephemeral range (32768 and up here), so that ports other tests get
-        // from binding port 0 cannot land on ours between this check and zatt dev's bind.
-        let base = 20_000 + ((seed + attempt * 104_729) % 12_000) as u16;
-        let ok = (0..n).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-        });
-        if ok {
-            return base;
-        }
-    }
-    panic!("no run of {n} free loopback ports");
-}
-
-/// Held by each `zatt dev` test for its duration: the two pick their ports outside the
-/// kernel's ephemeral range, so they must not pick them at the same time.
-static DEV_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
     pids: Vec<u32>,
     endpoints: String,
+    /// Everything printed up to the "ready" line.
+    seen: Vec<String>,
 }
 
-/// Starts `zatt dev` and waits (bounded) for its "ready" line; collects the servers' pids.
+/// Starts `zatt dev` with 3 servers and waits (bounded) for its "ready" line; collects the
+/// servers' pids.
 fn start_dev(dir: &Path, base: u16) -> Dev {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zatt"))
-        .args([
-            "dev",
-            "--nodes",
-            "3",
-            "--base-port",
-            &base.to_string(),
-            "--dir",
-        ])
-        .arg(dir)
-        // Not under cargo: use the zattd already built next to zatt.
-        .env_remove("CARGO")
+    start_dev_with(dir, base, 3, &[])
+}
+
+fn dev_command(dir: &Path, base: u16, nodes: u16, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args([
+        "dev",
+        "--nodes",
+        &nodes.to_string(),
+        "--base-port",
+        &base.to_string(),
+        "--dir",
+    ])
+    .arg(dir)
+    .args(extra)
+    // Not under cargo: use the zattd already built next to zatt.
+    .env_remove("CARGO");
+    c
+}
+
+fn start_dev_with(dir: &Path, base: u16, nodes: u16, extra: &[&str]) -> Dev {
+    let mut child = dev_command(dir, base, nodes, extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -170,17 +171,52 @@ fn start_dev(dir: &Path, base: u16) -> Dev {
             }
         }
     }
-    let endpoints = (0..3)
+    let endpoints = (0..nodes)
         .map(|i| format!("127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()
         .join(",");
-    assert_eq!(pids.len(), 3, "{seen:#?}");
+    assert_eq!(pids.len(), nodes as usize, "{seen:#?}");
     Dev {
         child,
         lines,
         pids,
         endpoints,
+        seen,
     }
+}
+
+/// A server started by a test by hand (as the tour does), killed when dropped.
+struct Joiner(Child);
+
+impl Joiner {
+    /// `zattd --id ID --join --listen ADDR --cluster CLUSTER --data-dir DIR/ID`.
+    fn start(dir: &Path, id: u64, addr: &str, cluster: &str) -> Joiner {
+        let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_zattd"))
+            .args(["--id", &id.to_string(), "--join", "--listen", addr])
+            .args(["--cluster", cluster, "--data-dir"])
+            .arg(dir.join(id.to_string()))
+            .env_remove("ZATT_CONFIG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Joiner(child)
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dev_cluster_arg(base: u16, nodes: u16) -> String {
+    (0..nodes)
+        .map(|i| format!("{}=127.0.0.1:{}", i + 1, base + i))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Sends SIGINT and waits (bounded) for `zatt dev` to exit; its exit code.
@@ -231,14 +267,14 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
     // second run reuses the data. Method: a temporary --dir and a free --base-port; put and
     // get through the printed endpoints; SIGINT; check each server pid is gone; run again and
     // read the value back.
-    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let ports = common::reserve_ports(3);
+    let base = ports[0].port;
     let dir = common::temp_dir("zatt-dev");
-    let base = free_port_run(3);
     let mut dev = start_dev(&dir, base);
     let o = zatt(&dev.endpoints, &["put", "hello", "world"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&dev.endpoints, &["get", "hello"]);
-    assert_eq!(text(&o.stdout), "world\n");
+    assert_eq!(text(&o.stdout), "world");
     assert_eq!(interrupt(&mut dev), Some(0));
     let rest: Vec<String> = dev.lines.try_iter().collect();
     assert!(
@@ -255,7 +291,7 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
 
     let mut again = start_dev(&dir, base);
     let o = zatt(&again.endpoints, &["get", "hello"]);
-    assert_eq!(text(&o.stdout), "world\n", "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "world", "{}", text(&o.stderr));
     assert_eq!(interrupt(&mut again), Some(0));
     for &pid in &again.pids {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -268,12 +304,104 @@ fn zatt_dev_serves_writes_and_stops_every_server_on_sigint() {
 }
 
 #[test]
+fn zatt_dev_names_members_it_does_not_run_and_removes_them_when_asked() {
+    // Goal: after a server was added by hand (as in the tour), a second `zatt dev` says which
+    // members it does not run and what to do, and `--remove-others` removes them. Method:
+    // add node 4, stop everything, start again twice.
+    let ports = common::reserve_ports(3);
+    let base = ports[0].port;
+    let p4 = common::reserve_ports(1);
+    let addr4 = format!("127.0.0.1:{}", p4[0].port);
+    let dir = common::temp_dir("zatt-dev-others");
+    let mut dev = start_dev(&dir, base);
+    let n4 = Joiner::start(&dir, 4, &addr4, &dev_cluster_arg(base, 3));
+    let o = zatt(&dev.endpoints, &["member", "add", "4", &addr4]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(interrupt(&mut dev), Some(0));
+    drop(n4);
+
+    let mut again = start_dev(&dir, base);
+    let note = format!("members zatt dev does not run: 4={addr4} (voter)");
+    assert!(
+        again.seen.iter().any(|l| l.contains(&note)),
+        "{:#?}",
+        again.seen
+    );
+    assert!(again
+        .seen
+        .iter()
+        .any(|l| l.contains("zatt member remove 4")));
+    assert_eq!(interrupt(&mut again), Some(0));
+
+    let mut cleaned = start_dev_with(&dir, base, 3, &["--remove-others"]);
+    assert!(
+        cleaned
+            .seen
+            .iter()
+            .any(|l| l.contains(&format!("removed member 4={addr4}"))),
+        "{:#?}",
+        cleaned.seen
+    );
+    let o = zatt(&cleaned.endpoints, &["members"]);
+    assert_eq!(text(&o.stdout).lines().count(), 3, "{}", text(&o.stdout));
+    assert_eq!(interrupt(&mut cleaned), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn zatt_dev_says_at_once_when_its_servers_are_no_majority() {
+    // Goal: when the cluster's voters include servers `zatt dev` does not run and its own are
+    // no majority, it says so and what to do, instead of waiting a minute and reporting "no
+    // leader elected". Method: a one-server dev cluster grows a second voter by hand, which
+    // is then stopped; the next `zatt dev --nodes 1` must exit 1 naming it, within 45 s (its
+    // old leader wait was 60 s).
+    let ports = common::reserve_ports(1);
+    let base = ports[0].port;
+    let p2 = common::reserve_ports(1);
+    let addr2 = format!("127.0.0.1:{}", p2[0].port);
+    let dir = common::temp_dir("zatt-dev-minority");
+    let mut dev = start_dev_with(&dir, base, 1, &[]);
+    let n2 = Joiner::start(&dir, 2, &addr2, &dev_cluster_arg(base, 1));
+    let o = zatt(&dev.endpoints, &["member", "add", "2", &addr2]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(interrupt(&mut dev), Some(0));
+    drop(n2);
+
+    let mut child = dev_command(&dir, base, 1, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: interrupting a child this test started; it stops its servers.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let _ = child.wait();
+            panic!("zatt dev kept waiting for a leader that cannot be elected");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no leader can be elected"), "{err}");
+    assert!(err.contains(&format!("2={addr2} (voter)")), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn servers_stop_when_zatt_dev_is_killed_outright() {
     // Goal: even a `zatt dev` that cannot clean up (kill -9) leaves no server running. Method:
     // SIGKILL it; each server, told by the kernel that its parent died, must exit.
-    let _ports = DEV_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let ports = common::reserve_ports(3);
+    let base = ports[0].port;
     let dir = common::temp_dir("zatt-dev-kill");
-    let base = free_port_run(3);
     let mut dev = start_dev(&dir, base);
     dev.child.kill().unwrap();
     let _ = dev.child.wait();
@@ -309,8 +437,8 @@ fn tls_ca_flag_speaks_tls_to_a_tls_cluster() {
     let o = zatt(&endpoints, &["--tls-ca", &ca_s, "put", "k", "tls"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&endpoints, &["--tls-ca", &ca_s, "get", "k"]);
-    assert_eq!(text(&o.stdout), "tls\n");
-    let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
+    assert_eq!(text(&o.stdout), "tls");
+    let o = bin()
         .args(["--endpoints", &endpoints, "--timeout", "2s", "get", "k"])
         .output()
         .unwrap();
@@ -318,6 +446,100 @@ fn tls_ca_flag_speaks_tls_to_a_tls_cluster() {
     let err = text(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--tls-ca"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cert_and_key_present_a_client_certificate_to_servers_that_require_one() {
+    // Goal: `zatt --cert --key` reaches servers started with --tls-client-ca; without them the
+    // handshake is refused and the CLI says TLS failed, in one line.
+    let dir = common::temp_dir("cli-mtls");
+    let (cluster, ca, (cert, key)) = common::start_mutual_tls_cluster(&dir, 3);
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ca, cert, key) = (
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let with_cert = ["--tls-ca", &ca, "--cert", &cert, "--key", &key];
+    let o = zatt(
+        &endpoints,
+        &[&with_cert[..], &["put", "k", "mutual"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&endpoints, &[&with_cert[..], &["get", "k"]].concat());
+    assert_eq!(text(&o.stdout), "mutual", "{}", text(&o.stderr));
+    let o = bin()
+        .args([
+            "--endpoints",
+            &endpoints,
+            "--timeout",
+            "5s",
+            "--tls-ca",
+            &ca,
+        ])
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--cert"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_reports_each_servers_pid_and_finds_the_leader() {
+    // Goal: the tour can kill the leader by the pid `zatt status` reports. Method: each
+    // server's reported pid is the process the harness started; --leader --field id names the
+    // leader the harness sees.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    for n in &cluster.nodes {
+        let o = zatt(&n.addr, &["status", "--field", "pid"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), n.pid().unwrap().to_string());
+        assert!(text(&zatt(&n.addr, &["status"]).stdout)
+            .contains(&format!("\npid: {}\n", n.pid().unwrap())));
+    }
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
+    let o = zatt(&follower.addr, &["status", "--leader", "--field", "id"]);
+    assert_eq!(text(&o.stdout).trim(), leader.to_string());
+    let o = zatt(&follower.addr, &["status", "--leader", "--field", "pid"]);
+    assert_eq!(
+        text(&o.stdout).trim(),
+        cluster.node(leader).pid().unwrap().to_string()
+    );
+}
+
+#[test]
+fn a_one_mebibyte_value_goes_in_from_a_file_and_comes_back_exact() {
+    // Goal: the CLI stores values as large as the server accepts (1 MiB), beyond the kernel's
+    // limit on one argument (about 128 KiB), and `get` writes their exact bytes.
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let endpoints = cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let value: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let dir = common::temp_dir("cli-big");
+    let file = common::write_file(&dir, "value", &value);
+    let o = zatt(
+        &endpoints,
+        &["put", "big", "--file", &file.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = zatt(&endpoints, &["get", "big"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout == value, "{} bytes came back", o.stdout.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,19 +1,60 @@
 //! The `zatt` binary's outputs and exit codes against the scripted fake server: every
-//! subcommand in text and JSON, a missing key, usage errors (exit 2) and an unreachable cluster
-//! (exit 1 within --timeout). Each run is a real process; each wait is bounded by --timeout.
+//! subcommand in text and JSON, a missing key, values from files and standard input, bytes that
+//! are not UTF-8, help, usage errors (exit 2), unreachable or foreign endpoints, and whole
+//! results only. Each run is a real process; each wait is bounded by --timeout.
 
-use std::process::{Command, Output};
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use zatt::client::fake::FakeServer;
-use zatt::client::Request;
+use zatt::client::fake::{Action, FakeServer};
+use zatt::client::{ErrorKind, MemberInfo, Request, Response};
 
-fn zatt(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zatt"))
+/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zatt"));
+    for v in [
+        "ZATT_ENDPOINTS",
+        "ZATT_TIMEOUT",
+        "ZATT_TLS_CA",
+        "ZATT_CERT",
+        "ZATT_KEY",
+        "ZATT_OUTPUT",
+    ] {
+        c.env_remove(v);
+    }
+    c.env_remove("CARGO");
+    c
+}
+
+fn zatt<S: AsRef<OsStr>>(endpoint: &str, args: &[S]) -> Output {
+    bin()
         .args(["--endpoints", endpoint, "--timeout", "3s"])
         .args(args)
-        .env_remove("CARGO")
         .output()
         .expect("run zatt")
+}
+
+/// Runs zatt with `input` on its standard input.
+fn zatt_stdin(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = bin()
+        .args(["--endpoints", endpoint, "--timeout", "3s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    o
 }
 
 fn stdout(o: &Output) -> String {
@@ -33,9 +74,10 @@ fn put_get_del_round_trip_in_text() {
     assert_eq!(stdout(&o), "OK\n");
     let o = zatt(s.addr(), &["get", "greeting"]);
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(stdout(&o), "hello world\n");
+    // Not a terminal: the value's exact bytes, no newline added.
+    assert_eq!(stdout(&o), "hello world");
     let o = zatt(s.addr(), &["get", "greeting", "--stale"]);
-    assert_eq!(stdout(&o), "hello world\n");
+    assert_eq!(stdout(&o), "hello world");
     let o = zatt(s.addr(), &["del", "greeting"]);
     assert_eq!((o.status.code(), stdout(&o)), (Some(0), "deleted\n".into()));
     let o = zatt(s.addr(), &["del", "greeting"]);
@@ -57,7 +99,59 @@ fn values_starting_with_a_dash_go_after_double_dash() {
     let s = FakeServer::start();
     let o = zatt(s.addr(), &["put", "n", "--", "-5"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&zatt(s.addr(), &["get", "n"])), "-5\n");
+    assert_eq!(stdout(&zatt(s.addr(), &["get", "n"])), "-5");
+}
+
+#[test]
+fn values_come_from_a_file_or_standard_input_and_get_writes_their_exact_bytes() {
+    // Goal: values beyond what one argument can carry (about 128 KiB), with any bytes, go in
+    // with --file or '-', and come back out of `get` byte for byte. Method: 600 KiB of every
+    // byte value, through each route.
+    let s = FakeServer::start();
+    let value: Vec<u8> = (0..600 * 1024u32).map(|i| (i * 7 % 256) as u8).collect();
+    let dir = std::env::temp_dir().join(format!("zatt-cli-file-{}", std::process::id()));
+    std::fs::write(&dir, &value).unwrap();
+    let path = dir.display().to_string();
+    let o = zatt(s.addr(), &["put", "big", "--file", &path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = zatt(s.addr(), &["get", "big"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout == value, "get gave {} bytes back", o.stdout.len());
+    let o = zatt_stdin(s.addr(), &["put", "piped", "-"], &value[..1000]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(zatt(s.addr(), &["get", "piped"]).stdout, &value[..1000]);
+    let o = zatt(s.addr(), &["put", "k", "--file", "/nonexistent/value"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/value"), "{}", stderr(&o));
+    let _ = std::fs::remove_file(dir);
+}
+
+#[test]
+fn keys_and_values_that_are_not_utf8_are_taken_as_bytes() {
+    // Goal: no argument makes zatt panic (a non-UTF-8 key used to end in a backtrace, exit
+    // 101); arguments are bytes; text listings escape them, JSON gives base64.
+    let s = FakeServer::start();
+    let key = OsStr::from_bytes(b"k\xff");
+    let val = OsStr::from_bytes(b"v\xfe\tw");
+    let o = zatt(s.addr(), &[OsStr::new("put"), key, val]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = zatt(s.addr(), &[OsStr::new("get"), key]);
+    assert_eq!(o.stdout, b"v\xfe\tw");
+    let o = zatt(s.addr(), &["scan"]);
+    assert_eq!(stdout(&o), "k\\xff\tv\\xfe\\tw\n");
+    let o = zatt(s.addr(), &["--output", "json", "dump"]);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "[{{\"key\":{{\"base64\":\"a/8=\"}},\"value\":{{\"base64\":\"dv4Jdw==\"}},\"revision\":{}}}]\n",
+            s.state().map.get(&b"k\xff"[..]).unwrap().1
+        )
+    );
+    for bad in [&b"\xff"[..], b"--\xff", b"-\xff"] {
+        let o = zatt(s.addr(), &[OsStr::from_bytes(bad)]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1);
+    }
 }
 
 #[test]
@@ -92,7 +186,8 @@ fn scan_and_dump_in_text_and_json() {
         assert_eq!(zatt(s.addr(), &["put", k, v]).status.code(), Some(0));
     }
     let o = zatt(s.addr(), &["scan", "a/"]);
-    assert_eq!(stdout(&o), "a/1\tx\na/2\tsay \"hi\"\n\n");
+    // A newline inside a value is escaped, so each key is one line.
+    assert_eq!(stdout(&o), "a/1\tx\na/2\tsay \"hi\"\\n\n");
     let o = zatt(s.addr(), &["scan", "--limit", "1"]);
     assert_eq!(stdout(&o), "a/1\tx\n");
     let o = zatt(s.addr(), &["--output", "json", "scan", "a/"]);
@@ -104,10 +199,81 @@ fn scan_and_dump_in_text_and_json() {
     assert!(out.contains("\"value\":\"say \\\"hi\\\"\\n\""), "{out}");
     assert!(out.ends_with("]\n"));
     let o = zatt(s.addr(), &["--output", "json", "dump"]);
-    assert_eq!(
-        stdout(&o),
-        "{\"a/1\":\"x\",\"a/2\":\"say \\\"hi\\\"\\n\",\"b/1\":\"z\"}\n"
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("[{\"key\":\"a/1\",\"value\":\"x\",\"revision\":"),
+        "{out}"
     );
+    assert_eq!(out.matches("\"key\":").count(), 3, "{out}");
+    assert!(out.ends_with("}]\n"), "{out}");
+}
+
+#[test]
+fn tabs_and_newlines_in_values_cannot_fake_lines() {
+    // Goal: a value holding a tab and a newline stays on its key's one line in text output.
+    let s = FakeServer::start();
+    assert_eq!(
+        zatt(s.addr(), &["put", "a", "x\tfake\nb\ty"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(zatt(s.addr(), &["put", "b", "\\t"]).status.code(), Some(0));
+    let o = zatt(s.addr(), &["dump"]);
+    assert_eq!(stdout(&o), "a\tx\\tfake\\nb\\ty\nb\t\\\\t\n");
+}
+
+#[test]
+fn json_get_of_a_missing_key_prints_null_and_exits_1() {
+    let s = FakeServer::start();
+    let o = zatt(s.addr(), &["--output", "json", "get", "nothing"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(1), "null\n".into()));
+}
+
+#[test]
+fn a_failed_command_prints_no_partial_result() {
+    // Goal: a command prints its whole result or only an error. Method: a three-page dump
+    // whose second page is refused; text and JSON both print nothing on stdout.
+    let s = FakeServer::start();
+    for k in ["a", "b", "c"] {
+        zatt(s.addr(), &["put", k, "v"]);
+    }
+    s.state().max_scan_page = 1;
+    s.script(|req, _| match req {
+        Request::Scan {
+            start_after: Some(_),
+            ..
+        } => Action::Reply(Response::Error(ErrorKind::Invalid("refused".into()))),
+        _ => Action::Serve,
+    });
+    for output in ["text", "json"] {
+        let o = zatt(s.addr(), &["--output", output, "dump"]);
+        assert_eq!(o.status.code(), Some(1), "{output}");
+        assert!(o.stdout.is_empty(), "{output}: {}", stdout(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{output}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn timeout_bounds_the_whole_command() {
+    // Goal: --timeout bounds the command as a whole, retries and pages included, not each
+    // request. Method: each of three scan pages takes 400 ms, well within a 1 s --timeout on
+    // its own but not all three together: dump must fail (printing nothing) rather than
+    // succeed late.
+    let s = FakeServer::start();
+    for k in ["a", "b", "c"] {
+        zatt(s.addr(), &["put", k, "v"]);
+    }
+    s.state().max_scan_page = 1;
+    s.script(|req, _| match req {
+        Request::Scan { .. } => Action::Delay(Duration::from_millis(400)),
+        _ => Action::Serve,
+    });
+    let o = bin()
+        .args(["--endpoints", s.addr(), "--timeout", "1s", "dump"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("--timeout 1s"), "{}", stderr(&o));
 }
 
 #[test]
@@ -137,6 +303,22 @@ fn status_json_is_one_object_with_the_promised_fields() {
 fn membership_and_transfer_commands_send_the_right_requests() {
     // Goal: each admin command reaches the server as the request it names.
     let s = FakeServer::start();
+    // After `member add --learner`, the cluster lists 4 as a learner (promote checks).
+    s.script(|req, _| match req {
+        Request::Members => Action::Reply(Response::Members(vec![
+            MemberInfo {
+                id: 1,
+                addr: "127.0.0.1:5254".into(),
+                voter: true,
+            },
+            MemberInfo {
+                id: 4,
+                addr: "127.0.0.1:5257".into(),
+                voter: false,
+            },
+        ])),
+        _ => Action::Serve,
+    });
     for args in [
         &["member", "add", "4", "127.0.0.1:5257", "--learner"][..],
         &["member", "promote", "4"],
@@ -150,6 +332,7 @@ fn membership_and_transfer_commands_send_the_right_requests() {
     }
     let o = zatt(s.addr(), &["--output", "json", "members"]);
     assert!(stdout(&o).starts_with("[{\"id\":1,"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("\"id\":4,\"addr\":\"127.0.0.1:5257\",\"role\":\"learner\""));
     let sent: Vec<Request> = s
         .state()
         .requests
@@ -186,39 +369,126 @@ fn usage_errors_exit_2_with_one_line() {
         &["member", "add", "x", "127.0.0.1:1"],
         &["scan", "--limit", "lots"],
         &["get", "k", "--bogus"],
+        &["--endpoints", "127.0.0.1:99999", "get", "k"],
+        &["--endpoints", "localhost", "get", "k"],
+        &["put", "k", "v", "--file", "f"],
+        &["help", "frobnicate"],
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
-            .args(args)
-            .output()
-            .unwrap();
+        let o = bin().args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("zatt: ") && err.contains("--help"), "{err}");
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let o = bin().arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("transfer-leader"));
 }
 
 #[test]
-fn unreachable_cluster_exits_1_within_the_timeout() {
-    // Goal: no server → exit 1, one line naming the endpoints and what to do. Bounded by the
-    // --timeout given (no timing assertion).
+fn help_and_version_follow_the_usual_conventions() {
+    // Goal: `zatt help`, `zatt help CMD` and `zatt CMD --help` (that command's help, not the
+    // overview), and `zatt --version`; all exit 0 without contacting a server.
+    let overview = stdout(&bin().arg("help").output().unwrap());
+    assert!(
+        overview.starts_with("Usage: zatt [OPTIONS] COMMAND"),
+        "{overview}"
+    );
+    for cmd in ["put", "get", "scan", "status", "member", "dev"] {
+        let a = bin().args(["help", cmd]).output().unwrap();
+        let b = bin().args([cmd, "--help"]).output().unwrap();
+        assert_eq!(a.status.code(), Some(0));
+        assert_eq!(b.status.code(), Some(0));
+        assert_eq!(a.stdout, b.stdout, "{cmd}");
+        assert!(
+            stdout(&a).starts_with(&format!("Usage: zatt {cmd}")),
+            "{}",
+            stdout(&a)
+        );
+        assert_ne!(stdout(&a), overview);
+    }
+    assert!(stdout(&bin().args(["put", "--help"]).output().unwrap()).contains("--file"));
+    let v = bin().arg("--version").output().unwrap();
+    assert_eq!(v.status.code(), Some(0));
+    assert_eq!(stdout(&v), format!("zatt {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn promoting_a_voter_says_so_instead_of_retry_later() {
+    // Goal: `member promote` of a server that is already a voter (or not a member) says what
+    // is the case and that retrying will not help. The fake's only member, 1, is a voter.
+    let s = FakeServer::start();
+    let o = zatt(s.addr(), &["member", "promote", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("already a voter"), "{err}");
+    assert!(!err.contains("retry"), "{err}");
+    let o = zatt(s.addr(), &["member", "promote", "7"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a member"), "{}", stderr(&o));
+    assert!(!s
+        .state()
+        .requests
+        .iter()
+        .any(|r| matches!(r, Request::MemberPromote { .. })));
+}
+
+#[test]
+fn endpoints_may_come_from_the_environment() {
+    let s = FakeServer::start();
+    let o = bin()
+        .env("ZATT_ENDPOINTS", s.addr())
+        .args(["put", "k", "v"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(s.state().map.get(&b"k"[..]).unwrap().0, b"v");
+}
+
+#[test]
+fn a_refused_connection_fails_at_once_and_says_so() {
+    // Goal: no server → exit 1 at once, one line saying the connection was refused, naming
+    // the endpoints and what to do. Method: a --timeout of 10 minutes, which the old client
+    // waited out before saying "timed out" (this test would then take that long and fail).
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let endpoint = format!("127.0.0.1:{port}");
-    let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
-        .args(["--endpoints", &endpoint, "--timeout", "500ms", "get", "k"])
+    let o = bin()
+        .args(["--endpoints", &endpoint, "--timeout", "10m", "get", "k"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("connection refused"), "{err}");
     assert!(err.contains(&endpoint) && err.contains("zatt dev"), "{err}");
+}
+
+#[test]
+fn a_server_that_does_not_speak_zatt_is_named_as_such() {
+    // Goal: an endpoint held by another kind of server is reported as such, not with advice
+    // to retry or raise --timeout.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut buf = [0u8; 64];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let o = bin()
+        .args(["--endpoints", &addr, "--timeout", "10m", "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("does not speak the Zatt client protocol"),
+        "{err}"
+    );
+    assert!(!err.contains("--timeout"), "{err}");
 }

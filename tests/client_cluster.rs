@@ -159,16 +159,16 @@ fn refresh_policies_on_a_real_cluster() {
         .with_refresh_consistency(Consistency::Linearizable);
     assert_eq!(always.get("k").unwrap(), None);
     other.put("k", "1").unwrap();
-    assert_eq!(always.get("k").unwrap(), Some(&b"1"[..]));
+    assert_eq!(always.get("k").unwrap(), Some(b"1".to_vec()));
 
     let mut count = DistributedDict::connect(&[&leader_addr], patient())
         .unwrap()
         .with_refresh_consistency(Consistency::Linearizable)
         .with_policy(RefreshPolicy::Count(2));
-    assert_eq!(count.get("k").unwrap(), Some(&b"1"[..])); // loads
+    assert_eq!(count.get("k").unwrap(), Some(b"1".to_vec())); // loads
     other.put("k", "2").unwrap();
-    assert_eq!(count.get("k").unwrap(), Some(&b"1"[..])); // second read: local
-    assert_eq!(count.get("k").unwrap(), Some(&b"2"[..])); // third: refreshed
+    assert_eq!(count.get("k").unwrap(), Some(b"1".to_vec())); // second read: local
+    assert_eq!(count.get("k").unwrap(), Some(b"2".to_vec())); // third: refreshed
 
     let lock = RefreshLock::new(false);
     let mut locked = DistributedDict::connect(&[&leader_addr], patient())
@@ -189,7 +189,7 @@ fn refresh_policies_on_a_real_cluster() {
     other.put("k3", "y").unwrap();
     assert_eq!(timed.get("k3").unwrap(), None);
     timed.refresh().unwrap();
-    assert_eq!(timed.get("k3").unwrap(), Some(&b"y"[..]));
+    assert_eq!(timed.get("k3").unwrap(), Some(b"y".to_vec()));
 
     // The dict's own writes are visible at once and survive a refresh from a follower.
     let follower = cluster
@@ -200,7 +200,7 @@ fn refresh_policies_on_a_real_cluster() {
         .unwrap();
     let mut d = DistributedDict::connect(&[cluster.addr(follower)], patient()).unwrap();
     d.insert("mine", "v").unwrap();
-    assert_eq!(d.get("mine").unwrap(), Some(&b"v"[..]));
+    assert_eq!(d.get("mine").unwrap(), Some(b"v".to_vec()));
     assert_eq!(d.diagnostic().unwrap().leader, Some(leader));
 }
 

@@ -3,14 +3,16 @@
 //! order, paged scans, the DistributedDict's refresh policies, and TLS. Every wait is bounded by
 //! the client's own timeouts; no assertion is about time.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use zatt::client::fake::{Action, FakeServer};
 use zatt::client::{
-    Client, ClientConfig, ClusterChange, Consistency, DistributedDict, Error, ErrorKind, Expect,
-    Pipeline, RefreshLock, RefreshPolicy, Request, Response, ScanOptions, TlsConfig,
+    Client, ClientConfig, ClusterChange, Consistency, DistributedDict, Error, ErrorKind, Escaped,
+    Expect, Pipeline, RefreshLock, RefreshPolicy, Request, Response, ScanOptions, TlsConfig,
 };
 use zatt::rng::SplitMix64;
 
@@ -275,7 +277,118 @@ fn unreachable_cluster_is_unavailable_and_not_applied() {
     let err = Client::connect(&[format!("127.0.0.1:{port}")], config).unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(!err.may_have_applied());
-    assert!(err.to_string().contains("cannot connect"), "{err}");
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+}
+
+#[test]
+fn by_default_connect_waits_for_a_server_that_is_starting() {
+    // Goal: an application started alongside its servers (`wait_for_servers`, the default)
+    // connects once one listens, rather than failing on the first refusal. Method: the port
+    // starts listening 300 ms after connect begins.
+    // A reserved port (outside the ephemeral range): nothing else can take it meanwhile.
+    let port = common::reserve_ports(1).pop().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", port.port).parse().unwrap();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        l.accept().map(|_| ())
+    });
+    let c = Client::connect(&[addr.to_string()], quick());
+    assert!(c.is_ok(), "{:?}", c.err());
+    assert!(starter.join().unwrap().is_ok());
+}
+
+#[test]
+fn connection_refused_everywhere_fails_at_once_and_one_live_endpoint_suffices() {
+    // Goal: with `wait_for_servers: false`, when nothing listens at any endpoint, connect
+    // reports it at once rather than after the timeout; a refusing endpoint among live ones is
+    // skipped. Method: a timeout of an hour, which an unnoticed refusal would wait out (the
+    // test would hang, not pass).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let config = ClientConfig {
+        timeout: Duration::from_secs(3600),
+        wait_for_servers: false,
+        ..quick()
+    };
+    let err = Client::connect(&[closed.clone(), closed.clone()], config.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("connection refused"),
+        "{err}: refused is named"
+    );
+    let live = FakeServer::start();
+    let mut c = Client::connect(&[closed.as_str(), live.addr()], config).unwrap();
+    c.put("k", "v").unwrap();
+}
+
+#[test]
+fn a_peer_that_does_not_speak_the_protocol_is_named_as_such() {
+    // Goal: a port held by another kind of server (here an HTTP-like one answering anything
+    // with a 400) is reported as not speaking the protocol, at once and without retries,
+    // rather than as a timeout to wait out. Method: a timeout of an hour.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut buf = [0u8; 64];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(&mut s, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let config = ClientConfig {
+        timeout: Duration::from_secs(3600),
+        ..quick()
+    };
+    let mut c = Client::connect(&[&addr], config).unwrap();
+    let err = c.get("k").unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("does not speak the Zatt client protocol"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_deadline_bounds_every_operation_after_it() {
+    // Goal: `set_deadline` bounds a sequence of operations as a whole (what `zatt --timeout`
+    // needs), where `timeout` bounds each one. Method: each scan page takes 200 ms and each is
+    // within the per-operation timeout, but three pages cannot fit a 300 ms deadline.
+    let server = FakeServer::start();
+    for k in ["a", "b", "c"] {
+        other_writer(&server, k, "v");
+    }
+    server.state().max_scan_page = 1;
+    server.script(|req, _| match req {
+        Request::Scan { .. } => Action::Delay(Duration::from_millis(200)),
+        _ => Action::Serve,
+    });
+    // Each attempt may take far longer than a page (the machine may be loaded): only the
+    // deadline may cut the scan short.
+    let patient = ClientConfig {
+        request_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let mut c = Client::connect(&[server.addr()], patient).unwrap();
+    assert_eq!(
+        c.dump().unwrap().len(),
+        3,
+        "without a deadline, the scan completes"
+    );
+    c.set_deadline(Some(std::time::Instant::now() + Duration::from_millis(300)));
+    let err = c.dump().unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    let err = c.get("a").unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { .. }),
+        "after the deadline: {err:?}"
+    );
+    c.set_deadline(None);
+    assert_eq!(c.get("a").unwrap(), Some(b"v".to_vec()));
 }
 
 #[test]
@@ -471,16 +584,58 @@ fn other_writer(server: &FakeServer, key: &str, value: &str) {
 }
 
 #[test]
+fn refresh_always_from_a_follower_sees_writes_acknowledged_to_others() {
+    // Goal: `RefreshPolicy::Always` (the default) means every read reflects every write
+    // acknowledged before it, even when the dict talks to a follower that lags. Method: a
+    // follower whose own map never changes, which serves stale reads and redirects the rest
+    // to the leader; another client writes at the leader; each read must see its write.
+    let leader = FakeServer::start();
+    let follower = FakeServer::start();
+    follower.redirect_to(1, leader.addr());
+    let mut d = DistributedDict::connect(&[follower.addr()], quick()).unwrap();
+    for i in 0..20 {
+        let v = i.to_string();
+        other_writer(&leader, "k", &v);
+        assert_eq!(d.get("k").unwrap(), Some(v.into_bytes()), "read {i}");
+    }
+}
+
+#[test]
+fn stale_refreshes_give_up_other_clients_writes_but_never_the_dicts_own() {
+    // Goal: the documented cost of `with_refresh_consistency(Stale)`: a lagging follower's copy
+    // misses another client's acknowledged write, yet the dict's own writes stay visible.
+    // Method: the follower holds an old value the leader has since overwritten.
+    let leader = FakeServer::start();
+    let follower = FakeServer::start();
+    follower.state().apply(&Request::Put {
+        session: None,
+        key: b"theirs".to_vec(),
+        value: b"old".to_vec(),
+    });
+    follower.redirect_to(1, leader.addr());
+    other_writer(&leader, "theirs", "new");
+    let client = Client::connect(&[follower.addr()], quick()).unwrap();
+    let mut d = DistributedDict::from_client(client).with_refresh_consistency(Consistency::Stale);
+    assert_eq!(
+        d.get("theirs").unwrap(),
+        Some(b"old".to_vec()),
+        "stale: lags"
+    );
+    d.insert("mine", "2").unwrap();
+    assert_eq!(d.get("mine").unwrap(), Some(b"2".to_vec()));
+}
+
+#[test]
 fn refresh_always_sees_every_acknowledged_write() {
     // Goal: the default policy reads the cluster's current state on each read.
     let server = FakeServer::start();
     let mut d = DistributedDict::connect(&[server.addr()], quick()).unwrap();
     assert_eq!(d.get("k").unwrap(), None);
     other_writer(&server, "k", "1");
-    assert_eq!(d.get("k").unwrap(), Some(&b"1"[..]));
+    assert_eq!(d.get("k").unwrap(), Some(b"1".to_vec()));
     other_writer(&server, "k", "2");
     assert!(d.contains_key("k").unwrap());
-    assert_eq!(d.get("k").unwrap(), Some(&b"2"[..]));
+    assert_eq!(d.get("k").unwrap(), Some(b"2".to_vec()));
 }
 
 #[test]
@@ -496,12 +651,12 @@ fn refresh_lock_freezes_the_copy_while_clear() {
     other_writer(&server, "k", "1");
     assert_eq!(d.get("k").unwrap(), None);
     d.insert("mine", "x").unwrap();
-    assert_eq!(d.get("mine").unwrap(), Some(&b"x"[..]));
+    assert_eq!(d.get("mine").unwrap(), Some(b"x".to_vec()));
     lock.set(true);
-    assert_eq!(d.get("k").unwrap(), Some(&b"1"[..]));
+    assert_eq!(d.get("k").unwrap(), Some(b"1".to_vec()));
     lock.set(false);
     other_writer(&server, "k", "2");
-    assert_eq!(d.get("k").unwrap(), Some(&b"1"[..]));
+    assert_eq!(d.get("k").unwrap(), Some(b"1".to_vec()));
 }
 
 #[test]
@@ -515,7 +670,7 @@ fn refresh_count_serves_n_reads_per_refresh() {
     other_writer(&server, "k", "1");
     assert_eq!(d.get("k").unwrap(), None); // read 2: local
     assert_eq!(d.get("k").unwrap(), None); // read 3: local
-    assert_eq!(d.get("k").unwrap(), Some(&b"1"[..])); // read 4: refreshed
+    assert_eq!(d.get("k").unwrap(), Some(b"1".to_vec())); // read 4: refreshed
     assert_eq!(d.refresh_count(), 2);
 }
 
@@ -531,7 +686,57 @@ fn refresh_time_refreshes_only_when_the_copy_is_older_than_the_period() {
     other_writer(&server, "k", "1");
     assert_eq!(d.get("k").unwrap(), None);
     d.set_policy(RefreshPolicy::Time(Duration::ZERO));
-    assert_eq!(d.get("k").unwrap(), Some(&b"1"[..]));
+    assert_eq!(d.get("k").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_new_dict_shows_the_cluster_at_once() {
+    // Goal: `connect` loads the copy, so printing a fresh dict shows what the cluster holds
+    // (the README's tour printed `{}`).
+    let server = FakeServer::start();
+    other_writer(&server, "hello", "world");
+    let d = DistributedDict::connect(&[server.addr()], quick()).unwrap();
+    assert_eq!(format!("{d:?}"), r#"{"hello": "world"}"#);
+}
+
+#[test]
+fn dict_values_can_be_held_together_and_the_dict_walked_with_for() {
+    // Goal: what a Rust user expects of a map: two values read one after the other held at
+    // once (no borrow of the dict), and `for (k, v) in &dict`.
+    let server = FakeServer::start();
+    let mut d = DistributedDict::connect(&[server.addr()], quick()).unwrap();
+    d.insert("a", "1").unwrap();
+    d.insert("b", "2").unwrap();
+    let a = d.get("a").unwrap();
+    let b = d.get("b").unwrap();
+    assert_ne!(a, b);
+    assert_eq!((a, b), (Some(b"1".to_vec()), Some(b"2".to_vec())));
+    let mut seen = Vec::new();
+    for (k, v) in &d {
+        seen.push(format!("{}={}", Escaped(k), Escaped(v)));
+    }
+    assert_eq!(seen, ["a=1", "b=2"]);
+    assert_eq!((&d).into_iter().count(), 2);
+}
+
+#[test]
+fn key_values_print_as_readable_text() {
+    // Goal: `KeyValue`'s Debug and Display show text, escaped, not arrays of numbers.
+    let server = FakeServer::start();
+    let mut c = Client::connect(&[server.addr()], quick()).unwrap();
+    c.put("greeting", "hello\tworld\n").unwrap();
+    c.put(b"raw", b"\xff\x00").unwrap();
+    let all = c.dump().unwrap();
+    assert_eq!(
+        format!("{:?}", all[0]),
+        format!(
+            r#"KeyValue {{ key: "greeting", value: "hello\tworld\n", revision: {} }}"#,
+            all[0].revision
+        )
+    );
+    assert_eq!(all[0].to_string(), r"greeting = hello\tworld\n");
+    assert_eq!(all[1].to_string(), r"raw = \xff\x00");
+    assert!(format!("{:?}", all[1]).contains(r#"value: b"\xff\x00""#));
 }
 
 #[test]
@@ -617,10 +822,7 @@ fn pki() -> Pki {
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
+    let server = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(
             vec![cert.der().clone()],

@@ -116,6 +116,7 @@ fn expected() -> BTreeMap<&'static str, Golden> {
         dropped_datagrams: vec![("bad_tag".into(), 2)],
         sessions: 1,
         keys: 5,
+        pid: 12345,
         cluster_id: 0x0123_4567_89ab_cdef,
         disk_free_bytes: 10 << 30,
         disk_min_free_bytes: 256 << 20,

@@ -62,12 +62,7 @@ fn client_config(
             roots.add(p.self_signed(&k).unwrap().der().clone()).unwrap();
         }
     }
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
     let cfg = match cert {
         Some(p) => b
             .with_client_auth_cert(

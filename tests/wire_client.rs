@@ -196,6 +196,7 @@ pub fn every_response() -> Vec<Response> {
             dropped_datagrams: vec![("BadTag".into(), 3), ("Stale".into(), 1)],
             sessions: 12,
             keys: 34,
+            pid: 4242,
             cluster_id: 0xfeed_beef_0000_0001,
             disk_free_bytes: 1 << 33,
             disk_min_free_bytes: 256 << 20,

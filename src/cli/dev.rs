@@ -2,7 +2,10 @@
 //! processes from the same build (the `zattd` next to this executable) on loopback ports
 //! P, P+1, ..., with data under DIR/1, DIR/2, ... and logs in DIR/1.log, ...; waits for a leader;
 //! prints the endpoints and a few commands to try; and on Ctrl-C (SIGINT) or SIGTERM stops every
-//! server it started and exits 0. Run again with the same DIR it reuses the data.
+//! server it started and exits 0. Run again with the same DIR it reuses the data. Members it
+//! does not run (added by hand with `zatt member add`) are named once a leader is elected, or
+//! removed with `--remove-others`; when its own servers are no majority of the voters it says
+//! so at once instead of waiting for a leader that cannot be elected.
 //!
 //! Must not hold any server logic: it only runs `zattd` and asks it for its status through the
 //! client library. Read `README.md` ("zatt dev").
@@ -14,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientConfig};
+use crate::client::{Client, ClientConfig, MemberInfo};
 
 use super::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE};
 
@@ -30,6 +33,8 @@ pub struct DevOptions {
     pub nodes: u16,
     pub dir: PathBuf,
     pub base_port: u16,
+    /// Remove from the cluster the members this run does not start (added by hand).
+    pub remove_others: bool,
 }
 
 impl Default for DevOptions {
@@ -38,6 +43,7 @@ impl Default for DevOptions {
             nodes: 3,
             dir: PathBuf::from("zatt-dev"),
             base_port: 5254,
+            remove_others: false,
         }
     }
 }
@@ -135,7 +141,7 @@ pub fn run(opts: &DevOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     let _ = out.flush();
 
-    let leader = match wait_for_leader(&addrs, &mut servers, err) {
+    let leader = match wait_for_leader(&addrs, &opts.dir, &mut servers, err) {
         Ok(Some(l)) => l,
         Ok(None) => {
             // Stopped by a signal before a leader was elected.
@@ -148,6 +154,11 @@ pub fn run(opts: &DevOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             return EXIT_RUNTIME;
         }
     };
+    if let Err(msg) = handle_others(&addrs, opts.remove_others, out) {
+        let _ = writeln!(err, "zatt dev: {msg}");
+        stop_all(&mut servers, out);
+        return EXIT_RUNTIME;
+    }
     let endpoints = addrs.join(",");
     let _ = writeln!(out, "ready: leader is node {leader}; endpoints {endpoints}");
     let e = if opts.base_port == 5254 {
@@ -302,6 +313,7 @@ fn start_server(
 /// Polls every server's status until one says it leads. `Ok(None)`: a stop signal came first.
 fn wait_for_leader(
     addrs: &[String],
+    dir: &Path,
     servers: &mut [Server],
     err: &mut dyn Write,
 ) -> Result<Option<u64>, String> {
@@ -327,13 +339,37 @@ fn wait_for_leader(
                 ));
             }
         }
+        let mut views = Vec::new();
         for addr in addrs {
             if let Ok(mut c) = Client::connect(&[addr], config.clone()) {
                 if let Ok(st) = c.status() {
                     if st.role == "leader" {
                         return Ok(Some(st.id));
                     }
+                    views.push(st.members);
                 }
+            }
+        }
+        // Every server answered, and in each one's view of the membership the servers this
+        // run starts are no majority of the voters: no election can succeed until the others
+        // run (or the cluster is started afresh); say so now rather than wait the deadline.
+        if views.len() == addrs.len() {
+            let hopeless: Vec<Vec<MemberInfo>> = views
+                .into_iter()
+                .filter(|ms| !has_majority(ms, addrs))
+                .collect();
+            if hopeless.len() == addrs.len() {
+                let others = others(&hopeless[0], addrs);
+                return Err(format!(
+                    "no leader can be elected: the cluster's voters include {} that zatt dev \
+                     does not run, and the {} it runs are no majority. Start {} yourself (e.g. \
+                     `zattd --id ID --data-dir DIR/ID` for one whose data is in DIR), or delete \
+                     {} to start afresh",
+                    describe(&others),
+                    addrs.len(),
+                    if others.len() == 1 { "it" } else { "them" },
+                    dir.display()
+                ));
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -347,6 +383,80 @@ fn wait_for_leader(
             .collect::<Vec<_>>()
             .join(", ")
     ))
+}
+
+/// Whether the servers this run starts (ids 1.. at `addrs`) are a majority of the voters in
+/// `members`.
+fn has_majority(members: &[MemberInfo], addrs: &[String]) -> bool {
+    let voters: Vec<&MemberInfo> = members.iter().filter(|m| m.voter).collect();
+    let ours = voters.iter().filter(|m| is_ours(m, addrs)).count();
+    ours * 2 > voters.len()
+}
+
+/// Whether member `m` is one of the servers this run starts.
+fn is_ours(m: &MemberInfo, addrs: &[String]) -> bool {
+    m.id >= 1 && (m.id as usize) <= addrs.len() && addrs[m.id as usize - 1] == m.addr
+}
+
+/// The members this run does not start (added by hand, with `zatt member add`).
+fn others(members: &[MemberInfo], addrs: &[String]) -> Vec<MemberInfo> {
+    members
+        .iter()
+        .filter(|m| !is_ours(m, addrs))
+        .cloned()
+        .collect()
+}
+
+fn describe(ms: &[MemberInfo]) -> String {
+    ms.iter()
+        .map(|m| {
+            format!(
+                "{}={} ({})",
+                m.id,
+                m.addr,
+                if m.voter { "voter" } else { "learner" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Once a leader is elected: names the members this run does not start, or removes them when
+/// asked (`--remove-others`), so that a cluster grown by hand is not left silently short.
+fn handle_others(addrs: &[String], remove: bool, out: &mut dyn Write) -> Result<(), String> {
+    let config = ClientConfig {
+        timeout: Duration::from_secs(30),
+        ..ClientConfig::default()
+    };
+    let mut c = Client::connect(addrs, config).map_err(|e| format!("after the election: {e}"))?;
+    let members = c
+        .members()
+        .map_err(|e| format!("cannot list the members: {e}"))?;
+    let others = others(&members, addrs);
+    if others.is_empty() {
+        return Ok(());
+    }
+    if !remove {
+        let ids: Vec<String> = others.iter().map(|m| m.id.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "note: the cluster also has members zatt dev does not run: {}. Start them \
+             yourself, or remove them (zatt member remove {}, or zatt dev --remove-others)",
+            describe(&others),
+            ids.join(" / ")
+        );
+        return Ok(());
+    }
+    for m in &others {
+        c.member_remove(m.id)
+            .map_err(|e| format!("removing member {}: {e}", m.id))?;
+        let _ = writeln!(
+            out,
+            "zatt dev: removed member {}={}, which zatt dev does not run",
+            m.id, m.addr
+        );
+    }
+    Ok(())
 }
 
 /// The last line of a log, for an error message.

@@ -1,5 +1,6 @@
 //! Just enough JSON writing for the `zatt` command line's `--output json`: strings escaped per
-//! RFC 8259, numbers, and bytes shown as text. Written by hand to keep the CLI free of a JSON
+//! RFC 8259, numbers, and bytes (a string when they are UTF-8, else `{"base64": "..."}`, so
+//! that no two byte strings print alike). Written by hand to keep the CLI free of a JSON
 //! dependency; it only writes, never parses.
 
 use std::fmt::Write as _;
@@ -28,10 +29,35 @@ pub fn string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends bytes as a JSON string: UTF-8 text as is, invalid sequences as U+FFFD (JSON strings
-/// hold text only; use the text output for exact bytes).
+/// Appends bytes: a JSON string when they are UTF-8 text; otherwise (JSON strings hold text
+/// only) an object `{"base64":"..."}` with the bytes in standard base64 (RFC 4648 §4).
 pub fn bytes(out: &mut String, b: &[u8]) {
-    string(out, &String::from_utf8_lossy(b));
+    match std::str::from_utf8(b) {
+        Ok(s) => string(out, s),
+        Err(_) => {
+            out.push_str("{\"base64\":\"");
+            base64(out, b);
+            out.push_str("\"}");
+        }
+    }
+}
+
+/// Standard base64 with padding. Encoding only, a dozen lines: not worth a dependency.
+fn base64(out: &mut String, b: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in b.chunks(3) {
+        let n = chunk.len();
+        let v = (chunk[0] as u32) << 16
+            | (chunk.get(1).copied().unwrap_or(0) as u32) << 8
+            | chunk.get(2).copied().unwrap_or(0) as u32;
+        for i in 0..4 {
+            if i <= n {
+                out.push(ALPHABET[(v >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
 }
 
 /// Appends `"name":` after a comma when the object already has a member.
@@ -72,10 +98,31 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_becomes_replacement_characters() {
+    fn bytes_that_are_not_utf8_are_base64_objects() {
+        // Goal: JSON output never loses or conflates bytes (U+FFFD used to stand for any).
         let mut out = String::new();
         bytes(&mut out, b"ok\xff");
+        assert_eq!(out, r#"{"base64":"b2v/"}"#);
+        let mut out = String::new();
+        bytes(&mut out, "ok\u{fffd}".as_bytes());
         assert_eq!(out, "\"ok\u{fffd}\"");
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = String::new();
+            base64(&mut out, plain.as_bytes());
+            assert_eq!(out, coded, "{plain}");
+        }
     }
 
     #[test]

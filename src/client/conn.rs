@@ -105,6 +105,14 @@ pub(crate) struct Conn {
     write_timeout: Option<Duration>,
 }
 
+/// The error for bytes from `addr` that are not a response frame: most likely another service
+/// listens there.
+fn not_zatt(addr: &str, e: impl std::fmt::Display) -> ConnError {
+    ConnError::Protocol(format!(
+        "{addr} does not speak the Zatt client protocol (its reply is not a response frame: {e})"
+    ))
+}
+
 /// Resolves and dials `addr` within `timeout`, trying each resolved address in turn.
 fn dial(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
@@ -215,7 +223,18 @@ impl Conn {
             .write_all(&self.wbuf)
             .and_then(|_| self.stream.flush());
         self.wbuf.clear();
-        r.map_err(ConnError::from)
+        r.map_err(|e| self.io_error(e))
+    }
+
+    /// A TLS failure after the handshake (the server refusing our certificate, say, which
+    /// TLS 1.3 reports with the first records after it) is a protocol error, which retrying
+    /// will not cure; any other I/O error is the connection failing.
+    fn io_error(&self, e: io::Error) -> ConnError {
+        if matches!(self.stream, Stream::Tls(_)) && e.kind() == io::ErrorKind::InvalidData {
+            ConnError::Protocol(format!("TLS with {}: {e}", self.addr))
+        } else {
+            ConnError::from(e)
+        }
     }
 
     /// Receives the next response frame, whatever its id, waiting until `deadline`.
@@ -230,17 +249,10 @@ impl Conn {
                         self.rstart = 0;
                         self.rend = 0;
                     }
-                    return decoded.map_err(|e| {
-                        ConnError::Protocol(format!("bad response from {}: {e}", self.addr))
-                    });
+                    return decoded.map_err(|e| not_zatt(&self.addr, e));
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    return Err(ConnError::Protocol(format!(
-                        "bad response from {}: {e}",
-                        self.addr
-                    )))
-                }
+                Err(e) => return Err(not_zatt(&self.addr, e)),
             }
             self.fill(deadline)?;
         }
@@ -283,7 +295,7 @@ impl Conn {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.io_error(e)),
         }
     }
 }

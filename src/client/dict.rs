@@ -4,34 +4,65 @@
 //! once). Owns the local copy and the refresh decision; talking to the cluster is [`Client`]'s.
 //!
 //! A refresh reloads the *whole* dictionary (a scan in pages), as the original did: meant for
-//! small dictionaries of configuration-like data, read often and written rarely. Refreshes use
-//! stale reads by default (served by whichever server the client is connected to, no leader
-//! round; `with_refresh_consistency` makes them linearizable), but never go back in time: a
-//! refresh answered by a server that has not yet applied this dict's own last write (or the
-//! state of its previous refresh) is redone linearizably.
+//! small dictionaries of configuration-like data, read often and written rarely. What each
+//! policy guarantees a read is spelled out on [`RefreshPolicy`]; a client in another language
+//! that mirrors this type must keep those semantics.
 
+use std::collections::btree_map;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Client, ClientConfig, Consistency, Error, Expect, Result, ScanOptions, Status};
+use super::{
+    Client, ClientConfig, Consistency, Error, Escaped, Expect, Result, ScanOptions, Status,
+};
 
-/// When a [`DistributedDict`] reloads its local copy. Checked on every read (`get`,
-/// `contains_key`, `len`, `iter`, `keys`); writes never refresh.
+/// When a [`DistributedDict`] reloads its local copy from the cluster. Checked before every
+/// read (`get`, `contains_key`, `len`, `is_empty`, `iter`, `keys`); writes never refresh.
+///
+/// # What a read sees
+/// A *refresh* reloads the whole dictionary. It is **linearizable** by default: it is served
+/// through the leader and reflects every write the cluster acknowledged, to any client, before
+/// the refresh began. (A dictionary larger than one scan page, `ClientConfig::scan_page_size`
+/// keys, is loaded page by page: each key's value is linearizable, the copy as a whole is not
+/// one snapshot.) With [`DistributedDict::with_refresh_consistency`]`(Consistency::Stale)` a
+/// refresh is served by the connected server alone, without a round through the leader; it is
+/// cheaper and works while there is no leader, but it may miss writes other clients had
+/// already seen acknowledged, by as much as that server lags.
+///
+/// Whatever the policy and the refresh consistency, every read also:
+/// - sees this dict's own acknowledged writes (`insert`, `remove`, `cas` update the local copy
+///   as soon as the cluster acknowledges them);
+/// - never goes back in time: a refresh that would show an older state than this dict has
+///   already shown (its last refresh, or its own last write) is redone linearizably.
+///
+/// The policies then say how fresh the copy is at each read:
+/// - [`Always`](RefreshPolicy::Always) (the default): every read refreshes first, so with
+///   linearizable refreshes **every read reflects every write acknowledged before the read
+///   began**: a linearizable read per key, at the cost of loading the whole dictionary per read.
+/// - [`Lock`](RefreshPolicy::Lock): as `Always` while the lock is set; while it is clear the
+///   copy stays frozen at its last refresh (plus this dict's own writes), so a batch of reads
+///   sees one state, and misses everything other clients write meanwhile.
+/// - [`Count(n)`](RefreshPolicy::Count): a refresh, then at most `n` reads from the copy
+///   (`Count(1)` is `Always`; `Count(0)` counts as 1). A read reflects every write
+///   acknowledged before the last refresh began, at most `n - 1` reads earlier.
+/// - [`Time(d)`](RefreshPolicy::Time): a read refreshes first when the last refresh began `d`
+///   or more ago. A read therefore reflects every write acknowledged at least `d` before it.
+///
+/// The dict's first read after [`DistributedDict::from_client`] always refreshes;
+/// [`DistributedDict::connect`] refreshes before it returns.
 #[derive(Clone, Debug, Default)]
 pub enum RefreshPolicy {
-    /// Before every read: reads see every write acknowledged before them (default).
+    /// Refresh before every read (the default).
     #[default]
     Always,
-    /// Before every read while the lock is set; while it is clear the copy stays frozen, so a
-    /// batch of reads sees one consistent state.
+    /// Refresh before every read while the lock is set; frozen while it is clear.
     Lock(RefreshLock),
-    /// Once every `n` reads: the copy serves at most `n` reads per refresh (`Count(1)` is
-    /// `Always`; `Count(0)` is treated as 1).
+    /// Refresh, then serve at most this many reads from the copy.
     Count(u64),
-    /// When the copy is older than this.
+    /// Refresh when the last refresh began this long ago or more.
     Time(Duration),
 }
 
@@ -69,24 +100,32 @@ pub enum ClusterChange {
 /// The local copy: key → value.
 type LocalCopy = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// A map-like view of the cluster's dictionary with a local copy (see the module docs).
+/// A map-like view of the cluster's dictionary with a local copy (see the module docs and
+/// [`RefreshPolicy`] for what each read sees).
 ///
 /// ```
 /// # fn main() -> Result<(), zatt::client::Error> {
 /// # let (endpoint, _server) = zatt::client::example_server();
-/// use zatt::client::{ClientConfig, DistributedDict, RefreshPolicy};
+/// use zatt::client::{ClientConfig, DistributedDict, Escaped, RefreshPolicy};
 ///
 /// let mut d = DistributedDict::connect(&[endpoint], ClientConfig::default())?;
 /// d.insert("colour", "blue")?;
-/// assert_eq!(d.get("colour")?, Some(&b"blue"[..]));
+/// d.insert("shape", "round")?;
+/// let (colour, shape) = (d.get("colour")?, d.get("shape")?); // owned: hold both
+/// assert_eq!(colour.as_deref(), Some(&b"blue"[..]));
+/// assert_eq!(shape, Some(b"round".to_vec()));
 /// assert!(d.contains_key("colour")?);
-/// assert_eq!(d.len()?, 1);
-/// println!("{d:?}"); // {"colour": "blue"}
+/// assert_eq!(d.len()?, 2);
+/// println!("{d:?}"); // {"colour": "blue", "shape": "round"}
 ///
 /// // Refresh at most every 10 reads instead of before each one.
 /// d.set_policy(RefreshPolicy::Count(10));
 /// let keys: Vec<Vec<u8>> = d.keys()?.map(|k| k.to_vec()).collect();
-/// assert_eq!(keys, vec![b"colour".to_vec()]);
+/// assert_eq!(keys, vec![b"colour".to_vec(), b"shape".to_vec()]);
+/// // `for` walks the local copy as it is (a loop cannot report a failed refresh).
+/// for (key, value) in &d {
+///     println!("{} = {}", Escaped(key), Escaped(value)); // colour = blue, shape = round
+/// }
 /// d.remove("colour")?;
 /// # Ok(())
 /// # }
@@ -104,16 +143,21 @@ pub struct DistributedDict {
     /// write revisions and the applied index of its last refresh.
     floor_index: u64,
     refreshes: u64,
-    /// How refreshes read: stale by default (see the module docs).
+    /// How refreshes read: linearizable by default (see [`RefreshPolicy`]).
     refresh_consistency: Consistency,
 }
 
 impl DistributedDict {
-    /// Connects with the default policy ([`RefreshPolicy::Always`]).
+    /// Connects with the default policy ([`RefreshPolicy::Always`]) and loads the local copy,
+    /// so that the dict reflects the cluster from the start (its `Debug` output included).
     pub fn connect<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Self> {
-        Ok(Self::from_client(Client::connect(endpoints, config)?))
+        let mut d = Self::from_client(Client::connect(endpoints, config)?);
+        d.refresh()?;
+        Ok(d)
     }
 
+    /// A dict over an existing client; the local copy is loaded by the first read (or
+    /// [`refresh`](Self::refresh)), and is empty until then.
     pub fn from_client(client: Client) -> Self {
         DistributedDict {
             client,
@@ -124,7 +168,7 @@ impl DistributedDict {
             last_refresh: None,
             floor_index: 0,
             refreshes: 0,
-            refresh_consistency: Consistency::Stale,
+            refresh_consistency: Consistency::Linearizable,
         }
     }
 
@@ -133,9 +177,11 @@ impl DistributedDict {
         self
     }
 
-    /// Makes refreshes linearizable (`Consistency::Linearizable`: a refresh then reflects every
-    /// write acknowledged before it, by anyone, at the cost of a round through the leader) or
-    /// stale (the default).
+    /// How refreshes read. `Consistency::Linearizable` (the default): a refresh reflects every
+    /// write acknowledged before it began, by anyone, at the cost of a round through the
+    /// leader. `Consistency::Stale`: served by the connected server alone, so a refresh may
+    /// miss other clients' acknowledged writes by as much as that server lags (never this
+    /// dict's own, and never going back in time); see [`RefreshPolicy`].
     pub fn with_refresh_consistency(mut self, consistency: Consistency) -> Self {
         self.refresh_consistency = consistency;
         self
@@ -167,6 +213,8 @@ impl DistributedDict {
 
     /// Reloads the whole local copy from the cluster now, whatever the policy.
     pub fn refresh(&mut self) -> Result<()> {
+        // `Time` measures the copy's age from here: it reflects what was acknowledged before.
+        let began = Instant::now();
         let floor = self.floor_index;
         let (map, applied) = self.load(self.refresh_consistency)?;
         let (map, applied) = if applied < floor && self.refresh_consistency == Consistency::Stale {
@@ -179,7 +227,7 @@ impl DistributedDict {
         self.floor_index = self.floor_index.max(applied);
         self.loaded = true;
         self.reads_since_refresh = 0;
-        self.last_refresh = Some(Instant::now());
+        self.last_refresh = Some(began);
         self.refreshes += 1;
         Ok(())
     }
@@ -222,9 +270,10 @@ impl DistributedDict {
 
     // ----- reads (from the local copy, refreshed per the policy) --------------------------
 
-    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
+    /// The value of `key`, as a copy: values read one after another can be held together.
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         self.before_read()?;
-        Ok(self.local.get(key.as_ref()).map(|v| v.as_slice()))
+        Ok(self.local.get(key.as_ref()).cloned())
     }
 
     pub fn contains_key(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
@@ -324,22 +373,40 @@ impl DistributedDict {
     }
 }
 
-/// Prints the local copy as a map, values as text where they are UTF-8.
+/// Prints the local copy (as it is, without refreshing) as a map of quoted text; see
+/// [`Escaped`]'s `Debug`.
 impl fmt::Debug for DistributedDict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.local.iter().map(|(k, v)| (Text(k), Text(v))))
+            .entries(self.local.iter().map(|(k, v)| (Escaped(k), Escaped(v))))
             .finish()
     }
 }
 
-struct Text<'a>(&'a [u8]);
+/// `for (key, value) in &dict` walks the local copy as it is, in key order, **without
+/// refreshing** (a `for` loop has no way to report a failed refresh): call
+/// [`DistributedDict::refresh`] first, or use [`DistributedDict::iter`], which applies the
+/// policy. Items are `(&[u8], &[u8])`, as from `iter`; wrap them in [`Escaped`] to print them.
+impl<'a> IntoIterator for &'a DistributedDict {
+    type Item = (&'a [u8], &'a [u8]);
+    type IntoIter = Iter<'a>;
 
-impl fmt::Debug for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match std::str::from_utf8(self.0) {
-            Ok(s) => write!(f, "{s:?}"),
-            Err(_) => write!(f, "b\"{}\"", self.0.escape_ascii()),
-        }
+    fn into_iter(self) -> Iter<'a> {
+        Iter(self.local.iter())
+    }
+}
+
+/// The entries of a [`DistributedDict`]'s local copy, in key order (from `&dict`).
+pub struct Iter<'a>(btree_map::Iter<'a, Vec<u8>, Vec<u8>>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
     }
 }

@@ -30,6 +30,7 @@ mod dict;
 #[doc(hidden)]
 pub mod fake;
 mod snapshot;
+mod text;
 mod tls;
 
 use std::fmt;
@@ -41,9 +42,32 @@ pub use crate::wire::client::{
     Consistency, ErrorKind, Expect, FrameLimits, MemberInfo, PeerStatus, Request, RequestView,
     Response, SnapshotInfo, Status,
 };
-pub use dict::{ClusterChange, DistributedDict, RefreshLock, RefreshPolicy};
+pub use dict::{ClusterChange, DistributedDict, Iter, RefreshLock, RefreshPolicy};
 pub use snapshot::SnapshotSink;
+pub use text::Escaped;
 pub use tls::TlsConfig;
+
+/// The servers `zatt dev` starts: where the `zatt` command line and [`endpoints_from_env`]
+/// look when told nothing else.
+pub const DEV_ENDPOINTS: [&str; 3] = ["127.0.0.1:5254", "127.0.0.1:5255", "127.0.0.1:5256"];
+
+/// The endpoints named by the `ZATT_ENDPOINTS` environment variable (comma-separated
+/// `host:port`s, as the `zatt` command line reads it), or [`DEV_ENDPOINTS`] when it is unset or
+/// empty. Never empty. For programs that, like `zatt`, talk to whatever cluster their
+/// environment names.
+pub fn endpoints_from_env() -> Vec<String> {
+    let from_env: Vec<String> = std::env::var("ZATT_ENDPOINTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if from_env.is_empty() {
+        DEV_ENDPOINTS.iter().map(|e| e.to_string()).collect()
+    } else {
+        from_env
+    }
+}
 
 use conn::{Conn, ConnError};
 
@@ -66,6 +90,10 @@ pub struct ClientConfig {
     pub limits: FrameLimits,
     /// Keys asked for per scan request.
     pub scan_page_size: u32,
+    /// When every endpoint refuses the connection (nothing listens there), `Client::connect`
+    /// keeps trying until `timeout` (true, the default: the servers may be starting) or fails
+    /// at once with [`Error::Unavailable`] saying so (false: what a command line wants).
+    pub wait_for_servers: bool,
 }
 
 impl Default for ClientConfig {
@@ -84,6 +112,7 @@ impl Default for ClientConfig {
                 max_value_bytes: 32 << 20,
             },
             scan_page_size: 1000,
+            wait_for_servers: true,
         }
     }
 }
@@ -220,12 +249,30 @@ impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A key, its value and the revision (log index) of its last write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A key, its value and the revision (log index) of its last write. `Debug` shows the key and
+/// value as quoted text (`KeyValue { key: "a", value: "1", revision: 7 }`), `Display` as
+/// `key = value` with the escapes of [`Escaped`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub revision: u64,
+}
+
+impl fmt::Debug for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyValue")
+            .field("key", &Escaped(&self.key))
+            .field("value", &Escaped(&self.value))
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+impl fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}", Escaped(&self.key), Escaped(&self.value))
+    }
 }
 
 /// The answer to a read: the value (if present), its revision (0 when absent), and how far the
@@ -292,6 +339,8 @@ pub struct Client {
     session: Option<Session>,
     next_request_id: u64,
     stats: ClientStats,
+    /// No operation runs past this instant (see [`Client::set_deadline`]).
+    deadline: Option<Instant>,
 }
 
 /// Counters of what the client did behind the caller's back, for tests and diagnostics.
@@ -339,6 +388,16 @@ impl Attempts {
         self.backoff_ms = (self.backoff_ms * 2).clamp(10, 200);
         let left = deadline.saturating_duration_since(Instant::now());
         std::thread::sleep(left.min(Duration::from_millis(self.backoff_ms)));
+    }
+
+    /// Remembers why a connection failed, unless it merely ran out of time after a failure
+    /// that says more (a dial cut short by the deadline would turn "connection refused" into
+    /// "timed out").
+    fn note_connect_failure(&mut self, e: &ConnError) {
+        if matches!(e, ConnError::Timeout) && self.last_failure.is_some() {
+            return;
+        }
+        self.last_failure = Some(Failure::Connect(describe(e)));
     }
 
     fn give_up(&mut self, endpoints: &[String]) -> Error {
@@ -389,21 +448,33 @@ impl Client {
             session: None,
             next_request_id: 1,
             stats: ClientStats::default(),
+            deadline: None,
         };
         let deadline = Instant::now() + client.config.timeout;
         let mut attempts = Attempts::default();
         loop {
             match client.ensure_conn(deadline) {
                 Ok(()) => return Ok(client),
-                Err(e) => {
-                    if let ConnError::Protocol(what) = e {
+                Err(Unreached { error, all_refused }) => {
+                    if let ConnError::Protocol(what) = error {
                         // A TLS failure will not cure itself by waiting.
                         return Err(Error::Protocol {
                             what,
                             may_have_applied: false,
                         });
                     }
-                    attempts.last_failure = Some(Failure::Connect(describe(&e)));
+                    if all_refused && !client.config.wait_for_servers {
+                        // Every endpoint answered "nobody listens here": no server is up at
+                        // any of them, and waiting out the timeout would only hide that.
+                        return Err(Error::Unavailable {
+                            reason: format!(
+                                "cannot connect to any of {}: connection refused",
+                                client.endpoints.join(",")
+                            ),
+                            may_have_applied: false,
+                        });
+                    }
+                    attempts.note_connect_failure(&error);
                 }
             }
             if Instant::now() >= deadline {
@@ -429,6 +500,23 @@ impl Client {
 
     pub fn stats(&self) -> ClientStats {
         self.stats
+    }
+
+    /// Bounds every later operation by `deadline` as well as by `config.timeout` (whichever
+    /// comes first); `None` removes the bound. For a program that must finish as a whole
+    /// within a time, e.g. the `zatt` command line's `--timeout`: an operation started after
+    /// the deadline fails at once with [`Error::Timeout`] (or [`Error::Unavailable`]).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// When the operation starting now must end.
+    fn op_deadline(&self) -> Instant {
+        let d = Instant::now() + self.config.timeout;
+        match self.deadline {
+            Some(bound) => d.min(bound),
+            None => d,
+        }
     }
 
     // ----- reads -------------------------------------------------------------------------
@@ -633,9 +721,16 @@ impl Client {
         }
     }
 
+    /// The status of the leader, as found from the connected server's view of who leads
+    /// (following it, and retrying through an election, within the timeout). The client stays
+    /// connected to the leader.
+    pub fn leader_status(&mut self) -> Result<Status> {
+        self.connect_to_leader()
+    }
+
     /// Opens a [`Pipeline`] to the current leader (found through this client).
     pub fn pipeline(&mut self) -> Result<Pipeline> {
-        let deadline = Instant::now() + self.config.timeout;
+        let deadline = self.op_deadline();
         let mut attempts = Attempts::default();
         loop {
             self.connect_to_leader()?;
@@ -655,7 +750,7 @@ impl Client {
     /// Connects to the server that says it leads: asks the connected server's status and
     /// follows the leader it names. For requests that every server answers from its own view.
     fn connect_to_leader(&mut self) -> Result<Status> {
-        let deadline = Instant::now() + self.config.timeout;
+        let deadline = self.op_deadline();
         let mut attempts = Attempts::default();
         loop {
             let s = self.status()?;
@@ -747,7 +842,7 @@ impl Client {
         retry: Retry,
         ambiguous: &mut bool,
     ) -> Result<Response> {
-        let deadline = Instant::now() + self.config.timeout;
+        let deadline = self.op_deadline();
         let mut attempts = Attempts::default();
         // Hint hops since the last pause: hints are followed at once, but a ring of stale hints
         // must not spin.
@@ -763,14 +858,14 @@ impl Client {
             if retry == Retry::Once && self.conn.as_ref().is_some_and(|c| c.closed_by_peer()) {
                 self.conn = None;
             }
-            if let Err(e) = self.ensure_conn(deadline) {
-                if let ConnError::Protocol(what) = e {
+            if let Err(Unreached { error, .. }) = self.ensure_conn(deadline) {
+                if let ConnError::Protocol(what) = error {
                     return Err(Error::Protocol {
                         what,
                         may_have_applied: attempts.ambiguous,
                     });
                 }
-                attempts.last_failure = Some(Failure::Connect(describe(&e)));
+                attempts.note_connect_failure(&error);
                 attempts.back_off(deadline);
                 continue;
             }
@@ -796,6 +891,15 @@ impl Client {
                     unknown_outcome = true;
                     if is_write {
                         *ambiguous = true;
+                    }
+                    if let ConnError::Protocol(what) = e {
+                        // The peer answered with bytes that are not a response: it does not
+                        // speak this protocol (another service on the port), and asking again
+                        // will not change that.
+                        return Err(Error::Protocol {
+                            what,
+                            may_have_applied: is_write,
+                        });
                     }
                     if retry == Retry::Once {
                         return Err(conn_error(e, true));
@@ -905,7 +1009,7 @@ impl Client {
     }
 
     /// Connects if not connected: first to the hinted leader, then to each endpoint in turn.
-    fn ensure_conn(&mut self, deadline: Instant) -> Result<(), ConnError> {
+    fn ensure_conn(&mut self, deadline: Instant) -> Result<(), Unreached> {
         if self.conn.is_some() {
             return Ok(());
         }
@@ -919,6 +1023,7 @@ impl Client {
                 Err(e) => last = Some(e),
             }
         }
+        let mut refused = 0;
         for _ in 0..self.endpoints.len() {
             if Instant::now() >= deadline {
                 break;
@@ -933,11 +1038,25 @@ impl Client {
                     self.conn = Some(c);
                     return Ok(());
                 }
-                Err(e @ ConnError::Protocol(_)) => return Err(e),
-                Err(e) => last = Some(e),
+                Err(e @ ConnError::Protocol(_)) => {
+                    return Err(Unreached {
+                        error: e,
+                        all_refused: false,
+                    })
+                }
+                Err(e) => {
+                    if matches!(&e, ConnError::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused)
+                    {
+                        refused += 1;
+                    }
+                    last = Some(e);
+                }
             }
         }
-        Err(last.unwrap_or(ConnError::Timeout))
+        Err(Unreached {
+            error: last.unwrap_or(ConnError::Timeout),
+            all_refused: refused == self.endpoints.len(),
+        })
     }
 
     fn dial(&mut self, addr: &str, deadline: Instant) -> Result<Conn, ConnError> {
@@ -954,6 +1073,13 @@ impl Client {
         };
         Conn::connect(addr, timeout, tls, self.config.limits)
     }
+}
+
+/// Why `ensure_conn` found no server: the last failure, and whether every endpoint refused the
+/// connection outright (nothing listens there).
+struct Unreached {
+    error: ConnError,
+    all_refused: bool,
 }
 
 fn route_for(c: Consistency) -> Route {

@@ -1,5 +1,8 @@
-//! TLS for the client: builds a rustls client configuration (ring provider) from PEM files, and
-//! names the server to verify from an endpoint. Owns nothing else: the stream itself is driven by
+//! TLS for the client: builds a rustls client configuration from PEM files, and names the
+//! server to verify from an endpoint. The crypto comes from rustls's process-default provider:
+//! the one the application installed (`rustls::crypto::CryptoProvider::install_default`), else
+//! the one rustls's crate features select (ring, in Zatt's own build; rustls panics when a
+//! build enables two providers and installs neither). Owns nothing else: the stream itself is driven by
 //! `conn.rs`. Read `README.md` ("TLS") for how the server side is set up.
 
 use std::fs::File;
@@ -49,11 +52,7 @@ pub fn build_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String
             .add(ca)
             .map_err(|e| format!("{}: not a usable CA certificate: {e}", tls.ca.display()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match &tls.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {

@@ -414,13 +414,13 @@ impl ClientConn {
     }
 }
 
-/// Builds the rustls server configuration (ring provider) from PEM files.
+/// Builds the rustls server configuration from PEM files, with rustls's process-default crypto
+/// provider (ring, the one this crate's rustls features select).
 pub fn tls_server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = load_certs(cert)?;
     let key_der = {
         let f =
@@ -429,9 +429,7 @@ pub fn tls_server_config(
             .map_err(|e| format!("--tls-key {}: {e}", key.display()))?
             .ok_or_else(|| format!("--tls-key {}: no private key in the file", key.display()))?
     };
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = rustls::ServerConfig::builder();
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -440,12 +438,9 @@ pub fn tls_server_config(
                     .add(c)
                     .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

@@ -65,6 +65,7 @@ impl Host {
             dropped_datagrams: io.dropped_datagrams,
             sessions: self.kv.session_count() as u64,
             keys: self.kv.len() as u64,
+            pid: std::process::id(),
             cluster_id: self.cfg.cluster_id,
             disk_free_bytes: self.disk.free,
             disk_min_free_bytes: self.disk.min,

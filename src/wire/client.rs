@@ -217,6 +217,9 @@ pub struct Status {
     pub dropped_datagrams: Vec<(String, u64)>,
     pub sessions: u64,
     pub keys: u64,
+    /// The server's process id on its host (0 when unknown), so that an operator can signal
+    /// the very process that answered, e.g. to kill the leader in a drill.
+    pub pid: u32,
     /// The cluster id every peer datagram of this cluster carries.
     pub cluster_id: u64,
     /// Bytes free for this server on the file system of its data directory, as last measured.
@@ -1033,6 +1036,7 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             }
             e.u64(s.sessions);
             e.u64(s.keys);
+            e.u32(s.pid);
             e.u64(s.cluster_id);
             e.u64(s.disk_free_bytes);
             e.u64(s.disk_min_free_bytes);
@@ -1563,6 +1567,7 @@ fn decode_status(d: &mut Dec<'_>) -> Result<Status, FrameError> {
         dropped_datagrams,
         sessions: d.u64()?,
         keys: d.u64()?,
+        pid: d.u32()?,
         cluster_id: d.u64()?,
         disk_free_bytes: d.u64()?,
         disk_min_free_bytes: d.u64()?,

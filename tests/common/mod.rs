@@ -2,9 +2,13 @@
 //! client speaking `wire::client` (deliberately not the client library, so that the server's
 //! tests do not depend on it).
 //!
-//! Each `Cluster` lives in its own temporary directory with free loopback ports; nodes can be
-//! killed (SIGKILL), paused (SIGSTOP/SIGCONT), restarted with only `--id` and `--data-dir`, and
-//! joined with `--join`. Dropping the cluster kills every process and removes the directory; a
+//! Each `Cluster` lives in its own temporary directory, each node on a loopback port reserved
+//! across every test process on the machine (`reserve_port`: an flock'ed file per port, held
+//! for the cluster's lifetime, so a restarted node binds its own port again and no other test
+//! can be handed it meanwhile). Nodes can be killed (SIGKILL), paused (SIGSTOP/SIGCONT),
+//! restarted with only `--id` and `--data-dir`, and joined with `--join`. A node that exits by
+//! itself fails the test at the next wait, naming it, its exit status and its last log lines.
+//! Dropping the cluster kills every process, removes the directory and releases the ports; a
 //! panicking test prints the tail of each node's log first. Every wait here is bounded by a
 //! deadline; nothing asserts on timing.
 //!
@@ -58,26 +62,124 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// A loopback port free for both TCP and UDP at the time of the call, chosen below the
-/// kernel's ephemeral range (32768 and up) so that the many client connections a test makes
-/// cannot take it meanwhile (a restarted node binds its port again).
-pub fn free_port() -> u16 {
+/// Ports handed to test servers come from here: below the kernel's ephemeral range (32768 and
+/// up), so that no client connection's local end can take a server's port, and below the 20000s
+/// where the load generator's tests and `perf/` scripts pick theirs.
+pub const TEST_PORTS: std::ops::Range<u16> = 10_000..20_000;
+
+/// A loopback port reserved for this process until dropped: an exclusive `flock` on
+/// `$TMPDIR/zatt-test-ports/PORT.lock`, which every test process on the machine takes before it
+/// uses the port (the kernel releases it if the process dies). Two test processes therefore
+/// never hand the same port to a server, however many suites run at once; the port was also
+/// free for TCP and UDP when reserved, against programs that do not take part.
+pub struct PortLock {
+    pub port: u16,
+    _file: std::fs::File,
+}
+
+fn port_lock_dir() -> PathBuf {
+    let d = std::env::temp_dir().join("zatt-test-ports");
+    if std::fs::create_dir_all(&d).is_ok() {
+        // Shared by every user's test runs: world-writable and sticky, like /tmp.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777));
+    }
+    d
+}
+
+/// Reserves `port` if no other reservation holds it (in this process or another) and it is
+/// free for both TCP and UDP on 127.0.0.1 right now.
+pub fn reserve_port(port: u16) -> Option<PortLock> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o666)
+        .open(port_lock_dir().join(format!("{port}.lock")))
+        .ok()?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared with the kernel.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return None;
+    }
+    let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+        && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+    free.then_some(PortLock { port, _file: file })
+}
+
+/// `n` consecutive reserved ports (for `zatt dev --base-port`), starting at a point that differs
+/// between processes and calls.
+pub fn reserve_ports(n: usize) -> Vec<PortLock> {
+    assert!((1..100).contains(&n));
+    let span = (TEST_PORTS.end - TEST_PORTS.start) as u64 - n as u64;
     let mut x = std::process::id() as u64 ^ (UNIQUE.fetch_add(1, Ordering::Relaxed) << 32);
     x ^= std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    // Seeded from the process, the call and the clock: different in each test process and call.
     let mut rng = SplitMix64(x);
-    for _ in 0..1000 {
-        let port = 20_000 + rng.below(12_000) as u16;
-        let tcp = TcpListener::bind(("127.0.0.1", port));
-        let udp = UdpSocket::bind(("127.0.0.1", port));
-        if tcp.is_ok() && udp.is_ok() {
-            return port;
+    for _ in 0..2000 {
+        let base = TEST_PORTS.start + rng.below(span) as u16;
+        let mut held = Vec::with_capacity(n);
+        for i in 0..n as u16 {
+            match reserve_port(base + i) {
+                Some(l) => held.push(l),
+                None => break,
+            }
+        }
+        if held.len() == n {
+            return held;
         }
     }
-    panic!("no free loopback port for both TCP and UDP");
+    panic!("no run of {n} loopback ports could be reserved in {TEST_PORTS:?}");
+}
+
+/// Reservations that last as long as the test process (see `free_port`).
+static HELD_PORTS: std::sync::Mutex<Vec<PortLock>> = std::sync::Mutex::new(Vec::new());
+
+/// A reserved loopback port, held until the test process exits: for tests that start servers
+/// themselves. (A `Cluster` holds its ports itself and releases them when dropped.)
+pub fn free_port() -> u16 {
+    let lock = reserve_ports(1).pop().expect("one port");
+    let port = lock.port;
+    HELD_PORTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(lock);
+    port
+}
+
+/// How process `pid` (a child of this process) ended, if it has, without reaping it, so that
+/// the `Child` handle stays valid for whoever waits for it later.
+pub fn exit_of(pid: u32) -> Option<String> {
+    // SAFETY: waitid writes only into `info`, which lives on this stack frame; WNOWAIT leaves
+    // the child to be reaped by its owner.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if r != 0 || info.si_pid() == 0 {
+            return None;
+        }
+        let status = info.si_status();
+        Some(match info.si_code {
+            libc::CLD_EXITED => format!("exit status {status}"),
+            _ => format!("signal {status}"),
+        })
+    }
+}
+
+/// The last `n` lines of a file, for failure messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A Read + Write stream: plain TCP or a rustls client stream.
@@ -235,6 +337,8 @@ pub struct Node {
     pub first_start: Vec<String>,
     pub child: Option<Child>,
     pub started_once: bool,
+    /// This node's port, reserved for the cluster's lifetime: a restart binds it again.
+    pub port: PortLock,
 }
 
 impl Node {
@@ -297,12 +401,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` voters with ids 1..=n, each with `extra` flags (and the FAST timings).
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let ports = (0..n)
+            .map(|_| reserve_ports(1).pop().expect("one port"))
+            .collect();
+        Cluster::start_on(ports, extra)
+    }
+
+    /// Starts voters with ids 1, 2, ... on the given reserved ports, in that order.
+    pub fn start_on(ports: Vec<PortLock>, extra: &[&str]) -> Cluster {
         let dir = temp_dir("cluster");
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster_arg = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .map(|(i, p)| format!("{}=127.0.0.1:{}", i + 1, p.port))
             .collect::<Vec<_>>()
             .join(",");
         let mut extra_all: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
@@ -314,9 +425,9 @@ impl Cluster {
             extra: extra_all,
             tls_client: None,
         };
-        for (i, p) in ports.iter().enumerate() {
+        for (i, p) in ports.into_iter().enumerate() {
             let id = i as u64 + 1;
-            let node = c.new_node(id, *p, vec!["--cluster".into(), cluster_arg.clone()]);
+            let node = c.new_node(id, p, vec!["--cluster".into(), cluster_arg.clone()]);
             c.nodes.push(node);
         }
         for node in &mut c.nodes {
@@ -325,16 +436,17 @@ impl Cluster {
         c
     }
 
-    fn new_node(&self, id: u64, port: u16, first_start: Vec<String>) -> Node {
+    fn new_node(&self, id: u64, port: PortLock, first_start: Vec<String>) -> Node {
         Node {
             id,
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{}", port.port),
             data_dir: self.dir.join(format!("n{id}")),
             log_path: self.dir.join(format!("n{id}.log")),
             extra: self.extra.clone(),
             first_start,
             child: None,
             started_once: false,
+            port,
         }
     }
 
@@ -373,8 +485,8 @@ impl Cluster {
     }
 
     fn spawn_joiner(&mut self, id: u64, first: Vec<String>) -> String {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let port = reserve_ports(1).pop().expect("one port");
+        let addr = format!("127.0.0.1:{}", port.port);
         let mut node = self.new_node(id, port, first);
         // A restarted joiner still binds its address; the membership also has it once added.
         node.extra.push("--listen".into());
@@ -400,10 +512,28 @@ impl Cluster {
         self.node(id).child.is_some()
     }
 
+    /// Fails the test at once, naming the node, how it ended and its last log lines, if a
+    /// server this harness started and did not stop has exited by itself (a port taken, a
+    /// corrupt directory, a crash): waiting out a deadline would only hide the cause.
+    pub fn check_exits(&self) {
+        for n in &self.nodes {
+            let Some(pid) = n.pid() else { continue };
+            if let Some(how) = exit_of(pid) {
+                panic!(
+                    "node {} ({}, pid {pid}) exited by itself with {how}; its last log lines:\n{}",
+                    n.id,
+                    n.addr,
+                    tail(&n.log_path, 20)
+                );
+            }
+        }
+    }
+
     /// Waits until every running node agrees on one leader that calls itself leader; its id.
     pub fn wait_leader(&self, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         loop {
+            self.check_exits();
             let mut leaders = Vec::new();
             let mut all = true;
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
@@ -440,6 +570,7 @@ impl Cluster {
     ) -> Status {
         let deadline = Instant::now() + timeout;
         loop {
+            self.check_exits();
             if let Some(s) = self.status(id) {
                 if pred(&s) {
                     return s;
@@ -467,6 +598,7 @@ impl Cluster {
             .map(|n| n.id)
             .unwrap();
         loop {
+            self.check_exits();
             let resp = self.client(target).and_then(|mut c| c.call(req));
             let last = format!("n{target}: {resp:?}");
             match resp {
@@ -538,6 +670,7 @@ impl Cluster {
     pub fn wait_value(&self, id: u64, key: &str, value: Option<&str>, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
+            self.check_exits();
             let got = self
                 .client(id)
                 .and_then(|mut c| c.get_value(key, Consistency::Stale));
@@ -700,6 +833,23 @@ pub fn write_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 /// calls) are generated into `dir` as ca.pem, server.pem and server.key; the harness trusts that
 /// CA. Returns once a leader is known, with the CA's path for the client under test.
 pub fn start_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf) {
+    let (cluster, ca, _) = tls_cluster(dir, n, false);
+    (cluster, ca)
+}
+
+/// As `start_tls_cluster`, and the servers require a client certificate signed by the CA
+/// (`--tls-client-ca`): one is generated into `dir` as client.pem and client.key (returned),
+/// and the harness presents it too.
+pub fn start_mutual_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf, (PathBuf, PathBuf)) {
+    let (cluster, ca, client) = tls_cluster(dir, n, true);
+    (cluster, ca, client.expect("a client certificate"))
+}
+
+fn tls_cluster(
+    dir: &Path,
+    n: usize,
+    client_auth: bool,
+) -> (Cluster, PathBuf, Option<(PathBuf, PathBuf)>) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -715,17 +865,35 @@ pub fn start_tls_cluster(dir: &Path, n: usize) -> (Cluster, PathBuf) {
     let key_path = write_file(dir, "server.key", key.serialize_pem().as_bytes());
     let cert_s = cert_path.display().to_string();
     let key_s = key_path.display().to_string();
-    let mut cluster = Cluster::start(n, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let ca_s = ca_path.display().to_string();
+    let mut flags = vec!["--tls-cert", &cert_s, "--tls-key", &key_s];
+    if client_auth {
+        flags.extend(["--tls-client-ca", &ca_s]);
+    }
+    let mut cluster = Cluster::start(n, &flags);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
-    let harness_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let harness_tls = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let (harness_tls, client_files) = if client_auth {
+        let ckey = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["zatt-client".to_string()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let ccert = params.signed_by(&ckey, &ca, &ca_key).unwrap();
+        let files = (
+            write_file(dir, "client.pem", ccert.pem().as_bytes()),
+            write_file(dir, "client.key", ckey.serialize_pem().as_bytes()),
+        );
+        let tls = harness_tls
+            .with_client_auth_cert(
+                vec![ccert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(ckey.serialize_der().into()),
+            )
+            .unwrap();
+        (tls, Some(files))
+    } else {
+        (harness_tls.with_no_client_auth(), None)
+    };
     cluster.tls_client = Some(Arc::new(harness_tls));
     cluster.wait_leader(Duration::from_secs(20));
-    (cluster, ca_path)
+    (cluster, ca_path, client_files)
 }

@@ -58,6 +58,7 @@ STATUS = wire.Status(
     dropped_datagrams=[("bad_tag", 2)],
     sessions=1,
     keys=5,
+    pid=12345,
 )
 
 E = wire.ErrorReply

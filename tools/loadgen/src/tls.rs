@@ -24,10 +24,8 @@ pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, String> {
             ca.display()
         ));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
+    // rustls's process-default provider (ring, as the workspace's rustls features select).
+    let config = ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -380,6 +380,8 @@ class Status:
     dropped_datagrams: list[tuple[str, int]] = field(default_factory=list)
     sessions: int = 0
     keys: int = 0
+    #: The answering server's process id (0 when unknown).
+    pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -671,6 +673,7 @@ def _decode_status(d: _Reader) -> Status:
         dropped.append((name, d.u64()))
     sessions = d.u64()
     keys = d.u64()
+    pid = d.u32()
     return Status(
         id=id_,
         role=role,
@@ -688,6 +691,7 @@ def _decode_status(d: _Reader) -> Status:
         dropped_datagrams=dropped,
         sessions=sessions,
         keys=keys,
+        pid=pid,
     )
 
 

@@ -71,10 +71,7 @@ impl FakeServer {
             .subject_alt_names
             .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
+        let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
                 vec![cert.der().clone()],
