@@ -125,6 +125,7 @@ impl Server {
         })?;
         let opts = WalOptions {
             inject_fault: injected_disk_fault()?,
+            segment_bytes: cfg.wal_segment_bytes,
             ..WalOptions::default()
         };
         let (mut wal, mut boot) = Wal::open(&dir, opts).map_err(|e| ServerError {
