@@ -7,6 +7,7 @@
 //! or no mount permission in a container).
 
 mod common;
+mod ops_readme;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,7 +85,18 @@ fn put_req(k: &str, v: &str) -> Request {
 fn the_disk_alarm_refuses_writes_and_clears_by_itself() {
     let base = common::temp_dir("disk-alarm");
     let mount_point = base.join("tmpfs");
-    let mut mount: Option<Tmpfs> = None;
+    // Mounted before the cluster starts, so that it is dropped (unmounted) after the servers.
+    let mount = match Tmpfs::mount(&mount_point, "64m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED the_disk_alarm_refuses_writes_and_clears_by_itself: cannot mount a \
+                 tmpfs here ({why}); it needs root with mount permission"
+            );
+            let _ = std::fs::remove_dir_all(&base);
+            return;
+        }
+    };
     let mut c = Cluster::start(
         3,
         &[
@@ -101,16 +113,6 @@ fn the_disk_alarm_refuses_writes_and_clears_by_itself() {
     // there (as a first start, with --cluster).
     for id in 1..=3 {
         c.kill(id);
-    }
-    match Tmpfs::mount(&mount_point, "64m") {
-        Ok(m) => mount = Some(m),
-        Err(why) => {
-            eprintln!(
-                "SKIPPED the_disk_alarm_refuses_writes_and_clears_by_itself: cannot mount a \
-                 tmpfs here ({why}); it needs root with mount permission"
-            );
-            return;
-        }
     }
     for n in &mut c.nodes {
         n.data_dir = mount_point.join(format!("n{}", n.id));
@@ -168,6 +170,39 @@ fn the_disk_alarm_refuses_writes_and_clears_by_itself() {
     let (code, _, err) = zatt(&c, &["put", "new", "v"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no space"), "zatt says why: {err}");
+
+    // The README's lines, against this cluster.
+    let endpoints: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
+    let env = [
+        ("ZATT_ENDPOINTS", endpoints.join(",")),
+        ("ZATT_TIMEOUT", "20s".to_string()),
+    ];
+    ops_readme::run_ok(
+        "zatt status --leader --field disk_alarm             # → 1",
+        &[],
+        &base,
+        &env,
+    );
+    let r = ops_readme::run(
+        "zatt put greeting hello                             # exit 1: no space",
+        &[],
+        &base,
+        &env,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let said = r.stderr.trim();
+    let free: u64 = said
+        .strip_prefix("zatt: no space: the leader's disk has ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(free < MIN_FREE, "{said}");
+    let shown = said.replace(&free.to_string(), "8388608");
+    assert!(
+        ops_readme::readme_flat().contains(&format!("`{shown}`")),
+        "the README quotes another message than zatt prints: {said}"
+    );
+    ops_readme::run_ok("zatt del greeting", &[], &base, &env);
 
     // Reads, deletes, compare-and-delete and status keep working.
     let read = Request::Get {

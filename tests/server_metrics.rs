@@ -13,9 +13,15 @@
 //!   who answers) reports 503 with its reason within a few election timeouts, and 200 again
 //!   once the others are back; `/ready` is 503 on a `--join` server until it is added.
 //!
+//! - `the_readme_s_metrics_examples_run_as_written`: the README's commands (a server with
+//!   `--metrics-listen`, curl of each path), its Prometheus scrape configuration (checked by
+//!   `promtool check config`) and its table of metrics, which must list exactly the families a
+//!   server exposes, with their types.
+//!
 //! Every server binds `--metrics-listen 127.0.0.1:0` and the test reads the address it logged.
 
 mod common;
+mod ops_readme;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -565,4 +571,92 @@ fn health_is_503_on_an_isolated_node_and_200_after_healing() {
     );
     wait_http(&c, &http4, "/ready", 200, "added joiner");
     c.kill(4);
+}
+
+#[test]
+fn the_readme_s_metrics_examples_run_as_written() {
+    let cwd = common::temp_dir("metrics-readme");
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let replace = [
+        ("127.0.0.1:5254", addr.clone()),
+        ("127.0.0.1:9254", http.clone()),
+    ];
+    let log = cwd.join("zattd.log");
+    let mut server = ops_readme::spawn(
+        "zattd --id 1 --cluster 1=127.0.0.1:5254 --data-dir ./zatt.1 --metrics-listen 127.0.0.1:9254 &",
+        &replace,
+        &cwd,
+        &log,
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        let up = TcpStream::connect(&http).is_ok() && get(&http, "/health").0 == 200;
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the README's server never became healthy: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for line in [
+        r#"curl -s http://127.0.0.1:9254/health                # → {"health":true,"reason":""}"#,
+        r#"curl -s http://127.0.0.1:9254/ready                 # → {"ready":true,"reason":""}"#,
+        r#"curl -s http://127.0.0.1:9254/metrics | grep '^zatt_raft_role{role="leader"}'   # → zatt_raft_role{role="leader"} 1"#,
+    ] {
+        ops_readme::run_ok(line, &replace, &cwd, &[]);
+    }
+
+    // The table lists exactly the families a server exposes, each with its type.
+    let (_, body) = get(&http, "/metrics");
+    let scrape = parse_exposition(&body);
+    let table: BTreeMap<String, String> = ops_readme::README
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `zatt_"))
+        .map(|rest| {
+            let cells: Vec<&str> = rest.split('|').map(str::trim).collect();
+            let name = format!("zatt_{}", cells[0].trim_end_matches('`'));
+            (name, cells[1].to_string())
+        })
+        .collect();
+    assert_eq!(
+        table, scrape.types,
+        "the README's table of metrics (left) and a scrape (right)"
+    );
+
+    // The scrape configuration is one Prometheus accepts.
+    let yaml: String = ops_readme::README
+        .lines()
+        .skip_while(|l| l.trim() != "scrape_configs:")
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    assert!(yaml.contains("targets:"), "{yaml}");
+    let file = cwd.join("prometheus.yml");
+    std::fs::write(&file, &yaml).unwrap();
+    match std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&file)
+        .output()
+    {
+        Ok(o) => assert!(
+            o.status.success(),
+            "promtool check config: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(std::env::var_os("CI").is_none(), "CI must install promtool");
+            eprintln!(
+                "NOTE: promtool is not installed: the README's scrape configuration went unchecked"
+            );
+        }
+        Err(e) => panic!("promtool: {e}"),
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&cwd);
 }

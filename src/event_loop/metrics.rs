@@ -207,7 +207,7 @@ impl Server {
         for (reason, n) in self.io.codec.drops().iter() {
             e.sample(
                 "zatt_peer_datagrams_dropped_total",
-                &[("reason", &reason.to_string())],
+                &[("reason", reason)],
                 n as f64,
             );
         }
