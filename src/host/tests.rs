@@ -266,3 +266,223 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         "won the vote with its own vote durable, yet does not lead"
     );
 }
+
+/// A lone voter elected leader, with `cfg` changed by `tune`; its batches all durable.
+fn lone_leader(tune: impl FnOnce(&mut HostConfig)) -> (Host, Recorder) {
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    tune(&mut cfg);
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    (h, out)
+}
+
+/// Hands the host one request frame and ends the turn.
+fn request(h: &mut Host, out: &mut Recorder, id: u64, req: &Request) {
+    let mut frame = Vec::new();
+    encode_request(id, req, &mut frame);
+    let to = ReplyTo {
+        conn: 0,
+        generation: 0,
+        request_id: id,
+        op: 0,
+        since: Duration::ZERO,
+    };
+    h.client_frame(out, now(), to, &frame);
+    h.end_turn(out, now()).unwrap();
+}
+
+/// Reports every outstanding token durable.
+fn all_durable(h: &mut Host, out: &mut Recorder) {
+    while !out.pending.is_empty() {
+        durable_next(h, out);
+    }
+}
+
+fn answer(out: &Recorder, id: u64) -> Option<&Response> {
+    out.answers.iter().find(|(i, _)| *i == id).map(|(_, r)| r)
+}
+
+#[test]
+fn the_disk_alarm_refuses_writes_that_add_data_and_clears_by_itself() {
+    // Goal: under the alarm, a leader refuses Put and a writing Cas at once (nothing reaches
+    // storage) and lets a delete through; the next measurement above the minimum lets writes
+    // through again. Method: feed measurements, look at answers and batches.
+    let (mut h, mut out) = lone_leader(|c| c.min_free_disk = MinFreeDisk::BasisPoints(1000));
+    all_durable(&mut h, &mut out);
+    let put = |k: &str| Request::Put {
+        session: None,
+        key: k.into(),
+        value: b"v".to_vec(),
+    };
+    request(&mut h, &mut out, 1, &put("a"));
+    all_durable(&mut h, &mut out);
+    assert!(matches!(answer(&out, 1), Some(Response::Written { .. })));
+
+    h.disk_space(99, 1000); // 10% of 1000 is 100
+    assert!(h.disk_alarm());
+    let batches = out.batches.len();
+    request(&mut h, &mut out, 2, &put("b"));
+    let cas = Request::Cas {
+        session: None,
+        key: b"a".to_vec(),
+        expect: crate::wire::client::Expect::Value(b"v".to_vec()),
+        new: Some(b"w".to_vec()),
+    };
+    request(&mut h, &mut out, 3, &cas);
+    for id in [2, 3] {
+        assert_eq!(
+            answer(&out, id),
+            Some(&Response::Error(ErrorKind::NoSpace {
+                free_bytes: 99,
+                min_free_bytes: 100
+            }))
+        );
+    }
+    assert_eq!(
+        out.batches.len(),
+        batches,
+        "a refused write reached storage"
+    );
+    request(
+        &mut h,
+        &mut out,
+        4,
+        &Request::Delete {
+            session: None,
+            key: b"a".to_vec(),
+        },
+    );
+    all_durable(&mut h, &mut out);
+    assert!(matches!(
+        answer(&out, 4),
+        Some(Response::Deleted { existed: true, .. })
+    ));
+    let st = h.status(&out);
+    assert!(st.disk_alarm && st.disk_free_bytes == 99 && st.disk_min_free_bytes == 100);
+
+    h.disk_space(100, 1000);
+    assert!(!h.disk_alarm());
+    request(&mut h, &mut out, 5, &put("c"));
+    all_durable(&mut h, &mut out);
+    assert!(matches!(answer(&out, 5), Some(Response::Written { .. })));
+}
+
+#[test]
+fn a_snapshot_save_hands_out_the_dictionary_as_of_its_read_in_chunks() {
+    // Goal: SnapshotSave answers with a snapshot of the dictionary holding every write applied
+    // before it, encoded a slice per turn, and SnapshotChunk hands its bytes out from any
+    // offset; an unknown id or an offset past the end is refused. Method: a lone leader with
+    // three keys per turn, 20 keys, a save, a write that must not be in it, then the chunks.
+    let (mut h, mut out) = lone_leader(|c| c.snapshot_keys_per_turn = 3);
+    all_durable(&mut h, &mut out);
+    for i in 0..20u64 {
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:02}").into_bytes(),
+            value: vec![i as u8; 100],
+        };
+        request(&mut h, &mut out, 100 + i, &req);
+        all_durable(&mut h, &mut out);
+    }
+    let want = h.kv().snapshot_bytes();
+    request(&mut h, &mut out, 1, &Request::SnapshotSave);
+    let mut turns = 0;
+    while answer(&out, 1).is_none() {
+        assert!(turns < 100, "no SnapshotBegin");
+        h.end_turn(&mut out, now()).unwrap();
+        all_durable(&mut h, &mut out);
+        turns += 1;
+    }
+    assert!(
+        turns >= 3,
+        "20 keys at 3 a turn take several turns ({turns})"
+    );
+    let info = match answer(&out, 1) {
+        Some(Response::SnapshotBegin(i)) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.size, want.len() as u64);
+    assert_eq!(info.index, h.kv().applied_index().0);
+    assert_eq!(info.members.len(), 1);
+    // A write after the save is not in the snapshot being handed out.
+    request(
+        &mut h,
+        &mut out,
+        2,
+        &Request::Put {
+            session: None,
+            key: b"later".to_vec(),
+            value: b"x".to_vec(),
+        },
+    );
+    all_durable(&mut h, &mut out);
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(&mut h, &mut out, id, &req);
+        match answer(&out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(got, want, "the snapshot as of the save");
+    let tail = u32::from_le_bytes(got[got.len() - 4..].try_into().unwrap());
+    assert_eq!(tail, info.checksum);
+    assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
+    request(
+        &mut h,
+        &mut out,
+        90,
+        &Request::SnapshotChunk {
+            id: info.id ^ 1,
+            offset: 0,
+        },
+    );
+    request(
+        &mut h,
+        &mut out,
+        91,
+        &Request::SnapshotChunk {
+            id: info.id,
+            offset: info.size + 1,
+        },
+    );
+    for id in [90, 91] {
+        assert!(
+            matches!(
+                answer(&out, id),
+                Some(Response::Error(ErrorKind::Invalid(_)))
+            ),
+            "{:?}",
+            answer(&out, id)
+        );
+    }
+}
