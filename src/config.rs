@@ -232,6 +232,28 @@ const FLAGS: &[Flag] = &[
         help: "file whose bytes (trailing newline removed) key the HMAC-SHA256 tag on every peer datagram",
     },
     Flag {
+        name: "restore",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "bootstrap a new cluster from FILE, a backup written by `zatt snapshot save`: the \
+               data directory must be empty, and every server of the new cluster is started \
+               this way with the same FILE and --cluster; the new cluster gets a cluster id of \
+               its own. A damaged or truncated FILE is refused (exit 65) before anything is \
+               written",
+    },
+    Flag {
+        name: "force-new-cluster",
+        hint: "",
+        kind: Kind::Switch,
+        default: None,
+        help: "LAST RESORT, when a majority of the voters is lost for good: restart this \
+               surviving server as the only member of its cluster, with every entry of its log \
+               (those it knows committed and those it holds without knowing yet); add servers \
+               back with --join and `zatt member add`. Refused on a data directory forced \
+               before (see the README's \"When a majority is lost for good\")",
+    },
+    Flag {
         name: "metrics-listen",
         hint: "HOST:PORT",
         kind: Kind::Value,
@@ -322,6 +344,10 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (none: not served).
     pub metrics_listen: Option<String>,
+    /// A backup to bootstrap a new cluster from (`--restore`).
+    pub restore: Option<PathBuf>,
+    /// Make this surviving server the only member of its cluster (`--force-new-cluster`).
+    pub force_new_cluster: bool,
     /// The disk-space alarm's threshold.
     pub min_free_disk: MinFreeDisk,
 }
@@ -749,6 +775,27 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         64 << 10,
         1 << 30,
     )?;
+    let restore = get("restore").map(PathBuf::from);
+    let force_new_cluster = match get("force-new-cluster") {
+        Some(v) => parse_switch("force-new-cluster", v)?,
+        None => false,
+    };
+    if restore.is_some() && (join || force_new_cluster) {
+        return Err(ConfigError::usage(
+            "--restore starts a new cluster: it goes with --cluster, not with --join or \
+             --force-new-cluster",
+        ));
+    }
+    if restore.is_some() && cluster.is_empty() {
+        return Err(ConfigError::usage(
+            "--restore needs --cluster ID=HOST:PORT,...: the voters of the new cluster",
+        ));
+    }
+    if force_new_cluster && join {
+        return Err(ConfigError::usage(
+            "--force-new-cluster keeps a surviving server's data; --join starts an empty one",
+        ));
+    }
     let metrics_listen = match get("metrics-listen") {
         Some(v) => {
             check_addr("metrics-listen", v)?;
@@ -790,6 +837,8 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         wal_segment_bytes,
         metrics_listen,
         min_free_disk,
+        restore,
+        force_new_cluster,
     })
 }
 
@@ -1046,6 +1095,33 @@ mod tests {
         }
         let e = run(&format!("{BASE} --metrics-listen nowhere"), &[]).unwrap_err();
         assert!(e.message.contains("--metrics-listen"), "{}", e.message);
+    }
+
+    #[test]
+    fn restore_and_force_new_cluster_go_with_what_they_need() {
+        // Goal: --restore needs the new cluster's voters and excludes --join and a force;
+        // --force-new-cluster keeps data, so it excludes --join.
+        let c = run(&format!("{BASE} --restore b.zatt"), &[]).unwrap();
+        assert_eq!(c.restore, Some(PathBuf::from("b.zatt")));
+        assert!(!c.force_new_cluster);
+        let c = run("--id 1 --data-dir d --force-new-cluster", &[]).unwrap();
+        assert!(c.force_new_cluster && c.restore.is_none());
+        for (a, needle) in [
+            ("--id 1 --data-dir d --restore b.zatt", "--cluster"),
+            (&format!("{BASE} --restore b --force-new-cluster"), "--restore"),
+            (
+                "--id 1 --data-dir d --restore b --join --listen 127.0.0.1:1 --cluster-id 5",
+                "--restore",
+            ),
+            (
+                "--id 1 --data-dir d --force-new-cluster --join --listen 127.0.0.1:1 --cluster-id 5",
+                "--force-new-cluster",
+            ),
+        ] {
+            let e = run(a, &[]).unwrap_err();
+            assert_eq!(e.exit_code, EXIT_USAGE, "{a}");
+            assert!(e.message.contains(needle), "{a}: {}", e.message);
+        }
     }
 
     #[test]

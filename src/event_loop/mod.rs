@@ -27,6 +27,7 @@ mod clients;
 mod conn;
 mod http;
 mod metrics;
+mod recover;
 mod start;
 mod timer;
 

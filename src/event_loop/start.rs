@@ -61,7 +61,7 @@ fn read_cluster_id(dir: &Path) -> Result<Option<u64>, ServerError> {
     }
 }
 
-fn write_cluster_id(dir: &Path, id: u64) -> Result<(), ServerError> {
+pub(super) fn write_cluster_id(dir: &Path, id: u64) -> Result<(), ServerError> {
     let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
     let p = dir.join(CLUSTER_ID_FILE);
     let res = (|| -> io::Result<()> {
@@ -116,6 +116,14 @@ impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        // The ways back from a lost cluster rewrite the directory first; it then starts as a
+        // restart does.
+        if let Some(file) = &cfg.restore {
+            recover::restore(&cfg, file)?;
+        }
+        if cfg.force_new_cluster {
+            recover::force_new_cluster(&cfg)?;
+        }
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| {
             ServerError::runtime(format!(

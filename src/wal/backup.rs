@@ -148,9 +148,6 @@ pub fn read_backup(path: &Path, max_data_bytes: u64) -> Result<(BackupMeta, Vec<
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .len();
-    if len < OVERHEAD_BYTES {
-        return Err(bad("it is truncated (shorter than a backup's header)"));
-    }
     if len > OVERHEAD_BYTES + MAX_MEMBERSHIP_BYTES + max_data_bytes {
         return Err(bad(&format!(
             "it is {len} bytes, more than a backup of at most {max_data_bytes} bytes of data can be"
@@ -162,8 +159,12 @@ pub fn read_backup(path: &Path, max_data_bytes: u64) -> Result<(BackupMeta, Vec<
     if b.len() as u64 != len {
         return Err(bad("it changed while being read"));
     }
-    if &b[..8] != BACKUP_MAGIC {
+    let n = b.len().min(8);
+    if b[..n] != BACKUP_MAGIC[..n] {
         return Err(bad("it is not a Zatt backup (bad magic)"));
+    }
+    if len < OVERHEAD_BYTES {
+        return Err(bad("it is truncated (shorter than a backup's header)"));
     }
     let (body, crc) = b.split_at(b.len() - 4);
     let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);

@@ -1,0 +1,399 @@
+//! The ways back from losing a cluster, on real processes, with the README's commands:
+//! - `save_then_restore_into_a_new_cluster_keeps_every_key`: a backup of a cluster (its log
+//!   compacted several times) restored into a new three-server cluster holds every key, value
+//!   and revision the old one had; the new cluster has a cluster id of its own, takes writes,
+//!   and restarts without `--restore`; a damaged, a truncated and a foreign file are refused
+//!   with the reason (exit 65) before anything is written, and so is a data directory that is
+//!   not empty (exit 2).
+//! - `force_new_cluster_after_losing_two_of_three_keeps_every_acknowledged_write`: two of
+//!   three servers killed for good; the survivor, forced into a one-member cluster, holds every
+//!   write acknowledged before, takes new ones, gets members back (`--join`, `member add`) and
+//!   survives losing itself once they are in; a second start that still carries the flag is
+//!   refused.
+
+mod common;
+mod ops_readme;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, TestClient};
+use zatt::wire::client::{Consistency, ErrorKind, Request, Response};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Servers this test started itself (outside a `Cluster`); killed on drop.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every key with its value and revision, read linearizably a page at a time through the
+/// leader (found from `addr`, following its hint), retrying through an election.
+fn dump(addr: &str) -> BTreeMap<String, (String, u64)> {
+    let deadline = Instant::now() + T;
+    let mut addr = addr.to_string();
+    'attempt: loop {
+        assert!(
+            Instant::now() < deadline,
+            "no dump from {addr} within {T:?}"
+        );
+        let Ok(mut cl) = TestClient::connect(&addr) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let mut out = BTreeMap::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let req = Request::Scan {
+                prefix: vec![],
+                start_after: after.clone(),
+                limit: 1000,
+                consistency: Consistency::Linearizable,
+            };
+            match cl.call(&req) {
+                Ok(Response::ScanPage { items, more, .. }) => {
+                    for (k, v, r) in items {
+                        after = Some(k.clone());
+                        out.insert(
+                            String::from_utf8(k).unwrap(),
+                            (String::from_utf8(v).unwrap(), r),
+                        );
+                    }
+                    if !more {
+                        return out;
+                    }
+                }
+                Ok(Response::Error(ErrorKind::NotLeader {
+                    leader_addr: Some(l),
+                    ..
+                })) => {
+                    addr = l;
+                    continue 'attempt;
+                }
+                Ok(Response::Error(e)) if common::retryable(&e) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'attempt;
+                }
+                other => {
+                    if other.is_err() {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue 'attempt;
+                    }
+                    panic!("scan of {addr}: {other:?}")
+                }
+            }
+        }
+    }
+}
+
+/// Writes, overwrites and deletes through the leader; the keys and values that must remain.
+fn fill(c: &Cluster, n: u64) -> BTreeMap<String, String> {
+    let leader = c.wait_leader(T);
+    let mut cl = c.client(leader).unwrap();
+    cl.put_pipelined("key/", 0..n, 64).unwrap();
+    let mut want: BTreeMap<String, String> = (0..n)
+        .map(|i| (format!("key/{i}"), format!("v{i}")))
+        .collect();
+    for i in (0..n).step_by(5) {
+        let k = format!("key/{i}");
+        assert!(matches!(
+            cl.put(&k, "again").unwrap(),
+            Response::Written { .. }
+        ));
+        want.insert(k, "again".into());
+    }
+    for i in (0..n).step_by(13) {
+        let k = format!("key/{i}");
+        assert!(matches!(cl.delete(&k).unwrap(), Response::Deleted { .. }));
+        want.remove(&k);
+    }
+    want
+}
+
+fn values(d: &BTreeMap<String, (String, u64)>) -> BTreeMap<String, String> {
+    d.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+}
+
+fn zattd_refuses(args: &[&str], code: i32, needle: &str, dir: &Path) {
+    let (got, out) = common::run_zattd(args, &[], T);
+    assert_eq!(got, Some(code), "zattd {args:?}: {out}");
+    assert!(out.contains(needle), "zattd {args:?}: {out}");
+    assert!(
+        !dir.exists() || std::fs::read_dir(dir).unwrap().next().is_none(),
+        "zattd {args:?} wrote into {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn save_then_restore_into_a_new_cluster_keeps_every_key() {
+    let old = Cluster::start(3, &["--snapshot-entries", "800"]);
+    let want = fill(&old, 2500);
+    let old_leader = old.wait_leader(T);
+    let before = dump(&old.addr(old_leader));
+    assert_eq!(values(&before), want);
+    let old_id = old.status(old_leader).unwrap().cluster_id;
+
+    let cwd = common::temp_dir("restore");
+    let endpoints: Vec<String> = old.nodes.iter().map(|n| n.addr.clone()).collect();
+    let env = [("ZATT_ENDPOINTS", endpoints.join(","))];
+    ops_readme::run_ok("zatt snapshot save zatt.backup", &[], &cwd, &env);
+    let backup = cwd.join("zatt.backup");
+    assert!(old.log_of(old_leader).contains("log compacted"));
+
+    // Damaged, truncated and foreign files, and a directory in use, are refused before any
+    // byte is written.
+    let whole = std::fs::read(&backup).unwrap();
+    let mut flipped = whole.clone();
+    flipped[whole.len() / 2] ^= 1;
+    std::fs::write(cwd.join("flipped"), &flipped).unwrap();
+    std::fs::write(cwd.join("cut"), &whole[..whole.len() - 100]).unwrap();
+    std::fs::write(cwd.join("foreign"), b"not a backup at all, just some words").unwrap();
+    let probe = format!("127.0.0.1:{}", common::free_port());
+    let cluster1 = format!("1={probe}");
+    for (file, needle, code) in [
+        ("flipped", "fails its checksum", 65),
+        ("cut", "truncated", 65),
+        ("foreign", "not a Zatt backup", 65),
+        ("missing", "cannot read --restore", 2),
+    ] {
+        let dir = cwd.join(format!("refused-{file}"));
+        let f = cwd.join(file).display().to_string();
+        let d = dir.display().to_string();
+        let args = [
+            "--id",
+            "1",
+            "--cluster",
+            &cluster1,
+            "--data-dir",
+            &d,
+            "--restore",
+            &f,
+        ];
+        zattd_refuses(&args, code, needle, &dir);
+    }
+    let busy = cwd.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("something"), b"x").unwrap();
+    let (code, out) = common::run_zattd(
+        &[
+            "--id",
+            "1",
+            "--cluster",
+            &cluster1,
+            "--data-dir",
+            &busy.display().to_string(),
+            "--restore",
+            &backup.display().to_string(),
+        ],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("empty data directory"), "{out}");
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+
+    // The new cluster, started as the README says, on ports of its own.
+    let ports: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let mut procs = Procs::default();
+    let line = "zattd --id 1 --cluster 1=127.0.0.1:6254,2=127.0.0.1:6255,3=127.0.0.1:6256 --data-dir ./new.1 --restore zatt.backup &";
+    for id in 1..=3u64 {
+        let replace = [
+            ("127.0.0.1:6254", ports[0].clone()),
+            ("127.0.0.1:6255", ports[1].clone()),
+            ("127.0.0.1:6256", ports[2].clone()),
+            ("--id 1", format!("--id {id}")),
+            ("./new.1", format!("./new.{id}")),
+        ];
+        let log = cwd.join(format!("new.{id}.log"));
+        procs.0.push(ops_readme::spawn(line, &replace, &cwd, &log));
+    }
+    let after = dump(&ports[0]);
+    assert_eq!(after, before, "keys, values and revisions as they were");
+    let mut cl = TestClient::connect(&ports[1]).unwrap();
+    let st = cl.status().unwrap();
+    assert_ne!(st.cluster_id, old_id, "a cluster id of its own");
+    assert_eq!(st.members.len(), 3);
+    assert!(st.members.iter().all(|m| ports.contains(&m.addr)));
+    for p in &ports {
+        let s = TestClient::connect(p).unwrap().status().unwrap();
+        assert_eq!(s.cluster_id, st.cluster_id, "every restored server agrees");
+    }
+    // It takes writes, through whichever server leads.
+    let deadline = Instant::now() + T;
+    'write: loop {
+        for p in &ports {
+            if let Ok(Response::Written { revision }) =
+                TestClient::connect(p).and_then(|mut c| c.put("after-restore", "yes"))
+            {
+                assert!(revision > after.values().map(|v| v.1).max().unwrap());
+                break 'write;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored cluster takes no write"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A restart without --restore finds its data; one with it is refused.
+    let _ = procs.0[0].kill();
+    let _ = procs.0[0].wait();
+    let d1 = cwd.join("new.1").display().to_string();
+    let (code, out) = common::run_zattd(
+        &[
+            "--id",
+            "1",
+            "--data-dir",
+            &d1,
+            "--restore",
+            &backup.display().to_string(),
+            "--cluster",
+            &format!("1={},2={},3={}", ports[0], ports[1], ports[2]),
+        ],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("restored already"), "{out}");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&cwd);
+}
+
+#[test]
+fn force_new_cluster_after_losing_two_of_three_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start(3, &["--snapshot-entries", "700"]);
+    let want = fill(&c, 2000);
+    // Server 3 survives: it has every acknowledged write once it has applied the last one.
+    let last = "key/1999";
+    c.wait_value(3, last, want.get(last).map(String::as_str), T);
+    c.kill(1);
+    c.kill(2);
+
+    let cwd = common::temp_dir("force");
+    let survivor = c.addr(3);
+    let dir3 = c.node(3).data_dir.display().to_string();
+    let joiner = format!("127.0.0.1:{}", common::free_port());
+    let replace = [
+        ("127.0.0.1:5256", survivor.clone()),
+        ("127.0.0.1:5257", joiner.clone()),
+        ("./zatt.3", dir3.clone()),
+        ("./zatt.4", cwd.join("zatt.4").display().to_string()),
+    ];
+    let env = [("ZATT_TIMEOUT", "30s".to_string())];
+    // 1. How much of the log the survivor holds.
+    let out = ops_readme::run_ok(
+        "zatt --endpoints 127.0.0.1:5256 status --field last_index",
+        &replace,
+        &cwd,
+        &env,
+    );
+    let last_index: u64 = out.trim().parse().unwrap();
+    assert_eq!(last_index, c.status(3).unwrap().last_index);
+    // 2. Stopped.
+    assert_eq!(c.terminate(3), Some(0));
+    // 3. Forced, as the README says.
+    let mut procs = Procs::default();
+    procs.0.push(ops_readme::spawn(
+        "zattd --id 3 --data-dir ./zatt.3 --force-new-cluster &",
+        &replace,
+        &cwd,
+        &cwd.join("forced.log"),
+    ));
+    let got = dump(&survivor);
+    assert_eq!(values(&got), want, "every acknowledged write, nothing else");
+    let mut cl = TestClient::connect(&survivor).unwrap();
+    let st = cl.status().unwrap();
+    assert_eq!(st.role, "leader");
+    assert_eq!(st.members.len(), 1);
+    assert!(st.last_index > last_index);
+    assert!(std::fs::read_to_string(cwd.join("forced.log"))
+        .unwrap()
+        .contains("FORCED A NEW CLUSTER"));
+    assert!(matches!(
+        cl.put("after-force", "yes").unwrap(),
+        Response::Written { .. }
+    ));
+
+    // 4. Members back: server 4 as the README shows, server 5 the same way.
+    procs.0.push(ops_readme::spawn(
+        "zattd --id 4 --join --listen 127.0.0.1:5257 --cluster-id $(cat ./zatt.3/cluster-id) --data-dir ./zatt.4 &",
+        &replace,
+        &cwd,
+        &cwd.join("4.log"),
+    ));
+    ops_readme::run_ok(
+        "zatt --endpoints 127.0.0.1:5256 member add 4 127.0.0.1:5257",
+        &replace,
+        &cwd,
+        &env,
+    );
+    let fifth = format!("127.0.0.1:{}", common::free_port());
+    let replace5 = [
+        ("127.0.0.1:5256", survivor.clone()),
+        ("127.0.0.1:5257", fifth.clone()),
+        ("./zatt.3", dir3.clone()),
+        ("./zatt.4", cwd.join("zatt.5").display().to_string()),
+        ("--id 4", "--id 5".to_string()),
+        ("add 4", "add 5".to_string()),
+    ];
+    procs.0.push(ops_readme::spawn(
+        "zattd --id 4 --join --listen 127.0.0.1:5257 --cluster-id $(cat ./zatt.3/cluster-id) --data-dir ./zatt.4 &",
+        &replace5,
+        &cwd,
+        &cwd.join("5.log"),
+    ));
+    ops_readme::run_ok(
+        "zatt --endpoints 127.0.0.1:5256 member add 4 127.0.0.1:5257",
+        &replace5,
+        &cwd,
+        &env,
+    );
+    let st = cl.status().unwrap();
+    assert_eq!(st.members.iter().filter(|m| m.voter).count(), 3, "{st:?}");
+
+    // The forced server goes too: the two added ones carry on with everything.
+    let _ = procs.0[0].kill();
+    let _ = procs.0[0].wait();
+    let mut want = want;
+    want.insert("after-force".into(), "yes".into());
+    let deadline = Instant::now() + T;
+    loop {
+        let got = [&joiner, &fifth].iter().find_map(|a| {
+            let mut cl = TestClient::connect(a).ok()?;
+            match cl.get("after-force", Consistency::Linearizable).ok()? {
+                Response::Value { .. } => Some(*a),
+                _ => None,
+            }
+        });
+        if let Some(leader) = got {
+            assert_eq!(values(&dump(leader)), want);
+            break;
+        }
+        assert!(Instant::now() < deadline, "servers 4 and 5 elect no leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A start that still carries the flag is refused, and changes nothing.
+    let (code, out) = common::run_zattd(
+        &["--id", "3", "--data-dir", &dir3, "--force-new-cluster"],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("already forced"), "{out}");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&cwd);
+}
