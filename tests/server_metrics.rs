@@ -13,6 +13,10 @@
 //!   who answers) reports 503 with its reason within a few election timeouts, and 200 again
 //!   once the others are back; `/ready` is 503 on a `--join` server until it is added.
 //!
+//! - `health_follows_a_partition_made_with_iptables`: the leader's UDP port cut off on loopback
+//!   (iptables rules this test adds and removes; skipped, saying why, where iptables cannot be
+//!   used): the two others elect a leader and stay healthy while the cut-off one reports 503,
+//!   and all three are healthy once the rules are gone.
 //! - `the_readme_s_metrics_examples_run_as_written`: the README's commands (a server with
 //!   `--metrics-listen`, curl of each path), its Prometheus scrape configuration (checked by
 //!   `promtool check config`) and its table of metrics, which must list exactly the families a
@@ -659,4 +663,105 @@ fn the_readme_s_metrics_examples_run_as_written() {
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&cwd);
+}
+
+/// iptables rules dropping a loopback UDP port's datagrams both ways; removed on drop.
+struct PortCut {
+    rules: Vec<Vec<String>>,
+}
+
+impl PortCut {
+    fn iptables(args: &[String]) -> Result<(), String> {
+        let o = std::process::Command::new("iptables")
+            .arg("-w")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run iptables: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+    }
+
+    fn cut(port: u16) -> Result<PortCut, String> {
+        let tag = format!("zatt-test-{}", std::process::id());
+        let mut cut = PortCut { rules: Vec::new() };
+        for dir in ["--dport", "--sport"] {
+            let rule: Vec<String> = [
+                "INPUT",
+                "-i",
+                "lo",
+                "-p",
+                "udp",
+                dir,
+                &port.to_string(),
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "DROP",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut add = vec!["-I".to_string()];
+            add.extend(rule.iter().cloned());
+            PortCut::iptables(&add)?;
+            cut.rules.push(rule);
+        }
+        Ok(cut)
+    }
+}
+
+impl Drop for PortCut {
+    fn drop(&mut self) {
+        for rule in self.rules.drain(..) {
+            let mut del = vec!["-D".to_string()];
+            del.extend(rule);
+            let _ = PortCut::iptables(&del);
+        }
+    }
+}
+
+#[test]
+fn health_follows_a_partition_made_with_iptables() {
+    if let Err(why) = PortCut::iptables(&["-L".into(), "INPUT".into(), "-n".into()]) {
+        eprintln!(
+            "SKIPPED health_follows_a_partition_made_with_iptables: iptables cannot be used \
+             here ({why}); it needs root"
+        );
+        return;
+    }
+    let c = Cluster::start(3, METRICS);
+    let leader = c.wait_leader(T);
+    let addrs: Vec<String> = (1..=3).map(|i| http_addr(&c, i)).collect();
+    let port: u16 = c.addr(leader).rsplit_once(':').unwrap().1.parse().unwrap();
+    let cut = match PortCut::cut(port) {
+        Ok(cut) => cut,
+        Err(why) => {
+            eprintln!("SKIPPED health_follows_a_partition_made_with_iptables: {why}");
+            return;
+        }
+    };
+    let body = wait_http(
+        &c,
+        &addrs[leader as usize - 1],
+        "/health",
+        503,
+        "cut-off leader",
+    );
+    assert!(body.contains("no leader known"), "{body}");
+    for i in (1..=3).filter(|&i| i != leader) {
+        // The majority side elects a leader of its own and stays (or is again) healthy.
+        c.wait_status(i, T, "a leader on the majority side", |s| {
+            s.leader.is_some() && s.leader != Some(leader)
+        });
+        wait_http(&c, &addrs[i as usize - 1], "/health", 200, "majority side");
+    }
+    drop(cut);
+    for a in &addrs {
+        wait_http(&c, a, "/health", 200, "healed");
+    }
 }
