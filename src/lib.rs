@@ -8,6 +8,7 @@
 //! applications use), `metrics` (the Prometheus text format), `sim` (the deterministic cluster
 //! simulator, driving the same host).
 
+pub mod bootstrap;
 pub mod bytes;
 pub mod cli;
 pub mod client;

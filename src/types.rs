@@ -323,6 +323,10 @@ pub enum MessageBody {
     },
     PreVoteResponse {
         granted: bool,
+        /// Where the responder's log ends: a node that lost entries to a damaged tail learns
+        /// from it whether this voter could hold any of them (`raft::election`).
+        last_log_index: LogIndex,
+        last_log_term: Term,
     },
     RequestVote {
         last_log_index: LogIndex,

@@ -117,6 +117,8 @@ fn expected() -> BTreeMap<&'static str, Golden> {
         sessions: 1,
         keys: 5,
         pid: 12345,
+        incarnation: 0x1122_3344_5566_7788,
+        lost_entries: Some((3, 22)),
         cluster_id: 0x0123_4567_89ab_cdef,
         disk_free_bytes: 10 << 30,
         disk_min_free_bytes: 256 << 20,
@@ -329,7 +331,10 @@ fn expected() -> BTreeMap<&'static str, Golden> {
                 },
             ),
         ),
-        ("response/status", Resp(49, Response::Status(status))),
+        (
+            "response/status",
+            Resp(49, Response::Status(Box::new(status))),
+        ),
         (
             "response/members",
             Resp(

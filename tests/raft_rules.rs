@@ -963,6 +963,9 @@ fn single_server_change_bug_trace_is_prevented() {
     let mut c = Cluster::new(4, plain);
     c.elect(1);
     add_learner(&mut c, 1, 5);
+    // A heartbeat round brings S5 the log (a learner is promoted only once it holds it).
+    c.tick(1, 3);
+    assert!(c.r(5).last_index() >= c.r(1).commit_index());
     // The promotion reaches S5 only.
     c.filter = Some(Box::new(|m| !(m.from == NodeId(1) && m.to != NodeId(5))));
     c.rm(1)
@@ -1266,7 +1269,11 @@ fn garbage_messages_never_panic() {
             last_index: LogIndex(0),
             read_seq: 0,
         },
-        MessageBody::PreVoteResponse { granted: true },
+        MessageBody::PreVoteResponse {
+            granted: true,
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+        },
         MessageBody::RequestVoteResponse { granted: true },
         MessageBody::TimeoutNow,
     ];
@@ -1365,7 +1372,7 @@ fn vote_granted(rd: &Ready) -> Option<bool> {
         .chain(rd.messages_after_persist.iter())
         .find_map(|m| match m.body {
             MessageBody::RequestVoteResponse { granted }
-            | MessageBody::PreVoteResponse { granted } => Some(granted),
+            | MessageBody::PreVoteResponse { granted, .. } => Some(granted),
             _ => None,
         })
 }
@@ -1403,11 +1410,35 @@ fn lost_entries_withhold_votes_from_candidates_behind_them() {
 }
 
 #[test]
+fn lost_entries_of_one_of_two_voters_do_not_hold_back_the_other() {
+    // Goal: with two voters, the other one holds every committed entry this node may have lost
+    // (committing took both), so its candidacy is granted even behind the bound's term; with
+    // three voters, it is not (a committed entry may sit on the third alone).
+    // Method: a node bounded at (t3, i5) with a log through i4 in t2, asked by n2 at (t2, i5).
+    let committed = |mut b: Boot| {
+        b.hard_state.commit = LogIndex(3);
+        b
+    };
+    let mut r = single(
+        plain(1),
+        committed(boot_with_lost(&[1, 2], 3, &[2, 2, 2], (3, 5))),
+    );
+    r.step(msg(2, 1, 4, rv(5, 2)));
+    assert_eq!(vote_granted(&r.ready()), Some(true), "two voters");
+    let mut r = single(
+        plain(1),
+        committed(boot_with_lost(&[1, 2, 3], 3, &[2, 2, 2], (3, 5))),
+    );
+    r.step(msg(2, 1, 4, rv(5, 2)));
+    assert_eq!(vote_granted(&r.ready()), Some(false), "three voters");
+}
+
+#[test]
 fn lost_entries_keep_a_node_from_campaigning() {
     // Goal: a node that lost entries it may have acknowledged never stands for election (it
-    // would vote for itself with a log it no longer has), however long it waits; it only tells
-    // the voters where its log ends (PreVotes it does not act on), and even granted pre-votes
-    // do not make it a candidate.
+    // would vote for itself with a log it no longer has), however long it waits; it only asks
+    // the voters where their logs end (PreVotes it does not act on), and even granted pre-votes
+    // do not make it a candidate while they show logs that may hold what it lost.
     // Method: tick one node of three far past its election timeout, granting its pre-votes.
     let mut r = single(conf(1), boot_with_lost(&[1, 2, 3], 2, &[1, 2], (2, 6)));
     let mut pre_votes = 0;
@@ -1419,11 +1450,17 @@ fn lost_entries_keep_a_node_from_campaigning() {
                 MessageBody::RequestVote { .. } => panic!("campaigned with lost entries"),
                 MessageBody::PreVote { .. } => {
                     pre_votes += 1;
+                    // The voters hold the entries this node lost (their logs reach index 6),
+                    // so their answers cannot release it.
                     r.step(msg(
                         m.to.0,
                         1,
                         m.term.0,
-                        MessageBody::PreVoteResponse { granted: true },
+                        MessageBody::PreVoteResponse {
+                            granted: true,
+                            last_log_index: LogIndex(6),
+                            last_log_term: Term(2),
+                        },
                     ));
                 }
                 _ => {}
@@ -1518,6 +1555,39 @@ fn damaged_follower_scenario(bug: bool) -> bool {
     c.heal();
     c.tick_all(60);
     c.r(3).role() == Role::Leader
+}
+
+#[test]
+fn leader_resends_to_a_follower_that_lost_what_it_acknowledged() {
+    // Goal: a follower whose damaged tail was cut holds less than it acknowledged; the leader,
+    // which remembers the higher match index, must go back and resend the entries (before, it
+    // kept probing just above the old match index and the follower never caught up).
+    // Method: commit entries on three nodes, cut n2's tail at a restart, let the leader talk.
+    let mut c = Cluster::new(3, conf);
+    c.elect(1);
+    for i in 0..4 {
+        c.propose(1, &[i]);
+    }
+    c.tick_all(2);
+    let last = c.r(1).last_index();
+    assert_eq!(c.r(2).last_index(), last);
+    let term = c.r(2).term().0;
+    c.crash(2);
+    let node = c.nodes.get_mut(&2).unwrap();
+    node.disk.entries.retain(|e| e.index < LogIndex(last.0 - 2));
+    node.disk.hs.commit = node.disk.hs.commit.min(LogIndex(last.0 - 3));
+    node.disk.hs.lost = Some(LostEntries {
+        term: Term(term),
+        index: last,
+    });
+    c.restart(2);
+    c.tick_all(6);
+    assert_eq!(
+        c.r(2).last_index(),
+        c.r(1).last_index(),
+        "n2 caught up again"
+    );
+    assert_eq!(c.r(2).lost_entries(), None, "and grants votes again");
 }
 
 #[test]
@@ -1775,6 +1845,8 @@ fn hostile_run(seed: u64) {
             },
             1 => MessageBody::PreVoteResponse {
                 granted: rnd(2) == 0,
+                last_log_index: idx(&mut rnd),
+                last_log_term: t(&mut rnd),
             },
             2 => MessageBody::RequestVote {
                 last_log_index: idx(&mut rnd),

@@ -99,6 +99,24 @@ fn host_read_before_applied_is_caught() {
     bug_is_caught(BugName::HostReadBeforeApplied, 3, 300);
 }
 
+// Goal: a node that votes by a log whose damaged tail recovery cut, forgetting that it may
+// have acknowledged the entries it lost, is caught. Method: followers lose their last synced
+// records at restarts while leaders crash; caught when a leader without committed entries wins
+// with such a vote.
+#[test]
+fn ignore_lost_entries_is_caught() {
+    bug_is_caught(BugName::IgnoreLostEntries, 3, 300);
+}
+
+// Goal: a server whose disk was lost that comes back as the member it was (bootstrapping again
+// without asking, and taken back by its peers) is caught. Method: voters lose their disks while
+// leaders crash and followers sit at different points of the log; caught when the forgotten
+// votes and acknowledgements elect a leader without committed entries.
+#[test]
+fn host_forget_lost_storage_is_caught() {
+    bug_is_caught(BugName::HostForgetLostStorage, 3, 300);
+}
+
 // Goal: the failures above come from the bugs, not from their harsher fault profiles. Method: each
 // bug's profile with the switch off (a control run) passes on 20 seeds.
 #[test]

@@ -113,6 +113,7 @@ fn recover_returns_exactly_the_synced_state() {
 // recovered state must be one of the prefix states.
 #[test]
 fn crash_keeps_a_prefix_of_written_batches() {
+    let mut torn = 0;
     for seed in 0..200 {
         let mut rng = Rng::new(seed);
         let mut disk = SimDisk::new();
@@ -132,12 +133,23 @@ fn crash_keeps_a_prefix_of_written_batches() {
         }
         let outcomes = crash_outcomes(&synced, &pending);
         disk.crash(&mut rng, true);
-        let got = state_of(&disk.recover().unwrap());
+        let mut got = state_of(&disk.recover().unwrap());
+        // A tear that left damaged bytes also leaves a bound on what they held (the WAL's
+        // "Lost entries"): above everything kept, and at least the term kept.
+        if let Some(b) = got.0.lost.take() {
+            let last = got.2.last().map(|e| (e.term, e.index)).unwrap_or_default();
+            assert!(
+                b.index > last.1 && b.term >= last.0 && b.term >= got.0.term,
+                "seed {seed}: bound {b:?} does not cover what may be lost after {last:?}"
+            );
+            torn += 1;
+        }
         assert!(
             outcomes.iter().any(|o| state_of_model(o) == got),
             "seed {seed}: recovered state is no prefix of the written batches: {got:?}"
         );
     }
+    assert!(torn > 0, "no crash tore a write");
 }
 
 // Goal: a snapshot replaces the entries it covers and keeps the ones after it; a conflicting

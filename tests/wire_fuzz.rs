@@ -288,7 +288,7 @@ fn sample_responses() -> Vec<Vec<u8>> {
             more: true,
             applied_index: 4,
         },
-        Response::Status(Status {
+        Response::Status(Box::new(Status {
             role: "leader".into(),
             members: vec![MemberInfo {
                 id: 1,
@@ -302,7 +302,7 @@ fn sample_responses() -> Vec<Vec<u8>> {
             }],
             dropped_datagrams: vec![("BadTag".into(), 1)],
             ..Status::default()
-        }),
+        })),
         Response::Members(vec![
             MemberInfo {
                 id: 1,

@@ -1435,6 +1435,16 @@ fn status_text(s: &Status) -> String {
     if !d.is_empty() {
         let _ = writeln!(t, "dropped_datagrams: {}", d.join(", "));
     }
+    if s.incarnation != 0 {
+        let _ = writeln!(t, "incarnation: {:016x}", s.incarnation);
+    }
+    if let Some((term, index)) = s.lost_entries {
+        let _ = writeln!(
+            t,
+            "votes_withheld: may have lost acknowledged entries through index {index} (term \
+             {term}); no vote for a candidate behind that until it is safe"
+        );
+    }
     t
 }
 
@@ -1527,6 +1537,18 @@ fn status_json(st: &Status) -> String {
         let _ = write!(s, "{count}");
     }
     s.push('}');
+    json::key(&mut s, "incarnation");
+    match st.incarnation {
+        0 => s.push_str("null"),
+        i => json::string(&mut s, &format!("{i:016x}")),
+    }
+    json::key(&mut s, "lost_entries");
+    match st.lost_entries {
+        None => s.push_str("null"),
+        Some((term, index)) => {
+            let _ = write!(s, "{{\"term\":{term},\"index\":{index}}}");
+        }
+    }
     s.push('}');
     s
 }

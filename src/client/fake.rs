@@ -459,7 +459,7 @@ impl FakeState {
                 len: self.map.len() as u64,
                 applied_index: self.last_index,
             },
-            Request::Status => Response::Status(Status {
+            Request::Status => Response::Status(Box::new(Status {
                 id: self.node_id,
                 role: "leader".into(),
                 term: 1,
@@ -475,7 +475,7 @@ impl FakeState {
                 keys: self.map.len() as u64,
                 sessions: self.sessions.len() as u64,
                 ..Status::default()
-            }),
+            })),
             Request::Members => Response::Members(vec![MemberInfo {
                 id: self.node_id,
                 addr: String::new(),

@@ -614,7 +614,7 @@ impl Client {
     pub fn status(&mut self) -> Result<Status> {
         let mut req = Request::Status;
         match self.call(&mut req, Route::Any, Retry::Idempotent)? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(unexpected(other, false)),
         }
     }

@@ -35,9 +35,10 @@ use crate::config::{ServerConfig, EXIT_RUNTIME, EXIT_USAGE};
 use crate::host::{Host, IoStatus, Now, Output, ReplyTo};
 use crate::storage::WriteBatch;
 use crate::types::*;
+use crate::wal::identity::Identity;
 use crate::wal::Syncer;
 use crate::wire::client::{encode_response, encode_value_response, FrameLimits, Response};
-use crate::wire::peer::PeerCodec;
+use crate::wire::peer::{Inbound, PeerCodec};
 use conn::ClientConn;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, UdpSocket};
@@ -47,6 +48,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -146,9 +148,22 @@ struct Io {
     /// The host's time at the start of this loop turn (answers' latency is measured on it).
     mono: Duration,
     metrics: metrics::LoopMetrics,
+    /// The data directory's incarnation and the peers' pinned so far, and where it is kept.
+    identity: Identity,
+    data_dir: PathBuf,
 }
 
 impl Io {
+    /// Stores the identity after a pin changed. A pin that cannot be made durable must not be
+    /// acted on: this is a disk failure, and stops the server like any other (exit 74).
+    fn store_identity(&self) {
+        if let Err(e) = self.identity.store(&self.data_dir) {
+            crate::wal::syncer::exit_on_disk_failure(&format!(
+                "cannot store the peers' incarnations: {e}"
+            ));
+        }
+    }
+
     /// Puts a connection on the end-of-iteration flush list (once).
     fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
@@ -246,6 +261,34 @@ impl Output for Io {
             peers.entry(*id).or_insert(*a);
         }
         self.peers = peers;
+    }
+
+    fn pin_peer(&mut self, peer: NodeId, incarnation: u64) {
+        self.identity.pins.insert(peer, incarnation);
+        self.store_identity();
+        self.codec.pin(peer, incarnation);
+        info!(
+            "n{}: n{peer} is known by its data directory {incarnation:016x} from now on",
+            self.id
+        );
+    }
+
+    fn unpin_peer(&mut self, peer: NodeId) {
+        if self.identity.pins.remove(&peer).is_some() {
+            self.store_identity();
+        }
+        self.codec.unpin(peer);
+    }
+
+    fn send_probe(&mut self, to: NodeId, known_as: u64, reply: bool, member: bool) {
+        let Some(addr) = self.peers.get(&to).copied() else {
+            return;
+        };
+        let udp = &self.udp;
+        self.codec
+            .encode_probe(to, known_as, reply, member, &mut |d: &[u8]| {
+                let _ = udp.send_to(d, addr);
+            });
     }
 
     fn io_status(&self) -> IoStatus {
@@ -389,19 +432,39 @@ impl Server {
         while errors < 64 {
             match self.io.udp.recv_from(&mut self.recv_buf) {
                 Ok((n, from)) => {
-                    let Some(msg) = self.io.codec.decode(&self.recv_buf[..n], self.tick_count)
-                    else {
-                        continue;
-                    };
-                    debug!(
-                        "n{} <- n{} {} from {from}",
-                        self.io.id,
-                        msg.from,
-                        msg.body.name()
-                    );
-                    // A node not yet in our membership (a joiner) is reachable at its source.
-                    self.io.peers.entry(msg.from).or_insert(from);
-                    self.host.peer_message(msg);
+                    let inbound = self
+                        .io
+                        .codec
+                        .decode_inbound(&self.recv_buf[..n], self.tick_count);
+                    match inbound {
+                        Some(Inbound::Raft {
+                            msg,
+                            from_incarnation,
+                            to_incarnation,
+                        }) => {
+                            debug!(
+                                "n{} <- n{} {} from {from}",
+                                self.io.id,
+                                msg.from,
+                                msg.body.name()
+                            );
+                            // A node not yet in our membership (a joiner) is reachable at its
+                            // source.
+                            self.io.peers.entry(msg.from).or_insert(from);
+                            self.host.peer_message(
+                                &mut self.io,
+                                msg,
+                                from_incarnation,
+                                to_incarnation,
+                            );
+                        }
+                        Some(Inbound::Probe(p)) => {
+                            self.io.peers.entry(p.from).or_insert(from);
+                            self.host.probe(&mut self.io, &p);
+                        }
+                        // Answers to probes this server no longer sends (it runs).
+                        Some(Inbound::ProbeReply(_)) | None => {}
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

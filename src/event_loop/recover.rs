@@ -13,6 +13,7 @@
 //! one, and never the source's), so that stragglers of the old cluster cannot talk to it. The
 //! directory then holds the backup's snapshot with the new membership, at the backup's index
 //! and term, committed: every member restored from the same file starts from the same state.
+//! Its identity (incarnation) is drawn at start, as for any new directory.
 //!
 //! `--force-new-cluster`: the server's whole log is kept (its snapshot and every entry after
 //! it), a `Config` entry making this server the only voter is appended, in a term above every
@@ -21,7 +22,8 @@
 //! write), so the last writes acknowledged before the loss are typically among them; the price
 //! is that an entry the old cluster never committed may take effect. A marker file records the
 //! force, so that a restart that still carries the flag (a config file left as it was) is
-//! refused instead of undoing the members added since.
+//! refused instead of undoing the members added since. The directory gets a fresh identity:
+//! to any server that knew this one it is a new incarnation, and it has pinned no peer.
 
 use super::*;
 use crate::config::EXIT_CORRUPT;
@@ -29,6 +31,7 @@ use crate::kv::{Kv, KvConfig};
 use crate::raft::Boot;
 use crate::storage::LogStorage;
 use crate::wal::backup::read_backup;
+use crate::wal::identity::Identity;
 use crate::wal::{Wal, WalOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -292,6 +295,15 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
     };
     write_durably(&mut wal, &batch, "the forced membership")?;
     drop(wal);
+    // A fresh identity: its log now says things the old incarnation never did.
+    Identity::generate()
+        .and_then(|i| i.store(dir))
+        .map_err(|e| {
+            ServerError::runtime(format!(
+                "cannot write a new identity for {}: {e}",
+                dir.display()
+            ))
+        })?;
     // After the write: a process that dies between the two forces again at the next start,
     // which only repeats the same one-member membership (nobody was added in between).
     let note = format!(

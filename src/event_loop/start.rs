@@ -5,11 +5,14 @@
 //! host's and raft's).
 
 use super::*;
-use crate::config::EXIT_CORRUPT;
+use crate::bootstrap::{Prober, Verdict};
+use crate::config::{InitialClusterState, EXIT_CORRUPT};
 use crate::host::HostConfig;
 use crate::raft::{self, Boot};
 use crate::storage::LogStorage;
+use crate::wal::identity::Identity;
 use crate::wal::{Wal, WalOptions};
+use crate::wire::peer::Inbound;
 use crate::wire::peer::PeerCodecConfig;
 use conn::tls_server_config;
 use mio::{Interest, Waker};
@@ -112,6 +115,27 @@ fn injected_disk_fault() -> Result<Option<crate::wal::InjectFault>, ServerError>
     }
 }
 
+/// Whether `dir` holds no state at all (missing, or without log segments and hard state):
+/// what a server finds when its disk was lost or is not mounted, and at a first start.
+fn dir_is_blank(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    !rd.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".wal") || name.starts_with("hardstate.") || name.ends_with(".snap")
+    })
+}
+
+/// What an operator should do when this server must not rejoin as the member it was.
+fn rejoin_advice(cfg: &ServerConfig, listen: &str) -> String {
+    let id = cfg.id;
+    format!(
+        "if its disk is not mounted, mount it and start again; if its data was lost, remove it          from the cluster (zatt member remove {id}), start it empty with --join --listen {listen}          (same --id, --data-dir and --cluster), and add it back (zatt member add {id} {listen})"
+    )
+}
+
 impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
@@ -125,6 +149,17 @@ impl Server {
             recover::force_new_cluster(&cfg)?;
         }
         let dir = cfg.data_dir.clone();
+        if cfg.initial_cluster_state == InitialClusterState::Existing
+            && !cfg.join
+            && dir_is_blank(&dir)
+        {
+            let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
+            return Err(ServerError::usage(format!(
+                "refusing to start: data directory {} holds no data, but                  --initial-cluster-state existing says this server must already have its own; {}",
+                dir.display(),
+                rejoin_advice(&cfg, &listen)
+            )));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| {
             ServerError::runtime(format!(
                 "cannot create data directory {}: {e}",
@@ -140,6 +175,38 @@ impl Server {
             exit_code: e.exit_code(),
             message: e.to_string(),
         })?;
+        // The directory's identity: drawn when it is first used, so that a server whose storage
+        // is lost comes back as someone new (see `host/peers.rs`).
+        let mut identity = match Identity::load(&dir).map_err(|e| ServerError {
+            exit_code: e.exit_code(),
+            message: e.to_string(),
+        })? {
+            Some(i) => i,
+            None => {
+                if !boot_is_empty(&boot) {
+                    info!(
+                        "n{}: {} predates data-directory incarnations; it gets one now",
+                        cfg.id,
+                        dir.display()
+                    );
+                }
+                let i = Identity::generate()
+                    .and_then(|i| i.store(&dir).map(|_| i))
+                    .map_err(|e| {
+                        ServerError::runtime(format!(
+                            "cannot write the identity of {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                i
+            }
+        };
+        if let Some(b) = boot.hard_state.lost {
+            warn!(
+                "n{}: this server may have lost log entries it had acknowledged (recovery cut a                  damaged tail; entries up to index {} of term {} at most): it will not vote for a                  candidate behind that until it holds or knows committed everything through it",
+                cfg.id, b.index.0, b.term.0
+            );
+        }
 
         // The cluster id: the file wins; else the flag; else derived from --cluster.
         let stored = read_cluster_id(&dir)?;
@@ -238,12 +305,40 @@ impl Server {
         set_udp_buffers(&udp);
         let mut http = http::Http::bind(&cfg)?;
 
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ cfg.id.0.rotate_left(32);
+        let mut pc = PeerCodecConfig::new(cluster_id, cfg.id);
+        pc.secret = secret;
+        pc.max_datagram = cfg.max_datagram_bytes;
+        pc.first_message_id = seed;
+        pc.incarnation = identity.incarnation;
+        // Reassembly gives up after about two election timeouts.
+        pc.reassembly_timeout_ticks = (2 * cfg.election_ticks() as u64).max(50);
+        let mut codec = PeerCodec::new(pc);
+        let mut poll = Poll::new().map_err(|e| ServerError::runtime(format!("poll: {e}")))?;
+        poll.registry()
+            .register(&mut udp, UDP, Interest::READABLE)
+            .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
+
         // Bind first: a start that fails on a busy port must leave the directory untouched.
         if boot_is_empty(&boot) && !cfg.join {
             if cfg.cluster.is_empty() {
                 return Err(ServerError::usage(
                     "first start needs --cluster ID=HOST:PORT,... (or --join to be added later)",
                 ));
+            }
+            if cfg.initial_cluster_state == InitialClusterState::Auto {
+                let pins = ask_peers(&cfg, &listen, &mut poll, &udp, &mut codec, &identity)?;
+                identity.pins = pins;
+                identity.store(&dir).map_err(|e| {
+                    ServerError::runtime(format!(
+                        "cannot write the identity of {}: {e}",
+                        dir.display()
+                    ))
+                })?;
             }
             let mut m = Membership::default();
             for (id, addr) in &cfg.cluster {
@@ -280,13 +375,8 @@ impl Server {
             write_cluster_id(&dir, cluster_id)?;
         }
 
-        let poll = Poll::new().map_err(|e| ServerError::runtime(format!("poll: {e}")))?;
         poll.registry()
-            .register(&mut udp, UDP, Interest::READABLE)
-            .and_then(|_| {
-                poll.registry()
-                    .register(&mut listener, LISTENER, Interest::READABLE)
-            })
+            .register(&mut listener, LISTENER, Interest::READABLE)
             .and_then(|_| match &mut http {
                 Some(h) => h.register(poll.registry()),
                 None => Ok(()),
@@ -301,12 +391,12 @@ impl Server {
         let mut rcfg = raft::Config::new(cfg.id);
         rcfg.election_ticks = cfg.election_ticks();
         rcfg.heartbeat_ticks = cfg.heartbeat_ticks();
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ cfg.id.0.rotate_left(32);
         let mut host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        host_cfg.incarnation = identity.incarnation;
+        host_cfg.pins = identity.pins.clone();
+        for (peer, inc) in &identity.pins {
+            codec.pin(*peer, *inc);
+        }
         host_cfg.cluster_id = cluster_id;
         host_cfg.min_free_disk = cfg.min_free_disk;
         let limits = host_cfg.limits;
@@ -317,14 +407,6 @@ impl Server {
             ))
         })?;
 
-        let mut pc = PeerCodecConfig::new(cluster_id, cfg.id);
-        pc.secret = secret;
-        pc.max_datagram = cfg.max_datagram_bytes;
-        pc.first_message_id = seed;
-        // Reassembly gives up after about two election timeouts.
-        pc.reassembly_timeout_ticks = (2 * cfg.election_ticks() as u64).max(50);
-        let codec = PeerCodec::new(pc);
-
         let syncer = Syncer::spawn(wal, waker);
         let now = Instant::now();
         let mut timers = TimerWheel::new(Duration::from_millis(1), 1024, now);
@@ -332,10 +414,12 @@ impl Server {
         timers.schedule(now + HOUSEKEEPING, TimerKind::Housekeeping);
 
         info!(
-            "{}: listening on {addr} (UDP peers, TCP clients{}), cluster id {cluster_id}, data in {}",
+            "{}: listening on {addr} (UDP peers, TCP clients{}), cluster id {cluster_id}, data in {} \
+             (incarnation {:016x})",
             host.who(),
             if tls.is_some() { ", TLS" } else { "" },
-            dir.display()
+            dir.display(),
+            identity.incarnation
         );
         if let Some(h) = &http {
             info!(
@@ -359,6 +443,8 @@ impl Server {
                 udp_send_drops: 0,
                 mono: Duration::ZERO,
                 metrics: Default::default(),
+                identity,
+                data_dir: dir.clone(),
             },
             poll,
             listener,
@@ -381,5 +467,129 @@ impl Server {
             http,
             cfg,
         })
+    }
+}
+
+/// `--initial-cluster-state auto` on an empty data directory: asks every other server of
+/// `--cluster` whether this data directory is new to them (`crate::bootstrap`), before anything
+/// of the cluster is written. Returns the peers' incarnations to pin once it is safe to
+/// bootstrap; refuses (exit 2) when this server was a member with other storage.
+fn ask_peers(
+    cfg: &ServerConfig,
+    listen: &str,
+    poll: &mut Poll,
+    udp: &UdpSocket,
+    codec: &mut PeerCodec,
+    identity: &Identity,
+) -> Result<BTreeMap<NodeId, u64>, ServerError> {
+    let mut addrs: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    for (id, a) in &cfg.cluster {
+        if *id != cfg.id {
+            let sa = crate::config::resolve(a).map_err(|e| {
+                ServerError::usage(format!(
+                    "--cluster: cannot resolve n{id}'s address {a:?}: {e}"
+                ))
+            })?;
+            addrs.insert(*id, sa);
+        }
+    }
+    let ids: Vec<NodeId> = cfg.cluster.iter().map(|(i, _)| *i).collect();
+    let mut prober = Prober::new(cfg.id, identity.incarnation, &ids);
+    info!(
+        "n{}: data directory {} is empty; asking n{} whether this cluster is new (incarnation \
+         {:016x}; --initial-cluster-state auto)",
+        cfg.id,
+        cfg.data_dir.display(),
+        addrs
+            .keys()
+            .map(|i| i.0.to_string())
+            .collect::<Vec<_>>()
+            .join(", n"),
+        identity.incarnation
+    );
+    let origin = Instant::now();
+    let mut told_waiting = origin;
+    let mut heard_from_by_probe: BTreeMap<NodeId, u64> = BTreeMap::new();
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match prober.verdict() {
+            Verdict::Bootstrap { pins } => {
+                info!(
+                    "n{}: every server of --cluster answered and none knew this data directory \
+                     from an existing cluster: bootstrapping",
+                    cfg.id
+                );
+                return Ok(pins);
+            }
+            Verdict::Refuse(why) => {
+                return Err(ServerError::usage(format!(
+                    "refusing to start: {why}; starting it as a member could lose acknowledged \
+                     writes. {}",
+                    rejoin_advice(cfg, listen)
+                )))
+            }
+            Verdict::Waiting => {}
+        }
+        if STOP.load(Ordering::Relaxed) {
+            return Err(ServerError {
+                exit_code: 0,
+                message: "stopped on signal while asking the servers of --cluster".into(),
+            });
+        }
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(origin);
+        for to in prober.due_probes(elapsed) {
+            let known_as = heard_from_by_probe.get(&to).copied().unwrap_or(0);
+            if let Some(a) = addrs.get(&to) {
+                codec.encode_probe(to, known_as, false, false, &mut |d: &[u8]| {
+                    let _ = udp.send_to(d, *a);
+                });
+            }
+        }
+        if now.saturating_duration_since(told_waiting) >= Duration::from_secs(5) {
+            told_waiting = now;
+            let w: Vec<String> = prober
+                .waiting_for()
+                .iter()
+                .map(|i| format!("n{i}"))
+                .collect();
+            warn!(
+                "n{}: still waiting for {} to answer; a new cluster forms once every server of \
+                 --cluster has started (if one of them cannot start, start the others with \
+                 --initial-cluster-state new)",
+                cfg.id,
+                w.join(", ")
+            );
+        }
+        let wait = prober
+            .next_probe_at()
+            .saturating_sub(elapsed)
+            .min(Duration::from_millis(100));
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(ServerError::runtime(format!("poll: {e}")));
+            }
+        }
+        loop {
+            let (n, from_addr) = match udp.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // an ICMP error from a peer not up yet
+            };
+            match codec.decode_inbound(&buf[..n], 0) {
+                Some(Inbound::Probe(p)) => {
+                    let known_as = prober.on_probe(&p);
+                    heard_from_by_probe.insert(p.from, known_as);
+                    codec.encode_probe(p.from, known_as, true, false, &mut |d: &[u8]| {
+                        let _ = udp.send_to(d, from_addr);
+                    });
+                }
+                Some(Inbound::ProbeReply(p)) => prober.on_reply(&p),
+                // A member's traffic before this server is one: nothing to act on.
+                Some(Inbound::Raft { .. }) | None => {}
+            }
+        }
     }
 }

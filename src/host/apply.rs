@@ -40,6 +40,7 @@ impl Host {
         if e.kind == EntryKind::Config {
             if let Ok((m, _)) = Membership::decode(&e.data) {
                 self.applied_membership = m;
+                self.unpin_departed(out);
             }
         }
         let reply = self.kv.apply(e);

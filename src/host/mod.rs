@@ -50,6 +50,7 @@ mod apply;
 mod backup;
 mod disk;
 mod metrics;
+mod peers;
 mod reads;
 mod ready;
 mod requests;
@@ -63,7 +64,7 @@ use crate::raft::{self, Boot, Raft, Role, SoftState};
 use crate::storage::WriteBatch;
 use crate::types::*;
 use crate::wire::client::{ErrorKind, FrameLimits, Response};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -107,6 +108,10 @@ pub struct Bugs {
     /// A ReadIndex read is answered as soon as its round is confirmed, even when the
     /// dictionary has not yet applied the read's index.
     pub read_before_applied: bool,
+    /// A server whose storage was lost comes back as if it never had any: it bootstraps again
+    /// without asking its peers (`crate::bootstrap`), and its peers take its new incarnation
+    /// (and this node's old one) without a word.
+    pub forget_lost_storage: bool,
 }
 
 impl Bugs {
@@ -132,6 +137,10 @@ pub struct HostConfig {
     pub cluster_id: u64,
     /// Below this much free disk space the leader refuses writes that add data.
     pub min_free_disk: MinFreeDisk,
+    /// This node's incarnation (its data directory's random id; 0: none, no checks).
+    pub incarnation: u64,
+    /// The peers' incarnations pinned so far (from the data directory).
+    pub pins: BTreeMap<NodeId, u64>,
     pub bugs: Bugs,
 }
 
@@ -150,6 +159,8 @@ impl HostConfig {
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
             cluster_id: 0,
             min_free_disk: MinFreeDisk::default(),
+            incarnation: 0,
+            pins: BTreeMap::new(),
             bugs: Bugs::default(),
         }
     }
@@ -218,6 +229,14 @@ pub trait Output {
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot);
     /// The membership in force changed (peer addresses). Called once at the first turn too.
     fn membership(&mut self, _m: &Membership) {}
+    /// Pins `peer`'s incarnation: durable when this returns (the message that revealed it is
+    /// acted on right after), and named in every datagram to that peer from then on.
+    fn pin_peer(&mut self, _peer: NodeId, _incarnation: u64) {}
+    /// Forgets `peer`'s incarnation (it left the membership).
+    fn unpin_peer(&mut self, _peer: NodeId) {}
+    /// Answers (`reply`) or sends a probe to `to`; `known_as` is the incarnation this node
+    /// knows `to` by (0: none), `member` whether this node runs as a member.
+    fn send_probe(&mut self, _to: NodeId, _known_as: u64, _reply: bool, _member: bool) {}
     /// Storage and network figures for a status answer.
     fn io_status(&self) -> IoStatus {
         IoStatus::default()
@@ -311,6 +330,9 @@ pub struct Host {
     // Reads (reads.rs).
     reads: reads::Reads,
 
+    // Peers' identities (peers.rs).
+    peers: peers::Peers,
+
     // Snapshots (snapshot.rs).
     snapshot_index: LogIndex,
     snapshot_in_flight: bool,
@@ -355,6 +377,11 @@ impl Host {
         };
         let raft = Raft::new(raft_cfg, boot, seed);
         let soft = raft.soft_state();
+        let peers = peers::Peers {
+            incarnation: cfg.incarnation,
+            pins: cfg.pins.clone(),
+            ..peers::Peers::default()
+        };
         Ok(Host {
             cfg,
             raft,
@@ -372,6 +399,7 @@ impl Host {
             applied_membership,
             prop_buf: Vec::with_capacity(4096),
             reads: reads::Reads::default(),
+            peers,
             snapshot_index,
             snapshot_in_flight: false,
             snapshot_job: None,
@@ -403,11 +431,6 @@ impl Host {
     /// Whether a snapshot is being encoded (committed entries are held back meanwhile).
     pub fn snapshot_in_progress(&self) -> bool {
         self.snapshot_job.is_some()
-    }
-
-    /// A message from a peer.
-    pub fn peer_message(&mut self, msg: Message) {
-        self.raft.step(msg);
     }
 
     /// One Raft tick.

@@ -34,6 +34,7 @@ impl Host {
             self.kv = kv;
             self.applied_term = snap.meta.term;
             self.applied_membership = snap.meta.membership.clone();
+            self.unpin_all(out);
             self.snapshot_index = snap.meta.index;
             self.metrics.snapshots_installed += 1;
             self.fail_writes_through(out, snap.meta.index);

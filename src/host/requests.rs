@@ -67,7 +67,7 @@ impl Host {
             },
             RequestView::Status => {
                 let s = self.status(out);
-                out.answer(to, &Response::Status(s));
+                out.answer(to, &Response::Status(Box::new(s)));
             }
             RequestView::Members => out.answer(to, &Response::Members(self.members_info())),
             RequestView::MemberAdd { id, addr, learner } => {

@@ -62,10 +62,16 @@ impl Host {
             wal_bytes: io.wal_bytes,
             fsync_p50_us: io.fsync_p50_us,
             fsync_p99_us: io.fsync_p99_us,
-            dropped_datagrams: io.dropped_datagrams,
+            dropped_datagrams: {
+                let mut d = io.dropped_datagrams;
+                d.extend(self.incarnation_drops().map(|(n, c)| (n.to_string(), c)));
+                d
+            },
             sessions: self.kv.session_count() as u64,
             keys: self.kv.len() as u64,
             pid: std::process::id(),
+            incarnation: self.incarnation(),
+            lost_entries: self.raft.lost_entries().map(|l| (l.term.0, l.index.0)),
             cluster_id: self.cfg.cluster_id,
             disk_free_bytes: self.disk.free,
             disk_min_free_bytes: self.disk.min,

@@ -14,6 +14,9 @@ struct Recorder {
     batches: Vec<(u64, WriteBatch)>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
+    /// Pins made durable (and unpins), in order: (peer, incarnation; 0 for an unpin).
+    pins: Vec<(NodeId, u64)>,
+    probes: Vec<(NodeId, u64, bool, bool)>,
 }
 
 impl Output for Recorder {
@@ -37,6 +40,15 @@ impl Output for Recorder {
     }
     fn submit_snapshot(&mut self, token: u64, _snapshot: Snapshot) {
         self.pending.push_back(token);
+    }
+    fn pin_peer(&mut self, peer: NodeId, incarnation: u64) {
+        self.pins.push((peer, incarnation));
+    }
+    fn unpin_peer(&mut self, peer: NodeId) {
+        self.pins.push((peer, 0));
+    }
+    fn send_probe(&mut self, to: NodeId, known_as: u64, reply: bool, member: bool) {
+        self.probes.push((to, known_as, reply, member));
     }
 }
 
@@ -82,12 +94,17 @@ fn durable_next(h: &mut Host, out: &mut Recorder) {
 }
 
 fn deliver(h: &mut Host, out: &mut Recorder, term: u64, body: MessageBody) {
-    h.peer_message(Message {
-        from: N2,
-        to: N1,
-        term: Term(term),
-        body,
-    });
+    h.peer_message(
+        out,
+        Message {
+            from: N2,
+            to: N1,
+            term: Term(term),
+            body,
+        },
+        0,
+        0,
+    );
     h.end_turn(out, now()).unwrap();
 }
 
@@ -133,7 +150,11 @@ fn elect(h: &mut Host, out: &mut Recorder) {
         h,
         out,
         pv.term.0,
-        MessageBody::PreVoteResponse { granted: true },
+        MessageBody::PreVoteResponse {
+            granted: true,
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+        },
     );
     assert_eq!(h.raft().role(), Role::Candidate);
     assert!(
@@ -249,7 +270,11 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         &mut h,
         &mut out,
         pv.term.0,
-        MessageBody::PreVoteResponse { granted: true },
+        MessageBody::PreVoteResponse {
+            granted: true,
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+        },
     );
     assert_eq!(h.raft().role(), Role::Candidate);
     durable_next(&mut h, &mut out);
@@ -265,6 +290,151 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         Role::Leader,
         "won the vote with its own vote durable, yet does not lead"
     );
+}
+
+/// A host with an identity: incarnation 0x11 for n1, and whatever pins it starts with.
+fn host_with_identity(voters: &[u64], pins: &[(u64, u64)]) -> Host {
+    let mut m = Membership::default();
+    for &v in voters {
+        m.members.insert(
+            NodeId(v),
+            Member {
+                role: MemberRole::Voter,
+                addr: format!("127.0.0.1:{}", 5000 + v),
+            },
+        );
+    }
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.incarnation = 0x11;
+    cfg.pins = pins.iter().map(|&(p, i)| (NodeId(p), i)).collect();
+    Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap()
+}
+
+fn pre_vote_from(from: u64) -> Message {
+    Message {
+        from: NodeId(from),
+        to: N1,
+        term: Term(2),
+        body: MessageBody::PreVote {
+            last_log_index: LogIndex(1),
+            last_log_term: Term(1),
+        },
+    }
+}
+
+#[test]
+fn a_member_is_pinned_before_its_first_message_is_acted_on() {
+    // Goal: the first message from a member pins its incarnation durably (through the driver)
+    // before the core sees it; a non-member is answered but not pinned.
+    let mut h = host_with_identity(&[1, 2, 3], &[]);
+    let mut out = Recorder::default();
+    h.end_turn(&mut out, now()).unwrap();
+    h.peer_message(&mut out, pre_vote_from(2), 0x22, 0);
+    assert_eq!(out.pins, vec![(N2, 0x22)]);
+    h.end_turn(&mut out, now()).unwrap();
+    assert!(
+        take(&mut out, "PreVoteResponse").is_some(),
+        "the message was acted on"
+    );
+    h.peer_message(&mut out, pre_vote_from(2), 0x22, 0x11);
+    assert_eq!(out.pins.len(), 1, "pinned once");
+    h.peer_message(&mut out, pre_vote_from(9), 0x99, 0);
+    assert_eq!(out.pins.len(), 1, "n9 is no member");
+}
+
+#[test]
+fn messages_from_or_to_another_incarnation_reach_nothing() {
+    // Goal: a peer that came back with another data directory is not the member this node knew:
+    // its messages are dropped and counted, and so are messages naming another data directory
+    // of this node; the core never sees them (no answer).
+    let mut h = host_with_identity(&[1, 2, 3], &[(2, 0x22)]);
+    let mut out = Recorder::default();
+    h.end_turn(&mut out, now()).unwrap();
+    h.peer_message(&mut out, pre_vote_from(2), 0x23, 0);
+    h.peer_message(&mut out, pre_vote_from(3), 0x33, 0x10);
+    h.end_turn(&mut out, now()).unwrap();
+    assert!(take(&mut out, "PreVoteResponse").is_none());
+    assert_eq!(
+        h.incarnation_drops(),
+        [("IncarnationChanged", 1), ("NotMyIncarnation", 1)]
+    );
+    assert!(
+        out.pins.is_empty(),
+        "a changed incarnation is never pinned over the old one"
+    );
+    // Probes are answered with what this node knows of the asker.
+    let p = crate::wire::peer::Probe {
+        from: N2,
+        incarnation: 0x23,
+        known_as: 0,
+        member: false,
+    };
+    h.probe(&mut out, &p);
+    assert_eq!(out.probes, vec![(N2, 0x22, true, true)]);
+}
+
+#[test]
+fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
+    // Goal: a server may take a removed member's id later with new storage: the pin goes when
+    // the removal is applied.
+    let mut h = host_with_identity(&[1], &[(2, 0x22)]);
+    let mut out = Recorder::default();
+    for _ in 0..40 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, now()).unwrap();
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    let mut frame = Vec::new();
+    encode_request(
+        5,
+        &Request::MemberAdd {
+            id: 2,
+            addr: "127.0.0.1:5002".into(),
+            learner: true,
+        },
+        &mut frame,
+    );
+    let to = ReplyTo {
+        conn: 0,
+        generation: 0,
+        request_id: 5,
+        op: 0,
+        since: Duration::ZERO,
+    };
+    h.client_frame(&mut out, now(), to, &frame);
+    let mut frame = Vec::new();
+    encode_request(6, &Request::MemberRemove { id: 2 }, &mut frame);
+    for _ in 0..10 {
+        h.end_turn(&mut out, now()).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, now()).unwrap();
+        }
+        if out.answers.iter().any(|(id, _)| *id == 5) && !out.answers.iter().any(|(id, _)| *id == 6)
+        {
+            h.client_frame(
+                &mut out,
+                now(),
+                ReplyTo {
+                    request_id: 6,
+                    ..to
+                },
+                &frame,
+            );
+        }
+    }
+    assert!(
+        out.answers
+            .iter()
+            .any(|(id, r)| *id == 6 && *r == Response::Done),
+        "{:?}",
+        out.answers
+    );
+    assert_eq!(out.pins, vec![(N2, 0)], "unpinned once removed");
 }
 
 /// A lone voter elected leader, with `cfg` changed by `tune`; its batches all durable.

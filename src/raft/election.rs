@@ -30,18 +30,53 @@ impl Raft {
         self.lost.is_none() && self.can_campaign()
     }
 
-    /// A candidate's log is at least as up to date as the entries this node may have lost.
-    fn covers_lost(&self, li: LogIndex, lt: Term) -> bool {
-        self.lost.map_or(true, |b| (lt, li) >= (b.term, b.index))
+    /// Whether this node's vote may count for a candidate with log `(li, lt)`: that log covers
+    /// the entries this node may have lost, and this node has a log at all. A node with nothing
+    /// (no entry, no snapshot: not even the initial membership) is a server started empty with
+    /// `--join`, not yet caught up; if it was a voter before, it lost its storage and forgot
+    /// every promise it made, so its vote is withheld until the log it holds stands for it
+    /// (a learner is promoted only once caught up, so a real member never needs it).
+    ///
+    /// One exception to the bound: with two voters, the only other one holds every committed
+    /// entry this node may have lost (committing one took both of them, under the membership
+    /// this node knows committed: committing that very membership took both too, and every
+    /// entry before it came with it). Without it, a two-voter cluster whose one node tore its
+    /// last write after moving to a new term would wait forever: the bound's term is that new
+    /// term, which the other voter's log cannot reach without a leader.
+    fn covers_lost(&self, from: NodeId, li: LogIndex, lt: Term) -> bool {
+        if self.last_index().0 == 0 {
+            return false;
+        }
+        let Some(b) = self.lost else {
+            return true;
+        };
+        if (lt, li) >= (b.term, b.index) {
+            return true;
+        }
+        let config_committed = self
+            .config_indices
+            .last()
+            .map_or(true, |&c| c <= self.commit);
+        let m = &self.membership;
+        config_committed
+            && m.voter_count() == 2
+            && m.is_voter(self.id)
+            && m.is_voter(from)
+            && from != self.id
     }
 
-    /// Remembers a voter that campaigns with a log no more up to date than the intact part of
-    /// ours: it holds none of the entries we lost.
+    /// Remembers a voter that campaigns (or answers a pre-vote) with a log no more up to date
+    /// than the intact part of ours: it holds none of the entries we lost.
     pub(super) fn note_lost_report(&mut self, m: &Message) {
         let (li, lt) = match m.body {
             MessageBody::PreVote {
                 last_log_index,
                 last_log_term,
+            }
+            | MessageBody::PreVoteResponse {
+                last_log_index,
+                last_log_term,
+                ..
             }
             | MessageBody::RequestVote {
                 last_log_index,
@@ -79,6 +114,10 @@ impl Raft {
         } else {
             let others: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
             let n = self.membership.voter_count();
+            if n == 0 {
+                // The damage took the membership too: nobody to ask until a leader sends it.
+                return;
+            }
             let need = (n + 1).saturating_sub(self.membership.quorum());
             let shown = others
                 .iter()
@@ -375,14 +414,23 @@ impl Raft {
         let granted = term > self.term
             && !self.in_lease()
             && self.log_up_to_date(li, lt)
-            && self.covers_lost(li, lt);
+            && self.covers_lost(from, li, lt);
         let reply_term = if granted { term } else { self.term };
+        let body = self.pre_vote_response(granted);
         self.msgs.push(Message {
             from: self.id,
             to: from,
             term: reply_term,
-            body: MessageBody::PreVoteResponse { granted },
+            body,
         });
+    }
+
+    pub(super) fn pre_vote_response(&self, granted: bool) -> MessageBody {
+        MessageBody::PreVoteResponse {
+            granted,
+            last_log_index: self.last_index(),
+            last_log_term: self.last_term(),
+        }
     }
 
     pub(super) fn on_request_vote(&mut self, from: NodeId, li: LogIndex, lt: Term) {
@@ -395,7 +443,7 @@ impl Raft {
         let granted = can_vote
             && self.role != Role::Leader
             && self.log_up_to_date(li, lt)
-            && self.covers_lost(li, lt);
+            && self.covers_lost(from, li, lt);
         if granted {
             self.vote = Some(from);
             self.reset_election_timer();

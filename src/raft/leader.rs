@@ -387,6 +387,20 @@ impl Raft {
             let Some(pr) = self.progress.get_mut(&from) else {
                 return;
             };
+            if follower_last < pr.match_index {
+                // The follower holds less than it acknowledged: recovery cut a damaged tail of
+                // its log (`HardState::lost`). Its acknowledgements stand (the commit index never
+                // goes back, and the node withholds its vote until it is safe); what it needs
+                // now is the entries again, so its progress goes back to where its log ends.
+                // (A rejection merely delayed from before the acknowledgement costs a resend.)
+                log::info!(
+                    "n{} n{from} holds through {:?} only, below the {:?} it acknowledged: resending",
+                    self.id,
+                    follower_last,
+                    pr.match_index
+                );
+                pr.match_index = follower_last;
+            }
             let mut next = hint.min(follower_last.next());
             if pr.state == ReplState::Probe {
                 next = next.min(pr.next_index.prev());

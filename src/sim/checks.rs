@@ -184,6 +184,15 @@ impl Sim {
         Ok(())
     }
 
+    /// A fault took durable state away on purpose (a lost disk, damaged synced records): the
+    /// durable term and commit start over from what the disk holds now.
+    pub(super) fn forget_durable(&mut self, ni: usize) {
+        let d = self.w.nodes[ni].disk.durable();
+        let r = &mut self.w.records[ni];
+        r.durable_term = d.hard_state.term;
+        r.durable_commit = d.hard_state.commit.min(d.last_index());
+    }
+
     /// Durable term and commit never go back (they survive crashes by definition). The commit is
     /// taken as `min(commit, durable last index)`: a torn batch may keep its hard state and lose
     /// the entries after it, and a node cannot durably know more committed than it holds.

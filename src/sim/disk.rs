@@ -11,7 +11,7 @@
 use crate::raft::Boot;
 use crate::rng::Rng;
 use crate::storage::{LogStorage, WriteBatch};
-use crate::types::{Entry, HardState, LogIndex, Snapshot, Term};
+use crate::types::{Entry, HardState, LogIndex, LostEntries, Snapshot, Term};
 use std::collections::VecDeque;
 use std::io;
 
@@ -229,11 +229,59 @@ impl SimDisk {
                 part.hard_state = b.hard_state;
                 left -= 1;
             }
-            part.entries = b.entries[..left.min(b.entries.len())].to_vec();
-            let _ = self.durable.apply(&part);
+            let kept_entries = left.min(b.entries.len());
+            part.entries = b.entries[..kept_entries].to_vec();
+            if self.durable.apply(&part).is_ok() && cut < records && rng.chance(0.5) {
+                // The tear left damaged bytes where the rest of the batch was: recovery cannot
+                // tell them from records that were synced and acknowledged, and keeps a bound
+                // on what they may have held (the WAL's "Lost entries").
+                let mut term = self.durable.hard_state.term;
+                let mut index = self.durable.last_index().next();
+                if let Some(hs) = b.hard_state {
+                    term = term.max(hs.term);
+                }
+                if let (Some(s), true) = (&b.snapshot, part.snapshot.is_none()) {
+                    term = term.max(s.meta.term);
+                    index = index.max(s.meta.index);
+                }
+                for e in &b.entries[kept_entries..] {
+                    term = term.max(e.term);
+                    index = index.max(e.index);
+                }
+                self.lose(LostEntries { term, index });
+            }
         }
         self.synced = self.written;
         keep
+    }
+
+    /// Damages the last `n` durable entries after the snapshot, as a disk that loses synced
+    /// data at the end of the log would (a bad sector, a failed write the drive did not
+    /// report): recovery cuts them and keeps a bound on what they held. Returns how many were
+    /// damaged (none when the log after the snapshot is empty).
+    pub fn damage_tail(&mut self, n: usize) -> usize {
+        let n = n.min(self.durable.entries.len());
+        if n == 0 {
+            return 0;
+        }
+        let cut = self.durable.entries.len() - n;
+        let lost: Vec<Entry> = self.durable.entries.drain(cut..).collect();
+        let mut term = self.durable.hard_state.term;
+        let mut index = LogIndex(0);
+        for e in &lost {
+            term = term.max(e.term);
+            index = index.max(e.index);
+        }
+        let last = self.durable.last_index();
+        self.durable.hard_state.commit = self.durable.hard_state.commit.min(last);
+        self.lose(LostEntries { term, index });
+        n
+    }
+
+    /// Records a lost-entries bound in the durable hard state, joined with any earlier one.
+    fn lose(&mut self, b: LostEntries) {
+        let hs = &mut self.durable.hard_state;
+        hs.lost = LostEntries::join(hs.lost, Some(b));
     }
 
     /// Wipes the disk (a node that is replaced by a fresh one with the same id).

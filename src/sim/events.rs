@@ -4,6 +4,7 @@
 
 use super::checker::{digest, Fnv};
 use crate::types::*;
+use crate::wire::peer::Probe;
 
 pub(super) enum Event {
     /// A Raft tick of node `.0` in its life `.1`.
@@ -12,7 +13,24 @@ pub(super) enum Event {
     Housekeeping(usize, u64),
     /// Another loop turn of node `.0` in its life `.1` (a snapshot being encoded in slices).
     Turn(usize, u64),
-    Deliver(Message),
+    /// A Raft message, with the incarnations its datagram would carry: the sender's, and the
+    /// receiver's as the sender knows it (0: unknown).
+    Deliver {
+        msg: Message,
+        from_inc: u64,
+        to_inc: u64,
+    },
+    /// A probe (or, `reply`, the answer to one) reaches node `to`.
+    Probe {
+        to: usize,
+        probe: Probe,
+        reply: bool,
+    },
+    /// Node `.0`, starting with an empty disk in its life `.1`, asks its peers again.
+    ProbeTick(usize, u64),
+    /// The operator's procedure for node `.0`, refused for its lost storage: remove it, then
+    /// start it with `--join` and add it back.
+    Replace(usize),
     /// Node `.0`'s syncer, in life `.1`, made the items up to number `.2` durable.
     SyncDone(usize, u64, u64),
     /// A request frame from client `conn` (or the fault injector) reaches `node`.
@@ -44,8 +62,14 @@ pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
             h.u64(*n as u64);
             h.u64(*i);
         }
-        Event::Deliver(m) => {
+        Event::Deliver {
+            msg: m,
+            from_inc,
+            to_inc,
+        } => {
             h.u64(2);
+            h.u64(*from_inc);
+            h.u64(*to_inc);
             h.u64(m.from.0);
             h.u64(m.to.0);
             h.u64(m.term.0);
@@ -75,7 +99,7 @@ pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
                     h.u64(match_index.0);
                 }
                 MessageBody::RequestVoteResponse { granted }
-                | MessageBody::PreVoteResponse { granted } => h.u64(*granted as u64),
+                | MessageBody::PreVoteResponse { granted, .. } => h.u64(*granted as u64),
                 MessageBody::InstallSnapshot { offset, total, .. } => {
                     h.u64(*offset);
                     h.u64(*total);
@@ -134,6 +158,24 @@ pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
             h.u64(13);
             h.u64(*n as u64);
             h.u64(*i);
+        }
+        Event::Probe { to, probe, reply } => {
+            h.u64(14);
+            h.u64(*to as u64);
+            h.u64(probe.from.0);
+            h.u64(probe.incarnation);
+            h.u64(probe.known_as);
+            h.u64(probe.member as u64);
+            h.u64(*reply as u64);
+        }
+        Event::ProbeTick(n, i) => {
+            h.u64(15);
+            h.u64(*n as u64);
+            h.u64(*i);
+        }
+        Event::Replace(n) => {
+            h.u64(16);
+            h.u64(*n as u64);
         }
     }
 }

@@ -70,6 +70,14 @@ pub struct FaultProfile {
     pub w_conf: u64,
     pub w_transfer: u64,
     pub w_campaign: u64,
+    /// A voter loses its whole disk and restarts with the same command line (a replaced disk,
+    /// or one not mounted): it must refuse to rejoin as the member it was.
+    pub w_wipe: u64,
+    /// A node's last synced log records are damaged at a restart: recovery cuts them.
+    pub w_damage: u64,
+    /// The chance that the leader crashes shortly after a wipe or a damage (a second fault
+    /// before the first is repaired: what a forgotten promise needs to matter).
+    pub crash_leader_after_loss: f64,
     /// Bias of crashes towards the leader, in percent.
     pub crash_leader_pct: u64,
     pub down_us: (u64, u64),
@@ -136,6 +144,9 @@ impl FaultProfile {
             w_conf: 1,
             w_transfer: 1,
             w_campaign: 0,
+            w_wipe: 0,
+            w_damage: 0,
+            crash_leader_after_loss: 0.0,
             crash_leader_pct: 30,
             down_us: (50_000, 1_500_000),
             partition_us: (100_000, 1_500_000),
@@ -186,6 +197,8 @@ impl FaultProfile {
             Profile::Crashes => FaultProfile {
                 w_crash: 6,
                 w_partition: 1,
+                w_wipe: 1,
+                w_damage: 2,
                 sync_us: (200, 15_000),
                 crash_leader_pct: 50,
                 gap_us: (100_000, 500_000),
@@ -211,6 +224,8 @@ impl FaultProfile {
                 w_conf: 3,
                 w_transfer: 2,
                 w_campaign: 1,
+                w_wipe: 1,
+                w_damage: 1,
                 snapshot_every: 24,
                 client_loss: 0.03,
                 crash_on_vote: 0.02,
@@ -231,6 +246,8 @@ pub enum FaultAction {
     Conf,
     Transfer,
     Campaign,
+    Wipe,
+    Damage,
 }
 
 impl FaultProfile {
@@ -242,6 +259,8 @@ impl FaultProfile {
             (self.w_conf, FaultAction::Conf),
             (self.w_transfer, FaultAction::Transfer),
             (self.w_campaign, FaultAction::Campaign),
+            (self.w_wipe, FaultAction::Wipe),
+            (self.w_damage, FaultAction::Damage),
         ];
         let total: u64 = w.iter().map(|x| x.0).sum();
         if total == 0 {
@@ -270,9 +289,11 @@ pub enum BugName {
     HostReplyBeforeDurable,
     HostSendAfterPersistEarly,
     HostReadBeforeApplied,
+    IgnoreLostEntries,
+    HostForgetLostStorage,
 }
 
-pub const BUGS: [BugName; 8] = [
+pub const BUGS: [BugName; 10] = [
     BugName::CommitOldTermByCount,
     BugName::AckBeforeSync,
     BugName::ForgetVoteOnRestart,
@@ -281,6 +302,8 @@ pub const BUGS: [BugName; 8] = [
     BugName::HostReplyBeforeDurable,
     BugName::HostSendAfterPersistEarly,
     BugName::HostReadBeforeApplied,
+    BugName::IgnoreLostEntries,
+    BugName::HostForgetLostStorage,
 ];
 
 impl BugName {
@@ -294,6 +317,8 @@ impl BugName {
             BugName::HostReplyBeforeDurable => "host_reply_before_durable",
             BugName::HostSendAfterPersistEarly => "host_send_after_persist_early",
             BugName::HostReadBeforeApplied => "host_read_before_applied",
+            BugName::IgnoreLostEntries => "ignore_lost_entries",
+            BugName::HostForgetLostStorage => "host_forget_lost_storage",
         }
     }
 
@@ -320,6 +345,12 @@ impl BugName {
             BugName::HostReadBeforeApplied => {
                 "host: answer a ReadIndex read before its index is applied"
             }
+            BugName::IgnoreLostEntries => {
+                "raft: vote by a damaged log, forgetting the entries recovery cut"
+            }
+            BugName::HostForgetLostStorage => {
+                "host: a server whose disk was lost bootstraps again and its peers take it back"
+            }
         }
     }
 
@@ -336,6 +367,7 @@ impl BugName {
             BugName::ForgetVoteOnRestart => b.forget_vote_on_restart = true,
             BugName::ReadWithoutConfirmation => b.read_without_confirmation = true,
             BugName::ConcurrentConfChanges => b.concurrent_conf_changes = true,
+            BugName::IgnoreLostEntries => b.ignore_lost_entries = true,
             _ => {}
         }
         b
@@ -348,6 +380,7 @@ impl BugName {
             BugName::HostReplyBeforeDurable => b.reply_before_durable = true,
             BugName::HostSendAfterPersistEarly => b.send_after_persist_early = true,
             BugName::HostReadBeforeApplied => b.read_before_applied = true,
+            BugName::HostForgetLostStorage => b.forget_lost_storage = true,
             _ => {}
         }
         b
@@ -355,7 +388,13 @@ impl BugName {
 
     /// The faults that expose this bug (see each arm for why).
     pub fn profile(self) -> FaultProfile {
-        let base = FaultProfile::of(Profile::Chaos);
+        // Storage losses only where a profile asks for them: each is a repair that takes the
+        // cluster's margin for a while, which other bugs' profiles are not built around.
+        let base = FaultProfile {
+            w_wipe: 0,
+            w_damage: 0,
+            ..FaultProfile::of(Profile::Chaos)
+        };
         match self {
             // Figure 8 needs leader churn: leaders crash or are deposed while their entries sit on
             // a minority, and new leaders of later terms come and go.
@@ -463,6 +502,52 @@ impl BugName {
                 sync_us: (2_000, 20_000),
                 ..base
             },
+            // A vote by a log that lost acknowledged entries only hurts when that vote elects a
+            // leader without them: a follower that helped commit loses its tail, the leader
+            // crashes, and the other follower lagged behind (cut off, or slow).
+            BugName::IgnoreLostEntries => FaultProfile {
+                crash_leader_after_loss: 0.7,
+                w_damage: 6,
+                w_crash: 4,
+                w_partition: 3,
+                w_wipe: 0,
+                w_conf: 0,
+                w_transfer: 0,
+                w_campaign: 2,
+                w_links: 0,
+                crash_leader_pct: 70,
+                isolate_leader: false,
+                loss_max: 0.05,
+                dup_max: 0.0,
+                down_us: (5_000, 100_000),
+                partition_us: (50_000, 300_000),
+                gap_us: (30_000, 120_000),
+                ..base
+            },
+            // A server that comes back empty and is taken for the member it was hurts the same
+            // way: its vote elects a leader without the writes only it and the old leader had.
+            BugName::HostForgetLostStorage => FaultProfile {
+                crash_leader_after_loss: 0.7,
+                // One entry per message, one message in flight: followers sit at different
+                // points of the log, so one may lack what the wiped one had.
+                append_bytes: (1, 1),
+                inflight: (1, 1),
+                w_wipe: 6,
+                w_crash: 4,
+                w_partition: 3,
+                w_damage: 0,
+                w_conf: 0,
+                w_transfer: 0,
+                w_campaign: 2,
+                w_links: 0,
+                crash_leader_pct: 70,
+                loss_max: 0.05,
+                dup_max: 0.0,
+                down_us: (5_000, 100_000),
+                partition_us: (50_000, 300_000),
+                gap_us: (30_000, 120_000),
+                ..base
+            },
             // A read served from a dictionary that lags its read index needs a new leader that
             // is still holding committed entries back for a snapshot: frequent snapshots taken
             // slowly, frequent leadership changes, and readers.
@@ -518,6 +603,15 @@ impl BugName {
             ],
             BugName::HostSendAfterPersistEarly => &[AckBeforeSync],
             BugName::HostReadBeforeApplied => &[Linearizability],
+            BugName::IgnoreLostEntries | BugName::HostForgetLostStorage => &[
+                Linearizability,
+                StateMachineSafety,
+                LeaderCompleteness,
+                LogMatching,
+                VoteSafety,
+                ElectionSafety,
+                CoreInvariant,
+            ],
         }
     }
 }

@@ -92,6 +92,10 @@ impl Sim {
                 self.w.log(format_args!("links redrawn"));
             }
             FaultAction::Conf => {
+                // A replaced server is a membership change of its own: no other meanwhile.
+                if self.w.nodes.iter().any(|n| n.replacing) {
+                    return Ok(());
+                }
                 let Some(l) = self.leader() else {
                     return Ok(());
                 };
@@ -123,6 +127,83 @@ impl Sim {
                 }
                 let to = voters[self.w.rng.index(voters.len())];
                 self.admin_request(l, &Request::TransferLeader { to: Some(to.0) })?;
+            }
+            FaultAction::Wipe | FaultAction::Damage => {
+                // Losing synced data is survivable while the others hold a quorum: at most one
+                // node at a time, in clusters of three voters or more, with nobody else down.
+                let up = self.up_nodes();
+                let busy = self.w.nodes.iter().any(|n| {
+                    n.replacing || n.prober.is_some() || n.disk.durable().hard_state.lost.is_some()
+                });
+                // The leader's voters must all be up, and at least three: losing one then leaves
+                // a quorum that holds every committed entry.
+                // (Committed: an uncommitted change may vanish with its leader.)
+                let voters: Vec<NodeId> = match self.leader().and_then(|l| self.hosts[l].as_ref()) {
+                    Some(h) => {
+                        let r = h.raft();
+                        match r.membership_at(r.commit_index()) {
+                            Some(m) if &m == r.membership() => m.voters().collect(),
+                            _ => Vec::new(),
+                        }
+                    }
+                    None => Vec::new(),
+                };
+                let all_up = voters
+                    .iter()
+                    .all(|v| self.hosts[v.0 as usize - 1].is_some());
+                // A server whose `--cluster` names only itself has nobody to ask when it comes
+                // back empty: it bootstraps a cluster of its own (the README says to list the
+                // servers there once such a cluster grows). Not a fault to inject.
+                let alone = a == FaultAction::Wipe && self.w.voters < 2;
+                if voters.len() < 3 || !all_up || busy || alone || up.len() < self.hosts.len() {
+                    return Ok(());
+                }
+                let pick: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        a == FaultAction::Damage
+                            || self.w.nodes[i].start_as == node::StartAs::Initial
+                    })
+                    .collect();
+                if pick.is_empty() {
+                    return Ok(());
+                }
+                let victim = match self.leader() {
+                    // Mostly a follower: it is what helped the leader commit.
+                    Some(l) if self.w.rng.chance(0.2) && pick.contains(&l) => l,
+                    _ => pick[self.w.rng.index(pick.len())],
+                };
+                let d = self.w.rng.between(self.w.fp.down_us.0, self.w.fp.down_us.1);
+                self.crash(victim, d)?;
+                let id = self.w.nodes[victim].id;
+                if a == FaultAction::Wipe {
+                    let incarnation = 1 + self.w.rng.below(u64::MAX - 1);
+                    let node = &mut self.w.nodes[victim];
+                    node.disk.wipe();
+                    node.pins.clear();
+                    node.incarnation = incarnation;
+                    node.replacing = true;
+                    self.w.log(format_args!(
+                        "{id:?} loses its disk (new incarnation {incarnation:016x})"
+                    ));
+                } else {
+                    let n = 1 + self.w.rng.index(4);
+                    let hit = self.w.nodes[victim].disk.damage_tail(n);
+                    self.w.log(format_args!(
+                        "{id:?} finds its last {hit} synced log entries damaged"
+                    ));
+                }
+                self.forget_durable(victim);
+                if let Some(l) = self.leader() {
+                    if l != victim && self.w.rng.chance(self.w.fp.crash_leader_after_loss) {
+                        self.w.nodes[l].clean_crash = true;
+                        let inc = self.w.nodes[l].inc;
+                        let d = self.w.rng.between(5_000, 60_000);
+                        let down = self.w.rng.between(200_000, 800_000);
+                        self.w.at(d, events::Event::Crash(l, inc, down));
+                    }
+                }
             }
             FaultAction::Campaign => {
                 let up = self.up_nodes();
@@ -178,5 +259,67 @@ impl Sim {
             return None;
         }
         Some(options.swap_remove(self.w.rng.index(options.len())))
+    }
+}
+
+impl Sim {
+    /// The operator's procedure for a node refused for its lost storage, as the README gives
+    /// it: remove the member, then start the server with `--join` and add it back. Repeats until
+    /// done (a change may be refused while another is in flight, or no leader be known).
+    pub(super) fn replace(&mut self, ni: usize) -> Check {
+        let node = &self.w.nodes[ni];
+        if !node.replacing {
+            return Ok(());
+        }
+        if !node.refused && self.hosts[ni].is_some() {
+            // Started as a joiner: done once the leader lists it as a voter again.
+            let done = self.leader().is_some_and(|l| {
+                self.hosts[l].as_ref().is_some_and(|h| {
+                    let r = h.raft();
+                    r.membership_at(r.commit_index())
+                        .is_some_and(|m| m.is_voter(node.id))
+                })
+            });
+            if done {
+                self.w.nodes[ni].replacing = false;
+                return Ok(());
+            }
+        }
+        let id = node.id;
+        let again = self.w.rng.between(100_000, 400_000);
+        self.w.at(again, Event::Replace(ni));
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        // As the operator sees it: a change counts once committed (`zatt member` answers then).
+        let committed = |h: &Host| {
+            let r = h.raft();
+            r.membership_at(r.commit_index())
+                .unwrap_or_else(|| r.membership().clone())
+        };
+        let member = self.hosts[l]
+            .as_ref()
+            .is_some_and(|h| committed(h).contains(id));
+        if self.w.nodes[ni].refused {
+            if member {
+                return self.admin_request(l, &Request::MemberRemove { id: id.0 });
+            }
+            self.w
+                .log(format_args!("{id:?} is started again with --join"));
+            let node = &mut self.w.nodes[ni];
+            node.refused = false;
+            node.start_as = node::StartAs::Joiner;
+            self.restart(ni)?;
+        }
+        if !member {
+            let req = Request::MemberAdd {
+                id: id.0,
+                addr: node::addr(id),
+                learner: false,
+            };
+            return self.admin_request(l, &req);
+        }
+        // Added as a learner whose promotion was lost with a leader: promote it.
+        self.admin_request(l, &Request::MemberPromote { id: id.0 })
     }
 }

@@ -181,6 +181,8 @@ struct World {
     next_admin_id: u64,
     /// The first failure a driver hook saw during the current step.
     failure: Option<(FailureKind, String)>,
+    /// The voters every initial member is started with (`--cluster`).
+    initial_membership: Membership,
 }
 
 impl World {
@@ -254,14 +256,17 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, &id)| {
-                NodeIo::new(
-                    id,
-                    if i < voters {
-                        SimDisk::with_boot(&boot)
-                    } else {
-                        SimDisk::new()
-                    },
-                )
+                let incarnation = 1 + rng.below(u64::MAX - 1);
+                if i < voters {
+                    NodeIo::new(
+                        id,
+                        SimDisk::with_boot(&boot),
+                        incarnation,
+                        node::StartAs::Initial,
+                    )
+                } else {
+                    NodeIo::new(id, SimDisk::new(), incarnation, node::StartAs::Joiner)
+                }
             })
             .collect();
         let mut net = Network::new(ids.clone());
@@ -306,6 +311,7 @@ impl Sim {
                 inflight,
                 next_admin_id: 1,
                 failure: None,
+                initial_membership: membership,
             },
         }
     }
@@ -423,7 +429,24 @@ impl Sim {
             .iter()
             .zip(&self.w.nodes)
             .map(|(h, n)| match h {
-                Some(h) => format!("{:?}:{:?}/{:?}", n.id, h.raft().role(), h.raft().term()),
+                Some(h) => {
+                    let r = h.raft();
+                    let voters: Vec<u64> = r.membership().voters().map(|v| v.0).collect();
+                    let lost = r
+                        .lost_entries()
+                        .map(|l| format!(" lost≤{:?}/{:?}", l.index, l.term))
+                        .unwrap_or_default();
+                    format!(
+                        "{:?}:{:?}/{:?} log {:?}/{:?} voters {voters:?}{lost}",
+                        n.id,
+                        r.role(),
+                        r.term(),
+                        r.last_index(),
+                        r.last_term()
+                    )
+                }
+                None if n.refused => format!("{:?}:refused", n.id),
+                None if n.prober.is_some() => format!("{:?}:asking", n.id),
                 None => format!("{:?}:down", n.id),
             })
             .collect();
@@ -460,7 +483,14 @@ impl Sim {
             Event::Tick(ni, inc) => self.on_tick(ni, inc),
             Event::Housekeeping(ni, inc) => self.on_housekeeping(ni, inc),
             Event::Turn(ni, inc) => self.on_turn(ni, inc),
-            Event::Deliver(m) => self.deliver(m),
+            Event::Deliver {
+                msg,
+                from_inc,
+                to_inc,
+            } => self.deliver(msg, from_inc, to_inc),
+            Event::Probe { to, probe, reply } => self.on_probe(to, probe, reply),
+            Event::ProbeTick(ni, inc) => self.on_probe_tick(ni, inc),
+            Event::Replace(ni) => self.replace(ni),
             Event::SyncDone(ni, inc, upto) => self.sync_done(ni, inc, upto),
             Event::ToNode { node, conn, frame } => self.client_frame(node, conn, &frame),
             Event::ToClient { client, frame } => self.w.client_answer(client, &frame),

@@ -11,6 +11,7 @@ use super::checks::ack_check;
 use super::client::split_request_id;
 use super::events::Event;
 use super::*;
+use crate::bootstrap::{Prober, Verdict, PROBE_INTERVAL};
 use crate::host::{HostConfig, Now, Output, ReplyTo};
 use crate::raft::{Config, Raft, Role};
 use crate::rng::derive_seed;
@@ -18,6 +19,7 @@ use crate::storage::{LogStorage, WriteBatch};
 use crate::wire::client::{
     encode_response, encode_value_response, frame_request_id, FrameLimits, Response,
 };
+use crate::wire::peer::Probe;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -30,10 +32,34 @@ pub(super) fn addr(id: NodeId) -> String {
     format!("sim:{}", id.0)
 }
 
+/// How a node is started, as its command line would say: an initial member (`--cluster`
+/// listing the initial voters, `--initial-cluster-state auto`), or a server added later
+/// (`--join`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StartAs {
+    Initial,
+    Joiner,
+}
+
 /// One node's driver-side state: its disk and syncer, and its life.
 pub(super) struct NodeIo {
     pub id: NodeId,
     pub disk: SimDisk,
+    /// The data directory's incarnation and the peers' pinned (kept with the disk: a wipe
+    /// draws a new incarnation and forgets the pins).
+    pub incarnation: u64,
+    pub pins: BTreeMap<NodeId, u64>,
+    pub start_as: StartAs,
+    /// Asking the initial voters whether its empty disk may bootstrap (no host meanwhile).
+    pub prober: Option<Prober>,
+    /// Refused to start: its storage was lost and the cluster knows it (until the operator
+    /// starts it again with `--join`, `Event::Replace`).
+    pub refused: bool,
+    /// The operator's replacement is under way (from the refusal until it is a member again).
+    pub replacing: bool,
+    /// The next crash loses pending writes whole, without tearing one (a second fault on top
+    /// of a lost storage must not be a third).
+    pub clean_crash: bool,
     /// Bumped at each crash and restart so that events of an earlier life are ignored.
     pub inc: u64,
     syncing: bool,
@@ -43,10 +69,17 @@ pub(super) struct NodeIo {
 }
 
 impl NodeIo {
-    pub fn new(id: NodeId, disk: SimDisk) -> NodeIo {
+    pub fn new(id: NodeId, disk: SimDisk, incarnation: u64, start_as: StartAs) -> NodeIo {
         NodeIo {
             id,
             disk,
+            incarnation,
+            pins: BTreeMap::new(),
+            start_as,
+            prober: None,
+            refused: false,
+            replacing: false,
+            clean_crash: false,
             inc: 0,
             syncing: false,
             tokens: VecDeque::new(),
@@ -123,9 +156,43 @@ impl Output for SimOut<'_> {
         if to == 0 || to > w.nodes.len() || m.to == m.from {
             return;
         }
+        let from_inc = w.nodes[self.ni].incarnation;
+        let to_inc = w.nodes[self.ni].pins.get(&m.to).copied().unwrap_or(0);
         for d in w.net.route(m.from, m.to, &mut w.rng) {
-            w.at(d, Event::Deliver(m.clone()));
+            w.at(
+                d,
+                Event::Deliver {
+                    msg: m.clone(),
+                    from_inc,
+                    to_inc,
+                },
+            );
         }
+    }
+
+    fn pin_peer(&mut self, peer: NodeId, incarnation: u64) {
+        let me = self.w.nodes[self.ni].id;
+        self.w
+            .log(format_args!("{me:?} pins {peer:?} as {incarnation:016x}"));
+        self.w.nodes[self.ni].pins.insert(peer, incarnation);
+    }
+
+    fn unpin_peer(&mut self, peer: NodeId) {
+        let me = self.w.nodes[self.ni].id;
+        self.w.log(format_args!("{me:?} unpins {peer:?}"));
+        self.w.nodes[self.ni].pins.remove(&peer);
+    }
+
+    fn send_probe(&mut self, to: NodeId, known_as: u64, reply: bool, member: bool) {
+        let w = &mut *self.w;
+        let from = w.nodes[self.ni].id;
+        let probe = Probe {
+            from,
+            incarnation: w.nodes[self.ni].incarnation,
+            known_as,
+            member,
+        };
+        route_probe(w, from, to, probe, reply);
     }
 
     fn answer(&mut self, to: ReplyTo, resp: &Response) {
@@ -231,7 +298,7 @@ impl Sim {
         self.drive(ni)
     }
 
-    pub(super) fn deliver(&mut self, m: Message) -> Check {
+    pub(super) fn deliver(&mut self, m: Message, from_inc: u64, to_inc: u64) -> Check {
         let ni = m.to.0 as usize - 1;
         if !self.live(ni, None) {
             return Ok(());
@@ -243,9 +310,107 @@ impl Sim {
             ));
         }
         if let Some(h) = self.hosts[ni].as_mut() {
-            h.peer_message(m);
+            h.peer_message(&mut SimOut { w: &mut self.w, ni }, m, from_inc, to_inc);
         }
         self.drive(ni)
+    }
+
+    /// A probe or its answer reaches node `to`: a running host answers it; a node still asking
+    /// (`NodeIo::prober`) takes it as an answer, and answers a probe.
+    pub(super) fn on_probe(&mut self, to: usize, p: Probe, reply: bool) -> Check {
+        if let Some(h) = self.hosts[to].as_mut() {
+            if !reply {
+                h.probe(
+                    &mut SimOut {
+                        w: &mut self.w,
+                        ni: to,
+                    },
+                    &p,
+                );
+            }
+            return self.drive(to);
+        }
+        let w = &mut self.w;
+        let Some(prober) = w.nodes[to].prober.as_mut() else {
+            return Ok(()); // down: the datagram is lost
+        };
+        if reply {
+            prober.on_reply(&p);
+        } else {
+            let known_as = prober.on_probe(&p);
+            let me = w.nodes[to].id;
+            let answer = Probe {
+                from: me,
+                incarnation: w.nodes[to].incarnation,
+                known_as,
+                member: false,
+            };
+            route_probe(w, me, p.from, answer, true);
+        }
+        self.probe_verdict(to)
+    }
+
+    /// The next round of probes of a node asking its peers, and its verdict so far.
+    pub(super) fn on_probe_tick(&mut self, ni: usize, inc: u64) -> Check {
+        let w = &mut self.w;
+        if w.nodes[ni].inc != inc {
+            return Ok(());
+        }
+        let now = Duration::from_micros(w.now);
+        let (me, incarnation) = (w.nodes[ni].id, w.nodes[ni].incarnation);
+        let Some(prober) = w.nodes[ni].prober.as_mut() else {
+            return Ok(());
+        };
+        let due = prober.due_probes(now);
+        let next = prober
+            .next_probe_at()
+            .saturating_sub(now)
+            .max(PROBE_INTERVAL);
+        for to in due {
+            let p = Probe {
+                from: me,
+                incarnation,
+                known_as: 0,
+                member: false,
+            };
+            route_probe(w, me, to, p, false);
+        }
+        w.at(next.as_micros() as u64, Event::ProbeTick(ni, inc));
+        self.probe_verdict(ni)
+    }
+
+    /// Acts on a probing node's verdict: bootstrap and start, or refuse (until replaced).
+    fn probe_verdict(&mut self, ni: usize) -> Check {
+        let Some(verdict) = self.w.nodes[ni].prober.as_ref().map(|p| p.verdict()) else {
+            return Ok(());
+        };
+        match verdict {
+            Verdict::Waiting => Ok(()),
+            Verdict::Bootstrap { pins } => {
+                let id = self.w.nodes[ni].id;
+                self.w.log(format_args!(
+                    "{id:?} was told by every initial voter that its empty disk is new: bootstraps"
+                ));
+                let node = &mut self.w.nodes[ni];
+                node.prober = None;
+                node.pins = pins;
+                node.disk =
+                    SimDisk::with_boot(&crate::raft::Boot::bootstrap(&self.w.initial_membership));
+                self.start_host(ni)
+            }
+            Verdict::Refuse(why) => {
+                let id = self.w.nodes[ni].id;
+                self.w.log(format_args!("{id:?} refuses to start: {why}"));
+                let node = &mut self.w.nodes[ni];
+                node.prober = None;
+                node.refused = true;
+                node.replacing = true;
+                node.inc += 1;
+                let d = self.w.rng.between(50_000, 500_000);
+                self.w.at(d, Event::Replace(ni));
+                Ok(())
+            }
+        }
     }
 
     /// A request frame arrives at node `ni` on connection `conn`.
@@ -374,11 +539,48 @@ impl Sim {
         c
     }
 
-    /// Starts node `ni` (again) from what its disk holds durably.
+    /// Starts node `ni` (again), as its command line says: from what its disk holds durably,
+    /// or, an initial voter finding its disk empty, after asking the other initial voters
+    /// (`crate::bootstrap`, the server's `--initial-cluster-state auto`). A node refused for
+    /// its lost storage stays down until the operator replaces it.
     pub(super) fn restart(&mut self, ni: usize) -> Check {
+        let node = &self.w.nodes[ni];
+        if node.refused || node.prober.is_some() {
+            return Ok(());
+        }
+        let blank = node.disk.durable() == &disk::DiskState::default();
+        let forget = self
+            .w
+            .opts
+            .bug
+            .is_some_and(|b| !self.w.opts.control && b.host_bugs().forget_lost_storage);
+        if blank && node.start_as == StartAs::Initial {
+            if forget {
+                // The bug: bootstrap again as if the cluster were new.
+                let boot = crate::raft::Boot::bootstrap(&self.w.initial_membership);
+                self.w.nodes[ni].disk = SimDisk::with_boot(&boot);
+            } else {
+                let ids: Vec<NodeId> = self.w.initial_membership.voters().collect();
+                let node = &mut self.w.nodes[ni];
+                node.inc += 1;
+                node.prober = Some(Prober::new(node.id, node.incarnation, &ids));
+                let (id, inc) = (node.id, node.inc);
+                self.w.log(format_args!(
+                    "{id:?} starts with an empty disk: asks the initial voters first"
+                ));
+                return self.on_probe_tick(ni, inc);
+            }
+        }
+        self.start_host(ni)
+    }
+
+    /// Starts node `ni`'s host from what its disk holds durably.
+    fn start_host(&mut self, ni: usize) -> Check {
         let id = self.w.nodes[ni].id;
         let raft_cfg = self.raft_config(id);
-        let host_cfg = self.host_config();
+        let mut host_cfg = self.host_config();
+        host_cfg.incarnation = self.w.nodes[ni].incarnation;
+        host_cfg.pins = self.w.nodes[ni].pins.clone();
         let seed = self.w.opts.seed;
         let node = &mut self.w.nodes[ni];
         node.inc += 1;
@@ -412,11 +614,20 @@ impl Sim {
     /// Stops node `ni` at once: its host and everything in flight in it are gone; its disk
     /// keeps a prefix of what was pending, perhaps torn.
     pub(super) fn crash(&mut self, ni: usize, down_us: u64) -> Check {
+        if self.w.nodes[ni].prober.take().is_some() {
+            // Asking its peers, nothing written: it simply starts over later.
+            self.w.nodes[ni].inc += 1;
+            self.w.at(down_us, Event::Restart(ni));
+            return Ok(());
+        }
         if self.hosts[ni].take().is_none() {
             return Ok(());
         }
         let w = &mut self.w;
-        let torn = w.fp.torn;
+        // While another server's lost storage is being repaired, a torn write here would be a
+        // second loss of possibly acknowledged entries: beyond what a cluster may survive.
+        let repairing = w.nodes.iter().any(|n| n.replacing);
+        let torn = w.fp.torn && !std::mem::take(&mut w.nodes[ni].clean_crash) && !repairing;
         let node = &mut w.nodes[ni];
         node.inc += 1;
         node.syncing = false;
@@ -441,5 +652,23 @@ impl Sim {
             self.w.nodes[ni].id
         ));
         self.client_frame(ni, ADMIN, &frame)
+    }
+}
+
+/// Routes a probe (or its answer) from `from` to `to` through the simulated network.
+fn route_probe(w: &mut World, from: NodeId, to: NodeId, probe: Probe, reply: bool) {
+    let ti = to.0 as usize;
+    if ti == 0 || ti > w.nodes.len() || to == from {
+        return;
+    }
+    for d in w.net.route(from, to, &mut w.rng) {
+        w.at(
+            d,
+            Event::Probe {
+                to: ti - 1,
+                probe,
+                reply,
+            },
+        );
     }
 }

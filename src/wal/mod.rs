@@ -12,6 +12,8 @@
 //! | `hardstate.0`, `hardstate.1` | the hard state, two alternating copies (below) |
 //! | `{seq:016x}.wal` | log segments, `seq` counting up from 1 with no gap |
 //! | `snap-{index:016x}-{term:016x}.snap` | the snapshot the log's latest snapshot record refers to |
+//! | `identity` | this directory's incarnation and the incarnations pinned for peers (`identity.rs`) |
+//! | `cluster-id` | the cluster id, as decimal text (written by the server at its first start) |
 //! | `*.tmp` | a file being created; deleted at open |
 //!
 //! All integers are little-endian. CRC is CRC32 (IEEE, `crc32fast`).
@@ -122,6 +124,7 @@
 
 pub mod backup;
 pub mod format;
+pub mod identity;
 pub mod recovery;
 pub mod syncer;
 

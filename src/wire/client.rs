@@ -220,6 +220,12 @@ pub struct Status {
     /// The server's process id on its host (0 when unknown), so that an operator can signal
     /// the very process that answered, e.g. to kill the leader in a drill.
     pub pid: u32,
+    /// The incarnation of the server's data directory (a random id drawn when it was created;
+    /// 0 when it has none): peers know a member by id and incarnation.
+    pub incarnation: u64,
+    /// Entries this server may have acknowledged and lost to a damaged log tail, as (term,
+    /// index) at most: while set it withholds its vote from candidates behind it.
+    pub lost_entries: Option<(u64, u64)>,
     /// The cluster id every peer datagram of this cluster carries.
     pub cluster_id: u64,
     /// Bytes free for this server on the file system of its data directory, as last measured.
@@ -285,7 +291,8 @@ pub enum Response {
         len: u64,
         applied_index: u64,
     },
-    Status(Status),
+    /// Boxed: the largest answer by far, and a rare one.
+    Status(Box<Status>),
     Members(Vec<MemberInfo>),
     /// A membership change or leadership transfer was accepted.
     Done,
@@ -1037,6 +1044,15 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             e.u64(s.sessions);
             e.u64(s.keys);
             e.u32(s.pid);
+            e.u64(s.incarnation);
+            match s.lost_entries {
+                Some((term, index)) => {
+                    e.u8(1);
+                    e.u64(term);
+                    e.u64(index);
+                }
+                None => e.u8(0),
+            }
             e.u64(s.cluster_id);
             e.u64(s.disk_free_bytes);
             e.u64(s.disk_min_free_bytes);
@@ -1464,7 +1480,7 @@ pub fn decode_response(frame: &[u8], limits: &FrameLimits) -> Result<(u64, Respo
             len: d.u64()?,
             applied_index: d.u64()?,
         },
-        op::R_STATUS => Response::Status(decode_status(&mut d)?),
+        op::R_STATUS => Response::Status(Box::new(decode_status(&mut d)?)),
         op::R_MEMBERS => {
             let n = d.count(MIN_MEMBER_BYTES)?;
             let mut ms = Vec::with_capacity(n);
@@ -1568,6 +1584,12 @@ fn decode_status(d: &mut Dec<'_>) -> Result<Status, FrameError> {
         sessions: d.u64()?,
         keys: d.u64()?,
         pid: d.u32()?,
+        incarnation: d.u64()?,
+        lost_entries: if d.present()? {
+            Some((d.u64()?, d.u64()?))
+        } else {
+            None
+        },
         cluster_id: d.u64()?,
         disk_free_bytes: d.u64()?,
         disk_min_free_bytes: d.u64()?,

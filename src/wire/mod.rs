@@ -40,15 +40,13 @@
 //! body looked at. The tag authenticates but does not prevent replay: Raft tolerates duplicated
 //! and delayed messages by design.
 //!
-//! Incarnations: a server is known to its peers by (node id, incarnation), the incarnation
-//! being drawn at random when its data directory is created. Once a whole Raft message is
-//! decoded: a nonzero "to incarnation" that is not this node's own drops it (`NotMyIncarnation`:
-//! the sender knew a data directory of this node that is gone), and a "from incarnation" other
-//! than the one pinned for that sender drops it (`IncarnationChanged`: the sender's storage was
-//! lost or replaced, so its votes and acknowledgements are not the promises of the member the
-//! receiver knew). The first Raft message from an unpinned sender is delivered as a first
-//! contact, and the host pins the sender's incarnation durably before stepping it. Probes are
-//! never dropped for their incarnations: answering them is how a replaced server learns it.
+//! Incarnations: a server is known by (node id, incarnation), the incarnation being drawn at
+//! random when its data directory is created. The codec only carries them: `Inbound::Raft`
+//! hands the receiver both, and the host decides (`host/peers.rs`): a message naming another
+//! incarnation of the receiver (`NotMyIncarnation`), or from another incarnation of a pinned
+//! sender (`IncarnationChanged`), is dropped and counted. A sender writes the incarnation it
+//! pinned for the receiver (`PeerCodec::pin`), 0 before that. Probes carry the incarnation the
+//! sender knows the receiver by in the same field.
 //!
 //! A body larger than `max_datagram − 44 − tag` is cut into fragments of exactly that size
 //! (the last one shorter), each a full datagram with its own envelope and tag. The receiver
@@ -66,7 +64,7 @@
 //! | kind | message | fields |
 //! |---|---|---|
 //! | 1 | PreVote | last_log_index u64, last_log_term u64 |
-//! | 2 | PreVoteResponse | granted bool |
+//! | 2 | PreVoteResponse | granted bool, last_log_index u64, last_log_term u64 (the responder's log) |
 //! | 3 | RequestVote | last_log_index u64, last_log_term u64, transfer bool |
 //! | 4 | RequestVoteResponse | granted bool |
 //! | 5 | AppendEntries | prev_log_index u64, prev_log_term u64, leader_commit u64, read_seq u64, count u32, then per entry: term u64, index u64, kind u8 (0 noop, 1 normal, 2 config), data bytes |

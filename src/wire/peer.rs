@@ -128,13 +128,6 @@ drop_reasons! {
     Stale,
     /// The envelope was good but the body does not decode as a message.
     BadBody,
-    /// A Raft message addressed to another incarnation of this node: the sender knew this
-    /// node by a data directory that is gone (this server's storage was lost or replaced).
-    NotMyIncarnation,
-    /// A Raft message from a peer whose incarnation differs from the one this node knew it
-    /// by: that peer's data directory was lost or replaced, so its votes and acknowledgements
-    /// are not the promises of the member this node knew.
-    IncarnationChanged,
     /// An outgoing message too large to send (over `max_message_bytes` or 65535 fragments).
     Unsendable,
 }
@@ -190,13 +183,12 @@ struct Partial {
 /// What one whole, checked datagram held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// A Raft message. `first_contact`: the sender's incarnation is not pinned yet; the host
-    /// pins it durably (`PeerCodec::pin`) before it steps the message, so that a later
-    /// datagram from another incarnation of the sender is refused.
+    /// A Raft message, with the sender's incarnation and this node's as the sender knows it
+    /// (0: unknown). Whether they are acceptable is the host's call (`host/peers.rs`).
     Raft {
         msg: Message,
-        incarnation: u64,
-        first_contact: bool,
+        from_incarnation: u64,
+        to_incarnation: u64,
     },
     /// A server starting with an empty data directory asks whether it was known here.
     Probe(Probe),
@@ -204,8 +196,7 @@ pub enum Inbound {
     ProbeReply(Probe),
 }
 
-/// A probe or its reply. Neither is checked against pins: a probe from a replaced server must
-/// reach those that knew its old incarnation so they can say so.
+/// A probe or its reply, with the incarnations its datagram carried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
     pub from: NodeId,
@@ -217,23 +208,10 @@ pub struct Probe {
     pub member: bool,
 }
 
-/// The last datagram refused for its incarnation, for the host's log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IncarnationDrop {
-    pub reason: DropReason,
-    pub from: NodeId,
-    /// The incarnation the datagram carried (the sender's for `IncarnationChanged`, the one it
-    /// knows this node by for `NotMyIncarnation`).
-    pub got: u64,
-    /// The incarnation expected instead.
-    pub expected: u64,
-}
-
 pub struct PeerCodec {
     cfg: PeerCodecConfig,
-    /// Each peer's incarnation as this node knows it (see `pin`).
+    /// Each peer's incarnation as this node knows it (see `pin`): named in datagrams to it.
     pins: BTreeMap<NodeId, u64>,
-    last_incarnation_drop: Option<IncarnationDrop>,
     mac: Option<HmacSha256>,
     next_msg_id: u64,
     /// Reused for every outgoing message: envelope placeholder, then the encoded body.
@@ -275,7 +253,6 @@ impl PeerCodec {
             .map(|s| HmacSha256::new_from_slice(s).expect("HMAC accepts keys of any length"));
         PeerCodec {
             pins: BTreeMap::new(),
-            last_incarnation_drop: None,
             next_msg_id: cfg.first_message_id,
             buf: Vec::with_capacity(cfg.max_datagram),
             frag: Vec::with_capacity(cfg.max_datagram),
@@ -297,9 +274,7 @@ impl PeerCodec {
         &self.drops
     }
 
-    /// Records `peer`'s incarnation: from now on only Raft messages from that incarnation are
-    /// accepted from it, and every datagram to it names it. The host makes the pin durable
-    /// before calling this (see `Inbound::Raft::first_contact`).
+    /// Records `peer`'s incarnation: every datagram to it names it from now on.
     pub fn pin(&mut self, peer: NodeId, incarnation: u64) {
         if incarnation != 0 {
             self.pins.insert(peer, incarnation);
@@ -314,11 +289,6 @@ impl PeerCodec {
     /// The incarnation `peer` is known by, if pinned.
     pub fn pinned(&self, peer: NodeId) -> Option<u64> {
         self.pins.get(&peer).copied()
-    }
-
-    /// The last datagram refused for its incarnation (the counts are in `drops`).
-    pub fn last_incarnation_drop(&self) -> Option<IncarnationDrop> {
-        self.last_incarnation_drop
     }
 
     /// Partial messages held for reassembly.
@@ -347,14 +317,17 @@ impl PeerCodec {
         buf.clear();
         buf.resize(HEADER_BYTES, 0);
         encode_body(msg, &mut buf);
-        self.send_body(msg.from, msg.to, buf, emit);
+        let known_as = self.pins.get(&msg.to).copied().unwrap_or(0);
+        self.send_body((msg.from, msg.to, known_as), buf, emit);
     }
 
-    /// Encodes a probe (`reply`: the answer to one) to `to`; `member` says whether this node is
-    /// a running member of a cluster. Carries the incarnation `to` is pinned as, if any.
+    /// Encodes a probe (`reply`: the answer to one) to `to`, naming `known_as` as the
+    /// incarnation `to` is known by here (0: none); `member` says whether this node is a
+    /// running member of a cluster.
     pub fn encode_probe(
         &mut self,
         to: NodeId,
+        known_as: u64,
         reply: bool,
         member: bool,
         emit: &mut dyn FnMut(&[u8]),
@@ -369,21 +342,20 @@ impl PeerCodec {
             kind::PROBE
         });
         buf.push(member as u8);
-        self.send_body(self.cfg.self_id, to, buf, emit);
+        self.send_body((self.cfg.self_id, to, known_as), buf, emit);
     }
 
     /// Sends the body in `buf` (after `HEADER_BYTES` of room), fragmenting when needed.
+    /// `ids`: (from, to, the incarnation `to` is known by).
     fn send_body(
         &mut self,
-        from: NodeId,
-        to: NodeId,
+        ids: (NodeId, NodeId, u64),
         mut buf: Vec<u8>,
         emit: &mut dyn FnMut(&[u8]),
     ) {
         let msg_id = self.next_msg_id;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
         let tag_len = self.tag_len();
-        let ids = (from, to, self.pins.get(&to).copied().unwrap_or(0));
         let body_len = buf.len() - HEADER_BYTES;
         if body_len > self.cfg.max_message_bytes {
             self.drops.bump(DropReason::Unsendable);
@@ -514,46 +486,11 @@ impl PeerCodec {
                 return None;
             }
         };
-        let me = self.cfg.incarnation;
-        if me != 0 && env.to_incarnation != 0 && env.to_incarnation != me {
-            return self.incarnation_drop(
-                DropReason::NotMyIncarnation,
-                from,
-                env.to_incarnation,
-                me,
-            );
-        }
-        let pinned = self.pins.get(&from).copied();
-        match pinned {
-            Some(p) if env.from_incarnation != p => self.incarnation_drop(
-                DropReason::IncarnationChanged,
-                from,
-                env.from_incarnation,
-                p,
-            ),
-            _ => Some(Inbound::Raft {
-                msg,
-                incarnation: env.from_incarnation,
-                first_contact: pinned.is_none() && env.from_incarnation != 0,
-            }),
-        }
-    }
-
-    fn incarnation_drop(
-        &mut self,
-        reason: DropReason,
-        from: NodeId,
-        got: u64,
-        expected: u64,
-    ) -> Option<Inbound> {
-        self.drops.bump(reason);
-        self.last_incarnation_drop = Some(IncarnationDrop {
-            reason,
-            from,
-            got,
-            expected,
-        });
-        None
+        Some(Inbound::Raft {
+            msg,
+            from_incarnation: env.from_incarnation,
+            to_incarnation: env.to_incarnation,
+        })
     }
 
     /// The envelope checks, cheapest first; the tag last of the fixed fields so that a
@@ -819,9 +756,15 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             out.put_u64(last_log_index.0);
             out.put_u64(last_log_term.0);
         }
-        MessageBody::PreVoteResponse { granted } => {
+        MessageBody::PreVoteResponse {
+            granted,
+            last_log_index,
+            last_log_term,
+        } => {
             out.push(kind::PRE_VOTE_RESPONSE);
             out.push(*granted as u8);
+            out.put_u64(last_log_index.0);
+            out.put_u64(last_log_term.0);
         }
         MessageBody::RequestVote {
             last_log_index,
@@ -917,7 +860,11 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
         },
-        kind::PRE_VOTE_RESPONSE => MessageBody::PreVoteResponse { granted: r.bool()? },
+        kind::PRE_VOTE_RESPONSE => MessageBody::PreVoteResponse {
+            granted: r.bool()?,
+            last_log_index: LogIndex(r.u64()?),
+            last_log_term: Term(r.u64()?),
+        },
         kind::REQUEST_VOTE => MessageBody::RequestVote {
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),

@@ -320,7 +320,7 @@ impl TestClient {
 
     pub fn status(&mut self) -> io::Result<Status> {
         match self.call(&Request::Status)? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(io::Error::other(format!("status: {other:?}"))),
         }
     }
@@ -726,6 +726,59 @@ impl Cluster {
     pub fn restart(&mut self, id: u64) {
         self.kill(id);
         self.node_mut(id).spawn();
+    }
+
+    /// The disk of node `id` is lost: the process is killed (-9) and its data directory
+    /// removed, as an operator replacing a failed disk would find it.
+    pub fn wipe(&mut self, id: u64) {
+        self.kill(id);
+        let dir = self.node(id).data_dir.clone();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Starts node `id` with the very command line of its first start (`--cluster ...`), as a
+    /// systemd unit or a script would after a disk was replaced.
+    pub fn start_with_first_command(&mut self, id: u64) {
+        self.kill(id);
+        let n = self.node_mut(id);
+        n.started_once = false;
+        n.spawn();
+    }
+
+    /// Starts node `id` empty with `--join` on its own address (same id, data directory and
+    /// `--cluster`), as the README's procedure for a server whose storage was lost says.
+    pub fn start_as_joiner(&mut self, id: u64) {
+        self.kill(id);
+        let cluster = self.cluster_arg.clone();
+        let n = self.node_mut(id);
+        n.first_start = vec![
+            "--join".into(),
+            "--listen".into(),
+            n.addr.clone(),
+            "--cluster".into(),
+            cluster,
+        ];
+        n.started_once = false;
+        n.spawn();
+    }
+
+    /// Waits for node `id` to exit by itself (bounded) and returns its exit code; the node
+    /// is then stopped as far as the harness is concerned.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let n = self.node_mut(id);
+        let mut c = n.child.take()?;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn dump_logs(&self) {

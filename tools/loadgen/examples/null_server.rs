@@ -42,12 +42,12 @@ fn serve(mut conn: TcpStream) {
                 }
                 Ok((id, RequestView::Status)) => encode_response(
                     id,
-                    &Response::Status(Status {
+                    &Response::Status(Box::new(Status {
                         id: 1,
                         role: "leader".into(),
                         leader: Some(1),
                         ..Status::default()
-                    }),
+                    })),
                     &mut out,
                 ),
                 Ok((id, _)) => encode_response(id, &Response::Written { revision: 1 }, &mut out),

@@ -134,7 +134,7 @@ impl BlockingConn {
 
     pub fn status(&mut self) -> io::Result<Status> {
         match self.call(&Request::Status)? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             Response::Error(e) => Err(other(format!("status refused: {e}"))),
             other_resp => Err(other(format!(
                 "unexpected answer to status: {other_resp:?}"

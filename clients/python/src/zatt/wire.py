@@ -410,6 +410,10 @@ class Status:
     keys: int = 0
     #: The answering server's process id (0 when unknown).
     pid: int = 0
+    #: The incarnation of the server's data directory (0: none).
+    incarnation: int = 0
+    #: ``(term, index)``: entries the server may have acknowledged and lost, or ``None``.
+    lost_entries: tuple[int, int] | None = None
     #: The cluster id every peer datagram of its cluster carries.
     cluster_id: int = 0
     #: Bytes free on its data directory's file system, and its ``--min-free-disk`` in bytes.
@@ -749,6 +753,8 @@ def _decode_status(d: _Reader) -> Status:
     sessions = d.u64()
     keys = d.u64()
     pid = d.u32()
+    incarnation = d.u64()
+    lost_entries = (d.u64(), d.u64()) if d.present() else None
     cluster_id = d.u64()
     disk_free = d.u64()
     disk_min = d.u64()
@@ -771,6 +777,8 @@ def _decode_status(d: _Reader) -> Status:
         sessions=sessions,
         keys=keys,
         pid=pid,
+        incarnation=incarnation,
+        lost_entries=lost_entries,
         cluster_id=cluster_id,
         disk_free_bytes=disk_free,
         disk_min_free_bytes=disk_min,

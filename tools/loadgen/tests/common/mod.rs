@@ -171,13 +171,13 @@ fn serve(
             let (id, req) = decode_request_owned(&buf[..len], &limits).unwrap();
             buf.drain(..len);
             let resp = match req {
-                Request::Status => Response::Status(Status {
+                Request::Status => Response::Status(Box::new(Status {
                     id: 1,
                     role: "leader".into(),
                     term: 1,
                     leader: Some(1),
                     ..Status::default()
-                }),
+                })),
                 Request::Put { .. } => {
                     let n = c.puts.fetch_add(1, Ordering::SeqCst) + 1;
                     c.requests.fetch_add(1, Ordering::SeqCst);
