@@ -2,7 +2,7 @@
 //! environment variables, a `--config FILE` of `flag = value` lines), unit parsing for durations
 //! and sizes, and the cross-field validation that turns strings into a `ServerConfig`.
 //!
-//! Precedence is flags > environment > file > defaults (DESIGN.md §4). This module only parses
+//! Precedence is flags > environment > file > defaults. This module only parses
 //! and validates: it opens no socket and touches no data directory (that is `event_loop`'s job),
 //! so every rule here is reachable from unit tests. `parse_duration` and `parse_size` are public
 //! because the `zatt` command line reuses them.

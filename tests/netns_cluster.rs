@@ -18,8 +18,8 @@
 //!   the server has caught up), replacing a host whose disk was lost (`member remove`, wipe,
 //!   start with `--join`, `member add`), and adding a host. Each command it runs as the README
 //!   shows it is checked to be in the README word for word.
-//! - `a_client_given_every_endpoint_writes_while_the_first_is_cut_off` (ignored until the client
-//!   library is fixed; see its comment).
+//! - `a_client_given_every_endpoint_writes_while_the_first_is_cut_off`: a client whose first
+//!   endpoint is cut off from its peers (but not from the client) moves on to the others.
 //!
 //! The servers listen on the namespaces' addresses rather than loopback: those addresses exist
 //! only inside this run's private namespaces, routed neither to the host nor to another run's
@@ -1081,12 +1081,11 @@ fn a_partitioned_leader_steps_down_and_catches_up() {
 /// The README tells operators to give clients every server's address. When the server a client
 /// is connected to is cut off from its peers but not from the client, it answers "not leader,
 /// leader unknown" for as long as the partition lasts; the client must then try the other
-/// addresses it was given, where a leader serves. Today `Client::ensure_conn` reconnects to the
-/// same endpoint after such an answer (it stays with an endpoint whose dial worked), so the
-/// write waits for the partition to heal and fails with Unavailable if that takes longer than
-/// the client's timeout: deterministic when the cut-off server is the first endpoint.
+/// addresses it was given, where a leader serves. A client that reconnected to the same
+/// endpoint after such an answer would wait for the partition to heal and fail with
+/// Unavailable when that takes longer than its timeout: deterministic when the cut-off server
+/// is the first endpoint.
 #[test]
-#[ignore = "fails until the client tries another endpoint after NotLeader without a leader (src/client)"]
 fn a_client_given_every_endpoint_writes_while_the_first_is_cut_off() {
     let ids = [1, 2, 3];
     let Some(mut lab) = lab_or_skip("first", &ids) else {

@@ -943,10 +943,13 @@ impl Client {
                             }
                         }
                         _ => {
-                            // No leader known (an election under way): try another server
-                            // after a pause.
+                            // No leader known: an election under way, or this server is cut
+                            // off from its peers. Try the next endpoint after a pause, not
+                            // this one again, or a partition that leaves this server
+                            // reachable stalls the client until it heals.
                             self.conn = None;
                             self.leader_hint = None;
+                            self.skip_endpoint();
                             attempts.last_failure = Some(Failure::NoLeader(
                                 "no leader elected (is a majority of servers up?)".into(),
                             ));
@@ -956,6 +959,7 @@ impl Client {
                 }
                 ErrorKind::Unavailable(why) => {
                     self.conn = None;
+                    self.skip_endpoint();
                     attempts.last_failure = Some(Failure::NoLeader(why));
                     attempts.back_off(deadline);
                 }
@@ -1057,6 +1061,13 @@ impl Client {
             error: last.unwrap_or(ConnError::Timeout),
             all_refused: refused == self.endpoints.len(),
         })
+    }
+
+    /// The next reconnection starts from the endpoint after the one in use.
+    fn skip_endpoint(&mut self) {
+        if !self.endpoints.is_empty() {
+            self.next_endpoint = (self.next_endpoint + 1) % self.endpoints.len();
+        }
     }
 
     fn dial(&mut self, addr: &str, deadline: Instant) -> Result<Conn, ConnError> {

@@ -241,7 +241,11 @@ impl Host {
                 ErrorKind::ConfChange("a leadership transfer is in progress".into())
             }
             ProposeError::Busy => ErrorKind::Busy,
-            ProposeError::Invalid(why) => ErrorKind::ConfChange(why.to_string()),
+            // A change that can never be made as asked ("already a voter", "not a member",
+            // "cannot remove the last voter"): an invalid request, not one to retry later.
+            ProposeError::Invalid(why) => {
+                ErrorKind::Invalid(format!("membership change refused: {why}"))
+            }
         }
     }
 }

@@ -656,3 +656,43 @@ fn a_snapshot_save_hands_out_the_dictionary_as_of_its_read_in_chunks() {
         );
     }
 }
+
+#[test]
+fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
+    // Goal: promoting a voter or removing a stranger can never succeed: the answer is
+    // `Invalid` (clients do not retry it), not `ConfChange` (which says "not yet").
+    let mut h = host(&[1]);
+    let mut out = Recorder::default();
+    for _ in 0..40 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, now()).unwrap();
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    for (id, req) in [
+        (7, Request::MemberPromote { id: 1 }),
+        (8, Request::MemberRemove { id: 9 }),
+    ] {
+        let mut frame = Vec::new();
+        encode_request(id, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: id,
+            op: 0,
+            since: Duration::ZERO,
+        };
+        h.client_frame(&mut out, now(), to, &frame);
+    }
+    let kinds: Vec<&Response> = out.answers.iter().map(|(_, r)| r).collect();
+    assert!(
+        kinds.len() == 2
+            && kinds
+                .iter()
+                .all(|r| matches!(r, Response::Error(ErrorKind::Invalid(why)) if why.contains("membership change refused"))),
+        "{kinds:?}"
+    );
+}

@@ -2,7 +2,7 @@
 //! framing and recovery. Implements `storage::LogStorage` under the rules written there; the
 //! `Syncer` (syncer.rs) runs it on its own thread with group commit. Must not know Raft roles
 //! or the network: it stores what the core hands it and gives it back, checked, at start.
-//! Read DESIGN.md §3 "Disk" and "Failure of the disk".
+//! docs/ARCHITECTURE.md, "The persistence contract", says what the rest of the server relies on.
 //!
 //! # Data directory
 //!
@@ -107,7 +107,7 @@
 //! | S1 | the latest snapshot record's file is missing, too large, or fails its checks | refuse |
 //! | S2 | snapshot files and `.tmp` files nobody refers to | deleted |
 //!
-//! T3 is strict on purpose (DESIGN.md §3): damage with good records after it is treated as
+//! T3 is strict on purpose: damage with good records after it is treated as
 //! corruption even in the last segment. A power loss that persists a later page of the last,
 //! unsynced write before an earlier one would also land here, and so would a torn last record
 //! whose payload (an application value: any bytes) happens to hold a CRC-valid record image;

@@ -14,8 +14,8 @@
 //! // and for each token in order send its messages and call raft.persisted(..).
 //! ```
 //!
-//! Must not touch protocol state. On any write or sync error it stops the process (fail-stop,
-//! DESIGN.md §3 "Failure of the disk"): one clear line naming the file and the error, then exit
+//! Must not touch protocol state. On any write or sync error it stops the process (fail-stop:
+//! a disk that failed once cannot be trusted with the next write): one clear line naming the file and the error, then exit
 //! code 74 (`EXIT_DISK_FAILURE`); it never reports a token it could not make durable.
 
 use super::{Wal, EXIT_DISK_FAILURE};
