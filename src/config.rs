@@ -786,6 +786,12 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
              --force-new-cluster",
         ));
     }
+    if restore.is_some() && initial_cluster_state == InitialClusterState::Existing {
+        return Err(ConfigError::usage(
+            "--restore starts a new cluster from an empty data directory: \
+             --initial-cluster-state existing says this server already has its data",
+        ));
+    }
     if restore.is_some() && cluster.is_empty() {
         return Err(ConfigError::usage(
             "--restore needs --cluster ID=HOST:PORT,...: the voters of the new cluster",
@@ -1099,7 +1105,8 @@ mod tests {
 
     #[test]
     fn restore_and_force_new_cluster_go_with_what_they_need() {
-        // Goal: --restore needs the new cluster's voters and excludes --join and a force;
+        // Goal: --restore needs the new cluster's voters and excludes --join, a force and
+        // --initial-cluster-state existing (it starts from an empty directory);
         // --force-new-cluster keeps data, so it excludes --join.
         let c = run(&format!("{BASE} --restore b.zatt"), &[]).unwrap();
         assert_eq!(c.restore, Some(PathBuf::from("b.zatt")));
@@ -1109,6 +1116,10 @@ mod tests {
         for (a, needle) in [
             ("--id 1 --data-dir d --restore b.zatt", "--cluster"),
             (&format!("{BASE} --restore b --force-new-cluster"), "--restore"),
+            (
+                &format!("{BASE} --restore b --initial-cluster-state existing"),
+                "--restore",
+            ),
             (
                 "--id 1 --data-dir d --restore b --join --listen 127.0.0.1:1 --cluster-id 5",
                 "--restore",

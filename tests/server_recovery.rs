@@ -9,7 +9,14 @@
 //!   three servers killed for good; the survivor, forced into a one-member cluster, holds every
 //!   write acknowledged before, takes new ones, gets members back (`--join`, `member add`) and
 //!   survives losing itself once they are in; a second start that still carries the flag is
-//!   refused.
+//!   refused. The forced server has a fresh incarnation: an old member that comes back with
+//!   its data is not heard. Restored servers each have an identity of their own, and one whose
+//!   restored storage was lost is refused when started with `--restore` again.
+//! - `a_restore_cut_short_before_its_data_runs_again`: a restore that failed before writing
+//!   the backup (a busy port) may run again; a directory with a log is refused.
+//! - `a_forced_survivor_is_not_held_back_by_entries_it_lost`: a survivor whose last log record
+//!   was damaged (a lost-entries bound: it withholds its vote, and with the others gone it would
+//!   wait forever) is forced: it leads at once, keeps every earlier write, and takes a member.
 
 mod common;
 mod ops_readme;
@@ -227,10 +234,28 @@ fn save_then_restore_into_a_new_cluster_keeps_every_key() {
     assert_ne!(st.cluster_id, old_id, "a cluster id of its own");
     assert_eq!(st.members.len(), 3);
     assert!(st.members.iter().all(|m| ports.contains(&m.addr)));
-    for p in &ports {
+    // Each restored server is a storage identity of its own, drawn as at any first start.
+    let mut incarnations = std::collections::BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
         let s = TestClient::connect(p).unwrap().status().unwrap();
         assert_eq!(s.cluster_id, st.cluster_id, "every restored server agrees");
+        assert_ne!(s.incarnation, 0, "{s:?}");
+        assert!(s.lost_entries.is_none(), "{s:?}");
+        incarnations.insert(s.incarnation);
+        let dir = cwd.join(format!("new.{}", i + 1));
+        let stored = zatt::wal::identity::Identity::load(&dir).unwrap().unwrap();
+        assert_eq!(stored.incarnation, s.incarnation);
+        let log = std::fs::read_to_string(cwd.join(format!("new.{}.log", i + 1))).unwrap();
+        assert!(
+            !log.contains("predates data-directory incarnations"),
+            "{log}"
+        );
     }
+    assert_eq!(
+        incarnations.len(),
+        3,
+        "three data directories, three incarnations"
+    );
     // It takes writes, through whichever server leads.
     let deadline = Instant::now() + T;
     'write: loop {
@@ -268,7 +293,95 @@ fn save_then_restore_into_a_new_cluster_keeps_every_key() {
     );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("restored already"), "{out}");
+    // Its storage lost, and started again with the very command that restored it: the two
+    // others know server 1 by the incarnation it had, so it is refused (as any empty data
+    // directory of a member is) rather than come back as a voter that forgot its votes.
+    std::fs::remove_dir_all(cwd.join("new.1")).unwrap();
+    let (code, out) = common::run_zattd(
+        &[
+            "--id",
+            "1",
+            "--data-dir",
+            &d1,
+            "--restore",
+            &backup.display().to_string(),
+            "--cluster",
+            &format!("1={},2={},3={}", ports[0], ports[1], ports[2]),
+        ],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("refusing to start") && out.contains("zatt member remove 1"),
+        "{out}"
+    );
+    assert!(
+        !cwd.join("new.1").join("cluster-id").exists(),
+        "a refused restore wrote the cluster's state"
+    );
     drop(procs);
+    let _ = std::fs::remove_dir_all(&cwd);
+}
+
+#[test]
+fn a_restore_cut_short_before_its_data_runs_again() {
+    // Goal: what a start leaves before the cluster's first byte (the lock, empty hard state,
+    // the identity, a first segment) does not make the directory "not empty" for a second
+    // attempt; a log with data does. Method: a backup of a one-server cluster restored on a
+    // port this test holds (refused: address in use), then again: the second attempt gets as
+    // far (address in use again), not refused for its directory; a directory with a log is.
+    let old = Cluster::start(1, &[]);
+    old.wait_leader(T);
+    old.put("k", "v");
+    let cwd = common::temp_dir("restore-again");
+    let backup = cwd.join("b.zatt");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zatt"))
+        .args(["--endpoints", &old.addr(1), "snapshot", "save"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cluster = format!("1={}", held.local_addr().unwrap());
+    let dir = cwd.join("d");
+    let args = [
+        "--id",
+        "1",
+        "--cluster",
+        &cluster,
+        "--data-dir",
+        &dir.display().to_string(),
+        "--restore",
+        &backup.display().to_string(),
+    ];
+    for attempt in 0..2 {
+        let (code, out) = common::run_zattd(&args, &[], T);
+        assert_eq!(code, Some(1), "attempt {attempt}: {out}");
+        assert!(
+            out.contains("address already in use"),
+            "attempt {attempt}: {out}"
+        );
+        assert!(!dir.join("cluster-id").exists());
+    }
+    // The old cluster's own directory holds a log: refused for that.
+    let (code, out) = common::run_zattd(
+        &[
+            "--id",
+            "1",
+            "--cluster",
+            &cluster,
+            "--data-dir",
+            &old.node(1).data_dir.display().to_string(),
+            "--restore",
+            &backup.display().to_string(),
+        ],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("empty data directory"), "{out}");
+    drop(held);
     let _ = std::fs::remove_dir_all(&cwd);
 }
 
@@ -276,6 +389,7 @@ fn save_then_restore_into_a_new_cluster_keeps_every_key() {
 fn force_new_cluster_after_losing_two_of_three_keeps_every_acknowledged_write() {
     let mut c = Cluster::start(3, &["--snapshot-entries", "700"]);
     let want = fill(&c, 2000);
+    let old_incarnation = c.status(3).unwrap().incarnation;
     // Server 3 survives: it has every acknowledged write once it has applied the last one.
     let last = "key/1999";
     c.wait_value(3, last, want.get(last).map(String::as_str), T);
@@ -326,6 +440,44 @@ fn force_new_cluster_after_losing_two_of_three_keeps_every_acknowledged_write() 
         cl.put("after-force", "yes").unwrap(),
         Response::Written { .. }
     ));
+    // A storage identity of its own: to the old members it is someone else.
+    assert!(
+        st.incarnation != 0 && st.incarnation != old_incarnation,
+        "{st:?}"
+    );
+    assert!(st.lost_entries.is_none(), "{st:?}");
+    let stored = zatt::wal::identity::Identity::load(Path::new(&dir3))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.incarnation, st.incarnation);
+    assert!(stored.pins.is_empty(), "{stored:?}");
+    // Server 1 comes back with its old data (what the procedure says never to do): the
+    // survivor does not hear it (it addresses the old incarnation), and goes on leading in
+    // its term.
+    c.restart(1);
+    let deadline = Instant::now() + T;
+    loop {
+        let s = cl.status().unwrap();
+        let refused = s
+            .dropped_datagrams
+            .iter()
+            .find(|(why, _)| why == "NotMyIncarnation")
+            .map_or(0, |(_, n)| *n);
+        if refused > 0 {
+            assert_eq!((s.role.as_str(), s.term), ("leader", st.term), "{s:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor never refused server 1: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(matches!(
+        cl.put("after-force", "yes").unwrap(),
+        Response::Written { .. }
+    ));
+    c.kill(1);
 
     // 4. Members back: server 4 as the README shows, server 5 the same way.
     procs.0.push(ops_readme::spawn(
@@ -396,4 +548,80 @@ fn force_new_cluster_after_losing_two_of_three_keeps_every_acknowledged_write() 
     assert!(out.contains("already forced"), "{out}");
     drop(procs);
     let _ = std::fs::remove_dir_all(&cwd);
+}
+
+/// Flips one bit of the last non-zero byte of the node's newest log segment: the last record
+/// then fails its CRC with nothing valid after it (a torn tail, which may have been synced).
+fn damage_last_record(data_dir: &Path) {
+    use std::os::unix::fs::FileExt;
+    let seg = std::fs::read_dir(data_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .max()
+        .expect("a log segment");
+    let bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.iter().rposition(|&b| b != 0).expect("records");
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&[bytes[last] ^ 0x01], last as u64).unwrap();
+}
+
+#[test]
+fn a_forced_survivor_is_not_held_back_by_entries_it_lost() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T);
+    let mut cl = c.client(leader).unwrap();
+    cl.put_pipelined("key/", 0..300, 64).unwrap();
+    c.put("last", "yes");
+    let f = (1..=3).find(|&i| i != leader).unwrap();
+    c.wait_value(f, "last", Some("yes"), T);
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    damage_last_record(&c.node(f).data_dir);
+    // Alone and bounded: it withholds its vote, and nobody is left to release it.
+    c.restart(f);
+    let st = c.wait_status(f, T, "a lost-entries bound", |s| s.lost_entries.is_some());
+    assert_ne!(st.role, "leader");
+    c.kill(f);
+
+    let node = c.nodes.iter_mut().find(|n| n.id == f).unwrap();
+    node.extra.push("--force-new-cluster".into());
+    c.restart(f);
+    let st = c.wait_status(f, T, "leading alone", |s| s.role == "leader");
+    assert!(st.lost_entries.is_none(), "{st:?}");
+    assert!(
+        c.log_of(f).contains("lost a damaged tail"),
+        "{}",
+        c.log_of(f)
+    );
+    let got = values(&dump(&c.addr(f)));
+    for i in 0..300 {
+        assert_eq!(
+            got.get(&format!("key/{i}")).map(String::as_str),
+            Some(format!("v{i}").as_str()),
+            "key/{i}"
+        );
+    }
+    assert!(matches!(
+        c.client(f).unwrap().put("after-force", "yes").unwrap(),
+        Response::Written { .. }
+    ));
+    let node = c.nodes.iter_mut().find(|n| n.id == f).unwrap();
+    node.extra.retain(|a| a != "--force-new-cluster");
+
+    // A new member is heard and votes: the survivor's new identity pins it as any peer.
+    let addr = c.start_joiner_with_cluster_id(4);
+    let add = Request::MemberAdd {
+        id: 4,
+        addr,
+        learner: false,
+    };
+    c.admin(&add, T);
+    let st = c.wait_status(f, T, "two voters", |s| {
+        s.members.iter().filter(|m| m.voter).count() == 2
+    });
+    assert_eq!(st.role, "leader");
+    c.put("with-four", "yes");
 }

@@ -1,39 +1,47 @@
-//! Rewriting a data directory before the server starts, for the two ways back from losing a
-//! cluster: `--restore FILE` (a new cluster from a backup `zatt snapshot save` wrote) and
-//! `--force-new-cluster` (a surviving member made the only member of its cluster, when a
-//! majority is lost for good). Both finish before `Server::start` opens the directory, which
-//! then starts as a restart would. Every check that can refuse runs before the first byte is
-//! written: a refused restore or force leaves the directory as it was. Must not run protocol
-//! logic: it writes one durable state that the core then takes as it takes any recovered one.
+//! Rewriting a data directory for the two ways back from losing a cluster: `--restore FILE` (a
+//! new cluster from a backup `zatt snapshot save` wrote) and `--force-new-cluster` (a surviving
+//! member made the only member of its cluster, when a majority is lost for good). Every check
+//! that can refuse runs before the first byte is written: a refused restore or force leaves the
+//! directory as it was. Must not run protocol logic: it writes one durable state that the core
+//! then takes as it takes any recovered one.
 //!
 //! `--restore`: the backup is read whole and checked (its file checksum, its layout, the
 //! dictionary snapshot's own checksum, and that the snapshot stands for the index the file
-//! says), the data directory must be empty, and the new cluster gets a cluster id of its own
-//! (derived from the backup and the new `--cluster`, so every restored member computes the same
-//! one, and never the source's), so that stragglers of the old cluster cannot talk to it. The
-//! directory then holds the backup's snapshot with the new membership, at the backup's index
-//! and term, committed: every member restored from the same file starts from the same state.
-//! Its identity (incarnation) is drawn at start, as for any new directory.
+//! says), the data directory must hold no data, and the new cluster gets a cluster id of its
+//! own (derived from the backup and the new `--cluster`, so every restored member computes the
+//! same one, and never the source's), so that stragglers of the old cluster cannot talk to it.
+//! A restore is a first start whose initial state is the backup instead of an empty log: the
+//! start-up (`start.rs`) draws the directory's identity and, under `--initial-cluster-state
+//! auto`, asks the other servers of `--cluster` whether this server is new to them, as for any
+//! empty data directory, and only then writes the backup's snapshot with the new membership, at
+//! the backup's index and term, committed. Every member restored from the same file starts from
+//! the same state, and a member whose restored storage was lost is refused when it is started
+//! with `--restore` again (its peers know it by another incarnation), instead of coming back
+//! as someone who forgot its votes.
 //!
-//! `--force-new-cluster`: the server's whole log is kept (its snapshot and every entry after
-//! it), a `Config` entry making this server the only voter is appended, in a term above every
-//! term in its log, and all of it is committed at once. Entries beyond the commit index it had
-//! made durable are kept too: a follower persists its commit index lazily (with its next
-//! write), so the last writes acknowledged before the loss are typically among them; the price
-//! is that an entry the old cluster never committed may take effect. A marker file records the
-//! force, so that a restart that still carries the flag (a config file left as it was) is
-//! refused instead of undoing the members added since. The directory gets a fresh identity:
-//! to any server that knew this one it is a new incarnation, and it has pinned no peer.
+//! `--force-new-cluster` runs before the start-up opens the directory, which then starts as a
+//! restart would. The server's whole log is kept (its snapshot and every entry after it), a
+//! `Config` entry making this server the only voter is appended, in a term above every term in
+//! its log, and all of it is committed at once. Entries beyond the commit index it had made
+//! durable are kept too: a follower persists its commit index lazily (with its next write), so
+//! the last writes acknowledged before the loss are typically among them; the price is that an
+//! entry the old cluster never committed may take effect. A lost-entries bound (a damaged log
+//! tail cut at recovery) is cleared with a warning: no other voter is left to hold what it
+//! covers, and withholding votes would stop the only one. A marker file records the force, so
+//! that a restart that still carries the flag (a config file left as it was) is refused instead
+//! of undoing the members added since. The directory gets a fresh identity: to any server that
+//! knew this one it is a new incarnation (a straggler of the old cluster that comes back is
+//! not heard), and it has pinned no peer.
 
 use super::*;
 use crate::config::EXIT_CORRUPT;
 use crate::kv::{Kv, KvConfig};
 use crate::raft::Boot;
 use crate::storage::LogStorage;
-use crate::wal::backup::read_backup;
+use crate::wal::backup::{read_backup, BackupMeta};
 use crate::wal::identity::Identity;
 use crate::wal::{Wal, WalOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The file that records a forced new cluster (`--force-new-cluster`) in a data directory.
@@ -116,9 +124,30 @@ fn restored_cluster_id(
     crate::config::cluster_id_of(&list)
 }
 
-/// `zattd --restore FILE`: checks the backup and the data directory, then writes the restored
-/// state and the new cluster id. Returns the cluster id.
-pub(super) fn restore(cfg: &ServerConfig, file: &Path) -> Result<u64, ServerError> {
+/// A backup checked by `check_restore`, written by `write_restore` once the start-up has
+/// settled that this server may form the new cluster.
+pub(super) struct Restore {
+    file: PathBuf,
+    meta: BackupMeta,
+    data: Vec<u8>,
+    keys: usize,
+    /// The new cluster's id (never the backup's own).
+    pub cluster_id: u64,
+}
+
+/// What a start leaves in a data directory before the cluster's first byte: a restore that
+/// failed after it (a busy port, a refusal by the servers it asked) may run again.
+fn leftover_of_a_start(name: &str) -> bool {
+    matches!(name, "LOCK" | "hardstate.0" | "hardstate.1")
+        || name == crate::wal::identity::IDENTITY_FILE
+        || name.ends_with(".wal")
+        || name.ends_with(".tmp")
+}
+
+/// `zattd --restore FILE`, first half: checks the backup whole (its file checksum, its layout,
+/// the dictionary snapshot's own checksum and index) and that the data directory holds no data,
+/// and settles the new cluster id. Writes nothing.
+pub(super) fn check_restore(cfg: &ServerConfig, file: &Path) -> Result<Restore, ServerError> {
     let dir = &cfg.data_dir;
     if let Err(e) = std::fs::metadata(file) {
         return Err(usage(format!(
@@ -150,13 +179,6 @@ pub(super) fn restore(cfg: &ServerConfig, file: &Path) -> Result<u64, ServerErro
             file.display()
         )));
     }
-    if !dir_is_empty(dir)? {
-        return Err(usage(format!(
-            "--restore needs an empty data directory, and {} is not (restored already? then \
-             start without --restore); nothing was written",
-            dir.display()
-        )));
-    }
     let checksum = &data[data.len().saturating_sub(4)..];
     let cluster_id = match cfg.cluster_id {
         Some(id) => id,
@@ -169,54 +191,103 @@ pub(super) fn restore(cfg: &ServerConfig, file: &Path) -> Result<u64, ServerErro
              written"
         )));
     }
-
-    std::fs::create_dir_all(dir).map_err(|e| {
-        ServerError::runtime(format!(
-            "cannot create data directory {}: {e}",
+    let not_empty = || {
+        usage(format!(
+            "--restore needs an empty data directory, and {} is not (restored already? then \
+             start without --restore); nothing was written",
             dir.display()
         ))
-    })?;
-    let (mut wal, boot) = open_wal(cfg)?;
-    if !(boot.entries.is_empty() && boot.snapshot.is_none()) {
-        return Err(usage(format!(
-            "--restore needs an empty data directory, and {} is not",
-            dir.display()
-        )));
+    };
+    let names = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<Vec<String>>>(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
+    .map_err(|e| {
+        ServerError::runtime(format!("cannot read data directory {}: {e}", dir.display()))
+    })?;
+    for name in &names {
+        // The cluster id is written before the restored state (see `write_restore`): a restore
+        // cut short between the two runs again.
+        let own_cluster_id = name == start::CLUSTER_ID_FILE
+            && std::fs::read_to_string(dir.join(name))
+                .is_ok_and(|s| s.trim() == cluster_id.to_string());
+        if !(leftover_of_a_start(name) || own_cluster_id) {
+            return Err(not_empty());
+        }
+    }
+    Ok(Restore {
+        file: file.to_path_buf(),
+        meta,
+        data,
+        keys: kv.len(),
+        cluster_id,
+    })
+}
+
+impl Restore {
+    /// The refusal for a data directory whose log turned out to hold data.
+    pub(super) fn not_empty(&self, dir: &Path) -> ServerError {
+        usage(format!(
+            "--restore needs an empty data directory, and {} holds a log (restored already? \
+             then start without --restore)",
+            dir.display()
+        ))
+    }
+}
+
+/// `zattd --restore FILE`, second half, in place of bootstrapping the initial membership: the
+/// cluster id, then the backup's snapshot with the membership `--cluster` names, at the
+/// backup's index and term, committed. Returns the state written, as a restart would recover it.
+pub(super) fn write_restore(
+    cfg: &ServerConfig,
+    r: Restore,
+    wal: &mut Wal,
+) -> Result<Boot, ServerError> {
+    let dir = &cfg.data_dir;
+    // First: a restart that finds the snapshot must find the new cluster's id with it, never
+    // derive another from --cluster.
+    start::write_cluster_id(dir, r.cluster_id)?;
     let snapshot = Snapshot {
         meta: SnapshotMeta {
-            index: LogIndex(meta.index),
-            term: Term(meta.term),
+            index: LogIndex(r.meta.index),
+            term: Term(r.meta.term),
             membership: membership_of(&cfg.cluster),
         },
-        data: Arc::from(data),
+        data: Arc::from(r.data),
+    };
+    let hard_state = HardState {
+        term: Term(r.meta.term),
+        vote: None,
+        commit: LogIndex(r.meta.index),
+        lost: None,
     };
     let batch = WriteBatch {
-        snapshot: Some(snapshot),
-        hard_state: Some(HardState {
-            term: Term(meta.term),
-            vote: None,
-            commit: LogIndex(meta.index),
-            lost: None,
-        }),
+        snapshot: Some(snapshot.clone()),
+        hard_state: Some(hard_state),
         entries: Vec::new(),
     };
-    write_durably(&mut wal, &batch, "the restored snapshot")?;
-    drop(wal);
-    start::write_cluster_id(dir, cluster_id)?;
+    write_durably(wal, &batch, "the restored snapshot")?;
     info!(
-        "n{}: restored {} (cluster {}, index {}, term {}, {} keys) into {} as cluster {cluster_id} \
-         with {} voters",
+        "n{}: restored {} (cluster {}, index {}, term {}, {} keys) into {} as cluster {} with \
+         {} voters",
         cfg.id,
-        file.display(),
-        meta.cluster_id,
-        meta.index,
-        meta.term,
-        kv.len(),
+        r.file.display(),
+        r.meta.cluster_id,
+        r.meta.index,
+        r.meta.term,
+        r.keys,
         dir.display(),
+        r.cluster_id,
         cfg.cluster.len()
     );
-    Ok(cluster_id)
+    Ok(Boot {
+        hard_state,
+        snapshot: Some(snapshot),
+        entries: Vec::new(),
+    })
 }
 
 /// `zattd --force-new-cluster`: makes this server the only voter of its cluster, keeping its
@@ -268,6 +339,7 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
         .map(|e| e.term)
         .chain(boot.snapshot.as_ref().map(|s| s.meta.term))
         .chain(std::iter::once(boot.hard_state.term))
+        .chain(boot.hard_state.lost.map(|l| l.term))
         .max()
         .unwrap_or(Term(0));
     // A term no leader of the old cluster can have used here: the entry below is this
@@ -295,6 +367,13 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
     };
     write_durably(&mut wal, &batch, "the forced membership")?;
     drop(wal);
+    if let Some(b) = boot.hard_state.lost {
+        warn!(
+            "n{}: its log had lost a damaged tail (entries through index {} of term {} at \
+             most); those that are not in the log kept are gone for good",
+            cfg.id, b.index.0, b.term.0
+        );
+    }
     // A fresh identity: its log now says things the old incarnation never did.
     Identity::generate()
         .and_then(|i| i.store(dir))

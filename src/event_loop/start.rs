@@ -1,6 +1,6 @@
 //! Starting a server: open and recover the data directory, settle the cluster id, bootstrap the
-//! initial membership on a first start, bind the shared peer/client port, and build the loop's
-//! parts and the host. Every refusal is one line with its exit status (2 usage, 1 runtime, 65
+//! initial membership (or the backup `--restore` names, see `recover.rs`) on a first start,
+//! bind the shared peer/client port, and build the loop's parts and the host. Every refusal is one line with its exit status (2 usage, 1 runtime, 65
 //! corrupt data directory). Runs before the loop; must not run protocol logic (that is the
 //! host's and raft's).
 
@@ -21,7 +21,7 @@ use std::path::Path;
 /// Kernel socket buffers for the peer socket: bursts of AppendEntries must not overflow them.
 const UDP_BUFFER_BYTES: i32 = 8 << 20;
 /// Name of the file in the data directory that holds the cluster id.
-const CLUSTER_ID_FILE: &str = "cluster-id";
+pub(super) const CLUSTER_ID_FILE: &str = "cluster-id";
 
 fn fatal_corrupt(msg: String) -> ServerError {
     ServerError {
@@ -140,11 +140,13 @@ impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
-        // The ways back from a lost cluster rewrite the directory first; it then starts as a
-        // restart does.
-        if let Some(file) = &cfg.restore {
-            recover::restore(&cfg, file)?;
-        }
+        // A backup to restore is checked whole before anything is written; it is written in
+        // place of the initial membership, once this server may bootstrap (below).
+        let mut restore = match &cfg.restore {
+            Some(file) => Some(recover::check_restore(&cfg, file)?),
+            None => None,
+        };
+        // A forced new cluster rewrites the directory first; it then starts as a restart does.
         if cfg.force_new_cluster {
             recover::force_new_cluster(&cfg)?;
         }
@@ -175,6 +177,11 @@ impl Server {
             exit_code: e.exit_code(),
             message: e.to_string(),
         })?;
+        if let Some(r) = &restore {
+            if !boot_is_empty(&boot) {
+                return Err(r.not_empty(&dir));
+            }
+        }
         // The directory's identity: drawn when it is first used, so that a server whose storage
         // is lost comes back as someone new (see `host/peers.rs`).
         let mut identity = match Identity::load(&dir).map_err(|e| ServerError {
@@ -210,7 +217,11 @@ impl Server {
 
         // The cluster id: the file wins; else the flag; else derived from --cluster.
         let stored = read_cluster_id(&dir)?;
-        let cluster_id = match (stored, cfg.cluster_id) {
+        let flag = match &restore {
+            Some(r) => Some(r.cluster_id),
+            None => cfg.cluster_id,
+        };
+        let cluster_id = match (stored, flag) {
             (Some(s), Some(f)) if s != f => {
                 return Err(ServerError::usage(format!(
                     "--cluster-id {f} differs from {s} stored in {}",
@@ -340,30 +351,34 @@ impl Server {
                     ))
                 })?;
             }
-            let mut m = Membership::default();
-            for (id, addr) in &cfg.cluster {
-                m.members.insert(
-                    *id,
-                    Member {
-                        role: MemberRole::Voter,
-                        addr: addr.clone(),
-                    },
+            if let Some(r) = restore.take() {
+                boot = recover::write_restore(&cfg, r, &mut wal)?;
+            } else {
+                let mut m = Membership::default();
+                for (id, addr) in &cfg.cluster {
+                    m.members.insert(
+                        *id,
+                        Member {
+                            role: MemberRole::Voter,
+                            addr: addr.clone(),
+                        },
+                    );
+                }
+                boot = Boot::bootstrap(&m);
+                let batch = WriteBatch {
+                    snapshot: None,
+                    hard_state: Some(boot.hard_state),
+                    entries: boot.entries.clone(),
+                };
+                wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
+                    ServerError::runtime(format!("cannot write the initial membership: {e}"))
+                })?;
+                info!(
+                    "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
+                    cfg.id,
+                    m.members.len()
                 );
             }
-            boot = Boot::bootstrap(&m);
-            let batch = WriteBatch {
-                snapshot: None,
-                hard_state: Some(boot.hard_state),
-                entries: boot.entries.clone(),
-            };
-            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
-                ServerError::runtime(format!("cannot write the initial membership: {e}"))
-            })?;
-            info!(
-                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
-                cfg.id,
-                m.members.len()
-            );
         } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
             info!(
                 "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
