@@ -345,6 +345,11 @@ fn metrics_parse_under_load() {
         assert!(s.has_family(f), "the leader's scrape lacks {f}");
     }
     assert_eq!(s.value("zatt_raft_role{role=\"leader\"}"), Some(1.0));
+    // Messages refused for a peer's storage identity count as drops too (none here).
+    for reason in ["IncarnationChanged", "NotMyIncarnation"] {
+        let k = format!("zatt_peer_datagrams_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(s.value(&k), Some(0.0), "{k}");
+    }
     assert_eq!(s.value("zatt_raft_role{role=\"follower\"}"), Some(0.0));
     for p in (1..=3).filter(|&i| i != leader) {
         let lag = s.value(&format!("zatt_raft_peer_lag_entries{{peer=\"{p}\"}}"));

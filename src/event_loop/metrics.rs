@@ -216,6 +216,14 @@ impl Server {
             &[("reason", "SendFailed")],
             self.io.udp_send_drops as f64,
         );
+        // Raft messages the host refused for a peer's storage identity (`host/peers.rs`).
+        for (reason, n) in self.host.incarnation_drops() {
+            e.sample(
+                "zatt_peer_datagrams_dropped_total",
+                &[("reason", reason)],
+                n as f64,
+            );
+        }
         e.gauge(
             "zatt_wal_bytes",
             "Bytes the write-ahead log holds on disk.",
