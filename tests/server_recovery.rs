@@ -232,6 +232,17 @@ fn save_then_restore_into_a_new_cluster_keeps_every_key() {
     let mut cl = TestClient::connect(&ports[1]).unwrap();
     let st = cl.status().unwrap();
     assert_ne!(st.cluster_id, old_id, "a cluster id of its own");
+    let shown = ops_readme::run_ok(
+        "zatt --endpoints 127.0.0.1:6254 status --field cluster_id",
+        &[("127.0.0.1:6254", ports[0].clone())],
+        &cwd,
+        &[],
+    );
+    assert_eq!(
+        shown.trim(),
+        st.cluster_id.to_string(),
+        "zatt status shows it"
+    );
     assert_eq!(st.members.len(), 3);
     assert!(st.members.iter().all(|m| ports.contains(&m.addr)));
     // Each restored server is a storage identity of its own, drawn as at any first start.

@@ -1577,6 +1577,23 @@ fn members_output(output: Output, ms: &[MemberInfo]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_lists_every_status_field() {
+        // Goal: the README's `status --field` list is exactly the names `--field` takes.
+        let readme = include_str!("../../README.md");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with("| `status [--leader] [--field NAME]`"))
+            .expect("the README's status row");
+        let list = row
+            .split("prints one field (")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .expect("the field list");
+        let names: Vec<&str> = list.split(", ").map(|n| n.trim_matches('`')).collect();
+        assert_eq!(names, STATUS_FIELDS);
+    }
+
     use super::*;
 
     fn args(s: &str) -> Vec<OsString> {
