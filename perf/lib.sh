@@ -94,7 +94,7 @@ probe_line() {
     local dir=${1:-${TMPDIR:-/tmp}}
     echo "- $("$BIN/loadgen" probe --dir "$dir")"
     echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
-    echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%M:%SZ)${ZATTD_GIVEN:+; server binary: $ZATTD_GIVEN, not built from this tree}"
 }
 
 # A number field of the load generator's JSON object: the first one of that name, so a top-level

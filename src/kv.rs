@@ -3,9 +3,10 @@
 //! exactly-once writes (Raft thesis §6.3), the proposal byte format, and the snapshot format.
 //! Must not depend on the network, the disk or any clock: its only time is the `now_ms` carried
 //! in proposals, so every replica that applies the same entries reaches the same state, byte for
-//! byte. No hash-map iteration order may reach a result: the dictionary keeps its values in a
-//! `HashMap` for point lookups and writes (the hot path of every replica) and its keys in a
-//! `BTreeSet` that every ordered walk (scan, iteration, snapshot) goes through.
+//! byte. No hash-map iteration order may reach a result: the dictionary (`kv/dict.rs`) keeps
+//! each key once, with its value, in one record reached from a hash index for point lookups and
+//! writes (the hot path of every replica) and from an ordered index that every ordered walk
+//! (scan, iteration, snapshot) goes through.
 //! Read more: `docs/ARCHITECTURE.md` (the path of a write), thesis §6.3 (sessions).
 //!
 //! # Revisions
@@ -72,8 +73,11 @@
 //! `restore` checks the CRC first, then parses with every length checked, refuses keys or
 //! session ids out of order, revisions beyond the applied index, and trailing bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+
+mod dict;
+use dict::Dict;
 
 use crate::types::{DecodeError, Entry, EntryKind, LogIndex, Reader};
 use crate::wire::client::{ExpectView, RequestView};
@@ -298,65 +302,26 @@ impl Proposal {
 
     /// Decodes a whole proposal; never panics, never allocates more than the limits allow.
     pub fn decode(buf: &[u8], limits: &KvConfig) -> Result<Proposal, DecodeError> {
-        let mut r = Reader::new(buf);
-        if r.u8()? != PROPOSAL_VERSION {
-            return Err(DecodeError::new("unknown proposal version"));
-        }
-        let flags = r.u8()?;
-        if flags & !FLAG_SESSION != 0 {
-            return Err(DecodeError::new("unknown proposal flags"));
-        }
-        let session = if flags & FLAG_SESSION != 0 {
-            Some(SessionRef {
-                id: r.u64()?,
-                seq: r.u64()?,
-            })
-        } else {
-            None
-        };
-        let now_ms = r.u64()?;
-        let key = |r: &mut Reader| -> Result<Vec<u8>, DecodeError> {
-            Ok(r.len_prefixed(limits.max_key_bytes)?.to_vec())
-        };
-        let value = |r: &mut Reader| -> Result<Vec<u8>, DecodeError> {
-            Ok(r.len_prefixed(limits.max_value_bytes)?.to_vec())
-        };
-        let command = match r.u8()? {
-            OP_PUT => Command::Put {
-                key: key(&mut r)?,
-                value: value(&mut r)?,
+        let (session, now_ms, op) = decode_view(buf, limits)?;
+        let command = match op {
+            RequestView::Put { key, value, .. } => Command::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
             },
-            OP_DELETE => Command::Delete { key: key(&mut r)? },
-            OP_CAS => {
-                let k = key(&mut r)?;
-                let expect = match r.u8()? {
-                    0 => Expect::Value(value(&mut r)?),
-                    1 => Expect::Absent,
-                    2 => Expect::Revision(LogIndex(r.u64()?)),
-                    _ => return Err(DecodeError::new("unknown cas condition")),
-                };
-                let new = match r.u8()? {
-                    0 => None,
-                    1 => Some(value(&mut r)?),
-                    _ => return Err(DecodeError::new("unknown cas new-value tag")),
-                };
-                Command::Cas {
-                    key: k,
-                    expect,
-                    new,
-                }
-            }
-            OP_REGISTER => {
-                if session.is_some() {
-                    return Err(DecodeError::new("session registration names a session"));
-                }
-                Command::RegisterSession
-            }
-            _ => return Err(DecodeError::new("unknown proposal operation")),
+            RequestView::Delete { key, .. } => Command::Delete { key: key.to_vec() },
+            RequestView::Cas {
+                key, expect, new, ..
+            } => Command::Cas {
+                key: key.to_vec(),
+                expect: match expect {
+                    ExpectView::Value(v) => Expect::Value(v.to_vec()),
+                    ExpectView::Absent => Expect::Absent,
+                    ExpectView::Revision(r) => Expect::Revision(LogIndex(r)),
+                },
+                new: new.map(|v| v.to_vec()),
+            },
+            _ => Command::RegisterSession,
         };
-        if r.remaining() != 0 {
-            return Err(DecodeError::new("trailing bytes after proposal"));
-        }
         Ok(Proposal {
             session,
             now_ms,
@@ -365,58 +330,75 @@ impl Proposal {
     }
 }
 
-/// The key → (value, revision) map: a `HashMap` answers lookups and writes in one hash (a
-/// `BTreeMap` of byte-string keys costs a dozen key comparisons and cache misses per write, the
-/// largest user-space cost of a follower), and a `BTreeSet` of the keys, touched only when a key
-/// appears or disappears, gives every ordered walk its order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Dict {
-    map: HashMap<Vec<u8>, (Vec<u8>, LogIndex)>,
-    keys: BTreeSet<Vec<u8>>,
-}
-
-impl Dict {
-    fn insert(&mut self, key: Vec<u8>, value: (Vec<u8>, LogIndex)) {
-        if let Some(slot) = self.map.get_mut(&key) {
-            *slot = value;
-            return;
+/// Decodes a proposal in place: its session, clock and operation, the operation's key and
+/// values borrowed from `buf` (the apply path of every replica copies a value only into the
+/// dictionary). The operation is a write `RequestView` without a session (the session is the
+/// first element); never panics, checks every length against the limits and the bytes present.
+fn decode_view<'a>(
+    buf: &'a [u8],
+    limits: &KvConfig,
+) -> Result<(Option<SessionRef>, u64, RequestView<'a>), DecodeError> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != PROPOSAL_VERSION {
+        return Err(DecodeError::new("unknown proposal version"));
+    }
+    let flags = r.u8()?;
+    if flags & !FLAG_SESSION != 0 {
+        return Err(DecodeError::new("unknown proposal flags"));
+    }
+    let session = if flags & FLAG_SESSION != 0 {
+        Some(SessionRef {
+            id: r.u64()?,
+            seq: r.u64()?,
+        })
+    } else {
+        None
+    };
+    let now_ms = r.u64()?;
+    let key = |r: &mut Reader<'a>| r.len_prefixed(limits.max_key_bytes);
+    let value = |r: &mut Reader<'a>| r.len_prefixed(limits.max_value_bytes);
+    let op = match r.u8()? {
+        OP_PUT => RequestView::Put {
+            session: None,
+            key: key(&mut r)?,
+            value: value(&mut r)?,
+        },
+        OP_DELETE => RequestView::Delete {
+            session: None,
+            key: key(&mut r)?,
+        },
+        OP_CAS => {
+            let k = key(&mut r)?;
+            let expect = match r.u8()? {
+                0 => ExpectView::Value(value(&mut r)?),
+                1 => ExpectView::Absent,
+                2 => ExpectView::Revision(r.u64()?),
+                _ => return Err(DecodeError::new("unknown cas condition")),
+            };
+            let new = match r.u8()? {
+                0 => None,
+                1 => Some(value(&mut r)?),
+                _ => return Err(DecodeError::new("unknown cas new-value tag")),
+            };
+            RequestView::Cas {
+                session: None,
+                key: k,
+                expect,
+                new,
+            }
         }
-        self.keys.insert(key.clone());
-        self.map.insert(key, value);
+        OP_REGISTER => {
+            if session.is_some() {
+                return Err(DecodeError::new("session registration names a session"));
+            }
+            RequestView::RegisterSession
+        }
+        _ => return Err(DecodeError::new("unknown proposal operation")),
+    };
+    if r.remaining() != 0 {
+        return Err(DecodeError::new("trailing bytes after proposal"));
     }
-
-    fn remove(&mut self, key: &[u8]) -> Option<(Vec<u8>, LogIndex)> {
-        let old = self.map.remove(key)?;
-        self.keys.remove(key);
-        Some(old)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&(Vec<u8>, LogIndex)> {
-        self.map.get(key)
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Every entry from `lower` on, in key order.
-    fn range<'a>(
-        &'a self,
-        lower: Bound<&[u8]>,
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a (Vec<u8>, LogIndex))> + 'a {
-        self.keys
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .map(move |k| (k, &self.map[k]))
-    }
-
-    /// Every entry in key order.
-    fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &(Vec<u8>, LogIndex))> {
-        self.range(Bound::Unbounded)
-    }
+    Ok((session, now_ms, op))
 }
 
 /// One `scan` result: key, value, revision.
@@ -480,20 +462,26 @@ impl Kv {
         self.applied = entry.index;
         match entry.kind {
             EntryKind::Noop | EntryKind::Config => None,
-            EntryKind::Normal => Some(match Proposal::decode(&entry.data, &self.cfg) {
-                Ok(p) => self.apply_proposal(entry.index, p),
+            EntryKind::Normal => Some(match decode_view(&entry.data, &self.cfg) {
+                Ok((session, now_ms, op)) => self.apply_proposal(entry.index, session, now_ms, op),
                 Err(e) => Reply::Invalid(e.what),
             }),
         }
     }
 
-    fn apply_proposal(&mut self, index: LogIndex, p: Proposal) -> Reply {
-        self.clock_ms = self.clock_ms.max(p.now_ms);
+    fn apply_proposal(
+        &mut self,
+        index: LogIndex,
+        session: Option<SessionRef>,
+        now_ms: u64,
+        op: RequestView<'_>,
+    ) -> Reply {
+        self.clock_ms = self.clock_ms.max(now_ms);
         self.expire_idle_sessions();
-        let Some(s) = p.session else {
-            return match p.command {
-                Command::RegisterSession => self.register_session(index),
-                cmd => self.apply_command(index, cmd),
+        let Some(s) = session else {
+            return match op {
+                RequestView::RegisterSession => self.register_session(index),
+                op => self.apply_command(index, op),
             };
         };
         if s.seq == 0 {
@@ -502,57 +490,61 @@ impl Kv {
         let Some(session) = self.sessions.get(&s.id) else {
             return Reply::SessionExpired;
         };
-        let (last_seq, cached) = (session.last_seq, session.reply.clone());
-        self.touch(s.id);
+        let last_seq = session.last_seq;
         if s.seq < last_seq {
+            self.touch(s.id);
             return Reply::StaleRequest;
         }
         if s.seq == last_seq {
             // `last_seq > 0` here, so a write was applied and its reply cached.
+            let cached = session.reply.clone();
+            self.touch(s.id);
             return cached.unwrap_or(Reply::StaleRequest);
         }
-        let reply = self.apply_command(index, p.command);
+        self.touch(s.id);
+        let reply = self.apply_command(index, op);
         let session = self.sessions.get_mut(&s.id).expect("session touched above");
         session.last_seq = s.seq;
         session.reply = Some(reply.clone());
         reply
     }
 
-    fn apply_command(&mut self, index: LogIndex, cmd: Command) -> Reply {
-        match cmd {
-            Command::Put { key, value } => {
-                self.data.insert(key, (value, index));
+    /// Applies a write decoded by `decode_view` (never a registration: that needs no key).
+    fn apply_command(&mut self, index: LogIndex, op: RequestView<'_>) -> Reply {
+        match op {
+            RequestView::Put { key, value, .. } => {
+                self.data.insert(key, value, index);
                 Reply::Put { revision: index }
             }
-            Command::Delete { key } => Reply::Deleted {
+            RequestView::Delete { key, .. } => Reply::Deleted {
                 revision: index,
-                existed: self.data.remove(&key).is_some(),
+                existed: self.data.remove(key),
             },
-            Command::Cas { key, expect, new } => {
-                let current = self.data.get(&key);
+            RequestView::Cas {
+                key, expect, new, ..
+            } => {
+                let current = self.data.get(key);
                 let holds = match (&expect, current) {
-                    (Expect::Absent, None) => true,
-                    (Expect::Value(v), Some((cv, _))) => v == cv,
-                    (Expect::Revision(r), Some((_, cr))) => r == cr,
-                    (Expect::Revision(r), None) => r.0 == 0,
+                    (ExpectView::Absent, None) => true,
+                    (ExpectView::Value(v), Some((cv, _))) => *v == cv,
+                    (ExpectView::Revision(r), Some((_, cr))) => *r == cr.0,
+                    (ExpectView::Revision(r), None) => *r == 0,
                     _ => false,
                 };
                 if !holds {
                     return Reply::CasFailed {
-                        current: current.map(|(v, r)| (v.clone(), *r)),
+                        current: current.map(|(v, r)| (v.to_vec(), r)),
                     };
                 }
                 match new {
-                    Some(v) => {
-                        self.data.insert(key, (v, index));
-                    }
+                    Some(v) => self.data.insert(key, v, index),
                     None => {
-                        self.data.remove(&key);
+                        self.data.remove(key);
                     }
                 }
                 Reply::CasOk { revision: index }
             }
-            Command::RegisterSession => Reply::Invalid("session registration names a session"),
+            _ => Reply::Invalid("session registration names a session"),
         }
     }
 
@@ -614,7 +606,7 @@ impl Kv {
 
     /// The value of `key` and its revision (the index of the entry that last changed it).
     pub fn get(&self, key: &[u8]) -> Option<(&[u8], LogIndex)> {
-        self.data.get(key).map(|(v, r)| (v.as_slice(), *r))
+        self.data.get(key)
     }
 
     /// Up to `limit` entries whose key starts with `prefix` and sorts after `start_after`, in
@@ -632,10 +624,10 @@ impl Kv {
         let mut it = self
             .data
             .range(lower)
-            .take_while(|(k, _)| k.starts_with(prefix));
+            .take_while(|(k, _, _)| k.starts_with(prefix));
         let mut out = Vec::new();
-        for (k, (v, r)) in it.by_ref().take(limit) {
-            out.push((k.clone(), v.clone(), *r));
+        for (k, v, r) in it.by_ref().take(limit) {
+            out.push((k.to_vec(), v.to_vec(), r));
         }
         let more = it.next().is_some();
         (out, more)
@@ -651,9 +643,7 @@ impl Kv {
 
     /// Every entry in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], LogIndex)> {
-        self.data
-            .iter()
-            .map(|(k, (v, r))| (k.as_slice(), v.as_slice(), *r))
+        self.data.iter()
     }
 
     pub fn session_count(&self) -> usize {
@@ -700,9 +690,9 @@ impl Kv {
             Some(k) => Bound::Excluded(k.as_slice()),
             None => Bound::Unbounded,
         };
-        let mut last: Option<&Vec<u8>> = None;
+        let mut last: Option<&[u8]> = None;
         let mut more = false;
-        for (n, (k, (v, r))) in self.data.range(lower).enumerate() {
+        for (n, (k, v, r)) in self.data.range(lower).enumerate() {
             if n == max_keys {
                 more = true;
                 break;
@@ -713,7 +703,7 @@ impl Kv {
             last = Some(k);
         }
         if let Some(k) = last {
-            enc.after = Some(k.clone());
+            enc.after = Some(k.to_vec());
         }
         enc.done = !more;
         enc.done
@@ -771,10 +761,13 @@ impl Kv {
         if key_count > (r.remaining() / 16) as u64 {
             return Err(DecodeError::new("snapshot key count exceeds its bytes"));
         }
+        // Checked in a first pass, built in a second from the same bytes: the dictionary is then
+        // built in key order in one go (see `Dict::from_sorted`), and never half-built.
+        let keys_at = r.pos;
         let mut prev: Option<&[u8]> = None;
         for _ in 0..key_count {
             let k = r.len_prefixed(kv.cfg.max_key_bytes)?;
-            let v = r.len_prefixed(kv.cfg.max_value_bytes)?;
+            r.len_prefixed(kv.cfg.max_value_bytes)?;
             let rev = LogIndex(r.u64()?);
             if prev.is_some_and(|p| p >= k) {
                 return Err(DecodeError::new("snapshot keys out of order"));
@@ -783,8 +776,16 @@ impl Kv {
                 return Err(DecodeError::new("snapshot revision outside the log"));
             }
             prev = Some(k);
-            kv.data.insert(k.to_vec(), (v.to_vec(), rev));
         }
+        let mut again = Reader::new(&body[keys_at..r.pos]);
+        kv.data = Dict::from_sorted(
+            key_count as usize,
+            (0..key_count).map(|_| {
+                let k = again.len_prefixed(usize::MAX).expect("checked above");
+                let v = again.len_prefixed(usize::MAX).expect("checked above");
+                (k, v, LogIndex(again.u64().expect("checked above")))
+            }),
+        );
         let session_count = r.u64()?;
         if session_count > kv.cfg.max_sessions as u64 {
             return Err(DecodeError::new(

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod raft;
 pub mod rng;
 pub mod sim;
+pub mod snapdata;
 pub mod storage;
 pub mod types;
 pub mod wal;

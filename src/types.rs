@@ -279,11 +279,12 @@ pub struct SnapshotMeta {
     pub membership: Membership,
 }
 
-/// A whole snapshot: metadata and the state machine's bytes (opaque to Raft and to the WAL).
+/// A whole snapshot: metadata and the state machine's bytes (opaque to Raft and to the WAL;
+/// in memory or, once stored, in its file: see `SnapshotData`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
-    pub data: Arc<[u8]>,
+    pub data: SnapshotData,
 }
 
 /// A change of membership, as proposed by an operator. The leader turns it into a `Config`
@@ -399,6 +400,7 @@ impl MessageBody {
 
 use crate::bytes::PutLe;
 pub use crate::bytes::{DecodeError, Reader};
+pub use crate::snapdata::SnapshotData;
 
 #[cfg(test)]
 mod tests {

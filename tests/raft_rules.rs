@@ -716,7 +716,10 @@ fn snapshot_sent_to_lagging_follower_and_installed() {
     let n3 = &c.nodes[&3];
     assert_eq!(n3.snapshots_received.len(), 1);
     assert_eq!(n3.snapshots_received[0].index, applied);
-    assert_eq!(n3.disk.snap.as_ref().unwrap().data.as_ref(), &data[..]);
+    assert_eq!(
+        n3.disk.snap.as_ref().unwrap().data.bytes().unwrap()[..],
+        data[..]
+    );
     assert_eq!(n3.raft.last_index(), c.r(1).last_index());
     assert_eq!(n3.raft.commit_index(), c.r(1).commit_index());
     assert_eq!(n3.raft.membership(), c.r(1).membership());

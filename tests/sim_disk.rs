@@ -175,7 +175,7 @@ fn snapshot_compacts_the_log_it_covers() {
             term: Term(t),
             membership: Membership::default(),
         },
-        data: std::sync::Arc::from(&b"state"[..]),
+        data: b"state"[..].into(),
     };
     disk.save_snapshot(&snap(4, 2)).unwrap();
     let r = disk.recover().unwrap();
@@ -225,7 +225,7 @@ fn an_own_snapshot_is_pending_until_synced_and_kept_whole_or_not_at_all() {
             term: Term(1),
             membership: Membership::default(),
         },
-        data: std::sync::Arc::from(&b"state"[..]),
+        data: b"state"[..].into(),
     };
     let batch = |from: u64, to: u64| WriteBatch {
         snapshot: None,

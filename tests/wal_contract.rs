@@ -4,7 +4,6 @@
 //! recovered `Boot` must equal the model exactly.
 
 use std::fs;
-use std::sync::Arc;
 use zatt::rng::SplitMix64;
 use zatt::storage::{LogStorage, WriteBatch};
 use zatt::types::*;
@@ -72,7 +71,7 @@ fn snapshot(i: u64, t: Term, rng: &mut SplitMix64) -> Snapshot {
             term: t,
             membership: m,
         },
-        data: Arc::from(vec![i as u8; rng.below(3000) as usize]),
+        data: vec![i as u8; rng.below(3000) as usize].into(),
     }
 }
 

@@ -156,7 +156,7 @@ fn snapshot_past_the_limit(dir: &Path, opts: WalOptions) {
                 term: Term(1),
                 membership: Membership::default(),
             },
-            data: Arc::from(vec![7u8; 200_000]),
+            data: vec![7u8; 200_000].into(),
         },
     );
     let mut events = mio::Events::with_capacity(4);
@@ -319,7 +319,7 @@ fn snapshot_submitted_between_batches_is_ordered_with_them() {
             term: Term(1),
             membership: Membership::default(),
         },
-        data: Arc::from(&b"kv state"[..]),
+        data: b"kv state"[..].into(),
     };
     syncer.submit_snapshot(20, snap.clone());
     syncer.submit(

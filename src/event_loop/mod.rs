@@ -30,6 +30,7 @@ mod metrics;
 mod recover;
 mod start;
 mod timer;
+mod udp;
 
 use crate::config::{ServerConfig, EXIT_RUNTIME, EXIT_USAGE};
 use crate::host::{Host, IoStatus, Now, Output, ReplyTo};
@@ -328,7 +329,7 @@ pub struct Server {
     /// The monotonic origin of the host's time.
     origin: Instant,
     now: Instant,
-    recv_buf: Vec<u8>,
+    recv_buf: udp::RecvBatch,
     /// Connections to take up again after a flush (backpressure released, input left).
     resume: Vec<usize>,
     fired: Vec<TimerKind>,
@@ -337,6 +338,8 @@ pub struct Server {
     drops_warned_at: Option<Instant>,
     /// The `--metrics-listen` endpoint, when asked for.
     http: Option<http::Http>,
+    /// When `start` began, until the first turn has reported how long start-up took.
+    started: Option<Instant>,
 }
 
 impl Server {
@@ -418,6 +421,12 @@ impl Server {
                 .end_turn(&mut self.io, now)
                 .map_err(|f| ServerError::runtime(format!("{f}; stopping")))?;
             self.flush_conns();
+            if let Some(t) = self.started {
+                if !self.host.wants_turn() {
+                    self.started = None;
+                    self.report_start(t);
+                }
+            }
         }
         info!("{}: stopping on signal", self.host.who());
         self.host.shutdown(&mut self.io);
@@ -427,46 +436,53 @@ impl Server {
     }
 
     fn recv_datagrams(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.io.udp.as_raw_fd();
         // A socket error that repeats must not spin the loop: give up for this round.
         let mut errors = 0;
         while errors < 64 {
-            match self.io.udp.recv_from(&mut self.recv_buf) {
-                Ok((n, from)) => {
-                    let inbound = self
-                        .io
-                        .codec
-                        .decode_inbound(&self.recv_buf[..n], self.tick_count);
-                    match inbound {
-                        Some(Inbound::Raft {
-                            msg,
-                            from_incarnation,
-                            to_incarnation,
-                        }) => {
-                            debug!(
-                                "n{} <- n{} {} from {from}",
-                                self.io.id,
-                                msg.from,
-                                msg.body.name()
-                            );
-                            // A node not yet in our membership (a joiner) is reachable at its
-                            // source.
-                            self.io.peers.entry(msg.from).or_insert(from);
-                            self.host.peer_message(
-                                &mut self.io,
+            match self.recv_buf.recv(fd) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (d, from) = self.recv_buf.datagram(i);
+                        match self.io.codec.decode_inbound(d, self.tick_count) {
+                            Some(Inbound::Raft {
                                 msg,
                                 from_incarnation,
                                 to_incarnation,
-                            );
+                            }) => {
+                                debug!(
+                                    "n{} <- n{} {} from {from:?}",
+                                    self.io.id,
+                                    msg.from,
+                                    msg.body.name()
+                                );
+                                // A node not yet in our membership (a joiner) is reachable at
+                                // its source.
+                                if let Some(from) = from {
+                                    self.io.peers.entry(msg.from).or_insert(from);
+                                }
+                                self.host.peer_message(
+                                    &mut self.io,
+                                    msg,
+                                    from_incarnation,
+                                    to_incarnation,
+                                );
+                            }
+                            Some(Inbound::Probe(p)) => {
+                                if let Some(from) = from {
+                                    self.io.peers.entry(p.from).or_insert(from);
+                                }
+                                self.host.probe(&mut self.io, &p);
+                            }
+                            // Answers to probes this server no longer sends (it runs).
+                            Some(Inbound::ProbeReply(_)) | None => {}
                         }
-                        Some(Inbound::Probe(p)) => {
-                            self.io.peers.entry(p.from).or_insert(from);
-                            self.host.probe(&mut self.io, &p);
-                        }
-                        // Answers to probes this server no longer sends (it runs).
-                        Some(Inbound::ProbeReply(_)) | None => {}
+                    }
+                    if n < udp::BATCH {
+                        break; // the queue was empty: the next datagram raises a new edge
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (a peer down) surface here on Linux; they are not ours to fix.
@@ -513,6 +529,9 @@ impl Server {
     }
 
     fn housekeeping(&mut self, now: Now) {
+        // A receive cut short by a socket error can leave datagrams queued with no new edge
+        // to announce them (see `udp::RecvBatch::recv`): take them up here at the latest.
+        self.recv_datagrams();
         self.io.codec.expire(self.tick_count);
         let total = self.io.codec.drops().total();
         let quiet = match self.drops_warned_at {
@@ -538,6 +557,19 @@ impl Server {
             self.drops_reported = total;
         }
         self.host.housekeeping(&mut self.io, now);
+    }
+
+    /// The start-up time, once the first turns have applied what the log held as committed
+    /// (what a restart must do before it serves reads from its dictionary again).
+    fn report_start(&self, t: Instant) {
+        let kv = self.host.kv();
+        info!(
+            "{}: serving {} ms after start: {} keys, applied through index {}",
+            self.host.who(),
+            t.elapsed().as_millis(),
+            kv.len(),
+            kv.applied_index().0
+        );
     }
 
     /// Tells the host which tokens the syncer made durable, in order.

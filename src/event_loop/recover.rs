@@ -37,12 +37,12 @@ use super::*;
 use crate::config::EXIT_CORRUPT;
 use crate::kv::{Kv, KvConfig};
 use crate::raft::Boot;
+use crate::snapdata::SnapshotData;
 use crate::storage::LogStorage;
 use crate::wal::backup::{read_backup, BackupMeta};
 use crate::wal::identity::Identity;
 use crate::wal::{Wal, WalOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The file that records a forced new cluster (`--force-new-cluster`) in a data directory.
 pub const FORCED_FILE: &str = "forced-new-cluster";
@@ -256,7 +256,7 @@ pub(super) fn write_restore(
             term: Term(r.meta.term),
             membership: membership_of(&cfg.cluster),
         },
-        data: Arc::from(r.data),
+        data: SnapshotData::from(r.data),
     };
     let hard_state = HardState {
         term: Term(r.meta.term),

@@ -140,6 +140,7 @@ impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        let started = Instant::now();
         // A backup to restore is checked whole before anything is written; it is written in
         // place of the initial membership, once this server may bootstrap (below).
         let mut restore = match &cfg.restore {
@@ -473,12 +474,13 @@ impl Server {
             next_tick_at: now + tick,
             origin: now,
             now,
-            recv_buf: vec![0u8; 65_536],
+            recv_buf: super::udp::RecvBatch::new(),
             resume: Vec::new(),
             fired: Vec::new(),
             completed: Vec::new(),
             drops_reported: 0,
             drops_warned_at: None,
+            started: Some(started),
             http,
             cfg,
         })

@@ -5,13 +5,13 @@
 //! snapshot in progress serves as well: it describes an index at least as recent), holds the
 //! result, and answers `SnapshotBegin`; the client then pulls it with `SnapshotChunk` requests
 //! to this same server, at most `SNAPSHOT_CHUNK_BYTES` per answer. A held snapshot shares its
-//! bytes with nothing else and is dropped `HOLD_FOR` after its last chunk request (or when
-//! `MAX_HELD` newer ones push it out). Must not store a backup (it is not a compaction
+//! bytes only with the compaction snapshot it may also be (read from that one's file once
+//! storage has it), and is dropped `HOLD_FOR` after its last chunk request (or when `MAX_HELD`
+//! newer ones push it out). Must not store a backup (it is not a compaction
 //! snapshot) nor change the dictionary.
 
 use super::*;
 use crate::wire::client::{SnapshotInfo, SNAPSHOT_CHUNK_BYTES};
-use std::sync::Arc;
 
 /// A held snapshot is dropped this long after it was last asked for.
 const HOLD_FOR: Duration = Duration::from_secs(60);
@@ -20,7 +20,7 @@ const MAX_HELD: usize = 2;
 
 struct Held {
     info: SnapshotInfo,
-    data: Arc<[u8]>,
+    data: SnapshotData,
     last_used: Duration,
 }
 
@@ -71,9 +71,19 @@ impl Host {
             return;
         }
         let data = snapshot.data.clone();
-        let checksum = match data.len().checked_sub(4) {
-            Some(at) => u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]),
-            None => 0,
+        let tail = match data.len().checked_sub(4) {
+            Some(at) => data.read(at..data.len()),
+            None => Ok(vec![0; 4]),
+        };
+        let checksum = match tail {
+            Ok(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Err(e) => {
+                let e = ErrorKind::Unavailable(format!("cannot read the snapshot taken: {e}"));
+                for to in std::mem::take(&mut self.backups.waiting) {
+                    out.answer(to, &Response::Error(e.clone()));
+                }
+                return;
+            }
         };
         let id = self.backups.next_id;
         self.backups.next_id = self.backups.next_id.wrapping_add(1).max(1);
@@ -82,7 +92,7 @@ impl Host {
             cluster_id: self.cfg.cluster_id,
             index: snapshot.meta.index.0,
             term: snapshot.meta.term.0,
-            size: data.len() as u64,
+            size: data.len(),
             checksum,
             members: snapshot
                 .meta
@@ -128,17 +138,21 @@ impl Host {
             return out.answer(to, &Response::Error(e));
         };
         h.last_used = now;
-        let size = h.data.len() as u64;
+        let size = h.data.len();
         if offset > size {
             let e = ErrorKind::Invalid(format!(
                 "offset {offset} is past the snapshot's end ({size} bytes)"
             ));
             return out.answer(to, &Response::Error(e));
         }
-        let from = offset as usize;
-        let to_byte = (from + SNAPSHOT_CHUNK_BYTES).min(h.data.len());
-        let data = h.data[from..to_byte].to_vec();
-        out.answer(to, &Response::SnapshotChunk { offset, data });
+        let end = offset.saturating_add(SNAPSHOT_CHUNK_BYTES as u64).min(size);
+        match h.data.read(offset..end) {
+            Ok(data) => out.answer(to, &Response::SnapshotChunk { offset, data }),
+            Err(e) => {
+                let e = ErrorKind::Unavailable(format!("cannot read snapshot {id}: {e}"));
+                out.answer(to, &Response::Error(e))
+            }
+        }
     }
 
     /// Drops held snapshots nobody asked for in `HOLD_FOR` (housekeeping).

@@ -83,6 +83,11 @@ const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// 100,000 keys at once stalled the loop for 60–200 ms, past the election timeout).
 pub const SNAPSHOT_KEYS_PER_TURN: usize = 4096;
 
+/// The in-memory log's bound in bytes in the server (see `HostConfig::snapshot_log_bytes`): at
+/// 100 B values the entry count (`--snapshot-entries`, 100,000 by default) comes first; with
+/// 1 MiB values this keeps the log at 64 entries instead of 100 GB.
+pub const SNAPSHOT_LOG_BYTES: u64 = 64 << 20;
+
 /// A role's name in logs and status answers.
 pub fn role_name(r: Role) -> &'static str {
     match r {
@@ -131,6 +136,9 @@ pub struct HostConfig {
     pub limits: FrameLimits,
     /// Entries applied since the last snapshot before the next one is taken.
     pub snapshot_entries: u64,
+    /// A snapshot is also taken once the core's in-memory log holds this many bytes
+    /// (`Raft::log_bytes`), however few entries that is.
+    pub snapshot_log_bytes: u64,
     /// Keys encoded per loop turn while a snapshot is taken.
     pub snapshot_keys_per_turn: usize,
     /// The cluster id, for status answers and backups (0 where there is none, as in tests).
@@ -156,6 +164,7 @@ impl HostConfig {
             },
             kv,
             snapshot_entries,
+            snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
             cluster_id: 0,
             min_free_disk: MinFreeDisk::default(),
@@ -317,6 +326,9 @@ pub struct Host {
     stored_term_vote: Option<(Term, Option<NodeId>)>,
     /// A commit-only hard state not yet handed to storage (see `ready.rs`).
     lazy_hard_state: Option<HardState>,
+    /// Successful AppendEntries acknowledgements released by `durable` and not yet sent, at
+    /// most one per leader and term; the next turn sends them first (see `ready.rs`).
+    acks: Vec<Message>,
 
     // Writes (requests.rs, apply.rs).
     /// Proposals waiting to be applied, in strictly increasing index order.
@@ -363,7 +375,11 @@ impl Host {
     ) -> Result<Host, String> {
         let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
             Some(s) => {
-                let kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| {
+                // Storage's snapshot is read from its file once, here, and then left there.
+                let bytes = s.data.bytes().map_err(|e| {
+                    format!("snapshot at index {} cannot be read: {e}", s.meta.index.0)
+                })?;
+                let kv = Kv::restore(&bytes, cfg.kv.clone()).map_err(|e| {
                     format!("snapshot at index {} does not restore: {e}", s.meta.index.0)
                 })?;
                 (kv, s.meta.index, s.meta.term, s.meta.membership.clone())
@@ -393,6 +409,7 @@ impl Host {
             persisting: VecDeque::new(),
             stored_term_vote: None,
             lazy_hard_state: None,
+            acks: Vec::new(),
             writes: VecDeque::new(),
             promote_jobs: Vec::new(),
             applied_term,
@@ -450,8 +467,12 @@ impl Host {
         if self.membership_reported.is_none() {
             self.report_membership(out);
         }
+        // Acknowledgements that `durable` released since the last turn leave first: nothing
+        // below (applying, a snapshot slice) may delay the leader's commit.
+        self.flush_acks(out);
         self.start_read_round(out);
         self.handle_ready(out)?;
+        self.flush_acks(out);
         self.maybe_snapshot(out);
         Ok(())
     }

@@ -21,13 +21,19 @@ impl Host {
             // A leader's snapshot replaces the dictionary. Applying it before it is durable is
             // safe: it holds only committed entries, and `persisted` (hence any acknowledgement)
             // still waits for the batch below.
-            let kv = Kv::restore(&snap.data, self.cfg.kv.clone()).map_err(|e| {
-                Fatal(format!(
-                    "n{}: the leader's snapshot at index {} does not restore: {e}",
-                    self.raft.id(),
-                    snap.meta.index.0
-                ))
-            })?;
+            // (A received snapshot is in memory: reading it cannot fail.)
+            let kv = snap
+                .data
+                .bytes()
+                .map_err(|e| e.to_string())
+                .and_then(|b| Kv::restore(&b, self.cfg.kv.clone()).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    Fatal(format!(
+                        "n{}: the leader's snapshot at index {} does not restore: {e}",
+                        self.raft.id(),
+                        snap.meta.index.0
+                    ))
+                })?;
             // kv is replaced: a slice-wise encoding of the old one is void. Entries held for
             // it are applied next, skipping those the snapshot covers.
             self.snapshot_job = None;
@@ -105,8 +111,9 @@ impl Host {
         };
         if token.is_none() && self.persisting.is_empty() {
             for m in after {
-                out.send(m);
+                self.send_after_persist(out, m);
             }
+            self.flush_acks(out);
             // A mark without a write of its own (a deferred commit-only hard state): every
             // earlier batch is durable, and with them the term, the vote and the entries
             // through this mark.
@@ -203,13 +210,70 @@ impl Host {
         match p {
             Persisting::Batch { messages, mark, .. } => {
                 for m in messages {
-                    out.send(m);
+                    self.send_after_persist(out, m);
                 }
                 if let Some((index, term)) = mark {
                     self.raft.persisted(index, term);
                 }
             }
             Persisting::Snapshot { snapshot, .. } => self.compacted(snapshot),
+        }
+    }
+
+    /// Sends a message that waited for durability, except that a successful AppendEntries
+    /// acknowledgement waits in `acks` until `flush_acks` (the start of the next turn, for
+    /// those `durable` releases; at once otherwise), where a later one to the same leader in
+    /// the same term replaces it: several batches made durable by one sync then cost the
+    /// leader one datagram, not one per batch. Merging keeps the larger match index and
+    /// read round: within one term a follower never loses entries that matched its leader, and
+    /// a later acknowledgement still confirms a round an earlier one echoed.
+    fn send_after_persist<O: Output>(&mut self, out: &mut O, m: Message) {
+        let MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index,
+            read_seq,
+            ..
+        } = m.body
+        else {
+            return out.send(m);
+        };
+        let earlier = self.acks.iter_mut().find(|a| {
+            a.to == m.to
+                && a.term == m.term
+                && matches!(
+                    a.body,
+                    MessageBody::AppendEntriesResponse { success: true, .. }
+                )
+        });
+        match earlier {
+            Some(a) => {
+                if let MessageBody::AppendEntriesResponse {
+                    match_index: am,
+                    read_seq: ar,
+                    ..
+                } = a.body
+                {
+                    let mut later = m;
+                    if let MessageBody::AppendEntriesResponse {
+                        match_index: lm,
+                        read_seq: lr,
+                        ..
+                    } = &mut later.body
+                    {
+                        *lm = (*lm).max(am).max(match_index);
+                        *lr = (*lr).max(ar).max(read_seq);
+                    }
+                    *a = later;
+                }
+            }
+            None => self.acks.push(m),
+        }
+    }
+
+    /// Sends the acknowledgements gathered so far (see `send_after_persist`).
+    pub(super) fn flush_acks<O: Output>(&mut self, out: &mut O) {
+        for m in self.acks.drain(..) {
+            out.send(m);
         }
     }
 }

@@ -7,7 +7,6 @@
 
 use super::*;
 use log::info;
-use std::sync::Arc;
 
 impl Host {
     /// Entries applied since the last snapshot before the next one. Before its first snapshot
@@ -48,10 +47,12 @@ impl Host {
                 self.start_snapshot_job(false);
             } else {
                 let applied = self.kv.applied_index();
-                if self.snapshot_in_flight
-                    || applied.0 < self.snapshot_index.0 + self.snapshot_due_entries()
-                    || self.applied_term == Term(0)
-                {
+                // Due by entries, or by the memory the core's log holds (large values would
+                // reach the entry count only after holding gigabytes).
+                let due = applied.0 >= self.snapshot_index.0 + self.snapshot_due_entries()
+                    || (self.raft.log_bytes() >= self.cfg.snapshot_log_bytes
+                        && applied > self.snapshot_index);
+                if self.snapshot_in_flight || !due || self.applied_term == Term(0) {
                     return;
                 }
                 self.start_snapshot_job(true);
@@ -66,7 +67,7 @@ impl Host {
         let (enc, meta) = self.snapshot_job.take().expect("job checked above");
         let snapshot = Snapshot {
             meta,
-            data: Arc::from(self.kv.snapshot_finish(enc)),
+            data: SnapshotData::from(self.kv.snapshot_finish(enc)),
         };
         self.snapshot_for_saves(out, &snapshot);
         if self.snapshot_job_stores {

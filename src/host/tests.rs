@@ -12,6 +12,7 @@ struct Recorder {
     sent: Vec<Message>,
     answers: Vec<(u64, Response)>,
     batches: Vec<(u64, WriteBatch)>,
+    snapshots: Vec<Snapshot>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
     /// Pins made durable (and unpins), in order: (peer, incarnation; 0 for an unpin).
@@ -38,7 +39,8 @@ impl Output for Recorder {
         self.batches.push((token, batch));
         self.pending.push_back(token);
     }
-    fn submit_snapshot(&mut self, token: u64, _snapshot: Snapshot) {
+    fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
+        self.snapshots.push(snapshot);
         self.pending.push_back(token);
     }
     fn pin_peer(&mut self, peer: NodeId, incarnation: u64) {
@@ -290,6 +292,121 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
         Role::Leader,
         "won the vote with its own vote durable, yet does not lead"
     );
+}
+
+#[test]
+fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
+    // Goal: a log that holds `snapshot_log_bytes` takes a snapshot (and then compacts) long
+    // before the entry count would. Method: a lone voter with a snapshot every million
+    // entries but a 4 KiB byte bound; write 1 KiB values until a snapshot is submitted, make
+    // it durable, and check the core's log shrank below the bound.
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.snapshot_log_bytes = 4096;
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    let big = vec![b'v'; 1024];
+    let mut id = 0;
+    while out.snapshots.is_empty() {
+        id += 1;
+        assert!(id < 20, "no snapshot after {id} writes of 1 KiB");
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key: format!("k{id}").into_bytes(),
+            value: big.clone(),
+        };
+        encode_request(id, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: id,
+            op: 0,
+            since: Duration::ZERO,
+        };
+        h.client_frame(&mut out, now(), to, &frame);
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+    }
+    assert!(id >= 3, "a snapshot before the log reached its bound");
+    assert!(
+        h.raft().log_bytes() < 4096,
+        "the log still holds {} B after its snapshot was stored",
+        h.raft().log_bytes()
+    );
+    assert_eq!(h.kv().len(), id as usize);
+}
+
+#[test]
+fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
+    // Goal: a follower whose storage reports several batches durable in one go sends its
+    // leader one AppendEntries acknowledgement for all of them (the latest match index), not
+    // one per batch, and still none before they are durable. Method: two AppendEntries from
+    // n2, each its own batch; report both durable, then end the turn.
+    let mut h = host(&[1, 2]);
+    let mut out = Recorder::default();
+    let append = |prev: u64, prev_term: u64, index: u64| MessageBody::AppendEntries {
+        prev_log_index: LogIndex(prev),
+        prev_log_term: Term(prev_term),
+        entries: vec![Entry::new(
+            Term(2),
+            LogIndex(index),
+            EntryKind::Normal,
+            b"x",
+        )],
+        leader_commit: LogIndex(1),
+        read_seq: index,
+    };
+    deliver(&mut h, &mut out, 2, append(1, 1, 2));
+    deliver(&mut h, &mut out, 2, append(2, 2, 3));
+    assert_eq!(out.pending.len(), 2, "each AppendEntries is its own batch");
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "acked before durable"
+    );
+    for _ in 0..2 {
+        let t = out.pending.pop_front().unwrap();
+        h.durable(&mut out, t).unwrap();
+    }
+    h.end_turn(&mut out, now()).unwrap();
+    let ack = take(&mut out, "AppendEntriesResponse").expect("acknowledged once durable");
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "one acknowledgement per batch instead of one for the sync"
+    );
+    match ack.body {
+        MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            read_seq,
+            ..
+        } => {
+            assert!(success);
+            assert_eq!(match_index, LogIndex(3));
+            assert_eq!(read_seq, 3);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A host with an identity: incarnation 0x11 for n1, and whatever pins it starts with.
@@ -695,4 +812,83 @@ fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
                 .all(|r| matches!(r, Response::Error(ErrorKind::Invalid(why)) if why.contains("membership change refused"))),
         "{kinds:?}"
     );
+}
+
+#[test]
+fn a_save_that_rides_on_a_compaction_snapshot_reads_it_from_its_file_once_stored() {
+    // Goal: a SnapshotSave that arrives while a compaction snapshot is being encoded is served
+    // that snapshot (it stands for the index the save's read confirmed), and its chunks still
+    // come out right once storage has moved the bytes to the snapshot's file (the held copy
+    // shares them). Method: a lone leader that compacts every few entries, a save sent while a
+    // compaction job runs, the stored snapshot spilled to a file, then every chunk.
+    let (mut h, mut out) = lone_leader(|c| {
+        c.snapshot_entries = 20;
+        c.snapshot_keys_per_turn = 2;
+    });
+    all_durable(&mut h, &mut out);
+    let mut i = 0u64;
+    while !(h.snapshot_job.is_some() && h.snapshot_job_stores) {
+        assert!(i < 200, "no compaction job after {i} writes");
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:03}").into_bytes(),
+            value: vec![i as u8; 50],
+        };
+        request(&mut h, &mut out, 1000 + i, &req);
+        if h.snapshot_job.is_none() {
+            all_durable(&mut h, &mut out);
+        }
+        i += 1;
+    }
+    let want = h.kv().snapshot_bytes();
+    let stored_before = out.snapshots.len();
+    request(&mut h, &mut out, 1, &Request::SnapshotSave);
+    let mut turns = 0;
+    while answer(&out, 1).is_none() {
+        assert!(turns < 200, "no SnapshotBegin");
+        h.end_turn(&mut out, now()).unwrap();
+        turns += 1;
+    }
+    let info = match answer(&out, 1) {
+        Some(Response::SnapshotBegin(i)) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(out.snapshots.len(), stored_before + 1, "the compaction one");
+    let stored = out.snapshots.last().unwrap().clone();
+    assert_eq!(info.index, stored.meta.index.0, "the save rode on it");
+    assert_eq!(stored.data.bytes().unwrap().as_slice(), &want[..]);
+
+    // Storage writes it to its file and lets go of the memory.
+    let path = std::env::temp_dir().join(format!("zatt-host-spill-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut f, b"head").unwrap();
+    std::io::Write::write_all(&mut f, &want).unwrap();
+    drop(f);
+    stored
+        .data
+        .spill(std::fs::File::open(&path).unwrap(), b"head".len() as u64);
+    std::fs::remove_file(&path).unwrap();
+    assert!(!stored.data.in_memory());
+    all_durable(&mut h, &mut out);
+
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(&mut h, &mut out, id, &req);
+        match answer(&out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(got, want);
+    assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
 }

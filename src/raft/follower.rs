@@ -101,6 +101,7 @@ impl Raft {
                     self.config_indices.push(e.index);
                     config_seen = true;
                 }
+                self.log_bytes += entry_bytes(&e);
                 self.entries.push(e);
             }
             if config_seen {
@@ -213,7 +214,7 @@ impl Raft {
             };
             self.install_snapshot(Snapshot {
                 meta: inc.meta,
-                data: Arc::from(inc.buf),
+                data: SnapshotData::from(inc.buf),
             });
             self.send_ack(
                 from,
@@ -261,6 +262,7 @@ impl Raft {
             snap.meta.term
         );
         self.entries.clear();
+        self.log_bytes = 0;
         self.config_indices.clear();
         self.snap_index = idx;
         self.snap_term = snap.meta.term;

@@ -21,6 +21,13 @@ impl Raft {
                 self.role
             ));
         }
+        let bytes: u64 = self.entries.iter().map(entry_bytes).sum();
+        if bytes != self.log_bytes {
+            return Err(format!(
+                "n{n} log bytes counted {} but the entries hold {bytes}",
+                self.log_bytes
+            ));
+        }
         for (i, e) in self.entries.iter().enumerate() {
             if e.index.0 != self.snap_index.0 + 1 + i as u64 {
                 return Err(format!(

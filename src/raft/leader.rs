@@ -298,6 +298,7 @@ impl Raft {
     pub(super) fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk = self.cfg.snapshot_chunk_bytes.max(1) as u64;
         let window = chunk.saturating_mul(self.cfg.snapshot_inflight_chunks.max(1) as u64);
+        let me = self.id;
         let mut out = Vec::new();
         {
             let Some(pr) = self.progress.get_mut(&to) else {
@@ -310,7 +311,20 @@ impl Raft {
             s.sent = s.sent.max(s.acked);
             while !s.done_sent && s.sent < s.acked.saturating_add(window).max(s.acked + 1) {
                 let end = (s.sent + chunk).min(total);
-                let data = s.snap.data[s.sent as usize..end as usize].to_vec();
+                // A stored snapshot is read from its file: a failed read sends nothing more now,
+                // and the next heartbeat's resend tries again from the same offset.
+                let data = match s.snap.data.read(s.sent..end) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        log::error!(
+                            "n{} cannot read snapshot {:?} for n{}: {e}",
+                            me,
+                            s.snap.meta.index,
+                            to
+                        );
+                        break;
+                    }
+                };
                 let done = end == total;
                 out.push(MessageBody::InstallSnapshot {
                     meta: s.snap.meta.clone(),

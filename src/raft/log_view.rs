@@ -58,7 +58,9 @@ impl Raft {
 
     pub(super) fn append_as_leader(&mut self, kind: EntryKind, data: &[u8]) -> (LogIndex, Term) {
         let idx = self.last_index().next();
-        self.entries.push(Entry::new(self.term, idx, kind, data));
+        let e = Entry::new(self.term, idx, kind, data);
+        self.log_bytes += entry_bytes(&e);
+        self.entries.push(e);
         if kind == EntryKind::Config {
             self.config_indices.push(idx);
             self.recompute_membership();
@@ -90,7 +92,9 @@ impl Raft {
     /// Drops entries from `from` on. Only entries above `commit` may go (Leader Completeness).
     pub(super) fn truncate_from(&mut self, from: LogIndex) {
         let keep = (from.0 - self.snap_index.0 - 1) as usize;
-        self.entries.truncate(keep);
+        for e in self.entries.drain(keep.min(self.entries.len())..) {
+            self.log_bytes -= entry_bytes(&e);
+        }
         let had_config = self.config_indices.last().is_some_and(|&c| c >= from);
         self.config_indices.retain(|&c| c < from);
         self.persisted = self.persisted.min(from.prev());

@@ -83,7 +83,6 @@ mod progress;
 use log_view::decode_membership;
 use progress::*;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 /// Known-bug switches for the simulator: each one re-introduces a classic Raft bug so that a test
 /// can show the simulator catches it. Only honoured when built with the `simbugs` feature.
@@ -338,6 +337,9 @@ pub struct Raft {
     /// The log after the snapshot. Invariant: `entries[i].index == snap_index + 1 + i`; terms
     /// never decrease and are at most `term` (Log Matching relies on this shape).
     entries: Vec<Entry>,
+    /// The memory `entries` hold, by `entry_bytes`: the host bounds the log by it as well as by
+    /// entry count (a snapshot lets the log go). Invariant: the sum over `entries`.
+    log_bytes: u64,
     /// Indices of the Config entries in `entries`, ascending, so a truncation can revert the
     /// membership (thesis §4.1: a configuration takes effect when appended).
     config_indices: Vec<LogIndex>,
@@ -462,6 +464,7 @@ impl Raft {
         }
         let last = LogIndex(snap_index.0 + entries.len() as u64);
         let last_term = entries.last().map(|e| e.term).unwrap_or(snap_term);
+        let log_bytes = entries.iter().map(entry_bytes).sum();
         let mut hs = boot.hard_state;
         if Bugs::on(config.bugs.forget_vote_on_restart) {
             hs.vote = None;
@@ -482,6 +485,7 @@ impl Raft {
             snap_term,
             base_membership: base_membership.clone(),
             entries,
+            log_bytes,
             config_indices: Vec::new(),
             membership: base_membership,
             persisted: last,
@@ -573,6 +577,12 @@ impl Raft {
     pub fn commit_index(&self) -> LogIndex {
         self.commit
     }
+    /// The memory the in-memory log holds (entries after the snapshot), in bytes: each entry's
+    /// payload plus its fixed cost.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
     pub fn last_index(&self) -> LogIndex {
         LogIndex(self.snap_index.0 + self.entries.len() as u64)
     }
@@ -885,7 +895,9 @@ impl Raft {
         };
         snapshot.meta.membership = m.clone();
         let drop = (idx.0 - self.snap_index.0) as usize;
-        self.entries.drain(..drop);
+        for e in self.entries.drain(..drop) {
+            self.log_bytes -= entry_bytes(&e);
+        }
         self.config_indices.retain(|&c| c > idx);
         self.snap_index = idx;
         self.snap_term = snapshot.meta.term;
@@ -1245,6 +1257,12 @@ fn numbers_sane(m: &Message) -> bool {
             | MessageBody::RequestVoteResponse { .. }
             | MessageBody::TimeoutNow => true,
         }
+}
+
+/// What one entry of the in-memory log costs: the `Entry`, its shared payload and the
+/// payload's reference counts.
+pub fn entry_bytes(e: &Entry) -> u64 {
+    (std::mem::size_of::<Entry>() + 2 * std::mem::size_of::<usize>() + e.data.len()) as u64
 }
 
 #[cfg(test)]

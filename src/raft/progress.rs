@@ -35,7 +35,7 @@ pub(super) struct SnapshotSend {
 
 impl SnapshotSend {
     pub(super) fn total(&self) -> u64 {
-        self.snap.data.len() as u64
+        self.snap.data.len()
     }
 }
 

@@ -533,6 +533,14 @@ impl Sim {
         let mut c = HostConfig::new(FrameLimits::default().max_frame_bytes, w.fp.snapshot_every);
         c.kv = w.kv_cfg.clone();
         c.snapshot_keys_per_turn = w.fp.snapshot_keys_per_turn;
+        // Odd seeds also bound the log by bytes, at about two thirds of the entry interval's
+        // memory (an entry here costs about 100 B), so both triggers get exercised; no draw
+        // from the seed's generator, so every other choice of a seed stays as it was.
+        c.snapshot_log_bytes = if w.opts.seed % 2 == 1 {
+            w.fp.snapshot_every.saturating_mul(64)
+        } else {
+            u64::MAX
+        };
         if let (Some(b), false) = (w.opts.bug, w.opts.control) {
             c.bugs = b.host_bugs();
         }

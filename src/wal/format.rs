@@ -222,19 +222,35 @@ pub fn decode_hard_state(b: &[u8]) -> Result<(u64, HardState), &'static str> {
 }
 
 pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let mut out = encode_snapshot_head(meta, data.len() as u64);
+    out.extend_from_slice(data);
+    let crc = crc32fast::hash(&out);
+    out.put_u32(crc);
+    out
+}
+
+/// A snapshot file's bytes before its data (magic, index, term, membership, data length): the
+/// writer writes this, the data from where it lies, then `snapshot_crc`, so a snapshot as big
+/// as the dictionary is never copied whole. The data starts at the head's length.
+pub fn encode_snapshot_head(meta: &SnapshotMeta, data_len: u64) -> Vec<u8> {
     let mut m = Vec::new();
     meta.membership.encode(&mut m);
-    let mut out = Vec::with_capacity(SNAPSHOT_OVERHEAD_BYTES + m.len() + data.len());
+    let mut out = Vec::with_capacity(SNAPSHOT_OVERHEAD_BYTES + m.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.put_u64(meta.index.0);
     out.put_u64(meta.term.0);
     out.put_u32(m.len() as u32);
     out.extend_from_slice(&m);
-    out.put_u64(data.len() as u64);
-    out.extend_from_slice(data);
-    let crc = crc32fast::hash(&out);
-    out.put_u32(crc);
+    out.put_u64(data_len);
     out
+}
+
+/// The CRC that ends a snapshot file: of its head and data.
+pub fn snapshot_crc(head: &[u8], data: &[u8]) -> [u8; 4] {
+    let mut h = crc32fast::Hasher::new();
+    h.update(head);
+    h.update(data);
+    h.finalize().to_le_bytes()
 }
 
 /// Decodes a whole snapshot file. The caller has already bounded `b.len()` by

@@ -21,9 +21,12 @@
 //! # Segment file
 //! A 32-byte header: magic `ZATTWAL1` (8), sequence number (8, equals the name), the
 //! `segment_bytes` it was created with (8), zero (4), CRC of the 28 bytes before (4). Then
-//! records back to back. A segment is created under `.tmp`, header written, preallocated to
-//! `segment_bytes` (zeros), synced, renamed, and the directory synced, so a segment that exists
-//! always has a good header. Appends go to the last segment only. A new segment is started
+//! records back to back. A segment is created under `.tmp`, preallocated to `segment_bytes` and
+//! written with zeros (appends into written space sync faster: see `prepare_segment`), header
+//! written, synced, renamed, and the directory synced, so a segment that exists always has a
+//! good header, and the zeros after its last record read as its end (T1 below), exactly as
+//! never-written preallocated space would. The next segment is prepared on a helper thread
+//! once the last is half full. Appends go to the last segment only. A new segment is started
 //! when the next write would carry the current one past `segment_bytes` (a group is never split,
 //! so a segment may exceed it by one group); the previous one is already synced by then, so
 //! only the last segment can have a torn tail.
@@ -156,7 +159,8 @@ pub struct WalOptions {
     pub max_record_bytes: u64,
     /// Largest snapshot data accepted on write and on read.
     pub max_snapshot_bytes: u64,
-    /// Allocate each segment's blocks when it is created (fallocate).
+    /// Allocate each segment's blocks when it is created (fallocate) and write them with
+    /// zeros; the next segment is then prepared ahead, on a helper thread.
     pub preallocate: bool,
     /// For tests of the fail-stop path only: make the disk fail on purpose.
     pub inject_fault: Option<InjectFault>,
@@ -482,6 +486,20 @@ pub struct Wal {
     bytes_written: u64,
     last_fdatasync_us: u64,
     defer_compaction: bool,
+    /// The next segment being prepared by a helper thread (its sequence number).
+    spare: Option<(u64, SpareJob)>,
+}
+
+/// A helper thread preparing a segment file under its temporary name.
+type SpareJob = std::thread::JoinHandle<io::Result<(PathBuf, File)>>;
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Not left writing into a directory its owner may be about to remove or reopen.
+        if let Some((_, job)) = self.spare.take() {
+            let _ = job.join();
+        }
+    }
 }
 
 impl Wal {
@@ -687,6 +705,7 @@ impl Wal {
             bytes_written: 0,
             last_fdatasync_us: 0,
             defer_compaction: false,
+            spare: None,
         };
         Ok((wal, boot))
     }
@@ -741,7 +760,7 @@ impl Wal {
     }
 
     fn write_snapshot_file_inner(&mut self, snap: &Snapshot) -> io::Result<()> {
-        if snap.data.len() as u64 > self.opts.max_snapshot_bytes {
+        if snap.data.len() > self.opts.max_snapshot_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -762,9 +781,12 @@ impl Wal {
         let name = snapshot_file_name(i, t);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let bytes = encode_snapshot(&snap.meta, &snap.data);
+        let data = snap.data.bytes().map_err(|e| ctx(e, "read", &tmp))?;
+        let head = encode_snapshot_head(&snap.meta, data.len() as u64);
+        let crc = snapshot_crc(&head, &data);
+        let total = (head.len() + data.len() + crc.len()) as u64;
         if let Some(InjectFault::WriteEnospc { bytes: limit }) = self.opts.inject_fault {
-            if self.bytes_written + bytes.len() as u64 > limit {
+            if self.bytes_written + total > limit {
                 return Err(ctx(
                     io::Error::from_raw_os_error(libc::ENOSPC),
                     "write",
@@ -772,13 +794,25 @@ impl Wal {
                 ));
             }
         }
-        let f = File::create(&tmp).map_err(|e| ctx(e, "create", &tmp))?;
-        f.write_all_at(&bytes, 0)
+        // Opened for reading too: once durable, the snapshot's holders read its data from here.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| ctx(e, "create", &tmp))?;
+        let data_at = head.len() as u64;
+        f.write_all_at(&head, 0)
+            .and_then(|()| f.write_all_at(&data, data_at))
+            .and_then(|()| f.write_all_at(&crc, data_at + data.len() as u64))
             .map_err(|e| ctx(e, "write", &tmp))?;
         f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
         fs::rename(&tmp, &path).map_err(|e| ctx(e, "rename", &tmp))?;
         sync_dir(&self.dir)?;
-        self.snapshot_bytes = bytes.len() as u64;
+        drop(data);
+        snap.data.spill(f, data_at);
+        self.snapshot_bytes = total;
         let kind = if self.view.term_at(i) == Some(t) {
             SNAPSHOT_KEEPS_SUFFIX
         } else {
@@ -832,6 +866,7 @@ impl Wal {
             self.write_offset += len;
             self.log_bytes += len;
             self.bytes_written += len;
+            self.maybe_prepare_spare();
             if let Some(seg) = self.segments.last_mut() {
                 seg.max_entry_index = seg.max_entry_index.max(self.buf_max_entry_index);
                 seg.bytes += len;
@@ -884,6 +919,31 @@ impl Wal {
         }
     }
 
+    /// Once the last segment is half full, prepares the next one (zero-filled, see
+    /// `prepare_segment`) on a helper thread, so that starting it costs the syncer a rename
+    /// instead of tens of milliseconds of writing zeros, a pause every member would take at
+    /// about the same index. Without `preallocate` (tests) or with a fault injected, segments
+    /// are made when needed.
+    fn maybe_prepare_spare(&mut self) {
+        if self.spare.is_some()
+            || !self.opts.preallocate
+            || self.opts.inject_fault.is_some()
+            || self.write_offset < self.opts.segment_bytes / 2
+        {
+            return;
+        }
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let (dir, opts) = (self.dir.clone(), self.opts.clone());
+        match std::thread::Builder::new()
+            .name("zatt-wal-spare".into())
+            .spawn(move || prepare_segment(&dir, seq, &opts))
+        {
+            Ok(job) => self.spare = Some((seq, job)),
+            // No thread: the segment is made when needed, as without preallocation.
+            Err(e) => log::warn!("cannot start the segment preparation thread: {e}"),
+        }
+    }
+
     /// Leave compaction to `run_deferred_compaction` instead of doing it inside `sync`.
     pub fn set_defer_compaction(&mut self, defer: bool) {
         self.defer_compaction = defer;
@@ -892,7 +952,29 @@ impl Wal {
     fn roll(&mut self) -> io::Result<()> {
         debug_assert!(!self.unsynced, "a segment is sealed only once synced");
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
-        let (seg, f) = create_segment(&self.dir, seq, &self.opts)?;
+        let spare = match self.spare.take() {
+            Some((s, job)) => {
+                let done = job
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("segment preparation panicked")));
+                match done {
+                    Ok(p) if s == seq => Some(p),
+                    Ok(_) => None,
+                    // Made again below: only a failure now, when the segment is needed,
+                    // stops the server (a full disk then names this write).
+                    Err(e) => {
+                        log::warn!("preparing segment {s} ahead failed ({e}); making it now");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let prepared = match spare {
+            Some(p) => p,
+            None => prepare_segment(&self.dir, seq, &self.opts)?,
+        };
+        let (seg, f) = install_segment(&self.dir, seq, &self.opts, &prepared.0, prepared.1)?;
         self.segments.push(seg);
         self.file = f;
         self.write_offset = SEGMENT_HEADER_BYTES as u64;
@@ -1015,8 +1097,24 @@ fn list_dir(
 /// Creates segment `seq`: header, preallocation and sync under a temporary name, then the
 /// rename and the directory sync.
 fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segment, File)> {
+    let (tmp, f) = prepare_segment(dir, seq, opts)?;
+    install_segment(dir, seq, opts, &tmp, f)
+}
+
+/// Bytes of zeros written at a time when a segment is zero-filled.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// A new segment's file under its temporary name: space reserved (`fallocate`, so a full disk
+/// is found here and not in the middle of a write), then written with zeros and synced (here,
+/// on the helper thread, so that `install_segment`'s sync on the syncer's path has only the
+/// header left to write, not the segment's megabytes of zeros still in the page cache). The
+/// zeros matter for speed: `fallocate` leaves *unwritten* extents, and the first write into
+/// one changes file-system metadata, so every `fdatasync` of appends into it commits the
+/// file system's journal; appends into written zeros are data only. Measured on this
+/// project's machine (ext4, 4 KiB appends, each followed by `fdatasync`): 166–493 µs and
+/// 45 µs of CPU per sync into fallocated space, 92–109 µs and 27–31 µs into zeros.
+fn prepare_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(PathBuf, File)> {
     let name = segment_file_name(seq);
-    let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
     let f = OpenOptions::new()
         .create(true)
@@ -1046,11 +1144,32 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
             }
             return Err(ctx(e, "preallocate", &tmp));
         }
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(opts.segment_bytes as usize)];
+        let mut at = 0u64;
+        while at < opts.segment_bytes {
+            let n = zeros.len().min((opts.segment_bytes - at) as usize);
+            f.write_all_at(&zeros[..n], at)
+                .map_err(|e| ctx(e, "write zeros to", &tmp))?;
+            at += n as u64;
+        }
+        f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
     }
+    Ok((tmp, f))
+}
+
+/// Puts a prepared segment in place: header, sync, rename, directory sync.
+fn install_segment(
+    dir: &Path,
+    seq: u64,
+    opts: &WalOptions,
+    tmp: &Path,
+    f: File,
+) -> io::Result<(Segment, File)> {
+    let path = dir.join(segment_file_name(seq));
     f.write_all_at(&encode_segment_header(seq, opts.segment_bytes), 0)
-        .map_err(|e| ctx(e, "write", &tmp))?;
-    f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
-    fs::rename(&tmp, &path).map_err(|e| ctx(e, "rename", &tmp))?;
+        .map_err(|e| ctx(e, "write", tmp))?;
+    f.sync_all().map_err(|e| ctx(e, "sync", tmp))?;
+    fs::rename(tmp, &path).map_err(|e| ctx(e, "rename", tmp))?;
     sync_dir(dir)?;
     Ok((
         Segment {

@@ -7,7 +7,9 @@
 use super::format::*;
 use super::{snapshot_file_name, WalError, WalOptions};
 use crate::raft::Boot;
-use crate::types::{Entry, EntryKind, HardState, LogIndex, LostEntries, NodeId, Snapshot, Term};
+use crate::types::{
+    Entry, EntryKind, HardState, LogIndex, LostEntries, NodeId, Snapshot, SnapshotData, Term,
+};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -150,6 +152,11 @@ pub fn read_hard_state(dir: &Path) -> Result<HardStateFiles, WalError> {
 
 /// Reads a whole file if it is at most `max_bytes` long; None if it does not exist.
 fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, WalError> {
+    Ok(read_bounded_keep(path, max_bytes)?.map(|(v, _)| v))
+}
+
+/// `read_bounded`, also handing back the open file.
+fn read_bounded_keep(path: &Path, max_bytes: u64) -> Result<Option<(Vec<u8>, File)>, WalError> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -172,7 +179,7 @@ fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, WalError
     if v.len() as u64 > max_bytes {
         return Err(corrupt(path, 0, "file grew while being read"));
     }
-    Ok(Some(v))
+    Ok(Some((v, f)))
 }
 
 /// Loads and checks the snapshot file the log refers to. Row S1/S2.
@@ -186,7 +193,7 @@ pub fn load_snapshot(
     let max = opts
         .max_snapshot_bytes
         .saturating_add((SNAPSHOT_OVERHEAD_BYTES + MAX_MEMBERSHIP_BYTES) as u64);
-    let bytes = match read_bounded(&path, max)? {
+    let (bytes, file) = match read_bounded_keep(&path, max)? {
         Some(b) => b,
         None => {
             return Err(corrupt(
@@ -207,9 +214,14 @@ pub fn load_snapshot(
             ),
         ));
     }
+    // Checked whole; from now on its holders read the data from the file (the host restores
+    // the dictionary from it once), so the bytes need not stay in memory.
+    let data_at = (data.as_ptr() as usize - bytes.as_ptr() as usize) as u64;
+    let len = data.len() as u64;
+    drop(bytes);
     Ok(Snapshot {
         meta,
-        data: Arc::from(data),
+        data: SnapshotData::in_file(file, data_at, len),
     })
 }
 

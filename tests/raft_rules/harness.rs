@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 use zatt::raft::*;
 use zatt::rng::SplitMix64;
 use zatt::types::*;
@@ -442,7 +441,7 @@ impl Cluster {
         let meta = node.raft.snapshot_meta_at(index).expect("snapshot meta");
         let snap = Snapshot {
             meta,
-            data: Arc::from(data),
+            data: data.into(),
         };
         node.raft.compact(snap.clone());
         node.disk.entries.retain(|e| e.index > index);
