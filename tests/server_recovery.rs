@@ -17,6 +17,9 @@
 //! - `a_forced_survivor_is_not_held_back_by_entries_it_lost`: a survivor whose last log record
 //!   was damaged (a lost-entries bound: it withholds its vote, and with the others gone it would
 //!   wait forever) is forced: it leads at once, keeps every earlier write, and takes a member.
+//! - `a_forced_survivor_keeps_the_entries_it_did_not_know_committed`: a follower's data
+//!   directory holding 200 writes beyond its durable commit index (written through the WAL as
+//!   the leader's death would leave it), forced: every one of them is committed and served.
 
 mod common;
 mod ops_readme;
@@ -635,4 +638,98 @@ fn a_forced_survivor_is_not_held_back_by_entries_it_lost() {
     });
     assert_eq!(st.role, "leader");
     c.put("with-four", "yes");
+}
+
+#[test]
+fn a_forced_survivor_keeps_the_entries_it_did_not_know_committed() {
+    // Goal: the force keeps the survivor's whole log, not only what it knew committed (a
+    // follower learns the commit index after the entries, so the last acknowledged writes are
+    // often beyond it). Method: the data directory of server 1 of a three-server cluster,
+    // written through the WAL as a follower's would be when the leader died right after
+    // replicating 200 writes (its durable commit index still 1), then forced: every write is
+    // there, and its log says how many entries it committed beyond what it knew.
+    use zatt::storage::{LogStorage, WriteBatch};
+    use zatt::types::*;
+    use zatt::wire::client::Request;
+    let ports = common::reserve_ports(3);
+    let addr = format!("127.0.0.1:{}", ports[0].port);
+    let mut m = Membership::default();
+    for (i, p) in ports.iter().enumerate() {
+        m.members.insert(
+            NodeId(i as u64 + 1),
+            Member {
+                role: MemberRole::Voter,
+                addr: format!("127.0.0.1:{}", p.port),
+            },
+        );
+    }
+    let cwd = common::temp_dir("force-uncommitted");
+    let dir = cwd.join("d1");
+    {
+        let (mut wal, _) = zatt::wal::Wal::open(&dir, zatt::wal::WalOptions::default()).unwrap();
+        let mut entries = zatt::raft::Boot::bootstrap(&m).entries;
+        for i in 0..200u64 {
+            let req = Request::Put {
+                session: None,
+                key: format!("key/{i}").into_bytes(),
+                value: format!("v{i}").into_bytes(),
+            };
+            let mut data = Vec::new();
+            assert!(zatt::kv::encode_proposal(&mut data, 0, &req.view()));
+            entries.push(Entry::new(
+                Term(1),
+                LogIndex(i + 2),
+                EntryKind::Normal,
+                &data,
+            ));
+        }
+        let batch = WriteBatch {
+            snapshot: None,
+            hard_state: Some(HardState {
+                term: Term(1),
+                vote: Some(NodeId(2)),
+                commit: LogIndex(1),
+                lost: None,
+            }),
+            entries,
+        };
+        wal.write(&batch).unwrap();
+        wal.sync().unwrap();
+    }
+    std::fs::write(dir.join("cluster-id"), "4242\n").unwrap();
+
+    let log = cwd.join("d1.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut procs = Procs::default();
+    procs.0.push(
+        std::process::Command::new(env!("CARGO_BIN_EXE_zattd"))
+            .args(["--id", "1", "--data-dir"])
+            .arg(&dir)
+            .arg("--force-new-cluster")
+            .env_remove("ZATT_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let got = values(&dump(&addr));
+    let want: BTreeMap<String, String> = (0..200)
+        .map(|i| (format!("key/{i}"), format!("v{i}")))
+        .collect();
+    assert_eq!(got, want, "every entry of its log, committed");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("(known committed through 1, 200 entries after that now committed too)"),
+        "{text}"
+    );
+    let st = TestClient::connect(&addr).unwrap().status().unwrap();
+    assert_eq!(
+        (st.role.as_str(), st.cluster_id),
+        ("leader", 4242),
+        "{st:?}"
+    );
+    assert!(st.commit_index >= 202, "{st:?}");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&cwd);
 }
