@@ -45,6 +45,7 @@ impl Host {
         }
         let reply = self.kv.apply(e);
         self.applied_term = e.term;
+        self.metrics.applied_entries += 1;
         out.applied(e);
         while let Some(front) = self.writes.front() {
             if front.index > e.index {

@@ -138,6 +138,8 @@ fn put(h: &mut Host, out: &mut Recorder, id: u64, key: &[u8]) {
         conn: 0,
         generation: 0,
         request_id: id,
+        op: 0,
+        since: Duration::ZERO,
     };
     h.client_frame(out, now(), to, &frame);
     h.end_turn(out, now()).unwrap();
@@ -337,6 +339,8 @@ fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
             conn: 0,
             generation: 0,
             request_id: id,
+            op: 0,
+            since: Duration::ZERO,
         };
         h.client_frame(&mut out, now(), to, &frame);
         h.end_turn(&mut out, now()).unwrap();
@@ -515,6 +519,8 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
         conn: 0,
         generation: 0,
         request_id: 5,
+        op: 0,
+        since: Duration::ZERO,
     };
     h.client_frame(&mut out, now(), to, &frame);
     let mut frame = Vec::new();
@@ -548,6 +554,226 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
     assert_eq!(out.pins, vec![(N2, 0)], "unpinned once removed");
 }
 
+/// A lone voter elected leader, with `cfg` changed by `tune`; its batches all durable.
+fn lone_leader(tune: impl FnOnce(&mut HostConfig)) -> (Host, Recorder) {
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    tune(&mut cfg);
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    (h, out)
+}
+
+/// Hands the host one request frame and ends the turn.
+fn request(h: &mut Host, out: &mut Recorder, id: u64, req: &Request) {
+    let mut frame = Vec::new();
+    encode_request(id, req, &mut frame);
+    let to = ReplyTo {
+        conn: 0,
+        generation: 0,
+        request_id: id,
+        op: 0,
+        since: Duration::ZERO,
+    };
+    h.client_frame(out, now(), to, &frame);
+    h.end_turn(out, now()).unwrap();
+}
+
+/// Reports every outstanding token durable.
+fn all_durable(h: &mut Host, out: &mut Recorder) {
+    while !out.pending.is_empty() {
+        durable_next(h, out);
+    }
+}
+
+fn answer(out: &Recorder, id: u64) -> Option<&Response> {
+    out.answers.iter().find(|(i, _)| *i == id).map(|(_, r)| r)
+}
+
+#[test]
+fn the_disk_alarm_refuses_writes_that_add_data_and_clears_by_itself() {
+    // Goal: under the alarm, a leader refuses Put and a writing Cas at once (nothing reaches
+    // storage) and lets a delete through; the next measurement above the minimum lets writes
+    // through again. Method: feed measurements, look at answers and batches.
+    let (mut h, mut out) = lone_leader(|c| c.min_free_disk = MinFreeDisk::BasisPoints(1000));
+    all_durable(&mut h, &mut out);
+    let put = |k: &str| Request::Put {
+        session: None,
+        key: k.into(),
+        value: b"v".to_vec(),
+    };
+    request(&mut h, &mut out, 1, &put("a"));
+    all_durable(&mut h, &mut out);
+    assert!(matches!(answer(&out, 1), Some(Response::Written { .. })));
+
+    h.disk_space(99, 1000); // 10% of 1000 is 100
+    assert!(h.disk_alarm());
+    let batches = out.batches.len();
+    request(&mut h, &mut out, 2, &put("b"));
+    let cas = Request::Cas {
+        session: None,
+        key: b"a".to_vec(),
+        expect: crate::wire::client::Expect::Value(b"v".to_vec()),
+        new: Some(b"w".to_vec()),
+    };
+    request(&mut h, &mut out, 3, &cas);
+    for id in [2, 3] {
+        assert_eq!(
+            answer(&out, id),
+            Some(&Response::Error(ErrorKind::NoSpace {
+                free_bytes: 99,
+                min_free_bytes: 100
+            }))
+        );
+    }
+    assert_eq!(
+        out.batches.len(),
+        batches,
+        "a refused write reached storage"
+    );
+    request(
+        &mut h,
+        &mut out,
+        4,
+        &Request::Delete {
+            session: None,
+            key: b"a".to_vec(),
+        },
+    );
+    all_durable(&mut h, &mut out);
+    assert!(matches!(
+        answer(&out, 4),
+        Some(Response::Deleted { existed: true, .. })
+    ));
+    let st = h.status(&out);
+    assert!(st.disk_alarm && st.disk_free_bytes == 99 && st.disk_min_free_bytes == 100);
+
+    h.disk_space(100, 1000);
+    assert!(!h.disk_alarm());
+    request(&mut h, &mut out, 5, &put("c"));
+    all_durable(&mut h, &mut out);
+    assert!(matches!(answer(&out, 5), Some(Response::Written { .. })));
+}
+
+#[test]
+fn a_snapshot_save_hands_out_the_dictionary_as_of_its_read_in_chunks() {
+    // Goal: SnapshotSave answers with a snapshot of the dictionary holding every write applied
+    // before it, encoded a slice per turn, and SnapshotChunk hands its bytes out from any
+    // offset; an unknown id or an offset past the end is refused. Method: a lone leader with
+    // three keys per turn, 20 keys, a save, a write that must not be in it, then the chunks.
+    let (mut h, mut out) = lone_leader(|c| c.snapshot_keys_per_turn = 3);
+    all_durable(&mut h, &mut out);
+    for i in 0..20u64 {
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:02}").into_bytes(),
+            value: vec![i as u8; 100],
+        };
+        request(&mut h, &mut out, 100 + i, &req);
+        all_durable(&mut h, &mut out);
+    }
+    let want = h.kv().snapshot_bytes();
+    request(&mut h, &mut out, 1, &Request::SnapshotSave);
+    let mut turns = 0;
+    while answer(&out, 1).is_none() {
+        assert!(turns < 100, "no SnapshotBegin");
+        h.end_turn(&mut out, now()).unwrap();
+        all_durable(&mut h, &mut out);
+        turns += 1;
+    }
+    assert!(
+        turns >= 3,
+        "20 keys at 3 a turn take several turns ({turns})"
+    );
+    let info = match answer(&out, 1) {
+        Some(Response::SnapshotBegin(i)) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.size, want.len() as u64);
+    assert_eq!(info.index, h.kv().applied_index().0);
+    assert_eq!(info.members.len(), 1);
+    // A write after the save is not in the snapshot being handed out.
+    request(
+        &mut h,
+        &mut out,
+        2,
+        &Request::Put {
+            session: None,
+            key: b"later".to_vec(),
+            value: b"x".to_vec(),
+        },
+    );
+    all_durable(&mut h, &mut out);
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(&mut h, &mut out, id, &req);
+        match answer(&out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(got, want, "the snapshot as of the save");
+    let tail = u32::from_le_bytes(got[got.len() - 4..].try_into().unwrap());
+    assert_eq!(tail, info.checksum);
+    assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
+    request(
+        &mut h,
+        &mut out,
+        90,
+        &Request::SnapshotChunk {
+            id: info.id ^ 1,
+            offset: 0,
+        },
+    );
+    request(
+        &mut h,
+        &mut out,
+        91,
+        &Request::SnapshotChunk {
+            id: info.id,
+            offset: info.size + 1,
+        },
+    );
+    for id in [90, 91] {
+        assert!(
+            matches!(
+                answer(&out, id),
+                Some(Response::Error(ErrorKind::Invalid(_)))
+            ),
+            "{:?}",
+            answer(&out, id)
+        );
+    }
+}
+
 #[test]
 fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
     // Goal: promoting a voter or removing a stranger can never succeed: the answer is
@@ -573,6 +799,8 @@ fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
             conn: 0,
             generation: 0,
             request_id: id,
+            op: 0,
+            since: Duration::ZERO,
         };
         h.client_frame(&mut out, now(), to, &frame);
     }
@@ -584,4 +812,83 @@ fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
                 .all(|r| matches!(r, Response::Error(ErrorKind::Invalid(why)) if why.contains("membership change refused"))),
         "{kinds:?}"
     );
+}
+
+#[test]
+fn a_save_that_rides_on_a_compaction_snapshot_reads_it_from_its_file_once_stored() {
+    // Goal: a SnapshotSave that arrives while a compaction snapshot is being encoded is served
+    // that snapshot (it stands for the index the save's read confirmed), and its chunks still
+    // come out right once storage has moved the bytes to the snapshot's file (the held copy
+    // shares them). Method: a lone leader that compacts every few entries, a save sent while a
+    // compaction job runs, the stored snapshot spilled to a file, then every chunk.
+    let (mut h, mut out) = lone_leader(|c| {
+        c.snapshot_entries = 20;
+        c.snapshot_keys_per_turn = 2;
+    });
+    all_durable(&mut h, &mut out);
+    let mut i = 0u64;
+    while !(h.snapshot_job.is_some() && h.snapshot_job_stores) {
+        assert!(i < 200, "no compaction job after {i} writes");
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:03}").into_bytes(),
+            value: vec![i as u8; 50],
+        };
+        request(&mut h, &mut out, 1000 + i, &req);
+        if h.snapshot_job.is_none() {
+            all_durable(&mut h, &mut out);
+        }
+        i += 1;
+    }
+    let want = h.kv().snapshot_bytes();
+    let stored_before = out.snapshots.len();
+    request(&mut h, &mut out, 1, &Request::SnapshotSave);
+    let mut turns = 0;
+    while answer(&out, 1).is_none() {
+        assert!(turns < 200, "no SnapshotBegin");
+        h.end_turn(&mut out, now()).unwrap();
+        turns += 1;
+    }
+    let info = match answer(&out, 1) {
+        Some(Response::SnapshotBegin(i)) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(out.snapshots.len(), stored_before + 1, "the compaction one");
+    let stored = out.snapshots.last().unwrap().clone();
+    assert_eq!(info.index, stored.meta.index.0, "the save rode on it");
+    assert_eq!(stored.data.bytes().unwrap().as_slice(), &want[..]);
+
+    // Storage writes it to its file and lets go of the memory.
+    let path = std::env::temp_dir().join(format!("zatt-host-spill-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut f, b"head").unwrap();
+    std::io::Write::write_all(&mut f, &want).unwrap();
+    drop(f);
+    stored
+        .data
+        .spill(std::fs::File::open(&path).unwrap(), b"head".len() as u64);
+    std::fs::remove_file(&path).unwrap();
+    assert!(!stored.data.in_memory());
+    all_durable(&mut h, &mut out);
+
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(&mut h, &mut out, id, &req);
+        match answer(&out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(got, want);
+    assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
 }

@@ -35,6 +35,8 @@ REQUESTS: dict[str, tuple[int, wire.Request]] = {
     "request/member_remove": (53, wire.MemberRemove(4)),
     "request/transfer_leader": (54, wire.TransferLeader(2)),
     "request/transfer_leader_any": (55, wire.TransferLeader(None)),
+    "request/snapshot_save": (56, wire.SnapshotSave()),
+    "request/snapshot_chunk": (57, wire.SnapshotChunk(7, 1 << 20)),
 }
 
 STATUS = wire.Status(
@@ -61,6 +63,10 @@ STATUS = wire.Status(
     pid=12345,
     incarnation=0x1122334455667788,
     lost_entries=(3, 22),
+    cluster_id=0x0123456789ABCDEF,
+    disk_free_bytes=10 << 30,
+    disk_min_free_bytes=256 << 20,
+    disk_alarm=False,
 )
 
 E = wire.ErrorReply
@@ -100,6 +106,24 @@ RESPONSES: dict[str, tuple[int, wire.Response]] = {
         E(11, detail="the learner has not caught up with the leader yet"),
     ),
     "response/error_shutting_down": (42, E(12)),
+    "response/error_no_space": (42, E(15, free_bytes=1 << 20, min_free_bytes=256 << 20)),
+    "response/snapshot_begin": (
+        56,
+        wire.SnapshotBegin(
+            7,
+            0x0123456789ABCDEF,
+            20,
+            3,
+            1234,
+            0xDEADBEEF,
+            [
+                Member(1, "127.0.0.1:5254", True),
+                Member(2, "127.0.0.1:5255", True),
+                Member(3, "127.0.0.1:5256", True),
+            ],
+        ),
+    ),
+    "response/snapshot_chunk": (57, wire.SnapshotChunkReply(1 << 20, b"ZKVS")),
 }
 
 
@@ -123,9 +147,9 @@ def test_golden_response_decodes_to_its_value(name: str) -> None:
 
 def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
     request_ops = {req.opcode for _, req in REQUESTS.values()}
-    assert request_ops == set(range(1, 14))
+    assert request_ops == set(range(1, 14)) | {16, 17}
     response_ops = {FRAMES[name][12] for name in RESPONSES}
-    assert response_ops == set(range(0x81, 0x8D))
+    assert response_ops == set(range(0x81, 0x8D)) | {0x90, 0x91}
     error_kinds = {r.code for _, r in RESPONSES.values() if isinstance(r, wire.ErrorReply)}
     assert error_kinds == set(wire.ERROR_NAMES)
 
@@ -133,7 +157,7 @@ def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
 def test_may_have_applied_matches_the_document_s_error_table() -> None:
     # The table's "applied" column: maybe for StaleRequest, Timeout and ShuttingDown only.
     rows = re.findall(r"^\| (\d+) \| (\w+) \|[^|]*\| (no|maybe) \|", DOC, re.M)
-    assert len(rows) == 12
+    assert len(rows) == 13
     for code, name, applied in rows:
         assert wire.ERROR_NAMES[int(code)].replace("_", "") == name.lower()
         assert E(int(code)).may_have_applied == (applied == "maybe"), name

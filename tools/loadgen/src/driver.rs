@@ -69,6 +69,7 @@ pub fn error_name(e: &ErrorKind) -> &'static str {
         ErrorKind::Invalid(_) => "invalid",
         ErrorKind::ConfChange(_) => "conf_change",
         ErrorKind::ShuttingDown => "shutting_down",
+        ErrorKind::NoSpace { .. } => "no_space",
     }
 }
 

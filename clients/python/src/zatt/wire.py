@@ -46,6 +46,10 @@ __all__ = [
     "Scan",
     "ScanPage",
     "SessionRegistered",
+    "SnapshotBegin",
+    "SnapshotChunk",
+    "SnapshotChunkReply",
+    "SnapshotSave",
     "Status",
     "StatusReply",
     "StatusRequest",
@@ -267,6 +271,28 @@ class TransferLeader:
         return _frame(request_id, self.opcode, body)
 
 
+@dataclass
+class SnapshotSave:
+    """Asks the leader for a consistent snapshot of the dictionary (a backup)."""
+
+    opcode = 16
+
+    def encode(self, request_id: int) -> bytes:
+        return _frame(request_id, self.opcode, b"")
+
+
+@dataclass
+class SnapshotChunk:
+    """The bytes of held snapshot ``id`` from ``offset`` on, from the server that took it."""
+
+    id: int
+    offset: int
+    opcode = 17
+
+    def encode(self, request_id: int) -> bytes:
+        return _frame(request_id, self.opcode, _u64(self.id) + _u64(self.offset))
+
+
 Request = Union[
     RegisterSession,
     Get,
@@ -281,6 +307,8 @@ Request = Union[
     MemberPromote,
     MemberRemove,
     TransferLeader,
+    SnapshotSave,
+    SnapshotChunk,
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -386,6 +414,13 @@ class Status:
     incarnation: int = 0
     #: ``(term, index)``: entries the server may have acknowledged and lost, or ``None``.
     lost_entries: tuple[int, int] | None = None
+    #: The cluster id every peer datagram of its cluster carries.
+    cluster_id: int = 0
+    #: Bytes free on its data directory's file system, and its ``--min-free-disk`` in bytes.
+    disk_free_bytes: int = 0
+    disk_min_free_bytes: int = 0
+    #: Free space is below the minimum: as leader it refuses writes that add data (no_space).
+    disk_alarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,6 +438,26 @@ class Done:
     """A membership change or leadership transfer was accepted."""
 
 
+@dataclass(frozen=True)
+class SnapshotBegin:
+    """A snapshot the leader took and holds for :class:`SnapshotChunk` requests: ``size`` bytes
+    of data whose last 4 bytes are ``checksum``, the CRC-32 of the bytes before them."""
+
+    id: int
+    cluster_id: int
+    index: int
+    term: int
+    size: int
+    checksum: int
+    members: list[Member]
+
+
+@dataclass(frozen=True)
+class SnapshotChunkReply:
+    offset: int
+    data: bytes
+
+
 ERROR_NAMES = {
     1: "not_leader",
     2: "too_large",
@@ -416,6 +471,7 @@ ERROR_NAMES = {
     10: "invalid",
     11: "conf_change",
     12: "shutting_down",
+    15: "no_space",
 }
 
 
@@ -424,7 +480,8 @@ class ErrorReply:
     """The server's refusal. ``code`` is the error kind's number (``name`` its name); the
     other fields are set for the kinds that carry them: ``leader``/``leader_addr`` for
     not_leader, ``what`` and ``limit`` for too_large, ``limit`` for too_many_in_flight and
-    too_many_connections, ``detail`` for unavailable, invalid and conf_change."""
+    too_many_connections, ``detail`` for unavailable, invalid and conf_change, ``free_bytes``
+    and ``min_free_bytes`` for no_space."""
 
     code: int
     leader: int | None = None
@@ -432,6 +489,8 @@ class ErrorReply:
     what: str | None = None
     limit: int | None = None
     detail: str | None = None
+    free_bytes: int | None = None
+    min_free_bytes: int | None = None
 
     @property
     def name(self) -> str:
@@ -475,6 +534,12 @@ class ErrorReply:
             return f"membership change refused ({self.detail})"
         if c == 12:
             return "server shutting down: the request may have been applied"
+        if c == 15:
+            return (
+                f"no space: the leader's disk has {self.free_bytes} bytes free, below its "
+                f"--min-free-disk of {self.min_free_bytes} bytes; writes are refused until "
+                "space is freed (reads and deletes work), not applied"
+            )
         return self.name
 
 
@@ -491,6 +556,8 @@ Response = Union[
     MembersReply,
     Done,
     ErrorReply,
+    SnapshotBegin,
+    SnapshotChunkReply,
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -644,6 +711,14 @@ def decode_response(frame: bytes) -> tuple[int, Response]:
         resp = Done()
     elif opcode == 0x8C:
         resp = _decode_error(d)
+    elif opcode == 0x90:
+        sid, cluster_id, index, term, size = d.u64(), d.u64(), d.u64(), d.u64(), d.u64()
+        checksum = d.u32()
+        members = [d.member() for _ in range(d.count(_MIN_MEMBER_BYTES))]
+        resp = SnapshotBegin(sid, cluster_id, index, term, size, checksum, members)
+    elif opcode == 0x91:
+        offset = d.u64()
+        resp = SnapshotChunkReply(offset, d.blob())
     else:
         raise FrameError(f"unknown response opcode {opcode:#x}")
     if d.remaining() != 0:
@@ -680,6 +755,10 @@ def _decode_status(d: _Reader) -> Status:
     pid = d.u32()
     incarnation = d.u64()
     lost_entries = (d.u64(), d.u64()) if d.present() else None
+    cluster_id = d.u64()
+    disk_free = d.u64()
+    disk_min = d.u64()
+    disk_alarm = d.boolean()
     return Status(
         id=id_,
         role=role,
@@ -700,6 +779,10 @@ def _decode_status(d: _Reader) -> Status:
         pid=pid,
         incarnation=incarnation,
         lost_entries=lost_entries,
+        cluster_id=cluster_id,
+        disk_free_bytes=disk_free,
+        disk_min_free_bytes=disk_min,
+        disk_alarm=disk_alarm,
     )
 
 
@@ -717,4 +800,7 @@ def _decode_error(d: _Reader) -> ErrorReply:
         return ErrorReply(code, detail=d.text(MAX_TEXT_BYTES))
     if code in (3, 6, 7, 8, 12):
         return ErrorReply(code)
+    if code == 15:
+        free = d.u64()
+        return ErrorReply(code, free_bytes=free, min_free_bytes=d.u64())
     raise FrameError(f"unknown error kind {code}")
