@@ -132,7 +132,9 @@ fn dir_is_blank(dir: &Path) -> bool {
 fn rejoin_advice(cfg: &ServerConfig, listen: &str) -> String {
     let id = cfg.id;
     format!(
-        "if its disk is not mounted, mount it and start again; if its data was lost, remove it          from the cluster (zatt member remove {id}), start it empty with --join --listen {listen}          (same --id, --data-dir and --cluster), and add it back (zatt member add {id} {listen})"
+        "If its disk is not mounted, mount it and start again; if its data was lost, remove it \
+        from the cluster (zatt member remove {id}), start it empty with --join --listen {listen} \
+        (same --id, --data-dir and --cluster), and add it back (zatt member add {id} {listen})"
     )
 }
 
@@ -158,7 +160,8 @@ impl Server {
         {
             let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
             return Err(ServerError::usage(format!(
-                "refusing to start: data directory {} holds no data, but                  --initial-cluster-state existing says this server must already have its own; {}",
+                "refusing to start: data directory {} holds no data, but \
+                --initial-cluster-state existing says this server must already have its own. {}",
                 dir.display(),
                 rejoin_advice(&cfg, &listen)
             )));
@@ -211,7 +214,9 @@ impl Server {
         };
         if let Some(b) = boot.hard_state.lost {
             warn!(
-                "n{}: this server may have lost log entries it had acknowledged (recovery cut a                  damaged tail; entries up to index {} of term {} at most): it will not vote for a                  candidate behind that until it holds or knows committed everything through it",
+                "n{}: this server may have lost log entries it had acknowledged (recovery cut a \
+                damaged tail; entries up to index {} of term {} at most): it will not vote for a \
+                candidate behind that until it holds or knows committed everything through it",
                 cfg.id, b.index.0, b.term.0
             );
         }
