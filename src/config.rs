@@ -15,6 +15,7 @@
 //! keeps it in `DATA_DIR/cluster-id`) or the same `--cluster` list the initial members were
 //! started with.
 
+use crate::host::MinFreeDisk;
 use crate::types::NodeId;
 use log::LevelFilter;
 use std::collections::BTreeMap;
@@ -271,6 +272,46 @@ const FLAGS: &[Flag] = &[
         help: "file whose bytes (trailing newline removed) key the HMAC-SHA256 tag on every peer datagram",
     },
     Flag {
+        name: "restore",
+        hint: "FILE",
+        kind: Kind::Value,
+        default: None,
+        help: "bootstrap a new cluster from FILE, a backup written by `zatt snapshot save`: the \
+               data directory must be empty, and every server of the new cluster is started \
+               this way with the same FILE and --cluster; the new cluster gets a cluster id of \
+               its own. A damaged or truncated FILE is refused (exit 65) before anything is \
+               written",
+    },
+    Flag {
+        name: "force-new-cluster",
+        hint: "",
+        kind: Kind::Switch,
+        default: None,
+        help: "LAST RESORT, when a majority of the voters is lost for good: restart this \
+               surviving server as the only member of its cluster, with every entry of its log \
+               (those it knows committed and those it holds without knowing yet); add servers \
+               back with --join and `zatt member add`. Refused on a data directory forced \
+               before (see the README's \"When a majority is lost for good\")",
+    },
+    Flag {
+        name: "metrics-listen",
+        hint: "HOST:PORT",
+        kind: Kind::Value,
+        default: None,
+        help: "serve HTTP on this address: GET /metrics (Prometheus text format), /health (200 \
+               when this server knows a leader and has applied what it knows committed, else \
+               503) and /ready (200 when it is also a member serving clients); off when not given",
+    },
+    Flag {
+        name: "min-free-disk",
+        hint: "SIZE|N%",
+        kind: Kind::Value,
+        default: Some("256MiB"),
+        help: "below this much free space on the data directory's file system (a size, or a \
+               percentage of it; 0 = no alarm) the leader refuses writes that add data with \
+               NoSpace, until space is freed; reads and deletes keep working",
+    },
+    Flag {
         name: "log-level",
         hint: "LEVEL",
         kind: Kind::Value,
@@ -343,6 +384,14 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     /// The change history kept for watches and the watchers' limits (`--watch-*`).
     pub watch: crate::host::WatchConfig,
+    /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (none: not served).
+    pub metrics_listen: Option<String>,
+    /// A backup to bootstrap a new cluster from (`--restore`).
+    pub restore: Option<PathBuf>,
+    /// Make this surviving server the only member of its cluster (`--force-new-cluster`).
+    pub force_new_cluster: bool,
+    /// The disk-space alarm's threshold.
+    pub min_free_disk: MinFreeDisk,
 }
 
 impl ServerConfig {
@@ -812,6 +861,42 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
             d
         },
     };
+    let restore = get("restore").map(PathBuf::from);
+    let force_new_cluster = match get("force-new-cluster") {
+        Some(v) => parse_switch("force-new-cluster", v)?,
+        None => false,
+    };
+    if restore.is_some() && (join || force_new_cluster) {
+        return Err(ConfigError::usage(
+            "--restore starts a new cluster: it goes with --cluster, not with --join or \
+             --force-new-cluster",
+        ));
+    }
+    if restore.is_some() && initial_cluster_state == InitialClusterState::Existing {
+        return Err(ConfigError::usage(
+            "--restore starts a new cluster from an empty data directory: \
+             --initial-cluster-state existing says this server already has its data",
+        ));
+    }
+    if restore.is_some() && cluster.is_empty() {
+        return Err(ConfigError::usage(
+            "--restore needs --cluster ID=HOST:PORT,...: the voters of the new cluster",
+        ));
+    }
+    if force_new_cluster && join {
+        return Err(ConfigError::usage(
+            "--force-new-cluster keeps a surviving server's data; --join starts an empty one",
+        ));
+    }
+    let metrics_listen = match get("metrics-listen") {
+        Some(v) => {
+            check_addr("metrics-listen", v)?;
+            Some(v.to_string())
+        }
+        None => None,
+    };
+    let min_free_disk = parse_min_free_disk(req("min-free-disk")?)
+        .map_err(|e| bad("min-free-disk", req("min-free-disk").unwrap_or(""), e))?;
     let log_level: LevelFilter = req("log-level")?.parse().map_err(|_| {
         bad(
             "log-level",
@@ -843,7 +928,28 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         initial_cluster_state,
         wal_segment_bytes,
         watch,
+        metrics_listen,
+        min_free_disk,
+        restore,
+        force_new_cluster,
     })
+}
+
+/// Parses `--min-free-disk`: a size (`512MiB`, `0` for none) or a percentage of the file
+/// system (`5%`, `0.5%`; at most 50%).
+pub fn parse_min_free_disk(v: &str) -> Result<MinFreeDisk, String> {
+    let t = v.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let pct: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("{t:?} is not a percentage"))?;
+        if !(0.0..=50.0).contains(&pct) {
+            return Err(format!("{t:?}: a percentage must be between 0% and 50%"));
+        }
+        return Ok(MinFreeDisk::BasisPoints((pct * 100.0).round() as u32));
+    }
+    parse_size(t).map(MinFreeDisk::Bytes)
 }
 
 /// Parses a duration with a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`; fractions allowed
@@ -1054,6 +1160,66 @@ mod tests {
         assert_eq!(c.wal_segment_bytes, 1 << 20);
         let c = run(BASE, &[("ZATT_INITIAL_CLUSTER_STATE", "existing")]).unwrap();
         assert_eq!(c.initial_cluster_state, InitialClusterState::Existing);
+    }
+
+    #[test]
+    fn metrics_listen_and_min_free_disk() {
+        // Goal: HTTP is off unless asked for; the disk threshold takes a size or a percentage,
+        // defaults to 256 MiB, and refuses nonsense naming the flag.
+        let c = run(BASE, &[]).unwrap();
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.min_free_disk, MinFreeDisk::Bytes(256 << 20));
+        let c = run(
+            &format!("{BASE} --metrics-listen 127.0.0.1:9100 --min-free-disk 2.5%"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+        assert_eq!(c.min_free_disk, MinFreeDisk::BasisPoints(250));
+        let c = run(BASE, &[("ZATT_MIN_FREE_DISK", "0")]).unwrap();
+        assert_eq!(c.min_free_disk, MinFreeDisk::Bytes(0));
+        for bad in ["60%", "-1%", "lots", "5%%"] {
+            let e = run(&format!("{BASE} --min-free-disk {bad}"), &[]).unwrap_err();
+            assert!(
+                e.message.contains("--min-free-disk"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let e = run(&format!("{BASE} --metrics-listen nowhere"), &[]).unwrap_err();
+        assert!(e.message.contains("--metrics-listen"), "{}", e.message);
+    }
+
+    #[test]
+    fn restore_and_force_new_cluster_go_with_what_they_need() {
+        // Goal: --restore needs the new cluster's voters and excludes --join, a force and
+        // --initial-cluster-state existing (it starts from an empty directory);
+        // --force-new-cluster keeps data, so it excludes --join.
+        let c = run(&format!("{BASE} --restore b.zatt"), &[]).unwrap();
+        assert_eq!(c.restore, Some(PathBuf::from("b.zatt")));
+        assert!(!c.force_new_cluster);
+        let c = run("--id 1 --data-dir d --force-new-cluster", &[]).unwrap();
+        assert!(c.force_new_cluster && c.restore.is_none());
+        for (a, needle) in [
+            ("--id 1 --data-dir d --restore b.zatt", "--cluster"),
+            (&format!("{BASE} --restore b --force-new-cluster"), "--restore"),
+            (
+                &format!("{BASE} --restore b --initial-cluster-state existing"),
+                "--restore",
+            ),
+            (
+                "--id 1 --data-dir d --restore b --join --listen 127.0.0.1:1 --cluster-id 5",
+                "--restore",
+            ),
+            (
+                "--id 1 --data-dir d --force-new-cluster --join --listen 127.0.0.1:1 --cluster-id 5",
+                "--force-new-cluster",
+            ),
+        ] {
+            let e = run(a, &[]).unwrap_err();
+            assert_eq!(e.exit_code, EXIT_USAGE, "{a}");
+            assert!(e.message.contains(needle), "{a}: {}", e.message);
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! replicated dictionary), `host` (one server node: raft and kv driven by events, the
 //! persistence contract, client requests), `event_loop` (the server's I/O, driving a host),
 //! `wal` (durable bytes), `wire` (every byte format on a network), `client` (the library
-//! applications use), `sim` (the deterministic cluster simulator, driving the same host).
+//! applications use), `metrics` (the Prometheus text format), `sim` (the deterministic cluster
+//! simulator, driving the same host).
 
 pub mod bootstrap;
 pub mod bytes;
@@ -16,6 +17,7 @@ pub mod event_loop;
 pub mod host;
 pub mod kv;
 pub mod lincheck;
+pub mod metrics;
 pub mod raft;
 pub mod rng;
 pub mod sim;

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zatt::wire::client::{
     decode_request_owned, decode_response, encode_request, encode_response, Consistency, ErrorKind,
-    Expect, FrameLimits, MemberInfo, PeerStatus, Request, Response, Status, WatchEvent,
-    FRAME_HEADER_BYTES, MAX_ADDR_BYTES, MAX_TEXT_BYTES,
+    Expect, FrameLimits, MemberInfo, PeerStatus, Request, Response, SnapshotInfo, Status,
+    WatchEvent, FRAME_HEADER_BYTES, MAX_ADDR_BYTES, MAX_TEXT_BYTES, SNAPSHOT_CHUNK_BYTES,
 };
 
 const DOC: &str = include_str!("../docs/PROTOCOL.md");
@@ -119,6 +119,10 @@ fn expected() -> BTreeMap<&'static str, Golden> {
         pid: 12345,
         incarnation: 0x1122_3344_5566_7788,
         lost_entries: Some((3, 22)),
+        cluster_id: 0x0123_4567_89ab_cdef,
+        disk_free_bytes: 10 << 30,
+        disk_min_free_bytes: 256 << 20,
+        disk_alarm: false,
     };
     BTreeMap::from([
         ("request/register_session", Req(1, Request::RegisterSession)),
@@ -395,6 +399,56 @@ fn expected() -> BTreeMap<&'static str, Golden> {
             ),
         ),
         ("response/done", Resp(51, Response::Done)),
+        ("request/snapshot_save", Req(56, Request::SnapshotSave)),
+        (
+            "request/snapshot_chunk",
+            Req(
+                57,
+                Request::SnapshotChunk {
+                    id: 7,
+                    offset: 1 << 20,
+                },
+            ),
+        ),
+        (
+            "response/snapshot_begin",
+            Resp(
+                56,
+                Response::SnapshotBegin(SnapshotInfo {
+                    id: 7,
+                    cluster_id: 0x0123_4567_89ab_cdef,
+                    index: 20,
+                    term: 3,
+                    size: 1234,
+                    checksum: 0xdead_beef,
+                    members: vec![
+                        member(1, "127.0.0.1:5254", true),
+                        member(2, "127.0.0.1:5255", true),
+                        member(3, "127.0.0.1:5256", true),
+                    ],
+                }),
+            ),
+        ),
+        (
+            "response/snapshot_chunk",
+            Resp(
+                57,
+                Response::SnapshotChunk {
+                    offset: 1 << 20,
+                    data: b("ZKVS"),
+                },
+            ),
+        ),
+        (
+            "response/error_no_space",
+            err(
+                42,
+                ErrorKind::NoSpace {
+                    free_bytes: 1 << 20,
+                    min_free_bytes: 256 << 20,
+                },
+            ),
+        ),
         (
             "response/error_not_leader",
             err(
@@ -467,7 +521,7 @@ fn expected() -> BTreeMap<&'static str, Golden> {
 
 // The names of every variant. A new variant fails to compile in the matches below: give it a
 // name here and a golden frame in docs/PROTOCOL.md.
-const REQUESTS: [&str; 15] = [
+const REQUESTS: [&str; 17] = [
     "RegisterSession",
     "Get",
     "Put",
@@ -483,8 +537,10 @@ const REQUESTS: [&str; 15] = [
     "TransferLeader",
     "Watch",
     "CancelWatch",
+    "SnapshotSave",
+    "SnapshotChunk",
 ];
-const RESPONSES: [&str; 14] = [
+const RESPONSES: [&str; 16] = [
     "SessionRegistered",
     "Value",
     "Written",
@@ -499,8 +555,10 @@ const RESPONSES: [&str; 14] = [
     "Error",
     "WatchEvents",
     "WatchProgress",
+    "SnapshotBegin",
+    "SnapshotChunk",
 ];
-const ERRORS: [&str; 14] = [
+const ERRORS: [&str; 15] = [
     "NotLeader",
     "TooLarge",
     "Busy",
@@ -515,6 +573,7 @@ const ERRORS: [&str; 14] = [
     "ShuttingDown",
     "Compacted",
     "WatchOverflow",
+    "NoSpace",
 ];
 
 fn request_name(r: &Request) -> &'static str {
@@ -534,6 +593,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::TransferLeader { .. } => "TransferLeader",
         Request::Watch { .. } => "Watch",
         Request::CancelWatch { .. } => "CancelWatch",
+        Request::SnapshotSave => "SnapshotSave",
+        Request::SnapshotChunk { .. } => "SnapshotChunk",
     }
 }
 
@@ -553,6 +614,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
         Response::WatchEvents(_) => "WatchEvents",
         Response::WatchProgress { .. } => "WatchProgress",
+        Response::SnapshotBegin(_) => "SnapshotBegin",
+        Response::SnapshotChunk { .. } => "SnapshotChunk",
     }
 }
 
@@ -572,6 +635,7 @@ fn error_name(k: &ErrorKind) -> &'static str {
         ErrorKind::ShuttingDown => "ShuttingDown",
         ErrorKind::Compacted { .. } => "Compacted",
         ErrorKind::WatchOverflow { .. } => "WatchOverflow",
+        ErrorKind::NoSpace { .. } => "NoSpace",
     }
 }
 
@@ -717,6 +781,14 @@ fn the_documented_limits_are_the_code_s() {
         (
             "watch_frame_interval_us",
             cfg.watch.frame_interval.as_micros() as u64,
+        ),
+        ("snapshot_chunk_bytes", SNAPSHOT_CHUNK_BYTES as u64),
+        (
+            "min_free_disk_bytes",
+            match cfg.min_free_disk {
+                zatt::host::MinFreeDisk::Bytes(n) => n,
+                other => panic!("--min-free-disk defaults to a share: {other:?}"),
+            },
         ),
     ]
     .into_iter()

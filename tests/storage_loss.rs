@@ -95,6 +95,7 @@ fn a_server_that_lost_its_disk_refuses_to_rejoin_and_no_acknowledged_write_is_lo
     );
     // The paused server knew the wiped one's old data directory and said so.
     assert!(log.contains("another data directory"), "{log}");
+    assert_reads_as_prose(&log);
 
     c.restart(l);
     c.wait_leader(T);
@@ -182,6 +183,7 @@ fn an_empty_data_directory_is_refused_when_it_must_hold_data() {
         out.contains("holds no data") && out.contains("zatt member remove 1"),
         "{out}"
     );
+    assert_reads_as_prose(&out);
     assert_eq!(
         std::fs::read_dir(&data).unwrap().count(),
         0,
@@ -236,4 +238,13 @@ fn a_follower_whose_last_synced_record_is_damaged_withholds_its_vote_until_it_ho
         "{log}"
     );
     all_present(&c, 40);
+}
+
+/// The refusal is read by an operator: no run of spaces left by a broken line continuation
+/// inside a sentence.
+fn assert_reads_as_prose(log: &str) {
+    for line in log.lines().filter(|l| l.contains("refusing to start")) {
+        let text = line.trim_start();
+        assert!(!text.contains("  "), "a gap inside the message: {line:?}");
+    }
 }

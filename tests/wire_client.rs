@@ -81,6 +81,11 @@ pub fn every_request() -> Vec<Request> {
         Request::MemberRemove { id: 2 },
         Request::TransferLeader { to: Some(3) },
         Request::TransferLeader { to: None },
+        Request::SnapshotSave,
+        Request::SnapshotChunk {
+            id: u64::MAX,
+            offset: 1 << 20,
+        },
     ]
 }
 
@@ -113,6 +118,10 @@ pub fn every_response() -> Vec<Response> {
         ErrorKind::Invalid("unknown opcode".into()),
         ErrorKind::ConfChange("a change is in progress".into()),
         ErrorKind::ShuttingDown,
+        ErrorKind::NoSpace {
+            free_bytes: 1 << 20,
+            min_free_bytes: 256 << 20,
+        },
     ];
     let mut v = vec![
         Response::SessionRegistered { id: 99 },
@@ -190,11 +199,33 @@ pub fn every_response() -> Vec<Response> {
             pid: 4242,
             incarnation: 77,
             lost_entries: Some((5, 99)),
+            cluster_id: 0xfeed_beef_0000_0001,
+            disk_free_bytes: 1 << 33,
+            disk_min_free_bytes: 256 << 20,
+            disk_alarm: true,
         })),
         Response::Status(Box::default()),
         Response::Members(vec![member(1, true), member(3, false)]),
         Response::Members(vec![]),
         Response::Done,
+        Response::SnapshotBegin(SnapshotInfo {
+            id: 7,
+            cluster_id: 42,
+            index: 1000,
+            term: 3,
+            size: 5 << 20,
+            checksum: 0xdead_beef,
+            members: vec![member(1, true), member(4, false)],
+        }),
+        Response::SnapshotBegin(SnapshotInfo::default()),
+        Response::SnapshotChunk {
+            offset: 1 << 20,
+            data: vec![7; 1000],
+        },
+        Response::SnapshotChunk {
+            offset: 0,
+            data: vec![],
+        },
     ];
     v.extend(errors.drain(..).map(Response::Error));
     v

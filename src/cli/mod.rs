@@ -9,6 +9,7 @@
 
 pub mod dev;
 mod json;
+mod snapshot;
 mod watch;
 
 use std::ffi::{OsStr, OsString};
@@ -55,6 +56,8 @@ Commands:
   member promote ID
   member remove ID
   transfer-leader [ID]             hand leadership to ID (or the best-placed voter)
+  snapshot save FILE               save a consistent snapshot from the leader to FILE (a
+                                   backup: zattd --restore FILE starts a new cluster from it)
   dev [--nodes N] [--dir DIR] [--base-port P] [--remove-others]
                                    run a local cluster until Ctrl-C
   help [COMMAND]                   this help, or a command's
@@ -182,13 +185,14 @@ from the revision after the last line printed: no change is missed or printed tw
 Usage: zatt status [--leader] [--field NAME]
 
 Prints the status of the first reachable server of --endpoints (--leader: of the leader):
-id, pid, role, term, leader, commit/applied/last index, members, peers (leader only), keys,
-sessions, WAL bytes, fsync latency, dropped datagrams.
+id, cluster id, pid, role, term, leader, commit/applied/last index, members, peers (leader
+only), keys, sessions, WAL bytes, disk space and its alarm, fsync latency, dropped datagrams.
   --leader        ask the leader (found from the addressed server's view)
   --field NAME    print only this field's value; exit 1 if it has none (no leader known, no
-                  pid reported). NAME: id, pid, role, term, leader, leader_addr, commit_index,
-                  applied_index, last_index, keys, sessions, wal_bytes, fsync_p50_us,
-                  fsync_p99_us. E.g. kill -9 $(zatt status --leader --field pid)
+                  pid reported). NAME: id, cluster_id, pid, role, term, leader, leader_addr,
+                  commit_index, applied_index, last_index, keys, sessions, wal_bytes,
+                  fsync_p50_us, fsync_p99_us, disk_free_bytes, disk_min_free_bytes,
+                  disk_alarm (1 when raised). E.g. kill -9 $(zatt status --leader --field pid)
 ",
     },
     CommandHelp {
@@ -220,6 +224,19 @@ remove: removes server ID (it keeps running until stopped).
 Usage: zatt transfer-leader [ID]
 
 Hands leadership to voter ID, or to the most caught-up voter.
+",
+    },
+    CommandHelp {
+        name: "snapshot",
+        text: "\
+Usage: zatt snapshot save FILE
+
+Takes a consistent snapshot of the whole dictionary on the leader (it holds every write
+acknowledged before the command started) and streams it into FILE, with the log index it
+stands for, its term, the membership and the cluster id, checked against the leader's
+checksum. FILE appears only once complete (it is written as FILE.tmp first). Prints what was
+saved (JSON: {\"ok\":true,\"file\":..,\"index\":N,\"term\":N,\"size\":N,\"cluster_id\":N}).
+Start a new cluster from it with zattd --restore FILE (see the README, \"Backup and restore\").
 ",
     },
     CommandHelp {
@@ -362,6 +379,9 @@ enum Command {
     },
     TransferLeader {
         to: Option<u64>,
+    },
+    SnapshotSave {
+        file: PathBuf,
     },
     Watch {
         prefix: Vec<u8>,
@@ -696,8 +716,9 @@ fn parse_id(what: &str, a: &OsStr) -> Result<u64, String> {
     }
 }
 
-const STATUS_FIELDS: [&str; 14] = [
+const STATUS_FIELDS: [&str; 18] = [
     "id",
+    "cluster_id",
     "pid",
     "role",
     "term",
@@ -711,6 +732,9 @@ const STATUS_FIELDS: [&str; 14] = [
     "wal_bytes",
     "fsync_p50_us",
     "fsync_p99_us",
+    "disk_free_bytes",
+    "disk_min_free_bytes",
+    "disk_alarm",
 ];
 
 fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
@@ -910,6 +934,18 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
                 },
             }
         }
+        "snapshot" => match args.first().and_then(|a| a.to_str()) {
+            Some("save") => {
+                let m = sub("snapshot save", &args[1..], &[], &[])?;
+                want("snapshot save", &m.free, 1, "FILE")?;
+                Command::SnapshotSave {
+                    file: PathBuf::from(&m.free[0]),
+                }
+            }
+            Some(other) => return Err(format!("snapshot {other:?}: expected save")),
+            None if args.is_empty() => return Err("snapshot needs save".into()),
+            None => return Err("snapshot: expected save".into()),
+        },
         "dev" => {
             let m = sub(
                 name,
@@ -1323,6 +1359,7 @@ fn execute_with(
             client.transfer_leader(to)?;
             ok_line(g, out, "{\"ok\":true}");
         }
+        Command::SnapshotSave { file } => snapshot::save(g, client, &file, out)?,
         Command::Dev(_) | Command::Watch { .. } => {
             return Err(Failure::Said(
                 "internal: dev and watch run before connecting".into(),
@@ -1388,6 +1425,7 @@ fn status_field(s: &Status, name: &str) -> Option<FieldValue> {
     use FieldValue::{Number, Text};
     Some(match name {
         "id" => Number(s.id),
+        "cluster_id" => Number(s.cluster_id),
         "pid" if s.pid == 0 => return None,
         "pid" => Number(s.pid as u64),
         "role" => Text(role_name(s).to_string()),
@@ -1402,6 +1440,9 @@ fn status_field(s: &Status, name: &str) -> Option<FieldValue> {
         "wal_bytes" => Number(s.wal_bytes),
         "fsync_p50_us" => Number(s.fsync_p50_us),
         "fsync_p99_us" => Number(s.fsync_p99_us),
+        "disk_free_bytes" => Number(s.disk_free_bytes),
+        "disk_min_free_bytes" => Number(s.disk_min_free_bytes),
+        "disk_alarm" => Number(s.disk_alarm as u64),
         _ => return None,
     })
 }
@@ -1409,6 +1450,7 @@ fn status_field(s: &Status, name: &str) -> Option<FieldValue> {
 fn status_text(s: &Status) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "id: {}", s.id);
+    let _ = writeln!(t, "cluster_id: {}", s.cluster_id);
     if s.pid != 0 {
         let _ = writeln!(t, "pid: {}", s.pid);
     }
@@ -1442,6 +1484,17 @@ fn status_text(s: &Status) -> String {
     let _ = writeln!(t, "keys: {}", s.keys);
     let _ = writeln!(t, "sessions: {}", s.sessions);
     let _ = writeln!(t, "wal_bytes: {}", s.wal_bytes);
+    let _ = writeln!(
+        t,
+        "disk: {} bytes free, minimum {}{}",
+        s.disk_free_bytes,
+        s.disk_min_free_bytes,
+        if s.disk_alarm {
+            " (ALARM: writes that add data are refused)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(
         t,
         "fsync: p50 {}us p99 {}us",
@@ -1486,6 +1539,8 @@ fn status_json(st: &Status) -> String {
     let mut s = String::from("{");
     json::key(&mut s, "id");
     let _ = write!(s, "{}", st.id);
+    json::key(&mut s, "cluster_id");
+    let _ = write!(s, "{}", st.cluster_id);
     json::key(&mut s, "pid");
     json::opt_u64(&mut s, (st.pid != 0).then_some(st.pid as u64));
     json::key(&mut s, "role");
@@ -1542,10 +1597,14 @@ fn status_json(st: &Status) -> String {
         ("wal_bytes", st.wal_bytes),
         ("fsync_p50_us", st.fsync_p50_us),
         ("fsync_p99_us", st.fsync_p99_us),
+        ("disk_free_bytes", st.disk_free_bytes),
+        ("disk_min_free_bytes", st.disk_min_free_bytes),
     ] {
         json::key(&mut s, name);
         let _ = write!(s, "{v}");
     }
+    json::key(&mut s, "disk_alarm");
+    let _ = write!(s, "{}", st.disk_alarm);
     json::key(&mut s, "dropped_datagrams");
     s.push('{');
     for (name, count) in &st.dropped_datagrams {
@@ -1593,6 +1652,23 @@ fn members_output(output: Output, ms: &[MemberInfo]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_lists_every_status_field() {
+        // Goal: the README's `status --field` list is exactly the names `--field` takes.
+        let readme = include_str!("../../README.md");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with("| `status [--leader] [--field NAME]`"))
+            .expect("the README's status row");
+        let list = row
+            .split("prints one field (")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .expect("the field list");
+        let names: Vec<&str> = list.split(", ").map(|n| n.trim_matches('`')).collect();
+        assert_eq!(names, STATUS_FIELDS);
+    }
+
     use super::*;
 
     fn args(s: &str) -> Vec<OsString> {
@@ -1764,6 +1840,10 @@ mod tests {
             "dev --nodes 0",
             "dev --base-port 65535 --nodes 3",
             "get k --bogus",
+            "snapshot",
+            "snapshot save",
+            "snapshot load f",
+            "snapshot save a b",
             "get -x",
             "status --field nope",
             "help nope",
@@ -1836,11 +1916,19 @@ mod tests {
                 addr: "127.0.0.1:5254".into(),
                 voter: true,
             }],
+            cluster_id: 99,
+            disk_free_bytes: 5,
+            disk_min_free_bytes: 6,
+            disk_alarm: true,
             ..Status::default()
         };
         let j = status_json(&st);
         for want in [
             "\"id\":2",
+            "\"cluster_id\":99",
+            "\"disk_free_bytes\":5",
+            "\"disk_min_free_bytes\":6",
+            "\"disk_alarm\":true",
             "\"pid\":4242",
             "\"role\":\"follower\"",
             "\"term\":7",
@@ -1853,6 +1941,8 @@ mod tests {
         }
         assert!(j.starts_with('{') && j.ends_with('}'));
         assert!(status_text(&st).contains("pid: 4242\n"));
+        assert!(status_text(&st).contains("cluster_id: 99\n"));
+        assert!(status_text(&st).contains("disk: 5 bytes free, minimum 6 (ALARM"));
         let pre = Status {
             role: "precandidate".into(),
             pid: 0,

@@ -25,6 +25,9 @@ use crate::wire::client::{
 use super::conn::Stream;
 
 /// What the fake does with one request, as decided by the script.
+// A script holds a handful of these: the size of a `Response` (a status answer is large) does
+// not matter here, and boxing it would only make scripts harder to read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Action {
     /// Answer as a single-node dictionary would.
@@ -488,6 +491,9 @@ impl FakeState {
             // The stand-in keeps no change history: watches need a real server.
             Request::Watch { .. } | Request::CancelWatch { .. } => Response::Error(
                 ErrorKind::Invalid("the stand-in server does not serve watches".into()),
+            ),
+            Request::SnapshotSave | Request::SnapshotChunk { .. } => Response::Error(
+                ErrorKind::Invalid("the fake server takes no snapshots".into()),
             ),
         }
     }

@@ -29,6 +29,7 @@ mod conn;
 mod dict;
 #[doc(hidden)]
 pub mod fake;
+mod snapshot;
 mod text;
 mod tls;
 mod watch;
@@ -40,9 +41,10 @@ use std::time::{Duration, Instant};
 
 pub use crate::wire::client::{
     Consistency, ErrorKind, Expect, FrameLimits, MemberInfo, PeerStatus, Request, RequestView,
-    Response, Status,
+    Response, SnapshotInfo, Status,
 };
 pub use dict::{ClusterChange, DistributedDict, Iter, RefreshLock, RefreshPolicy};
+pub use snapshot::SnapshotSink;
 pub use text::Escaped;
 pub use tls::TlsConfig;
 pub use watch::{Watch, WatchEvent, WatchOptions, WatchStats};

@@ -12,7 +12,7 @@
 
 use super::*;
 use crate::host::Now;
-use crate::wire::client::{frame_request_id, ErrorKind};
+use crate::wire::client::{frame_opcode, frame_request_id, ErrorKind};
 use conn::FrameEvent;
 use mio::Interest;
 
@@ -70,8 +70,10 @@ impl Server {
                         encode_response(0, &Response::Error(e), conn.output());
                         conn.close_after_flush();
                         conn.over_limit = true;
+                        self.io.metrics.conns_refused += 1;
                     } else {
                         self.real_conns += 1;
+                        self.io.metrics.conns_accepted += 1;
                         if let Some(idle) = self.cfg.idle_timeout {
                             self.timers
                                 .schedule(self.now + idle, TimerKind::Idle { key, generation });
@@ -134,14 +136,16 @@ impl Server {
                             what: "frame".into(),
                             limit: self.cfg.max_request_bytes as u64,
                         };
-                        encode_response(id, &Response::Error(e), conn.output());
+                        encode_response(id, &Response::Error(e.clone()), conn.output());
+                        self.io.metrics.answered(0, Some(&e), Duration::ZERO);
                     }
                 }
                 FrameEvent::Malformed { request_id, why } => {
                     debug!("n{}: closing a client connection: {why}", self.io.id);
                     if let Some(id) = request_id {
                         let e = ErrorKind::Invalid(why.to_string());
-                        encode_response(id, &Response::Error(e), conn.output());
+                        encode_response(id, &Response::Error(e.clone()), conn.output());
+                        self.io.metrics.answered(0, Some(&e), Duration::ZERO);
                     }
                     conn.close_after_flush();
                     break;
@@ -149,11 +153,13 @@ impl Server {
                 FrameEvent::Frame { len } => {
                     let request_id = frame_request_id(conn.input()).unwrap_or(0);
                     if conn.inflight >= self.cfg.max_inflight_per_conn {
+                        let op = frame_opcode(conn.input()).unwrap_or(0);
                         conn.consume(len);
                         let e = ErrorKind::TooManyInFlight {
                             limit: self.cfg.max_inflight_per_conn as u64,
                         };
-                        encode_response(request_id, &Response::Error(e), conn.output());
+                        encode_response(request_id, &Response::Error(e.clone()), conn.output());
+                        self.io.metrics.answered(op, Some(&e), Duration::ZERO);
                         continue;
                     }
                     conn.inflight += 1;
@@ -161,6 +167,8 @@ impl Server {
                         conn: key,
                         generation: conn.generation,
                         request_id,
+                        op: frame_opcode(conn.input()).unwrap_or(0),
+                        since: now.mono,
                     };
                     // The frame is decoded where it lies: the buffer is lent out while the host
                     // answers into this and other connections' outputs.

@@ -25,6 +25,9 @@
 
 mod clients;
 mod conn;
+mod http;
+mod metrics;
+mod recover;
 mod start;
 mod timer;
 mod udp;
@@ -119,7 +122,16 @@ impl fmt::Display for ServerError {
 enum TimerKind {
     RaftTick,
     Housekeeping,
-    Idle { key: usize, generation: u64 },
+    Idle {
+        key: usize,
+        generation: u64,
+    },
+    /// Free disk space is measured (`metrics::DISK_CHECK`).
+    DiskCheck,
+    HttpDeadline {
+        key: usize,
+        generation: u64,
+    },
 }
 
 /// The parts of the server the host's outputs reach.
@@ -134,6 +146,9 @@ struct Io {
     dirty: Vec<usize>,
     syncer: Syncer,
     udp_send_drops: u64,
+    /// The host's time at the start of this loop turn (answers' latency is measured on it).
+    mono: Duration,
+    metrics: metrics::LoopMetrics,
     /// The data directory's incarnation and the peers' pinned so far, and where it is kept.
     identity: Identity,
     data_dir: PathBuf,
@@ -198,12 +213,20 @@ impl Output for Io {
     }
 
     fn answer(&mut self, to: ReplyTo, resp: &Response) {
+        let error = match resp {
+            Response::Error(k) => Some(k),
+            _ => None,
+        };
+        self.metrics
+            .answered(to.op, error, self.mono.saturating_sub(to.since));
         if let Some(conn) = self.answering(to) {
             encode_response(to.request_id, resp, conn.output());
         }
     }
 
     fn answer_value(&mut self, to: ReplyTo, value: Option<&[u8]>, revision: u64, applied: u64) {
+        self.metrics
+            .answered(to.op, None, self.mono.saturating_sub(to.since));
         if let Some(conn) = self.answering(to) {
             encode_value_response(to.request_id, value, revision, applied, conn.output());
         }
@@ -332,6 +355,8 @@ pub struct Server {
     completed: Vec<u64>,
     drops_reported: u64,
     drops_warned_at: Option<Instant>,
+    /// The `--metrics-listen` endpoint, when asked for.
+    http: Option<http::Http>,
     /// When `start` began, until the first turn has reported how long start-up took.
     started: Option<Instant>,
 }
@@ -345,6 +370,11 @@ impl Server {
     /// The address bound for peers (UDP) and clients (TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address bound for `--metrics-listen`, if given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
     }
 
     /// The host's time now.
@@ -361,6 +391,11 @@ impl Server {
     /// Runs until SIGINT/SIGTERM (or `request_stop`).
     pub fn run(mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(1024);
+        // Measured before the first request: a server started on a full disk refuses writes
+        // from the start.
+        self.check_disk();
+        self.timers
+            .schedule(Instant::now() + metrics::DISK_CHECK, TimerKind::DiskCheck);
         while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut timeout = self.timers.next_timeout(now);
@@ -379,6 +414,7 @@ impl Server {
             }
             self.now = Instant::now();
             let now = self.host_now();
+            self.io.mono = now.mono;
 
             let resume = std::mem::take(&mut self.resume);
             for key in resume {
@@ -389,6 +425,8 @@ impl Server {
                     UDP => self.recv_datagrams(),
                     LISTENER => self.accept(),
                     WAKER => {}
+                    http::HTTP_LISTENER => self.http_accept(),
+                    Token(t) if t > http::HTTP_BASE => self.http_ready(t - http::HTTP_BASE - 1),
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if ev.is_writable() {
@@ -503,6 +541,12 @@ impl Server {
                         .schedule(self.now + HOUSEKEEPING, TimerKind::Housekeeping);
                 }
                 TimerKind::Idle { key, generation } => self.idle_check(key, generation),
+                TimerKind::DiskCheck => {
+                    self.check_disk();
+                    self.timers
+                        .schedule(self.now + metrics::DISK_CHECK, TimerKind::DiskCheck);
+                }
+                TimerKind::HttpDeadline { key, generation } => self.http_deadline(key, generation),
             }
         }
         self.fired = fired;

@@ -1,6 +1,6 @@
 //! Starting a server: open and recover the data directory, settle the cluster id, bootstrap the
-//! initial membership on a first start, bind the shared peer/client port, and build the loop's
-//! parts and the host. Every refusal is one line with its exit status (2 usage, 1 runtime, 65
+//! initial membership (or the backup `--restore` names, see `recover.rs`) on a first start,
+//! bind the shared peer/client port, and build the loop's parts and the host. Every refusal is one line with its exit status (2 usage, 1 runtime, 65
 //! corrupt data directory). Runs before the loop; must not run protocol logic (that is the
 //! host's and raft's).
 
@@ -21,7 +21,7 @@ use std::path::Path;
 /// Kernel socket buffers for the peer socket: bursts of AppendEntries must not overflow them.
 const UDP_BUFFER_BYTES: i32 = 8 << 20;
 /// Name of the file in the data directory that holds the cluster id.
-const CLUSTER_ID_FILE: &str = "cluster-id";
+pub(super) const CLUSTER_ID_FILE: &str = "cluster-id";
 
 fn fatal_corrupt(msg: String) -> ServerError {
     ServerError {
@@ -64,7 +64,7 @@ fn read_cluster_id(dir: &Path) -> Result<Option<u64>, ServerError> {
     }
 }
 
-fn write_cluster_id(dir: &Path, id: u64) -> Result<(), ServerError> {
+pub(super) fn write_cluster_id(dir: &Path, id: u64) -> Result<(), ServerError> {
     let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
     let p = dir.join(CLUSTER_ID_FILE);
     let res = (|| -> io::Result<()> {
@@ -132,7 +132,9 @@ fn dir_is_blank(dir: &Path) -> bool {
 fn rejoin_advice(cfg: &ServerConfig, listen: &str) -> String {
     let id = cfg.id;
     format!(
-        "if its disk is not mounted, mount it and start again; if its data was lost, remove it          from the cluster (zatt member remove {id}), start it empty with --join --listen {listen}          (same --id, --data-dir and --cluster), and add it back (zatt member add {id} {listen})"
+        "If its disk is not mounted, mount it and start again; if its data was lost, remove it \
+        from the cluster (zatt member remove {id}), start it empty with --join --listen {listen} \
+        (same --id, --data-dir and --cluster), and add it back (zatt member add {id} {listen})"
     )
 }
 
@@ -141,6 +143,16 @@ impl Server {
     /// yet. Every refusal comes back as one line with its exit status.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let started = Instant::now();
+        // A backup to restore is checked whole before anything is written; it is written in
+        // place of the initial membership, once this server may bootstrap (below).
+        let mut restore = match &cfg.restore {
+            Some(file) => Some(recover::check_restore(&cfg, file)?),
+            None => None,
+        };
+        // A forced new cluster rewrites the directory first; it then starts as a restart does.
+        if cfg.force_new_cluster {
+            recover::force_new_cluster(&cfg)?;
+        }
         let dir = cfg.data_dir.clone();
         if cfg.initial_cluster_state == InitialClusterState::Existing
             && !cfg.join
@@ -148,7 +160,8 @@ impl Server {
         {
             let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
             return Err(ServerError::usage(format!(
-                "refusing to start: data directory {} holds no data, but                  --initial-cluster-state existing says this server must already have its own; {}",
+                "refusing to start: data directory {} holds no data, but \
+                --initial-cluster-state existing says this server must already have its own. {}",
                 dir.display(),
                 rejoin_advice(&cfg, &listen)
             )));
@@ -168,6 +181,11 @@ impl Server {
             exit_code: e.exit_code(),
             message: e.to_string(),
         })?;
+        if let Some(r) = &restore {
+            if !boot_is_empty(&boot) {
+                return Err(r.not_empty(&dir));
+            }
+        }
         // The directory's identity: drawn when it is first used, so that a server whose storage
         // is lost comes back as someone new (see `host/peers.rs`).
         let mut identity = match Identity::load(&dir).map_err(|e| ServerError {
@@ -196,14 +214,20 @@ impl Server {
         };
         if let Some(b) = boot.hard_state.lost {
             warn!(
-                "n{}: this server may have lost log entries it had acknowledged (recovery cut a                  damaged tail; entries up to index {} of term {} at most): it will not vote for a                  candidate behind that until it holds or knows committed everything through it",
+                "n{}: this server may have lost log entries it had acknowledged (recovery cut a \
+                damaged tail; entries up to index {} of term {} at most): it will not vote for a \
+                candidate behind that until it holds or knows committed everything through it",
                 cfg.id, b.index.0, b.term.0
             );
         }
 
         // The cluster id: the file wins; else the flag; else derived from --cluster.
         let stored = read_cluster_id(&dir)?;
-        let cluster_id = match (stored, cfg.cluster_id) {
+        let flag = match &restore {
+            Some(r) => Some(r.cluster_id),
+            None => cfg.cluster_id,
+        };
+        let cluster_id = match (stored, flag) {
             (Some(s), Some(f)) if s != f => {
                 return Err(ServerError::usage(format!(
                     "--cluster-id {f} differs from {s} stored in {}",
@@ -296,6 +320,7 @@ impl Server {
         let mut udp = UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?;
         let mut listener = TcpListener::bind(addr).map_err(|e| bind_err("TCP", e))?;
         set_udp_buffers(&udp);
+        let mut http = http::Http::bind(&cfg)?;
 
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -332,30 +357,34 @@ impl Server {
                     ))
                 })?;
             }
-            let mut m = Membership::default();
-            for (id, addr) in &cfg.cluster {
-                m.members.insert(
-                    *id,
-                    Member {
-                        role: MemberRole::Voter,
-                        addr: addr.clone(),
-                    },
+            if let Some(r) = restore.take() {
+                boot = recover::write_restore(&cfg, r, &mut wal)?;
+            } else {
+                let mut m = Membership::default();
+                for (id, addr) in &cfg.cluster {
+                    m.members.insert(
+                        *id,
+                        Member {
+                            role: MemberRole::Voter,
+                            addr: addr.clone(),
+                        },
+                    );
+                }
+                boot = Boot::bootstrap(&m);
+                let batch = WriteBatch {
+                    snapshot: None,
+                    hard_state: Some(boot.hard_state),
+                    entries: boot.entries.clone(),
+                };
+                wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
+                    ServerError::runtime(format!("cannot write the initial membership: {e}"))
+                })?;
+                info!(
+                    "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
+                    cfg.id,
+                    m.members.len()
                 );
             }
-            boot = Boot::bootstrap(&m);
-            let batch = WriteBatch {
-                snapshot: None,
-                hard_state: Some(boot.hard_state),
-                entries: boot.entries.clone(),
-            };
-            wal.write(&batch).and_then(|_| wal.sync()).map_err(|e| {
-                ServerError::runtime(format!("cannot write the initial membership: {e}"))
-            })?;
-            info!(
-                "n{} t1 follower: bootstrapped cluster {cluster_id} with {} voters",
-                cfg.id,
-                m.members.len()
-            );
         } else if !boot_is_empty(&boot) && !cfg.cluster.is_empty() && !cfg.join {
             info!(
                 "n{}: restarting from {}; --cluster is ignored (the log holds the membership)",
@@ -369,6 +398,10 @@ impl Server {
 
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
+            .and_then(|_| match &mut http {
+                Some(h) => h.register(poll.registry()),
+                None => Ok(()),
+            })
             .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
@@ -386,6 +419,8 @@ impl Server {
         for (peer, inc) in &identity.pins {
             codec.pin(*peer, *inc);
         }
+        host_cfg.cluster_id = cluster_id;
+        host_cfg.min_free_disk = cfg.min_free_disk;
         let limits = host_cfg.limits;
         let host = Host::new(host_cfg, rcfg, boot, seed).map_err(|e| {
             fatal_corrupt(format!(
@@ -408,6 +443,13 @@ impl Server {
             dir.display(),
             identity.incarnation
         );
+        if let Some(h) = &http {
+            info!(
+                "{}: serving /metrics, /health and /ready on http://{}",
+                host.who(),
+                h.addr
+            );
+        }
         Ok(Server {
             cluster_id,
             addr,
@@ -421,6 +463,8 @@ impl Server {
                 dirty: Vec::new(),
                 syncer,
                 udp_send_drops: 0,
+                mono: Duration::ZERO,
+                metrics: Default::default(),
                 identity,
                 data_dir: dir.clone(),
             },
@@ -443,6 +487,7 @@ impl Server {
             drops_reported: 0,
             drops_warned_at: None,
             started: Some(started),
+            http,
             cfg,
         })
     }

@@ -46,6 +46,7 @@ impl Host {
         let history = &mut self.watches.history;
         let reply = self.kv.apply_observed(e, &mut |c| history.record(c));
         self.applied_term = e.term;
+        self.metrics.applied_entries += 1;
         out.applied(e);
         while let Some(front) = self.writes.front() {
             if front.index > e.index {

@@ -42,10 +42,14 @@
 //! client frame into a proposal, a read or an answer; `ready.rs` hands out a `Ready` in the
 //! contract's order; `apply.rs` applies committed entries and answers writers and promotions;
 //! `reads.rs` runs ReadIndex rounds and serves reads; `snapshot.rs` takes snapshots and
-//! compacts; `status.rs` reports the node's state; `watch.rs` keeps the change history and
-//! streams changes to watchers.
+//! compacts; `backup.rs` hands snapshots out for backups; `status.rs` reports the node's state;
+//! `metrics.rs` counts for `/metrics` and answers `/health` and `/ready`; `disk.rs` keeps the
+//! disk-space alarm; `watch.rs` keeps the change history and streams changes to watchers.
 
 mod apply;
+mod backup;
+mod disk;
+mod metrics;
 mod peers;
 mod reads;
 mod ready;
@@ -66,6 +70,9 @@ use crate::wire::client::{ErrorKind, FrameLimits, Response};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
+
+pub use disk::{MinFreeDisk, DEFAULT_MIN_FREE_DISK_BYTES};
+pub use metrics::{HostMetrics, HEALTH_MAX_APPLY_LAG};
 
 /// A linearizable read waits this long for its ReadIndex round before `Timeout`.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,6 +152,10 @@ pub struct HostConfig {
     pub snapshot_keys_per_turn: usize,
     /// The change history kept for watches, and the watchers' limits.
     pub watch: WatchConfig,
+    /// The cluster id, for status answers and backups (0 where there is none, as in tests).
+    pub cluster_id: u64,
+    /// Below this much free disk space the leader refuses writes that add data.
+    pub min_free_disk: MinFreeDisk,
     /// This node's incarnation (its data directory's random id; 0: none, no checks).
     pub incarnation: u64,
     /// The peers' incarnations pinned so far (from the data directory).
@@ -167,6 +178,8 @@ impl HostConfig {
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
             watch: WatchConfig::default(),
+            cluster_id: 0,
+            min_free_disk: MinFreeDisk::default(),
             incarnation: 0,
             pins: BTreeMap::new(),
             bugs: Bugs::default(),
@@ -174,13 +187,17 @@ impl HostConfig {
     }
 }
 
-/// Where an answer goes. `conn` and `generation` name a connection as the driver sees it (the
-/// host only hands them back); `request_id` is the request's, from its frame header.
+/// Where an answer goes. `conn` and `generation` name a connection as the driver sees it, and
+/// `op` and `since` are the driver's bookkeeping (the request's opcode and when its frame was
+/// read, for latency metrics): the host only hands them back. `request_id` is the request's,
+/// from its frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyTo {
     pub conn: usize,
     pub generation: u64,
     pub request_id: u64,
+    pub op: u8,
+    pub since: Duration,
 }
 
 /// The time of an event, as the driver reads its clocks.
@@ -357,6 +374,16 @@ pub struct Host {
 
     // Watches (watch.rs).
     watches: watch::Watches,
+    /// Whether the snapshot being encoded goes to storage (compaction) or only to backups.
+    snapshot_job_stores: bool,
+    /// When the storing snapshot job started (for its duration metric).
+    snapshot_started: Duration,
+    /// Snapshots for backups (backup.rs).
+    backups: backup::Backups,
+
+    // Operations (metrics.rs, disk.rs).
+    metrics: HostMetrics,
+    disk: disk::DiskState,
 }
 
 impl Host {
@@ -418,6 +445,11 @@ impl Host {
             snapshot_job: None,
             held: VecDeque::new(),
             watches,
+            snapshot_job_stores: false,
+            snapshot_started: Duration::ZERO,
+            backups: backup::Backups::new(seed),
+            metrics: HostMetrics::default(),
+            disk: disk::DiskState::default(),
         })
     }
 
@@ -497,6 +529,7 @@ impl Host {
         }
         self.run_promotions(out);
         self.watch_housekeeping(out);
+        self.expire_held_snapshots();
     }
 
     /// Answers every request still waiting with `ShuttingDown` (the server is stopping).
@@ -509,6 +542,7 @@ impl Host {
             .chain(self.reads.drain_all().into_iter().map(|r| r.to))
             .chain(self.promote_jobs.drain(..).map(|j| j.to))
             .chain(watchers)
+            .chain(self.backups.waiting.drain(..))
             .collect();
         for to in waiting {
             out.answer(to, &Response::Error(ErrorKind::ShuttingDown));

@@ -27,6 +27,8 @@ pub(super) enum Query {
         limit: u32,
     },
     Len,
+    /// A snapshot for a backup (backup.rs), taken once the read may be served.
+    SnapshotSave,
 }
 
 #[derive(Debug)]
@@ -110,7 +112,10 @@ impl Host {
             }
             let (_, waiters) = self.reads.ready.pop_front().expect("front exists");
             for w in waiters {
-                self.answer_query(out, w.to, &w.query);
+                match w.query {
+                    Query::SnapshotSave => self.snapshot_save_confirmed(out, w.to),
+                    q => self.answer_query(out, w.to, &q),
+                }
             }
         }
     }
@@ -163,6 +168,11 @@ impl Host {
                     len: self.kv.len() as u64,
                     applied_index: applied,
                 },
+            ),
+            // Only ever served through `snapshot_save_confirmed`.
+            Query::SnapshotSave => out.answer(
+                to,
+                &Response::Error(ErrorKind::Invalid("a snapshot is not a stale read".into())),
             ),
         }
     }

@@ -42,6 +42,7 @@ impl Host {
             self.applied_membership = snap.meta.membership.clone();
             self.unpin_all(out);
             self.snapshot_index = snap.meta.index;
+            self.metrics.snapshots_installed += 1;
             self.fail_writes_through(out, snap.meta.index);
             self.watches_kv_replaced(out, snap.meta.index);
             info!(
@@ -167,6 +168,9 @@ impl Host {
                     .map(|l| format!("n{l}"))
                     .unwrap_or_else(|| "unknown".into())
             );
+        }
+        if ss.leader.is_some() && ss.leader != self.soft.leader {
+            self.metrics.leader_changes += 1;
         }
         self.soft = ss;
         if was_leader && ss.role != Role::Leader {

@@ -109,6 +109,8 @@ impl Host {
                 from_revision,
             } => self.start_watch(out, to, prefix, from_revision),
             RequestView::CancelWatch { watch_id } => self.cancel_watch(out, to, watch_id),
+            RequestView::SnapshotSave => self.queue_read(out, to, Query::SnapshotSave),
+            RequestView::SnapshotChunk { id, offset } => self.snapshot_chunk(out, to, id, offset),
         }
     }
 
@@ -117,13 +119,20 @@ impl Host {
             let e = self.not_leader();
             return out.answer(to, &Response::Error(e));
         }
+        if self.disk.alarm && super::disk::adds_data(req) {
+            let e = self.no_space();
+            return out.answer(to, &Response::Error(e));
+        }
         let mut buf = std::mem::take(&mut self.prop_buf);
         buf.clear();
         crate::kv::encode_proposal(&mut buf, self.now.wall_ms, req);
         let r = self.raft.propose(&buf);
         self.prop_buf = buf;
         match r {
-            Ok((index, term)) => self.wait_for(out, index, term, to, WaitKind::Command),
+            Ok((index, term)) => {
+                self.metrics.proposals += 1;
+                self.wait_for(out, index, term, to, WaitKind::Command)
+            }
             Err(e) => {
                 let err = self.propose_error(e);
                 out.answer(to, &Response::Error(err))
@@ -144,7 +153,10 @@ impl Host {
         }
         info!("{}: proposing membership change {cc:?}", self.who());
         match self.raft.propose_conf_change(cc) {
-            Ok((index, term)) => self.wait_for(out, index, term, to, kind),
+            Ok((index, term)) => {
+                self.metrics.conf_proposals += 1;
+                self.wait_for(out, index, term, to, kind)
+            }
             Err(e) => {
                 let err = self.conf_error(e);
                 out.answer(to, &Response::Error(err))

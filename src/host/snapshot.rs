@@ -42,24 +42,21 @@ impl Host {
     pub(super) fn maybe_snapshot<O: Output>(&mut self, out: &mut O) {
         let per_turn = self.cfg.snapshot_keys_per_turn.max(1);
         if self.snapshot_job.is_none() {
-            let applied = self.kv.applied_index();
-            // Due by entries, or by the memory the core's log holds (large values would reach
-            // the entry count only after holding gigabytes).
-            let due = applied.0 >= self.snapshot_index.0 + self.snapshot_due_entries()
-                || (self.raft.log_bytes() >= self.cfg.snapshot_log_bytes
-                    && applied > self.snapshot_index);
-            if self.snapshot_in_flight || !due || self.applied_term == Term(0) {
-                return;
+            if !self.backups.waiting.is_empty() {
+                // Saves whose encoding was voided (a leader's snapshot replaced kv).
+                self.start_snapshot_job(false);
+            } else {
+                let applied = self.kv.applied_index();
+                // Due by entries, or by the memory the core's log holds (large values would
+                // reach the entry count only after holding gigabytes).
+                let due = applied.0 >= self.snapshot_index.0 + self.snapshot_due_entries()
+                    || (self.raft.log_bytes() >= self.cfg.snapshot_log_bytes
+                        && applied > self.snapshot_index);
+                if self.snapshot_in_flight || !due || self.applied_term == Term(0) {
+                    return;
+                }
+                self.start_snapshot_job(true);
             }
-            let meta = match self.raft.snapshot_meta_at(applied) {
-                Some(m) => m,
-                None => SnapshotMeta {
-                    index: applied,
-                    term: self.applied_term,
-                    membership: self.applied_membership.clone(),
-                },
-            };
-            self.snapshot_job = Some((self.kv.snapshot_start(), meta));
         }
         let Some((enc, _)) = &mut self.snapshot_job else {
             return;
@@ -72,13 +69,35 @@ impl Host {
             meta,
             data: SnapshotData::from(self.kv.snapshot_finish(enc)),
         };
-        let token = self.next_token;
-        self.next_token += 1;
-        out.submit_snapshot(token, snapshot.clone());
-        self.snapshot_in_flight = true;
-        self.persisting
-            .push_back(Persisting::Snapshot { token, snapshot });
+        self.snapshot_for_saves(out, &snapshot);
+        if self.snapshot_job_stores {
+            let token = self.next_token;
+            self.next_token += 1;
+            out.submit_snapshot(token, snapshot.clone());
+            self.snapshot_in_flight = true;
+            self.persisting
+                .push_back(Persisting::Snapshot { token, snapshot });
+        }
         self.apply_held(out);
+    }
+
+    /// Starts encoding the dictionary as applied now; `store`: a compaction snapshot that goes
+    /// to storage, else one for backups only.
+    pub(super) fn start_snapshot_job(&mut self, store: bool) {
+        let applied = self.kv.applied_index();
+        let meta = match self.raft.snapshot_meta_at(applied) {
+            Some(m) => m,
+            None => SnapshotMeta {
+                index: applied,
+                term: self.applied_term,
+                membership: self.applied_membership.clone(),
+            },
+        };
+        self.snapshot_job = Some((self.kv.snapshot_start(), meta));
+        self.snapshot_job_stores = store;
+        if store {
+            self.snapshot_started = self.now.mono;
+        }
     }
 
     /// Storage holds the snapshot: the core forgets the log it covers.
@@ -86,6 +105,11 @@ impl Host {
         let index = snapshot.meta.index;
         self.raft.compact(snapshot);
         self.snapshot_in_flight = false;
+        self.metrics.snapshots_taken += 1;
+        let took = self.now.mono.saturating_sub(self.snapshot_started);
+        self.metrics
+            .snapshot_duration
+            .observe_us(took.as_micros().min(u64::MAX as u128) as u64);
         self.snapshot_index = self.snapshot_index.max(index);
         info!("{}: log compacted through index {}", self.who(), index.0);
     }

@@ -72,6 +72,10 @@ impl Host {
             pid: std::process::id(),
             incarnation: self.incarnation(),
             lost_entries: self.raft.lost_entries().map(|l| (l.term.0, l.index.0)),
+            cluster_id: self.cfg.cluster_id,
+            disk_free_bytes: self.disk.free,
+            disk_min_free_bytes: self.disk.min,
+            disk_alarm: self.disk.alarm,
         }
     }
 }

@@ -154,6 +154,8 @@ fn put(h: &mut Host, out: &mut Recorder, id: u64, key: &[u8]) {
         conn: 0,
         generation: 0,
         request_id: id,
+        op: 0,
+        since: Duration::ZERO,
     };
     h.client_frame(out, now(), to, &frame);
     h.end_turn(out, now()).unwrap();
@@ -353,6 +355,8 @@ fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
             conn: 0,
             generation: 0,
             request_id: id,
+            op: 0,
+            since: Duration::ZERO,
         };
         h.client_frame(&mut out, now(), to, &frame);
         h.end_turn(&mut out, now()).unwrap();
@@ -421,8 +425,8 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
     }
 }
 
-/// A lone voter that leads, with everything it wrote durable.
-fn lone_leader(cfg: HostConfig) -> (Host, Recorder) {
+/// A lone voter that leads, with everything it wrote durable (`cfg` as given).
+fn leading(cfg: HostConfig) -> (Host, Recorder) {
     let mut m = Membership::default();
     m.members.insert(
         N1,
@@ -471,9 +475,11 @@ const WATCHER: ReplyTo = ReplyTo {
     conn: 5,
     generation: 9,
     request_id: 100,
+    op: 0,
+    since: Duration::ZERO,
 };
 
-fn request(h: &mut Host, out: &mut Recorder, to: ReplyTo, req: &Request) {
+fn request_to(h: &mut Host, out: &mut Recorder, to: ReplyTo, req: &Request) {
     let mut frame = Vec::new();
     encode_request(to.request_id, req, &mut frame);
     h.client_frame(out, now(), to, &frame);
@@ -485,7 +491,7 @@ fn watch(h: &mut Host, out: &mut Recorder, prefix: &[u8], from_revision: u64) {
         prefix: prefix.to_vec(),
         from_revision,
     };
-    request(h, out, WATCHER, &req);
+    request_to(h, out, WATCHER, &req);
 }
 
 /// The events streamed so far, as (revision, key) pairs.
@@ -505,7 +511,7 @@ fn events(out: &Recorder) -> Vec<(u64, Vec<u8>)> {
 fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
     // Goal: a watch from "now" is acknowledged with the revision it starts after, then gets
     // exactly the changes under its prefix, in order; CancelWatch ends it with `Done`.
-    let (mut h, mut out) = lone_leader(unbatched());
+    let (mut h, mut out) = leading(unbatched());
     put_applied(&mut h, &mut out, b"w/before");
     let applied = h.kv().applied_index().0;
     watch(&mut h, &mut out, b"w/", 0);
@@ -526,7 +532,7 @@ fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
         request_id: 101,
         ..WATCHER
     };
-    request(
+    request_to(
         &mut h,
         &mut out,
         cancel,
@@ -548,7 +554,7 @@ fn a_replay_is_paced_by_the_buffer_and_a_live_watcher_over_it_is_cut_off() {
     // connection holds more than the limit is ended with `WatchOverflow`.
     let mut cfg = unbatched();
     cfg.watch.buffer_bytes = 1000;
-    let (mut h, mut out) = lone_leader(cfg);
+    let (mut h, mut out) = leading(cfg);
     let first = put_applied(&mut h, &mut out, b"k1");
     let second = put_applied(&mut h, &mut out, b"k2");
     out.unsent = 500;
@@ -585,7 +591,7 @@ fn a_watch_older_than_the_history_is_compacted_and_closed_connections_drop_watch
     // watchers go with their connection, whether the driver says so or finds it closed.
     let mut cfg = unbatched();
     cfg.watch.history.max_changes = 2;
-    let (mut h, mut out) = lone_leader(cfg);
+    let (mut h, mut out) = leading(cfg);
     let revs: Vec<u64> = (0..5)
         .map(|i| put_applied(&mut h, &mut out, format!("k{i}").as_bytes()))
         .collect();
@@ -626,7 +632,7 @@ fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
     // not one per turn; the host says when the held-back changes are due, and a turn then
     // sends them. Method: a watcher gets a first change at time 0; two more applied at 0.5 ms
     // wait (due at 1 ms); a turn at 1 ms sends both in one frame.
-    let (mut h, mut out) = lone_leader(HostConfig::new(1 << 20, 1_000_000));
+    let (mut h, mut out) = leading(HostConfig::new(1 << 20, 1_000_000));
     watch(&mut h, &mut out, b"", 0);
     let first = put_applied(&mut h, &mut out, b"a");
     assert_eq!(events(&out), vec![(first, b"a".to_vec())]);
@@ -647,6 +653,8 @@ fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
             conn: 0,
             generation: 0,
             request_id: 1,
+            op: 0,
+            since: Duration::ZERO,
         };
         h.client_frame(&mut out, at(500), to, &frame);
         h.end_turn(&mut out, at(500)).unwrap();
@@ -679,19 +687,21 @@ fn caught_up_watchers_on_one_prefix_get_the_same_frames_under_their_own_request_
     // watcher on another prefix gets only its own changes. Method: three watchers (two on
     // "w/", one on "x/") become live on a first change; then 100 changes with 3000-byte keys
     // (more than one frame's worth) are held back by the frame interval and sent in one turn.
-    let (mut h, mut out) = lone_leader(HostConfig::new(1 << 20, 1_000_000));
+    let (mut h, mut out) = leading(HostConfig::new(1 << 20, 1_000_000));
     let watchers = [(5, 100, &b"w/"[..]), (6, 200, b"w/"), (7, 300, b"x/")];
     for (conn, id, prefix) in watchers {
         let to = ReplyTo {
             conn,
             generation: 1,
             request_id: id,
+            op: 0,
+            since: Duration::ZERO,
         };
         let req = Request::Watch {
             prefix: prefix.to_vec(),
             from_revision: 0,
         };
-        request(&mut h, &mut out, to, &req);
+        request_to(&mut h, &mut out, to, &req);
     }
     let mut expected_w = vec![put_applied(&mut h, &mut out, b"w/first")];
     let mut expected_x = vec![put_applied(&mut h, &mut out, b"x/first")];
@@ -718,6 +728,8 @@ fn caught_up_watchers_on_one_prefix_get_the_same_frames_under_their_own_request_
             conn: 0,
             generation: 0,
             request_id: 1,
+            op: 0,
+            since: Duration::ZERO,
         };
         h.client_frame(&mut out, at, to, &frame);
         h.end_turn(&mut out, at).unwrap();
@@ -876,6 +888,8 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
         conn: 0,
         generation: 0,
         request_id: 5,
+        op: 0,
+        since: Duration::ZERO,
     };
     h.client_frame(&mut out, now(), to, &frame);
     let mut frame = Vec::new();
@@ -909,6 +923,226 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
     assert_eq!(out.pins, vec![(N2, 0)], "unpinned once removed");
 }
 
+/// A lone voter elected leader, with `cfg` changed by `tune`; its batches all durable.
+fn lone_leader(tune: impl FnOnce(&mut HostConfig)) -> (Host, Recorder) {
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    tune(&mut cfg);
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    (h, out)
+}
+
+/// Hands the host one request frame and ends the turn.
+fn request(h: &mut Host, out: &mut Recorder, id: u64, req: &Request) {
+    let mut frame = Vec::new();
+    encode_request(id, req, &mut frame);
+    let to = ReplyTo {
+        conn: 0,
+        generation: 0,
+        request_id: id,
+        op: 0,
+        since: Duration::ZERO,
+    };
+    h.client_frame(out, now(), to, &frame);
+    h.end_turn(out, now()).unwrap();
+}
+
+/// Reports every outstanding token durable.
+fn all_durable(h: &mut Host, out: &mut Recorder) {
+    while !out.pending.is_empty() {
+        durable_next(h, out);
+    }
+}
+
+fn answer(out: &Recorder, id: u64) -> Option<&Response> {
+    out.answers.iter().find(|(i, _)| *i == id).map(|(_, r)| r)
+}
+
+#[test]
+fn the_disk_alarm_refuses_writes_that_add_data_and_clears_by_itself() {
+    // Goal: under the alarm, a leader refuses Put and a writing Cas at once (nothing reaches
+    // storage) and lets a delete through; the next measurement above the minimum lets writes
+    // through again. Method: feed measurements, look at answers and batches.
+    let (mut h, mut out) = lone_leader(|c| c.min_free_disk = MinFreeDisk::BasisPoints(1000));
+    all_durable(&mut h, &mut out);
+    let put = |k: &str| Request::Put {
+        session: None,
+        key: k.into(),
+        value: b"v".to_vec(),
+    };
+    request(&mut h, &mut out, 1, &put("a"));
+    all_durable(&mut h, &mut out);
+    assert!(matches!(answer(&out, 1), Some(Response::Written { .. })));
+
+    h.disk_space(99, 1000); // 10% of 1000 is 100
+    assert!(h.disk_alarm());
+    let batches = out.batches.len();
+    request(&mut h, &mut out, 2, &put("b"));
+    let cas = Request::Cas {
+        session: None,
+        key: b"a".to_vec(),
+        expect: crate::wire::client::Expect::Value(b"v".to_vec()),
+        new: Some(b"w".to_vec()),
+    };
+    request(&mut h, &mut out, 3, &cas);
+    for id in [2, 3] {
+        assert_eq!(
+            answer(&out, id),
+            Some(&Response::Error(ErrorKind::NoSpace {
+                free_bytes: 99,
+                min_free_bytes: 100
+            }))
+        );
+    }
+    assert_eq!(
+        out.batches.len(),
+        batches,
+        "a refused write reached storage"
+    );
+    request(
+        &mut h,
+        &mut out,
+        4,
+        &Request::Delete {
+            session: None,
+            key: b"a".to_vec(),
+        },
+    );
+    all_durable(&mut h, &mut out);
+    assert!(matches!(
+        answer(&out, 4),
+        Some(Response::Deleted { existed: true, .. })
+    ));
+    let st = h.status(&out);
+    assert!(st.disk_alarm && st.disk_free_bytes == 99 && st.disk_min_free_bytes == 100);
+
+    h.disk_space(100, 1000);
+    assert!(!h.disk_alarm());
+    request(&mut h, &mut out, 5, &put("c"));
+    all_durable(&mut h, &mut out);
+    assert!(matches!(answer(&out, 5), Some(Response::Written { .. })));
+}
+
+#[test]
+fn a_snapshot_save_hands_out_the_dictionary_as_of_its_read_in_chunks() {
+    // Goal: SnapshotSave answers with a snapshot of the dictionary holding every write applied
+    // before it, encoded a slice per turn, and SnapshotChunk hands its bytes out from any
+    // offset; an unknown id or an offset past the end is refused. Method: a lone leader with
+    // three keys per turn, 20 keys, a save, a write that must not be in it, then the chunks.
+    let (mut h, mut out) = lone_leader(|c| c.snapshot_keys_per_turn = 3);
+    all_durable(&mut h, &mut out);
+    for i in 0..20u64 {
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:02}").into_bytes(),
+            value: vec![i as u8; 100],
+        };
+        request(&mut h, &mut out, 100 + i, &req);
+        all_durable(&mut h, &mut out);
+    }
+    let want = h.kv().snapshot_bytes();
+    request(&mut h, &mut out, 1, &Request::SnapshotSave);
+    let mut turns = 0;
+    while answer(&out, 1).is_none() {
+        assert!(turns < 100, "no SnapshotBegin");
+        h.end_turn(&mut out, now()).unwrap();
+        all_durable(&mut h, &mut out);
+        turns += 1;
+    }
+    assert!(
+        turns >= 3,
+        "20 keys at 3 a turn take several turns ({turns})"
+    );
+    let info = match answer(&out, 1) {
+        Some(Response::SnapshotBegin(i)) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.size, want.len() as u64);
+    assert_eq!(info.index, h.kv().applied_index().0);
+    assert_eq!(info.members.len(), 1);
+    // A write after the save is not in the snapshot being handed out.
+    request(
+        &mut h,
+        &mut out,
+        2,
+        &Request::Put {
+            session: None,
+            key: b"later".to_vec(),
+            value: b"x".to_vec(),
+        },
+    );
+    all_durable(&mut h, &mut out);
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(&mut h, &mut out, id, &req);
+        match answer(&out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(got, want, "the snapshot as of the save");
+    let tail = u32::from_le_bytes(got[got.len() - 4..].try_into().unwrap());
+    assert_eq!(tail, info.checksum);
+    assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
+    request(
+        &mut h,
+        &mut out,
+        90,
+        &Request::SnapshotChunk {
+            id: info.id ^ 1,
+            offset: 0,
+        },
+    );
+    request(
+        &mut h,
+        &mut out,
+        91,
+        &Request::SnapshotChunk {
+            id: info.id,
+            offset: info.size + 1,
+        },
+    );
+    for id in [90, 91] {
+        assert!(
+            matches!(
+                answer(&out, id),
+                Some(Response::Error(ErrorKind::Invalid(_)))
+            ),
+            "{:?}",
+            answer(&out, id)
+        );
+    }
+}
+
 #[test]
 fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
     // Goal: promoting a voter or removing a stranger can never succeed: the answer is
@@ -934,6 +1168,8 @@ fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
             conn: 0,
             generation: 0,
             request_id: id,
+            op: 0,
+            since: Duration::ZERO,
         };
         h.client_frame(&mut out, now(), to, &frame);
     }
@@ -945,4 +1181,83 @@ fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
                 .all(|r| matches!(r, Response::Error(ErrorKind::Invalid(why)) if why.contains("membership change refused"))),
         "{kinds:?}"
     );
+}
+
+#[test]
+fn a_save_that_rides_on_a_compaction_snapshot_reads_it_from_its_file_once_stored() {
+    // Goal: a SnapshotSave that arrives while a compaction snapshot is being encoded is served
+    // that snapshot (it stands for the index the save's read confirmed), and its chunks still
+    // come out right once storage has moved the bytes to the snapshot's file (the held copy
+    // shares them). Method: a lone leader that compacts every few entries, a save sent while a
+    // compaction job runs, the stored snapshot spilled to a file, then every chunk.
+    let (mut h, mut out) = lone_leader(|c| {
+        c.snapshot_entries = 20;
+        c.snapshot_keys_per_turn = 2;
+    });
+    all_durable(&mut h, &mut out);
+    let mut i = 0u64;
+    while !(h.snapshot_job.is_some() && h.snapshot_job_stores) {
+        assert!(i < 200, "no compaction job after {i} writes");
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:03}").into_bytes(),
+            value: vec![i as u8; 50],
+        };
+        request(&mut h, &mut out, 1000 + i, &req);
+        if h.snapshot_job.is_none() {
+            all_durable(&mut h, &mut out);
+        }
+        i += 1;
+    }
+    let want = h.kv().snapshot_bytes();
+    let stored_before = out.snapshots.len();
+    request(&mut h, &mut out, 1, &Request::SnapshotSave);
+    let mut turns = 0;
+    while answer(&out, 1).is_none() {
+        assert!(turns < 200, "no SnapshotBegin");
+        h.end_turn(&mut out, now()).unwrap();
+        turns += 1;
+    }
+    let info = match answer(&out, 1) {
+        Some(Response::SnapshotBegin(i)) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(out.snapshots.len(), stored_before + 1, "the compaction one");
+    let stored = out.snapshots.last().unwrap().clone();
+    assert_eq!(info.index, stored.meta.index.0, "the save rode on it");
+    assert_eq!(stored.data.bytes().unwrap().as_slice(), &want[..]);
+
+    // Storage writes it to its file and lets go of the memory.
+    let path = std::env::temp_dir().join(format!("zatt-host-spill-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut f, b"head").unwrap();
+    std::io::Write::write_all(&mut f, &want).unwrap();
+    drop(f);
+    stored
+        .data
+        .spill(std::fs::File::open(&path).unwrap(), b"head".len() as u64);
+    std::fs::remove_file(&path).unwrap();
+    assert!(!stored.data.in_memory());
+    all_durable(&mut h, &mut out);
+
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(&mut h, &mut out, id, &req);
+        match answer(&out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    assert_eq!(got, want);
+    assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
 }

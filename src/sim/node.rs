@@ -454,6 +454,8 @@ impl Sim {
             conn,
             generation,
             request_id: frame_request_id(frame).unwrap_or(0),
+            op: 0,
+            since: Duration::ZERO,
         };
         let now = self.now();
         if let Some(h) = self.hosts[ni].as_mut() {

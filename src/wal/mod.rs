@@ -125,6 +125,7 @@
 //! durable (and replay discards the old suffix wherever it lies) or it is not (and neither are
 //! the new entries after it, which were never acknowledged).
 
+pub mod backup;
 pub mod format;
 pub mod identity;
 pub mod recovery;

@@ -19,6 +19,7 @@
 //! code 74 (`EXIT_DISK_FAILURE`); it never reports a token it could not make durable.
 
 use super::{Wal, EXIT_DISK_FAILURE};
+use crate::metrics::Histogram;
 use crate::storage::{LogStorage, WriteBatch};
 use crate::types::Snapshot;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +47,8 @@ enum Job {
 struct Shared {
     completed: Mutex<Vec<u64>>,
     latencies_us: Mutex<(Vec<u32>, usize)>,
+    /// Every fdatasync's latency since start, for `/metrics`.
+    fsync_histogram: Mutex<Histogram>,
     size_bytes: AtomicU64,
     syncs: AtomicU64,
 }
@@ -75,6 +78,7 @@ impl Syncer {
         let shared = Arc::new(Shared {
             completed: Mutex::new(Vec::new()),
             latencies_us: Mutex::new((Vec::with_capacity(LATENCY_WINDOW), 0)),
+            fsync_histogram: Mutex::new(Histogram::latency()),
             size_bytes: AtomicU64::new(wal.size_bytes()),
             syncs: AtomicU64::new(0),
         });
@@ -129,6 +133,11 @@ impl Syncer {
         v.sort_unstable();
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as u64;
         (at(0.50), at(0.99))
+    }
+
+    /// Every `fdatasync` latency so far, in buckets.
+    pub fn fsync_histogram(&self) -> Histogram {
+        lock(&self.shared.fsync_histogram).clone()
     }
 
     /// Bytes the WAL holds on disk, as of the last group.
@@ -220,6 +229,7 @@ fn run(
             if us > SLOW_FSYNC_US {
                 log::warn!("slow fsync {}ms", us / 1000);
             }
+            lock(&shared.fsync_histogram).observe_us(us);
             let us = us.min(u32::MAX as u64) as u32;
             let mut l = lock(&shared.latencies_us);
             let (v, next) = &mut *l;

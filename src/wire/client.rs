@@ -101,6 +101,16 @@ pub enum Request {
     TransferLeader {
         to: Option<u64>,
     },
+    /// Takes a consistent snapshot of the dictionary on the leader (after a ReadIndex round, so
+    /// it holds every write acknowledged before the request) and holds it for `SnapshotChunk`
+    /// requests; answered with `SnapshotBegin`.
+    SnapshotSave,
+    /// The bytes of held snapshot `id` from `offset` on (at most `SNAPSHOT_CHUNK_BYTES`), from the
+    /// server that answered `SnapshotBegin`; answered with `SnapshotChunk`.
+    SnapshotChunk {
+        id: u64,
+        offset: u64,
+    },
     /// Streams the changes to keys starting with `prefix` (empty: every key) from revision
     /// `from_revision` on (0: from the next revision the server applies), as `WatchEvents` and
     /// `WatchProgress` frames carrying this request's id, until cancelled or cut off.
@@ -226,6 +236,11 @@ pub enum RequestView<'a> {
     TransferLeader {
         to: Option<u64>,
     },
+    SnapshotSave,
+    SnapshotChunk {
+        id: u64,
+        offset: u64,
+    },
     Watch {
         prefix: &'a [u8],
         from_revision: u64,
@@ -284,6 +299,33 @@ pub struct Status {
     /// Entries this server may have acknowledged and lost to a damaged log tail, as (term,
     /// index) at most: while set it withholds its vote from candidates behind it.
     pub lost_entries: Option<(u64, u64)>,
+    /// The cluster id every peer datagram of this cluster carries.
+    pub cluster_id: u64,
+    /// Bytes free for this server on the file system of its data directory, as last measured.
+    pub disk_free_bytes: u64,
+    /// The `--min-free-disk` threshold in bytes (0: no threshold).
+    pub disk_min_free_bytes: u64,
+    /// The disk-space alarm: free space is below the threshold, so this server (as leader)
+    /// refuses writes that add data with `NoSpace`.
+    pub disk_alarm: bool,
+}
+
+/// A snapshot a server took for `SnapshotSave` and holds for `SnapshotChunk` requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotInfo {
+    /// The handle `SnapshotChunk` requests name; valid on the answering server only.
+    pub id: u64,
+    pub cluster_id: u64,
+    /// The log index the snapshot stands for: the revision of the latest write it holds.
+    pub index: u64,
+    /// The term of the entry at `index`.
+    pub term: u64,
+    /// Bytes of snapshot data.
+    pub size: u64,
+    /// The CRC-32 (IEEE) the data ends with: the checksum of every data byte before its last 4.
+    pub checksum: u32,
+    /// The membership at `index`.
+    pub members: Vec<MemberInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -328,6 +370,13 @@ pub enum Response {
     /// A membership change or leadership transfer was accepted; a watch was cancelled.
     Done,
     Error(ErrorKind),
+    /// A snapshot was taken and is held for `SnapshotChunk` requests.
+    SnapshotBegin(SnapshotInfo),
+    /// Bytes of a held snapshot from `offset` on; fewer than asked only at its end.
+    SnapshotChunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
     /// Changes a watch reports, in revision order (one frame may carry several).
     WatchEvents(Vec<WatchEvent>),
     /// Every change a watch is to report up to `revision` has been sent before this frame.
@@ -379,6 +428,13 @@ pub enum ErrorKind {
     /// limit of `limit` bytes. Watch again from the revision after the last one received.
     /// Applied: no.
     WatchOverflow { limit: u64 },
+    /// The leader's disk has less free space than its `--min-free-disk`: writes that add data
+    /// (Put, Cas with a new value) are refused until space is freed; reads, deletes and status
+    /// keep working. Applied: no.
+    NoSpace {
+        free_bytes: u64,
+        min_free_bytes: u64,
+    },
 }
 
 impl ErrorKind {
@@ -442,8 +498,89 @@ impl fmt::Display for ErrorKind {
                 f,
                 "watch cut off: its events waited unread beyond the server's limit of {limit} bytes; watch again from the revision after the last event received"
             ),
+            ErrorKind::NoSpace { free_bytes, min_free_bytes } => write!(
+                f,
+                "no space: the leader's disk has {free_bytes} bytes free, below its --min-free-disk of {min_free_bytes} bytes; writes are refused until space is freed (reads and deletes work), not applied"
+            ),
         }
     }
+}
+
+impl ErrorKind {
+    /// The kind's name in snake case, for metrics labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorKind::NotLeader { .. } => "not_leader",
+            ErrorKind::TooLarge { .. } => "too_large",
+            ErrorKind::Busy => "busy",
+            ErrorKind::TooManyInFlight { .. } => "too_many_in_flight",
+            ErrorKind::TooManyConnections { .. } => "too_many_connections",
+            ErrorKind::SessionExpired => "session_expired",
+            ErrorKind::StaleRequest => "stale_request",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unavailable(_) => "unavailable",
+            ErrorKind::Invalid(_) => "invalid",
+            ErrorKind::ConfChange(_) => "conf_change",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Compacted { .. } => "compacted",
+            ErrorKind::WatchOverflow { .. } => "watch_overflow",
+            ErrorKind::NoSpace { .. } => "no_space",
+        }
+    }
+
+    /// The kind's number on the wire (the `u8` after the Error opcode).
+    pub fn code(&self) -> u8 {
+        match self {
+            ErrorKind::NotLeader { .. } => 1,
+            ErrorKind::TooLarge { .. } => 2,
+            ErrorKind::Busy => 3,
+            ErrorKind::TooManyInFlight { .. } => 4,
+            ErrorKind::TooManyConnections { .. } => 5,
+            ErrorKind::SessionExpired => 6,
+            ErrorKind::StaleRequest => 7,
+            ErrorKind::Timeout => 8,
+            ErrorKind::Unavailable(_) => 9,
+            ErrorKind::Invalid(_) => 10,
+            ErrorKind::ConfChange(_) => 11,
+            ErrorKind::ShuttingDown => 12,
+            ErrorKind::Compacted { .. } => 13,
+            ErrorKind::WatchOverflow { .. } => 14,
+            ErrorKind::NoSpace { .. } => 15,
+        }
+    }
+}
+
+/// Bytes of snapshot data one `SnapshotChunk` answer carries at most.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// A request opcode's name in snake case (`"put"`), for metrics labels; `"unknown"` for a byte
+/// that is no request opcode.
+pub fn request_name(opcode: u8) -> &'static str {
+    match opcode {
+        op::REGISTER_SESSION => "register_session",
+        op::GET => "get",
+        op::PUT => "put",
+        op::DELETE => "delete",
+        op::CAS => "cas",
+        op::SCAN => "scan",
+        op::LEN => "len",
+        op::STATUS => "status",
+        op::MEMBERS => "members",
+        op::MEMBER_ADD => "member_add",
+        op::MEMBER_PROMOTE => "member_promote",
+        op::MEMBER_REMOVE => "member_remove",
+        op::TRANSFER_LEADER => "transfer_leader",
+        op::WATCH => "watch",
+        op::CANCEL_WATCH => "cancel_watch",
+        op::SNAPSHOT_SAVE => "snapshot_save",
+        op::SNAPSHOT_CHUNK => "snapshot_chunk",
+        _ => "unknown",
+    }
+}
+
+/// The opcode of a whole frame whose header is present (byte 12).
+pub fn frame_opcode(buf: &[u8]) -> Option<u8> {
+    buf.get(FRAME_HEADER_BYTES - 1).copied()
 }
 
 impl std::error::Error for ErrorKind {}
@@ -581,6 +718,11 @@ impl Request {
             Request::CancelWatch { watch_id } => RequestView::CancelWatch {
                 watch_id: *watch_id,
             },
+            Request::SnapshotSave => RequestView::SnapshotSave,
+            Request::SnapshotChunk { id, offset } => RequestView::SnapshotChunk {
+                id: *id,
+                offset: *offset,
+            },
         }
     }
 }
@@ -652,6 +794,8 @@ impl RequestView<'_> {
                 from_revision,
             },
             RequestView::CancelWatch { watch_id } => Request::CancelWatch { watch_id },
+            RequestView::SnapshotSave => Request::SnapshotSave,
+            RequestView::SnapshotChunk { id, offset } => Request::SnapshotChunk { id, offset },
         }
     }
 
@@ -691,6 +835,8 @@ mod op {
     pub const TRANSFER_LEADER: u8 = 13;
     pub const WATCH: u8 = 14;
     pub const CANCEL_WATCH: u8 = 15;
+    pub const SNAPSHOT_SAVE: u8 = 16;
+    pub const SNAPSHOT_CHUNK: u8 = 17;
 
     pub const R_SESSION_REGISTERED: u8 = 0x81;
     pub const R_VALUE: u8 = 0x82;
@@ -706,6 +852,9 @@ mod op {
     pub const R_ERROR: u8 = 0x8C;
     pub const R_WATCH_EVENTS: u8 = 0x8D;
     pub const R_WATCH_PROGRESS: u8 = 0x8E;
+    // 0x8F is kept for the watch responses.
+    pub const R_SNAPSHOT_BEGIN: u8 = 0x90;
+    pub const R_SNAPSHOT_CHUNK: u8 = 0x91;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -827,11 +976,16 @@ pub fn encode_request_view(id: u64, req: &RequestView<'_>, out: &mut Vec<u8>) {
         RequestView::TransferLeader { .. } => op::TRANSFER_LEADER,
         RequestView::Watch { .. } => op::WATCH,
         RequestView::CancelWatch { .. } => op::CANCEL_WATCH,
+        RequestView::SnapshotSave => op::SNAPSHOT_SAVE,
+        RequestView::SnapshotChunk { .. } => op::SNAPSHOT_CHUNK,
     };
     let start = begin_frame(out, id, opcode);
     let mut e = Enc { out };
     match *req {
-        RequestView::RegisterSession | RequestView::Status | RequestView::Members => {}
+        RequestView::RegisterSession
+        | RequestView::Status
+        | RequestView::Members
+        | RequestView::SnapshotSave => {}
         RequestView::Get { key, consistency } => {
             e.consistency(consistency);
             e.bytes(key);
@@ -897,6 +1051,10 @@ pub fn encode_request_view(id: u64, req: &RequestView<'_>, out: &mut Vec<u8>) {
             e.bytes(prefix);
         }
         RequestView::CancelWatch { watch_id } => e.u64(watch_id),
+        RequestView::SnapshotChunk { id, offset } => {
+            e.u64(id);
+            e.u64(offset);
+        }
     }
     end_frame(out, start);
 }
@@ -943,6 +1101,8 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
         Response::Error(_) => op::R_ERROR,
         Response::WatchEvents(_) => op::R_WATCH_EVENTS,
         Response::WatchProgress { .. } => op::R_WATCH_PROGRESS,
+        Response::SnapshotBegin(_) => op::R_SNAPSHOT_BEGIN,
+        Response::SnapshotChunk { .. } => op::R_SNAPSHOT_CHUNK,
     };
     let start = begin_frame(out, id, opcode);
     let mut e = Enc { out };
@@ -1027,6 +1187,10 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
                 }
                 None => e.u8(0),
             }
+            e.u64(s.cluster_id);
+            e.u64(s.disk_free_bytes);
+            e.u64(s.disk_min_free_bytes);
+            e.bool(s.disk_alarm);
         }
         Response::Members(ms) => {
             e.u32(ms.len() as u32);
@@ -1042,6 +1206,22 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             }
         }
         Response::WatchProgress { revision } => e.u64(*revision),
+        Response::SnapshotBegin(s) => {
+            e.u64(s.id);
+            e.u64(s.cluster_id);
+            e.u64(s.index);
+            e.u64(s.term);
+            e.u64(s.size);
+            e.u32(s.checksum);
+            e.u32(s.members.len() as u32);
+            for m in &s.members {
+                e.member(m);
+            }
+        }
+        Response::SnapshotChunk { offset, data } => {
+            e.u64(*offset);
+            e.bytes(data);
+        }
     }
     end_frame(out, start);
 }
@@ -1157,6 +1337,14 @@ fn encode_error(e: &mut Enc<'_>, k: &ErrorKind) {
         ErrorKind::WatchOverflow { limit } => {
             e.u8(14);
             e.u64(*limit);
+        }
+        ErrorKind::NoSpace {
+            free_bytes,
+            min_free_bytes,
+        } => {
+            e.u8(15);
+            e.u64(*free_bytes);
+            e.u64(*min_free_bytes);
         }
     }
 }
@@ -1441,6 +1629,11 @@ pub fn decode_request<'a>(
             }
         }
         op::CANCEL_WATCH => RequestView::CancelWatch { watch_id: d.u64()? },
+        op::SNAPSHOT_SAVE => RequestView::SnapshotSave,
+        op::SNAPSHOT_CHUNK => RequestView::SnapshotChunk {
+            id: d.u64()?,
+            offset: d.u64()?,
+        },
         _ => return Err(FrameError::Malformed("unknown request opcode")),
     };
     d.finish()?;
@@ -1540,6 +1733,34 @@ pub fn decode_response(frame: &[u8], limits: &FrameLimits) -> Result<(u64, Respo
             Response::WatchEvents(events)
         }
         op::R_WATCH_PROGRESS => Response::WatchProgress { revision: d.u64()? },
+        op::R_SNAPSHOT_BEGIN => {
+            let id = d.u64()?;
+            let cluster_id = d.u64()?;
+            let index = d.u64()?;
+            let term = d.u64()?;
+            let size = d.u64()?;
+            let checksum = d.u32()?;
+            let n = d.count(MIN_MEMBER_BYTES)?;
+            let mut members = Vec::with_capacity(n);
+            for _ in 0..n {
+                members.push(d.member()?);
+            }
+            Response::SnapshotBegin(SnapshotInfo {
+                id,
+                cluster_id,
+                index,
+                term,
+                size,
+                checksum,
+                members,
+            })
+        }
+        op::R_SNAPSHOT_CHUNK => {
+            let offset = d.u64()?;
+            // Bounded by the frame, which the caller's limits bounded.
+            let data = d.bytes("chunk", usize::MAX)?.to_vec();
+            Response::SnapshotChunk { offset, data }
+        }
         _ => return Err(FrameError::Malformed("unknown response opcode")),
     };
     d.finish()?;
@@ -1611,6 +1832,10 @@ fn decode_status(d: &mut Dec<'_>) -> Result<Status, FrameError> {
         } else {
             None
         },
+        cluster_id: d.u64()?,
+        disk_free_bytes: d.u64()?,
+        disk_min_free_bytes: d.u64()?,
+        disk_alarm: d.bool()?,
     })
 }
 
@@ -1636,6 +1861,10 @@ fn decode_error(d: &mut Dec<'_>) -> Result<ErrorKind, FrameError> {
         12 => ErrorKind::ShuttingDown,
         13 => ErrorKind::Compacted { oldest: d.u64()? },
         14 => ErrorKind::WatchOverflow { limit: d.u64()? },
+        15 => ErrorKind::NoSpace {
+            free_bytes: d.u64()?,
+            min_free_bytes: d.u64()?,
+        },
         _ => return Err(FrameError::Malformed("unknown error kind")),
     })
 }

@@ -38,6 +38,8 @@ REQUESTS: dict[str, tuple[int, wire.Request]] = {
     "request/watch": (56, wire.Watch(b"app/", 20)),
     "request/watch_now": (57, wire.Watch(b"", 0)),
     "request/cancel_watch": (58, wire.CancelWatch(56)),
+    "request/snapshot_save": (56, wire.SnapshotSave()),
+    "request/snapshot_chunk": (57, wire.SnapshotChunk(7, 1 << 20)),
 }
 
 STATUS = wire.Status(
@@ -64,6 +66,10 @@ STATUS = wire.Status(
     pid=12345,
     incarnation=0x1122334455667788,
     lost_entries=(3, 22),
+    cluster_id=0x0123456789ABCDEF,
+    disk_free_bytes=10 << 30,
+    disk_min_free_bytes=256 << 20,
+    disk_alarm=False,
 )
 
 E = wire.ErrorReply
@@ -112,6 +118,24 @@ RESPONSES: dict[str, tuple[int, wire.Response]] = {
     "response/watch_progress": (56, wire.WatchProgress(25)),
     "response/error_compacted": (56, E(13, oldest=1001)),
     "response/error_watch_overflow": (56, E(14, limit=8 << 20)),
+    "response/error_no_space": (42, E(15, free_bytes=1 << 20, min_free_bytes=256 << 20)),
+    "response/snapshot_begin": (
+        56,
+        wire.SnapshotBegin(
+            7,
+            0x0123456789ABCDEF,
+            20,
+            3,
+            1234,
+            0xDEADBEEF,
+            [
+                Member(1, "127.0.0.1:5254", True),
+                Member(2, "127.0.0.1:5255", True),
+                Member(3, "127.0.0.1:5256", True),
+            ],
+        ),
+    ),
+    "response/snapshot_chunk": (57, wire.SnapshotChunkReply(1 << 20, b"ZKVS")),
 }
 
 
@@ -135,9 +159,9 @@ def test_golden_response_decodes_to_its_value(name: str) -> None:
 
 def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
     request_ops = {req.opcode for _, req in REQUESTS.values()}
-    assert request_ops == set(range(1, 16))
+    assert request_ops == set(range(1, 18))
     response_ops = {FRAMES[name][12] for name in RESPONSES}
-    assert response_ops == set(range(0x81, 0x8F))
+    assert response_ops == set(range(0x81, 0x8F)) | {0x90, 0x91}
     error_kinds = {r.code for _, r in RESPONSES.values() if isinstance(r, wire.ErrorReply)}
     assert error_kinds == set(wire.ERROR_NAMES)
 
@@ -145,7 +169,7 @@ def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
 def test_may_have_applied_matches_the_document_s_error_table() -> None:
     # The table's "applied" column: maybe for StaleRequest, Timeout and ShuttingDown only.
     rows = re.findall(r"^\| (\d+) \| (\w+) \|[^|]*\| (no|maybe) \|", DOC, re.M)
-    assert len(rows) == 14
+    assert len(rows) == 15
     for code, name, applied in rows:
         assert wire.ERROR_NAMES[int(code)].replace("_", "") == name.lower()
         assert E(int(code)).may_have_applied == (applied == "maybe"), name

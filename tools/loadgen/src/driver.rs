@@ -71,6 +71,7 @@ pub fn error_name(e: &ErrorKind) -> &'static str {
         ErrorKind::ShuttingDown => "shutting_down",
         ErrorKind::Compacted { .. } => "compacted",
         ErrorKind::WatchOverflow { .. } => "watch_overflow",
+        ErrorKind::NoSpace { .. } => "no_space",
     }
 }
 

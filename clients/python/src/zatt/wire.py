@@ -47,6 +47,10 @@ __all__ = [
     "Scan",
     "ScanPage",
     "SessionRegistered",
+    "SnapshotBegin",
+    "SnapshotChunk",
+    "SnapshotChunkReply",
+    "SnapshotSave",
     "Status",
     "StatusReply",
     "StatusRequest",
@@ -297,6 +301,28 @@ class CancelWatch:
         return _frame(request_id, self.opcode, _u64(self.watch_id))
 
 
+@dataclass
+class SnapshotSave:
+    """Asks the leader for a consistent snapshot of the dictionary (a backup)."""
+
+    opcode = 16
+
+    def encode(self, request_id: int) -> bytes:
+        return _frame(request_id, self.opcode, b"")
+
+
+@dataclass
+class SnapshotChunk:
+    """The bytes of held snapshot ``id`` from ``offset`` on, from the server that took it."""
+
+    id: int
+    offset: int
+    opcode = 17
+
+    def encode(self, request_id: int) -> bytes:
+        return _frame(request_id, self.opcode, _u64(self.id) + _u64(self.offset))
+
+
 Request = Union[
     RegisterSession,
     Get,
@@ -313,6 +339,8 @@ Request = Union[
     TransferLeader,
     Watch,
     CancelWatch,
+    SnapshotSave,
+    SnapshotChunk,
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -418,6 +446,13 @@ class Status:
     incarnation: int = 0
     #: ``(term, index)``: entries the server may have acknowledged and lost, or ``None``.
     lost_entries: tuple[int, int] | None = None
+    #: The cluster id every peer datagram of its cluster carries.
+    cluster_id: int = 0
+    #: Bytes free on its data directory's file system, and its ``--min-free-disk`` in bytes.
+    disk_free_bytes: int = 0
+    disk_min_free_bytes: int = 0
+    #: Free space is below the minimum: as leader it refuses writes that add data (no_space).
+    disk_alarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -464,6 +499,26 @@ class WatchProgress:
     revision: int
 
 
+@dataclass(frozen=True)
+class SnapshotBegin:
+    """A snapshot the leader took and holds for :class:`SnapshotChunk` requests: ``size`` bytes
+    of data whose last 4 bytes are ``checksum``, the CRC-32 of the bytes before them."""
+
+    id: int
+    cluster_id: int
+    index: int
+    term: int
+    size: int
+    checksum: int
+    members: list[Member]
+
+
+@dataclass(frozen=True)
+class SnapshotChunkReply:
+    offset: int
+    data: bytes
+
+
 ERROR_NAMES = {
     1: "not_leader",
     2: "too_large",
@@ -479,6 +534,7 @@ ERROR_NAMES = {
     12: "shutting_down",
     13: "compacted",
     14: "watch_overflow",
+    15: "no_space",
 }
 
 
@@ -488,7 +544,8 @@ class ErrorReply:
     other fields are set for the kinds that carry them: ``leader``/``leader_addr`` for
     not_leader, ``what`` and ``limit`` for too_large, ``limit`` for too_many_in_flight,
     too_many_connections and watch_overflow, ``detail`` for unavailable, invalid and
-    conf_change, ``oldest`` for compacted."""
+    conf_change, ``oldest`` for compacted, ``free_bytes`` and ``min_free_bytes`` for
+    no_space."""
 
     code: int
     leader: int | None = None
@@ -497,6 +554,8 @@ class ErrorReply:
     limit: int | None = None
     detail: str | None = None
     oldest: int | None = None
+    free_bytes: int | None = None
+    min_free_bytes: int | None = None
 
     @property
     def name(self) -> str:
@@ -550,6 +609,12 @@ class ErrorReply:
                 "watch cut off: its events waited unread beyond the server's limit of "
                 f"{self.limit} bytes"
             )
+        if c == 15:
+            return (
+                f"no space: the leader's disk has {self.free_bytes} bytes free, below its "
+                f"--min-free-disk of {self.min_free_bytes} bytes; writes are refused until "
+                "space is freed (reads and deletes work), not applied"
+            )
         return self.name
 
 
@@ -568,6 +633,8 @@ Response = Union[
     ErrorReply,
     WatchEvents,
     WatchProgress,
+    SnapshotBegin,
+    SnapshotChunkReply,
 ]
 
 # ----------------------------------------------------------------------------------------
@@ -737,6 +804,14 @@ def decode_response(frame: bytes) -> tuple[int, Response]:
         resp = WatchEvents(events)
     elif opcode == 0x8E:
         resp = WatchProgress(d.u64())
+    elif opcode == 0x90:
+        sid, cluster_id, index, term, size = d.u64(), d.u64(), d.u64(), d.u64(), d.u64()
+        checksum = d.u32()
+        members = [d.member() for _ in range(d.count(_MIN_MEMBER_BYTES))]
+        resp = SnapshotBegin(sid, cluster_id, index, term, size, checksum, members)
+    elif opcode == 0x91:
+        offset = d.u64()
+        resp = SnapshotChunkReply(offset, d.blob())
     else:
         raise FrameError(f"unknown response opcode {opcode:#x}")
     if d.remaining() != 0:
@@ -773,6 +848,10 @@ def _decode_status(d: _Reader) -> Status:
     pid = d.u32()
     incarnation = d.u64()
     lost_entries = (d.u64(), d.u64()) if d.present() else None
+    cluster_id = d.u64()
+    disk_free = d.u64()
+    disk_min = d.u64()
+    disk_alarm = d.boolean()
     return Status(
         id=id_,
         role=role,
@@ -793,6 +872,10 @@ def _decode_status(d: _Reader) -> Status:
         pid=pid,
         incarnation=incarnation,
         lost_entries=lost_entries,
+        cluster_id=cluster_id,
+        disk_free_bytes=disk_free,
+        disk_min_free_bytes=disk_min,
+        disk_alarm=disk_alarm,
     )
 
 
@@ -812,4 +895,7 @@ def _decode_error(d: _Reader) -> ErrorReply:
         return ErrorReply(code, detail=d.text(MAX_TEXT_BYTES))
     if code in (3, 6, 7, 8, 12):
         return ErrorReply(code)
+    if code == 15:
+        free = d.u64()
+        return ErrorReply(code, free_bytes=free, min_free_bytes=d.u64())
     raise FrameError(f"unknown error kind {code}")
