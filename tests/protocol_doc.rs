@@ -716,6 +716,35 @@ fn every_request_response_and_error_kind_has_a_golden_frame() {
 }
 
 #[test]
+fn every_request_opcode_and_error_kind_has_its_metrics_name() {
+    // Goal: `/metrics` labels every request and error by name, never "unknown" for one the
+    // protocol has, and an error kind's number is the one on the wire. Method: the golden
+    // frames' opcodes and error kinds against `request_name`, `ErrorKind::code` and `name`.
+    for golden in expected().values() {
+        match golden {
+            Golden::Req(id, r) => {
+                let mut frame = Vec::new();
+                encode_request(*id, r, &mut frame);
+                let name = zatt::wire::client::request_name(frame[FRAME_HEADER_BYTES - 1]);
+                assert_ne!(name, "unknown", "{}", request_name(r));
+                assert_eq!(
+                    name.replace('_', ""),
+                    request_name(r).to_lowercase(),
+                    "{r:?}"
+                );
+            }
+            Golden::Resp(id, Response::Error(k)) => {
+                let mut frame = Vec::new();
+                encode_response(*id, &Response::Error(k.clone()), &mut frame);
+                assert_eq!(frame[FRAME_HEADER_BYTES], k.code(), "{k:?}");
+                assert_eq!(k.name().replace('_', ""), error_name(k).to_lowercase());
+            }
+            Golden::Resp(..) => {}
+        }
+    }
+}
+
+#[test]
 fn the_documented_limits_are_the_code_s() {
     // Goal: the numbers a client author relies on are the ones the server has. Method: the
     // document's `limits` block against the codec's constants, the dictionary's configuration
