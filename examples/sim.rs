@@ -124,6 +124,7 @@ fn main() -> ExitCode {
     };
     let stop_at_first = m.opt_present("stop-at-first");
     let (mut failed, mut steps, mut simulated_us, mut ran) = (0u64, 0u64, 0u64, 0u64);
+    let (mut watch_events, mut watch_resumes, mut watch_compacted) = (0u64, 0u64, 0u64);
     for seed in start..start.saturating_add(count) {
         let opts = SimOptions {
             seed,
@@ -133,10 +134,13 @@ fn main() -> ExitCode {
         ran += 1;
         steps += r.steps;
         simulated_us += r.simulated_us;
+        watch_events += r.watch_events;
+        watch_resumes += r.watch_resumes;
+        watch_compacted += r.watch_compacted;
         if base.verbose || count == 1 {
             println!(
                 "seed={} voters={} profile={} steps={} simulated_ms={} ops={} completed={} \
-                 trace={:016x}",
+                 watch_events={} watch_resumes={} watch_compacted={} trace={:016x}",
                 r.seed,
                 r.voters,
                 r.profile,
@@ -144,6 +148,9 @@ fn main() -> ExitCode {
                 r.simulated_us / 1000,
                 r.ops,
                 r.ops_completed,
+                r.watch_events,
+                r.watch_resumes,
+                r.watch_compacted,
                 r.trace_hash
             );
         }
@@ -172,7 +179,8 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "seeds={ran} failed={failed} steps={steps} simulated_s={:.1}",
+        "seeds={ran} failed={failed} steps={steps} simulated_s={:.1} watch_events={watch_events} \
+         watch_resumes={watch_resumes} watch_compacted={watch_compacted}",
         simulated_us as f64 / 1e6
     );
     if failed > 0 {

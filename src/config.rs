@@ -204,6 +204,46 @@ const FLAGS: &[Flag] = &[
         help: "close a client connection silent for this long with nothing in flight (0 = never)",
     },
     Flag {
+        name: "watch-history-changes",
+        hint: "N",
+        kind: Kind::Value,
+        default: Some("100000"),
+        help: "recent changes each server keeps in memory for watches to start or resume from \
+               (zatt watch --from); a watch from an older revision is answered Compacted",
+    },
+    Flag {
+        name: "watch-history-bytes",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("64MiB"),
+        help: "memory for those changes (keys, values and about 48 bytes each): the oldest are \
+               dropped past this or past --watch-history-changes",
+    },
+    Flag {
+        name: "watch-buffer-bytes",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("8MiB"),
+        help: "unsent bytes a watching client's connection may hold: a watch whose client does \
+               not read its events is cut off (WatchOverflow) past this",
+    },
+    Flag {
+        name: "watch-progress-interval",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("1s"),
+        help: "a watch sent nothing for this long gets a progress notification (the revision it \
+               is complete through), so a client on a quiet prefix knows how current it is",
+    },
+    Flag {
+        name: "watch-frame-interval",
+        hint: "DUR",
+        kind: Kind::Value,
+        default: Some("1ms"),
+        help: "under a steady stream of writes, the least time between two frames of changes to \
+               one watch: fewer, larger frames (one send each) for at most this much delay",
+    },
+    Flag {
         name: "tls-cert",
         hint: "FILE",
         kind: Kind::Value,
@@ -342,6 +382,8 @@ pub struct ServerConfig {
     pub initial_cluster_state: InitialClusterState,
     /// Bytes of one write-ahead log segment, allocated when the segment is created.
     pub wal_segment_bytes: u64,
+    /// The change history kept for watches and the watchers' limits (`--watch-*`).
+    pub watch: crate::host::WatchConfig,
     /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (none: not served).
     pub metrics_listen: Option<String>,
     /// A backup to bootstrap a new cluster from (`--restore`).
@@ -775,6 +817,50 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         64 << 10,
         1 << 30,
     )?;
+    let watch = crate::host::WatchConfig {
+        history: crate::kv::history::HistoryLimits {
+            max_changes: parse_count(
+                "watch-history-changes",
+                req("watch-history-changes")?,
+                0,
+                100_000_000,
+            )? as usize,
+            max_bytes: size_in(
+                "watch-history-bytes",
+                req("watch-history-bytes")?,
+                0,
+                1 << 40,
+            )? as usize,
+        },
+        buffer_bytes: size_in(
+            "watch-buffer-bytes",
+            req("watch-buffer-bytes")?,
+            64 << 10,
+            1 << 32,
+        )? as usize,
+        frame_interval: {
+            let d = dur("watch-frame-interval")?;
+            if d > Duration::from_secs(1) {
+                return Err(bad(
+                    "watch-frame-interval",
+                    req("watch-frame-interval")?,
+                    "must be at most 1s",
+                ));
+            }
+            d
+        },
+        progress_interval: {
+            let d = dur("watch-progress-interval")?;
+            if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+                return Err(bad(
+                    "watch-progress-interval",
+                    req("watch-progress-interval")?,
+                    "must be between 10ms and 1h",
+                ));
+            }
+            d
+        },
+    };
     let restore = get("restore").map(PathBuf::from);
     let force_new_cluster = match get("force-new-cluster") {
         Some(v) => parse_switch("force-new-cluster", v)?,
@@ -841,6 +927,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         log_level,
         initial_cluster_state,
         wal_segment_bytes,
+        watch,
         metrics_listen,
         min_free_disk,
         restore,
@@ -1168,6 +1255,10 @@ mod tests {
         let text = include_str!("../examples/zattd.conf");
         let values = parse_config_file(text).unwrap();
         let map: BTreeMap<String, String> = values.into_iter().collect();
+        assert!(
+            map.contains_key("watch-history-bytes"),
+            "the watch settings are shown"
+        );
         let mut all: BTreeMap<String, String> = FLAGS
             .iter()
             .filter_map(|f| f.default.map(|d| (f.name.to_string(), d.to_string())))
@@ -1176,6 +1267,11 @@ mod tests {
         let c = from_values(&all).unwrap();
         assert_eq!(c.cluster.len(), 3);
         assert_eq!(c.listen.as_deref(), Some("127.0.0.1:5254"));
+        assert_eq!(
+            c.watch,
+            crate::host::WatchConfig::default(),
+            "the defaults, as shown"
+        );
     }
 
     #[test]

@@ -9,6 +9,14 @@
 //! (scan, iteration, snapshot) goes through.
 //! Read more: `docs/ARCHITECTURE.md` (the path of a write), thesis §6.3 (sessions).
 //!
+//! # Changes (for watches)
+//! [`Kv::apply_observed`] reports every change an entry makes to the dictionary — a key set, or
+//! a key that existed deleted — to the caller, in the order made; a write that changes nothing
+//! (a failed compare-and-swap, a delete of an absent key, a retried write answered from its
+//! session) reports nothing. The bounded record of recent changes watches are served from is
+//! [`history::History`], kept by the host beside the dictionary: it is a replica's own memory,
+//! not replicated state (not in snapshots, not compared between replicas).
+//!
 //! # Revisions
 //! Every key carries the log index of the entry that last changed it. Replies carry the index
 //! of the entry that produced them. `Expect::Revision(LogIndex(0))` matches an absent key, as
@@ -72,6 +80,8 @@
 //! 3 CasOk{revision u64}, 4 CasFailed{present u8, [value (u32 len + bytes), revision u64]}.
 //! `restore` checks the CRC first, then parses with every length checked, refuses keys or
 //! session ids out of order, revisions beyond the applied index, and trailing bytes.
+
+pub mod history;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -404,6 +414,25 @@ fn decode_view<'a>(
 /// One `scan` result: key, value, revision.
 pub type ScanEntry = (Vec<u8>, Vec<u8>, LogIndex);
 
+/// One change an applied entry made: `key` set to `value`, or deleted (`value` is `None`), by
+/// the entry at `revision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub revision: LogIndex,
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> Change<'a> {
+    fn new(revision: LogIndex, key: &'a [u8], value: Option<&'a [u8]>) -> Change<'a> {
+        Change {
+            revision,
+            key,
+            value,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     /// The highest `seq` applied through this session (0: none yet).
@@ -452,6 +481,15 @@ impl Kv {
     /// Applies one committed entry. `Normal` entries produce a reply; `Noop` and `Config`
     /// entries only advance the applied index. Entries must arrive in index order.
     pub fn apply(&mut self, entry: &Entry) -> Option<Reply> {
+        self.apply_observed(entry, &mut |_| {})
+    }
+
+    /// [`Kv::apply`], telling `on_change` each change the entry makes (see "Changes" above).
+    pub fn apply_observed(
+        &mut self,
+        entry: &Entry,
+        on_change: &mut dyn FnMut(Change<'_>),
+    ) -> Option<Reply> {
         assert!(
             entry.index == self.applied.next(),
             "kv: entry {:?} applied out of order: applied index is {:?}, expected {:?}",
@@ -463,7 +501,9 @@ impl Kv {
         match entry.kind {
             EntryKind::Noop | EntryKind::Config => None,
             EntryKind::Normal => Some(match decode_view(&entry.data, &self.cfg) {
-                Ok((session, now_ms, op)) => self.apply_proposal(entry.index, session, now_ms, op),
+                Ok((session, now_ms, op)) => {
+                    self.apply_proposal(entry.index, session, now_ms, op, on_change)
+                }
                 Err(e) => Reply::Invalid(e.what),
             }),
         }
@@ -475,13 +515,14 @@ impl Kv {
         session: Option<SessionRef>,
         now_ms: u64,
         op: RequestView<'_>,
+        on_change: &mut dyn FnMut(Change<'_>),
     ) -> Reply {
         self.clock_ms = self.clock_ms.max(now_ms);
         self.expire_idle_sessions();
         let Some(s) = session else {
             return match op {
                 RequestView::RegisterSession => self.register_session(index),
-                op => self.apply_command(index, op),
+                op => self.apply_command(index, op, on_change),
             };
         };
         if s.seq == 0 {
@@ -502,24 +543,37 @@ impl Kv {
             return cached.unwrap_or(Reply::StaleRequest);
         }
         self.touch(s.id);
-        let reply = self.apply_command(index, op);
+        let reply = self.apply_command(index, op, on_change);
         let session = self.sessions.get_mut(&s.id).expect("session touched above");
         session.last_seq = s.seq;
         session.reply = Some(reply.clone());
         reply
     }
 
-    /// Applies a write decoded by `decode_view` (never a registration: that needs no key).
-    fn apply_command(&mut self, index: LogIndex, op: RequestView<'_>) -> Reply {
+    /// Applies a write decoded by `decode_view` (never a registration: that needs no key),
+    /// telling `on_change` what it changed.
+    fn apply_command(
+        &mut self,
+        index: LogIndex,
+        op: RequestView<'_>,
+        on_change: &mut dyn FnMut(Change<'_>),
+    ) -> Reply {
         match op {
             RequestView::Put { key, value, .. } => {
+                on_change(Change::new(index, key, Some(value)));
                 self.data.insert(key, value, index);
                 Reply::Put { revision: index }
             }
-            RequestView::Delete { key, .. } => Reply::Deleted {
-                revision: index,
-                existed: self.data.remove(key),
-            },
+            RequestView::Delete { key, .. } => {
+                let existed = self.data.remove(key);
+                if existed {
+                    on_change(Change::new(index, key, None));
+                }
+                Reply::Deleted {
+                    revision: index,
+                    existed,
+                }
+            }
             RequestView::Cas {
                 key, expect, new, ..
             } => {
@@ -537,9 +591,15 @@ impl Kv {
                     };
                 }
                 match new {
-                    Some(v) => self.data.insert(key, v, index),
+                    Some(v) => {
+                        on_change(Change::new(index, key, Some(v)));
+                        self.data.insert(key, v, index);
+                    }
                     None => {
-                        self.data.remove(key);
+                        // Deleting an absent key (expected absent) changes nothing.
+                        if self.data.remove(key) {
+                            on_change(Change::new(index, key, None));
+                        }
                     }
                 }
                 Reply::CasOk { revision: index }
@@ -1184,6 +1244,70 @@ mod tests {
             Kv::restore(&snap, KvConfig::default()).unwrap_err().what,
             "snapshot checksum mismatch"
         );
+    }
+
+    #[test]
+    fn changes_are_reported_only_when_something_changed() {
+        // Goal: a watch sees a change for every put and every delete or compare-and-swap that
+        // changed the dictionary, and none for a write that changed nothing (a failed CAS, a
+        // delete of an absent key, a CAS deleting an absent key, a retried write answered from
+        // its session). Method: each case through `apply_observed`, collecting the changes.
+        let mut kv = Kv::new(KvConfig::default());
+        let mut seen: Vec<(u64, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut index = 0;
+        let mut apply = |kv: &mut Kv, session: Option<SessionRef>, c: Command| {
+            index += 1;
+            let p = Proposal {
+                session,
+                now_ms: 1,
+                command: c,
+            };
+            kv.apply_observed(&normal(index, &p), &mut |c| {
+                seen.push((c.revision.0, c.key.to_vec(), c.value.map(<[u8]>::to_vec)))
+            })
+        };
+        let del = |k: &str| Command::Delete { key: k.into() };
+        let cas = |k: &str, expect: Expect, new: Option<&str>| Command::Cas {
+            key: k.into(),
+            expect,
+            new: new.map(Into::into),
+        };
+        apply(&mut kv, None, put("a", "1")); // 1: change
+        apply(&mut kv, None, del("zz")); // 2: absent, nothing
+        apply(
+            &mut kv,
+            None,
+            cas("a", Expect::Value("9".into()), Some("2")),
+        ); // 3: fails
+        apply(&mut kv, None, cas("b", Expect::Absent, None)); // 4: holds, deletes nothing
+        apply(
+            &mut kv,
+            None,
+            cas("a", Expect::Value("1".into()), Some("2")),
+        ); // 5: change
+        apply(&mut kv, None, cas("a", Expect::Revision(LogIndex(5)), None)); // 6: deletes a
+        let id = match apply(&mut kv, None, Command::RegisterSession) {
+            Some(Reply::SessionRegistered { id }) => id, // 7: a session, no key changed
+            other => panic!("{other:?}"),
+        };
+        let tag = Some(SessionRef { id, seq: 1 });
+        apply(&mut kv, tag, put("c", "3")); // 8: change
+        apply(&mut kv, tag, put("c", "3")); // 9: the retry: cached reply, nothing applied
+        apply(&mut kv, None, del("c")); // 10: change
+        apply(&mut kv, None, put("c", "3")); // 11: the same value again: a new revision
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        assert_eq!(
+            seen,
+            vec![
+                (1, b"a".to_vec(), v("1")),
+                (5, b"a".to_vec(), v("2")),
+                (6, b"a".to_vec(), None),
+                (8, b"c".to_vec(), v("3")),
+                (10, b"c".to_vec(), None),
+                (11, b"c".to_vec(), v("3")),
+            ]
+        );
+        assert_eq!(kv.applied_index(), LogIndex(11));
     }
 
     #[test]

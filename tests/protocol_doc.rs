@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use zatt::wire::client::{
     decode_request_owned, decode_response, encode_request, encode_response, Consistency, ErrorKind,
     Expect, FrameLimits, MemberInfo, PeerStatus, Request, Response, SnapshotInfo, Status,
-    FRAME_HEADER_BYTES, MAX_ADDR_BYTES, MAX_TEXT_BYTES, SNAPSHOT_CHUNK_BYTES,
+    WatchEvent, FRAME_HEADER_BYTES, MAX_ADDR_BYTES, MAX_TEXT_BYTES, SNAPSHOT_CHUNK_BYTES,
 };
 
 const DOC: &str = include_str!("../docs/PROTOCOL.md");
@@ -254,6 +254,59 @@ fn expected() -> BTreeMap<&'static str, Golden> {
             Req(55, Request::TransferLeader { to: None }),
         ),
         (
+            "request/watch",
+            Req(
+                56,
+                Request::Watch {
+                    prefix: b("app/"),
+                    from_revision: 20,
+                },
+            ),
+        ),
+        (
+            "request/watch_now",
+            Req(
+                57,
+                Request::Watch {
+                    prefix: Vec::new(),
+                    from_revision: 0,
+                },
+            ),
+        ),
+        (
+            "request/cancel_watch",
+            Req(58, Request::CancelWatch { watch_id: 56 }),
+        ),
+        (
+            "response/watch_events",
+            Resp(
+                56,
+                Response::WatchEvents(vec![
+                    WatchEvent::Put {
+                        key: b("app/a"),
+                        value: b("1"),
+                        revision: 20,
+                    },
+                    WatchEvent::Delete {
+                        key: b("app/b"),
+                        revision: 22,
+                    },
+                ]),
+            ),
+        ),
+        (
+            "response/watch_progress",
+            Resp(56, Response::WatchProgress { revision: 25 }),
+        ),
+        (
+            "response/error_compacted",
+            err(56, ErrorKind::Compacted { oldest: 1001 }),
+        ),
+        (
+            "response/error_watch_overflow",
+            err(56, ErrorKind::WatchOverflow { limit: 8 << 20 }),
+        ),
+        (
             "response/session_registered",
             Resp(1, Response::SessionRegistered { id: 7 }),
         ),
@@ -468,7 +521,7 @@ fn expected() -> BTreeMap<&'static str, Golden> {
 
 // The names of every variant. A new variant fails to compile in the matches below: give it a
 // name here and a golden frame in docs/PROTOCOL.md.
-const REQUESTS: [&str; 15] = [
+const REQUESTS: [&str; 17] = [
     "RegisterSession",
     "Get",
     "Put",
@@ -482,10 +535,12 @@ const REQUESTS: [&str; 15] = [
     "MemberPromote",
     "MemberRemove",
     "TransferLeader",
+    "Watch",
+    "CancelWatch",
     "SnapshotSave",
     "SnapshotChunk",
 ];
-const RESPONSES: [&str; 14] = [
+const RESPONSES: [&str; 16] = [
     "SessionRegistered",
     "Value",
     "Written",
@@ -498,10 +553,12 @@ const RESPONSES: [&str; 14] = [
     "Members",
     "Done",
     "Error",
+    "WatchEvents",
+    "WatchProgress",
     "SnapshotBegin",
     "SnapshotChunk",
 ];
-const ERRORS: [&str; 13] = [
+const ERRORS: [&str; 15] = [
     "NotLeader",
     "TooLarge",
     "Busy",
@@ -514,6 +571,8 @@ const ERRORS: [&str; 13] = [
     "Invalid",
     "ConfChange",
     "ShuttingDown",
+    "Compacted",
+    "WatchOverflow",
     "NoSpace",
 ];
 
@@ -532,6 +591,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::MemberPromote { .. } => "MemberPromote",
         Request::MemberRemove { .. } => "MemberRemove",
         Request::TransferLeader { .. } => "TransferLeader",
+        Request::Watch { .. } => "Watch",
+        Request::CancelWatch { .. } => "CancelWatch",
         Request::SnapshotSave => "SnapshotSave",
         Request::SnapshotChunk { .. } => "SnapshotChunk",
     }
@@ -551,6 +612,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Members(_) => "Members",
         Response::Done => "Done",
         Response::Error(_) => "Error",
+        Response::WatchEvents(_) => "WatchEvents",
+        Response::WatchProgress { .. } => "WatchProgress",
         Response::SnapshotBegin(_) => "SnapshotBegin",
         Response::SnapshotChunk { .. } => "SnapshotChunk",
     }
@@ -570,6 +633,8 @@ fn error_name(k: &ErrorKind) -> &'static str {
         ErrorKind::Invalid(_) => "Invalid",
         ErrorKind::ConfChange(_) => "ConfChange",
         ErrorKind::ShuttingDown => "ShuttingDown",
+        ErrorKind::Compacted { .. } => "Compacted",
+        ErrorKind::WatchOverflow { .. } => "WatchOverflow",
         ErrorKind::NoSpace { .. } => "NoSpace",
     }
 }
@@ -651,6 +716,35 @@ fn every_request_response_and_error_kind_has_a_golden_frame() {
 }
 
 #[test]
+fn every_request_opcode_and_error_kind_has_its_metrics_name() {
+    // Goal: `/metrics` labels every request and error by name, never "unknown" for one the
+    // protocol has, and an error kind's number is the one on the wire. Method: the golden
+    // frames' opcodes and error kinds against `request_name`, `ErrorKind::code` and `name`.
+    for golden in expected().values() {
+        match golden {
+            Golden::Req(id, r) => {
+                let mut frame = Vec::new();
+                encode_request(*id, r, &mut frame);
+                let name = zatt::wire::client::request_name(frame[FRAME_HEADER_BYTES - 1]);
+                assert_ne!(name, "unknown", "{}", request_name(r));
+                assert_eq!(
+                    name.replace('_', ""),
+                    request_name(r).to_lowercase(),
+                    "{r:?}"
+                );
+            }
+            Golden::Resp(id, Response::Error(k)) => {
+                let mut frame = Vec::new();
+                encode_response(*id, &Response::Error(k.clone()), &mut frame);
+                assert_eq!(frame[FRAME_HEADER_BYTES], k.code(), "{k:?}");
+                assert_eq!(k.name().replace('_', ""), error_name(k).to_lowercase());
+            }
+            Golden::Resp(..) => {}
+        }
+    }
+}
+
+#[test]
 fn the_documented_limits_are_the_code_s() {
     // Goal: the numbers a client author relies on are the ones the server has. Method: the
     // document's `limits` block against the codec's constants, the dictionary's configuration
@@ -699,6 +793,24 @@ fn the_documented_limits_are_the_code_s() {
         ),
         ("session_ttl_ms", kv.session_ttl_ms),
         ("max_sessions", kv.max_sessions as u64),
+        (
+            "watch_history_changes",
+            cfg.watch.history.max_changes as u64,
+        ),
+        ("watch_history_bytes", cfg.watch.history.max_bytes as u64),
+        ("watch_buffer_bytes", cfg.watch.buffer_bytes as u64),
+        (
+            "watch_progress_interval_ms",
+            cfg.watch.progress_interval.as_millis() as u64,
+        ),
+        (
+            "watch_frame_event_bytes",
+            zatt::host::FRAME_EVENT_BYTES as u64,
+        ),
+        (
+            "watch_frame_interval_us",
+            cfg.watch.frame_interval.as_micros() as u64,
+        ),
         ("snapshot_chunk_bytes", SNAPSHOT_CHUNK_BYTES as u64),
         (
             "min_free_disk_bytes",

@@ -80,7 +80,7 @@ fn rust_blocks_are_the_examples_verbatim() {
     // character, and each shows the output it prints.
     let bs = blocks();
     let rust: Vec<usize> = (0..bs.len()).filter(|&i| bs[i].lang == "rust").collect();
-    assert_eq!(rust.len(), 3, "tour, client and dict examples");
+    assert_eq!(rust.len(), 4, "tour, client, dict and watch examples");
     for i in rust {
         let name = example_name(&bs[i]);
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));

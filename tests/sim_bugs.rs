@@ -99,6 +99,24 @@ fn host_read_before_applied_is_caught() {
     bug_is_caught(BugName::HostReadBeforeApplied, 3, 300);
 }
 
+// Goal: a host that lets a watcher behind an installed snapshot go on from the snapshot's
+// index (skipping the changes it covers) instead of ending it with `Compacted` is caught.
+// Method: nodes left behind by partitions and crashes catch up by snapshot while watched; the
+// watch check finds the gap against the committed log.
+#[test]
+fn host_watch_skips_snapshot_is_caught() {
+    bug_is_caught(BugName::HostWatchSkipsSnapshot, 3, 100);
+}
+
+// Goal: a host that starts a watch from a revision older than its history at the oldest
+// change kept, instead of refusing it with `Compacted`, is caught. Method: small histories
+// (some seeds keep 16 changes) and watch connections broken by lossy client links, so that
+// watchers resume from revisions already trimmed.
+#[test]
+fn host_watch_starts_past_compaction_is_caught() {
+    bug_is_caught(BugName::HostWatchStartsPastCompaction, 3, 100);
+}
+
 // Goal: a node that votes by a log whose damaged tail recovery cut, forgetting that it may
 // have acknowledged the entries it lost, is caught. Method: followers lose their last synced
 // records at restarts while leaders crash; caught when a leader without committed entries wins

@@ -271,6 +271,11 @@ fn sample_requests() -> Vec<Vec<u8>> {
             key: b"g".to_vec(),
             consistency: Consistency::Linearizable,
         },
+        Request::Watch {
+            prefix: b"app/".to_vec(),
+            from_revision: 20,
+        },
+        Request::CancelWatch { watch_id: 7 },
     ];
     reqs.iter()
         .map(|r| {
@@ -323,6 +328,23 @@ fn sample_responses() -> Vec<Vec<u8>> {
             leader: Some(1),
             leader_addr: Some("h:1".into()),
         }),
+        Response::WatchEvents(vec![
+            WatchEvent::Put {
+                key: b"app/a".to_vec(),
+                value: vec![3; 40],
+                revision: 20,
+            },
+            WatchEvent::Delete {
+                key: Vec::new(),
+                revision: 21,
+            },
+            WatchEvent::Delete {
+                key: b"b".to_vec(),
+                revision: 22,
+            },
+        ]),
+        Response::WatchProgress { revision: 25 },
+        Response::Error(ErrorKind::Compacted { oldest: 1001 }),
     ];
     resps
         .iter()
@@ -443,6 +465,32 @@ fn declared_four_gib_lengths_never_allocate() {
     let (r, largest) = largest_alloc(|| decode_request_owned(&put, &limits()));
     assert!(matches!(r, Err(FrameError::TooLarge { what: "value", .. })));
     assert_eq!(largest, 0);
+
+    // Watch events declaring u32::MAX events in an honest frame, and a whole frame of the
+    // smallest events (deletes of the empty key): the count is checked against the bytes
+    // present (13 at least per event), so the second allocates one decoded event per 13 bytes
+    // that came (an event in memory is larger than that: this is the densest a frame gets).
+    let mut events = Vec::new();
+    encode_response(7, &Response::WatchEvents(Vec::new()), &mut events);
+    let n = events.len();
+    events[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (r, largest) = largest_alloc(|| decode_response(&events, &limits()));
+    assert!(r.is_err());
+    assert_eq!(largest, 0);
+    let smallest = WatchEvent::Delete {
+        key: Vec::new(),
+        revision: 1,
+    };
+    let count = (limits().max_frame_bytes - 4 - 9 - 4) / 13;
+    let mut dense = Vec::new();
+    encode_response(7, &Response::WatchEvents(vec![smallest; count]), &mut dense);
+    let (r, largest) = largest_alloc(|| decode_response(&dense, &limits()));
+    assert!(matches!(r, Ok((7, Response::WatchEvents(ref e))) if e.len() == count));
+    let per_event = std::mem::size_of::<WatchEvent>();
+    assert!(
+        largest <= count * per_event,
+        "{largest} for {count} events of {per_event} bytes"
+    );
 }
 
 /// Goal: a fragment claiming 65535 fragments of a large size is refused before storing when it

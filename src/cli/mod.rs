@@ -10,6 +10,7 @@
 pub mod dev;
 mod json;
 mod snapshot;
+mod watch;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
@@ -47,6 +48,8 @@ Commands:
       (--absent instead of EXPECTED: expect KEY absent; --delete instead of NEW: delete it)
   scan [PREFIX] [--limit N]        the keys starting with PREFIX, in byte order
   dump                             every key and value
+  watch PREFIX [--from REV] [--count N]
+                                   print each change under PREFIX as it is made, until Ctrl-C
   status [--leader] [--field NAME] a server's status (the first reachable, or the leader)
   members                          the cluster's members
   member add ID HOST:PORT [--learner]
@@ -152,6 +155,28 @@ an object {\"base64\":\"...\"} instead of a string.
 Usage: zatt dump
 
 Lists every key and value, as zatt scan does (see zatt scan --help for the output).
+",
+    },
+    CommandHelp {
+        name: "watch",
+        text: "\
+Usage: zatt watch PREFIX [--from REV] [--count N]
+
+Prints each change to the keys starting with PREFIX ('' for every key) as the cluster makes
+it, in revision order, one line each, until Ctrl-C (exit 0). Text:
+  REVISION<TAB>put<TAB>KEY<TAB>VALUE
+  REVISION<TAB>delete<TAB>KEY
+with keys and values escaped as in zatt scan (see zatt scan --help). JSON, one object a line:
+  {\"type\":\"put\",\"key\":..,\"value\":..,\"revision\":N}
+  {\"type\":\"delete\",\"key\":..,\"revision\":N}
+A change is a key set (put, cas) or a key that existed removed (del, cas --delete); a write
+that changed nothing prints nothing. When its server goes away the watch resumes on another,
+from the revision after the last line printed: no change is missed or printed twice.
+  --from REV   start at revision REV (1: every change the servers still keep); without it,
+               only changes made after the command starts. If REV is older than what the
+               servers keep (zattd --watch-history-changes), zatt says so and exits 1.
+  --count N    exit 0 after printing N changes (e.g. wait for the next change: --count 1).
+--timeout bounds starting, and each resumption on another server.
 ",
     },
     CommandHelp {
@@ -357,6 +382,11 @@ enum Command {
     },
     SnapshotSave {
         file: PathBuf,
+    },
+    Watch {
+        prefix: Vec<u8>,
+        from: Option<u64>,
+        count: Option<u64>,
     },
     Dev(dev::DevOptions),
 }
@@ -790,6 +820,43 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
                 limit,
             }
         }
+        "watch" => {
+            let m = sub(name, args, &[], &["from", "count"])?;
+            want(name, &m.free, 1, "PREFIX")?;
+            let from = match m.value("from") {
+                None => None,
+                Some(r) => {
+                    let r = text("watch --from", r)?;
+                    match r.parse::<u64>() {
+                        Ok(n) if n > 0 => Some(n),
+                        _ => {
+                            return Err(format!(
+                                "watch --from: {r:?} is not a revision (a number from 1)"
+                            ))
+                        }
+                    }
+                }
+            };
+            let count = match m.value("count") {
+                None => None,
+                Some(n) => {
+                    let n = text("watch --count", n)?;
+                    match n.parse::<u64>() {
+                        Ok(n) if n > 0 => Some(n),
+                        _ => {
+                            return Err(format!(
+                                "watch --count: {n:?} is not a number of changes (from 1)"
+                            ))
+                        }
+                    }
+                }
+            };
+            Command::Watch {
+                prefix: bytes(&m.free[0]),
+                from,
+                count,
+            }
+        }
         "dump" | "members" => {
             let m = sub(name, args, &[], &[])?;
             want(name, &m.free, 0, "none")?;
@@ -1083,6 +1150,12 @@ fn execute(
     let deadline = Instant::now() + g.timeout;
     let cmd = match cmd {
         Command::Dev(opts) => return dev::run(&opts, out, err),
+        // A stream: printed as it comes, and it runs past --timeout.
+        Command::Watch {
+            prefix,
+            from,
+            count,
+        } => return watch::run(g, prefix, from, count, out, err),
         Command::Put { key, value } => match read_value(value, env.stdin) {
             Ok(v) => Command::Put {
                 key,
@@ -1287,8 +1360,10 @@ fn execute_with(
             ok_line(g, out, "{\"ok\":true}");
         }
         Command::SnapshotSave { file } => snapshot::save(g, client, &file, out)?,
-        Command::Dev(_) => {
-            return Err(Failure::Said("internal: dev runs before connecting".into()))
+        Command::Dev(_) | Command::Watch { .. } => {
+            return Err(Failure::Said(
+                "internal: dev and watch run before connecting".into(),
+            ))
         }
     }
     Ok(EXIT_OK)

@@ -258,6 +258,49 @@ impl Conn {
         }
     }
 
+    /// The next response frame if it has arrived, without waiting for one (a watch's events,
+    /// taken up between an application's reads). A frame that has begun to arrive is waited
+    /// for, as are the rest of a TLS record's bytes.
+    pub(crate) fn recv_now(&mut self) -> Result<Option<(u64, Response)>, ConnError> {
+        loop {
+            let buffered = &self.rbuf[self.rstart..self.rend];
+            if !matches!(split_frame(buffered, &self.limits), Ok(None)) {
+                // A whole frame, or bytes that are no frame: `recv` returns either at once.
+                return self.recv(Instant::now() + Duration::from_secs(1)).map(Some);
+            }
+            if !self.readable_now() {
+                return Ok(None);
+            }
+            let started = self.rstart != self.rend;
+            let deadline = Instant::now()
+                + if started {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_secs(1)
+                };
+            self.fill(deadline)?;
+        }
+    }
+
+    /// Whether a read would find something now: bytes (or the end of the stream) on the
+    /// socket, or plaintext TLS has already decrypted.
+    fn readable_now(&self) -> bool {
+        use std::os::unix::io::AsRawFd;
+        if let Stream::Tls(s) = &self.stream {
+            if !s.conn.wants_read() {
+                return true;
+            }
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.stream.tcp().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call, no timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n != 0
+    }
+
     /// Reads more bytes into the buffer, making room first: compacting, then growing (the
     /// frame limit was already checked by `split_frame` against the declared length, and the
     /// buffer grows only as the bytes arrive).

@@ -4,9 +4,11 @@
 //! once). Owns the local copy and the refresh decision; talking to the cluster is [`Client`]'s.
 //!
 //! A refresh reloads the *whole* dictionary (a scan in pages), as the original did: meant for
-//! small dictionaries of configuration-like data, read often and written rarely. What each
-//! policy guarantees a read is spelled out on [`RefreshPolicy`]; a client in another language
-//! that mirrors this type must keep those semantics.
+//! small dictionaries of configuration-like data, read often and written rarely. With
+//! [`RefreshPolicy::Watch`] the dict loads once and then stays current from the cluster's
+//! change stream alone (`dict/watched.rs`), which suits larger dictionaries and many readers.
+//! What each policy guarantees a read is spelled out on [`RefreshPolicy`]; a client in another
+//! language that mirrors this type must keep those semantics.
 
 use std::collections::btree_map;
 use std::collections::BTreeMap;
@@ -17,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use super::{
     Client, ClientConfig, Consistency, Error, Escaped, Expect, Result, ScanOptions, Status,
+    WatchEvent,
 };
+
+mod watched;
 
 /// When a [`DistributedDict`] reloads its local copy from the cluster. Checked before every
 /// read (`get`, `contains_key`, `len`, `is_empty`, `iter`, `keys`); writes never refresh.
@@ -34,7 +39,8 @@ use super::{
 ///
 /// Whatever the policy and the refresh consistency, every read also:
 /// - sees this dict's own acknowledged writes (`insert`, `remove`, `cas` update the local copy
-///   as soon as the cluster acknowledges them);
+///   as soon as the cluster acknowledges them; under `Watch` the next read waits until the
+///   change stream has brought them, in their place among other clients' changes);
 /// - never goes back in time: a refresh that would show an older state than this dict has
 ///   already shown (its last refresh, or its own last write) is redone linearizably.
 ///
@@ -50,6 +56,20 @@ use super::{
 ///   acknowledged before the last refresh began, at most `n - 1` reads earlier.
 /// - [`Time(d)`](RefreshPolicy::Time): a read refreshes first when the last refresh began `d`
 ///   or more ago. A read therefore reflects every write acknowledged at least `d` before it.
+/// - [`Watch`](RefreshPolicy::Watch): one load, then the cluster's changes as they are made,
+///   applied to the copy in revision order; reads are served from the copy without asking the
+///   cluster (they take up the changes that have arrived, a non-blocking look at a socket).
+///   Guarantees: **the copy is always the dictionary's state at one revision** (the load's,
+///   then each change's), so reads never see half of another client's changes out of order;
+///   **reads never go back in time**, through server failures and leader changes too (the
+///   change stream resumes on another server from where it was); and **a read sees this
+///   dict's own writes**: after `insert`, `remove` or `cas` returns, the next read waits (up
+///   to the client's timeout) until the copy has reached that write's revision. Other
+///   clients' writes show up as soon as their changes arrive, typically within a millisecond
+///   or so of being acknowledged; a read does not wait for them. Hooks registered with
+///   [`DistributedDict::on_change`] see each change as the copy takes it. Prefer it to polling
+///   for any dictionary read more often than it changes: a refresh costs the whole dictionary,
+///   a change costs itself.
 ///
 /// The dict's first read after [`DistributedDict::from_client`] always refreshes;
 /// [`DistributedDict::connect`] refreshes before it returns.
@@ -64,6 +84,8 @@ pub enum RefreshPolicy {
     Count(u64),
     /// Refresh when the last refresh began this long ago or more.
     Time(Duration),
+    /// Load once, then follow the cluster's changes (a watch on every key).
+    Watch,
 }
 
 /// The switch of [`RefreshPolicy::Lock`]: while set, reads refresh. Cloning shares the switch,
@@ -145,7 +167,16 @@ pub struct DistributedDict {
     refreshes: u64,
     /// How refreshes read: linearizable by default (see [`RefreshPolicy`]).
     refresh_consistency: Consistency,
+    /// The change stream keeping the copy current, under `RefreshPolicy::Watch`.
+    watched: Option<watched::Watched>,
+    /// Called with each change the copy takes from the stream (`RefreshPolicy::Watch`).
+    on_change: Vec<ChangeHook>,
+    /// The server the stream goes to first (`None`: one of the client's, at random).
+    watch_endpoint: Option<String>,
 }
+
+/// A hook [`DistributedDict::on_change`] registers.
+type ChangeHook = Box<dyn FnMut(&WatchEvent) + Send>;
 
 impl DistributedDict {
     /// Connects with the default policy ([`RefreshPolicy::Always`]) and loads the local copy,
@@ -169,11 +200,14 @@ impl DistributedDict {
             floor_index: 0,
             refreshes: 0,
             refresh_consistency: Consistency::Linearizable,
+            watched: None,
+            on_change: Vec::new(),
+            watch_endpoint: None,
         }
     }
 
     pub fn with_policy(mut self, policy: RefreshPolicy) -> Self {
-        self.policy = policy;
+        self.set_policy(policy);
         self
     }
 
@@ -188,6 +222,13 @@ impl DistributedDict {
     }
 
     pub fn set_policy(&mut self, policy: RefreshPolicy) {
+        if !matches!(policy, RefreshPolicy::Watch) {
+            // The stream stops; the copy stays as it was and is refreshed by the new policy.
+            self.watched = None;
+        } else if self.watched.is_none() {
+            // Loaded and watched from the next read on.
+            self.loaded = false;
+        }
         self.policy = policy;
         self.reads_since_refresh = 0;
     }
@@ -211,8 +252,12 @@ impl DistributedDict {
         &self.local
     }
 
-    /// Reloads the whole local copy from the cluster now, whatever the policy.
+    /// Reloads the whole local copy from the cluster now, whatever the policy (under
+    /// [`RefreshPolicy::Watch`], the change stream starts again after the load).
     pub fn refresh(&mut self) -> Result<()> {
+        if matches!(self.policy, RefreshPolicy::Watch) {
+            return self.watch_load();
+        }
         // `Time` measures the copy's age from here: it reflects what was acknowledged before.
         let began = Instant::now();
         let floor = self.floor_index;
@@ -254,12 +299,18 @@ impl DistributedDict {
 
     /// Applies the policy before a read.
     fn before_read(&mut self) -> Result<()> {
+        if matches!(self.policy, RefreshPolicy::Watch) {
+            self.watch_sync()?;
+            self.reads_since_refresh += 1;
+            return Ok(());
+        }
         let due = !self.loaded
             || match &self.policy {
                 RefreshPolicy::Always => true,
                 RefreshPolicy::Lock(lock) => lock.is_set(),
                 RefreshPolicy::Count(n) => self.reads_since_refresh >= (*n).max(1),
                 RefreshPolicy::Time(age) => self.last_refresh.map_or(true, |t| t.elapsed() >= *age),
+                RefreshPolicy::Watch => false,
             };
         if due {
             self.refresh()?;
@@ -311,6 +362,10 @@ impl DistributedDict {
     ) -> Result<Option<Vec<u8>>> {
         let revision = self.client.put(key.as_ref(), value.as_ref())?;
         self.floor_index = self.floor_index.max(revision);
+        if self.watched.is_some() {
+            // The copy takes the write from the stream, in its place among the others'.
+            return Ok(self.local.get(key.as_ref()).cloned());
+        }
         Ok(self
             .local
             .insert(key.as_ref().to_vec(), value.as_ref().to_vec()))
@@ -320,6 +375,9 @@ impl DistributedDict {
     pub fn remove(&mut self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         let (_, revision) = self.client.delete_with_revision(key.as_ref())?;
         self.floor_index = self.floor_index.max(revision);
+        if self.watched.is_some() {
+            return Ok(self.local.get(key.as_ref()).cloned());
+        }
         Ok(self.local.remove(key.as_ref()))
     }
 
@@ -333,6 +391,13 @@ impl DistributedDict {
     ) -> Result<()> {
         let revision = match self.client.cas(key.as_ref(), expect, new.clone()) {
             Ok(r) => r,
+            Err(Error::CasFailed { current }) if self.watched.is_some() => {
+                // The copy will show the current value once the stream reaches it.
+                if let Some((_, rev)) = &current {
+                    self.floor_index = self.floor_index.max(*rev);
+                }
+                return Err(Error::CasFailed { current });
+            }
             Err(Error::CasFailed { current }) => {
                 // The cluster told us what is there: the local copy learns it too.
                 match &current {
@@ -349,6 +414,9 @@ impl DistributedDict {
             Err(e) => return Err(e),
         };
         self.floor_index = self.floor_index.max(revision);
+        if self.watched.is_some() {
+            return Ok(());
+        }
         match new {
             Some(v) => self.local.insert(key.as_ref().to_vec(), v),
             None => self.local.remove(key.as_ref()),

@@ -488,6 +488,10 @@ impl FakeState {
                 self.last_index += 1;
                 Response::Done
             }
+            // The stand-in keeps no change history: watches need a real server.
+            Request::Watch { .. } | Request::CancelWatch { .. } => Response::Error(
+                ErrorKind::Invalid("the stand-in server does not serve watches".into()),
+            ),
             Request::SnapshotSave | Request::SnapshotChunk { .. } => Response::Error(
                 ErrorKind::Invalid("the fake server takes no snapshots".into()),
             ),

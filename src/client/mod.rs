@@ -32,6 +32,7 @@ pub mod fake;
 mod snapshot;
 mod text;
 mod tls;
+mod watch;
 
 use std::fmt;
 use std::io;
@@ -46,6 +47,7 @@ pub use dict::{ClusterChange, DistributedDict, Iter, RefreshLock, RefreshPolicy}
 pub use snapshot::SnapshotSink;
 pub use text::Escaped;
 pub use tls::TlsConfig;
+pub use watch::{Watch, WatchEvent, WatchOptions, WatchStats};
 
 /// The servers `zatt dev` starts: where the `zatt` command line and [`endpoints_from_env`]
 /// look when told nothing else.
@@ -158,6 +160,9 @@ pub enum Error {
     },
     /// The client itself was misconfigured (no endpoints, unreadable TLS files). Not applied.
     Config(String),
+    /// A watch cannot start or go on from the revision it needs: the servers keep changes
+    /// from revision `oldest` on only. Load the current state and watch from after it.
+    Compacted { oldest: u64 },
 }
 
 impl Error {
@@ -169,7 +174,8 @@ impl Error {
             Error::NotLeader { .. }
             | Error::TooLarge { .. }
             | Error::CasFailed { .. }
-            | Error::Config(_) => false,
+            | Error::Config(_)
+            | Error::Compacted { .. } => false,
             Error::Timeout { may_have_applied }
             | Error::Unavailable {
                 may_have_applied, ..
@@ -241,6 +247,10 @@ impl fmt::Display for Error {
                 may_have_applied,
             } => write!(f, "{what}{}", maybe(*may_have_applied)),
             Error::Config(what) => f.write_str(what),
+            Error::Compacted { oldest } => write!(
+                f,
+                "the changes to watch are no longer kept (the servers keep revision {oldest} on): reload and watch from after the load"
+            ),
         }
     }
 }

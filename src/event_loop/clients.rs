@@ -209,6 +209,7 @@ impl Server {
 
     fn close_conn(&mut self, key: usize) {
         let mut conn = self.io.conns.remove(key);
+        self.host.connection_closed(key, conn.generation);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if !conn.over_limit {
             self.real_conns -= 1;

@@ -232,6 +232,25 @@ impl Output for Io {
         }
     }
 
+    fn stream(&mut self, to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let Some(conn) = self
+            .conns
+            .get_mut(to.conn)
+            .filter(|c| c.generation == to.generation && !c.dead)
+        else {
+            return;
+        };
+        encode(conn.output());
+        self.mark_dirty(to.conn);
+    }
+
+    fn pending_bytes(&self, to: ReplyTo) -> Option<usize> {
+        self.conns
+            .get(to.conn)
+            .filter(|c| c.generation == to.generation && !c.dead)
+            .map(|c| c.output_pending())
+    }
+
     fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
         self.syncer.submit(token, batch);
     }
@@ -380,6 +399,11 @@ impl Server {
         while !STOP.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut timeout = self.timers.next_timeout(now);
+            if let Some(due) = self.host.watch_due_at() {
+                // Watchers whose changes wait for their frame interval: a turn by then.
+                let left = due.saturating_sub(now.saturating_duration_since(self.origin));
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
             if self.host.wants_turn() || !self.resume.is_empty() {
                 timeout = Some(Duration::ZERO);
             }

@@ -43,7 +43,8 @@ impl Host {
                 self.unpin_departed(out);
             }
         }
-        let reply = self.kv.apply(e);
+        let history = &mut self.watches.history;
+        let reply = self.kv.apply_observed(e, &mut |c| history.record(c));
         self.applied_term = e.term;
         self.metrics.applied_entries += 1;
         out.applied(e);

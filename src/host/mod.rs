@@ -44,7 +44,7 @@
 //! `reads.rs` runs ReadIndex rounds and serves reads; `snapshot.rs` takes snapshots and
 //! compacts; `backup.rs` hands snapshots out for backups; `status.rs` reports the node's state;
 //! `metrics.rs` counts for `/metrics` and answers `/health` and `/ready`; `disk.rs` keeps the
-//! disk-space alarm.
+//! disk-space alarm; `watch.rs` keeps the change history and streams changes to watchers.
 
 mod apply;
 mod backup;
@@ -58,6 +58,9 @@ mod snapshot;
 mod status;
 #[cfg(test)]
 mod tests;
+mod watch;
+
+pub use watch::{WatchConfig, FRAME_EVENT_BYTES};
 
 use crate::kv::{Kv, KvConfig, SnapshotEncoder};
 use crate::raft::{self, Boot, Raft, Role, SoftState};
@@ -113,6 +116,12 @@ pub struct Bugs {
     /// A ReadIndex read is answered as soon as its round is confirmed, even when the
     /// dictionary has not yet applied the read's index.
     pub read_before_applied: bool,
+    /// A watcher behind a snapshot installed from the leader goes on from the snapshot's
+    /// index instead of being told `Compacted`: the changes the snapshot covers are skipped.
+    pub watch_skips_snapshot: bool,
+    /// A watch from a revision older than the history starts from the oldest change kept
+    /// instead of being refused with `Compacted`.
+    pub watch_starts_past_compaction: bool,
     /// A server whose storage was lost comes back as if it never had any: it bootstraps again
     /// without asking its peers (`crate::bootstrap`), and its peers take its new incarnation
     /// (and this node's old one) without a word.
@@ -141,6 +150,8 @@ pub struct HostConfig {
     pub snapshot_log_bytes: u64,
     /// Keys encoded per loop turn while a snapshot is taken.
     pub snapshot_keys_per_turn: usize,
+    /// The change history kept for watches, and the watchers' limits.
+    pub watch: WatchConfig,
     /// The cluster id, for status answers and backups (0 where there is none, as in tests).
     pub cluster_id: u64,
     /// Below this much free disk space the leader refuses writes that add data.
@@ -166,6 +177,7 @@ impl HostConfig {
             snapshot_entries,
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES,
             snapshot_keys_per_turn: SNAPSHOT_KEYS_PER_TURN,
+            watch: WatchConfig::default(),
             cluster_id: 0,
             min_free_disk: MinFreeDisk::default(),
             incarnation: 0,
@@ -230,6 +242,13 @@ pub trait Output {
     /// Answers a `Get` from borrowed bytes (the read path's answer, which copies the value
     /// only into the driver's buffer): `Response::Value` with these fields.
     fn answer_value(&mut self, to: ReplyTo, value: Option<&[u8]>, revision: u64, applied: u64);
+    /// Sends a frame for `to`'s request that does not answer it (a watch's events and progress
+    /// notifications: the request stays open): `encode` appends one whole frame to the buffer
+    /// it is given. Nothing is sent when the connection is closed.
+    fn stream(&mut self, to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>));
+    /// Bytes waiting to be sent on `to`'s connection, or `None` when that connection is
+    /// closed (the watch limit is checked against it).
+    fn pending_bytes(&self, to: ReplyTo) -> Option<usize>;
     /// Makes a batch durable; report `token` through [`Host::durable`] once it and every
     /// batch or snapshot submitted before it are durable.
     fn submit_batch(&mut self, token: u64, batch: WriteBatch);
@@ -352,6 +371,9 @@ pub struct Host {
     snapshot_job: Option<(SnapshotEncoder, SnapshotMeta)>,
     /// Committed entries held back from kv while `snapshot_job` runs, in index order.
     held: VecDeque<Entry>,
+
+    // Watches (watch.rs).
+    watches: watch::Watches,
     /// Whether the snapshot being encoded goes to storage (compaction) or only to backups.
     snapshot_job_stores: bool,
     /// When the storing snapshot job started (for its duration metric).
@@ -393,6 +415,7 @@ impl Host {
         };
         let raft = Raft::new(raft_cfg, boot, seed);
         let soft = raft.soft_state();
+        let watches = watch::Watches::new(cfg.watch, kv.applied_index());
         let peers = peers::Peers {
             incarnation: cfg.incarnation,
             pins: cfg.pins.clone(),
@@ -421,6 +444,7 @@ impl Host {
             snapshot_in_flight: false,
             snapshot_job: None,
             held: VecDeque::new(),
+            watches,
             snapshot_job_stores: false,
             snapshot_started: Duration::ZERO,
             backups: backup::Backups::new(seed),
@@ -474,6 +498,7 @@ impl Host {
         self.handle_ready(out)?;
         self.flush_acks(out);
         self.maybe_snapshot(out);
+        self.serve_watches(out);
         Ok(())
     }
 
@@ -503,17 +528,20 @@ impl Host {
             out.answer(w.to, &Response::Error(ErrorKind::Timeout));
         }
         self.run_promotions(out);
+        self.watch_housekeeping(out);
         self.expire_held_snapshots();
     }
 
     /// Answers every request still waiting with `ShuttingDown` (the server is stopping).
     pub fn shutdown<O: Output>(&mut self, out: &mut O) {
+        let watchers = self.drain_watchers();
         let waiting: Vec<ReplyTo> = self
             .writes
             .drain(..)
             .map(|w| w.to)
             .chain(self.reads.drain_all().into_iter().map(|r| r.to))
             .chain(self.promote_jobs.drain(..).map(|j| j.to))
+            .chain(watchers)
             .chain(self.backups.waiting.drain(..))
             .collect();
         for to in waiting {

@@ -44,6 +44,7 @@ impl Host {
             self.snapshot_index = snap.meta.index;
             self.metrics.snapshots_installed += 1;
             self.fail_writes_through(out, snap.meta.index);
+            self.watches_kv_replaced(out, snap.meta.index);
             info!(
                 "{}: installed snapshot at index {} ({} keys)",
                 self.who(),

@@ -104,6 +104,11 @@ impl Host {
                 WaitKind::ConfChange,
             ),
             RequestView::TransferLeader { to: target } => self.transfer_leader(out, to, target),
+            RequestView::Watch {
+                prefix,
+                from_revision,
+            } => self.start_watch(out, to, prefix, from_revision),
+            RequestView::CancelWatch { watch_id } => self.cancel_watch(out, to, watch_id),
             RequestView::SnapshotSave => self.queue_read(out, to, Query::SnapshotSave),
             RequestView::SnapshotChunk { id, offset } => self.snapshot_chunk(out, to, id, offset),
         }

@@ -12,9 +12,14 @@ struct Recorder {
     sent: Vec<Message>,
     answers: Vec<(u64, Response)>,
     batches: Vec<(u64, WriteBatch)>,
-    snapshots: Vec<Snapshot>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
+    snapshots: Vec<Snapshot>,
+    /// Frames streamed (watch events and progress), decoded.
+    streamed: Vec<(u64, Response)>,
+    /// What `pending_bytes` says: bytes unsent on every connection, or closed.
+    unsent: usize,
+    closed: bool,
     /// Pins made durable (and unpins), in order: (peer, incarnation; 0 for an unpin).
     pins: Vec<(NodeId, u64)>,
     probes: Vec<(NodeId, u64, bool, bool)>,
@@ -42,6 +47,17 @@ impl Output for Recorder {
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
         self.snapshots.push(snapshot);
         self.pending.push_back(token);
+    }
+    fn stream(&mut self, _to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut frame = Vec::new();
+        encode(&mut frame);
+        let limits = crate::wire::client::FrameLimits::default();
+        let decoded = crate::wire::client::decode_response(&frame, &limits);
+        self.streamed
+            .push(decoded.expect("the host streams whole, valid frames"));
+    }
+    fn pending_bytes(&self, _to: ReplyTo) -> Option<usize> {
+        (!self.closed).then_some(self.unsent)
     }
     fn pin_peer(&mut self, peer: NodeId, incarnation: u64) {
         self.pins.push((peer, incarnation));
@@ -407,6 +423,359 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A lone voter that leads, with everything it wrote durable (`cfg` as given).
+fn leading(cfg: HostConfig) -> (Host, Recorder) {
+    let mut m = Membership::default();
+    m.members.insert(
+        N1,
+        Member {
+            role: MemberRole::Voter,
+            addr: "127.0.0.1:5001".into(),
+        },
+    );
+    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut out = Recorder::default();
+    for _ in 0..100 {
+        h.tick();
+        h.end_turn(&mut out, now()).unwrap();
+        while !out.pending.is_empty() {
+            durable_next(&mut h, &mut out);
+        }
+        if h.raft().role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    (h, out)
+}
+
+/// A put made durable and applied; its revision.
+fn put_applied(h: &mut Host, out: &mut Recorder, key: &[u8]) -> u64 {
+    put(h, out, 1, key);
+    while !out.pending.is_empty() {
+        durable_next(h, out);
+    }
+    let i = out.answers.iter().position(|(id, _)| *id == 1);
+    match i.map(|i| out.answers.remove(i)) {
+        Some((1, Response::Written { revision })) => revision,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A host whose watchers get each change as it is applied (these tests do not move time).
+fn unbatched() -> HostConfig {
+    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+    cfg.watch.frame_interval = Duration::ZERO;
+    cfg
+}
+
+const WATCHER: ReplyTo = ReplyTo {
+    conn: 5,
+    generation: 9,
+    request_id: 100,
+    op: 0,
+    since: Duration::ZERO,
+};
+
+fn request_to(h: &mut Host, out: &mut Recorder, to: ReplyTo, req: &Request) {
+    let mut frame = Vec::new();
+    encode_request(to.request_id, req, &mut frame);
+    h.client_frame(out, now(), to, &frame);
+    h.end_turn(out, now()).unwrap();
+}
+
+fn watch(h: &mut Host, out: &mut Recorder, prefix: &[u8], from_revision: u64) {
+    let req = Request::Watch {
+        prefix: prefix.to_vec(),
+        from_revision,
+    };
+    request_to(h, out, WATCHER, &req);
+}
+
+/// The events streamed so far, as (revision, key) pairs.
+fn events(out: &Recorder) -> Vec<(u64, Vec<u8>)> {
+    out.streamed
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Response::WatchEvents(e) => Some(e.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|e| (e.revision(), e.key().to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
+    // Goal: a watch from "now" is acknowledged with the revision it starts after, then gets
+    // exactly the changes under its prefix, in order; CancelWatch ends it with `Done`.
+    let (mut h, mut out) = leading(unbatched());
+    put_applied(&mut h, &mut out, b"w/before");
+    let applied = h.kv().applied_index().0;
+    watch(&mut h, &mut out, b"w/", 0);
+    assert_eq!(
+        out.streamed,
+        vec![(100, Response::WatchProgress { revision: applied })]
+    );
+    let a = put_applied(&mut h, &mut out, b"w/a");
+    put_applied(&mut h, &mut out, b"x/a");
+    let b = put_applied(&mut h, &mut out, b"w/b");
+    assert_eq!(
+        events(&out),
+        vec![(a, b"w/a".to_vec()), (b, b"w/b".to_vec())]
+    );
+    assert!(out.streamed.iter().all(|(id, _)| *id == 100));
+    assert_eq!(h.watcher_count(), 1);
+    let cancel = ReplyTo {
+        request_id: 101,
+        ..WATCHER
+    };
+    request_to(
+        &mut h,
+        &mut out,
+        cancel,
+        &Request::CancelWatch { watch_id: 100 },
+    );
+    assert_eq!(
+        out.answers,
+        vec![(100, Response::Done), (101, Response::Done)]
+    );
+    assert_eq!(h.watcher_count(), 0);
+    put_applied(&mut h, &mut out, b"w/c");
+    assert_eq!(events(&out).len(), 2, "an event after the cancel");
+}
+
+#[test]
+fn a_replay_is_paced_by_the_buffer_and_a_live_watcher_over_it_is_cut_off() {
+    // Goal: a watch from an old revision is sent its backlog only while its connection holds
+    // less than half the buffer limit (never cut off for it); once caught up, a watcher whose
+    // connection holds more than the limit is ended with `WatchOverflow`.
+    let mut cfg = unbatched();
+    cfg.watch.buffer_bytes = 1000;
+    let (mut h, mut out) = leading(cfg);
+    let first = put_applied(&mut h, &mut out, b"k1");
+    let second = put_applied(&mut h, &mut out, b"k2");
+    out.unsent = 500;
+    watch(&mut h, &mut out, b"", first);
+    assert!(
+        events(&out).is_empty(),
+        "replayed into a connection half full"
+    );
+    h.end_turn(&mut out, now()).unwrap();
+    assert!(events(&out).is_empty());
+    assert_eq!(h.watcher_count(), 1, "a paced replay was cut off");
+    out.unsent = 0;
+    h.end_turn(&mut out, now()).unwrap();
+    assert_eq!(
+        events(&out),
+        vec![(first, b"k1".to_vec()), (second, b"k2".to_vec())]
+    );
+    out.unsent = 1001;
+    put_applied(&mut h, &mut out, b"k3");
+    assert_eq!(
+        out.answers.last(),
+        Some(&(
+            100,
+            Response::Error(ErrorKind::WatchOverflow { limit: 1000 })
+        ))
+    );
+    assert_eq!(h.watcher_count(), 0);
+    assert_eq!(events(&out).len(), 2);
+}
+
+#[test]
+fn a_watch_older_than_the_history_is_compacted_and_closed_connections_drop_watchers() {
+    // Goal: a start before the history's oldest revision is refused with `Compacted { oldest }`;
+    // watchers go with their connection, whether the driver says so or finds it closed.
+    let mut cfg = unbatched();
+    cfg.watch.history.max_changes = 2;
+    let (mut h, mut out) = leading(cfg);
+    let revs: Vec<u64> = (0..5)
+        .map(|i| put_applied(&mut h, &mut out, format!("k{i}").as_bytes()))
+        .collect();
+    let oldest = h.watch_oldest().0;
+    assert_eq!(oldest, revs[2] + 1, "the history keeps the last 2 changes");
+    watch(&mut h, &mut out, b"", revs[2]);
+    assert_eq!(
+        out.answers.last(),
+        Some(&(100, Response::Error(ErrorKind::Compacted { oldest })))
+    );
+    watch(&mut h, &mut out, b"", oldest);
+    assert_eq!(
+        events(&out),
+        vec![(revs[3], b"k3".to_vec()), (revs[4], b"k4".to_vec())]
+    );
+    h.connection_closed(WATCHER.conn, WATCHER.generation);
+    assert_eq!(h.watcher_count(), 0);
+    watch(&mut h, &mut out, b"", 0);
+    assert_eq!(h.watcher_count(), 1);
+    out.closed = true;
+    h.housekeeping(
+        &mut out,
+        Now {
+            mono: Duration::from_secs(5),
+            wall_ms: 0,
+        },
+    );
+    assert_eq!(
+        h.watcher_count(),
+        0,
+        "a watcher of a closed connection was kept"
+    );
+}
+
+#[test]
+fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
+    // Goal: under a stream of writes a caught-up watcher gets one frame per frame interval,
+    // not one per turn; the host says when the held-back changes are due, and a turn then
+    // sends them. Method: a watcher gets a first change at time 0; two more applied at 0.5 ms
+    // wait (due at 1 ms); a turn at 1 ms sends both in one frame.
+    let (mut h, mut out) = leading(HostConfig::new(1 << 20, 1_000_000));
+    watch(&mut h, &mut out, b"", 0);
+    let first = put_applied(&mut h, &mut out, b"a");
+    assert_eq!(events(&out), vec![(first, b"a".to_vec())]);
+    let at = |us: u64| Now {
+        mono: Duration::from_micros(us),
+        wall_ms: 0,
+    };
+    let mut held = Vec::new();
+    for key in [&b"b"[..], b"c"] {
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+        };
+        encode_request(1, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: 1,
+            op: 0,
+            since: Duration::ZERO,
+        };
+        h.client_frame(&mut out, at(500), to, &frame);
+        h.end_turn(&mut out, at(500)).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, at(500)).unwrap();
+        }
+        held.push(h.kv().applied_index().0);
+    }
+    assert_eq!(events(&out).len(), 1, "sent within the frame interval");
+    assert_eq!(h.watch_due_at(), Some(Duration::from_millis(1)));
+    let frames = out.streamed.len();
+    h.end_turn(&mut out, at(1000)).unwrap();
+    assert_eq!(out.streamed.len(), frames + 1, "one frame for both changes");
+    assert_eq!(
+        events(&out),
+        vec![
+            (first, b"a".to_vec()),
+            (held[0], b"b".to_vec()),
+            (held[1], b"c".to_vec())
+        ]
+    );
+    assert_eq!(h.watch_due_at(), None);
+}
+
+#[test]
+fn caught_up_watchers_on_one_prefix_get_the_same_frames_under_their_own_request_ids() {
+    // Goal: the frames encoded once for every caught-up watcher on a prefix reach each of them
+    // whole, under its own request id, split into frames as a lone watcher's would be; a
+    // watcher on another prefix gets only its own changes. Method: three watchers (two on
+    // "w/", one on "x/") become live on a first change; then 100 changes with 3000-byte keys
+    // (more than one frame's worth) are held back by the frame interval and sent in one turn.
+    let (mut h, mut out) = leading(HostConfig::new(1 << 20, 1_000_000));
+    let watchers = [(5, 100, &b"w/"[..]), (6, 200, b"w/"), (7, 300, b"x/")];
+    for (conn, id, prefix) in watchers {
+        let to = ReplyTo {
+            conn,
+            generation: 1,
+            request_id: id,
+            op: 0,
+            since: Duration::ZERO,
+        };
+        let req = Request::Watch {
+            prefix: prefix.to_vec(),
+            from_revision: 0,
+        };
+        request_to(&mut h, &mut out, to, &req);
+    }
+    let mut expected_w = vec![put_applied(&mut h, &mut out, b"w/first")];
+    let mut expected_x = vec![put_applied(&mut h, &mut out, b"x/first")];
+    let at = Now {
+        mono: Duration::from_micros(500),
+        wall_ms: 0,
+    };
+    for i in 0..100u32 {
+        let mut key = if i % 10 == 9 {
+            b"x/".to_vec()
+        } else {
+            b"w/".to_vec()
+        };
+        key.extend_from_slice(format!("{i:04}").as_bytes());
+        key.resize(3000, b'.');
+        let mut frame = Vec::new();
+        let req = Request::Put {
+            session: None,
+            key,
+            value: b"v".to_vec(),
+        };
+        encode_request(1, &req, &mut frame);
+        let to = ReplyTo {
+            conn: 0,
+            generation: 0,
+            request_id: 1,
+            op: 0,
+            since: Duration::ZERO,
+        };
+        h.client_frame(&mut out, at, to, &frame);
+        h.end_turn(&mut out, at).unwrap();
+        while let Some(t) = out.pending.pop_front() {
+            h.durable(&mut out, t).unwrap();
+            h.end_turn(&mut out, at).unwrap();
+        }
+        let rev = h.kv().applied_index().0;
+        if i % 10 == 9 {
+            expected_x.push(rev);
+        } else {
+            expected_w.push(rev);
+        }
+    }
+    let frames_before = out.streamed.len();
+    h.end_turn(
+        &mut out,
+        Now {
+            mono: Duration::from_millis(2),
+            wall_ms: 0,
+        },
+    )
+    .unwrap();
+    let of = |id: u64, from: usize| -> (usize, Vec<u64>) {
+        let frames: Vec<&Vec<_>> = out.streamed[from..]
+            .iter()
+            .filter_map(|(i, r)| match r {
+                Response::WatchEvents(e) if *i == id => Some(e),
+                _ => None,
+            })
+            .collect();
+        let revs = frames.iter().flat_map(|e| e.iter().map(|e| e.revision()));
+        (frames.len(), revs.collect())
+    };
+    let (frames_a, revs_a) = of(100, frames_before);
+    let (frames_b, revs_b) = of(200, frames_before);
+    assert!(
+        frames_a >= 2,
+        "90 changes of 3000 bytes fit in {frames_a} frame"
+    );
+    assert_eq!((frames_a, &revs_a), (frames_b, &revs_b));
+    assert_eq!(revs_a, expected_w[1..].to_vec());
+    assert_eq!(of(100, 0).1, expected_w);
+    assert_eq!(of(200, 0).1, expected_w);
+    assert_eq!(of(300, 0).1, expected_x);
+    assert_eq!(h.watch_due_at(), None);
 }
 
 /// A host with an identity: incarnation 0x11 for n1, and whatever pins it starts with.

@@ -31,6 +31,8 @@ pub enum FailureKind {
     Contract,
     Linearizability,
     Liveness,
+    /// A watch stream broke its guarantees (order, no gap, no repeat, the committed changes).
+    Watch,
     /// Something panicked (the core, the state machine or the simulator).
     Panic,
 }

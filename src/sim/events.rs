@@ -52,6 +52,21 @@ pub(super) enum Event {
     Heal(u64),
     /// A reactive crash (of the node's life `.1`), restarting after `.2` µs.
     Crash(usize, u64, u64),
+    /// A watcher's request frame on its connection `conn` reaches `node`.
+    WatchToNode {
+        node: usize,
+        watcher: usize,
+        conn: u64,
+        frame: Vec<u8>,
+    },
+    /// A frame of connection `conn` reaches `watcher`.
+    ToWatcher {
+        watcher: usize,
+        conn: u64,
+        frame: Vec<u8>,
+    },
+    /// A watcher looks at its connection's silence.
+    WatchTick(usize),
 }
 
 pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
@@ -176,6 +191,32 @@ pub(super) fn hash_event(h: &mut Fnv, now: u64, ev: &Event) {
         Event::Replace(n) => {
             h.u64(16);
             h.u64(*n as u64);
+        }
+        Event::WatchToNode {
+            node,
+            watcher,
+            conn,
+            frame,
+        } => {
+            h.u64(17);
+            h.u64(*node as u64);
+            h.u64(*watcher as u64);
+            h.u64(*conn);
+            h.bytes(frame);
+        }
+        Event::ToWatcher {
+            watcher,
+            conn,
+            frame,
+        } => {
+            h.u64(18);
+            h.u64(*watcher as u64);
+            h.u64(*conn);
+            h.bytes(frame);
+        }
+        Event::WatchTick(w) => {
+            h.u64(19);
+            h.u64(*w as u64);
         }
     }
 }

@@ -289,11 +289,13 @@ pub enum BugName {
     HostReplyBeforeDurable,
     HostSendAfterPersistEarly,
     HostReadBeforeApplied,
+    HostWatchSkipsSnapshot,
+    HostWatchStartsPastCompaction,
     IgnoreLostEntries,
     HostForgetLostStorage,
 }
 
-pub const BUGS: [BugName; 10] = [
+pub const BUGS: [BugName; 12] = [
     BugName::CommitOldTermByCount,
     BugName::AckBeforeSync,
     BugName::ForgetVoteOnRestart,
@@ -302,6 +304,8 @@ pub const BUGS: [BugName; 10] = [
     BugName::HostReplyBeforeDurable,
     BugName::HostSendAfterPersistEarly,
     BugName::HostReadBeforeApplied,
+    BugName::HostWatchSkipsSnapshot,
+    BugName::HostWatchStartsPastCompaction,
     BugName::IgnoreLostEntries,
     BugName::HostForgetLostStorage,
 ];
@@ -317,6 +321,8 @@ impl BugName {
             BugName::HostReplyBeforeDurable => "host_reply_before_durable",
             BugName::HostSendAfterPersistEarly => "host_send_after_persist_early",
             BugName::HostReadBeforeApplied => "host_read_before_applied",
+            BugName::HostWatchSkipsSnapshot => "host_watch_skips_snapshot",
+            BugName::HostWatchStartsPastCompaction => "host_watch_starts_past_compaction",
             BugName::IgnoreLostEntries => "ignore_lost_entries",
             BugName::HostForgetLostStorage => "host_forget_lost_storage",
         }
@@ -344,6 +350,12 @@ impl BugName {
             }
             BugName::HostReadBeforeApplied => {
                 "host: answer a ReadIndex read before its index is applied"
+            }
+            BugName::HostWatchSkipsSnapshot => {
+                "host: a watcher behind a snapshot from the leader skips what it covers"
+            }
+            BugName::HostWatchStartsPastCompaction => {
+                "host: a watch from before the history starts at its oldest change, not Compacted"
             }
             BugName::IgnoreLostEntries => {
                 "raft: vote by a damaged log, forgetting the entries recovery cut"
@@ -380,6 +392,8 @@ impl BugName {
             BugName::HostReplyBeforeDurable => b.reply_before_durable = true,
             BugName::HostSendAfterPersistEarly => b.send_after_persist_early = true,
             BugName::HostReadBeforeApplied => b.read_before_applied = true,
+            BugName::HostWatchSkipsSnapshot => b.watch_skips_snapshot = true,
+            BugName::HostWatchStartsPastCompaction => b.watch_starts_past_compaction = true,
             BugName::HostForgetLostStorage => b.forget_lost_storage = true,
             _ => {}
         }
@@ -570,6 +584,30 @@ impl BugName {
                 reader_clients: 2,
                 ..base
             },
+            // A follower installs a snapshot from the leader only when it has fallen behind the
+            // leader's log: partitions and crashes that leave a node behind while snapshots are
+            // taken often; a watcher on that node then has changes it was not sent.
+            BugName::HostWatchSkipsSnapshot => FaultProfile {
+                w_crash: 3,
+                w_partition: 4,
+                w_conf: 0,
+                w_transfer: 0,
+                w_campaign: 0,
+                snapshot_every: 8,
+                down_us: (300_000, 1_500_000),
+                partition_us: (300_000, 1_500_000),
+                gap_us: (100_000, 400_000),
+                client_loss: 0.0,
+                ..base
+            },
+            // A watcher resuming after a loss meets a history trimmed past it: lossy client
+            // links break watch connections often.
+            BugName::HostWatchStartsPastCompaction => FaultProfile {
+                w_crash: 2,
+                w_partition: 2,
+                client_loss: 0.03,
+                ..base
+            },
         }
     }
 
@@ -603,6 +641,7 @@ impl BugName {
             ],
             BugName::HostSendAfterPersistEarly => &[AckBeforeSync],
             BugName::HostReadBeforeApplied => &[Linearizability],
+            BugName::HostWatchSkipsSnapshot | BugName::HostWatchStartsPastCompaction => &[Watch],
             BugName::IgnoreLostEntries | BugName::HostForgetLostStorage => &[
                 Linearizability,
                 StateMachineSafety,

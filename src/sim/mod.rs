@@ -7,7 +7,7 @@
 //! simulated syncer makes them durable, in order, and a crash loses or tears what was pending.
 //! Faults (`inject.rs`, bounded by `faults.rs`), membership changes, snapshots and leadership
 //! transfers happen while clients (`client.rs`, `traffic.rs`) read and write with real request
-//! frames. After every step the safety properties are checked (`checks.rs`, `checker.rs`); at
+//! frames, and watchers (`watch.rs`) follow the changes from whichever node they reach. After every step the safety properties are checked (`checks.rs`, `checker.rs`); at
 //! the end the client history is checked for linearizability, then everything is healed and
 //! every pending request must finish within a bounded number of election timeouts.
 //!
@@ -26,7 +26,8 @@
 //! Layout: this file holds the options, the report, the run loop and the event dispatch;
 //! `events.rs` the events and the trace hash; `node.rs` the simulated driver of each host (its
 //! `Output`, disk and syncer, turns, crashes and restarts); `traffic.rs` the clients' side;
-//! `inject.rs` the fault actions; `checks.rs` the per-step checks.
+//! `inject.rs` the fault actions; `checks.rs` the per-step checks; `watch.rs` the watchers and
+//! the check of their streams against the committed log.
 
 pub mod checker;
 mod checks;
@@ -38,6 +39,7 @@ mod inject;
 pub mod network;
 mod node;
 mod traffic;
+mod watch;
 
 use crate::host::Host;
 use crate::kv::KvConfig;
@@ -139,6 +141,11 @@ pub struct SimReport {
     pub simulated_us: u64,
     pub ops: usize,
     pub ops_completed: usize,
+    /// Watch events the watchers received and checked, their resumptions on another
+    /// connection, and the `Compacted` answers they got.
+    pub watch_events: u64,
+    pub watch_resumes: u64,
+    pub watch_compacted: u64,
     pub failure: Option<Failure>,
 }
 
@@ -181,6 +188,11 @@ struct World {
     next_admin_id: u64,
     /// The first failure a driver hook saw during the current step.
     failure: Option<(FailureKind, String)>,
+    watchers: Vec<watch::SimWatcher>,
+    oracle: watch::Oracle,
+    /// The change history each node keeps for watches (small in some runs, so that watchers
+    /// meet `Compacted`).
+    watch_history: usize,
     /// The voters every initial member is started with (`--cluster`).
     initial_membership: Membership,
 }
@@ -274,6 +286,7 @@ impl Sim {
         let append_bytes = rng.between(fp.append_bytes.0, fp.append_bytes.1) as usize;
         let inflight = rng.between(fp.inflight.0, fp.inflight.1) as usize;
         let n = ids.len();
+        let watch_history = [16, 64, 100_000][(opts.seed % 3) as usize];
         let clients = (0..opts.clients.max(1))
             .map(|c| {
                 let mut cl = Client::new(c, n, c as u64);
@@ -306,11 +319,14 @@ impl Sim {
                 deadline_us: u64::MAX,
                 heal_gen: 0,
                 touched: Vec::new(),
-                kv_cfg,
+                kv_cfg: kv_cfg.clone(),
                 append_bytes,
                 inflight,
                 next_admin_id: 1,
                 failure: None,
+                watchers: watch::watchers_for(n),
+                oracle: watch::Oracle::new(kv_cfg.clone()),
+                watch_history,
                 initial_membership: membership,
             },
         }
@@ -348,6 +364,9 @@ impl Sim {
             simulated_us: w.now,
             ops: w.history.len(),
             ops_completed: w.history.iter().filter(|o| o.ret.is_some()).count(),
+            watch_events: w.watchers.iter().map(|x| x.events).sum(),
+            watch_resumes: w.watchers.iter().map(|x| x.resumes).sum(),
+            watch_compacted: w.watchers.iter().map(|x| x.compacted).sum(),
             failure,
         }
     }
@@ -375,6 +394,11 @@ impl Sim {
         for c in 0..self.w.clients.len() {
             let d = self.w.rng.between(0, 50_000);
             self.w.at(d, Event::ClientNext(c));
+        }
+        for wi in 0..self.w.watchers.len() {
+            self.w.watch_open(wi);
+            let d = self.w.rng.between(0, 100_000);
+            self.w.at(d, Event::WatchTick(wi));
         }
         let g = self.w.rng.between(self.w.fp.gap_us.0, self.w.fp.gap_us.1);
         self.w.at(g, Event::Fault);
@@ -534,6 +558,21 @@ impl Sim {
                     self.w.net.heal();
                     self.w.log(format_args!("network healed"));
                 }
+                Ok(())
+            }
+            Event::WatchToNode {
+                node,
+                watcher,
+                conn,
+                frame,
+            } => self.client_frame_on(node, watch::WATCH_CONN_BASE + watcher, conn, &frame),
+            Event::ToWatcher {
+                watcher,
+                conn,
+                frame,
+            } => self.w.watch_frame_in(watcher, conn, &frame),
+            Event::WatchTick(wi) => {
+                self.w.watch_tick(wi);
                 Ok(())
             }
         }

@@ -10,6 +10,7 @@
 use super::checks::ack_check;
 use super::client::split_request_id;
 use super::events::Event;
+use super::watch::WATCH_CONN_BASE;
 use super::*;
 use crate::bootstrap::{Prober, Verdict, PROBE_INTERVAL};
 use crate::host::{HostConfig, Now, Output, ReplyTo};
@@ -98,6 +99,9 @@ impl SimOut<'_> {
     /// Sends a response frame back to its client, unless the link loses it.
     fn reply(&mut self, to: ReplyTo, frame: Vec<u8>) {
         let w = &mut *self.w;
+        if to.conn != ADMIN && to.conn >= WATCH_CONN_BASE {
+            return w.watch_frame_out(to.conn - WATCH_CONN_BASE, to.generation, frame);
+        }
         if to.conn == ADMIN {
             let (id, resp) = crate::wire::client::decode_response(&frame, &FrameLimits::default())
                 .map(|(id, r)| (id, format!("{r:?}")))
@@ -218,6 +222,22 @@ impl Output for SimOut<'_> {
         self.reply(to, frame);
     }
 
+    fn stream(&mut self, to: ReplyTo, encode: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut frame = Vec::new();
+        encode(&mut frame);
+        self.reply(to, frame);
+    }
+
+    /// Nothing waits unsent (delivery is scheduled at once), but a watcher's earlier
+    /// connection is closed.
+    fn pending_bytes(&self, to: ReplyTo) -> Option<usize> {
+        if to.conn != ADMIN && to.conn >= WATCH_CONN_BASE {
+            let w = self.w.watchers.get(to.conn - WATCH_CONN_BASE)?;
+            return w.is_current(to.generation).then_some(0);
+        }
+        Some(0)
+    }
+
     fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
         let r = self.w.nodes[self.ni].disk.write(&batch);
         self.written(token, r);
@@ -251,6 +271,7 @@ impl Output for SimOut<'_> {
         let id = self.w.nodes[self.ni].id;
         let r = self.w.checker.on_apply(id, entry);
         self.w.fail(r);
+        self.w.oracle.on_apply(entry);
     }
 }
 
@@ -415,12 +436,23 @@ impl Sim {
 
     /// A request frame arrives at node `ni` on connection `conn`.
     pub(super) fn client_frame(&mut self, ni: usize, conn: usize, frame: &[u8]) -> Check {
+        self.client_frame_on(ni, conn, 0, frame)
+    }
+
+    /// A request frame arrives at node `ni` on connection `conn` of that `generation`.
+    pub(super) fn client_frame_on(
+        &mut self,
+        ni: usize,
+        conn: usize,
+        generation: u64,
+        frame: &[u8],
+    ) -> Check {
         if !self.live(ni, None) {
             return Ok(());
         }
         let to = ReplyTo {
             conn,
-            generation: 0,
+            generation,
             request_id: frame_request_id(frame).unwrap_or(0),
             op: 0,
             since: Duration::ZERO,
@@ -486,10 +518,19 @@ impl Sim {
         let slicing = self.hosts[ni]
             .as_ref()
             .is_some_and(|h| h.snapshot_in_progress());
+        let watch_due = self.hosts[ni].as_ref().and_then(|h| h.watch_due_at());
         let w = &mut self.w;
         if slicing && !w.nodes[ni].turn_scheduled {
             w.nodes[ni].turn_scheduled = true;
             let d = w.rng.between(w.fp.turn_gap_us.0, w.fp.turn_gap_us.1);
+            let inc = w.nodes[ni].inc;
+            w.at(d, Event::Turn(ni, inc));
+        }
+        if let (Some(due), false) = (watch_due, w.nodes[ni].turn_scheduled) {
+            // Watchers held back by their frame interval: a turn when they are due, as the
+            // event loop's poll timeout gives one.
+            w.nodes[ni].turn_scheduled = true;
+            let d = (due.as_micros() as u64).saturating_sub(w.now).max(1);
             let inc = w.nodes[ni].inc;
             w.at(d, Event::Turn(ni, inc));
         }
@@ -533,6 +574,8 @@ impl Sim {
         let mut c = HostConfig::new(FrameLimits::default().max_frame_bytes, w.fp.snapshot_every);
         c.kv = w.kv_cfg.clone();
         c.snapshot_keys_per_turn = w.fp.snapshot_keys_per_turn;
+        c.watch.history.max_changes = w.watch_history;
+        c.watch.progress_interval = Duration::from_micros(super::watch::PROGRESS_US);
         // Odd seeds also bound the log by bytes, at about two thirds of the entry interval's
         // memory (an entry here costs about 100 B), so both triggers get exercised; no draw
         // from the seed's generator, so every other choice of a seed stays as it was.

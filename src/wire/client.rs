@@ -111,6 +111,72 @@ pub enum Request {
         id: u64,
         offset: u64,
     },
+    /// Streams the changes to keys starting with `prefix` (empty: every key) from revision
+    /// `from_revision` on (0: from the next revision the server applies), as `WatchEvents` and
+    /// `WatchProgress` frames carrying this request's id, until cancelled or cut off.
+    Watch {
+        prefix: Vec<u8>,
+        from_revision: u64,
+    },
+    /// Ends the watch this connection opened with request id `watch_id`.
+    CancelWatch {
+        watch_id: u64,
+    },
+}
+
+/// One change a watch reports: a key set to a value, or deleted, by the entry at `revision`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum WatchEvent {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        revision: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+        revision: u64,
+    },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision (log index) of the write that made this change.
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The value a put set; `None` for a delete.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            WatchEvent::Put { value, .. } => Some(value),
+            WatchEvent::Delete { .. } => None,
+        }
+    }
+}
+
+/// Keys and values shown as text where they are printable (escaped otherwise), not as lists of
+/// numbers.
+impl fmt::Debug for WatchEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |b: &[u8]| format!("\"{}\"", b.escape_ascii());
+        match self {
+            WatchEvent::Put {
+                key,
+                value,
+                revision,
+            } => write!(f, "Put({revision} {} = {})", text(key), text(value)),
+            WatchEvent::Delete { key, revision } => {
+                write!(f, "Delete({revision} {})", text(key))
+            }
+        }
+    }
 }
 
 /// A borrowed [`Expect`].
@@ -174,6 +240,13 @@ pub enum RequestView<'a> {
     SnapshotChunk {
         id: u64,
         offset: u64,
+    },
+    Watch {
+        prefix: &'a [u8],
+        from_revision: u64,
+    },
+    CancelWatch {
+        watch_id: u64,
     },
 }
 
@@ -294,7 +367,7 @@ pub enum Response {
     /// Boxed: the largest answer by far, and a rare one.
     Status(Box<Status>),
     Members(Vec<MemberInfo>),
-    /// A membership change or leadership transfer was accepted.
+    /// A membership change or leadership transfer was accepted; a watch was cancelled.
     Done,
     Error(ErrorKind),
     /// A snapshot was taken and is held for `SnapshotChunk` requests.
@@ -303,6 +376,12 @@ pub enum Response {
     SnapshotChunk {
         offset: u64,
         data: Vec<u8>,
+    },
+    /// Changes a watch reports, in revision order (one frame may carry several).
+    WatchEvents(Vec<WatchEvent>),
+    /// Every change a watch is to report up to `revision` has been sent before this frame.
+    WatchProgress {
+        revision: u64,
     },
 }
 
@@ -341,6 +420,14 @@ pub enum ErrorKind {
     ConfChange(String),
     /// The server is stopping; requests in flight had not been answered. Applied: maybe.
     ShuttingDown,
+    /// A watch's start revision is older than the changes this server still keeps: the oldest
+    /// revision a watch can start from here is `oldest`. Load the current state and watch from
+    /// the revision after it. Applied: no.
+    Compacted { oldest: u64 },
+    /// A watch was cut off: its events waited unread on the connection beyond the server's
+    /// limit of `limit` bytes. Watch again from the revision after the last one received.
+    /// Applied: no.
+    WatchOverflow { limit: u64 },
     /// The leader's disk has less free space than its `--min-free-disk`: writes that add data
     /// (Put, Cas with a new value) are refused until space is freed; reads, deletes and status
     /// keep working. Applied: no.
@@ -403,6 +490,14 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ShuttingDown => f.write_str(
                 "server shutting down: the request may have been applied; retry at another node with the same session tag",
             ),
+            ErrorKind::Compacted { oldest } => write!(
+                f,
+                "watch start revision no longer kept: the oldest revision a watch can start from here is {oldest}; reload and watch from the revision after the load"
+            ),
+            ErrorKind::WatchOverflow { limit } => write!(
+                f,
+                "watch cut off: its events waited unread beyond the server's limit of {limit} bytes; watch again from the revision after the last event received"
+            ),
             ErrorKind::NoSpace { free_bytes, min_free_bytes } => write!(
                 f,
                 "no space: the leader's disk has {free_bytes} bytes free, below its --min-free-disk of {min_free_bytes} bytes; writes are refused until space is freed (reads and deletes work), not applied"
@@ -427,6 +522,8 @@ impl ErrorKind {
             ErrorKind::Invalid(_) => "invalid",
             ErrorKind::ConfChange(_) => "conf_change",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Compacted { .. } => "compacted",
+            ErrorKind::WatchOverflow { .. } => "watch_overflow",
             ErrorKind::NoSpace { .. } => "no_space",
         }
     }
@@ -446,6 +543,8 @@ impl ErrorKind {
             ErrorKind::Invalid(_) => 10,
             ErrorKind::ConfChange(_) => 11,
             ErrorKind::ShuttingDown => 12,
+            ErrorKind::Compacted { .. } => 13,
+            ErrorKind::WatchOverflow { .. } => 14,
             ErrorKind::NoSpace { .. } => 15,
         }
     }
@@ -471,6 +570,8 @@ pub fn request_name(opcode: u8) -> &'static str {
         op::MEMBER_PROMOTE => "member_promote",
         op::MEMBER_REMOVE => "member_remove",
         op::TRANSFER_LEADER => "transfer_leader",
+        op::WATCH => "watch",
+        op::CANCEL_WATCH => "cancel_watch",
         op::SNAPSHOT_SAVE => "snapshot_save",
         op::SNAPSHOT_CHUNK => "snapshot_chunk",
         _ => "unknown",
@@ -607,6 +708,16 @@ impl Request {
             Request::MemberPromote { id } => RequestView::MemberPromote { id: *id },
             Request::MemberRemove { id } => RequestView::MemberRemove { id: *id },
             Request::TransferLeader { to } => RequestView::TransferLeader { to: *to },
+            Request::Watch {
+                prefix,
+                from_revision,
+            } => RequestView::Watch {
+                prefix,
+                from_revision: *from_revision,
+            },
+            Request::CancelWatch { watch_id } => RequestView::CancelWatch {
+                watch_id: *watch_id,
+            },
             Request::SnapshotSave => RequestView::SnapshotSave,
             Request::SnapshotChunk { id, offset } => RequestView::SnapshotChunk {
                 id: *id,
@@ -675,6 +786,14 @@ impl RequestView<'_> {
             RequestView::MemberPromote { id } => Request::MemberPromote { id },
             RequestView::MemberRemove { id } => Request::MemberRemove { id },
             RequestView::TransferLeader { to } => Request::TransferLeader { to },
+            RequestView::Watch {
+                prefix,
+                from_revision,
+            } => Request::Watch {
+                prefix: prefix.to_vec(),
+                from_revision,
+            },
+            RequestView::CancelWatch { watch_id } => Request::CancelWatch { watch_id },
             RequestView::SnapshotSave => Request::SnapshotSave,
             RequestView::SnapshotChunk { id, offset } => Request::SnapshotChunk { id, offset },
         }
@@ -714,7 +833,8 @@ mod op {
     pub const MEMBER_PROMOTE: u8 = 11;
     pub const MEMBER_REMOVE: u8 = 12;
     pub const TRANSFER_LEADER: u8 = 13;
-    // 14 and 15 are taken by the watch requests.
+    pub const WATCH: u8 = 14;
+    pub const CANCEL_WATCH: u8 = 15;
     pub const SNAPSHOT_SAVE: u8 = 16;
     pub const SNAPSHOT_CHUNK: u8 = 17;
 
@@ -730,7 +850,9 @@ mod op {
     pub const R_MEMBERS: u8 = 0x8A;
     pub const R_DONE: u8 = 0x8B;
     pub const R_ERROR: u8 = 0x8C;
-    // 0x8D to 0x8F are taken by the watch responses.
+    pub const R_WATCH_EVENTS: u8 = 0x8D;
+    pub const R_WATCH_PROGRESS: u8 = 0x8E;
+    // 0x8F is kept for the watch responses.
     pub const R_SNAPSHOT_BEGIN: u8 = 0x90;
     pub const R_SNAPSHOT_CHUNK: u8 = 0x91;
 }
@@ -852,6 +974,8 @@ pub fn encode_request_view(id: u64, req: &RequestView<'_>, out: &mut Vec<u8>) {
         RequestView::MemberPromote { .. } => op::MEMBER_PROMOTE,
         RequestView::MemberRemove { .. } => op::MEMBER_REMOVE,
         RequestView::TransferLeader { .. } => op::TRANSFER_LEADER,
+        RequestView::Watch { .. } => op::WATCH,
+        RequestView::CancelWatch { .. } => op::CANCEL_WATCH,
         RequestView::SnapshotSave => op::SNAPSHOT_SAVE,
         RequestView::SnapshotChunk { .. } => op::SNAPSHOT_CHUNK,
     };
@@ -919,6 +1043,14 @@ pub fn encode_request_view(id: u64, req: &RequestView<'_>, out: &mut Vec<u8>) {
         }
         RequestView::MemberPromote { id } | RequestView::MemberRemove { id } => e.u64(id),
         RequestView::TransferLeader { to } => e.opt_u64(to),
+        RequestView::Watch {
+            prefix,
+            from_revision,
+        } => {
+            e.u64(from_revision);
+            e.bytes(prefix);
+        }
+        RequestView::CancelWatch { watch_id } => e.u64(watch_id),
         RequestView::SnapshotChunk { id, offset } => {
             e.u64(id);
             e.u64(offset);
@@ -967,6 +1099,8 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
         Response::Members(_) => op::R_MEMBERS,
         Response::Done => op::R_DONE,
         Response::Error(_) => op::R_ERROR,
+        Response::WatchEvents(_) => op::R_WATCH_EVENTS,
+        Response::WatchProgress { .. } => op::R_WATCH_PROGRESS,
         Response::SnapshotBegin(_) => op::R_SNAPSHOT_BEGIN,
         Response::SnapshotChunk { .. } => op::R_SNAPSHOT_CHUNK,
     };
@@ -1065,6 +1199,13 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
             }
         }
         Response::Error(k) => encode_error(&mut e, k),
+        Response::WatchEvents(events) => {
+            e.u32(events.len() as u32);
+            for ev in events {
+                encode_event(&mut e, ev.revision(), ev.key(), ev.value());
+            }
+        }
+        Response::WatchProgress { revision } => e.u64(*revision),
         Response::SnapshotBegin(s) => {
             e.u64(s.id);
             e.u64(s.cluster_id);
@@ -1083,6 +1224,70 @@ pub fn encode_response(id: u64, resp: &Response, out: &mut Vec<u8>) {
         }
     }
     end_frame(out, start);
+}
+
+const EVENT_PUT: u8 = 1;
+const EVENT_DELETE: u8 = 2;
+
+fn encode_event(e: &mut Enc<'_>, revision: u64, key: &[u8], value: Option<&[u8]>) {
+    e.u8(if value.is_some() {
+        EVENT_PUT
+    } else {
+        EVENT_DELETE
+    });
+    e.u64(revision);
+    e.bytes(key);
+    if let Some(v) = value {
+        e.bytes(v);
+    }
+}
+
+/// Sets the request id of the whole frame at the front of `frame` (a frame encoded once and
+/// sent to several requests, as a watch's events are).
+pub fn set_request_id(frame: &mut [u8], request_id: u64) {
+    frame[4..12].copy_from_slice(&request_id.to_le_bytes());
+}
+
+/// The bytes one event takes in a `WatchEvents` frame.
+pub fn event_encoded_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    1 + 8 + 4 + key.len() + value.map_or(0, |v| 4 + v.len())
+}
+
+/// A `WatchEvents` frame being written from borrowed keys and values: the server's watch path,
+/// which encodes each event from its change history straight into a connection's buffer.
+/// `begin`, any number of `push`, then `finish`, all on the same buffer.
+pub struct EventsFrame {
+    start: usize,
+    count_at: usize,
+    count: u32,
+}
+
+impl EventsFrame {
+    pub fn begin(out: &mut Vec<u8>, request_id: u64) -> EventsFrame {
+        let start = begin_frame(out, request_id, op::R_WATCH_EVENTS);
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        EventsFrame {
+            start,
+            count_at,
+            count: 0,
+        }
+    }
+
+    /// Appends one event: a put of `value`, or a delete when `value` is `None`.
+    pub fn push(&mut self, out: &mut Vec<u8>, revision: u64, key: &[u8], value: Option<&[u8]>) {
+        encode_event(&mut Enc { out }, revision, key, value);
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn finish(self, out: &mut [u8]) {
+        out[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+        end_frame(out, self.start);
+    }
 }
 
 fn encode_error(e: &mut Enc<'_>, k: &ErrorKind) {
@@ -1125,6 +1330,14 @@ fn encode_error(e: &mut Enc<'_>, k: &ErrorKind) {
             e.str(s, MAX_TEXT_BYTES);
         }
         ErrorKind::ShuttingDown => e.u8(12),
+        ErrorKind::Compacted { oldest } => {
+            e.u8(13);
+            e.u64(*oldest);
+        }
+        ErrorKind::WatchOverflow { limit } => {
+            e.u8(14);
+            e.u64(*limit);
+        }
         ErrorKind::NoSpace {
             free_bytes,
             min_free_bytes,
@@ -1408,6 +1621,14 @@ pub fn decode_request<'a>(
         op::MEMBER_PROMOTE => RequestView::MemberPromote { id: d.u64()? },
         op::MEMBER_REMOVE => RequestView::MemberRemove { id: d.u64()? },
         op::TRANSFER_LEADER => RequestView::TransferLeader { to: d.opt_u64()? },
+        op::WATCH => {
+            let from_revision = d.u64()?;
+            RequestView::Watch {
+                prefix: d.bytes("key", kmax)?,
+                from_revision,
+            }
+        }
+        op::CANCEL_WATCH => RequestView::CancelWatch { watch_id: d.u64()? },
         op::SNAPSHOT_SAVE => RequestView::SnapshotSave,
         op::SNAPSHOT_CHUNK => RequestView::SnapshotChunk {
             id: d.u64()?,
@@ -1491,6 +1712,27 @@ pub fn decode_response(frame: &[u8], limits: &FrameLimits) -> Result<(u64, Respo
         }
         op::R_DONE => Response::Done,
         op::R_ERROR => Response::Error(decode_error(&mut d)?),
+        op::R_WATCH_EVENTS => {
+            // The smallest event: kind, revision, an empty key.
+            let n = d.count(1 + 8 + 4)?;
+            let mut events = Vec::with_capacity(n);
+            for _ in 0..n {
+                let kind = d.u8()?;
+                let revision = d.u64()?;
+                let key = d.bytes("key", kmax)?.to_vec();
+                events.push(match kind {
+                    EVENT_PUT => WatchEvent::Put {
+                        key,
+                        value: d.bytes("value", vmax)?.to_vec(),
+                        revision,
+                    },
+                    EVENT_DELETE => WatchEvent::Delete { key, revision },
+                    _ => return Err(FrameError::Malformed("unknown watch event kind")),
+                });
+            }
+            Response::WatchEvents(events)
+        }
+        op::R_WATCH_PROGRESS => Response::WatchProgress { revision: d.u64()? },
         op::R_SNAPSHOT_BEGIN => {
             let id = d.u64()?;
             let cluster_id = d.u64()?;
@@ -1617,6 +1859,8 @@ fn decode_error(d: &mut Dec<'_>) -> Result<ErrorKind, FrameError> {
         10 => ErrorKind::Invalid(d.str(MAX_TEXT_BYTES)?.to_string()),
         11 => ErrorKind::ConfChange(d.str(MAX_TEXT_BYTES)?.to_string()),
         12 => ErrorKind::ShuttingDown,
+        13 => ErrorKind::Compacted { oldest: d.u64()? },
+        14 => ErrorKind::WatchOverflow { limit: d.u64()? },
         15 => ErrorKind::NoSpace {
             free_bytes: d.u64()?,
             min_free_bytes: d.u64()?,

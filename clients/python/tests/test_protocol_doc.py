@@ -35,6 +35,9 @@ REQUESTS: dict[str, tuple[int, wire.Request]] = {
     "request/member_remove": (53, wire.MemberRemove(4)),
     "request/transfer_leader": (54, wire.TransferLeader(2)),
     "request/transfer_leader_any": (55, wire.TransferLeader(None)),
+    "request/watch": (56, wire.Watch(b"app/", 20)),
+    "request/watch_now": (57, wire.Watch(b"", 0)),
+    "request/cancel_watch": (58, wire.CancelWatch(56)),
     "request/snapshot_save": (56, wire.SnapshotSave()),
     "request/snapshot_chunk": (57, wire.SnapshotChunk(7, 1 << 20)),
 }
@@ -106,6 +109,15 @@ RESPONSES: dict[str, tuple[int, wire.Response]] = {
         E(11, detail="the learner has not caught up with the leader yet"),
     ),
     "response/error_shutting_down": (42, E(12)),
+    "response/watch_events": (
+        56,
+        wire.WatchEvents(
+            [wire.WatchEvent(b"app/a", b"1", 20), wire.WatchEvent(b"app/b", None, 22)]
+        ),
+    ),
+    "response/watch_progress": (56, wire.WatchProgress(25)),
+    "response/error_compacted": (56, E(13, oldest=1001)),
+    "response/error_watch_overflow": (56, E(14, limit=8 << 20)),
     "response/error_no_space": (42, E(15, free_bytes=1 << 20, min_free_bytes=256 << 20)),
     "response/snapshot_begin": (
         56,
@@ -147,9 +159,9 @@ def test_golden_response_decodes_to_its_value(name: str) -> None:
 
 def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
     request_ops = {req.opcode for _, req in REQUESTS.values()}
-    assert request_ops == set(range(1, 14)) | {16, 17}
+    assert request_ops == set(range(1, 18))
     response_ops = {FRAMES[name][12] for name in RESPONSES}
-    assert response_ops == set(range(0x81, 0x8D)) | {0x90, 0x91}
+    assert response_ops == set(range(0x81, 0x8F)) | {0x90, 0x91}
     error_kinds = {r.code for _, r in RESPONSES.values() if isinstance(r, wire.ErrorReply)}
     assert error_kinds == set(wire.ERROR_NAMES)
 
@@ -157,7 +169,7 @@ def test_every_opcode_and_error_kind_has_a_golden_frame() -> None:
 def test_may_have_applied_matches_the_document_s_error_table() -> None:
     # The table's "applied" column: maybe for StaleRequest, Timeout and ShuttingDown only.
     rows = re.findall(r"^\| (\d+) \| (\w+) \|[^|]*\| (no|maybe) \|", DOC, re.M)
-    assert len(rows) == 13
+    assert len(rows) == 15
     for code, name, applied in rows:
         assert wire.ERROR_NAMES[int(code)].replace("_", "") == name.lower()
         assert E(int(code)).may_have_applied == (applied == "maybe"), name

@@ -396,6 +396,29 @@ class Cluster:
     def kill(self, id: int) -> None:
         self.node(id).kill()
 
+    def pause(self, id: int) -> None:
+        """SIGSTOP: the server is frozen (its sockets still accept connections)."""
+        proc = self.node(id).proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+
+    def resume(self, id: int) -> None:
+        """SIGCONT after :meth:`pause`."""
+        proc = self.node(id).proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGCONT)
+
+    def wait_status(self, id: int, what: str, pred: Callable[[wire.Status], bool]) -> None:
+        """Waits until ``pred`` holds for node ``id``'s status, within 30 seconds."""
+        deadline = time.monotonic() + 30
+        while True:
+            s = self.status(id)
+            if s is not None and pred(s):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"n{id}: {what} not reached in time; last status {s}")
+            time.sleep(0.05)
+
     def restart(self, id: int) -> None:
         self.node(id).spawn([])
 

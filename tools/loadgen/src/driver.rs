@@ -69,6 +69,8 @@ pub fn error_name(e: &ErrorKind) -> &'static str {
         ErrorKind::Invalid(_) => "invalid",
         ErrorKind::ConfChange(_) => "conf_change",
         ErrorKind::ShuttingDown => "shutting_down",
+        ErrorKind::Compacted { .. } => "compacted",
+        ErrorKind::WatchOverflow { .. } => "watch_overflow",
         ErrorKind::NoSpace { .. } => "no_space",
     }
 }

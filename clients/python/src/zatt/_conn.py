@@ -11,6 +11,7 @@ frame limit is refused before any of it is awaited, so a hostile server costs at
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import time
@@ -152,6 +153,32 @@ class Conn:
                 raise ConnError("protocol", f"{self.addr} closed the connection mid-frame")
             raise ConnError("io", f"{self.addr} closed the connection")
         self._rbuf += chunk
+
+    def recv_now(self) -> tuple[int, wire.Response] | None:
+        """The next response frame if it has arrived, without waiting for one (a watch's
+        changes, taken up between an application's reads); ``None`` when none has. A frame
+        that has begun to arrive is waited for."""
+        while True:
+            try:
+                n = wire.frame_length(self._rbuf, self._rpos, self._max_frame)
+            except wire.FrameError as e:
+                raise ConnError("protocol", f"bad response from {self.addr}: {e}") from None
+            if n is not None and len(self._rbuf) - self._rpos >= n:
+                return self.recv(time.monotonic() + 1.0)
+            started = len(self._rbuf) > self._rpos
+            if not started and not self._readable_now():
+                return None
+            self._fill(time.monotonic() + (5.0 if started else 1.0))
+
+    def _readable_now(self) -> bool:
+        """Bytes (or the end of the stream) wait on the socket, or TLS holds decrypted ones."""
+        if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending() > 0:
+            return True
+        try:
+            ready, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True  # the read that follows reports what is wrong
+        return bool(ready)
 
     def closed_by_peer(self) -> bool:
         """Whether the server has closed this idle connection. Checked before a request that

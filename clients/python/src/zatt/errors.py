@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "CasFailed",
+    "Compacted",
     "ConfigError",
     "ConnectionFailed",
     "NotFound",
@@ -126,6 +127,18 @@ class ServerError(ZattError):
         super().__init__(message, may_have_applied=may_have_applied)
         self.kind = kind
         self.detail = detail
+
+
+class Compacted(ZattError):
+    """A watch cannot start or go on from the revision it needs: the servers keep changes
+    from revision ``oldest`` on only. Load the current state and watch from after it."""
+
+    def __init__(self, oldest: int) -> None:
+        super().__init__(
+            "the changes to watch are no longer kept (the servers keep revision "
+            f"{oldest} on): reload and watch from after the load"
+        )
+        self.oldest = oldest
 
 
 class ConnectionFailed(ZattError, ConnectionError):

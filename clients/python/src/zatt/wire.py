@@ -24,6 +24,7 @@ __all__ = [
     "CasFailedReply",
     "CasOk",
     "Delete",
+    "CancelWatch",
     "Deleted",
     "Done",
     "ErrorReply",
@@ -55,6 +56,10 @@ __all__ = [
     "StatusRequest",
     "TransferLeader",
     "Value",
+    "Watch",
+    "WatchEvent",
+    "WatchEvents",
+    "WatchProgress",
     "Written",
     "decode_response",
     "frame_length",
@@ -272,6 +277,31 @@ class TransferLeader:
 
 
 @dataclass
+class Watch:
+    """Streams the changes to the keys starting with ``prefix`` from revision
+    ``from_revision`` on (0: from the revision after the server's applied index)."""
+
+    prefix: bytes
+    from_revision: int = 0
+    opcode = 14
+
+    def encode(self, request_id: int) -> bytes:
+        body = _u64(self.from_revision) + _bytes(self.prefix)
+        return _frame(request_id, self.opcode, body)
+
+
+@dataclass
+class CancelWatch:
+    """Ends the watch this connection opened with request id ``watch_id``."""
+
+    watch_id: int
+    opcode = 15
+
+    def encode(self, request_id: int) -> bytes:
+        return _frame(request_id, self.opcode, _u64(self.watch_id))
+
+
+@dataclass
 class SnapshotSave:
     """Asks the leader for a consistent snapshot of the dictionary (a backup)."""
 
@@ -307,6 +337,8 @@ Request = Union[
     MemberPromote,
     MemberRemove,
     TransferLeader,
+    Watch,
+    CancelWatch,
     SnapshotSave,
     SnapshotChunk,
 ]
@@ -435,7 +467,36 @@ class MembersReply:
 
 @dataclass(frozen=True)
 class Done:
-    """A membership change or leadership transfer was accepted."""
+    """A membership change or leadership transfer was accepted; a watch was cancelled."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change a watch reports: ``key`` set to ``value`` (a put), or deleted (``value``
+    is ``None``), by the write at ``revision``."""
+
+    key: bytes
+    value: bytes | None
+    revision: int
+
+    @property
+    def kind(self) -> str:
+        """``"put"`` or ``"delete"``."""
+        return "delete" if self.value is None else "put"
+
+
+@dataclass(frozen=True)
+class WatchEvents:
+    """Changes a watch reports, in revision order."""
+
+    events: list[WatchEvent]
+
+
+@dataclass(frozen=True)
+class WatchProgress:
+    """Every change the watch is to report up to ``revision`` has been sent before this."""
+
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -471,6 +532,8 @@ ERROR_NAMES = {
     10: "invalid",
     11: "conf_change",
     12: "shutting_down",
+    13: "compacted",
+    14: "watch_overflow",
     15: "no_space",
 }
 
@@ -479,9 +542,10 @@ ERROR_NAMES = {
 class ErrorReply:
     """The server's refusal. ``code`` is the error kind's number (``name`` its name); the
     other fields are set for the kinds that carry them: ``leader``/``leader_addr`` for
-    not_leader, ``what`` and ``limit`` for too_large, ``limit`` for too_many_in_flight and
-    too_many_connections, ``detail`` for unavailable, invalid and conf_change, ``free_bytes``
-    and ``min_free_bytes`` for no_space."""
+    not_leader, ``what`` and ``limit`` for too_large, ``limit`` for too_many_in_flight,
+    too_many_connections and watch_overflow, ``detail`` for unavailable, invalid and
+    conf_change, ``oldest`` for compacted, ``free_bytes`` and ``min_free_bytes`` for
+    no_space."""
 
     code: int
     leader: int | None = None
@@ -489,6 +553,7 @@ class ErrorReply:
     what: str | None = None
     limit: int | None = None
     detail: str | None = None
+    oldest: int | None = None
     free_bytes: int | None = None
     min_free_bytes: int | None = None
 
@@ -534,6 +599,16 @@ class ErrorReply:
             return f"membership change refused ({self.detail})"
         if c == 12:
             return "server shutting down: the request may have been applied"
+        if c == 13:
+            return (
+                "watch start revision no longer kept: the oldest revision a watch can start "
+                f"from here is {self.oldest}"
+            )
+        if c == 14:
+            return (
+                "watch cut off: its events waited unread beyond the server's limit of "
+                f"{self.limit} bytes"
+            )
         if c == 15:
             return (
                 f"no space: the leader's disk has {self.free_bytes} bytes free, below its "
@@ -556,6 +631,8 @@ Response = Union[
     MembersReply,
     Done,
     ErrorReply,
+    WatchEvents,
+    WatchProgress,
     SnapshotBegin,
     SnapshotChunkReply,
 ]
@@ -711,6 +788,22 @@ def decode_response(frame: bytes) -> tuple[int, Response]:
         resp = Done()
     elif opcode == 0x8C:
         resp = _decode_error(d)
+    elif opcode == 0x8D:
+        events = []
+        # The smallest event: kind, revision, an empty key.
+        for _ in range(d.count(1 + 8 + 4)):
+            kind = d.u8()
+            rev = d.u64()
+            key = d.blob()
+            if kind == 1:
+                events.append(WatchEvent(key, d.blob(), rev))
+            elif kind == 2:
+                events.append(WatchEvent(key, None, rev))
+            else:
+                raise FrameError(f"unknown watch event kind {kind}")
+        resp = WatchEvents(events)
+    elif opcode == 0x8E:
+        resp = WatchProgress(d.u64())
     elif opcode == 0x90:
         sid, cluster_id, index, term, size = d.u64(), d.u64(), d.u64(), d.u64(), d.u64()
         checksum = d.u32()
@@ -794,8 +887,10 @@ def _decode_error(d: _Reader) -> ErrorReply:
     if code == 2:
         what = d.text(MAX_TEXT_BYTES)
         return ErrorReply(code, what=what, limit=d.u64())
-    if code in (4, 5):
+    if code in (4, 5, 14):
         return ErrorReply(code, limit=d.u64())
+    if code == 13:
+        return ErrorReply(code, oldest=d.u64())
     if code in (9, 10, 11):
         return ErrorReply(code, detail=d.text(MAX_TEXT_BYTES))
     if code in (3, 6, 7, 8, 12):

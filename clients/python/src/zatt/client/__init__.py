@@ -1,8 +1,9 @@
-"""Talking to a Zatt cluster from Python: the blocking :class:`Client` and the original
-Zatt's :class:`DistributedDict` with its refresh policies.
+"""Talking to a Zatt cluster from Python: the blocking :class:`Client`, its change streams
+(:class:`Watch`), and the original Zatt's :class:`DistributedDict` with its refresh policies.
 
 Owns the public names of the client API; the machinery lives in ``_client`` (retries,
-sessions), ``distributedDict`` (the local copy) and ``refresh_policies``. Must not import
+sessions), ``_watch`` (change streams), ``distributedDict`` (the local copy) and
+``refresh_policies``. Must not import
 anything outside the standard library.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import (
     CasFailed,
+    Compacted,
     ConfigError,
     ConnectionFailed,
     NotFound,
@@ -22,23 +24,27 @@ from ..errors import (
     Unavailable,
     ZattError,
 )
-from ..wire import Member, PeerStatus, Revision, Status
+from ..wire import Member, PeerStatus, Revision, Status, WatchEvent
 from . import refresh_policies
 from ._client import DEFAULT_ENDPOINT, Client, ClientStats, KeyValue, ReadReply
-from .distributedDict import DistributedDict
+from ._watch import Watch, WatchStats
+from .distributedDict import Change, DistributedDict
 from .refresh_policies import (
     RefreshPolicy,
     RefreshPolicyAlways,
     RefreshPolicyCount,
     RefreshPolicyLock,
     RefreshPolicyTime,
+    RefreshPolicyWatch,
 )
 
 __all__ = [
     "DEFAULT_ENDPOINT",
     "CasFailed",
+    "Change",
     "Client",
     "ClientStats",
+    "Compacted",
     "ConfigError",
     "ConnectionFailed",
     "DistributedDict",
@@ -54,6 +60,7 @@ __all__ = [
     "RefreshPolicyCount",
     "RefreshPolicyLock",
     "RefreshPolicyTime",
+    "RefreshPolicyWatch",
     "Revision",
     "ServerError",
     "SessionExpired",
@@ -61,6 +68,9 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "Unavailable",
+    "Watch",
+    "WatchEvent",
+    "WatchStats",
     "ZattError",
     "refresh_policies",
 ]

@@ -45,6 +45,7 @@ from ..errors import (
     ZattError,
 )
 from ..values import encode_key
+from ._watch import Watch
 
 __all__ = ["DEFAULT_ENDPOINT", "Client", "ClientStats", "KeyValue", "ReadReply"]
 
@@ -380,6 +381,44 @@ class Client:
         if isinstance(resp, wire.MembersReply):
             return resp.members
         raise _unexpected(resp, False)
+
+    def watch(
+        self,
+        prefix: Key = b"",
+        from_revision: int = 0,
+        *,
+        endpoint: str | None = None,
+        silence_timeout: float = 5.0,
+    ) -> Watch:
+        """Watches the keys starting with ``prefix`` from revision ``from_revision`` on (0:
+        only changes made from now on; the client asks the cluster its revision with a
+        linearizable read first). Returns once the watch is in place on a server: every change
+        from that revision on will then be delivered, once each, in revision order, as
+        :class:`~zatt.wire.WatchEvent` items. ``endpoint``: the server to watch on first
+        (any member serves a watch; default: one of the client's endpoints at random, so that
+        watchers spread over the cluster). ``silence_timeout``: a connection that brings
+        nothing for this long (servers send a progress notification every second on a quiet
+        watch) is taken for dead and the watch resumes elsewhere. Raises
+        :class:`~zatt.errors.Compacted` when the servers no longer keep the changes from
+        ``from_revision`` on. See :class:`~zatt.client.Watch`::
+
+            for event in client.watch("config/"):
+                print(event.revision, event.kind, event.key, event.value)
+        """
+        if from_revision < 0:
+            raise ConfigError("from_revision must be 0 (from now) or a revision")
+        if from_revision == 0:
+            resp = self._call(wire.Len(False), _LEADER, _IDEMPOTENT)
+            if not isinstance(resp, wire.LenReply):
+                raise _unexpected(resp, False)
+            from_revision = resp.applied_index + 1
+        return Watch(
+            self,
+            encode_key(prefix),
+            from_revision,
+            endpoint=endpoint,
+            silence_timeout=silence_timeout,
+        )
 
     # ----- writes ------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """When a :class:`~zatt.client.DistributedDict` reloads its local copy, under the original
 Zatt's names. Owns only the decision; the dict keeps the counters and the clock and asks
 :meth:`RefreshPolicy.due` before every read (``d[k]``, ``in``, ``len``, iteration, ``repr``,
-comparison). Writes never refresh.
+comparison). Writes never refresh. :class:`RefreshPolicyWatch` is not a reload schedule but
+the dict following the cluster's changes (the dict does the work; see the class).
 
 Every refresh is linearizable unless the dict was made with ``stale_refresh=True``: see
 :class:`~zatt.client.DistributedDict` for what that gives up.
@@ -17,6 +18,7 @@ __all__ = [
     "RefreshPolicyCount",
     "RefreshPolicyLock",
     "RefreshPolicyTime",
+    "RefreshPolicyWatch",
 ]
 
 
@@ -78,3 +80,18 @@ class RefreshPolicyTime(RefreshPolicy):
 
     def __repr__(self) -> str:
         return f"RefreshPolicyTime(delta={self.delta!r})"
+
+
+class RefreshPolicyWatch(RefreshPolicy):
+    """Load once, then follow the cluster's changes (a watch on every key), applied to the
+    local copy in revision order; reads are served from the copy without asking the cluster
+    (they take up the changes that have arrived). Guarantees: the copy is always the
+    dictionary's state at one revision; reads never go back in time, through server failures
+    and leader changes too; and a dict sees its own writes (a read after a write waits until
+    the copy has reached it). Other clients' writes show up as soon as their changes arrive.
+    ``DistributedDict.on_change`` hooks see each change as the copy takes it. Prefer it to
+    the polling policies for any dictionary read more often than it changes.
+    """
+
+    def due(self, reads_since_refresh: int, age: float) -> bool:
+        return False
