@@ -19,7 +19,7 @@
 //!
 //! # Revisions
 //! Every key carries the log index of the entry that last changed it. Replies carry the index
-//! of the entry that produced them. `Expect::Revision(LogIndex(0))` matches an absent key, as
+//! of the entry that produced them. `Expect::Revision(0)` matches an absent key, as
 //! no entry has index 0.
 //!
 //! # Sessions (exactly-once writes)
@@ -89,6 +89,7 @@ use std::ops::Bound;
 mod dict;
 use dict::Dict;
 
+use crate::bytes::{le_u32, PutLe};
 use crate::types::{DecodeError, Entry, EntryKind, LogIndex, Reader};
 use crate::wire::client::{ExpectView, RequestView};
 
@@ -114,15 +115,9 @@ impl Default for KvConfig {
     }
 }
 
-/// The condition of a compare-and-swap.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// The key is present with exactly this value.
-    Value(Vec<u8>),
-    Absent,
-    /// The key was last changed by the entry at this index (`LogIndex(0)`: the key is absent).
-    Revision(LogIndex),
-}
+/// The condition of a compare-and-swap: the client's own type, so a decoded entry and a
+/// request speak of it alike (`Revision(0)`: the key is absent).
+pub use crate::wire::client::Expect;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -193,7 +188,7 @@ const OP_CAS: u8 = 3;
 const OP_REGISTER: u8 = 4;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.put_u32(b.len() as u32);
     out.extend_from_slice(b);
 }
 
@@ -221,12 +216,12 @@ fn encode_head(out: &mut Vec<u8>, session: Option<SessionRef>, now_ms: u64) {
     match session {
         Some(s) => {
             out.push(FLAG_SESSION);
-            out.extend_from_slice(&s.id.to_le_bytes());
-            out.extend_from_slice(&s.seq.to_le_bytes());
+            out.put_u64(s.id);
+            out.put_u64(s.seq);
         }
         None => out.push(0),
     }
-    out.extend_from_slice(&now_ms.to_le_bytes());
+    out.put_u64(now_ms);
 }
 
 /// The layout's operation and its arguments; the view's session is the head's business.
@@ -254,7 +249,7 @@ fn encode_op(out: &mut Vec<u8>, write: &RequestView<'_>) {
                 ExpectView::Absent => out.push(1),
                 ExpectView::Revision(r) => {
                     out.push(2);
-                    out.extend_from_slice(&r.to_le_bytes());
+                    out.put_u64(r);
                 }
             }
             match new {
@@ -288,7 +283,7 @@ impl Command {
                 expect: match expect {
                     Expect::Value(v) => ExpectView::Value(v),
                     Expect::Absent => ExpectView::Absent,
-                    Expect::Revision(r) => ExpectView::Revision(r.0),
+                    Expect::Revision(r) => ExpectView::Revision(*r),
                 },
                 new: new.as_deref(),
             },
@@ -326,7 +321,7 @@ impl Proposal {
                 expect: match expect {
                     ExpectView::Value(v) => Expect::Value(v.to_vec()),
                     ExpectView::Absent => Expect::Absent,
-                    ExpectView::Revision(r) => Expect::Revision(LogIndex(r)),
+                    ExpectView::Revision(r) => Expect::Revision(r),
                 },
                 new: new.map(|v| v.to_vec()),
             },
@@ -726,9 +721,9 @@ impl Kv {
         let mut out = Vec::new();
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.push(SNAPSHOT_VERSION);
-        out.extend_from_slice(&self.applied.0.to_le_bytes());
-        out.extend_from_slice(&self.clock_ms.to_le_bytes());
-        out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
+        out.put_u64(self.applied.0);
+        out.put_u64(self.clock_ms);
+        out.put_u64(self.data.len() as u64);
         SnapshotEncoder {
             out,
             after: None,
@@ -759,7 +754,7 @@ impl Kv {
             }
             put_bytes(&mut enc.out, k);
             put_bytes(&mut enc.out, v);
-            enc.out.extend_from_slice(&r.0.to_le_bytes());
+            enc.out.put_u64(r.0);
             last = Some(k);
         }
         if let Some(k) = last {
@@ -773,11 +768,11 @@ impl Kv {
     pub fn snapshot_finish(&self, enc: SnapshotEncoder) -> Vec<u8> {
         debug_assert!(enc.done, "snapshot_finish before every key was encoded");
         let mut out = enc.out;
-        out.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
+        out.put_u64(self.sessions.len() as u64);
         for (id, s) in &self.sessions {
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&s.last_seq.to_le_bytes());
-            out.extend_from_slice(&s.last_active_ms.to_le_bytes());
+            out.put_u64(*id);
+            out.put_u64(s.last_seq);
+            out.put_u64(s.last_active_ms);
             match &s.reply {
                 None => out.push(0),
                 Some(reply) => {
@@ -787,7 +782,7 @@ impl Kv {
             }
         }
         let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        out.put_u32(crc);
         out
     }
 
@@ -802,7 +797,7 @@ impl Kv {
             return Err(DecodeError::new("snapshot truncated"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let want = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let want = le_u32(crc, 0);
         if crc32fast::hash(body) != want {
             return Err(DecodeError::new("snapshot checksum mismatch"));
         }
@@ -902,16 +897,16 @@ fn encode_cached_reply(reply: &Reply, out: &mut Vec<u8>) {
     match reply {
         Reply::Put { revision } => {
             out.push(1);
-            out.extend_from_slice(&revision.0.to_le_bytes());
+            out.put_u64(revision.0);
         }
         Reply::Deleted { revision, existed } => {
             out.push(2);
-            out.extend_from_slice(&revision.0.to_le_bytes());
+            out.put_u64(revision.0);
             out.push(*existed as u8);
         }
         Reply::CasOk { revision } => {
             out.push(3);
-            out.extend_from_slice(&revision.0.to_le_bytes());
+            out.put_u64(revision.0);
         }
         Reply::CasFailed { current } => {
             out.push(4);
@@ -920,7 +915,7 @@ fn encode_cached_reply(reply: &Reply, out: &mut Vec<u8>) {
                 Some((v, r)) => {
                     out.push(1);
                     put_bytes(out, v);
-                    out.extend_from_slice(&r.0.to_le_bytes());
+                    out.put_u64(r.0);
                 }
             }
         }
@@ -1100,7 +1095,7 @@ mod tests {
                 8,
                 Command::Cas {
                     key: "k".into(),
-                    expect: Expect::Revision(LogIndex(4)),
+                    expect: Expect::Revision(4),
                     new: None,
                 },
             ),
@@ -1191,7 +1186,7 @@ mod tests {
                 None,
                 Command::Cas {
                     key: "a".into(),
-                    expect: Expect::Revision(LogIndex(42)),
+                    expect: Expect::Revision(42),
                     new: Some(Vec::new()),
                 },
             ),
@@ -1285,7 +1280,7 @@ mod tests {
             None,
             cas("a", Expect::Value("1".into()), Some("2")),
         ); // 5: change
-        apply(&mut kv, None, cas("a", Expect::Revision(LogIndex(5)), None)); // 6: deletes a
+        apply(&mut kv, None, cas("a", Expect::Revision(5), None)); // 6: deletes a
         let id = match apply(&mut kv, None, Command::RegisterSession) {
             Some(Reply::SessionRegistered { id }) => id, // 7: a session, no key changed
             other => panic!("{other:?}"),

@@ -159,27 +159,27 @@ mod kv_semantics {
         // `new: None` deletes.
         let mut r = Replica::new(KvConfig::default());
         assert!(matches!(
-            r.run(cas("a", Expect::Revision(LogIndex(0)), Some("1"))),
+            r.run(cas("a", Expect::Revision(0), Some("1"))),
             Reply::CasOk { .. }
         ));
         r.run(put("a", "2")); // revision 2
         assert!(matches!(
-            r.run(cas("a", Expect::Revision(LogIndex(1)), Some("x"))),
+            r.run(cas("a", Expect::Revision(1), Some("x"))),
             Reply::CasFailed { .. }
         ));
         assert!(matches!(
-            r.run(cas("a", Expect::Revision(LogIndex(0)), Some("x"))),
+            r.run(cas("a", Expect::Revision(0), Some("x"))),
             Reply::CasFailed { .. }
         ));
         assert_eq!(
-            r.run(cas("a", Expect::Revision(LogIndex(2)), None)),
+            r.run(cas("a", Expect::Revision(2), None)),
             Reply::CasOk {
                 revision: LogIndex(5)
             }
         );
         assert_eq!(value(&r.kv, "a"), None);
         assert!(matches!(
-            r.run(cas("a", Expect::Revision(LogIndex(2)), Some("y"))),
+            r.run(cas("a", Expect::Revision(2), Some("y"))),
             Reply::CasFailed { current: None }
         ));
     }

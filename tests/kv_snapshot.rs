@@ -52,7 +52,7 @@ mod kv_snapshot {
                     expect: match rng.below(3) {
                         0 => Expect::Absent,
                         1 => Expect::Value(rng.bytes_up_to(2)),
-                        _ => Expect::Revision(LogIndex(rng.below(index + 1))),
+                        _ => Expect::Revision(rng.below(index + 1)),
                     },
                     new: if rng.below(4) == 0 { None } else { Some(value) },
                 },

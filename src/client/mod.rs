@@ -27,8 +27,11 @@
 
 mod conn;
 mod dict;
+mod error;
 #[doc(hidden)]
 pub mod fake;
+mod pipeline;
+mod scan;
 mod snapshot;
 mod text;
 mod tls;
@@ -44,6 +47,10 @@ pub use crate::wire::client::{
     Response, SnapshotInfo, Status,
 };
 pub use dict::{ClusterChange, DistributedDict, Iter, RefreshLock, RefreshPolicy};
+use error::{conn_error, unexpected};
+pub use error::{Error, Result};
+pub use pipeline::Pipeline;
+pub use scan::{Pages, ScanOptions};
 pub use snapshot::SnapshotSink;
 pub use text::Escaped;
 pub use tls::TlsConfig;
@@ -118,146 +125,6 @@ impl Default for ClientConfig {
         }
     }
 }
-
-/// Why an operation failed. Every error says whether the operation may nevertheless have
-/// taken effect: see [`Error::may_have_applied`].
-#[derive(Debug)]
-pub enum Error {
-    /// The contacted server is not the leader and the client could not reach the one it named
-    /// (only when following hints is impossible, e.g. a [`Pipeline`]). Not applied.
-    NotLeader {
-        leader: Option<u64>,
-        leader_addr: Option<String>,
-    },
-    /// No reply within the operation's timeout.
-    Timeout { may_have_applied: bool },
-    /// No server could be reached, or none could serve the request (no leader, no quorum),
-    /// within the operation's timeout.
-    Unavailable {
-        reason: String,
-        may_have_applied: bool,
-    },
-    /// A key, value or frame over a limit (`what`: "key", "value" or "frame"). Not applied.
-    TooLarge { what: String, limit: u64 },
-    /// A compare-and-swap's condition did not hold; `current` is the key's value and revision
-    /// (`None`: absent). Nothing was changed.
-    CasFailed { current: Option<(Vec<u8>, u64)> },
-    /// The session expired while a write's outcome was unknown; a new session is registered.
-    /// See the module documentation.
-    SessionExpired { may_have_applied: bool },
-    /// The server refused the request for a reason retrying here will not fix (invalid
-    /// request, refused membership change, too many requests in flight, ...).
-    Server(ErrorKind),
-    /// The connection failed in a way the client did not retry.
-    Io {
-        error: io::Error,
-        may_have_applied: bool,
-    },
-    /// The server's bytes were not a valid response, or TLS failed.
-    Protocol {
-        what: String,
-        may_have_applied: bool,
-    },
-    /// The client itself was misconfigured (no endpoints, unreadable TLS files). Not applied.
-    Config(String),
-    /// A watch cannot start or go on from the revision it needs: the servers keep changes
-    /// from revision `oldest` on only. Load the current state and watch from after it.
-    Compacted { oldest: u64 },
-}
-
-impl Error {
-    /// Whether the operation may have been applied even though it reported this error. `false`
-    /// means it certainly was not (safe to retry anywhere); `true` means only a retry that the
-    /// cluster can deduplicate is safe.
-    pub fn may_have_applied(&self) -> bool {
-        match self {
-            Error::NotLeader { .. }
-            | Error::TooLarge { .. }
-            | Error::CasFailed { .. }
-            | Error::Config(_)
-            | Error::Compacted { .. } => false,
-            Error::Timeout { may_have_applied }
-            | Error::Unavailable {
-                may_have_applied, ..
-            }
-            | Error::SessionExpired { may_have_applied }
-            | Error::Io {
-                may_have_applied, ..
-            }
-            | Error::Protocol {
-                may_have_applied, ..
-            } => *may_have_applied,
-            Error::Server(kind) => kind.may_have_applied(),
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let maybe = |m: bool| {
-            if m {
-                " (the write may have been applied)"
-            } else {
-                ""
-            }
-        };
-        match self {
-            Error::NotLeader {
-                leader_addr: Some(a),
-                ..
-            } => write!(f, "not the leader: the leader is at {a}"),
-            Error::NotLeader { .. } => f.write_str("not the leader and no leader known"),
-            Error::Timeout { may_have_applied } => write!(
-                f,
-                "timed out waiting for a reply{}",
-                maybe(*may_have_applied)
-            ),
-            Error::Unavailable {
-                reason,
-                may_have_applied,
-            } => write!(
-                f,
-                "cluster unavailable: {reason}{}",
-                maybe(*may_have_applied)
-            ),
-            Error::TooLarge { what, limit } => {
-                write!(f, "{what} too large: the limit is {limit} bytes")
-            }
-            Error::CasFailed { current: None } => {
-                f.write_str("compare-and-swap failed: the key is absent")
-            }
-            Error::CasFailed {
-                current: Some((_, rev)),
-            } => write!(
-                f,
-                "compare-and-swap failed: the key holds another value (revision {rev})"
-            ),
-            Error::SessionExpired { may_have_applied } => write!(
-                f,
-                "session expired while the write's outcome was unknown{}",
-                maybe(*may_have_applied)
-            ),
-            Error::Server(kind) => write!(f, "{kind}"),
-            Error::Io {
-                error,
-                may_have_applied,
-            } => write!(f, "connection failed: {error}{}", maybe(*may_have_applied)),
-            Error::Protocol {
-                what,
-                may_have_applied,
-            } => write!(f, "{what}{}", maybe(*may_have_applied)),
-            Error::Config(what) => f.write_str(what),
-            Error::Compacted { oldest } => write!(
-                f,
-                "the changes to watch are no longer kept (the servers keep revision {oldest} on): reload and watch from after the load"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A key, its value and the revision (log index) of its last write. `Debug` shows the key and
 /// value as quoted text (`KeyValue { key: "a", value: "1", revision: 7 }`), `Display` as
@@ -600,15 +467,7 @@ impl Client {
         } else {
             opts.page_size
         };
-        Pages {
-            client: self,
-            start_after: opts.start_after.clone(),
-            remaining: opts.limit,
-            page_size,
-            opts,
-            done: false,
-            last_applied_index: 0,
-        }
+        Pages::new(self, opts, page_size)
     }
 
     /// Every key and value in the dictionary, in key order.
@@ -1124,237 +983,6 @@ fn describe(e: &ConnError) -> String {
         ConnError::Timeout => "timed out".into(),
         ConnError::Io(e) => e.to_string(),
         ConnError::Protocol(p) => p.clone(),
-    }
-}
-
-fn conn_error(e: ConnError, may_have_applied: bool) -> Error {
-    match e {
-        ConnError::Timeout => Error::Timeout { may_have_applied },
-        ConnError::Io(error) => Error::Io {
-            error,
-            may_have_applied,
-        },
-        ConnError::Protocol(what) => Error::Protocol {
-            what,
-            may_have_applied,
-        },
-    }
-}
-
-fn unexpected(resp: Response, may_have_applied: bool) -> Error {
-    Error::Protocol {
-        what: format!("unexpected response: {resp:?}"),
-        may_have_applied,
-    }
-}
-
-/// What to scan. `Default` scans everything, linearizably, in pages of the client's
-/// `scan_page_size`.
-#[derive(Clone, Debug)]
-pub struct ScanOptions {
-    pub prefix: Vec<u8>,
-    /// Start after this key (exclusive), e.g. to resume a scan.
-    pub start_after: Option<Vec<u8>>,
-    /// Stop after this many keys in all (`None`: no limit).
-    pub limit: Option<u64>,
-    /// Keys per request; 0 means the client's `scan_page_size`.
-    pub page_size: u32,
-    pub consistency: Consistency,
-}
-
-impl Default for ScanOptions {
-    fn default() -> Self {
-        ScanOptions {
-            prefix: Vec::new(),
-            start_after: None,
-            limit: None,
-            page_size: 0,
-            consistency: Consistency::Linearizable,
-        }
-    }
-}
-
-/// An iterator over the pages of a scan: each item is one request's worth of keys, in order.
-/// A failed page ends the iteration after yielding its error.
-pub struct Pages<'a> {
-    client: &'a mut Client,
-    opts: ScanOptions,
-    start_after: Option<Vec<u8>>,
-    remaining: Option<u64>,
-    page_size: u32,
-    done: bool,
-    last_applied_index: u64,
-}
-
-impl<'a> Pages<'a> {
-    /// The applied index of the server that answered the last page.
-    pub fn applied_index(&self) -> u64 {
-        self.last_applied_index
-    }
-
-    /// The keys one by one rather than page by page.
-    pub fn items(self) -> impl Iterator<Item = Result<KeyValue>> + 'a {
-        self.flat_map(|page| -> Box<dyn Iterator<Item = Result<KeyValue>>> {
-            match page {
-                Ok(items) => Box::new(items.into_iter().map(Ok)),
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            }
-        })
-    }
-}
-
-impl Iterator for Pages<'_> {
-    type Item = Result<Vec<KeyValue>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.remaining == Some(0) {
-            return None;
-        }
-        let limit = match self.remaining {
-            Some(r) => r.min(self.page_size as u64) as u32,
-            None => self.page_size,
-        };
-        let mut req = Request::Scan {
-            prefix: self.opts.prefix.clone(),
-            start_after: self.start_after.take(),
-            limit,
-            consistency: self.opts.consistency,
-        };
-        let route = route_for(self.opts.consistency);
-        let resp = self.client.call(&mut req, route, Retry::Idempotent);
-        match resp {
-            Ok(Response::ScanPage {
-                items,
-                more,
-                applied_index,
-            }) => {
-                self.last_applied_index = applied_index;
-                let page: Vec<KeyValue> = items
-                    .into_iter()
-                    .map(|(key, value, revision)| KeyValue {
-                        key,
-                        value,
-                        revision,
-                    })
-                    .collect();
-                if let Some(r) = &mut self.remaining {
-                    *r = r.saturating_sub(page.len() as u64);
-                }
-                match page.last() {
-                    Some(last) if more => self.start_after = Some(last.key.clone()),
-                    // Nothing to resume after: stopping here would truncate the scan silently.
-                    None if more => {
-                        self.done = true;
-                        return Some(Err(Error::Protocol {
-                            what: "scan page empty yet more follow".into(),
-                            may_have_applied: false,
-                        }));
-                    }
-                    _ => self.done = true,
-                }
-                Some(Ok(page))
-            }
-            Ok(other) => {
-                self.done = true;
-                Some(Err(unexpected(other, false)))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
-/// Many requests in flight on one connection: `send` returns the request id, `recv` returns
-/// replies in the order the server completes them (not necessarily the order sent). Requests
-/// are buffered and written in batches (on `flush`, on `recv`, or when 64 KiB are queued), so a
-/// burst of small requests costs few syscalls; steady-state sending and receiving reuse their
-/// buffers. A pipeline does not retry or follow `NotLeader`: the replies say what happened.
-///
-/// Keep the number in flight below the server's per-connection limit (the server answers
-/// `TooManyInFlight` beyond it). Writes that should apply exactly once need a session tag each,
-/// with **one write in flight per session**: register one session per in-flight slot with
-/// [`Client::register_session`].
-pub struct Pipeline {
-    conn: Conn,
-    next_id: u64,
-    in_flight: usize,
-    request_timeout: Duration,
-}
-
-/// Queued bytes that trigger a write from `send`.
-const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
-
-impl Pipeline {
-    /// Connects to `endpoint` directly (no leader search).
-    pub fn connect(endpoint: &str, config: &ClientConfig) -> Result<Pipeline> {
-        let tls = match &config.tls {
-            None => None,
-            Some(t) => Some((tls::build_config(t).map_err(Error::Config)?, t.clone())),
-        };
-        let conn = Conn::connect(
-            endpoint,
-            config.connect_timeout,
-            tls.as_ref().map(|(c, t)| (c, t)),
-            config.limits,
-        )
-        .map_err(|e| conn_error(e, false))?;
-        Ok(Pipeline {
-            conn,
-            next_id: 1,
-            in_flight: 0,
-            request_timeout: config.request_timeout,
-        })
-    }
-
-    /// The endpoint this pipeline talks to.
-    pub fn endpoint(&self) -> &str {
-        &self.conn.addr
-    }
-
-    /// Requests sent whose replies have not been received yet.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    /// Queues a request; returns its id.
-    pub fn send(&mut self, req: &Request) -> Result<u64> {
-        self.send_view(&req.view())
-    }
-
-    /// Queues a borrowed request (no copy of its key or value); returns its id.
-    pub fn send_view(&mut self, req: &RequestView<'_>) -> Result<u64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.conn.queue(id, req);
-        self.in_flight += 1;
-        if self.conn.queued_bytes() >= PIPELINE_FLUSH_BYTES {
-            self.flush()?;
-        }
-        Ok(id)
-    }
-
-    /// Writes every queued request.
-    pub fn flush(&mut self) -> Result<()> {
-        self.conn
-            .flush(self.request_timeout)
-            .map_err(|e| conn_error(e, true))
-    }
-
-    /// Flushes, then waits (up to the request timeout) for the next reply. With nothing in
-    /// flight it returns at once with [`Error::Config`] rather than wait for nothing.
-    pub fn recv(&mut self) -> Result<(u64, Response)> {
-        if self.in_flight == 0 {
-            return Err(Error::Config(
-                "Pipeline::recv with no request in flight".into(),
-            ));
-        }
-        self.flush()?;
-        let deadline = Instant::now() + self.request_timeout;
-        let (id, resp) = self.conn.recv(deadline).map_err(|e| conn_error(e, true))?;
-        self.in_flight = self.in_flight.saturating_sub(1);
-        Ok((id, resp))
     }
 }
 

@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use crate::bytes::{le_u32, le_u64, set_u32, set_u64, DecodeError, PutLe, Reader};
+
 /// Bytes of the frame header: `len: u32`, `request_id: u64`, `opcode: u8`.
 pub const FRAME_HEADER_BYTES: usize = 13;
 /// The smallest value of the `len` field: request id and opcode.
@@ -869,10 +871,10 @@ impl Enc<'_> {
         self.out.push(v);
     }
     fn u32(&mut self, v: u32) {
-        self.out.extend_from_slice(&v.to_le_bytes());
+        self.out.put_u32(v);
     }
     fn u64(&mut self, v: u64) {
-        self.out.extend_from_slice(&v.to_le_bytes());
+        self.out.put_u64(v);
     }
     fn bool(&mut self, v: bool) {
         self.out.push(v as u8);
@@ -942,15 +944,15 @@ impl Enc<'_> {
 /// Writes the frame header with a placeholder length; returns where the frame starts.
 fn begin_frame(out: &mut Vec<u8>, id: u64, opcode: u8) -> usize {
     let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&id.to_le_bytes());
+    out.put_u32(0);
+    out.put_u64(id);
     out.push(opcode);
     start
 }
 
 fn end_frame(out: &mut [u8], start: usize) {
     let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    set_u32(out, start, len);
 }
 
 /// Appends one request frame to `out`.
@@ -1245,7 +1247,7 @@ fn encode_event(e: &mut Enc<'_>, revision: u64, key: &[u8], value: Option<&[u8]>
 /// Sets the request id of the whole frame at the front of `frame` (a frame encoded once and
 /// sent to several requests, as a watch's events are).
 pub fn set_request_id(frame: &mut [u8], request_id: u64) {
-    frame[4..12].copy_from_slice(&request_id.to_le_bytes());
+    set_u64(frame, 4, request_id);
 }
 
 /// The bytes one event takes in a `WatchEvents` frame.
@@ -1285,7 +1287,7 @@ impl EventsFrame {
     }
 
     pub fn finish(self, out: &mut [u8]) {
-        out[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+        set_u32(out, self.count_at, self.count);
         end_frame(out, self.start);
     }
 }
@@ -1353,44 +1355,41 @@ fn encode_error(e: &mut Enc<'_>, k: &ErrorKind) {
 // Decoding. Every read goes through `Dec`, which checks the bytes present first; every
 // collection's count is checked against `count × smallest item ≤ bytes left` before allocating.
 
+/// The frame body decoder: the project's bounds-checked `bytes::Reader`, plus this protocol's
+/// options, limits and strings.
 struct Dec<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    r: Reader<'a>,
 }
 
-const TRUNCATED: FrameError = FrameError::Malformed("truncated");
+impl From<DecodeError> for FrameError {
+    fn from(e: DecodeError) -> FrameError {
+        FrameError::Malformed(e.what)
+    }
+}
 
 impl<'a> Dec<'a> {
+    fn new(buf: &'a [u8]) -> Dec<'a> {
+        Dec {
+            r: Reader::new(buf),
+        }
+    }
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.r.remaining()
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if n > self.remaining() {
-            return Err(TRUNCATED);
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+        Ok(self.r.bytes(n)?)
     }
     fn u8(&mut self) -> Result<u8, FrameError> {
-        Ok(self.take(1)?[0])
+        Ok(self.r.u8()?)
     }
     fn u32(&mut self) -> Result<u32, FrameError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(self.r.u32()?)
     }
     fn u64(&mut self) -> Result<u64, FrameError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(self.r.u64()?)
     }
     fn bool(&mut self) -> Result<bool, FrameError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(FrameError::Malformed("boolean is not 0 or 1")),
-        }
+        Ok(self.r.bool()?)
     }
     fn present(&mut self) -> Result<bool, FrameError> {
         match self.u8()? {
@@ -1497,16 +1496,14 @@ pub fn split_frame(buf: &[u8], limits: &FrameLimits) -> Result<Option<(usize, u6
     if buf.len() < 4 {
         return Ok(None);
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let len = le_u32(buf, 0) as usize;
     if len < MIN_LEN_FIELD {
         return Err(FrameError::Malformed("frame length below the header size"));
     }
     if buf.len() < FRAME_HEADER_BYTES {
         return Ok(None);
     }
-    let mut idb = [0u8; 8];
-    idb.copy_from_slice(&buf[4..12]);
-    let id = u64::from_le_bytes(idb);
+    let id = le_u64(buf, 4);
     let frame_len = len + 4;
     if frame_len > limits.max_frame_bytes {
         return Err(FrameError::TooLarge {
@@ -1523,10 +1520,7 @@ pub fn split_frame(buf: &[u8], limits: &FrameLimits) -> Result<Option<(usize, u6
 
 /// The request id of a frame whose header is present, for answering a refused frame.
 pub fn frame_request_id(buf: &[u8]) -> Option<u64> {
-    let b = buf.get(4..12)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Some(u64::from_le_bytes(a))
+    (buf.len() >= 12).then(|| le_u64(buf, 4))
 }
 
 /// Checks one whole frame's header; returns its request id, opcode and body decoder.
@@ -1538,7 +1532,7 @@ fn open_frame<'a>(frame: &'a [u8], limits: &FrameLimits) -> Result<(u64, u8, Dec
             len: frame.len() as u64,
         });
     }
-    let mut d = Dec { buf: frame, pos: 0 };
+    let mut d = Dec::new(frame);
     let len = d.u32()? as usize;
     if len < MIN_LEN_FIELD || len != frame.len() - 4 {
         return Err(FrameError::Malformed(
