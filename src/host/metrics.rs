@@ -192,6 +192,26 @@ impl Host {
             "Writes proposed and not yet applied or answered.",
             self.writes.len() as f64,
         );
+        e.gauge(
+            "zatt_watchers",
+            "Watches open on this server.",
+            self.watcher_count() as f64,
+        );
+        e.gauge(
+            "zatt_watch_history_changes",
+            "Changes kept in this server's history for watches.",
+            self.watches.history.len() as f64,
+        );
+        e.gauge(
+            "zatt_watch_history_bytes",
+            "Bytes of the history kept for watches, as counted against --watch-history-bytes.",
+            self.watches.history.bytes() as f64,
+        );
+        e.gauge(
+            "zatt_watch_history_oldest_revision",
+            "The oldest revision a watch can start from on this server.",
+            self.watch_oldest().0 as f64,
+        );
         e.counter(
             "zatt_snapshots_taken_total",
             "Snapshots this server took of its dictionary and stored (log compaction).",

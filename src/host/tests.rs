@@ -528,6 +528,9 @@ fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
     );
     assert!(out.streamed.iter().all(|(id, _)| *id == 100));
     assert_eq!(h.watcher_count(), 1);
+    assert_eq!(metric(&h, "zatt_watchers"), 1.0);
+    assert!(metric(&h, "zatt_watch_history_changes") >= 3.0);
+    assert!(metric(&h, "zatt_watch_history_bytes") > 0.0);
     let cancel = ReplyTo {
         request_id: 101,
         ..WATCHER
@@ -543,8 +546,21 @@ fn a_watch_streams_the_changes_under_its_prefix_and_ends_when_cancelled() {
         vec![(100, Response::Done), (101, Response::Done)]
     );
     assert_eq!(h.watcher_count(), 0);
+    assert_eq!(metric(&h, "zatt_watchers"), 0.0);
     put_applied(&mut h, &mut out, b"w/c");
     assert_eq!(events(&out).len(), 2, "an event after the cancel");
+}
+
+/// One unlabelled sample of the host's `/metrics` text.
+fn metric(h: &Host, name: &str) -> f64 {
+    let mut e = crate::metrics::Exposition::new();
+    h.write_metrics(&mut e);
+    let text = e.finish();
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[test]
