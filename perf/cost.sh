@@ -37,12 +37,9 @@ done
 build
 mkdir -p "$ROOT/perf/out"
 OUT="$ROOT/perf/out/cost-$(date -u +%Y%m%dT%H%M%SZ).md"
-REDIS_PID=""
-REDIS_DIR=""
 cleanup() {
     stop_cluster
-    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
-    if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+    stop_redis
 }
 trap cleanup EXIT
 BASE=$(free_base_port "${BASE_PORT:-28000}" 4)
@@ -116,12 +113,8 @@ fi
 if ((REDIS)); then
     stop_cluster
     command -v redis-server >/dev/null 2>&1 || { echo "cost.sh: --redis needs redis-server (see perf/memory.sh)" >&2; exit 1; }
-    REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zatt-redis.XXXXXX")
     RPORT=$((BASE + 3))
-    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$REDIS_DIR" \
-        --daemonize no >"$REDIS_DIR/redis.log" 2>&1 &
-    REDIS_PID=$!
-    for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    start_redis "$RPORT"
     echo >>"$OUT"
     echo "| redis run | req/s | server CPU µs/req | req per server-CPU-s | load avg |" >>"$OUT"
     echo "|---|---|---|---|---|" >>"$OUT"

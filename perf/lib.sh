@@ -89,6 +89,36 @@ stop_cluster() {
     if [ -n "$DATA" ] && [ -z "${KEEP_DATA:-}" ]; then rm -rf "$DATA"; fi
 }
 
+# Redis, the reference: Debian's redis-server, installed with apt-get when missing (as root).
+REDIS_PID=""
+REDIS_DIR=""
+need_redis() {
+    if ! command -v redis-server >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            log "redis-server missing: installing Debian's redis-server"
+            apt-get install -y -q redis-server >/dev/null 2>&1 ||
+                { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }
+        fi
+        command -v redis-server >/dev/null 2>&1 || { echo "$(basename "$0"): redis-server is not installed" >&2; exit 1; }
+    fi
+}
+
+# A Redis with no persistence on 127.0.0.1:$1, answering once this returns.
+start_redis() {
+    REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zatt-redis.XXXXXX")
+    redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --dir "$REDIS_DIR" \
+        --daemonize no >"$REDIS_DIR/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+stop_redis() {
+    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
+    if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+    REDIS_PID=""
+    REDIS_DIR=""
+}
+
 # The environment probe as one markdown paragraph (fsync in the data directory's file system).
 probe_line() {
     local dir=${1:-${TMPDIR:-/tmp}}

@@ -25,24 +25,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "redis-server missing: installing Debian's redis-server"
-        apt-get install -y -q redis-server >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }
-    fi
-    command -v redis-server >/dev/null 2>&1 || { echo "memory.sh: redis-server is not installed" >&2; exit 1; }
-fi
+need_redis
 
 build
 mkdir -p "$ROOT/perf/out"
 OUT="$ROOT/perf/out/memory-$(date -u +%Y%m%dT%H%M%SZ).md"
-REDIS_PID=""
-REDIS_DIR=""
 cleanup() {
     stop_cluster
-    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
-    if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+    stop_redis
 }
 trap cleanup EXIT
 
@@ -95,12 +85,8 @@ for p in "${SERVER_PIDS[@]}"; do
 done
 stop_cluster
 
-REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zatt-redis.XXXXXX")
 RPORT=$((BASE + 3))
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$REDIS_DIR" \
-    --daemonize no >"$REDIS_DIR/redis.log" 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$RPORT"
 rinfo() { redis-cli -p "$RPORT" info memory | tr -d '\r' | awk -F: -v f="$1" '$1 == f { print $2 }'; }
 REMPTY=$(rinfo used_memory_rss)
 log "loading $KEYS keys into redis"

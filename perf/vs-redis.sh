@@ -28,24 +28,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "redis-server missing: installing Debian's redis-server"
-        apt-get install -y -q redis-server >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }
-    fi
-    command -v redis-server >/dev/null 2>&1 || { echo "vs-redis.sh: redis-server is not installed" >&2; exit 1; }
-fi
+need_redis
 
 build
 mkdir -p "$ROOT/perf/out"
 OUT="$ROOT/perf/out/vs-redis-$(date -u +%Y%m%dT%H%M%SZ).md"
-REDIS_PID=""
-REDIS_DIR=""
 cleanup() {
     stop_cluster
-    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
-    if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+    stop_redis
 }
 trap cleanup EXIT
 KEYS=10000
@@ -53,12 +43,8 @@ BASE=$(free_base_port "${BASE_PORT:-28400}" 4)
 # shellcheck disable=SC2086
 start_cluster 3 "$BASE" ${ZATTD_ARGS:-}
 "$BIN/loadgen" --endpoints "$ENDPOINTS" --op put --key-space "$KEYS" --preload --total 1 --quiet --format json >/dev/null
-REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zatt-redis.XXXXXX")
 RPORT=$((BASE + 3))
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$REDIS_DIR" \
-    --daemonize no >"$REDIS_DIR/redis.log" 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$RPORT"
 
 {
     echo "# Zatt beside Redis: writes of 100 B values, $CLIENTS clients and 1 client, $ROUNDS alternating rounds"
