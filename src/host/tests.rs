@@ -643,6 +643,39 @@ fn a_watch_older_than_the_history_is_compacted_and_closed_connections_drop_watch
 }
 
 #[test]
+fn progress_frames_do_not_pile_up_behind_a_watcher_that_does_not_read() {
+    // Goal: on a quiet cluster, a watcher whose connection has unsent bytes gets no progress
+    // frame (they would queue without bound: no change ever checks its buffer); once the
+    // connection drains, progress resumes.
+    let (mut h, mut out) = leading(unbatched());
+    watch(&mut h, &mut out, b"", 0);
+    let at = |s: u64| Now {
+        mono: Duration::from_secs(s),
+        wall_ms: 0,
+    };
+    let progress_frames = |out: &Recorder| {
+        out.streamed
+            .iter()
+            .filter(|(_, r)| matches!(r, Response::WatchProgress { .. }))
+            .count()
+    };
+    let before = progress_frames(&out);
+    out.unsent = 21;
+    for s in 10..20 {
+        h.housekeeping(&mut out, at(s));
+    }
+    assert_eq!(
+        progress_frames(&out),
+        before,
+        "progress queued behind unread frames"
+    );
+    assert_eq!(h.watcher_count(), 1);
+    out.unsent = 0;
+    h.housekeeping(&mut out, at(30));
+    assert_eq!(progress_frames(&out), before + 1);
+}
+
+#[test]
 fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
     // Goal: under a stream of writes a caught-up watcher gets one frame per frame interval,
     // not one per turn; the host says when the held-back changes are due, and a turn then

@@ -408,9 +408,16 @@ impl Host {
             if now.saturating_sub(w.last_sent) < every {
                 continue;
             }
-            if out.pending_bytes(w.to).is_none() {
-                gone.push(*k);
-                continue;
+            match out.pending_bytes(w.to) {
+                None => {
+                    gone.push(*k);
+                    continue;
+                }
+                // Frames still unsent: the client is not reading, and a progress frame would
+                // only queue behind them (one per interval, without bound, on a quiet
+                // cluster where no change ever checks the watcher's buffer).
+                Some(pending) if pending > 0 => continue,
+                Some(_) => {}
             }
             progress(out, w.to, LogIndex(w.next.0 - 1));
             w.last_sent = now;
