@@ -105,8 +105,18 @@ impl BackupWriter {
         self.put(b)
     }
 
-    /// Writes the CRC, syncs, and renames the file to its final name.
-    pub fn finish(mut self) -> io::Result<()> {
+    /// Writes the CRC, syncs, and renames the file to its final name. On any failure the
+    /// partial file is removed: nothing is left that could be mistaken for a backup.
+    pub fn finish(self) -> io::Result<()> {
+        let tmp = self.tmp.clone();
+        let done = self.complete();
+        if done.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        done
+    }
+
+    fn complete(mut self) -> io::Result<()> {
         if self.written != self.expected {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -143,18 +153,24 @@ impl BackupWriter {
 /// layout. Returns what it says and the snapshot data. Every refusal names the file and why.
 pub fn read_backup(path: &Path, max_data_bytes: u64) -> Result<(BackupMeta, Vec<u8>), String> {
     let bad = |why: &str| format!("backup {} is unusable: {why}", path.display());
-    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let len = f
+    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = f
         .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        // A pipe or device has no size to check before reading: refuse it rather than read
+        // without a bound.
+        return Err(bad("it is not a regular file"));
+    }
+    let len = meta.len();
     if len > OVERHEAD_BYTES + MAX_MEMBERSHIP_BYTES + max_data_bytes {
         return Err(bad(&format!(
             "it is {len} bytes, more than a backup of at most {max_data_bytes} bytes of data can be"
         )));
     }
     let mut b = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut b)
+    f.take(len + 1)
+        .read_to_end(&mut b)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if b.len() as u64 != len {
         return Err(bad("it changed while being read"));
@@ -298,6 +314,9 @@ mod tests {
         fs::write(&path, &whole).unwrap();
         let e = read_backup(&path, 100).unwrap_err();
         assert!(e.contains("more than"), "{e}");
+        // A pipe has no size to check first: refused, not read without a bound.
+        let e = read_backup(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -309,6 +328,10 @@ mod tests {
         w.data(b"12345").unwrap();
         assert!(w.finish().is_err());
         assert!(!path.exists());
+        assert!(
+            !d.join("b.zatt.tmp").exists(),
+            "a failed finish left its partial file"
+        );
         let mut w = BackupWriter::create(&path, &meta(4)).unwrap();
         assert!(w.data(b"12345").is_err());
         w.abandon();
