@@ -81,7 +81,11 @@ impl RecPtr {
     }
 
     fn layout(key_len: usize, value_len: usize) -> Layout {
-        Layout::from_size_align(HEAD + key_len + value_len, 8).expect("record fits in memory")
+        let size = HEAD
+            .checked_add(key_len)
+            .and_then(|n| n.checked_add(value_len))
+            .expect("record size fits in usize (kv limits keys and values)");
+        Layout::from_size_align(size, 8).expect("record fits in memory")
     }
 
     /// Replaces the value in place; only for a value of the record's current length.
@@ -204,8 +208,10 @@ impl Dict {
             }
             Some(_) => {}
         }
-        let old = self.map.take(key).expect("present above");
+        // The new record first: should allocating it fail (and unwind), no index may be left
+        // pointing at a freed one.
         let rec = Rec::new(key, value, revision);
+        let old = self.map.take(key).expect("present above");
         // `replace` compares against the old pointer, still alive until `old` drops below.
         self.order.replace(rec.0);
         self.map.insert(rec);
