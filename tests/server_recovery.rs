@@ -378,6 +378,25 @@ fn a_restore_cut_short_before_its_data_runs_again() {
         );
         assert!(!dir.join("cluster-id").exists());
     }
+    // What those attempts left is no log either: forcing a cluster from it would make an empty
+    // one that says it kept "its whole log".
+    let files_before = std::fs::read_dir(&dir).unwrap().count();
+    let (code, out) = common::run_zattd(
+        &[
+            "--id",
+            "1",
+            "--listen",
+            &held.local_addr().unwrap().to_string(),
+            "--data-dir",
+            &dir.display().to_string(),
+            "--force-new-cluster",
+        ],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("holds none"), "{out}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files_before);
     // The old cluster's own directory holds a log: refused for that.
     let (code, out) = common::run_zattd(
         &[

@@ -58,16 +58,17 @@ fn corrupt(m: impl Into<String>) -> ServerError {
     }
 }
 
-/// Whether `dir` is missing or holds no file at all.
-fn dir_is_empty(dir: &Path) -> Result<bool, ServerError> {
-    match std::fs::read_dir(dir) {
-        Ok(mut it) => Ok(it.next().is_none()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(ServerError::runtime(format!(
-            "cannot read data directory {}: {e}",
-            dir.display()
-        ))),
-    }
+/// Whether `dir` holds no state at all (missing, or without log segments and hard state):
+/// what a server finds when its disk was lost or is not mounted, and at a first start.
+pub(super) fn dir_is_blank(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    !rd.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".wal") || name.starts_with("hardstate.") || name.ends_with(".snap")
+    })
 }
 
 fn wal_options(cfg: &ServerConfig) -> WalOptions {
@@ -304,15 +305,22 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
             marker.display()
         )));
     }
-    if dir_is_empty(dir)? {
-        return Err(usage(format!(
+    let none = || {
+        usage(format!(
             "--force-new-cluster keeps a surviving server's data, and {} holds none",
             dir.display()
-        )));
+        ))
+    };
+    // Other files (a lock, an identity, what a failed start left) are not a log to keep.
+    if dir_is_blank(dir) {
+        return Err(none());
     }
     let (mut wal, boot) = open_wal(cfg)?;
     let snapshot_index = boot.snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
     let last_index = boot.entries.last().map_or(snapshot_index, |e| e.index);
+    if last_index == LogIndex(0) {
+        return Err(none());
+    }
     let known_committed = boot.hard_state.commit.max(snapshot_index).min(last_index);
     let membership = boot
         .entries

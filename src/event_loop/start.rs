@@ -115,19 +115,6 @@ fn injected_disk_fault() -> Result<Option<crate::wal::InjectFault>, ServerError>
     }
 }
 
-/// Whether `dir` holds no state at all (missing, or without log segments and hard state):
-/// what a server finds when its disk was lost or is not mounted, and at a first start.
-fn dir_is_blank(dir: &Path) -> bool {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return true;
-    };
-    !rd.flatten().any(|e| {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        name.ends_with(".wal") || name.starts_with("hardstate.") || name.ends_with(".snap")
-    })
-}
-
 /// What an operator should do when this server must not rejoin as the member it was.
 fn rejoin_advice(cfg: &ServerConfig, listen: &str) -> String {
     let id = cfg.id;
@@ -156,7 +143,7 @@ impl Server {
         let dir = cfg.data_dir.clone();
         if cfg.initial_cluster_state == InitialClusterState::Existing
             && !cfg.join
-            && dir_is_blank(&dir)
+            && recover::dir_is_blank(&dir)
         {
             let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
             return Err(ServerError::usage(format!(
