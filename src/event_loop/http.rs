@@ -3,7 +3,8 @@
 //! gathered at each scrape), `GET /health` and `GET /ready` (200 or 503, with a one-line JSON
 //! body giving the reason; the decisions are the host's). `HEAD` answers the same without a
 //! body. Must not stall or grow the loop: a request is at most `MAX_REQUEST_BYTES` of request
-//! line and headers (no body is read), at most `MAX_HTTP_CONNS` connections are served at once,
+//! line and headers (no body is read), at most `MAX_HTTP_CONNS` connections are served at once
+//! (a new one replaces the oldest still reading, so idle connections cannot lock probes out),
 //! each closed `HTTP_DEADLINE` after it was accepted whatever it is doing, and anything that
 //! is not a well-formed request for one of the three paths gets 400, 404 or 405 and a closed
 //! connection. Every answer says `Connection: close`; after writing it the server shuts down
@@ -20,7 +21,8 @@ use std::net::Shutdown;
 /// below.
 pub(super) const HTTP_BASE: usize = 1 << 30;
 pub(super) const HTTP_LISTENER: Token = Token(HTTP_BASE);
-/// HTTP connections served at once; more are answered 503 and closed at once.
+/// HTTP connections served at once; a new one beyond them replaces the oldest that is not
+/// being answered (503 and closed at once only when every one is).
 const MAX_HTTP_CONNS: usize = 16;
 /// Request line and headers at most; a request still incomplete at this size gets 400.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -171,10 +173,28 @@ impl Server {
             match http.listener.accept() {
                 Ok((mut stream, _)) => {
                     if http.conns.len() >= MAX_HTTP_CONNS {
-                        let busy = response(503, "text/plain; charset=utf-8", "busy\n", false);
-                        let _ = stream.write(&busy);
-                        *self.io.metrics.http.entry(503).or_default() += 1;
-                        continue; // dropped: closed
+                        // The oldest connection not being answered makes room: otherwise a few
+                        // silent connections, reopened every deadline, would keep every
+                        // health probe at 503.
+                        let victim = http
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| !matches!(c.phase, Phase::Writing))
+                            .min_by_key(|(_, c)| c.generation)
+                            .map(|(k, _)| k);
+                        match victim {
+                            Some(k) => {
+                                let mut old = http.conns.remove(k);
+                                let _ = self.poll.registry().deregister(&mut old.stream);
+                            }
+                            None => {
+                                let busy =
+                                    response(503, "text/plain; charset=utf-8", "busy\n", false);
+                                let _ = stream.write(&busy);
+                                *self.io.metrics.http.entry(503).or_default() += 1;
+                                continue; // dropped: closed
+                            }
+                        }
                     }
                     let entry = http.conns.vacant_entry();
                     let key = entry.key();
