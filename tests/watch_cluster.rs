@@ -516,7 +516,42 @@ fn a_watch_its_server_can_no_longer_serve_yields_what_came_then_compacted_then_e
         "oldest {oldest}, delivered through {delivered}, last {last}"
     );
     assert!(w.next().is_none(), "the watch went on after Compacted");
-    assert_eq!(w.stats().resumes, 0);
+    // It asked its one server again before giving up, and went no further.
+    assert_eq!(w.stats().resumes, 1);
+}
+
+#[test]
+fn a_watch_whose_server_was_compacted_goes_on_from_another_member_without_a_gap() {
+    // Goal: `Compacted` from one member is that member's view: a watch that knows others
+    // resumes on one that still keeps the changes, and the caller sees every change once, in
+    // order, and no error. Method: as above (a paused follower caught up by snapshot), but
+    // the client knows the leader too, whose history still holds every change.
+    let c = Cluster::start(3, &["--snapshot-entries", "50"]);
+    let leader = c.wait_leader(T);
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut writer = Client::connect(&[c.addr(leader)], patient()).unwrap();
+    let first = writer.put("d/first", "v").unwrap();
+    let mut both = Client::connect(&[c.addr(follower), c.addr(leader)], patient()).unwrap();
+    let mut opts = WatchOptions::new("d/", first);
+    opts.endpoint = Some(c.addr(follower));
+    opts.silence_timeout = Duration::from_secs(120);
+    let mut w = both.watch_with(opts).unwrap();
+    assert_eq!(w.connected_to(), Some(c.addr(follower).as_str()));
+    let mut got = Vec::new();
+    collect_until(&mut w, first, &mut got);
+    c.pause(follower);
+    let mut acked = vec![first];
+    for i in 0..400 {
+        acked.push(writer.put(format!("d/{i}"), "v").unwrap());
+    }
+    let last = *acked.last().unwrap();
+    c.resume(follower);
+    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
+    collect_until(&mut w, last, &mut got);
+    let revs: Vec<u64> = got.iter().map(|c| c.0).collect();
+    assert_eq!(revs, acked, "every change once, in order");
+    assert!(w.stats().resumes >= 1, "the watch never left the follower");
+    assert_eq!(w.connected_to(), Some(c.addr(leader).as_str()));
 }
 
 #[test]

@@ -62,8 +62,8 @@ pub struct WatchStats {
 
 /// A stream of changes under a prefix, in revision order: an iterator whose `next` blocks until
 /// a change arrives. Resumes by itself (see the module docs); an `Err` item is either
-/// [`Error::Compacted`], after which the iterator ends (the changes since its last one are no
-/// longer kept: load the current state and watch anew), or a failure to reach any server
+/// [`Error::Compacted`], after which the iterator ends (no member it knows still keeps the
+/// changes since its last one: load the current state and watch anew), or a failure to reach any server
 /// within the client's timeout, after which calling `next` again tries again.
 ///
 /// It has a connection of its own, to whichever server it reaches first (a follower serves a
@@ -276,9 +276,10 @@ impl Watch {
                 }
             }
             Response::WatchProgress { revision } => self.next = self.next.max(revision + 1),
+            // This server no longer has the changes from `next` (a snapshot replaced its
+            // dictionary); another member may still: `open` asks each before giving up.
             Response::Error(ErrorKind::Compacted { oldest }) => {
-                self.conn = None;
-                self.compacted = Some(oldest);
+                self.lost(&format!("it keeps changes from revision {oldest} on only"));
             }
             Response::Error(ErrorKind::WatchOverflow { .. }) => {
                 self.stats.overflows += 1;
@@ -311,6 +312,10 @@ impl Watch {
     fn open(&mut self, deadline: Instant) -> Result<()> {
         let mut backoff_ms = 0u64;
         let mut last: String;
+        // Members that no longer keep the changes from `next`, and the latest oldest revision
+        // one of them named.
+        let mut compacted_by = 0;
+        let mut compacted: Option<u64> = None;
         loop {
             let addr = match self.opts.endpoint.take() {
                 Some(a) => a,
@@ -322,12 +327,26 @@ impl Watch {
             match self.open_at(&addr, deadline) {
                 Ok(()) => return Ok(()),
                 Err(OpenError::Fatal(e)) => return Err(e),
+                Err(OpenError::Compacted(oldest)) => {
+                    compacted_by += 1;
+                    compacted = Some(compacted.map_or(oldest, |c| c.max(oldest)));
+                    if compacted_by >= self.endpoints.len() {
+                        return self.end_compacted(compacted.expect("just set"));
+                    }
+                    // The next member at once: this answer was no failure to wait out.
+                    self.next_endpoint += 1;
+                    continue;
+                }
                 Err(OpenError::Retry(why)) => {
                     last = format!("{addr}: {why}");
                     self.next_endpoint += 1;
                 }
             }
             if Instant::now() >= deadline {
+                if let Some(oldest) = compacted {
+                    // No member reached was able to go on without a gap.
+                    return self.end_compacted(oldest);
+                }
                 return Err(Error::Unavailable {
                     reason: format!(
                         "cannot watch on any of {} ({})",
@@ -341,6 +360,18 @@ impl Watch {
             let left = deadline.saturating_duration_since(Instant::now());
             std::thread::sleep(left.min(Duration::from_millis(backoff_ms)));
         }
+    }
+
+    /// No member can go on without a gap: only the changes still queued can be delivered,
+    /// then the error (at once when nothing was ever delivered or queued).
+    fn end_compacted(&mut self, oldest: u64) -> Result<()> {
+        self.conn = None;
+        if self.queue.is_empty() && self.stats.opens == 0 {
+            self.finished = true;
+            return Err(Error::Compacted { oldest });
+        }
+        self.compacted = Some(oldest);
+        Ok(())
     }
 
     fn open_at(&mut self, addr: &str, deadline: Instant) -> Result<(), OpenError> {
@@ -390,14 +421,7 @@ impl Watch {
                 self.stats.opens += 1;
                 Ok(())
             }
-            Response::Error(ErrorKind::Compacted { oldest }) => {
-                // Only the changes still queued can be delivered; then the error.
-                self.compacted = Some(oldest);
-                if self.queue.is_empty() && self.stats.opens == 0 {
-                    return Err(OpenError::Fatal(Error::Compacted { oldest }));
-                }
-                Ok(())
-            }
+            Response::Error(ErrorKind::Compacted { oldest }) => Err(OpenError::Compacted(oldest)),
             Response::Error(
                 e @ (ErrorKind::Invalid(_)
                 | ErrorKind::TooLarge { .. }
@@ -410,6 +434,9 @@ impl Watch {
 }
 
 enum OpenError {
+    /// This server no longer keeps the changes from `next` (it keeps them from this revision
+    /// on); another may.
+    Compacted(u64),
     /// Another server, or a later try, may do.
     Retry(String),
     /// Retrying will not help.
