@@ -282,8 +282,39 @@ def test_a_watch_its_server_can_no_longer_serve_raises_compacted_mid_stream(
         assert revs == acked[: len(revs)]
         assert revs[-1] + 1 < info.value.oldest <= last + 1
         assert list(w) == [], "the watch went on after Compacted"
-        assert w.stats.resumes == 0
+        # It asked its one server again before giving up, and went no further.
+        assert w.stats.resumes == 1
         only_follower.close()
+    finally:
+        c.stop()
+
+
+def test_a_watch_whose_server_was_compacted_goes_on_from_another_member(
+    zattd: Path, tmp_path: Path
+) -> None:
+    # Goal: Compacted from one member is that member's view: a watch that knows the leader
+    # too resumes there, where the history still holds every change, and the caller sees each
+    # change once, in order, and no error. Method: as above, with both endpoints known.
+    c, leader, follower = _snapshotting_cluster(tmp_path)
+    try:
+        with Client([c.addr(leader)], timeout=T) as writer:
+            first = writer.put("d/first", "v")
+        both = Client([c.addr(follower), c.addr(leader)], timeout=T)
+        w = both.watch(b"d/", first, silence_timeout=120.0, endpoint=c.addr(follower))
+        assert w.connected_to == c.addr(follower)
+        got: list[WatchEvent] = []
+        collect_until(w, first, got)
+        acked = [first]
+
+        def writes(writer: Client) -> None:
+            acked.extend(writer.put(f"d/{i}", "v") for i in range(400))
+
+        last = _fall_behind_by_snapshot(c, leader, follower, writes)
+        collect_until(w, last, got)
+        assert [e.revision for e in got] == acked, "every change once, in order"
+        assert w.stats.resumes >= 1, "the watch never left the follower"
+        assert w.connected_to == c.addr(leader)
+        both.close()
     finally:
         c.stop()
 
@@ -300,7 +331,11 @@ def test_a_watching_dict_whose_changes_are_no_longer_kept_loads_again(
         with Client([c.addr(leader)], timeout=T) as writer:
             for k in ("keep", "gone", "same"):
                 writer.put(k, "1")
-        d = DistributedDict(endpoints=c.endpoints, refresh_policy=RefreshPolicyWatch(), timeout=T)
+        # The follower is the only member the dict knows (its loads follow the follower's hint
+        # to the leader): a watch that knows another member would go on there without a gap.
+        d = DistributedDict(
+            endpoints=[c.addr(follower)], refresh_policy=RefreshPolicyWatch(), timeout=T
+        )
         d.watch_endpoint = c.addr(follower)
         d.refresh(force=True)
         seen: list[Change] = []

@@ -48,6 +48,14 @@ class _Retry(Exception):
     """Another server, or a later try, may do."""
 
 
+class _Compacted(Exception):
+    """This server no longer keeps the changes the watch needs; another may."""
+
+    def __init__(self, oldest: int) -> None:
+        super().__init__(oldest)
+        self.oldest = oldest
+
+
 class Watch(Iterator[wire.WatchEvent]):
     """A stream of changes under a prefix, in revision order: iterating blocks until a change
     arrives (``for event in client.watch(b"config/"): ...``). It resumes by itself (see the
@@ -224,8 +232,9 @@ class Watch(Iterator[wire.WatchEvent]):
         elif isinstance(resp, wire.WatchProgress):
             self._next = max(self._next, resp.revision + 1)
         elif isinstance(resp, wire.ErrorReply) and resp.code == 13:
-            self._drop()
-            self._compacted = resp.oldest or 0
+            # This server no longer keeps the changes from _next (a snapshot replaced its
+            # dictionary); another member may still: _open asks each before giving up.
+            self._lost(f"it keeps changes from revision {resp.oldest or 0} on only")
         elif isinstance(resp, wire.ErrorReply) and resp.code == 14:
             self.stats.overflows += 1
             self._lost("cut off for reading too slowly")
@@ -258,6 +267,10 @@ class Watch(Iterator[wire.WatchEvent]):
         endpoint in turn, with growing pauses, until ``deadline``."""
         backoff = 0.0
         last = ""
+        # Members that no longer keep the changes from _next, and the latest oldest revision
+        # one of them named.
+        compacted_by = 0
+        compacted: int | None = None
         while True:
             if self._preferred is not None:
                 addr, self._preferred = self._preferred, None
@@ -266,13 +279,34 @@ class Watch(Iterator[wire.WatchEvent]):
             try:
                 self._open_at(addr, deadline)
                 return
+            except _Compacted as e:
+                compacted_by += 1
+                compacted = e.oldest if compacted is None else max(compacted, e.oldest)
+                self._next_endpoint += 1
+                if compacted_by >= len(self._endpoints):
+                    self._end_compacted(compacted)
+                    return
+                continue  # the next member at once: no failure to wait out
             except _Retry as e:
                 last = f"{addr}: {e}"
                 self._next_endpoint += 1
             if time.monotonic() >= deadline:
+                if compacted is not None:
+                    # No member reached was able to go on without a gap.
+                    self._end_compacted(compacted)
+                    return
                 raise Unavailable(f"cannot watch on any of {','.join(self._endpoints)} ({last})")
             backoff = min(max(backoff * 2, 0.01), 0.2)
             time.sleep(max(0.0, min(deadline - time.monotonic(), backoff)))
+
+    def _end_compacted(self, oldest: int) -> None:
+        """No member can go on without a gap: only the changes still queued can be delivered,
+        then the error (at once when nothing was ever delivered or queued)."""
+        self._drop()
+        if not self._queue and self.stats.opens == 0:
+            self._finished = True
+            raise Compacted(oldest)
+        self._compacted = oldest
 
     def _open_at(self, addr: str, deadline: float) -> None:
         c = self._client
@@ -305,12 +339,7 @@ class Watch(Iterator[wire.WatchEvent]):
         conn.close()
         if isinstance(resp, wire.ErrorReply):
             if resp.code == 13:
-                oldest = resp.oldest or 0
-                if not self._queue and self.stats.opens == 0:
-                    raise Compacted(oldest)
-                # Only the changes still queued can be delivered; then the error.
-                self._compacted = oldest
-                return
+                raise _Compacted(resp.oldest or 0)
             if resp.code == 2:
                 raise TooLarge(resp.what or "prefix", resp.limit or 0)
             if resp.code in (4, 10):
