@@ -18,14 +18,25 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import wire
 from .._conn import Conn, ConnError
 from ..errors import Compacted, ProtocolError, ServerError, TooLarge, Unavailable
 
-if TYPE_CHECKING:
-    from ._client import Client
+
+class _Dialer(Protocol):
+    """What a watch needs of the client that made it (the client's own type would make the
+    two modules import each other)."""
+
+    timeout: float
+    request_timeout: float
+
+    @property
+    def endpoints(self) -> list[str]: ...
+
+    def _dial(self, addr: str, deadline: float) -> Conn: ...
+
 
 __all__ = ["Watch", "WatchStats"]
 
@@ -70,7 +81,7 @@ class Watch(Iterator[wire.WatchEvent]):
 
     def __init__(
         self,
-        client: Client,
+        client: _Dialer,
         prefix: bytes,
         from_revision: int,
         *,
