@@ -583,23 +583,6 @@ fn force_new_cluster_after_losing_two_of_three_keeps_every_acknowledged_write() 
     let _ = std::fs::remove_dir_all(&cwd);
 }
 
-/// Flips one bit of the last non-zero byte of the node's newest log segment: the last record
-/// then fails its CRC with nothing valid after it (a torn tail, which may have been synced).
-fn damage_last_record(data_dir: &Path) {
-    use std::os::unix::fs::FileExt;
-    let seg = std::fs::read_dir(data_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .max()
-        .expect("a log segment");
-    let bytes = std::fs::read(&seg).unwrap();
-    let last = bytes.iter().rposition(|&b| b != 0).expect("records");
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&[bytes[last] ^ 0x01], last as u64).unwrap();
-}
-
 #[test]
 fn a_forced_survivor_is_not_held_back_by_entries_it_lost() {
     let mut c = Cluster::start(3, &[]);
@@ -612,7 +595,7 @@ fn a_forced_survivor_is_not_held_back_by_entries_it_lost() {
     for id in 1..=3 {
         c.kill(id);
     }
-    damage_last_record(&c.node(f).data_dir);
+    common::damage_last_record(&c.node(f).data_dir);
     // Alone and bounded: it withholds its vote, and nobody is left to release it.
     c.restart(f);
     let st = c.wait_status(f, T, "a lost-entries bound", |s| s.lost_entries.is_some());

@@ -192,23 +192,6 @@ fn an_empty_data_directory_is_refused_when_it_must_hold_data() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Flips one bit of the last non-zero byte of the node's log segment: the last record then
-/// fails its CRC, with nothing valid after it (a "torn" tail, which may have been synced).
-fn damage_last_record(data_dir: &Path) {
-    use std::os::unix::fs::FileExt;
-    let seg = std::fs::read_dir(data_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .max()
-        .expect("a log segment");
-    let bytes = std::fs::read(&seg).unwrap();
-    let last = bytes.iter().rposition(|&b| b != 0).expect("records");
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&[bytes[last] ^ 0x01], last as u64).unwrap();
-}
-
 #[test]
 fn a_follower_whose_last_synced_record_is_damaged_withholds_its_vote_until_it_holds_the_log() {
     // Goal: recovery cuts a last record that fails its CRC; it may have been synced and

@@ -829,6 +829,24 @@ pub fn retryable(e: &ErrorKind) -> bool {
     )
 }
 
+/// Flips one bit of the last non-zero byte of the node's newest log segment: the last record
+/// then fails its CRC with nothing valid after it (a torn tail, which may have been synced
+/// and acknowledged).
+pub fn damage_last_record(data_dir: &Path) {
+    use std::os::unix::fs::FileExt;
+    let seg = std::fs::read_dir(data_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .max()
+        .expect("a log segment");
+    let bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.iter().rposition(|&b| b != 0).expect("records");
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&[bytes[last] ^ 0x01], last as u64).unwrap();
+}
+
 /// Runs `zattd` with `args` to completion (for flag tests); (exit code, stderr).
 pub fn run_zattd(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
     let mut cmd = Command::new(BIN);
