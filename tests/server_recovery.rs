@@ -291,40 +291,26 @@ fn save_then_restore_into_a_new_cluster_keeps_every_key() {
     let _ = procs.0[0].kill();
     let _ = procs.0[0].wait();
     let d1 = cwd.join("new.1").display().to_string();
-    let (code, out) = common::run_zattd(
-        &[
-            "--id",
-            "1",
-            "--data-dir",
-            &d1,
-            "--restore",
-            &backup.display().to_string(),
-            "--cluster",
-            &format!("1={},2={},3={}", ports[0], ports[1], ports[2]),
-        ],
-        &[],
-        T,
-    );
+    let backup_arg = backup.display().to_string();
+    let cluster_arg = format!("1={},2={},3={}", ports[0], ports[1], ports[2]);
+    let restore_1 = [
+        "--id",
+        "1",
+        "--data-dir",
+        &d1,
+        "--restore",
+        &backup_arg,
+        "--cluster",
+        &cluster_arg,
+    ];
+    let (code, out) = common::run_zattd(&restore_1, &[], T);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("restored already"), "{out}");
     // Its storage lost, and started again with the very command that restored it: the two
     // others know server 1 by the incarnation it had, so it is refused (as any empty data
     // directory of a member is) rather than come back as a voter that forgot its votes.
     std::fs::remove_dir_all(cwd.join("new.1")).unwrap();
-    let (code, out) = common::run_zattd(
-        &[
-            "--id",
-            "1",
-            "--data-dir",
-            &d1,
-            "--restore",
-            &backup.display().to_string(),
-            "--cluster",
-            &format!("1={},2={},3={}", ports[0], ports[1], ports[2]),
-        ],
-        &[],
-        T,
-    );
+    let (code, out) = common::run_zattd(&restore_1, &[], T);
     assert_eq!(code, Some(2), "{out}");
     assert!(
         out.contains("refusing to start") && out.contains("zatt member remove 1"),
