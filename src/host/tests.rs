@@ -1091,6 +1091,34 @@ fn the_disk_alarm_refuses_writes_that_add_data_and_clears_by_itself() {
     assert!(matches!(answer(&out, 5), Some(Response::Written { .. })));
 }
 
+/// Reads a saved snapshot whole, chunk by chunk in order (request ids from 10 on), checking
+/// that each chunk starts where the last ended and is not empty.
+fn read_saved_snapshot(
+    h: &mut Host,
+    out: &mut Recorder,
+    info: &crate::wire::client::SnapshotInfo,
+) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut id = 10;
+    while (got.len() as u64) < info.size {
+        let req = Request::SnapshotChunk {
+            id: info.id,
+            offset: got.len() as u64,
+        };
+        request(h, out, id, &req);
+        match answer(out, id) {
+            Some(Response::SnapshotChunk { offset, data }) => {
+                assert_eq!(*offset, got.len() as u64);
+                assert!(!data.is_empty());
+                got.extend_from_slice(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        id += 1;
+    }
+    got
+}
+
 #[test]
 fn a_snapshot_save_hands_out_the_dictionary_as_of_its_read_in_chunks() {
     // Goal: SnapshotSave answers with a snapshot of the dictionary holding every write applied
@@ -1140,24 +1168,7 @@ fn a_snapshot_save_hands_out_the_dictionary_as_of_its_read_in_chunks() {
         },
     );
     all_durable(&mut h, &mut out);
-    let mut got = Vec::new();
-    let mut id = 10;
-    while (got.len() as u64) < info.size {
-        let req = Request::SnapshotChunk {
-            id: info.id,
-            offset: got.len() as u64,
-        };
-        request(&mut h, &mut out, id, &req);
-        match answer(&out, id) {
-            Some(Response::SnapshotChunk { offset, data }) => {
-                assert_eq!(*offset, got.len() as u64);
-                assert!(!data.is_empty());
-                got.extend_from_slice(data);
-            }
-            other => panic!("{other:?}"),
-        }
-        id += 1;
-    }
+    let got = read_saved_snapshot(&mut h, &mut out, &info);
     assert_eq!(got, want, "the snapshot as of the save");
     let tail = u32::from_le_bytes(got[got.len() - 4..].try_into().unwrap());
     assert_eq!(tail, info.checksum);
@@ -1289,24 +1300,7 @@ fn a_save_that_rides_on_a_compaction_snapshot_reads_it_from_its_file_once_stored
     assert!(!stored.data.in_memory());
     all_durable(&mut h, &mut out);
 
-    let mut got = Vec::new();
-    let mut id = 10;
-    while (got.len() as u64) < info.size {
-        let req = Request::SnapshotChunk {
-            id: info.id,
-            offset: got.len() as u64,
-        };
-        request(&mut h, &mut out, id, &req);
-        match answer(&out, id) {
-            Some(Response::SnapshotChunk { offset, data }) => {
-                assert_eq!(*offset, got.len() as u64);
-                assert!(!data.is_empty());
-                got.extend_from_slice(data);
-            }
-            other => panic!("{other:?}"),
-        }
-        id += 1;
-    }
+    let got = read_saved_snapshot(&mut h, &mut out, &info);
     assert_eq!(got, want);
     assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
 }
