@@ -58,6 +58,14 @@ pub(super) struct Http {
 }
 
 impl Http {
+    /// Forgets connection `key` and closes it (dropping the stream closes the socket).
+    fn close(&mut self, registry: &mio::Registry, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+
     /// Binds `--metrics-listen`, if given.
     pub fn bind(cfg: &ServerConfig) -> Result<Option<Http>, ServerError> {
         let Some(listen) = &cfg.metrics_listen else {
@@ -185,10 +193,7 @@ impl Server {
                             .min_by_key(|(_, c)| c.generation)
                             .map(|(k, _)| k);
                         match victim {
-                            Some(k) => {
-                                let mut old = http.conns.remove(k);
-                                let _ = self.poll.registry().deregister(&mut old.stream);
-                            }
+                            Some(k) => http.close(self.poll.registry(), k),
                             None => {
                                 let busy =
                                     response(503, "text/plain; charset=utf-8", "busy\n", false);
@@ -327,10 +332,7 @@ impl Server {
 
     fn http_close(&mut self, key: usize) {
         if let Some(http) = self.http.as_mut() {
-            if http.conns.contains(key) {
-                let mut conn = http.conns.remove(key);
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-            }
+            http.close(self.poll.registry(), key);
         }
     }
 
