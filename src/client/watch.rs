@@ -329,9 +329,10 @@ impl Watch {
                 Err(OpenError::Fatal(e)) => return Err(e),
                 Err(OpenError::Compacted(oldest)) => {
                     compacted_by += 1;
-                    compacted = Some(compacted.map_or(oldest, |c| c.max(oldest)));
+                    let latest = compacted.map_or(oldest, |c| c.max(oldest));
+                    compacted = Some(latest);
                     if compacted_by >= self.endpoints.len() {
-                        return self.end_compacted(compacted.expect("just set"));
+                        return self.end_compacted(latest);
                     }
                     // The next member at once: this answer was no failure to wait out.
                     self.next_endpoint += 1;
