@@ -1257,7 +1257,13 @@ mod tests {
                 now_ms: 1,
                 command: c,
             };
-            kv.apply_observed(&normal(index, &p), &mut |c| {
+            let e = normal(index, &p);
+            let data = e.data.as_ptr_range();
+            let within = |b: &[u8]| data.start <= b.as_ptr() && b.as_ptr_range().end <= data.end;
+            kv.apply_observed(&e, &mut |c| {
+                // The watch history shares the entry's bytes instead of copying them only if
+                // a change's key and value are parts of the entry's data.
+                assert!(within(c.key) && c.value.map_or(true, within), "{c:?}");
                 seen.push((c.revision.0, c.key.to_vec(), c.value.map(<[u8]>::to_vec)))
             })
         };

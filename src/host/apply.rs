@@ -44,7 +44,9 @@ impl Host {
             }
         }
         let history = &mut self.watches.history;
-        let reply = self.kv.apply_observed(e, &mut |c| history.record(c));
+        let reply = self
+            .kv
+            .apply_observed(e, &mut |c| history.record(c, &e.data));
         self.applied_term = e.term;
         self.metrics.applied_entries += 1;
         out.applied(e);

@@ -10,6 +10,8 @@
 //! trims it once per turn, after serving watchers), or know about connections.
 
 use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
 
 use super::Change;
 use crate::types::LogIndex;
@@ -36,13 +38,16 @@ impl Default for HistoryLimits {
     }
 }
 
-/// One recorded change; key and value share one allocation.
+/// One recorded change. Its key and value are ranges of `bytes`: when they lie in the data of
+/// the entry that made the change (a put, delete or CAS names its key and value there), that
+/// data is shared with the core's log rather than copied, so the history costs a record per
+/// change and no allocation; any other change keeps a copy of just its key and value.
 #[derive(Debug)]
 pub struct Recorded {
     revision: LogIndex,
-    key_len: usize,
-    put: bool,
-    bytes: Box<[u8]>,
+    bytes: Arc<[u8]>,
+    key: Range<usize>,
+    value: Option<Range<usize>>,
 }
 
 impl Recorded {
@@ -51,17 +56,26 @@ impl Recorded {
     }
 
     pub fn key(&self) -> &[u8] {
-        &self.bytes[..self.key_len]
+        &self.bytes[self.key.clone()]
     }
 
     /// The value set, or `None` for a delete.
     pub fn value(&self) -> Option<&[u8]> {
-        self.put.then(|| &self.bytes[self.key_len..])
+        self.value.clone().map(|r| &self.bytes[r])
     }
 
+    /// What this record keeps alive: all of `bytes` (an entry's whole data when shared, which
+    /// outlives the log's compaction while the change is here).
     fn cost(&self) -> usize {
         self.bytes.len() + CHANGE_OVERHEAD_BYTES
     }
+}
+
+/// Where `part` lies within `whole`, if it does.
+fn range_in(whole: &[u8], part: &[u8]) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
 }
 
 /// The recent changes, oldest first. Invariant: revisions strictly increase, and every change
@@ -86,8 +100,9 @@ impl History {
         }
     }
 
-    /// Records one change (changes arrive in revision order, as the dictionary applies them).
-    pub fn record(&mut self, c: Change<'_>) {
+    /// Records one change (changes arrive in revision order, as the dictionary applies them)
+    /// made by the entry whose data is `source`.
+    pub fn record(&mut self, c: Change<'_>, source: &Arc<[u8]>) {
         debug_assert!(
             self.changes
                 .back()
@@ -95,16 +110,31 @@ impl History {
             "history: change at {:?} recorded out of order",
             c.revision
         );
-        let mut bytes = Vec::with_capacity(c.key.len() + c.value.map_or(0, <[u8]>::len));
-        bytes.extend_from_slice(c.key);
-        if let Some(v) = c.value {
-            bytes.extend_from_slice(v);
-        }
-        let r = Recorded {
-            revision: c.revision,
-            key_len: c.key.len(),
-            put: c.value.is_some(),
-            bytes: bytes.into_boxed_slice(),
+        let shared = range_in(source, c.key).and_then(|k| match c.value {
+            None => Some((k, None)),
+            Some(v) => range_in(source, v).map(|v| (k, Some(v))),
+        });
+        let r = match shared {
+            Some((key, value)) => Recorded {
+                revision: c.revision,
+                bytes: source.clone(),
+                key,
+                value,
+            },
+            None => {
+                let mut bytes = Vec::with_capacity(c.key.len() + c.value.map_or(0, <[u8]>::len));
+                bytes.extend_from_slice(c.key);
+                let value = c.value.map(|v| {
+                    bytes.extend_from_slice(v);
+                    c.key.len()..bytes.len()
+                });
+                Recorded {
+                    revision: c.revision,
+                    bytes: bytes.into(),
+                    key: 0..c.key.len(),
+                    value,
+                }
+            }
         };
         self.bytes += r.cost();
         self.changes.push_back(r);
@@ -163,12 +193,25 @@ impl History {
 mod tests {
     use super::*;
 
+    /// Bytes an entry holds before the key and value it names (a session, an opcode).
+    const ENTRY_HEAD: &[u8] = b"hdr";
+
+    /// Records a put as the host does: its key and value are parts of the entry's data.
     fn put(h: &mut History, rev: u64, key: &str, value: &str) {
-        h.record(Change {
+        let data: Arc<[u8]> = [ENTRY_HEAD, key.as_bytes(), value.as_bytes()]
+            .concat()
+            .into();
+        let k = ENTRY_HEAD.len()..ENTRY_HEAD.len() + key.len();
+        let change = Change {
             revision: LogIndex(rev),
-            key: key.as_bytes(),
-            value: Some(value.as_bytes()),
-        });
+            key: &data[k.clone()],
+            value: Some(&data[k.end..]),
+        };
+        h.record(change, &data);
+    }
+
+    fn no_entry() -> Arc<[u8]> {
+        Arc::from(&b""[..])
     }
 
     #[test]
@@ -182,11 +225,14 @@ mod tests {
         assert_eq!(h.oldest(), LogIndex(5));
         put(&mut h, 5, "a", "1");
         put(&mut h, 7, "b", "2");
-        h.record(Change {
-            revision: LogIndex(9),
-            key: b"a",
-            value: None,
-        });
+        h.record(
+            Change {
+                revision: LogIndex(9),
+                key: b"a",
+                value: None,
+            },
+            &no_entry(),
+        );
         h.trim();
         assert_eq!(h.len(), 2);
         // Revision 6 had no change, yet it is gone with 5: only 6 and later are complete.
@@ -204,7 +250,7 @@ mod tests {
         // Goal: the byte budget bounds the history too; a reset voids it.
         let limits = HistoryLimits {
             max_changes: 1000,
-            max_bytes: 3 * (CHANGE_OVERHEAD_BYTES + 10),
+            max_bytes: 3 * (CHANGE_OVERHEAD_BYTES + 13),
         };
         let mut h = History::new(limits, LogIndex(0));
         for rev in 1..=10 {
@@ -213,10 +259,68 @@ mod tests {
         h.trim();
         assert_eq!(h.len(), 3);
         assert_eq!(h.oldest(), LogIndex(8));
-        assert_eq!(h.bytes(), 3 * (CHANGE_OVERHEAD_BYTES + 10));
+        // Each change keeps its whole entry alive, so the entry's bytes are what it costs.
+        assert_eq!(h.bytes(), 3 * (CHANGE_OVERHEAD_BYTES + 13));
         h.reset(LogIndex(20));
         assert!(h.is_empty());
         assert_eq!(h.bytes(), 0);
         assert_eq!(h.oldest(), LogIndex(21));
+    }
+
+    #[test]
+    fn a_change_shares_its_entrys_bytes_and_a_foreign_one_is_copied() {
+        // Goal: a change whose key and value lie in the entry's data keeps that data (no copy);
+        // one whose bytes lie elsewhere, even partly, is copied, and reads back the same.
+        let mut h = History::new(HistoryLimits::default(), LogIndex(0));
+        let data: Arc<[u8]> = Arc::from(&b"hdrkey1value1"[..]);
+        h.record(
+            Change {
+                revision: LogIndex(1),
+                key: &data[3..7],
+                value: Some(&data[7..]),
+            },
+            &data,
+        );
+        assert_eq!(Arc::strong_count(&data), 2, "the entry's data is shared");
+        let elsewhere = b"value2".to_vec();
+        h.record(
+            Change {
+                revision: LogIndex(2),
+                key: &data[3..7],
+                value: Some(&elsewhere),
+            },
+            &data,
+        );
+        h.record(
+            Change {
+                revision: LogIndex(3),
+                key: b"key3",
+                value: None,
+            },
+            &data,
+        );
+        assert_eq!(
+            Arc::strong_count(&data),
+            2,
+            "partly foreign changes are copied"
+        );
+        let read: Vec<(&[u8], Option<&[u8]>)> = (0..h.len())
+            .map(|i| (h.get(i).key(), h.get(i).value()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (&b"key1"[..], Some(&b"value1"[..])),
+                (&b"key1"[..], Some(&b"value2"[..])),
+                (&b"key3"[..], None),
+            ]
+        );
+        assert_eq!(
+            h.bytes(),
+            3 * CHANGE_OVERHEAD_BYTES + data.len() + 10 + 4,
+            "shared: the entry's length; copied: the key and value"
+        );
+        drop(h);
+        assert_eq!(Arc::strong_count(&data), 1);
     }
 }
