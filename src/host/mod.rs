@@ -274,6 +274,9 @@ pub trait Output {
     fn appended(&mut self, _raft: &Raft, _entries: &[Entry]) {}
     /// Observer: this committed entry was just applied to the dictionary.
     fn applied(&mut self, _entry: &Entry) {}
+    /// Observer: the core just dropped the log a stored snapshot covers (many entries freed at
+    /// once).
+    fn compacted(&mut self) {}
 }
 
 /// What a client waits for once an entry is applied.

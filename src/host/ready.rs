@@ -217,7 +217,7 @@ impl Host {
                     self.raft.persisted(index, term);
                 }
             }
-            Persisting::Snapshot { snapshot, .. } => self.compacted(snapshot),
+            Persisting::Snapshot { snapshot, .. } => self.compacted(out, snapshot),
         }
     }
 

@@ -101,9 +101,10 @@ impl Host {
     }
 
     /// Storage holds the snapshot: the core forgets the log it covers.
-    pub(super) fn compacted(&mut self, snapshot: Snapshot) {
+    pub(super) fn compacted<O: Output>(&mut self, out: &mut O, snapshot: Snapshot) {
         let index = snapshot.meta.index;
         self.raft.compact(snapshot);
+        out.compacted();
         self.snapshot_in_flight = false;
         self.metrics.snapshots_taken += 1;
         let took = self.now.mono.saturating_sub(self.snapshot_started);

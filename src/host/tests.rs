@@ -23,6 +23,8 @@ struct Recorder {
     /// Pins made durable (and unpins), in order: (peer, incarnation; 0 for an unpin).
     pins: Vec<(NodeId, u64)>,
     probes: Vec<(NodeId, u64, bool, bool)>,
+    /// Times the core's log was compacted (`Output::compacted`).
+    compactions: usize,
 }
 
 impl Output for Recorder {
@@ -67,6 +69,9 @@ impl Output for Recorder {
     }
     fn send_probe(&mut self, to: NodeId, known_as: u64, reply: bool, member: bool) {
         self.probes.push((to, known_as, reply, member));
+    }
+    fn compacted(&mut self) {
+        self.compactions += 1;
     }
 }
 
@@ -1303,4 +1308,41 @@ fn a_save_that_rides_on_a_compaction_snapshot_reads_it_from_its_file_once_stored
     let got = read_saved_snapshot(&mut h, &mut out, &info);
     assert_eq!(got, want);
     assert_eq!(crc32fast::hash(&got[..got.len() - 4]), info.checksum);
+}
+
+#[test]
+fn the_output_hears_of_a_compaction_once_its_snapshot_is_durable() {
+    // Goal: the server hands freed memory back after a compaction (`Output::compacted`), and
+    // the host says so only when the core has dropped the log, which waits for the snapshot to
+    // be durable. Method: a lone leader that compacts every 20 entries; its snapshot's token is
+    // reported durable last.
+    let (mut h, mut out) = lone_leader(|c| {
+        c.snapshot_entries = 20;
+        c.snapshot_keys_per_turn = 1000;
+    });
+    all_durable(&mut h, &mut out);
+    let mut i = 0u64;
+    while out.snapshots.is_empty() {
+        assert!(i < 200, "no compaction snapshot after {i} writes");
+        let req = Request::Put {
+            session: None,
+            key: format!("k{i:03}").into_bytes(),
+            value: vec![1; 10],
+        };
+        request(&mut h, &mut out, 1000 + i, &req);
+        i += 1;
+        // Everything but the snapshot's token is made durable.
+        while out
+            .pending
+            .front()
+            .is_some_and(|_| out.snapshots.is_empty())
+        {
+            durable_next(&mut h, &mut out);
+        }
+    }
+    let first_before = h.raft.first_index();
+    assert_eq!(out.compactions, 0, "the snapshot is not durable yet");
+    all_durable(&mut h, &mut out);
+    assert_eq!(out.compactions, 1);
+    assert!(h.raft.first_index() > first_before, "the log was compacted");
 }
