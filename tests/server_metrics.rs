@@ -434,6 +434,14 @@ fn bad_http_requests_get_an_answer_and_a_closed_connection() {
     }
     let (code, head, body) = exchange(&addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
     assert_eq!((code, body.as_str()), (200, ""), "{head}");
+    // An error answer to HEAD has no body either (its Content-Length is the GET's).
+    for (raw, want) in [
+        (&b"HEAD /nowhere HTTP/1.1\r\n\r\n"[..], 404),
+        (&b"HEAD metrics HTTP/1.1\r\n\r\n"[..], 400),
+    ] {
+        let (code, head, body) = exchange(&addr, raw);
+        assert_eq!((code, body.as_str()), (want, ""), "{head}");
+    }
 
     // A head that never ends: 400 once it passes the limit, and closed.
     let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();

@@ -127,14 +127,15 @@ fn response(code: u16, content_type: &str, body: &str, head: bool) -> Vec<u8> {
     bytes
 }
 
-fn text(code: u16, body: &str) -> (u16, Vec<u8>) {
+/// A plain-text answer; to a `HEAD` request (`head`) without its body, as for any answer.
+fn text(code: u16, body: &str, head: bool) -> (u16, Vec<u8>) {
     (
         code,
         response(
             code,
             "text/plain; charset=utf-8",
             &format!("{body}\n"),
-            false,
+            head,
         ),
     )
 }
@@ -268,6 +269,7 @@ impl Server {
                                     &format!(
                                         "request line and headers over {MAX_REQUEST_BYTES} bytes"
                                     ),
+                                    conn.input.starts_with(b"HEAD "),
                                 ))
                             } else {
                                 None
@@ -339,22 +341,22 @@ impl Server {
     /// The answer to a request whose line and headers are `head`.
     fn http_answer(&self, head: &[u8]) -> (u16, Vec<u8>) {
         let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+        // Known before the line is checked: even an error answer to HEAD has no body.
+        let head_only = head.starts_with(b"HEAD ");
         let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
-            return text(400, "request line is not UTF-8");
+            return text(400, "request line is not UTF-8", head_only);
         };
         let line = line.strip_suffix('\r').unwrap_or(line);
         let parts: Vec<&str> = line.split(' ').collect();
         let [method, target, version] = parts[..] else {
-            return text(400, "expected METHOD TARGET HTTP/1.x");
+            return text(400, "expected METHOD TARGET HTTP/1.x", head_only);
         };
         if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-            return text(400, "expected METHOD /PATH HTTP/1.x");
+            return text(400, "expected METHOD /PATH HTTP/1.x", head_only);
         }
-        let head_only = match method {
-            "GET" => false,
-            "HEAD" => true,
-            _ => return text(405, "only GET and HEAD"),
-        };
+        if method != "GET" && method != "HEAD" {
+            return text(405, "only GET and HEAD", false);
+        }
         let path = target.split('?').next().unwrap_or(target);
         match path {
             "/metrics" => {
@@ -371,7 +373,7 @@ impl Server {
             }
             "/health" => verdict("health", self.host.health(), head_only),
             "/ready" => verdict("ready", self.host.readiness(), head_only),
-            _ => text(404, "not found: try /metrics, /health or /ready"),
+            _ => text(404, "not found: try /metrics, /health or /ready", head_only),
         }
     }
 }
