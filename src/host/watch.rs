@@ -30,7 +30,7 @@
 use super::*;
 use crate::kv::history::{History, HistoryLimits};
 use crate::wire::client::{event_encoded_len, set_request_id, EventsFrame};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Event bytes in one `WatchEvents` frame, at most (beyond its first event, which may be as
 /// large as a key and a value can be).
@@ -119,6 +119,9 @@ impl Watches {
         }
         let limit = self.cfg.buffer_bytes;
         let mut shared: Vec<Shared> = Vec::new();
+        // Where the groups of one prefix are in `shared` (a lookup per watcher, not a walk of
+        // every group: thousands of watchers on distinct prefixes stay linear).
+        let mut groups: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
         let mut catching_up = false;
         let mut due_at: Option<Duration> = None;
         let mut ended: Vec<(WatchKey, Option<ErrorKind>)> = Vec::new();
@@ -153,14 +156,16 @@ impl Watches {
             }
             let sent = if w.live {
                 // Watchers on one prefix at one point get the same frames: encoded once.
-                let i = match shared
-                    .iter()
-                    .position(|s| s.prefix == w.prefix && s.from == w.next)
-                {
+                let found = groups
+                    .get(w.prefix.as_slice())
+                    .and_then(|at| at.iter().copied().find(|&i| shared[i].from == w.next));
+                let i = match found {
                     Some(i) => i,
                     None => {
                         shared.push(Shared::encode(&self.history, &w.prefix, w.next, applied));
-                        shared.len() - 1
+                        let i = shared.len() - 1;
+                        groups.entry(w.prefix.clone()).or_default().push(i);
+                        i
                     }
                 };
                 shared[i].send(out, w)
@@ -196,7 +201,6 @@ impl Watches {
 /// request id): with many watchers on one prefix, encoding is paid once per turn, not once
 /// per watcher.
 struct Shared {
-    prefix: Vec<u8>,
     from: LogIndex,
     /// Whole frames, one after the other, with request id 0.
     frames: Vec<u8>,
@@ -236,7 +240,6 @@ impl Shared {
             i = j;
         }
         Shared {
-            prefix: prefix.to_vec(),
             from,
             frames,
             starts,
