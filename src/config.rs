@@ -216,8 +216,8 @@ const FLAGS: &[Flag] = &[
         hint: "BYTES",
         kind: Kind::Value,
         default: Some("64MiB"),
-        help: "memory for those changes (keys, values and about 48 bytes each): the oldest are \
-               dropped past this or past --watch-history-changes",
+        help: "memory for those changes (each its log entry's bytes, which hold its key and value, \
+               and about 80 more): the oldest are dropped past this or past --watch-history-changes",
     },
     Flag {
         name: "watch-buffer-bytes",

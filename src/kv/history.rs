@@ -16,9 +16,10 @@ use std::sync::Arc;
 use super::Change;
 use crate::types::LogIndex;
 
-/// Bytes counted per change besides its key and value (the record and its allocation), so
-/// that many small changes are bounded by the byte budget too.
-const CHANGE_OVERHEAD_BYTES: usize = 48;
+/// Bytes counted per change besides the bytes it keeps: the record itself and the header of
+/// the shared (or copied) allocation, so that many small changes are bounded by the byte
+/// budget too.
+const CHANGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Recorded>() + 16;
 
 /// How much history to keep: the newest changes, at most this many and about this many bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
