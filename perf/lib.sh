@@ -45,7 +45,9 @@ cpu_seconds() {
     awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / t }' "/proc/$1/stat"
 }
 
-# start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA.
+# start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA. With
+# METRICS_BASE set, server i also serves /metrics on 127.0.0.1:METRICS_BASE+i-1 (METRICS holds
+# those addresses, space-separated).
 start_cluster() {
     local n=$1 base=$2
     shift 2
@@ -56,8 +58,14 @@ start_cluster() {
         CLUSTER+="${CLUSTER:+,}$i=127.0.0.1:$((base + i - 1))"
         ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:$((base + i - 1))"
     done
+    METRICS=""
     for ((i = 1; i <= n; i++)); do
-        "$ZATTD" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" "$@" >"$DATA/$i.log" 2>&1 &
+        local extra=()
+        if [ -n "${METRICS_BASE:-}" ]; then
+            extra=(--metrics-listen "127.0.0.1:$((METRICS_BASE + i - 1))")
+            METRICS+="${METRICS:+ }127.0.0.1:$((METRICS_BASE + i - 1))"
+        fi
+        "$ZATTD" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" "${extra[@]}" "$@" >"$DATA/$i.log" 2>&1 &
         SERVER_PIDS+=($!)
     done
     log "started $n servers (pids ${SERVER_PIDS[*]}) on $ENDPOINTS, data in $DATA"

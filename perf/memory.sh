@@ -40,6 +40,7 @@ kib() { awk -v f="$2" '$1 == f":" { print $2 }' "/proc/$1/status"; }
 per_key() { awk -v b="$1" -v n="$KEYS" 'BEGIN { printf "%.0f", b / n }'; }
 
 BASE=$(free_base_port "${BASE_PORT:-27800}" 4)
+METRICS_BASE=$(free_base_port $((BASE + 100)) 3)
 # shellcheck disable=SC2086
 start_cluster 3 "$BASE" ${ZATTD_ARGS:-}
 {
@@ -83,6 +84,18 @@ for p in "${SERVER_PIDS[@]}"; do
     echo "| zattd $((i + 1)) | $((rss / 1024)) | $(per_key $((rss * 1024))) | $(per_key $(((rss - EMPTY[i]) * 1024))) | $((hwm / 1024)) |" >>"$OUT"
     i=$((i + 1))
 done
+# Where it goes besides the dictionary: the log since the last snapshot and the watch history
+# (the history shares its bytes with the log's entries while both hold them). Printed after
+# the table above, which Redis's row completes.
+metric() { awk -v m="$1" '$1 == m { printf "%.0f", $2 }' <<<"$2"; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+BESIDES=""
+i=1
+for addr in $METRICS; do
+    m=$(curl -s --max-time 5 "http://$addr/metrics" || true)
+    BESIDES+="| zattd $i | $(metric zatt_raft_log_entries "$m") | $(mb "$(metric zatt_raft_log_bytes "$m")") | $(metric zatt_watch_history_changes "$m") | $(mb "$(metric zatt_watch_history_bytes "$m")") |"$'\n'
+    i=$((i + 1))
+done
 stop_cluster
 
 RPORT=$((BASE + 3))
@@ -103,6 +116,12 @@ RPEAK=$(rinfo used_memory_peak)
     echo "| redis ($RKEYS keys) | $((RRSS / 1048576)) | $(per_key "$RRSS") | $(per_key $((RRSS - REMPTY))) | used_memory $((RUSED / 1048576)) MB, peak $((RPEAK / 1048576)) MB |"
     echo
     echo "B per key: the process's resident set (Redis: \`used_memory_rss\`) divided by $KEYS. The Zatt servers also hold the Raft log since their last snapshot and (while a follower may need it) that snapshot's bytes on disk, not in memory."
+    echo
+    echo "Besides the dictionary, each Zatt server held (its \`/metrics\`, read with its RSS above; the history's bytes are mostly the log entries' own, shared with the log while it holds them):"
+    echo
+    echo "| process | log entries since its last snapshot | their bytes (MB) | watch history changes | their bytes (MB) |"
+    echo "|---|---|---|---|---|"
+    printf '%s' "$BESIDES"
     echo
     echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >>"$OUT"

@@ -326,6 +326,8 @@ fn metrics_parse_under_load() {
         "zatt_raft_commit_index",
         "zatt_raft_applied_index",
         "zatt_raft_last_index",
+        "zatt_raft_log_entries",
+        "zatt_raft_log_bytes",
         "zatt_raft_proposals_total",
         "zatt_raft_applied_entries_total",
         "zatt_client_requests_total",
@@ -345,6 +347,19 @@ fn metrics_parse_under_load() {
         assert!(s.has_family(f), "the leader's scrape lacks {f}");
     }
     assert_eq!(s.value("zatt_raft_role{role=\"leader\"}"), Some(1.0));
+    // The log in memory: no more entries than the log's last index, each counted with at
+    // least its 25-byte head.
+    let entries = s.value("zatt_raft_log_entries").unwrap();
+    let last = s.value("zatt_raft_last_index").unwrap();
+    assert!(
+        entries >= 1.0 && entries <= last,
+        "{entries} entries, last {last}"
+    );
+    let bytes = s.value("zatt_raft_log_bytes").unwrap();
+    assert!(
+        bytes >= entries * 25.0,
+        "{bytes} bytes for {entries} entries"
+    );
     // Messages refused for a peer's storage identity count as drops too (none here).
     for reason in ["IncarnationChanged", "NotMyIncarnation"] {
         let k = format!("zatt_peer_datagrams_dropped_total{{reason=\"{reason}\"}}");

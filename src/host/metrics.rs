@@ -105,6 +105,18 @@ impl Host {
             "The index of the last entry in this server's log.",
             self.raft.last_index().0 as f64,
         );
+        // What the log costs in memory: it is dropped at each compaction (--snapshot-entries
+        // entries, or 64 MiB, after the last).
+        e.gauge(
+            "zatt_raft_log_entries",
+            "Entries this server's log holds in memory, since its last snapshot.",
+            (self.raft.last_index().0 - self.raft.first_index().0 + 1) as f64,
+        );
+        e.gauge(
+            "zatt_raft_log_bytes",
+            "Bytes those entries hold.",
+            self.raft.log_bytes() as f64,
+        );
         let members = self.raft.membership();
         e.family(
             "zatt_raft_members",
