@@ -148,22 +148,12 @@ fn ack(match_index: u64) -> MessageBody {
 }
 
 fn put(h: &mut Host, out: &mut Recorder, id: u64, key: &[u8]) {
-    let mut frame = Vec::new();
     let req = Request::Put {
         session: None,
         key: key.to_vec(),
         value: b"v".to_vec(),
     };
-    encode_request(id, &req, &mut frame);
-    let to = ReplyTo {
-        conn: 0,
-        generation: 0,
-        request_id: id,
-        op: 0,
-        since: Duration::ZERO,
-    };
-    h.client_frame(out, now(), to, &frame);
-    h.end_turn(out, now()).unwrap();
+    request(h, out, id, &req);
 }
 
 /// Makes n1 leader of a two-voter cluster in term 2 through a scripted n2.
@@ -979,36 +969,13 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
 
 /// A lone voter elected leader, with `cfg` changed by `tune`; its batches all durable.
 fn lone_leader(tune: impl FnOnce(&mut HostConfig)) -> (Host, Recorder) {
-    let mut m = Membership::default();
-    m.members.insert(
-        N1,
-        Member {
-            role: MemberRole::Voter,
-            addr: "127.0.0.1:5001".into(),
-        },
-    );
     let mut cfg = HostConfig::new(1 << 20, 1_000_000);
     tune(&mut cfg);
-    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
-    let mut out = Recorder::default();
-    for _ in 0..100 {
-        h.tick();
-        h.end_turn(&mut out, now()).unwrap();
-        while !out.pending.is_empty() {
-            durable_next(&mut h, &mut out);
-        }
-        if h.raft().role() == Role::Leader {
-            break;
-        }
-    }
-    assert_eq!(h.raft().role(), Role::Leader);
-    (h, out)
+    leading(cfg)
 }
 
 /// Hands the host one request frame and ends the turn.
 fn request(h: &mut Host, out: &mut Recorder, id: u64, req: &Request) {
-    let mut frame = Vec::new();
-    encode_request(id, req, &mut frame);
     let to = ReplyTo {
         conn: 0,
         generation: 0,
@@ -1016,8 +983,7 @@ fn request(h: &mut Host, out: &mut Recorder, id: u64, req: &Request) {
         op: 0,
         since: Duration::ZERO,
     };
-    h.client_frame(out, now(), to, &frame);
-    h.end_turn(out, now()).unwrap();
+    request_to(h, out, to, req);
 }
 
 /// Reports every outstanding token durable.
@@ -1324,12 +1290,7 @@ fn the_output_hears_of_a_compaction_once_its_snapshot_is_durable() {
     let mut i = 0u64;
     while out.snapshots.is_empty() {
         assert!(i < 200, "no compaction snapshot after {i} writes");
-        let req = Request::Put {
-            session: None,
-            key: format!("k{i:03}").into_bytes(),
-            value: vec![1; 10],
-        };
-        request(&mut h, &mut out, 1000 + i, &req);
+        put(&mut h, &mut out, 1000 + i, format!("k{i:03}").as_bytes());
         i += 1;
         // Everything but the snapshot's token is made durable.
         while out
