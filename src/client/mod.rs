@@ -260,11 +260,9 @@ enum Failure {
 }
 
 impl Attempts {
-    /// Sleeps a growing pause (10 ms doubling to 200 ms), never past the deadline.
+    /// Sleeps a growing pause (see `back_off`), never past the deadline.
     fn back_off(&mut self, deadline: Instant) {
-        self.backoff_ms = (self.backoff_ms * 2).clamp(10, 200);
-        let left = deadline.saturating_duration_since(Instant::now());
-        std::thread::sleep(left.min(Duration::from_millis(self.backoff_ms)));
+        back_off(&mut self.backoff_ms, deadline);
     }
 
     /// Remembers why a connection failed, unless it merely ran out of time after a failure
@@ -941,18 +939,36 @@ impl Client {
 
     fn dial(&mut self, addr: &str, deadline: Instant) -> Result<Conn, ConnError> {
         self.stats.connects += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = self
-            .config
-            .connect_timeout
-            .min(left)
-            .max(Duration::from_millis(1));
-        let tls = match (&self.tls, &self.config.tls) {
-            (Some(c), Some(t)) => Some((c, t)),
-            _ => None,
-        };
-        Conn::connect(addr, timeout, tls, self.config.limits)
+        open_conn(&self.config, self.tls.as_ref(), addr, deadline)
     }
+}
+
+/// A connection to `addr` as `config` says (TLS when it has both halves), its connect
+/// timeout cut to what is left before `deadline`. Shared by requests and watches.
+fn open_conn(
+    config: &ClientConfig,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    addr: &str,
+    deadline: Instant,
+) -> Result<Conn, ConnError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout = config
+        .connect_timeout
+        .min(left)
+        .max(Duration::from_millis(1));
+    let tls = match (tls, &config.tls) {
+        (Some(c), Some(t)) => Some((c, t)),
+        _ => None,
+    };
+    Conn::connect(addr, timeout, tls, config.limits)
+}
+
+/// Sleeps a growing pause (10 ms doubling to 200 ms; `ms` holds the last), never past the
+/// deadline. Shared by requests and watches.
+fn back_off(ms: &mut u64, deadline: Instant) {
+    *ms = (*ms * 2).clamp(10, 200);
+    let left = deadline.saturating_duration_since(Instant::now());
+    std::thread::sleep(left.min(Duration::from_millis(*ms)));
 }
 
 /// Why `ensure_conn` found no server: the last failure, and whether every endpoint refused the

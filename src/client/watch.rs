@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, ConnError};
-use super::{describe, Client, ClientConfig, Error, Result};
+use super::{back_off, describe, open_conn, Client, ClientConfig, Error, Result};
 use crate::wire::client::{ErrorKind, Request, Response};
 
 pub use crate::wire::client::WatchEvent;
@@ -357,9 +357,7 @@ impl Watch {
                     may_have_applied: false,
                 });
             }
-            backoff_ms = (backoff_ms * 2).clamp(10, 200);
-            let left = deadline.saturating_duration_since(Instant::now());
-            std::thread::sleep(left.min(Duration::from_millis(backoff_ms)));
+            back_off(&mut backoff_ms, deadline);
         }
     }
 
@@ -376,18 +374,8 @@ impl Watch {
     }
 
     fn open_at(&mut self, addr: &str, deadline: Instant) -> Result<(), OpenError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = self
-            .config
-            .connect_timeout
-            .min(left)
-            .max(Duration::from_millis(1));
-        let tls = match (&self.tls, &self.config.tls) {
-            (Some(c), Some(t)) => Some((c, t)),
-            _ => None,
-        };
         let mut conn =
-            Conn::connect(addr, timeout, tls, self.config.limits).map_err(|e| match e {
+            open_conn(&self.config, self.tls.as_ref(), addr, deadline).map_err(|e| match e {
                 ConnError::Protocol(what) => OpenError::Fatal(Error::Protocol {
                     what,
                     may_have_applied: false,
