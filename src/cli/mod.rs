@@ -707,12 +707,15 @@ fn bytes(a: &OsStr) -> Vec<u8> {
 }
 
 fn parse_id(what: &str, a: &OsStr) -> Result<u64, String> {
+    parse_positive(what, a, "a server id (a number from 1)")
+}
+
+/// A number from 1; else "WHAT: "ARG" is not NOUN".
+fn parse_positive(what: &str, a: &OsStr, noun: &str) -> Result<u64, String> {
     let s = text(what, a)?;
     match s.parse::<u64>() {
-        Ok(id) if id > 0 => Ok(id),
-        _ => Err(format!(
-            "{what}: {s:?} is not a server id (a number from 1)"
-        )),
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{what}: {s:?} is not {noun}")),
     }
 }
 
@@ -823,34 +826,14 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
         "watch" => {
             let m = sub(name, args, &[], &["from", "count"])?;
             want(name, &m.free, 1, "PREFIX")?;
-            let from = match m.value("from") {
-                None => None,
-                Some(r) => {
-                    let r = text("watch --from", r)?;
-                    match r.parse::<u64>() {
-                        Ok(n) if n > 0 => Some(n),
-                        _ => {
-                            return Err(format!(
-                                "watch --from: {r:?} is not a revision (a number from 1)"
-                            ))
-                        }
-                    }
-                }
-            };
-            let count = match m.value("count") {
-                None => None,
-                Some(n) => {
-                    let n = text("watch --count", n)?;
-                    match n.parse::<u64>() {
-                        Ok(n) if n > 0 => Some(n),
-                        _ => {
-                            return Err(format!(
-                                "watch --count: {n:?} is not a number of changes (from 1)"
-                            ))
-                        }
-                    }
-                }
-            };
+            let from = m
+                .value("from")
+                .map(|r| parse_positive("watch --from", r, "a revision (a number from 1)"))
+                .transpose()?;
+            let count = m
+                .value("count")
+                .map(|n| parse_positive("watch --count", n, "a number of changes (from 1)"))
+                .transpose()?;
             Command::Watch {
                 prefix: bytes(&m.free[0]),
                 from,
