@@ -203,6 +203,15 @@ impl World {
         self.queue.insert((self.now + delay_us, self.seq), ev);
     }
 
+    /// One frame on a client link (requests, answers, watch streams): lost (`None`, at
+    /// `client_loss` while faults run) or delivered after this many µs.
+    fn client_link_delay(&mut self) -> Option<u64> {
+        if self.phase == Phase::Faults && self.rng.chance(self.fp.client_loss) {
+            return None;
+        }
+        Some(self.rng.between(200, 2_000))
+    }
+
     fn log(&self, what: std::fmt::Arguments<'_>) {
         if self.opts.verbose {
             println!("{:>10.3}ms {}", self.now as f64 / 1000.0, what);

@@ -119,10 +119,9 @@ impl SimOut<'_> {
                 w.nodes[self.ni].id, to.conn
             ));
         }
-        if w.phase == Phase::Faults && w.rng.chance(w.fp.client_loss) {
+        let Some(d) = w.client_link_delay() else {
             return;
-        }
-        let d = w.rng.between(200, 2_000);
+        };
         w.at(
             d,
             Event::ToClient {

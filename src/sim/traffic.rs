@@ -58,10 +58,9 @@ impl World {
             ));
         }
         self.at(CLIENT_TIMEOUT_US, Event::ClientTimeout(c, op_id, attempt));
-        if self.phase == Phase::Faults && self.rng.chance(self.fp.client_loss) {
+        let Some(d) = self.client_link_delay() else {
             return;
-        }
-        let d = self.rng.between(200, 2_000);
+        };
         self.at(
             d,
             Event::ToNode {

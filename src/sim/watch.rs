@@ -17,7 +17,7 @@ use super::events::Event;
 use super::*;
 use crate::kv::Kv;
 use crate::wire::client::{
-    decode_response, encode_request, ErrorKind, FrameLimits, Request, Response, WatchEvent,
+    decode_response, encode_request, ErrorKind, FrameLimits, Request, Response,
 };
 
 /// Connection numbers of watchers start here (ordinary clients are numbered from 0).
@@ -168,10 +168,9 @@ impl World {
             node + 1,
             self.watchers[w].next
         ));
-        if self.phase == Phase::Faults && self.rng.chance(self.fp.client_loss) {
+        let Some(d) = self.client_link_delay() else {
             return; // lost: the watcher times out and tries again
-        }
-        let d = self.rng.between(200, 2_000);
+        };
         self.at(
             d,
             Event::WatchToNode {
@@ -205,11 +204,10 @@ impl World {
         if wt.conn != conn || wt.broken {
             return;
         }
-        if self.phase == Phase::Faults && self.rng.chance(self.fp.client_loss) {
+        let Some(d) = self.client_link_delay() else {
             self.watchers[w].broken = true;
             return;
-        }
-        let d = self.rng.between(200, 2_000);
+        };
         let at = (self.now + d).max(self.watchers[w].link_free_at);
         self.watchers[w].link_free_at = at;
         self.at(
@@ -290,9 +288,6 @@ impl World {
                              {r} under {:?} ({want:?})",
                             String::from_utf8_lossy(&prefix)
                         ));
-                    }
-                    if let WatchEvent::Put { value, .. } = e {
-                        debug_assert!(want.is_some_and(|(_, v)| v.as_deref() == Some(value)));
                     }
                     wt.next = r + 1;
                     wt.events += 1;
