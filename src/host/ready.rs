@@ -228,25 +228,22 @@ impl Host {
     /// leader one datagram, not one per batch. Merging keeps the larger match index and
     /// read round: within one term a follower never loses entries that matched its leader, and
     /// a later acknowledgement still confirms a round an earlier one echoed.
-    fn send_after_persist<O: Output>(&mut self, out: &mut O, m: Message) {
+    fn send_after_persist<O: Output>(&mut self, out: &mut O, mut m: Message) {
         let MessageBody::AppendEntriesResponse {
             success: true,
             match_index,
             read_seq,
             ..
-        } = m.body
+        } = &mut m.body
         else {
             return out.send(m);
         };
-        let earlier = self.acks.iter_mut().find(|a| {
-            a.to == m.to
-                && a.term == m.term
-                && matches!(
-                    a.body,
-                    MessageBody::AppendEntriesResponse { success: true, .. }
-                )
-        });
-        match earlier {
+        // `acks` holds only successful acknowledgements (this is its one way in).
+        match self
+            .acks
+            .iter_mut()
+            .find(|a| a.to == m.to && a.term == m.term)
+        {
             Some(a) => {
                 if let MessageBody::AppendEntriesResponse {
                     match_index: am,
@@ -254,18 +251,10 @@ impl Host {
                     ..
                 } = a.body
                 {
-                    let mut later = m;
-                    if let MessageBody::AppendEntriesResponse {
-                        match_index: lm,
-                        read_seq: lr,
-                        ..
-                    } = &mut later.body
-                    {
-                        *lm = (*lm).max(am).max(match_index);
-                        *lr = (*lr).max(ar).max(read_seq);
-                    }
-                    *a = later;
+                    *match_index = (*match_index).max(am);
+                    *read_seq = (*read_seq).max(ar);
                 }
+                *a = m;
             }
             None => self.acks.push(m),
         }
