@@ -217,25 +217,10 @@ impl Shared {
         let end = history.len();
         let mut i = history.position(from);
         while i < end {
-            let (mut j, mut bytes, mut n) = (i, 0usize, 0usize);
-            while j < end && (n == 0 || bytes < FRAME_EVENT_BYTES) {
-                let c = history.get(j);
-                if c.key().starts_with(prefix) {
-                    bytes += event_encoded_len(c.key(), c.value());
-                    n += 1;
-                }
-                j += 1;
-            }
+            let (j, _, n) = frame_span(history, prefix, i);
             if n > 0 {
                 starts.push(frames.len());
-                let mut f = EventsFrame::begin(&mut frames, 0);
-                for k in i..j {
-                    let c = history.get(k);
-                    if c.key().starts_with(prefix) {
-                        f.push(&mut frames, c.revision().0, c.key(), c.value());
-                    }
-                }
-                f.finish(&mut frames);
+                encode_frame(&mut frames, 0, history, prefix, i..j);
             }
             i = j;
         }
@@ -287,15 +272,7 @@ fn send_events<O: Output>(
     let mut sent = 0usize;
     let mut any = false;
     while i < end {
-        let (mut j, mut bytes, mut n) = (i, 0usize, 0usize);
-        while j < end && (n == 0 || bytes < FRAME_EVENT_BYTES) {
-            let c = history.get(j);
-            if c.key().starts_with(&w.prefix) {
-                bytes += event_encoded_len(c.key(), c.value());
-                n += 1;
-            }
-            j += 1;
-        }
+        let (j, bytes, n) = frame_span(history, &w.prefix, i);
         if n > 0 {
             if sent > 0 && sent.saturating_add(bytes) > budget {
                 w.next = history.get(i).revision();
@@ -303,14 +280,7 @@ fn send_events<O: Output>(
             }
             let (to, prefix) = (w.to, &w.prefix);
             out.stream(to, &mut |buf| {
-                let mut f = EventsFrame::begin(buf, to.request_id);
-                for k in i..j {
-                    let c = history.get(k);
-                    if c.key().starts_with(prefix) {
-                        f.push(buf, c.revision().0, c.key(), c.value());
-                    }
-                }
-                f.finish(buf);
+                encode_frame(buf, to.request_id, history, prefix, i..j)
             });
             sent = sent.saturating_add(bytes);
             any = true;
@@ -325,6 +295,41 @@ fn send_events<O: Output>(
         w.next = applied.next();
     }
     any
+}
+
+/// Where the frame starting at history position `i` ends: the changes under `prefix` from
+/// there until they reach about `FRAME_EVENT_BYTES` (at least one, when there is one). Returns
+/// (the position after it, the matching changes' encoded bytes, how many match).
+fn frame_span(history: &History, prefix: &[u8], i: usize) -> (usize, usize, usize) {
+    let end = history.len();
+    let (mut j, mut bytes, mut n) = (i, 0usize, 0usize);
+    while j < end && (n == 0 || bytes < FRAME_EVENT_BYTES) {
+        let c = history.get(j);
+        if c.key().starts_with(prefix) {
+            bytes += event_encoded_len(c.key(), c.value());
+            n += 1;
+        }
+        j += 1;
+    }
+    (j, bytes, n)
+}
+
+/// Appends one `WatchEvents` frame of the changes under `prefix` at history positions `span`.
+fn encode_frame(
+    buf: &mut Vec<u8>,
+    request_id: u64,
+    history: &History,
+    prefix: &[u8],
+    span: std::ops::Range<usize>,
+) {
+    let mut f = EventsFrame::begin(buf, request_id);
+    for k in span {
+        let c = history.get(k);
+        if c.key().starts_with(prefix) {
+            f.push(buf, c.revision().0, c.key(), c.value());
+        }
+    }
+    f.finish(buf);
 }
 
 fn progress<O: Output>(out: &mut O, to: ReplyTo, revision: LogIndex) {
