@@ -34,6 +34,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+((REDIS)) && need_redis
 build
 mkdir -p "$ROOT/perf/out"
 OUT="$ROOT/perf/out/cost-$(date -u +%Y%m%dT%H%M%SZ).md"
@@ -112,7 +113,6 @@ fi
 
 if ((REDIS)); then
     stop_cluster
-    command -v redis-server >/dev/null 2>&1 || { echo "cost.sh: --redis needs redis-server (see perf/memory.sh)" >&2; exit 1; }
     RPORT=$((BASE + 3))
     start_redis "$RPORT"
     echo >>"$OUT"
