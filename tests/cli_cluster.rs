@@ -12,26 +12,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-
-/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zatt"));
-    for v in [
-        "ZATT_ENDPOINTS",
-        "ZATT_TIMEOUT",
-        "ZATT_TLS_CA",
-        "ZATT_CERT",
-        "ZATT_KEY",
-        "ZATT_OUTPUT",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
+use common::{zatt_cli, Cluster};
 
 fn zatt(endpoints: &str, args: &[&str]) -> Output {
-    bin()
+    zatt_cli()
         .args(["--endpoints", endpoints, "--timeout", "20s"])
         .args(args)
         .output()
@@ -116,7 +100,7 @@ fn start_dev(dir: &Path, base: u16) -> Dev {
 }
 
 fn dev_command(dir: &Path, base: u16, nodes: u16, extra: &[&str]) -> Command {
-    let mut c = bin();
+    let mut c = zatt_cli();
     c.args([
         "dev",
         "--nodes",
@@ -438,7 +422,7 @@ fn tls_ca_flag_speaks_tls_to_a_tls_cluster() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&endpoints, &["--tls-ca", &ca_s, "get", "k"]);
     assert_eq!(text(&o.stdout), "tls");
-    let o = bin()
+    let o = zatt_cli()
         .args(["--endpoints", &endpoints, "--timeout", "2s", "get", "k"])
         .output()
         .unwrap();
@@ -474,7 +458,7 @@ fn cert_and_key_present_a_client_certificate_to_servers_that_require_one() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = zatt(&endpoints, &[&with_cert[..], &["get", "k"]].concat());
     assert_eq!(text(&o.stdout), "mutual", "{}", text(&o.stderr));
-    let o = bin()
+    let o = zatt_cli()
         .args([
             "--endpoints",
             &endpoints,

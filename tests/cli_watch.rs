@@ -11,36 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{zatt_cli, Cluster};
 use zatt::client::{Client, ClientConfig, Expect};
 
 const T: Duration = Duration::from_secs(30);
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zatt"));
-    for v in [
-        "ZATT_ENDPOINTS",
-        "ZATT_TIMEOUT",
-        "ZATT_TLS_CA",
-        "ZATT_CERT",
-        "ZATT_KEY",
-        "ZATT_OUTPUT",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
-fn endpoints(c: &Cluster) -> String {
-    c.nodes
-        .iter()
-        .map(|n| n.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn client(c: &Cluster) -> Client {
-    let eps: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
+    let eps = c.endpoints();
     let config = ClientConfig {
         timeout: T,
         ..ClientConfig::default()
@@ -56,7 +33,7 @@ struct Watcher {
 
 impl Watcher {
     fn start(endpoints: &str, args: &[&str]) -> Watcher {
-        let mut child = bin()
+        let mut child = zatt_cli()
             .args(["--endpoints", endpoints, "--timeout", "20s"])
             .args(args)
             .stdout(Stdio::piped())
@@ -145,7 +122,7 @@ fn zatt_watch_prints_each_change_under_its_prefix_and_exits_0_on_ctrl_c() {
     let c = Cluster::start(3, &[]);
     c.wait_leader(T);
     let mut cl = client(&c);
-    let w = Watcher::start(&endpoints(&c), &["watch", "app/"]);
+    let w = Watcher::start(&c.endpoints().join(","), &["watch", "app/"]);
     sync_with(&w, &mut cl, "app/");
     let r1 = cl.put("app/a", "one two").unwrap();
     cl.put("other/b", "x").unwrap();
@@ -228,8 +205,15 @@ fn zatt_watch_from_a_revision_no_longer_kept_exits_1_and_bad_usage_exits_2() {
     for i in 0..20 {
         cl.put(format!("k{i}"), "v").unwrap();
     }
-    let o = bin()
-        .args(["--endpoints", &endpoints(&c), "watch", "", "--from", "1"])
+    let o = zatt_cli()
+        .args([
+            "--endpoints",
+            &c.endpoints().join(","),
+            "watch",
+            "",
+            "--from",
+            "1",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -241,8 +225,8 @@ fn zatt_watch_from_a_revision_no_longer_kept_exits_1_and_bad_usage_exits_2() {
         &["watch", "p", "--from", "x"],
         &["watch", "a", "b"],
     ] {
-        let o = bin()
-            .args(["--endpoints", &endpoints(&c)])
+        let o = zatt_cli()
+            .args(["--endpoints", &c.endpoints().join(",")])
             .args(bad)
             .output()
             .unwrap();

@@ -15,10 +15,6 @@ use zatt::client::{
     RefreshPolicy, RequestView, Response, ScanOptions, TlsConfig,
 };
 
-fn endpoints(c: &Cluster) -> Vec<String> {
-    c.nodes.iter().map(|n| n.addr.clone()).collect()
-}
-
 fn patient() -> ClientConfig {
     ClientConfig {
         connect_timeout: Duration::from_millis(500),
@@ -87,7 +83,7 @@ fn writer_retrying_through_leader_kills_loses_no_ack_and_applies_nothing_twice()
     // reply reported (a re-applied retry would have moved it).
     let mut cluster = Cluster::start(3, &[]);
     let first = cluster.wait_leader(Duration::from_secs(20));
-    let client = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    let client = Client::connect(&cluster.endpoints(), patient()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let w = std::thread::spawn(move || writer(client, s));
@@ -106,7 +102,7 @@ fn writer_retrying_through_leader_kills_loses_no_ack_and_applies_nothing_twice()
     stop.store(true, Ordering::SeqCst);
     let t = w.join().unwrap();
 
-    let mut c = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    let mut c = Client::connect(&cluster.endpoints(), patient()).unwrap();
     let v = counter_of(c.get("counter").unwrap());
     eprintln!(
         "counter {v}; writer: acked {}, maybe {}, puts {}, {:?}",
@@ -152,7 +148,7 @@ fn refresh_policies_on_a_real_cluster() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let leader_addr = cluster.addr(leader);
-    let mut other = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    let mut other = Client::connect(&cluster.endpoints(), patient()).unwrap();
 
     let mut always = DistributedDict::connect(&[&leader_addr], patient())
         .unwrap()
@@ -210,7 +206,7 @@ fn scan_pages_through_ten_thousand_keys_loaded_by_a_pipeline() {
     // all, in order, across pages.
     let cluster = Cluster::start(3, &[]);
     cluster.wait_leader(Duration::from_secs(20));
-    let mut c = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    let mut c = Client::connect(&cluster.endpoints(), patient()).unwrap();
     let mut p = c.pipeline().unwrap();
     let started = Instant::now();
     let mut key = Vec::new();
@@ -290,7 +286,7 @@ fn tls_cluster_serves_a_client_that_trusts_its_ca() {
         tls: Some(TlsConfig::with_ca(&ca_path)),
         ..patient()
     };
-    let mut c = Client::connect(&endpoints(&cluster), config).unwrap();
+    let mut c = Client::connect(&cluster.endpoints(), config).unwrap();
     c.put("over-tls", "yes").unwrap();
     assert_eq!(c.get("over-tls").unwrap(), Some(b"yes".to_vec()));
 
@@ -299,7 +295,7 @@ fn tls_cluster_serves_a_client_that_trusts_its_ca() {
         timeout: Duration::from_secs(2),
         ..patient()
     };
-    let result = Client::connect(&endpoints(&cluster), plain).and_then(|mut c| c.get("over-tls"));
+    let result = Client::connect(&cluster.endpoints(), plain).and_then(|mut c| c.get("over-tls"));
     assert!(
         result.is_err(),
         "a plain client must not read from TLS servers"
@@ -378,8 +374,8 @@ fn connection_closed_by_the_server_while_idle_is_replaced_quietly() {
         sessions: false,
         ..patient()
     };
-    let mut plain = Client::connect(&endpoints(&cluster), untagged).unwrap();
-    let mut tagged = Client::connect(&endpoints(&cluster), patient()).unwrap();
+    let mut plain = Client::connect(&cluster.endpoints(), untagged).unwrap();
+    let mut tagged = Client::connect(&cluster.endpoints(), patient()).unwrap();
     let (plain_before, tagged_before) = (plain.stats().connects, tagged.stats().connects);
     for round in 0..3 {
         plain.put("plain", round.to_string()).unwrap();
@@ -408,7 +404,7 @@ fn config_cluster_adds_and_removes_a_real_server() {
     // catches up and becomes a voter), then remove it.
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader(Duration::from_secs(20));
-    let mut d = DistributedDict::connect(&endpoints(&cluster), patient()).unwrap();
+    let mut d = DistributedDict::connect(&cluster.endpoints(), patient()).unwrap();
     d.insert("before", "4 joins").unwrap();
     let addr = cluster.start_joiner(4);
     d.config_cluster(ClusterChange::Add {

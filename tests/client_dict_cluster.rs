@@ -25,7 +25,7 @@ fn always_reads_from_a_follower_see_every_write_acknowledged_before_them() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(30));
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
-    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints = cluster.endpoints();
     let mut writer = Client::connect(&endpoints, patient()).unwrap();
     let mut d = DistributedDict::connect(&[&follower.addr], patient()).unwrap();
     let mut missed = Vec::new();

@@ -139,7 +139,7 @@ fn the_client_and_dict_examples_print_what_the_readme_shows() {
         }
         let cluster = Cluster::start(3, &[]);
         cluster.wait_leader(Duration::from_secs(30));
-        let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        let endpoints = cluster.endpoints();
         let out = run_example(&name, &endpoints.join(","));
         assert_eq!(out, output_after(&bs, i).unwrap(), "examples/{name}.rs");
     }

@@ -155,7 +155,7 @@ fn a_saved_snapshot_holds_every_acknowledged_write() {
     );
 
     // The README's line, in a directory of its own.
-    let endpoints: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints = c.endpoints();
     let env = [("ZATT_ENDPOINTS", endpoints.join(","))];
     let out = ops_readme::run_ok("zatt snapshot save zatt.backup", &[], &dir, &env);
     let (meta3, _) = restore_file(&dir.join("zatt.backup"));

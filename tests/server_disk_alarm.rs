@@ -60,7 +60,7 @@ fn free_bytes(p: &Path) -> u64 {
 }
 
 fn zatt(c: &Cluster, args: &[&str]) -> (Option<i32>, String, String) {
-    let endpoints: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints = c.endpoints();
     let o = Command::new(env!("CARGO_BIN_EXE_zatt"))
         .args(["--endpoints", &endpoints.join(","), "--timeout", "20s"])
         .args(args)
@@ -172,7 +172,7 @@ fn the_disk_alarm_refuses_writes_and_clears_by_itself() {
     assert!(err.contains("no space"), "zatt says why: {err}");
 
     // The README's lines, against this cluster.
-    let endpoints: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints = c.endpoints();
     let env = [
         ("ZATT_ENDPOINTS", endpoints.join(",")),
         ("ZATT_TIMEOUT", "20s".to_string()),

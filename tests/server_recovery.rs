@@ -155,7 +155,7 @@ fn save_then_restore_into_a_new_cluster_keeps_every_key() {
     let old_id = old.status(old_leader).unwrap().cluster_id;
 
     let cwd = common::temp_dir("restore");
-    let endpoints: Vec<String> = old.nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints = old.endpoints();
     let env = [("ZATT_ENDPOINTS", endpoints.join(","))];
     ops_readme::run_ok("zatt snapshot save zatt.backup", &[], &cwd, &env);
     let backup = cwd.join("zatt.backup");

@@ -21,10 +21,6 @@ use zatt::wire::client::ErrorKind;
 
 const T: Duration = Duration::from_secs(30);
 
-fn endpoints(c: &Cluster) -> Vec<String> {
-    c.nodes.iter().map(|n| n.addr.clone()).collect()
-}
-
 fn patient() -> ClientConfig {
     ClientConfig {
         connect_timeout: Duration::from_millis(500),
@@ -71,7 +67,7 @@ fn a_watcher_sees_every_acknowledged_change_once_in_order_through_a_leader_kill(
     // revision order, and replaying them must give the dictionary's final contents (`dump`).
     let mut c = Cluster::start(3, &[]);
     let leader = c.wait_leader(T);
-    let eps = endpoints(&c);
+    let eps = c.endpoints();
     let mut wc = Client::connect(&eps, patient()).unwrap();
     let mut opts = WatchOptions::new("w/", 0);
     opts.endpoint = Some(c.addr(leader));
@@ -206,7 +202,7 @@ fn a_watch_resumes_from_a_revision_and_a_too_old_one_is_compacted() {
     // Method: a history of 20 changes; 60 puts; watches from the middle and from revision 1.
     let c = Cluster::start(1, &["--watch-history-changes", "20"]);
     c.wait_leader(T);
-    let mut client = Client::connect(&endpoints(&c), patient()).unwrap();
+    let mut client = Client::connect(&c.endpoints(), patient()).unwrap();
     let revs: Vec<u64> = (0..60)
         .map(|i| client.put(format!("k{i}"), format!("v{i}")).unwrap())
         .collect();
@@ -246,7 +242,7 @@ fn a_follower_serves_a_watch() {
     let c = Cluster::start(3, &[]);
     let leader = c.wait_leader(T);
     let follower = (1..=3).find(|&i| i != leader).unwrap();
-    let mut client = Client::connect(&endpoints(&c), patient()).unwrap();
+    let mut client = Client::connect(&c.endpoints(), patient()).unwrap();
     let mut opts = WatchOptions::new("f/", 0);
     opts.endpoint = Some(c.addr(follower));
     let mut w = client.watch_with(opts).unwrap();
@@ -320,7 +316,7 @@ fn a_watcher_that_does_not_read_is_cut_off_while_others_are_served() {
             from_revision: 0,
         })
         .unwrap();
-    let mut client = Client::connect(&endpoints(&c), patient()).unwrap();
+    let mut client = Client::connect(&c.endpoints(), patient()).unwrap();
     let mut fast = client.watch("big/", 0).unwrap();
     let value = vec![b'x'; 64 << 10];
     let mut last = 0;

@@ -24,12 +24,8 @@ fn patient() -> ClientConfig {
     }
 }
 
-fn endpoints(c: &Cluster) -> Vec<String> {
-    c.nodes.iter().map(|n| n.addr.clone()).collect()
-}
-
 fn watched_dict(c: &Cluster) -> DistributedDict {
-    let client = Client::connect(&endpoints(c), patient()).unwrap();
+    let client = Client::connect(&c.endpoints(), patient()).unwrap();
     DistributedDict::from_client(client).with_policy(RefreshPolicy::Watch)
 }
 
@@ -111,7 +107,7 @@ fn reads_never_go_back_in_time_across_a_leader_kill() {
     // reaches the last value written.
     let mut c = Cluster::start(3, &[]);
     let leader = c.wait_leader(T);
-    let client = Client::connect(&endpoints(&c), patient()).unwrap();
+    let client = Client::connect(&c.endpoints(), patient()).unwrap();
     let mut reader = DistributedDict::from_client(client)
         .with_policy(RefreshPolicy::Watch)
         .with_watch_endpoint(c.addr(leader));
@@ -120,7 +116,7 @@ fn reads_never_go_back_in_time_across_a_leader_kill() {
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(Mutex::new(0u64));
     let writer = {
-        let (eps, stop, last) = (endpoints(&c), stop.clone(), last.clone());
+        let (eps, stop, last) = (c.endpoints(), stop.clone(), last.clone());
         std::thread::spawn(move || {
             let mut w = Client::connect(&eps, patient()).unwrap();
             for i in 1..=400u64 {
@@ -168,7 +164,7 @@ fn a_dict_reads_its_own_writes_even_when_its_stream_server_stalls() {
     let c = Cluster::start(3, &[]);
     let leader = c.wait_leader(T);
     let follower = (1..=3).find(|&i| i != leader).unwrap();
-    let client = Client::connect(&endpoints(&c), patient()).unwrap();
+    let client = Client::connect(&c.endpoints(), patient()).unwrap();
     let mut d = DistributedDict::from_client(client)
         .with_policy(RefreshPolicy::Watch)
         .with_watch_endpoint(c.addr(follower));

@@ -43,6 +43,22 @@ use zatt::wire::client::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_zattd");
 
+/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
+pub fn zatt_cli() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_zatt"));
+    for v in [
+        "ZATT_ENDPOINTS",
+        "ZATT_TIMEOUT",
+        "ZATT_TLS_CA",
+        "ZATT_CERT",
+        "ZATT_KEY",
+        "ZATT_OUTPUT",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
 /// Timing flags small enough for quick failover on a loaded machine, large enough not to flap.
 pub const FAST: &[&str] = &[
     "--heartbeat-interval",
@@ -460,6 +476,11 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.node(id).addr.clone()
+    }
+
+    /// Every node's client address, in id order: what a client is given as its endpoints.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
     /// Starts a new node with `--join`, telling it the initial `--cluster` list (from which it
