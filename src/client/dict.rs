@@ -261,25 +261,24 @@ impl DistributedDict {
         // `Time` measures the copy's age from here: it reflects what was acknowledged before.
         let began = Instant::now();
         let floor = self.floor_index;
-        let (map, applied) = self.load(self.refresh_consistency)?;
+        let (map, applied, _) = self.load(self.refresh_consistency)?;
         let (map, applied) = if applied < floor && self.refresh_consistency == Consistency::Stale {
             // The answering server lags behind what this dict has already seen.
-            self.load(Consistency::Linearizable)?
+            let (map, applied, _) = self.load(Consistency::Linearizable)?;
+            (map, applied)
         } else {
             (map, applied)
         };
         self.local = map;
-        self.floor_index = self.floor_index.max(applied);
-        self.loaded = true;
-        self.reads_since_refresh = 0;
-        self.last_refresh = Some(began);
-        self.refreshes += 1;
+        self.mark_loaded(began, applied);
         Ok(())
     }
 
-    fn load(&mut self, consistency: Consistency) -> Result<(LocalCopy, u64)> {
+    /// The whole dictionary, page by page: the copy, the revision of its oldest page (a
+    /// multi-page load is only as fresh as that; 0 when empty) and of its newest.
+    fn load(&mut self, consistency: Consistency) -> Result<(LocalCopy, u64, u64)> {
         let mut map = BTreeMap::new();
-        let mut applied = u64::MAX;
+        let (mut low, mut high) = (u64::MAX, 0u64);
         let mut pages = self.client.scan_with(ScanOptions {
             consistency,
             ..ScanOptions::default()
@@ -288,13 +287,23 @@ impl DistributedDict {
             for kv in page? {
                 map.insert(kv.key, kv.value);
             }
-            // A multi-page load is only as fresh as its oldest page.
-            applied = applied.min(pages.applied_index());
+            low = low.min(pages.applied_index());
+            high = high.max(pages.applied_index());
         }
-        if applied == u64::MAX {
-            applied = 0;
+        if low == u64::MAX {
+            low = 0;
         }
-        Ok((map, applied))
+        Ok((map, low, high))
+    }
+
+    /// The copy now stands for the dictionary as of `applied`, loaded from `began`: the
+    /// policy's counters start over.
+    fn mark_loaded(&mut self, began: Instant, applied: u64) {
+        self.floor_index = self.floor_index.max(applied);
+        self.loaded = true;
+        self.reads_since_refresh = 0;
+        self.last_refresh = Some(began);
+        self.refreshes += 1;
     }
 
     /// Applies the policy before a read.

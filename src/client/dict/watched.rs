@@ -7,11 +7,10 @@
 //! move the copy back in time (a reload is linearizable: at least as recent as everything the
 //! stream brought), or call a hook twice for one change.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{DistributedDict, LocalCopy};
-use crate::client::{Error, Result, ScanOptions, Watch, WatchEvent, WatchOptions};
+use crate::client::{Consistency, Error, Result, Watch, WatchEvent, WatchOptions};
 
 pub(super) struct Watched {
     watch: Watch,
@@ -95,11 +94,7 @@ impl DistributedDict {
             self.tell_differences(&old, watch.revision());
         }
         self.watched = Some(Watched { watch });
-        self.floor_index = self.floor_index.max(high);
-        self.loaded = true;
-        self.reads_since_refresh = 0;
-        self.last_refresh = Some(began);
-        self.refreshes += 1;
+        self.mark_loaded(began, high);
         Ok(())
     }
 
@@ -110,20 +105,7 @@ impl DistributedDict {
         // starts after the lowest and the copy is exposed only once it has reached the
         // highest. Changes after a page's revision applied over it in order leave each key as
         // it was at that point, which is why they are applied as they come, blindly.
-        let mut map = BTreeMap::new();
-        let (mut low, mut high) = (u64::MAX, 0u64);
-        let mut pages = self.client.scan_with(ScanOptions::default());
-        while let Some(page) = pages.next() {
-            for kv in page? {
-                map.insert(kv.key, kv.value);
-            }
-            low = low.min(pages.applied_index());
-            high = high.max(pages.applied_index());
-        }
-        drop(pages);
-        if low == u64::MAX {
-            low = 0;
-        }
+        let (mut map, low, high) = self.load(Consistency::Linearizable)?;
         let mut opts = WatchOptions::new(b"", low + 1);
         opts.endpoint = self.watch_endpoint.clone();
         let mut watch = self.client.watch_with(opts)?;
