@@ -201,3 +201,11 @@ class Conn:
             return True
         self._rbuf += chunk
         return False
+
+
+def back_off(last: float, deadline: float) -> float:
+    """Sleeps a growing pause after ``last`` (10 ms doubling to 200 ms), never past the
+    deadline; returns the pause to grow from next time. Shared by requests and watches."""
+    pause = min(max(last * 2, 0.01), 0.2)
+    time.sleep(max(0.0, min(deadline - time.monotonic(), pause)))
+    return pause

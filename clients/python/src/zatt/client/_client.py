@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 from .. import wire
-from .._conn import Conn, ConnError, split_endpoint
+from .._conn import Conn, ConnError, back_off, split_endpoint
 from ..errors import (
     CasFailed,
     ConfigError,
@@ -130,9 +130,8 @@ class _Attempts:
         self.backoff = 0.0
 
     def back_off(self, deadline: float) -> None:
-        """Sleeps a growing pause (10 ms doubling to 200 ms), never past the deadline."""
-        self.backoff = min(max(self.backoff * 2, 0.01), 0.2)
-        time.sleep(max(0.0, min(deadline - time.monotonic(), self.backoff)))
+        """Sleeps a growing pause (see :func:`back_off`), never past the deadline."""
+        self.backoff = back_off(self.backoff, deadline)
 
     def give_up(self, endpoints: list[str]) -> ZattError:
         m = self.ambiguous

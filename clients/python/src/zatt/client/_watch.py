@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import wire
-from .._conn import Conn, ConnError
+from .._conn import Conn, ConnError, back_off
 from ..errors import Compacted, ProtocolError, ServerError, TooLarge, Unavailable
 
 
@@ -307,8 +307,7 @@ class Watch(Iterator[wire.WatchEvent]):
                     self._end_compacted(compacted)
                     return
                 raise Unavailable(f"cannot watch on any of {','.join(self._endpoints)} ({last})")
-            backoff = min(max(backoff * 2, 0.01), 0.2)
-            time.sleep(max(0.0, min(deadline - time.monotonic(), backoff)))
+            backoff = back_off(backoff, deadline)
 
     def _end_compacted(self, oldest: int) -> None:
         """No member can go on without a gap: only the changes still queued can be delivered,
