@@ -178,26 +178,34 @@ class DistributedDict(MutableMapping[Key, Any]):
         return self.refresh_policy.due(self._reads_since_refresh, age)
 
     def _reload(self) -> None:
-        local, applied = self._load(self.stale_refresh)
+        local, applied, _ = self._load(self.stale_refresh)
         if self.stale_refresh and applied < self._floor_index:
             # The answering server lags behind what this dict has already seen.
-            local, applied = self._load(False)
+            local, applied, _ = self._load(False)
         self._local = local
+        self._mark_loaded(applied)
+
+    def _load(self, stale: bool) -> tuple[dict[Key, Any], int, int]:
+        """The whole dictionary, page by page: the copy, the revision of its oldest page (a
+        multi-page load is only as fresh as that; 0 when empty) and of its newest."""
+        local: dict[Key, Any] = {}
+        low: int | None = None
+        high = 0
+        for page in self.client._pages(b"", None, None, stale, None):
+            for kv in page.items_kv:
+                local[decode_key(kv.key)] = decode_value(kv.value)
+            low = page.applied_index if low is None else min(low, page.applied_index)
+            high = max(high, page.applied_index)
+        return local, low or 0, high
+
+    def _mark_loaded(self, applied: int) -> None:
+        """The copy now stands for the dictionary as of ``applied``: the policy's counters
+        start over."""
         self._floor_index = max(self._floor_index, applied)
         self._loaded = True
         self._reads_since_refresh = 0
         self._last_refresh = self._clock()
         self.refresh_count += 1
-
-    def _load(self, stale: bool) -> tuple[dict[Key, Any], int]:
-        local: dict[Key, Any] = {}
-        applied: int | None = None
-        for page in self.client._pages(b"", None, None, stale, None):
-            for kv in page.items_kv:
-                local[decode_key(kv.key)] = decode_value(kv.value)
-            # A multi-page load is only as fresh as its oldest page.
-            applied = page.applied_index if applied is None else min(applied, page.applied_index)
-        return local, applied or 0
 
     def _before_read(self) -> None:
         if isinstance(self.refresh_policy, RefreshPolicyWatch):
@@ -283,11 +291,7 @@ class DistributedDict(MutableMapping[Key, Any]):
         if self._loaded:
             self._tell_differences(old, watch.revision)
         self._watch = watch
-        self._floor_index = max(self._floor_index, high)
-        self._loaded = True
-        self._reads_since_refresh = 0
-        self._last_refresh = self._clock()
-        self.refresh_count += 1
+        self._mark_loaded(high)
 
     def _load_and_watch(self, deadline: float) -> tuple[dict[Key, Any], Watch, int]:
         """One load and a watch from after it, the copy brought to the newest page's
@@ -295,15 +299,8 @@ class DistributedDict(MutableMapping[Key, Any]):
         # Each page is read at its own revision: the watch starts after the lowest and the
         # copy is used only once it has reached the highest. Changes after a page's revision
         # applied over it in order leave each key as it was then, so they apply blindly.
-        local: dict[Key, Any] = {}
-        low: int | None = None
-        high = 0
-        for page in self.client._pages(b"", None, None, False, None):
-            for kv in page.items_kv:
-                local[decode_key(kv.key)] = decode_value(kv.value)
-            low = page.applied_index if low is None else min(low, page.applied_index)
-            high = max(high, page.applied_index)
-        watch = self.client.watch(b"", (low or 0) + 1, endpoint=self.watch_endpoint)
+        local, low, high = self._load(False)
+        watch = self.client.watch(b"", low + 1, endpoint=self.watch_endpoint)
         try:
             while watch.revision < high:
                 e = watch.next(max(0.0, deadline - time.monotonic()))
