@@ -7,7 +7,7 @@
 //! runs keep a history of 16 changes).
 
 use zatt::sim::faults::PROFILES;
-use zatt::sim::{Sim, SimOptions};
+use zatt::sim::{describe_failures, Sim, SimOptions};
 
 // Goal: under every fault profile, watch streams are checked, resumed and compacted. Method:
 // 12 seeds per profile; each must pass, and over them the watchers must have received events,
@@ -23,14 +23,9 @@ fn watchers_are_exercised_and_checked_under_every_profile() {
                 ..SimOptions::new(seed)
             };
             let r = Sim::run(opts.clone());
-            if let Some(f) = &r.failure {
-                panic!(
-                    "profile {} seed {seed}: {} {}\n  reproduce: {}",
-                    profile.name(),
-                    f.kind,
-                    f.detail,
-                    opts.reproduce_command()
-                );
+            if r.failure.is_some() {
+                let failed = [(opts, r)];
+                panic!("profile {}: {}", profile.name(), describe_failures(&failed));
             }
             events += r.watch_events;
             resumes += r.watch_resumes;
