@@ -65,26 +65,18 @@ impl Host {
         }
     }
 
-    /// A snapshot encoding finished: the saves waiting for it get it.
-    pub(super) fn snapshot_for_saves<O: Output>(&mut self, out: &mut O, snapshot: &Snapshot) {
+    /// A snapshot encoding finished (`checksum`: its last four bytes): the saves waiting for
+    /// it get it.
+    pub(super) fn snapshot_for_saves<O: Output>(
+        &mut self,
+        out: &mut O,
+        snapshot: &Snapshot,
+        checksum: u32,
+    ) {
         if self.backups.waiting.is_empty() {
             return;
         }
         let data = snapshot.data.clone();
-        let tail = match data.len().checked_sub(4) {
-            Some(at) => data.read(at..data.len()),
-            None => Ok(vec![0; 4]),
-        };
-        let checksum = match tail {
-            Ok(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Err(e) => {
-                let e = ErrorKind::Unavailable(format!("cannot read the snapshot taken: {e}"));
-                for to in std::mem::take(&mut self.backups.waiting) {
-                    out.answer(to, &Response::Error(e.clone()));
-                }
-                return;
-            }
-        };
         let id = self.backups.next_id;
         self.backups.next_id = self.backups.next_id.wrapping_add(1).max(1);
         let info = SnapshotInfo {

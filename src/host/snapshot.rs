@@ -65,11 +65,17 @@ impl Host {
             return; // continued on the next turns
         }
         let (enc, meta) = self.snapshot_job.take().expect("job checked above");
+        let bytes = self.kv.snapshot_finish(enc);
+        // The encoding ends with its CRC: a backup's checksum, read while the bytes are here.
+        let checksum = bytes
+            .len()
+            .checked_sub(4)
+            .map_or(0, |at| crate::bytes::le_u32(&bytes, at));
         let snapshot = Snapshot {
             meta,
-            data: SnapshotData::from(self.kv.snapshot_finish(enc)),
+            data: SnapshotData::from(bytes),
         };
-        self.snapshot_for_saves(out, &snapshot);
+        self.snapshot_for_saves(out, &snapshot, checksum);
         if self.snapshot_job_stores {
             let token = self.next_token;
             self.next_token += 1;
