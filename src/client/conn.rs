@@ -240,19 +240,8 @@ impl Conn {
     /// Receives the next response frame, whatever its id, waiting until `deadline`.
     pub(crate) fn recv(&mut self, deadline: Instant) -> Result<(u64, Response), ConnError> {
         loop {
-            match split_frame(&self.rbuf[self.rstart..self.rend], &self.limits) {
-                Ok(Some((len, _))) => {
-                    let frame = &self.rbuf[self.rstart..self.rstart + len];
-                    let decoded = decode_response(frame, &self.limits);
-                    self.rstart += len;
-                    if self.rstart == self.rend {
-                        self.rstart = 0;
-                        self.rend = 0;
-                    }
-                    return decoded.map_err(|e| not_zatt(&self.addr, e));
-                }
-                Ok(None) => {}
-                Err(e) => return Err(not_zatt(&self.addr, e)),
+            if let Some(r) = self.take_frame()? {
+                return Ok(r);
             }
             self.fill(deadline)?;
         }
@@ -263,10 +252,8 @@ impl Conn {
     /// for, as are the rest of a TLS record's bytes.
     pub(crate) fn recv_now(&mut self) -> Result<Option<(u64, Response)>, ConnError> {
         loop {
-            let buffered = &self.rbuf[self.rstart..self.rend];
-            if !matches!(split_frame(buffered, &self.limits), Ok(None)) {
-                // A whole frame, or bytes that are no frame: `recv` returns either at once.
-                return self.recv(Instant::now() + Duration::from_secs(1)).map(Some);
+            if let Some(r) = self.take_frame()? {
+                return Ok(Some(r));
             }
             if !self.readable_now() {
                 return Ok(None);
@@ -280,6 +267,24 @@ impl Conn {
                 };
             self.fill(deadline)?;
         }
+    }
+
+    /// The first response frame in the buffer, decoded and consumed, when it has all arrived;
+    /// bytes that are no response frame are an error naming the peer.
+    fn take_frame(&mut self) -> Result<Option<(u64, Response)>, ConnError> {
+        let len = match split_frame(&self.rbuf[self.rstart..self.rend], &self.limits) {
+            Ok(Some((len, _))) => len,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(not_zatt(&self.addr, e)),
+        };
+        let frame = &self.rbuf[self.rstart..self.rstart + len];
+        let decoded = decode_response(frame, &self.limits);
+        self.rstart += len;
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        decoded.map(Some).map_err(|e| not_zatt(&self.addr, e))
     }
 
     /// Whether a read would find something now: bytes (or the end of the stream) on the

@@ -119,21 +119,26 @@ class Conn:
     def recv(self, deadline: float) -> tuple[int, wire.Response]:
         """The next response frame, whatever its request id."""
         while True:
-            try:
-                n = wire.frame_length(self._rbuf, self._rpos, self._max_frame)
-            except wire.FrameError as e:
-                raise ConnError("protocol", f"bad response from {self.addr}: {e}") from None
-            if n is not None and len(self._rbuf) - self._rpos >= n:
-                frame = bytes(self._rbuf[self._rpos : self._rpos + n])
-                self._rpos += n
-                if self._rpos == len(self._rbuf):
-                    self._rbuf.clear()
-                    self._rpos = 0
-                try:
-                    return wire.decode_response(frame)
-                except wire.FrameError as e:
-                    raise ConnError("protocol", f"bad response from {self.addr}: {e}") from None
+            got = self._take_frame()
+            if got is not None:
+                return got
             self._fill(deadline)
+
+    def _take_frame(self) -> tuple[int, wire.Response] | None:
+        """The first response frame in the buffer, decoded and consumed, once it has all
+        arrived; bytes that are no response frame are an error naming the peer."""
+        try:
+            n = wire.frame_length(self._rbuf, self._rpos, self._max_frame)
+            if n is None or len(self._rbuf) - self._rpos < n:
+                return None
+            frame = bytes(self._rbuf[self._rpos : self._rpos + n])
+            self._rpos += n
+            if self._rpos == len(self._rbuf):
+                self._rbuf.clear()
+                self._rpos = 0
+            return wire.decode_response(frame)
+        except wire.FrameError as e:
+            raise ConnError("protocol", f"bad response from {self.addr}: {e}") from None
 
     def _fill(self, deadline: float) -> None:
         if self._rpos > 0:
@@ -159,12 +164,9 @@ class Conn:
         changes, taken up between an application's reads); ``None`` when none has. A frame
         that has begun to arrive is waited for."""
         while True:
-            try:
-                n = wire.frame_length(self._rbuf, self._rpos, self._max_frame)
-            except wire.FrameError as e:
-                raise ConnError("protocol", f"bad response from {self.addr}: {e}") from None
-            if n is not None and len(self._rbuf) - self._rpos >= n:
-                return self.recv(time.monotonic() + 1.0)
+            got = self._take_frame()
+            if got is not None:
+                return got
             started = len(self._rbuf) > self._rpos
             if not started and not self._readable_now():
                 return None
