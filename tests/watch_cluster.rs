@@ -460,6 +460,25 @@ fn a_follower_that_installs_a_snapshot_ends_the_watches_behind_it_with_compacted
     assert!(got.iter().all(|c| c.0 >= oldest));
 }
 
+/// Pauses `follower` (SIGSTOP) while 400 writes under `prefix` go in through `writer`, then
+/// resumes it and waits until it has applied them all: with `--snapshot-entries 50` it
+/// catches up by snapshot. The writes' revisions, in order.
+fn fall_behind_by_snapshot(
+    c: &Cluster,
+    follower: u64,
+    writer: &mut Client,
+    prefix: &str,
+) -> Vec<u64> {
+    c.pause(follower);
+    let acked: Vec<u64> = (0..400)
+        .map(|i| writer.put(format!("{prefix}{i}"), "v").unwrap())
+        .collect();
+    let last = *acked.last().unwrap();
+    c.resume(follower);
+    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
+    acked
+}
+
 #[test]
 fn a_watch_its_server_can_no_longer_serve_yields_what_came_then_compacted_then_ends() {
     // Goal: the iterator surfaces `Compacted` in the middle of a stream (not only at the
@@ -482,14 +501,9 @@ fn a_watch_its_server_can_no_longer_serve_yields_what_came_then_compacted_then_e
     let mut got = Vec::new();
     collect_until(&mut w, first, &mut got);
     assert_eq!(got, vec![(first, b"c/first".to_vec(), Some(b"v".to_vec()))]);
-    c.pause(follower);
     let mut acked = vec![first];
-    for i in 0..400 {
-        acked.push(writer.put(format!("c/{i}"), "v").unwrap());
-    }
+    acked.extend(fall_behind_by_snapshot(&c, follower, &mut writer, "c/"));
     let last = *acked.last().unwrap();
-    c.resume(follower);
-    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
     let deadline = Instant::now() + T;
     let oldest = loop {
         assert!(
@@ -535,14 +549,9 @@ fn a_watch_whose_server_was_compacted_goes_on_from_another_member_without_a_gap(
     assert_eq!(w.connected_to(), Some(c.addr(follower).as_str()));
     let mut got = Vec::new();
     collect_until(&mut w, first, &mut got);
-    c.pause(follower);
     let mut acked = vec![first];
-    for i in 0..400 {
-        acked.push(writer.put(format!("d/{i}"), "v").unwrap());
-    }
+    acked.extend(fall_behind_by_snapshot(&c, follower, &mut writer, "d/"));
     let last = *acked.last().unwrap();
-    c.resume(follower);
-    c.wait_status(follower, T, "catching up", |s| s.applied_index >= last);
     collect_until(&mut w, last, &mut got);
     let revs: Vec<u64> = got.iter().map(|c| c.0).collect();
     assert_eq!(revs, acked, "every change once, in order");
