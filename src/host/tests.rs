@@ -79,6 +79,11 @@ const N1: NodeId = NodeId(1);
 const N2: NodeId = NodeId(2);
 
 fn host(voters: &[u64]) -> Host {
+    host_with(voters, HostConfig::new(1 << 20, 1_000_000))
+}
+
+/// Node n1 of a new cluster of `voters` (n`v` at 127.0.0.1:5000+`v`), configured by `cfg`.
+fn host_with(voters: &[u64], cfg: HostConfig) -> Host {
     let mut m = Membership::default();
     for &v in voters {
         m.members.insert(
@@ -89,7 +94,6 @@ fn host(voters: &[u64]) -> Host {
             },
         );
     }
-    let cfg = HostConfig::new(1 << 20, 1_000_000);
     Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap()
 }
 
@@ -311,29 +315,7 @@ fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
     // before the entry count would. Method: a lone voter with a snapshot every million
     // entries but a 4 KiB byte bound; write 1 KiB values until a snapshot is submitted, make
     // it durable, and check the core's log shrank below the bound.
-    let mut m = Membership::default();
-    m.members.insert(
-        N1,
-        Member {
-            role: MemberRole::Voter,
-            addr: "127.0.0.1:5001".into(),
-        },
-    );
-    let mut cfg = HostConfig::new(1 << 20, 1_000_000);
-    cfg.snapshot_log_bytes = 4096;
-    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
-    let mut out = Recorder::default();
-    for _ in 0..100 {
-        h.tick();
-        h.end_turn(&mut out, now()).unwrap();
-        while !out.pending.is_empty() {
-            durable_next(&mut h, &mut out);
-        }
-        if h.raft().role() == Role::Leader {
-            break;
-        }
-    }
-    assert_eq!(h.raft().role(), Role::Leader);
+    let (mut h, mut out) = lone_leader(|c| c.snapshot_log_bytes = 4096);
     let big = vec![b'v'; 1024];
     let mut id = 0;
     while out.snapshots.is_empty() {
@@ -422,15 +404,7 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
 
 /// A lone voter that leads, with everything it wrote durable (`cfg` as given).
 fn leading(cfg: HostConfig) -> (Host, Recorder) {
-    let mut m = Membership::default();
-    m.members.insert(
-        N1,
-        Member {
-            role: MemberRole::Voter,
-            addr: "127.0.0.1:5001".into(),
-        },
-    );
-    let mut h = Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap();
+    let mut h = host_with(&[1], cfg);
     let mut out = Recorder::default();
     for _ in 0..100 {
         h.tick();
@@ -824,20 +798,10 @@ fn caught_up_watchers_on_one_prefix_get_the_same_frames_under_their_own_request_
 
 /// A host with an identity: incarnation 0x11 for n1, and whatever pins it starts with.
 fn host_with_identity(voters: &[u64], pins: &[(u64, u64)]) -> Host {
-    let mut m = Membership::default();
-    for &v in voters {
-        m.members.insert(
-            NodeId(v),
-            Member {
-                role: MemberRole::Voter,
-                addr: format!("127.0.0.1:{}", 5000 + v),
-            },
-        );
-    }
     let mut cfg = HostConfig::new(1 << 20, 1_000_000);
     cfg.incarnation = 0x11;
     cfg.pins = pins.iter().map(|&(p, i)| (NodeId(p), i)).collect();
-    Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap()
+    host_with(voters, cfg)
 }
 
 fn pre_vote_from(from: u64) -> Message {
