@@ -87,6 +87,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 mod dict;
+mod ordered;
 use dict::Dict;
 
 use crate::bytes::{le_u32, PutLe};
