@@ -217,7 +217,7 @@ const FLAGS: &[Flag] = &[
         kind: Kind::Value,
         default: Some("64MiB"),
         help: "memory for those changes (each its log entry's bytes, which hold its key and value, \
-               and about 80 more): the oldest are dropped past this or past --watch-history-changes",
+               and about 56 more): the oldest are dropped past this or past --watch-history-changes",
     },
     Flag {
         name: "watch-buffer-bytes",
