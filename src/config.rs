@@ -160,6 +160,15 @@ const FLAGS: &[Flag] = &[
         help: "take a snapshot and compact the log once this many entries were applied since the last one",
     },
     Flag {
+        name: "snapshot-log-bytes",
+        hint: "BYTES",
+        kind: Kind::Value,
+        default: Some("64MiB"),
+        help: "take a snapshot and compact the log also once the log held in memory since the last \
+               snapshot reaches this many bytes, however few entries that is (the bound that matters \
+               with large values)",
+    },
+    Flag {
         name: "wal-segment-size",
         hint: "BYTES",
         kind: Kind::Value,
@@ -367,6 +376,7 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_entries: u64,
+    pub snapshot_log_bytes: u64,
     pub max_datagram_bytes: usize,
     pub max_request_bytes: usize,
     pub max_connections: usize,
@@ -771,6 +781,12 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         ));
     }
     let snapshot_entries = parse_count("snapshot-entries", req("snapshot-entries")?, 1, 1 << 40)?;
+    let snapshot_log_bytes = size_in(
+        "snapshot-log-bytes",
+        req("snapshot-log-bytes")?,
+        64 << 10,
+        1 << 40,
+    )?;
     let max_datagram_bytes = size_in("max-datagram", req("max-datagram")?, 1200, 65_507)? as usize;
     let max_request_bytes =
         size_in("max-request-bytes", req("max-request-bytes")?, 64, 64 << 20)? as usize;
@@ -915,6 +931,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         heartbeat_interval,
         election_timeout,
         snapshot_entries,
+        snapshot_log_bytes,
         max_datagram_bytes,
         max_request_bytes,
         max_connections,
@@ -1259,6 +1276,9 @@ mod tests {
             map.contains_key("watch-history-bytes"),
             "the watch settings are shown"
         );
+        for f in FLAGS.iter().filter(|f| f.default.is_some()) {
+            assert!(text.contains(f.name), "the example shows --{}", f.name);
+        }
         let mut all: BTreeMap<String, String> = FLAGS
             .iter()
             .filter_map(|f| f.default.map(|d| (f.name.to_string(), d.to_string())))

@@ -797,3 +797,48 @@ fn health_follows_a_partition_made_with_iptables() {
         wait_http(&c, a, "/health", 200, "healed");
     }
 }
+
+#[test]
+fn snapshot_log_bytes_bounds_the_log_held_in_memory() {
+    // Goal: `--snapshot-log-bytes` reaches the server: with large values snapshots come long
+    // before `--snapshot-entries`, and the log held in memory stays near the bound.
+    // Method: one server whose entry bound is far away, a 256 KiB byte bound, and 64 puts of
+    // 32 KiB (2 MiB in all); the default bound (64 MiB) would take no snapshot for them.
+    let c = Cluster::start(
+        1,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--snapshot-entries",
+            "1000000",
+            "--snapshot-log-bytes",
+            "256KiB",
+        ],
+    );
+    c.wait_leader(T);
+    let addr = http_addr(&c, 1);
+    let mut cl = TestClient::connect(&c.addr(1)).unwrap();
+    let value = "v".repeat(32 << 10);
+    for i in 0..64 {
+        match cl.put(&format!("big/{i}"), &value).unwrap() {
+            Response::Written { .. } => {}
+            other => panic!("put {i}: {other:?}"),
+        }
+    }
+    // A compaction follows each snapshot once it is durable: wait for the last one.
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, body) = get(&addr, "/metrics");
+        let s = parse_exposition(&body);
+        let taken = s.value("zatt_snapshots_taken_total").unwrap();
+        let log_bytes = s.value("zatt_raft_log_bytes").unwrap();
+        if taken >= 4.0 && log_bytes <= (256 << 10) as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{taken} snapshots, {log_bytes} B of log in memory after 2 MiB of puts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

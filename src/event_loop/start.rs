@@ -400,6 +400,7 @@ impl Server {
         rcfg.election_ticks = cfg.election_ticks();
         rcfg.heartbeat_ticks = cfg.heartbeat_ticks();
         let mut host_cfg = HostConfig::new(cfg.max_request_bytes, cfg.snapshot_entries);
+        host_cfg.snapshot_log_bytes = cfg.snapshot_log_bytes;
         host_cfg.watch = cfg.watch;
         host_cfg.incarnation = identity.incarnation;
         host_cfg.pins = identity.pins.clone();
