@@ -88,6 +88,7 @@ use std::ops::Bound;
 
 mod dict;
 mod ordered;
+mod slab;
 use dict::Dict;
 
 use crate::bytes::{le_u32, PutLe};

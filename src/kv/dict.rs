@@ -3,9 +3,10 @@
 //! `kv`'s); must not let hash order reach any caller (every walk is in key order).
 //!
 //! # Layout
-//! Each key lives in one heap record: `key_len u32, value_len u32, revision u64, key bytes,
-//! value bytes` (a 16 B key with a 100 B value costs one 132 B allocation). Two indexes point
-//! at the records without copying a key:
+//! Each key lives in one record: `key_len u32, value_len u32, revision u64, key bytes, value
+//! bytes`, in a slot of the dictionary's own `slab::Slab` (a 16 B key with a 100 B value is a
+//! 132 B record in a 136 B slot; malloc would take 144 B for it). Two indexes point at the
+//! records without copying a key:
 //! - a hash set of record pointers (8 B a slot), hashed and compared by the key inside the
 //!   record: point lookups and writes, the hot path of every replica, cost one hash;
 //! - an ordered index of the same pointers (`ordered::Ordered`, sorted chunks), compared by key,
@@ -14,21 +15,21 @@
 //!
 //! Against a `HashMap<Vec<u8>, (Vec<u8>, LogIndex)>` beside a `BTreeSet<Vec<u8>>` (three
 //! allocations and a 56 B slot per key, the key twice) this keeps a 16 B key with a 100 B value
-//! in 171 B of resident memory (`examples/kv_memory.rs`; a server's RSS per key went from
-//! 514–530 B to 362–374 B with the records, and the chunked index took 13 B more off a key
-//! written in order than a `BTreeSet` of the pointers), and an overwrite with a value of the
-//! same length allocates nothing and hashes once.
+//! in 164 B of resident memory (`examples/kv_memory.rs`; a server's RSS per key went from
+//! 514–530 B to 362–374 B with the records; the chunked index then took 11 B off a key written
+//! in order, and the slab 9 B more), and an overwrite with a value of the same length allocates
+//! nothing and hashes once.
 //!
 //! # Why `unsafe`
 //! A record is a variable-length allocation reached from two indexes: the standard collections
 //! cannot hold one allocation in two places, nor hash an element by bytes behind a thin
-//! pointer. The unsafe code is confined to this file and rests on two invariants, checked in
-//! `check` (tests): every pointer in `order` is owned by exactly one `Rec` in `map`; `order`
-//! holds exactly the pointers `map` holds. A record is freed only after both indexes forgot
-//! it, moved (a value of another length) only with `order` updated before the old one is
-//! freed, and written in place only through `&mut Dict` (no borrow of its bytes can be live).
+//! pointer. The unsafe code is confined to this file and the slab's, and rests on two
+//! invariants, checked in `check` (tests): every pointer in `order` is owned by exactly one
+//! `Rec` in `map`; `order` holds exactly the pointers `map` holds. A record is freed (to the
+//! slab it came from) only after both indexes forgot it, moved (a value of another length) only
+//! with `order` updated before the old one is freed, and written in place only through
+//! `&mut Dict` (no borrow of its bytes can be live).
 
-use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -38,6 +39,7 @@ use std::ops::Bound;
 use std::ptr::NonNull;
 
 use super::ordered::Ordered;
+use super::slab::{Slab, MAX_SLOT};
 use crate::types::LogIndex;
 
 /// Bytes before the key: key length, value length, revision.
@@ -83,12 +85,10 @@ impl RecPtr {
         LogIndex(self.head().2)
     }
 
-    fn layout(key_len: usize, value_len: usize) -> Layout {
-        let size = HEAD
-            .checked_add(key_len)
+    fn size(key_len: usize, value_len: usize) -> usize {
+        HEAD.checked_add(key_len)
             .and_then(|n| n.checked_add(value_len))
-            .expect("record size fits in usize (kv limits keys and values)");
-        Layout::from_size_align(size, 8).expect("record fits in memory")
+            .expect("record size fits in usize (kv limits keys and values)")
     }
 
     /// Replaces the value in place; only for a value of the record's current length.
@@ -116,31 +116,28 @@ impl RecPtr {
 struct Rec(RecPtr);
 
 impl Rec {
-    fn new(key: &[u8], value: &[u8], revision: LogIndex) -> Rec {
+    fn new(slab: &mut Slab, key: &[u8], value: &[u8], revision: LogIndex) -> Rec {
         let kl = u32::try_from(key.len()).expect("key length fits in u32 (kv limits keys)");
         let vl = u32::try_from(value.len()).expect("value length fits in u32 (kv limits values)");
-        let layout = RecPtr::layout(key.len(), value.len());
-        // SAFETY: the layout is never zero-sized (the head); the writes stay within it.
+        let nn = slab.alloc(RecPtr::size(key.len(), value.len()));
+        // SAFETY: the slab gave `size` bytes, 8-aligned; the writes stay within them.
         unsafe {
-            let p = alloc::alloc(layout);
-            let Some(nn) = NonNull::new(p) else {
-                alloc::handle_alloc_error(layout)
-            };
+            let p = nn.as_ptr();
             (p as *mut u32).write(kl);
             (p.add(4) as *mut u32).write(vl);
             (p.add(8) as *mut u64).write(revision.0);
             std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(HEAD), key.len());
             std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(HEAD + key.len()), value.len());
-            Rec(RecPtr(nn))
         }
+        Rec(RecPtr(nn))
     }
-}
 
-impl Drop for Rec {
-    fn drop(&mut self) {
+    /// Gives the record's memory back to `slab`, which must be the one that allocated it.
+    fn free(self, slab: &mut Slab) {
         let (k, v, _) = self.0.head();
-        // SAFETY: allocated in `Rec::new` with exactly this layout, and owned by `self` only.
-        unsafe { alloc::dealloc(self.0 .0.as_ptr(), RecPtr::layout(k, v)) }
+        // SAFETY: allocated by `slab` with this size (`Rec::new`), and owned by `self` only,
+        // which is consumed: no index holds it any more (the callers take it out of both).
+        unsafe { slab.free(self.0 .0, RecPtr::size(k, v)) }
     }
 }
 
@@ -191,6 +188,21 @@ impl Borrow<[u8]> for RecPtr {
 pub(super) struct Dict {
     map: HashSet<Rec>,
     order: Ordered<RecPtr>,
+    /// The records' memory (after the indexes, so that it is dropped last).
+    slab: Slab,
+}
+
+impl Drop for Dict {
+    /// Records larger than a slab slot are allocated one by one; the rest go with the slab's
+    /// pages.
+    fn drop(&mut self) {
+        for rec in self.map.drain() {
+            let (k, v, _) = rec.0.head();
+            if RecPtr::size(k, v) > MAX_SLOT {
+                rec.free(&mut self.slab);
+            }
+        }
+    }
 }
 
 impl Dict {
@@ -199,7 +211,7 @@ impl Dict {
     pub(super) fn insert(&mut self, key: &[u8], value: &[u8], revision: LogIndex) {
         match self.map.get(key) {
             None => {
-                let rec = Rec::new(key, value, revision);
+                let rec = Rec::new(&mut self.slab, key, value, revision);
                 self.order.insert(rec.0);
                 self.map.insert(rec);
                 return;
@@ -213,12 +225,12 @@ impl Dict {
         }
         // The new record first: should allocating it fail (and unwind), no index may be left
         // pointing at a freed one.
-        let rec = Rec::new(key, value, revision);
+        let rec = Rec::new(&mut self.slab, key, value, revision);
         let old = self.map.take(key).expect("present above");
-        // `replace` compares against the old pointer, still alive until `old` drops below.
+        // `replace` compares against the old pointer, still alive until it is freed below.
         self.order.replace(rec.0);
         self.map.insert(rec);
-        drop(old);
+        old.free(&mut self.slab);
     }
 
     /// Removes `key`, returning whether it was present.
@@ -227,7 +239,7 @@ impl Dict {
             return false;
         };
         self.order.remove(key);
-        drop(old);
+        old.free(&mut self.slab);
         true
     }
 
@@ -266,17 +278,20 @@ impl Dict {
     ) -> Dict {
         let mut map = HashSet::with_capacity(count);
         let mut ptrs = Vec::with_capacity(count);
+        let mut slab = Slab::default();
         for (k, v, r) in entries {
-            let rec = Rec::new(k, v, r);
+            let rec = Rec::new(&mut slab, k, v, r);
             ptrs.push(rec.0);
             if let Some(dup) = map.replace(rec) {
                 // Not sorted after all (the caller checks, this keeps the invariants anyway).
                 ptrs.retain(|p| p.0 != dup.0 .0);
+                dup.free(&mut slab);
             }
         }
         Dict {
             map,
             order: Ordered::from_sorted(ptrs),
+            slab,
         }
     }
 
@@ -289,6 +304,7 @@ impl Dict {
             "both indexes hold every record"
         );
         self.order.check();
+        self.slab.check();
         for p in self.order.iter() {
             let owner = self
                 .map
@@ -332,7 +348,8 @@ mod tests {
     #[test]
     fn matches_a_plain_ordered_map_through_random_writes() {
         // Goal: the two indexes and the in-place/moved records behave as one ordered map.
-        // Method: random puts (values of varying length, so records both stay and move),
+        // Method: random puts (values of varying length, so records both stay and move, in
+        // slab slots of three sizes and one past the largest slot),
         // deletes and lookups against a BTreeMap oracle; invariants and order checked as we go.
         let mut rng = SplitMix64::new(7);
         let mut d = Dict::default();
@@ -342,7 +359,7 @@ mod tests {
             match rng.next_u64() % 4 {
                 0 => assert_eq!(d.remove(&key), oracle.remove(&key).is_some()),
                 _ => {
-                    let len = (rng.next_u64() % 3 * 7) as usize;
+                    let len = [0, 7, 14, MAX_SLOT][(rng.next_u64() % 4) as usize];
                     let value = vec![(i % 251) as u8; len];
                     d.insert(&key, &value, LogIndex(i));
                     oracle.insert(key.clone(), (value, LogIndex(i)));
