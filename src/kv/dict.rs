@@ -212,7 +212,8 @@ impl Dict {
         match self.map.get(key) {
             None => {
                 let rec = Rec::new(&mut self.slab, key, value, revision);
-                self.order.insert(rec.0);
+                let fresh = self.order.insert(rec.0);
+                debug_assert!(fresh, "the ordered index holds no key the map lacks");
                 self.map.insert(rec);
                 return;
             }
@@ -276,23 +277,29 @@ impl Dict {
         count: usize,
         entries: impl Iterator<Item = (&'a [u8], &'a [u8], LogIndex)>,
     ) -> Dict {
-        let mut map = HashSet::with_capacity(count);
+        // Built inside a `Dict`, so that its `Drop` frees what was built should `entries`
+        // panic.
+        let mut d = Dict {
+            map: HashSet::with_capacity(count),
+            order: Ordered::default(),
+            slab: Slab::default(),
+        };
         let mut ptrs = Vec::with_capacity(count);
-        let mut slab = Slab::default();
         for (k, v, r) in entries {
-            let rec = Rec::new(&mut slab, k, v, r);
+            let rec = Rec::new(&mut d.slab, k, v, r);
             ptrs.push(rec.0);
-            if let Some(dup) = map.replace(rec) {
-                // Not sorted after all (the caller checks, this keeps the invariants anyway).
+            if let Some(dup) = d.map.replace(rec) {
+                // Not sorted after all (the caller checks; this keeps the invariants anyway).
                 ptrs.retain(|p| p.0 != dup.0 .0);
-                dup.free(&mut slab);
+                dup.free(&mut d.slab);
             }
         }
-        Dict {
-            map,
-            order: Ordered::from_sorted(ptrs),
-            slab,
-        }
+        // The caller checks the order too; sorting what is sorted is one pass of comparisons,
+        // and the ordered index's invariants, which memory safety rests on, then hold whatever
+        // came in.
+        ptrs.sort_unstable();
+        d.order = Ordered::from_sorted(ptrs);
+        d
     }
 
     /// Asserts the invariants the unsafe code rests on (tests only: it walks everything).

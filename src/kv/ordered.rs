@@ -28,6 +28,14 @@ const GROW: usize = 32;
 const SPARSE: usize = CHUNK / 4;
 const MERGED_MAX: usize = CHUNK * 3 / 4;
 
+/// Inserts `t` at `pos`, growing the chunk's capacity by at most `GROW` slots.
+fn insert_growing<T>(chunk: &mut Vec<T>, pos: usize, t: T) {
+    if chunk.len() == chunk.capacity() {
+        chunk.reserve_exact(GROW.min(CHUNK - chunk.len()));
+    }
+    chunk.insert(pos, t);
+}
+
 pub(super) struct Ordered<T> {
     chunks: Vec<Vec<T>>,
 }
@@ -67,12 +75,14 @@ impl<T: Ord> Ordered<T> {
         let Err(pos) = found else {
             return false;
         };
+        let next_has_room = self.chunks.get(ci + 1).is_some_and(|c| c.len() < CHUNK);
         let chunk = &mut self.chunks[ci];
         if chunk.len() < CHUNK {
-            if chunk.len() == chunk.capacity() {
-                chunk.reserve_exact(GROW.min(CHUNK - chunk.len()));
-            }
-            chunk.insert(pos, t);
+            insert_growing(chunk, pos, t);
+        } else if pos == CHUNK && next_has_room {
+            // Between a full chunk and the next: the next one's front, so that keys arriving
+            // in descending order into that gap fill one chunk instead of making one each.
+            insert_growing(&mut self.chunks[ci + 1], 0, t);
         } else if pos == CHUNK || pos == 0 {
             // At an end of a full chunk: a chunk of its own beside it, so keys that keep
             // arriving in order (ascending or descending) fill it instead of leaving halves.
@@ -271,13 +281,7 @@ mod tests {
                     _ => rng.next_u64(),
                 });
             }
-            o.check();
-            assert!(
-                o.slots() * 100 <= o.len() * 110,
-                "{order}: {} slots for {}",
-                o.slots(),
-                o.len()
-            );
+            assert_dense(&o, order);
         }
         for window in [16u64, 64, 1024] {
             // `window` writes in flight, each landing at a random moment: the next key to
@@ -289,13 +293,43 @@ mod tests {
                 let slot = (rng.next_u64() % window) as usize;
                 o.insert(std::mem::replace(&mut pending[slot], next));
             }
+            assert_dense(&o, &format!("window {window}"));
+        }
+    }
+
+    /// At most 10 % more slots allocated than elements held.
+    fn assert_dense(o: &Ordered<u64>, order: &str) {
+        o.check();
+        assert!(
+            o.slots() * 100 <= o.len() * 110,
+            "{order}: {} slots for {}",
+            o.slots(),
+            o.len()
+        );
+    }
+
+    #[test]
+    fn keys_written_into_the_gap_between_full_chunks_fill_one_chunk() {
+        // Goal: a run of keys landing between two full chunks (as after a snapshot restore,
+        // whose chunks are all full) fills a chunk, descending as well as ascending, instead
+        // of making a chunk per key (each a 32-slot allocation, and a quadratic insert).
+        for descending in [true, false] {
+            let mut o = Ordered::from_sorted((0..CHUNK as u64 * 2).map(|i| i * 10_000));
+            let gap = CHUNK as u64 * 10_000 - 10_000; // between the two full chunks
+            for i in 0..2000u64 {
+                o.insert(if descending {
+                    gap + 9_999 - i
+                } else {
+                    gap + 1 + i
+                });
+            }
             o.check();
             assert!(
-                o.slots() * 100 <= o.len() * 110,
-                "window {window}: {} slots for {}",
-                o.slots(),
-                o.len()
+                o.chunk_count() < 10,
+                "descending {descending}: {} chunks",
+                o.chunk_count()
             );
+            assert_dense(&o, "into a gap");
         }
     }
 

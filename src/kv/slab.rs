@@ -11,11 +11,12 @@
 //!
 //! Must not: hand out a slot twice, or let a record outlive the `Slab` (the `Dict` that owns
 //! both frees its records, or drops them with the slab). Invariants (checked by `check` in
-//! tests): `by_addr` holds every live page once, sorted by address; a page's `live` counts its
+//! tests): `by_addr` holds every live page once, by address; a page's `live` counts its
 //! slots in use; a page is on its size's `with_room` list, at `room_at`, exactly when it has a
 //! free or never-used slot.
 
 use std::alloc::{self, Layout};
+use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 /// Bytes in one page.
@@ -47,8 +48,10 @@ pub(super) struct Slab {
     /// Pages by id; the id of a page given back is reused (`free_ids`).
     pages: Vec<Option<Page>>,
     free_ids: Vec<u32>,
-    /// (base address, page id) of every page, sorted by address: a freed slot's page.
-    by_addr: Vec<(usize, u32)>,
+    /// Base address → page id of every page: a freed slot's page is the last one at or below
+    /// it. A map, not a sorted `Vec`, so that adding or giving back a page of a dictionary of
+    /// many gigabytes does not move a megabyte of entries.
+    by_addr: BTreeMap<usize, u32>,
     /// Per slot size (index `slot / 8 - 1`): the ids of its pages with a slot to give.
     with_room: Vec<Vec<u32>>,
 }
@@ -64,7 +67,7 @@ impl Default for Slab {
         Slab {
             pages: Vec::new(),
             free_ids: Vec::new(),
-            by_addr: Vec::new(),
+            by_addr: BTreeMap::new(),
             with_room: (0..MAX_SLOT / 8).map(|_| Vec::new()).collect(),
         }
     }
@@ -126,8 +129,11 @@ impl Slab {
             return;
         };
         let addr = p.as_ptr() as usize;
-        let at = self.by_addr.partition_point(|&(base, _)| base <= addr) - 1;
-        let id = self.by_addr[at].1;
+        let (_, &id) = self
+            .by_addr
+            .range(..=addr)
+            .next_back()
+            .expect("a slot lies in a page");
         let page = self.pages[id as usize].as_mut().expect("a live page");
         debug_assert_eq!(page.slot as usize, slot, "freed with the size it was given");
         // SAFETY: the slot is ours again (the caller's contract) and 8-aligned, at least 8 B.
@@ -140,7 +146,7 @@ impl Slab {
             self.room_list_push(id, class);
         }
         if live == 0 && self.with_room[class].len() > 1 {
-            self.release(id, class, at);
+            self.release(id, class);
         }
     }
 
@@ -167,8 +173,7 @@ impl Slab {
             }
         };
         let addr = base.as_ptr() as usize;
-        let at = self.by_addr.partition_point(|&(b, _)| b < addr);
-        self.by_addr.insert(at, (addr, id));
+        self.by_addr.insert(addr, id);
         self.room_list_push(id, slot / 8 - 1);
         id
     }
@@ -194,13 +199,13 @@ impl Slab {
         }
     }
 
-    /// Gives an empty page back; `at` is its place in `by_addr`.
-    fn release(&mut self, id: u32, class: usize, at: usize) {
-        debug_assert_eq!(self.by_addr[at].1, id);
+    /// Gives an empty page back.
+    fn release(&mut self, id: u32, class: usize) {
         self.leave_room_list(id);
         debug_assert!(!self.with_room[class].contains(&id));
-        self.by_addr.remove(at);
         let page = self.pages[id as usize].take().expect("a live page");
+        let removed = self.by_addr.remove(&(page.base.as_ptr() as usize));
+        debug_assert_eq!(removed, Some(id));
         // SAFETY: allocated in `new_page` with PAGE_LAYOUT; no slot of it is in use.
         unsafe { alloc::dealloc(page.base.as_ptr(), PAGE_LAYOUT) };
         self.free_ids.push(id);
@@ -215,17 +220,13 @@ impl Slab {
     /// Asserts the invariants in the module doc (tests only).
     #[cfg(test)]
     pub(super) fn check(&self) {
-        assert!(
-            self.by_addr.windows(2).all(|w| w[0].0 < w[1].0),
-            "by_addr sorted"
-        );
         let live_pages = self.pages.iter().filter(|p| p.is_some()).count();
         assert_eq!(
             self.by_addr.len(),
             live_pages,
             "every live page is found by address"
         );
-        for &(addr, id) in &self.by_addr {
+        for (&addr, &id) in &self.by_addr {
             let page = self.pages[id as usize].as_ref().expect("a live page");
             assert_eq!(page.base.as_ptr() as usize, addr);
             let slot = page.slot as usize;
