@@ -78,11 +78,50 @@ fn leader_appends_noop_on_election() {
     assert_eq!(e.kind, EntryKind::Noop);
     assert_eq!(e.term, r.term());
     assert_eq!(r.commit_index(), e.index);
+    let e = e.clone();
+    // The followers hear of the commit at the leader's next tick.
+    c.tick(1, 1);
     for id in [2, 3] {
         assert_eq!(
             c.r(id).commit_index(),
             e.index,
             "heartbeat commit reaches n{id}"
+        );
+    }
+}
+
+#[test]
+fn a_commit_reaches_followers_with_the_next_append_or_at_the_next_tick() {
+    // Goal: the leader announces a commit advance with the next AppendEntries, or at its next
+    // tick when none goes out, not in a round of its own at once (a round of two datagrams per
+    // follower per write when writes come one at a time).
+    // Method: commit one write and look at the followers before and after the next write and
+    // the next tick.
+    let mut c = Cluster::new(3, conf);
+    c.elect(1);
+    c.tick(1, 1);
+    let (first, _) = c.propose(1, b"a");
+    assert_eq!(c.r(1).commit_index(), first, "committed on the leader");
+    for id in [2, 3] {
+        assert!(
+            c.r(id).commit_index() < first,
+            "n{id} heard of the commit in a round of its own"
+        );
+    }
+    let (second, _) = c.propose(1, b"b");
+    for id in [2, 3] {
+        assert_eq!(
+            c.r(id).commit_index(),
+            first,
+            "n{id} learns the first commit from the second write's AppendEntries"
+        );
+    }
+    c.tick(1, 1);
+    for id in [2, 3] {
+        assert_eq!(
+            c.r(id).commit_index(),
+            second,
+            "n{id} learns the last commit at the leader's next tick"
         );
     }
 }

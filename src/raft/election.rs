@@ -338,6 +338,8 @@ impl Raft {
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks.max(1) {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+        } else {
+            self.announce_commit();
         }
         if let Some(t) = &mut self.transfer {
             t.elapsed_ticks += 1;

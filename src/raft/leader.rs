@@ -83,8 +83,9 @@ impl Raft {
         if !own_term && !Bugs::on(self.cfg.bugs.commit_old_term_by_count) {
             return;
         }
+        // Followers hear of it on the next AppendEntries, or at the next tick (`tick_leader`,
+        // `announce_commit`): not in a round of its own at once.
         self.commit = n;
-        self.append_pending = true;
         if self.commit >= self.noop_index && !self.reads_before_commit.is_empty() {
             let ctxs = std::mem::take(&mut self.reads_before_commit);
             for ctx in ctxs {
@@ -154,6 +155,25 @@ impl Raft {
                 index: r.index,
             });
             self.pending_reads.pop_front();
+        }
+    }
+
+    /// Tells each follower in Replicate of a commit index it has not heard and its log holds
+    /// (an empty AppendEntries), when no AppendEntries carried it since it advanced. Called
+    /// every tick: announcing each advance at once cost a round of two datagrams per follower
+    /// per write, on every server, when writes come one at a time (7.3 datagrams per write
+    /// instead of 4 with one client), for followers that hear of it a tick later at most.
+    pub(super) fn announce_commit(&mut self) {
+        let ids: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| {
+                p.state == ReplState::Replicate && p.commit_sent < self.commit.min(p.match_index)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.heartbeat_to(id);
         }
     }
 
@@ -377,10 +397,6 @@ impl Raft {
                     }
                     ReplState::Replicate => pr.next_index = pr.next_index.max(match_index.next()),
                     ReplState::Snapshot => pr.become_probe(),
-                }
-                if pr.commit_sent < self.commit.min(match_index) {
-                    // Announced at the next ready() unless an AppendEntries carries it first.
-                    self.append_pending = true;
                 }
                 self.maybe_commit();
             }
