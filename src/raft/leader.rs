@@ -167,9 +167,7 @@ impl Raft {
         let ids: Vec<NodeId> = self
             .progress
             .iter()
-            .filter(|(_, p)| {
-                p.state == ReplState::Replicate && p.commit_sent < self.commit.min(p.match_index)
-            })
+            .filter(|(_, p)| p.state == ReplState::Replicate && p.owes_commit(self.commit))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {

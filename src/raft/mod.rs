@@ -1142,7 +1142,7 @@ impl Raft {
                     let stale = self
                         .progress
                         .get(&id)
-                        .is_some_and(|p| p.commit_sent < self.commit.min(p.match_index));
+                        .is_some_and(|p| p.owes_commit(self.commit));
                     if stale {
                         self.heartbeat_to(id);
                     }

@@ -78,6 +78,12 @@ impl Progress {
             commit_sent: LogIndex(0),
         }
     }
+    /// Whether the peer has not heard of a commit index its log holds (`commit` capped by what
+    /// it matches): one to announce.
+    pub(super) fn owes_commit(&self, commit: LogIndex) -> bool {
+        self.commit_sent < commit.min(self.match_index)
+    }
+
     pub(super) fn become_probe(&mut self) {
         self.state = ReplState::Probe;
         self.probe_sent = false;
