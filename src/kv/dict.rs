@@ -39,7 +39,7 @@ use std::ops::Bound;
 use std::ptr::NonNull;
 
 use super::ordered::Ordered;
-use super::slab::{Slab, MAX_SLOT};
+use super::slab::{self, Slab};
 use crate::types::LogIndex;
 
 /// Bytes before the key: key length, value length, revision.
@@ -198,7 +198,7 @@ impl Drop for Dict {
     fn drop(&mut self) {
         for rec in self.map.drain() {
             let (k, v, _) = rec.0.head();
-            if RecPtr::size(k, v) > MAX_SLOT {
+            if slab::allocated_alone(RecPtr::size(k, v)) {
                 rec.free(&mut self.slab);
             }
         }
@@ -366,7 +366,7 @@ mod tests {
             match rng.next_u64() % 4 {
                 0 => assert_eq!(d.remove(&key), oracle.remove(&key).is_some()),
                 _ => {
-                    let len = [0, 7, 14, MAX_SLOT][(rng.next_u64() % 4) as usize];
+                    let len = [0, 7, 14, slab::MAX_SLOT][(rng.next_u64() % 4) as usize];
                     let value = vec![(i % 251) as u8; len];
                     d.insert(&key, &value, LogIndex(i));
                     oracle.insert(key.clone(), (value, LogIndex(i)));

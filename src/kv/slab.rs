@@ -78,6 +78,12 @@ fn slot_for(size: usize) -> Option<usize> {
     (size <= MAX_SLOT).then(|| size.max(8).next_multiple_of(8))
 }
 
+/// Whether memory of `size` bytes is allocated one by one (past `MAX_SLOT`), so that its owner
+/// must free it before the slab goes; the rest goes with the slab's pages.
+pub(super) fn allocated_alone(size: usize) -> bool {
+    slot_for(size).is_none()
+}
+
 fn large_layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).expect("a record's size fits a layout")
 }
