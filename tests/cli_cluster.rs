@@ -110,9 +110,7 @@ fn dev_command(dir: &Path, base: u16, nodes: u16, extra: &[&str]) -> Command {
         "--dir",
     ])
     .arg(dir)
-    .args(extra)
-    // Not under cargo: use the zattd already built next to zatt.
-    .env_remove("CARGO");
+    .args(extra);
     c
 }
 

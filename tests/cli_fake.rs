@@ -3,34 +3,20 @@
 //! are not UTF-8, help, usage errors (exit 2), unreachable or foreign endpoints, and whole
 //! results only. Each run is a real process; each wait is bounded by --timeout.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::zatt_cli;
 use zatt::client::fake::{Action, FakeServer};
 use zatt::client::{ErrorKind, MemberInfo, Request, Response};
 
-/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_zatt"));
-    for v in [
-        "ZATT_ENDPOINTS",
-        "ZATT_TIMEOUT",
-        "ZATT_TLS_CA",
-        "ZATT_CERT",
-        "ZATT_KEY",
-        "ZATT_OUTPUT",
-    ] {
-        c.env_remove(v);
-    }
-    c.env_remove("CARGO");
-    c
-}
-
 fn zatt<S: AsRef<OsStr>>(endpoint: &str, args: &[S]) -> Output {
-    bin()
+    zatt_cli()
         .args(["--endpoints", endpoint, "--timeout", "3s"])
         .args(args)
         .output()
@@ -39,7 +25,7 @@ fn zatt<S: AsRef<OsStr>>(endpoint: &str, args: &[S]) -> Output {
 
 /// Runs zatt with `input` on its standard input.
 fn zatt_stdin(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
-    let mut child = bin()
+    let mut child = zatt_cli()
         .args(["--endpoints", endpoint, "--timeout", "3s"])
         .args(args)
         .stdin(Stdio::piped())
@@ -267,7 +253,7 @@ fn timeout_bounds_the_whole_command() {
         Request::Scan { .. } => Action::Delay(Duration::from_millis(400)),
         _ => Action::Serve,
     });
-    let o = bin()
+    let o = zatt_cli()
         .args(["--endpoints", s.addr(), "--timeout", "1s", "dump"])
         .output()
         .unwrap();
@@ -374,13 +360,13 @@ fn usage_errors_exit_2_with_one_line() {
         &["put", "k", "v", "--file", "f"],
         &["help", "frobnicate"],
     ] {
-        let o = bin().args(args).output().unwrap();
+        let o = zatt_cli().args(args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("zatt: ") && err.contains("--help"), "{err}");
     }
-    let o = bin().arg("--help").output().unwrap();
+    let o = zatt_cli().arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("transfer-leader"));
 }
@@ -389,14 +375,14 @@ fn usage_errors_exit_2_with_one_line() {
 fn help_and_version_follow_the_usual_conventions() {
     // Goal: `zatt help`, `zatt help CMD` and `zatt CMD --help` (that command's help, not the
     // overview), and `zatt --version`; all exit 0 without contacting a server.
-    let overview = stdout(&bin().arg("help").output().unwrap());
+    let overview = stdout(&zatt_cli().arg("help").output().unwrap());
     assert!(
         overview.starts_with("Usage: zatt [OPTIONS] COMMAND"),
         "{overview}"
     );
     for cmd in ["put", "get", "scan", "status", "member", "dev"] {
-        let a = bin().args(["help", cmd]).output().unwrap();
-        let b = bin().args([cmd, "--help"]).output().unwrap();
+        let a = zatt_cli().args(["help", cmd]).output().unwrap();
+        let b = zatt_cli().args([cmd, "--help"]).output().unwrap();
         assert_eq!(a.status.code(), Some(0));
         assert_eq!(b.status.code(), Some(0));
         assert_eq!(a.stdout, b.stdout, "{cmd}");
@@ -407,8 +393,8 @@ fn help_and_version_follow_the_usual_conventions() {
         );
         assert_ne!(stdout(&a), overview);
     }
-    assert!(stdout(&bin().args(["put", "--help"]).output().unwrap()).contains("--file"));
-    let v = bin().arg("--version").output().unwrap();
+    assert!(stdout(&zatt_cli().args(["put", "--help"]).output().unwrap()).contains("--file"));
+    let v = zatt_cli().arg("--version").output().unwrap();
     assert_eq!(v.status.code(), Some(0));
     assert_eq!(stdout(&v), format!("zatt {}\n", env!("CARGO_PKG_VERSION")));
 }
@@ -436,7 +422,7 @@ fn promoting_a_voter_says_so_instead_of_retry_later() {
 #[test]
 fn endpoints_may_come_from_the_environment() {
     let s = FakeServer::start();
-    let o = bin()
+    let o = zatt_cli()
         .env("ZATT_ENDPOINTS", s.addr())
         .args(["put", "k", "v"])
         .output()
@@ -455,7 +441,7 @@ fn a_refused_connection_fails_at_once_and_says_so() {
         l.local_addr().unwrap().port()
     };
     let endpoint = format!("127.0.0.1:{port}");
-    let o = bin()
+    let o = zatt_cli()
         .args(["--endpoints", &endpoint, "--timeout", "10m", "get", "k"])
         .output()
         .unwrap();
@@ -480,7 +466,7 @@ fn a_server_that_does_not_speak_zatt_is_named_as_such() {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         }
     });
-    let o = bin()
+    let o = zatt_cli()
         .args(["--endpoints", &addr, "--timeout", "10m", "get", "k"])
         .output()
         .unwrap();

@@ -43,7 +43,8 @@ use zatt::wire::client::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_zattd");
 
-/// A `zatt` process with no ZATT_* variables from the environment that runs the tests.
+/// A `zatt` process with no ZATT_* variables from the environment that runs the tests, and not
+/// under cargo (no CARGO: `zatt dev` starts the zattd built next to it instead of building).
 pub fn zatt_cli() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_zatt"));
     for v in [
@@ -53,6 +54,7 @@ pub fn zatt_cli() -> std::process::Command {
         "ZATT_CERT",
         "ZATT_KEY",
         "ZATT_OUTPUT",
+        "CARGO",
     ] {
         c.env_remove(v);
     }
