@@ -110,7 +110,7 @@ fn syncer_bench(base: &Path, len: usize, per_batch: usize, inflight: u64, secs: 
     let (wal, _) = Wal::open(&dir, WalOptions::default()).expect("open");
     let mut poll = mio::Poll::new().expect("poll");
     let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
-    let syncer = Syncer::spawn(wal, waker);
+    let syncer = Syncer::spawn(wal, waker, None);
     let mut events = mio::Events::with_capacity(8);
     let payload = vec![0xA5u8; len];
     let (mut next, mut submitted, mut durable) = (1u64, 0u64, 0u64);

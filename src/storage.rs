@@ -32,6 +32,16 @@ impl WriteBatch {
     }
 }
 
+/// Of messages released by one sync, whether the `i`th need not be sent: a later one carries
+/// the same key (a follower's acknowledgements to one leader in one term, each of which covers
+/// those handed out before it). Both drivers apply it: the syncer to its datagrams, the
+/// simulator to its messages.
+pub fn superseded<K: PartialEq>(keys: &[Option<K>], i: usize) -> bool {
+    keys[i]
+        .as_ref()
+        .is_some_and(|k| keys[i + 1..].iter().any(|l| l.as_ref() == Some(k)))
+}
+
 pub trait LogStorage {
     /// Queue a batch (see the module rules). Not durable until `sync`.
     fn write(&mut self, batch: &WriteBatch) -> io::Result<()>;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zatt::storage::WriteBatch;
 use zatt::types::*;
+use zatt::wal::syncer::Datagram;
 use zatt::wal::{InjectFault, Syncer, Wal, WalOptions, EXIT_DISK_FAILURE};
 
 struct TempDir(PathBuf);
@@ -55,7 +56,7 @@ fn run_batches(dir: &Path, opts: WalOptions, batches: u64, per: u64, len: usize)
     let mut next = boot.entries.last().map_or(1, |e| e.index.0 + 1);
     let mut poll = mio::Poll::new().unwrap();
     let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-    let syncer = Syncer::spawn(wal, waker);
+    let syncer = Syncer::spawn(wal, waker, None);
     for t in 0..batches {
         syncer.submit(
             t,
@@ -140,7 +141,7 @@ fn snapshot_past_the_limit(dir: &Path, opts: WalOptions) {
     let (wal, _) = Wal::open(dir, opts).unwrap();
     let mut poll = mio::Poll::new().unwrap();
     let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-    let syncer = Syncer::spawn(wal, waker);
+    let syncer = Syncer::spawn(wal, waker, None);
     syncer.submit(
         0,
         WriteBatch {
@@ -305,7 +306,7 @@ fn snapshot_submitted_between_batches_is_ordered_with_them() {
     let (wal, _) = Wal::open(&d.0, opts.clone()).unwrap();
     let mut poll = mio::Poll::new().unwrap();
     let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-    let syncer = Syncer::spawn(wal, waker);
+    let syncer = Syncer::spawn(wal, waker, None);
     for t in 0..20u64 {
         let b = WriteBatch {
             entries: entries(t * 10 + 1, 10, 100),
@@ -346,11 +347,76 @@ fn snapshot_submitted_between_batches_is_ordered_with_them() {
     assert!(wal.segment_count() < 4, "segments {}", wal.segment_count());
 }
 
+/// A receiving socket on loopback and a sending one for the syncer.
+fn udp_pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    (rx, tx)
+}
+
+fn datagram(to: &std::net::UdpSocket, bytes: &[u8], key: Option<(u64, u64)>) -> Datagram {
+    Datagram {
+        to: to.local_addr().unwrap(),
+        bytes: bytes.to_vec(),
+        key,
+    }
+}
+
+/// Datagrams received until none comes for a while.
+fn received(rx: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = rx.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn datagrams_leave_after_their_batch_is_synced_and_only_the_last_of_a_key() {
+    // Goal: what waited for a batch (a follower's acknowledgement) leaves once the batch is
+    // synced, not before, and of datagrams with one key released together only the last.
+    // Method: one batch with two datagrams of one key and one without; the first to arrive
+    // must find a sync done.
+    let d = TempDir::new("sends");
+    let (wal, _) = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let (rx, tx) = udp_pair();
+    let syncer = Syncer::spawn(wal, waker, Some(tx));
+    syncer.submit_then_send(
+        1,
+        WriteBatch {
+            entries: entries(1, 3, 10),
+            ..WriteBatch::default()
+        },
+        vec![
+            datagram(&rx, b"ack 2", Some((2, 7))),
+            datagram(&rx, b"vote", None),
+            datagram(&rx, b"ack 3", Some((2, 7))),
+        ],
+    );
+    let mut buf = [0u8; 64];
+    let n = rx
+        .recv(&mut buf)
+        .expect("a datagram once the batch is synced");
+    assert!(syncer.syncs() >= 1, "sent before the sync");
+    let mut got = vec![buf[..n].to_vec()];
+    got.extend(received(&rx));
+    assert_eq!(got, vec![b"vote".to_vec(), b"ack 3".to_vec()]);
+    assert_eq!(syncer.send_drops(), 0);
+    syncer.shutdown();
+}
+
 #[test]
 fn no_token_is_reported_after_a_failed_sync() {
     // Goal: a failed group is never reported durable, and the fail-stop handler hears why.
     // Method: an injected handler records the message instead of exiting; the first sync fails.
+    // Nor does what waited for it leave.
     let d = TempDir::new("nofalse");
+    let (peer, sender) = udp_pair();
     let opts = WalOptions {
         inject_fault: Some(InjectFault::SyncEio { nth_sync: 1 }),
         ..WalOptions::default()
@@ -362,21 +428,24 @@ fn no_token_is_reported_after_a_failed_sync() {
     let syncer = Syncer::spawn_with(
         wal,
         waker,
+        Some(sender),
         Box::new(move |msg: &str| {
             let _ = tx.send(msg.to_string());
         }),
     );
-    syncer.submit(
+    syncer.submit_then_send(
         1,
         WriteBatch {
             entries: entries(1, 3, 10),
             ..WriteBatch::default()
         },
+        vec![datagram(&peer, b"ack", None)],
     );
     let msg = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("fatal handler called");
     assert!(msg.contains("fdatasync") && msg.contains(".wal"), "{msg}");
+    assert!(received(&peer).is_empty(), "sent what was never durable");
     syncer.submit(
         2,
         WriteBatch {

@@ -214,7 +214,7 @@ impl Server {
         e.sample(
             "zatt_peer_datagrams_dropped_total",
             &[("reason", "SendFailed")],
-            self.io.udp_send_drops as f64,
+            (self.io.udp_send_drops + self.io.syncer.send_drops()) as f64,
         );
         // Raft messages the host refused for a peer's storage identity (`host/peers.rs`).
         for (reason, n) in self.host.incarnation_drops() {

@@ -37,6 +37,7 @@ use crate::host::{Host, IoStatus, Now, Output, ReplyTo};
 use crate::storage::WriteBatch;
 use crate::types::*;
 use crate::wal::identity::Identity;
+use crate::wal::syncer::Datagram;
 use crate::wal::Syncer;
 use crate::wire::client::{encode_response, encode_value_response, FrameLimits, Response};
 use crate::wire::peer::{Inbound, PeerCodec};
@@ -251,8 +252,28 @@ impl Output for Io {
             .map(|c| c.output_pending())
     }
 
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
-        self.syncer.submit(token, batch);
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>) {
+        let mut datagrams = Vec::with_capacity(then_send.len());
+        for msg in then_send {
+            let key = crate::host::ack_key(&msg).map(|(to, term)| (to.0, term.0));
+            let Some(to) = self.peers.get(&msg.to).copied() else {
+                debug!(
+                    "n{}: no address for n{}; {} not sent",
+                    self.id,
+                    msg.to,
+                    msg.body.name()
+                );
+                continue;
+            };
+            self.codec.encode(&msg, &mut |d: &[u8]| {
+                datagrams.push(Datagram {
+                    to,
+                    bytes: d.to_vec(),
+                    key,
+                })
+            });
+        }
+        self.syncer.submit_then_send(token, batch, datagrams);
     }
 
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
@@ -323,7 +344,10 @@ impl Output for Io {
             .iter()
             .map(|(r, n)| (r.to_string(), n))
             .collect();
-        dropped.push(("SendFailed".to_string(), self.udp_send_drops));
+        dropped.push((
+            "SendFailed".to_string(),
+            self.udp_send_drops + self.syncer.send_drops(),
+        ));
         IoStatus {
             wal_bytes: self.syncer.size_bytes(),
             fsync_p50_us,

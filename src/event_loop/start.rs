@@ -417,7 +417,15 @@ impl Server {
             ))
         })?;
 
-        let syncer = Syncer::spawn(wal, waker);
+        // The syncer sends what waited for its sync on its own handle to the peer socket.
+        let sender = {
+            use std::os::fd::AsFd;
+            udp.as_fd()
+                .try_clone_to_owned()
+                .map(std::net::UdpSocket::from)
+                .map_err(|e| ServerError::runtime(format!("peer socket: {e}")))?
+        };
+        let syncer = Syncer::spawn(wal, waker, Some(sender));
         let now = Instant::now();
         let mut timers = TimerWheel::new(Duration::from_millis(1), 1024, now);
         timers.schedule(now + tick, TimerKind::RaftTick);

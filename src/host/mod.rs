@@ -73,6 +73,7 @@ use std::time::Duration;
 
 pub use disk::{MinFreeDisk, DEFAULT_MIN_FREE_DISK_BYTES};
 pub use metrics::{HostMetrics, HEALTH_MAX_APPLY_LAG};
+pub use ready::ack_key;
 
 /// A linearizable read waits this long for its ReadIndex round before `Timeout`.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -249,9 +250,11 @@ pub trait Output {
     /// Bytes waiting to be sent on `to`'s connection, or `None` when that connection is
     /// closed (the watch limit is checked against it).
     fn pending_bytes(&self, to: ReplyTo) -> Option<usize>;
-    /// Makes a batch durable; report `token` through [`Host::durable`] once it and every
-    /// batch or snapshot submitted before it are durable.
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch);
+    /// Makes a batch durable; once it and every batch or snapshot submitted before it are
+    /// durable, sends `then_send` (messages that may not leave before: a follower's
+    /// acknowledgement, a vote), then reports `token` through [`Host::durable`]. Of the
+    /// messages one sync releases with the same [`ack_key`], only the last need be sent.
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>);
     /// Stores a snapshot this node took (log compaction), ordered with the batches; report
     /// `token` like a batch's.
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot);
@@ -351,6 +354,9 @@ pub struct Host {
     /// Successful AppendEntries acknowledgements released by `durable` and not yet sent, at
     /// most one per leader and term; the next turn sends them first (see `ready.rs`).
     acks: Vec<Message>,
+    /// The last successful acknowledgement handed to storage with a batch, per leader, of the
+    /// latest term only (see `ready.rs`).
+    handed_acks: Vec<Message>,
 
     // Writes (requests.rs, apply.rs).
     /// Proposals waiting to be applied, in strictly increasing index order.
@@ -436,6 +442,7 @@ impl Host {
             stored_term_vote: None,
             lazy_hard_state: None,
             acks: Vec::new(),
+            handed_acks: Vec::new(),
             writes: VecDeque::new(),
             promote_jobs: Vec::new(),
             applied_term,

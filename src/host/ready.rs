@@ -93,6 +93,7 @@ impl Host {
             if let Some(hs) = hard_state {
                 self.stored_term_vote = Some((hs.term, hs.vote));
             }
+            let then_send = self.sent_when_durable(std::mem::take(&mut after));
             out.submit_batch(
                 t,
                 WriteBatch {
@@ -100,6 +101,7 @@ impl Host {
                     hard_state,
                     entries: rd.entries,
                 },
+                then_send,
             );
             if Bugs::on(self.cfg.bugs.reply_before_durable) && self.raft.role() == Role::Leader {
                 if let Some((index, term)) = mark {
@@ -221,6 +223,25 @@ impl Host {
         }
     }
 
+    /// The messages a batch's Ready holds for durability, handed to the driver with the batch:
+    /// the driver sends them as soon as the batch is durable, before it reports the token (on
+    /// a server the syncer thread sends them right after its `fdatasync`, so a follower's
+    /// acknowledgement does not wait for the loop to wake). Every earlier batch is durable by
+    /// then too, so each successful acknowledgement takes the larger match index and read
+    /// round of the last one handed out to the same leader in the same term; the driver may
+    /// then send, of those one sync releases, only the last per [`ack_key`].
+    pub(super) fn sent_when_durable(&mut self, after: Vec<Message>) -> Vec<Message> {
+        let mut out = after;
+        for m in &mut out {
+            if ack_key(m).is_some() {
+                *m = fold_ack(&mut self.handed_acks, m.clone()).clone();
+                let term = m.term;
+                self.handed_acks.retain(|a| a.term >= term);
+            }
+        }
+        out
+    }
+
     /// Sends a message that waited for durability, except that a successful AppendEntries
     /// acknowledgement waits in `acks` until `flush_acks` (the start of the next turn, for
     /// those `durable` releases; at once otherwise), where a later one to the same leader in
@@ -228,36 +249,11 @@ impl Host {
     /// leader one datagram, not one per batch. Merging keeps the larger match index and
     /// read round: within one term a follower never loses entries that matched its leader, and
     /// a later acknowledgement still confirms a round an earlier one echoed.
-    fn send_after_persist<O: Output>(&mut self, out: &mut O, mut m: Message) {
-        let MessageBody::AppendEntriesResponse {
-            success: true,
-            match_index,
-            read_seq,
-            ..
-        } = &mut m.body
-        else {
+    fn send_after_persist<O: Output>(&mut self, out: &mut O, m: Message) {
+        if ack_key(&m).is_none() {
             return out.send(m);
-        };
-        // `acks` holds only successful acknowledgements (this is its one way in).
-        match self
-            .acks
-            .iter_mut()
-            .find(|a| a.to == m.to && a.term == m.term)
-        {
-            Some(a) => {
-                if let MessageBody::AppendEntriesResponse {
-                    match_index: am,
-                    read_seq: ar,
-                    ..
-                } = a.body
-                {
-                    *match_index = (*match_index).max(am);
-                    *read_seq = (*read_seq).max(ar);
-                }
-                *a = m;
-            }
-            None => self.acks.push(m),
         }
+        fold_ack(&mut self.acks, m);
     }
 
     /// Sends the acknowledgements gathered so far (see `send_after_persist`).
@@ -266,4 +262,49 @@ impl Host {
             out.send(m);
         }
     }
+}
+
+/// For a successful AppendEntries acknowledgement, the leader and term it is for: of two with
+/// the same key that the host released in order, the later covers the earlier (see
+/// `Host::sent_when_durable`). `None` for any other message.
+pub fn ack_key(m: &Message) -> Option<(NodeId, Term)> {
+    matches!(
+        m.body,
+        MessageBody::AppendEntriesResponse { success: true, .. }
+    )
+    .then_some((m.to, m.term))
+}
+
+/// Puts the acknowledgement `m` into `list` in place of the one there with the same
+/// [`ack_key`], taking the larger match index and read round of the two: within one term a
+/// follower never loses entries that matched its leader, and a later acknowledgement still
+/// confirms a round an earlier one echoed. Returns it as stored.
+fn fold_ack(list: &mut Vec<Message>, mut m: Message) -> &Message {
+    let i = match list.iter().position(|a| ack_key(a) == ack_key(&m)) {
+        Some(i) => {
+            if let (
+                MessageBody::AppendEntriesResponse {
+                    match_index,
+                    read_seq,
+                    ..
+                },
+                MessageBody::AppendEntriesResponse {
+                    match_index: am,
+                    read_seq: ar,
+                    ..
+                },
+            ) = (&mut m.body, &list[i].body)
+            {
+                *match_index = (*match_index).max(*am);
+                *read_seq = (*read_seq).max(*ar);
+            }
+            list[i] = m;
+            i
+        }
+        None => {
+            list.push(m);
+            list.len() - 1
+        }
+    };
+    &list[i]
 }

@@ -14,6 +14,8 @@ struct Recorder {
     batches: Vec<(u64, WriteBatch)>,
     /// Tokens submitted and not yet reported durable, in order.
     pending: VecDeque<u64>,
+    /// Messages handed over with a batch, by token: `report` sends them.
+    then_send: Vec<(u64, Vec<Message>)>,
     snapshots: Vec<Snapshot>,
     /// Frames streamed (watch events and progress), decoded.
     streamed: Vec<(u64, Response)>,
@@ -42,9 +44,10 @@ impl Output for Recorder {
         };
         self.answers.push((to.request_id, resp));
     }
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>) {
         self.batches.push((token, batch));
         self.pending.push_back(token);
+        self.then_send.push((token, then_send));
     }
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
         self.snapshots.push(snapshot);
@@ -116,8 +119,18 @@ fn tick_until(h: &mut Host, out: &mut Recorder, what: &str) -> Message {
 /// Reports the oldest outstanding token durable and ends the turn.
 fn durable_next(h: &mut Host, out: &mut Recorder) {
     let t = out.pending.pop_front().expect("a token is outstanding");
-    h.durable(out, t).unwrap();
+    report(h, out, t);
     h.end_turn(out, now()).unwrap();
+}
+
+/// As a driver does once token `t` is durable: sends what was handed over with it, then tells
+/// the host.
+fn report(h: &mut Host, out: &mut Recorder, t: u64) {
+    if let Some(i) = out.then_send.iter().position(|(k, _)| *k == t) {
+        let (_, msgs) = out.then_send.remove(i);
+        out.sent.extend(msgs);
+    }
+    h.durable(out, t).unwrap();
 }
 
 fn deliver(h: &mut Host, out: &mut Recorder, term: u64, body: MessageBody) {
@@ -352,10 +365,11 @@ fn the_log_is_bounded_by_bytes_as_well_as_by_entries() {
 
 #[test]
 fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
-    // Goal: a follower whose storage reports several batches durable in one go sends its
+    // Goal: a follower whose storage makes several batches durable in one sync sends its
     // leader one AppendEntries acknowledgement for all of them (the latest match index), not
     // one per batch, and still none before they are durable. Method: two AppendEntries from
-    // n2, each its own batch; report both durable, then end the turn.
+    // n2, each its own batch; the acknowledgements handed over with them are released
+    // together, as a driver does: of those with one `ack_key`, only the last.
     let mut h = host(&[1, 2]);
     let mut out = Recorder::default();
     let append = |prev: u64, prev_term: u64, index: u64| MessageBody::AppendEntries {
@@ -377,6 +391,14 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
         take(&mut out, "AppendEntriesResponse").is_none(),
         "acked before durable"
     );
+    let handed: Vec<Message> = out.then_send.drain(..).flat_map(|(_, m)| m).collect();
+    assert_eq!(handed.len(), 2, "each batch carries its acknowledgement");
+    let keys: Vec<_> = handed.iter().map(ack_key).collect();
+    for (i, m) in handed.into_iter().enumerate() {
+        if !crate::storage::superseded(&keys, i) {
+            out.sent.push(m);
+        }
+    }
     for _ in 0..2 {
         let t = out.pending.pop_front().unwrap();
         h.durable(&mut out, t).unwrap();
@@ -400,6 +422,47 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn acknowledgements_handed_to_storage_cover_those_handed_before() {
+    // Goal: an acknowledgement handed to storage with a batch carries the largest match index
+    // and read round of those handed before it to the same leader in the same term (so a
+    // driver may send only the last of those one sync releases); another term starts over.
+    // Method: hand over acknowledgements out of order and in two terms.
+    let mut h = host(&[1, 2]);
+    let ack = |term: u64, m: u64, r: u64| Message {
+        from: N1,
+        to: N2,
+        term: Term(term),
+        body: MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index: LogIndex(m),
+            conflict_term: Term(0),
+            conflict_index: LogIndex(0),
+            last_index: LogIndex(m),
+            read_seq: r,
+        },
+    };
+    let handed = |h: &mut Host, m: Message| match h.sent_when_durable(vec![m]).pop() {
+        Some(Message {
+            term,
+            body:
+                MessageBody::AppendEntriesResponse {
+                    match_index,
+                    read_seq,
+                    ..
+                },
+            ..
+        }) => (term.0, match_index.0, read_seq),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(handed(&mut h, ack(2, 5, 9)), (2, 5, 9));
+    assert_eq!(handed(&mut h, ack(2, 3, 4)), (2, 5, 9));
+    assert_eq!(handed(&mut h, ack(2, 4, 11)), (2, 5, 11));
+    assert_eq!(handed(&mut h, ack(3, 1, 1)), (3, 1, 1));
+    assert_eq!(handed(&mut h, ack(3, 2, 0)), (3, 2, 1));
+    assert_eq!(h.handed_acks.len(), 1, "older terms are forgotten");
 }
 
 /// A lone voter that leads, with everything it wrote durable (`cfg` as given).
@@ -677,7 +740,7 @@ fn changes_applied_within_the_frame_interval_go_in_one_frame_when_it_is_due() {
         h.client_frame(&mut out, at(500), to, &frame);
         h.end_turn(&mut out, at(500)).unwrap();
         while let Some(t) = out.pending.pop_front() {
-            h.durable(&mut out, t).unwrap();
+            report(&mut h, &mut out, t);
             h.end_turn(&mut out, at(500)).unwrap();
         }
         held.push(h.kv().applied_index().0);
@@ -752,7 +815,7 @@ fn caught_up_watchers_on_one_prefix_get_the_same_frames_under_their_own_request_
         h.client_frame(&mut out, at, to, &frame);
         h.end_turn(&mut out, at).unwrap();
         while let Some(t) = out.pending.pop_front() {
-            h.durable(&mut out, t).unwrap();
+            report(&mut h, &mut out, t);
             h.end_turn(&mut out, at).unwrap();
         }
         let rev = h.kv().applied_index().0;
@@ -877,7 +940,7 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
         h.tick();
         h.end_turn(&mut out, now()).unwrap();
         while let Some(t) = out.pending.pop_front() {
-            h.durable(&mut out, t).unwrap();
+            report(&mut h, &mut out, t);
             h.end_turn(&mut out, now()).unwrap();
         }
     }
@@ -905,7 +968,7 @@ fn a_removed_member_is_unpinned_once_its_removal_is_applied() {
     for _ in 0..10 {
         h.end_turn(&mut out, now()).unwrap();
         while let Some(t) = out.pending.pop_front() {
-            h.durable(&mut out, t).unwrap();
+            report(&mut h, &mut out, t);
             h.end_turn(&mut out, now()).unwrap();
         }
         if out.answers.iter().any(|(id, _)| *id == 5) && !out.answers.iter().any(|(id, _)| *id == 6)
@@ -1148,7 +1211,7 @@ fn a_membership_change_that_can_never_be_made_is_invalid_not_retryable() {
         h.tick();
         h.end_turn(&mut out, now()).unwrap();
         while let Some(t) = out.pending.pop_front() {
-            h.durable(&mut out, t).unwrap();
+            report(&mut h, &mut out, t);
             h.end_turn(&mut out, now()).unwrap();
         }
     }

@@ -64,8 +64,9 @@ pub(super) struct NodeIo {
     /// Bumped at each crash and restart so that events of an earlier life are ignored.
     pub inc: u64,
     syncing: bool,
-    /// (disk item number, host token) of items written and not yet reported durable.
-    tokens: VecDeque<(u64, u64)>,
+    /// (disk item number, host token, messages to send once durable) of items written and
+    /// not yet reported durable.
+    tokens: VecDeque<(u64, u64, Vec<Message>)>,
     turn_scheduled: bool,
 }
 
@@ -132,10 +133,12 @@ impl SimOut<'_> {
     }
 
     /// Records a disk item written for `token`.
-    fn written(&mut self, token: u64, r: std::io::Result<()>) {
+    fn written(&mut self, token: u64, r: std::io::Result<()>, then_send: Vec<Message>) {
         let node = &mut self.w.nodes[self.ni];
         match r {
-            Ok(()) => node.tokens.push_back((node.disk.written(), token)),
+            Ok(()) => node
+                .tokens
+                .push_back((node.disk.written(), token, then_send)),
             Err(e) => self.w.fail(Err((FailureKind::Contract, e.to_string()))),
         }
     }
@@ -237,14 +240,14 @@ impl Output for SimOut<'_> {
         Some(0)
     }
 
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch) {
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>) {
         let r = self.w.nodes[self.ni].disk.write(&batch);
-        self.written(token, r);
+        self.written(token, r, then_send);
     }
 
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
         let r = self.w.nodes[self.ni].disk.write_snapshot(&snapshot);
-        self.written(token, r);
+        self.written(token, r, Vec::new());
     }
 
     fn appended(&mut self, raft: &Raft, entries: &[Entry]) {
@@ -476,11 +479,24 @@ impl Sim {
             .map_err(|e| (FailureKind::Contract, e.to_string()))?;
         self.check_durable(ni)?;
         let synced = self.w.nodes[ni].disk.synced();
-        while let Some(&(item, token)) = self.w.nodes[ni].tokens.front() {
-            if item > synced {
+        let mut done = Vec::new();
+        let mut release = Vec::new();
+        while let Some((item, ..)) = self.w.nodes[ni].tokens.front() {
+            if *item > synced {
                 break;
             }
-            self.w.nodes[ni].tokens.pop_front();
+            let (_, token, msgs) = self.w.nodes[ni].tokens.pop_front().expect("front exists");
+            done.push(token);
+            release.extend(msgs);
+        }
+        // As the server's syncer does: what the sync released leaves before the host hears.
+        let keys: Vec<_> = release.iter().map(crate::host::ack_key).collect();
+        for (i, m) in release.into_iter().enumerate() {
+            if !crate::storage::superseded(&keys, i) {
+                SimOut { w: &mut self.w, ni }.send(m);
+            }
+        }
+        for token in done {
             if let Some(h) = self.hosts[ni].as_mut() {
                 h.durable(&mut SimOut { w: &mut self.w, ni }, token)
                     .map_err(|f| (FailureKind::Contract, f.0))?;

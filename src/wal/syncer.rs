@@ -1,17 +1,19 @@
 //! The disk syncer thread: the only code that blocks on the WAL's `write` and `fdatasync`.
 //! The event loop submits batches tagged with a token and never waits; the thread takes
-//! everything queued, writes it all, calls `fdatasync` once (group commit), then reports every
-//! token of the group, in submit order, and wakes the loop through `mio::Waker`.
+//! everything queued, writes it all, calls `fdatasync` once (group commit), sends the
+//! datagrams that waited for it (a follower's acknowledgements: they leave without waiting for
+//! the loop to wake), then reports every token of the group, in submit order, and wakes the
+//! loop through `mio::Waker`.
 //!
 //! Use from the event loop, in outline:
 //!
 //! ```text
 //! let (wal, boot) = Wal::open(dir, WalOptions::default())?;   // exit(err.exit_code()) on error
 //! let raft = Raft::new(config, boot, seed);
-//! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?));
-//! // each iteration: for a Ready that needs_persist(), syncer.submit(token, batch) and keep
-//! // (token, messages_after_persist, persist_mark) aside; on WAKE_TOKEN, drain_completed()
-//! // and for each token in order send its messages and call raft.persisted(..).
+//! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?), udp);
+//! // each iteration: for a Ready that needs_persist(), syncer.submit_then_send(token, batch,
+//! // encoded messages_after_persist) and keep (token, persist_mark) aside; on WAKE_TOKEN,
+//! // drain_completed() and for each token in order call raft.persisted(..).
 //! ```
 //!
 //! Must not touch protocol state. On any write or sync error it stops the process (fail-stop:
@@ -22,6 +24,7 @@ use super::{Wal, EXIT_DISK_FAILURE};
 use crate::metrics::Histogram;
 use crate::storage::{LogStorage, WriteBatch};
 use crate::types::Snapshot;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -38,8 +41,17 @@ const MAX_GROUP_JOBS: usize = 4096;
 /// Tests may inject another (it must not let the process go on using the WAL).
 pub type FatalHandler = Box<dyn Fn(&str) + Send>;
 
+/// A datagram to send once its batch is durable.
+pub struct Datagram {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+    /// Of datagrams one sync releases with the same key, only the last is sent
+    /// (`storage::superseded`).
+    pub key: Option<(u64, u64)>,
+}
+
 enum Job {
-    Batch(u64, WriteBatch),
+    Batch(u64, WriteBatch, Vec<Datagram>),
     Snapshot(u64, Snapshot),
     Shutdown,
 }
@@ -51,6 +63,8 @@ struct Shared {
     fsync_histogram: Mutex<Histogram>,
     size_bytes: AtomicU64,
     syncs: AtomicU64,
+    /// Datagrams the socket refused (a full buffer): Raft retransmits.
+    send_drops: AtomicU64,
 }
 
 pub struct Syncer {
@@ -67,12 +81,19 @@ pub fn exit_on_disk_failure(msg: &str) {
 }
 
 impl Syncer {
-    pub fn spawn(wal: Wal, waker: Arc<mio::Waker>) -> Syncer {
-        Syncer::spawn_with(wal, waker, Box::new(exit_on_disk_failure))
+    /// `udp` sends the datagrams submitted with batches (without one they are counted as
+    /// dropped).
+    pub fn spawn(wal: Wal, waker: Arc<mio::Waker>, udp: Option<UdpSocket>) -> Syncer {
+        Syncer::spawn_with(wal, waker, udp, Box::new(exit_on_disk_failure))
     }
 
     /// As `spawn`, with the fail-stop action given (tests).
-    pub fn spawn_with(mut wal: Wal, waker: Arc<mio::Waker>, fatal: FatalHandler) -> Syncer {
+    pub fn spawn_with(
+        mut wal: Wal,
+        waker: Arc<mio::Waker>,
+        udp: Option<UdpSocket>,
+        fatal: FatalHandler,
+    ) -> Syncer {
         wal.set_defer_compaction(true);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -81,11 +102,12 @@ impl Syncer {
             fsync_histogram: Mutex::new(Histogram::latency()),
             size_bytes: AtomicU64::new(wal.size_bytes()),
             syncs: AtomicU64::new(0),
+            send_drops: AtomicU64::new(0),
         });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("zatt-syncer".into())
-            .spawn(move || run(wal, rx, sh, waker, fatal))
+            .spawn(move || run(wal, rx, sh, waker, udp, fatal))
             .unwrap_or_else(|e| {
                 exit_on_disk_failure(&format!("cannot start the syncer thread: {e}"));
                 unreachable!()
@@ -100,8 +122,14 @@ impl Syncer {
     /// Queues a batch; `token` is reported by `completed` once the batch is durable. The
     /// queue is unbounded: the caller bounds what it has in flight (tokens not yet completed).
     pub fn submit(&self, token: u64, batch: WriteBatch) {
+        self.submit_then_send(token, batch, Vec::new());
+    }
+
+    /// As `submit`; once the batch is durable, and before `token` is reported, the thread
+    /// sends `datagrams`.
+    pub fn submit_then_send(&self, token: u64, batch: WriteBatch, datagrams: Vec<Datagram>) {
         // A send fails only once the thread has stopped, i.e. after a fail-stop in progress.
-        let _ = self.tx.send(Job::Batch(token, batch));
+        let _ = self.tx.send(Job::Batch(token, batch, datagrams));
     }
 
     /// Queues a snapshot this node took itself (compaction), ordered with the batches.
@@ -145,6 +173,11 @@ impl Syncer {
         self.shared.size_bytes.load(Ordering::Relaxed)
     }
 
+    /// Datagrams the thread could not send (the socket's buffer was full).
+    pub fn send_drops(&self) -> u64 {
+        self.shared.send_drops.load(Ordering::Relaxed)
+    }
+
     /// Groups synced so far.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
@@ -178,10 +211,13 @@ fn run(
     rx: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     waker: Arc<mio::Waker>,
+    udp: Option<UdpSocket>,
     fatal: FatalHandler,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut tokens: Vec<u64> = Vec::new();
+    let mut datagrams: Vec<Datagram> = Vec::new();
+    let mut keys: Vec<Option<(u64, u64)>> = Vec::new();
     loop {
         match rx.recv() {
             Ok(j) => jobs.push(j),
@@ -196,8 +232,9 @@ fn run(
         let mut stop = false;
         for job in jobs.drain(..) {
             let r = match job {
-                Job::Batch(t, b) => {
+                Job::Batch(t, b, d) => {
                     tokens.push(t);
+                    datagrams.extend(d);
                     wal.write(&b)
                 }
                 Job::Snapshot(t, s) => {
@@ -241,6 +278,20 @@ fn run(
             *next = (*next + 1) % LATENCY_WINDOW;
             drop(l);
             shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        keys.clear();
+        keys.extend(datagrams.iter().map(|d| d.key));
+        for (i, d) in datagrams.drain(..).enumerate() {
+            if crate::storage::superseded(&keys, i) {
+                continue;
+            }
+            // Nonblocking (the loop's socket): a full buffer drops it, as the loop's own sends.
+            if !udp
+                .as_ref()
+                .is_some_and(|u| u.send_to(&d.bytes, d.to).is_ok())
+            {
+                shared.send_drops.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if !tokens.is_empty() {
             shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
