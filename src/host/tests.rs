@@ -391,14 +391,11 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
         take(&mut out, "AppendEntriesResponse").is_none(),
         "acked before durable"
     );
+    // (That the later one covers the earlier whatever their order is
+    // `acknowledgements_handed_to_storage_cover_those_handed_before`.)
     let handed: Vec<Message> = out.then_send.drain(..).flat_map(|(_, m)| m).collect();
     assert_eq!(handed.len(), 2, "each batch carries its acknowledgement");
-    let keys: Vec<_> = handed.iter().map(ack_key).collect();
-    for (i, m) in handed.into_iter().enumerate() {
-        if !crate::storage::superseded(&keys, i) {
-            out.sent.push(m);
-        }
-    }
+    crate::storage::release(handed, ack_key, |m| out.sent.push(m));
     for _ in 0..2 {
         let t = out.pending.pop_front().unwrap();
         h.durable(&mut out, t).unwrap();

@@ -490,12 +490,8 @@ impl Sim {
             release.extend(msgs);
         }
         // As the server's syncer does: what the sync released leaves before the host hears.
-        let keys: Vec<_> = release.iter().map(crate::host::ack_key).collect();
-        for (i, m) in release.into_iter().enumerate() {
-            if !crate::storage::superseded(&keys, i) {
-                SimOut { w: &mut self.w, ni }.send(m);
-            }
-        }
+        let mut out = SimOut { w: &mut self.w, ni };
+        crate::storage::release(release, crate::host::ack_key, |m| out.send(m));
         for token in done {
             if let Some(h) = self.hosts[ni].as_mut() {
                 h.durable(&mut SimOut { w: &mut self.w, ni }, token)

@@ -46,7 +46,7 @@ pub struct Datagram {
     pub to: SocketAddr,
     pub bytes: Vec<u8>,
     /// Of datagrams one sync releases with the same key, only the last is sent
-    /// (`storage::superseded`).
+    /// (`storage::release`). Only a message sent whole in one datagram has one.
     pub key: Option<(u64, u64)>,
 }
 
@@ -217,7 +217,6 @@ fn run(
     let mut jobs: Vec<Job> = Vec::new();
     let mut tokens: Vec<u64> = Vec::new();
     let mut datagrams: Vec<Datagram> = Vec::new();
-    let mut keys: Vec<Option<(u64, u64)>> = Vec::new();
     loop {
         match rx.recv() {
             Ok(j) => jobs.push(j),
@@ -279,20 +278,19 @@ fn run(
             drop(l);
             shared.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        keys.clear();
-        keys.extend(datagrams.iter().map(|d| d.key));
-        for (i, d) in datagrams.drain(..).enumerate() {
-            if crate::storage::superseded(&keys, i) {
-                continue;
-            }
-            // Nonblocking (the loop's socket): a full buffer drops it, as the loop's own sends.
-            if !udp
-                .as_ref()
-                .is_some_and(|u| u.send_to(&d.bytes, d.to).is_ok())
-            {
-                shared.send_drops.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        crate::storage::release(
+            datagrams.drain(..),
+            |d| d.key,
+            |d| {
+                // Nonblocking (the loop's socket): a full buffer drops it, as the loop's own sends.
+                if !udp
+                    .as_ref()
+                    .is_some_and(|u| u.send_to(&d.bytes, d.to).is_ok())
+                {
+                    shared.send_drops.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        );
         if !tokens.is_empty() {
             shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
             lock(&shared.completed).append(&mut tokens);
