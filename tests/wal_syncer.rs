@@ -410,6 +410,71 @@ fn datagrams_leave_after_their_batch_is_synced_and_only_the_last_of_a_key() {
     syncer.shutdown();
 }
 
+/// Waits (bounded) until the syncer has reported a token, without draining it.
+fn until_completed(syncer: &Syncer) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !syncer.has_completed() {
+        assert!(Instant::now() < deadline, "no token completed in 60 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether the waker fired within `wait`.
+fn woken(poll: &mut mio::Poll, wait: Duration) -> bool {
+    let mut events = mio::Events::with_capacity(4);
+    poll.poll(&mut events, Some(wait)).unwrap();
+    !events.is_empty()
+}
+
+#[test]
+fn a_quiet_group_wakes_the_loop_only_when_the_loop_asked() {
+    // Goal: a group of quiet batches (a follower's) is reported without waking the loop; one
+    // after `want_wake`, or any batch that is not quiet, wakes it. Method: a waker on a poll
+    // of our own, and each kind of batch in turn.
+    let d = TempDir::new("quiet");
+    let (wal, _) = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let mut poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let syncer = Syncer::spawn(wal, waker, None);
+    let batch = |i: u64| WriteBatch {
+        entries: entries(i, 1, 10),
+        ..WriteBatch::default()
+    };
+    syncer.submit_quiet(1, batch(1), Vec::new());
+    until_completed(&syncer);
+    assert!(!woken(&mut poll, Duration::from_millis(200)), "quiet woke");
+    assert_eq!(syncer.completed(), vec![1], "reported all the same");
+
+    syncer.want_wake();
+    syncer.submit_quiet(2, batch(2), Vec::new());
+    assert!(
+        woken(&mut poll, Duration::from_secs(60)),
+        "asked for, not woken"
+    );
+    until_completed(&syncer);
+    assert_eq!(syncer.completed(), vec![2]);
+
+    syncer.submit_quiet(3, batch(3), Vec::new());
+    until_completed(&syncer);
+    assert!(
+        !woken(&mut poll, Duration::from_millis(200)),
+        "a wish outlived its wake"
+    );
+    syncer.submit(4, batch(4));
+    assert!(
+        woken(&mut poll, Duration::from_secs(60)),
+        "not quiet, not woken"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while got.len() < 2 && Instant::now() < deadline {
+        got.extend(syncer.completed());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(got, vec![3, 4]);
+    syncer.shutdown();
+}
+
 #[test]
 fn no_token_is_reported_after_a_failed_sync() {
     // Goal: a failed group is never reported durable, and the fail-stop handler hears why.

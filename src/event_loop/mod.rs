@@ -252,7 +252,13 @@ impl Output for Io {
             .map(|c| c.output_pending())
     }
 
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>) {
+    fn submit_batch(
+        &mut self,
+        token: u64,
+        batch: WriteBatch,
+        then_send: Vec<Message>,
+        quiet: bool,
+    ) {
         let mut datagrams = Vec::with_capacity(then_send.len());
         for msg in then_send {
             let key = crate::host::ack_key(&msg).map(|(to, term)| (to.0, term.0));
@@ -280,7 +286,15 @@ impl Output for Io {
                 }
             }
         }
-        self.syncer.submit_then_send(token, batch, datagrams);
+        if quiet {
+            self.syncer.submit_quiet(token, batch, datagrams);
+        } else {
+            self.syncer.submit_then_send(token, batch, datagrams);
+        }
+    }
+
+    fn await_storage(&mut self) {
+        self.syncer.want_wake();
     }
 
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
@@ -439,7 +453,9 @@ impl Server {
                 let left = due.saturating_sub(now.saturating_duration_since(self.origin));
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            if self.host.wants_turn() || !self.resume.is_empty() {
+            // (Quiet tokens that completed during this turn are taken now, not at the next wake:
+            // the host may have called `await_storage` for them.)
+            if self.host.wants_turn() || !self.resume.is_empty() || self.io.syncer.has_completed() {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {

@@ -254,7 +254,15 @@ pub trait Output {
     /// durable, sends `then_send` (messages that may not leave before: a follower's
     /// acknowledgement, a vote), then reports `token` through [`Host::durable`]. Of the
     /// messages one sync releases with the same [`ack_key`], only the last need be sent.
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>);
+    ///
+    /// `quiet`: nothing in the host waits for this token but the core's own bookkeeping (a
+    /// follower's batch, whose acknowledgement is in `then_send`), so the driver need not take a
+    /// turn for it: it may report it at the next turn it takes for anything else, unless
+    /// [`Output::await_storage`] was called since.
+    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>, quiet: bool);
+    /// Something now waits in the host for tokens already submitted (a `Ready` that wrote
+    /// nothing, behind them): report the next durable token at once, even a quiet one.
+    fn await_storage(&mut self) {}
     /// Stores a snapshot this node took (log compaction), ordered with the batches; report
     /// `token` like a batch's.
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot);

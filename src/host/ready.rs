@@ -102,6 +102,7 @@ impl Host {
                     entries: rd.entries,
                 },
                 then_send,
+                self.raft.role() == Role::Follower,
             );
             if Bugs::on(self.cfg.bugs.reply_before_durable) && self.raft.role() == Role::Leader {
                 if let Some((index, term)) = mark {
@@ -124,6 +125,9 @@ impl Host {
                 self.raft.persisted(index, term);
             }
         } else if token.is_some() || !after.is_empty() || mark.is_some() {
+            if token.is_none() {
+                out.await_storage();
+            }
             // Even a Ready with nothing to send must report its mark once the batches before
             // it are durable: the core matches reports to marks in order, so one never made
             // would be taken for the next with the same (index, term), which then stays

@@ -16,6 +16,10 @@ struct Recorder {
     pending: VecDeque<u64>,
     /// Messages handed over with a batch, by token: `report` sends them.
     then_send: Vec<(u64, Vec<Message>)>,
+    /// Whether each batch submitted was quiet, in order.
+    quiet: Vec<bool>,
+    /// Times the host said it waits for tokens submitted (`await_storage`).
+    awaited: usize,
     snapshots: Vec<Snapshot>,
     /// Frames streamed (watch events and progress), decoded.
     streamed: Vec<(u64, Response)>,
@@ -44,7 +48,14 @@ impl Output for Recorder {
         };
         self.answers.push((to.request_id, resp));
     }
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>) {
+    fn submit_batch(
+        &mut self,
+        token: u64,
+        batch: WriteBatch,
+        then_send: Vec<Message>,
+        quiet: bool,
+    ) {
+        self.quiet.push(quiet);
         self.batches.push((token, batch));
         self.pending.push_back(token);
         self.then_send.push((token, then_send));
@@ -75,6 +86,9 @@ impl Output for Recorder {
     }
     fn compacted(&mut self) {
         self.compactions += 1;
+    }
+    fn await_storage(&mut self) {
+        self.awaited += 1;
     }
 }
 
@@ -419,6 +433,56 @@ fn batches_made_durable_together_cost_the_leader_one_acknowledgement() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_followers_batches_are_quiet_until_something_waits_behind_them() {
+    // Goal: a follower's batch, whose acknowledgement storage sends itself, needs no turn of
+    // its own when durable (quiet), a leader's does; and a Ready that wrote nothing queued
+    // behind a batch in flight (a heartbeat's acknowledgement, which the host keeps) makes the
+    // host ask for the next token at once. Method: an AppendEntries with an entry, then a
+    // heartbeat, to a follower; then the same host's batches once it leads alone.
+    let mut h = host(&[1, 2]);
+    let mut out = Recorder::default();
+    let append = |entries: Vec<Entry>, read_seq: u64| MessageBody::AppendEntries {
+        prev_log_index: LogIndex(1),
+        prev_log_term: Term(1),
+        entries,
+        leader_commit: LogIndex(1),
+        read_seq,
+    };
+    deliver(
+        &mut h,
+        &mut out,
+        2,
+        append(
+            vec![Entry::new(Term(2), LogIndex(2), EntryKind::Normal, b"x")],
+            1,
+        ),
+    );
+    assert_eq!(out.quiet, vec![true], "a follower's batch is quiet");
+    assert_eq!(out.awaited, 0);
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "acknowledged before durable"
+    );
+    deliver(&mut h, &mut out, 2, append(Vec::new(), 2));
+    assert_eq!(out.quiet.len(), 1, "a heartbeat writes nothing");
+    assert_eq!(out.awaited, 1, "its acknowledgement waits behind the batch");
+    durable_next(&mut h, &mut out);
+    let acks: Vec<u64> = std::iter::from_fn(|| take(&mut out, "AppendEntriesResponse"))
+        .filter_map(|m| match m.body {
+            MessageBody::AppendEntriesResponse { read_seq, .. } => Some(read_seq),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        acks.contains(&2),
+        "the heartbeat's round is echoed: {acks:?}"
+    );
+
+    let (_, out) = leading(HostConfig::new(1 << 20, 1_000_000));
+    assert!(!out.quiet.is_empty() && !out.quiet.iter().any(|q| *q));
 }
 
 #[test]

@@ -64,9 +64,14 @@ pub(super) struct NodeIo {
     /// Bumped at each crash and restart so that events of an earlier life are ignored.
     pub inc: u64,
     syncing: bool,
-    /// (disk item number, host token, messages to send once durable) of items written and
-    /// not yet reported durable.
-    tokens: VecDeque<(u64, u64, Vec<Message>)>,
+    /// (disk item number, host token, messages to send once durable, quiet) of items written
+    /// and not yet durable.
+    tokens: VecDeque<(u64, u64, Vec<Message>, bool)>,
+    /// Quiet tokens durable and not yet reported: the host hears of them at the node's next
+    /// turn, as the server's loop does when its syncer does not wake it.
+    unheard: Vec<u64>,
+    /// The host called `await_storage`: the next sync is reported at once.
+    wake_wanted: bool,
     turn_scheduled: bool,
 }
 
@@ -85,6 +90,8 @@ impl NodeIo {
             inc: 0,
             syncing: false,
             tokens: VecDeque::new(),
+            unheard: Vec::new(),
+            wake_wanted: false,
             turn_scheduled: false,
         }
     }
@@ -133,12 +140,18 @@ impl SimOut<'_> {
     }
 
     /// Records a disk item written for `token`.
-    fn written(&mut self, token: u64, r: std::io::Result<()>, then_send: Vec<Message>) {
+    fn written(
+        &mut self,
+        token: u64,
+        r: std::io::Result<()>,
+        then_send: Vec<Message>,
+        quiet: bool,
+    ) {
         let node = &mut self.w.nodes[self.ni];
         match r {
             Ok(()) => node
                 .tokens
-                .push_back((node.disk.written(), token, then_send)),
+                .push_back((node.disk.written(), token, then_send, quiet)),
             Err(e) => self.w.fail(Err((FailureKind::Contract, e.to_string()))),
         }
     }
@@ -240,14 +253,24 @@ impl Output for SimOut<'_> {
         Some(0)
     }
 
-    fn submit_batch(&mut self, token: u64, batch: WriteBatch, then_send: Vec<Message>) {
+    fn submit_batch(
+        &mut self,
+        token: u64,
+        batch: WriteBatch,
+        then_send: Vec<Message>,
+        quiet: bool,
+    ) {
         let r = self.w.nodes[self.ni].disk.write(&batch);
-        self.written(token, r, then_send);
+        self.written(token, r, then_send, quiet);
+    }
+
+    fn await_storage(&mut self) {
+        self.w.nodes[self.ni].wake_wanted = true;
     }
 
     fn submit_snapshot(&mut self, token: u64, snapshot: Snapshot) {
         let r = self.w.nodes[self.ni].disk.write_snapshot(&snapshot);
-        self.written(token, r, Vec::new());
+        self.written(token, r, Vec::new(), false);
     }
 
     fn appended(&mut self, raft: &Raft, entries: &[Entry]) {
@@ -479,26 +502,39 @@ impl Sim {
             .map_err(|e| (FailureKind::Contract, e.to_string()))?;
         self.check_durable(ni)?;
         let synced = self.w.nodes[ni].disk.synced();
-        let mut done = Vec::new();
         let mut release = Vec::new();
+        let mut quiet = true;
         while let Some((item, ..)) = self.w.nodes[ni].tokens.front() {
             if *item > synced {
                 break;
             }
-            let (_, token, msgs) = self.w.nodes[ni].tokens.pop_front().expect("front exists");
-            done.push(token);
+            let (_, token, msgs, q) = self.w.nodes[ni].tokens.pop_front().expect("front exists");
+            self.w.nodes[ni].unheard.push(token);
             release.extend(msgs);
+            quiet &= q;
         }
-        // As the server's syncer does: what the sync released leaves before the host hears.
+        // As the server's syncer does: what the sync released leaves before the host hears,
+        // and only a sync something waits for takes a turn.
         let mut out = SimOut { w: &mut self.w, ni };
         crate::storage::release(release, crate::host::ack_key, |m| out.send(m));
-        for token in done {
+        let node = &mut self.w.nodes[ni];
+        if quiet && !std::mem::take(&mut node.wake_wanted) {
+            self.kick_syncer(ni);
+            return Ok(());
+        }
+        self.drive(ni)
+    }
+
+    /// Reports the tokens durable since the node's last turn, in order (the event loop drains
+    /// its syncer's completions at every turn).
+    fn report_unheard(&mut self, ni: usize) -> Check {
+        for token in std::mem::take(&mut self.w.nodes[ni].unheard) {
             if let Some(h) = self.hosts[ni].as_mut() {
                 h.durable(&mut SimOut { w: &mut self.w, ni }, token)
                     .map_err(|f| (FailureKind::Contract, f.0))?;
             }
         }
-        self.drive(ni)
+        Ok(())
     }
 
     /// Ends loop turns until the core has no more output, as the event loop's zero-timeout
@@ -506,6 +542,7 @@ impl Sim {
     /// other events come in between its slices. Then starts a sync of what was written.
     pub(super) fn drive(&mut self, ni: usize) -> Check {
         self.w.touched.push(ni);
+        self.report_unheard(ni)?;
         let now = self.now();
         let mut settled = false;
         for _ in 0..100_000 {
@@ -654,6 +691,8 @@ impl Sim {
         node.syncing = false;
         node.turn_scheduled = false;
         node.tokens.clear();
+        node.unheard.clear();
+        node.wake_wanted = false;
         let host = Host::new(host_cfg, raft_cfg, boot, derive_seed(seed, id.0, node.inc))
             .map_err(|e| (FailureKind::Contract, format!("{id:?} cannot start: {e}")))?;
         let inc = node.inc;
@@ -695,6 +734,8 @@ impl Sim {
         node.syncing = false;
         node.turn_scheduled = false;
         node.tokens.clear();
+        node.unheard.clear();
+        node.wake_wanted = false;
         let kept = node.disk.crash(&mut w.rng, torn);
         let id = node.id;
         w.log(format_args!("{id:?} crashes (kept {kept} pending writes)"));

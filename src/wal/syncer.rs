@@ -25,7 +25,7 @@ use crate::metrics::Histogram;
 use crate::storage::{LogStorage, WriteBatch};
 use crate::types::Snapshot;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,7 +51,9 @@ pub struct Datagram {
 }
 
 enum Job {
-    Batch(u64, WriteBatch, Vec<Datagram>),
+    /// Token, batch, what to send once it is durable, and whether the loop may hear of it at
+    /// its next turn instead of being woken (`submit_quiet`).
+    Batch(u64, WriteBatch, Vec<Datagram>, bool),
     Snapshot(u64, Snapshot),
     Shutdown,
 }
@@ -65,6 +67,8 @@ struct Shared {
     syncs: AtomicU64,
     /// Datagrams the socket refused (a full buffer): Raft retransmits.
     send_drops: AtomicU64,
+    /// The loop waits for the next token, quiet or not (`want_wake`).
+    wake_wanted: AtomicBool,
 }
 
 pub struct Syncer {
@@ -103,6 +107,7 @@ impl Syncer {
             size_bytes: AtomicU64::new(wal.size_bytes()),
             syncs: AtomicU64::new(0),
             send_drops: AtomicU64::new(0),
+            wake_wanted: AtomicBool::new(false),
         });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
@@ -129,7 +134,28 @@ impl Syncer {
     /// sends `datagrams`.
     pub fn submit_then_send(&self, token: u64, batch: WriteBatch, datagrams: Vec<Datagram>) {
         // A send fails only once the thread has stopped, i.e. after a fail-stop in progress.
-        let _ = self.tx.send(Job::Batch(token, batch, datagrams));
+        let _ = self.tx.send(Job::Batch(token, batch, datagrams, false));
+    }
+
+    /// As `submit_then_send`, but a group of only such batches does not wake the loop: their
+    /// tokens wait in `completed` for the loop's next turn, unless `want_wake` was called
+    /// since. (A follower's batches: their acknowledgements are the datagrams, and the loop
+    /// has nothing to do for them that cannot wait for the next AppendEntries or tick, and each
+    /// wake-up costs it a sleep and a switch.)
+    pub fn submit_quiet(&self, token: u64, batch: WriteBatch, datagrams: Vec<Datagram>) {
+        let _ = self.tx.send(Job::Batch(token, batch, datagrams, true));
+    }
+
+    /// The loop now waits for tokens already submitted: the next group wakes it even if
+    /// quiet. The loop must then look at `has_completed` before it sleeps: a group that
+    /// finished just before this call did not see it.
+    pub fn want_wake(&self) {
+        self.shared.wake_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether tokens wait to be drained.
+    pub fn has_completed(&self) -> bool {
+        !lock(&self.shared.completed).is_empty()
     }
 
     /// Queues a snapshot this node took itself (compaction), ordered with the batches.
@@ -229,14 +255,17 @@ fn run(
             }
         }
         let mut stop = false;
+        let mut quiet = true;
         for job in jobs.drain(..) {
             let r = match job {
-                Job::Batch(t, b, d) => {
+                Job::Batch(t, b, d, q) => {
+                    quiet &= q;
                     tokens.push(t);
                     datagrams.extend(d);
                     wal.write(&b)
                 }
                 Job::Snapshot(t, s) => {
+                    quiet = false;
                     tokens.push(t);
                     wal.save_snapshot(&s)
                 }
@@ -294,8 +323,13 @@ fn run(
         if !tokens.is_empty() {
             shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
             lock(&shared.completed).append(&mut tokens);
-            if let Err(e) = waker.wake() {
-                log::warn!("cannot wake the event loop: {e}");
+            // After publishing: `want_wake` then `has_completed` on the loop's side, so one of
+            // the two sees the other.
+            let wanted = shared.wake_wanted.swap(false, Ordering::SeqCst);
+            if !quiet || wanted || stop {
+                if let Err(e) = waker.wake() {
+                    log::warn!("cannot wake the event loop: {e}");
+                }
             }
         }
         if let Err(e) = wal.run_deferred_compaction() {
