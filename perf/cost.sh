@@ -46,7 +46,9 @@ trap cleanup EXIT
 BASE=$(free_base_port "${BASE_PORT:-28000}" 4)
 KEYS=10000
 
-ctxsw() { awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { s += $2 } END { print s }' "/proc/$1/status"; }
+# Context switches of every thread of process $1 (the loop and the syncer): /proc/PID/status
+# counts only the main thread's.
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ { s += $2 } END { print s + 0 }'; }
 
 # shellcheck disable=SC2086
 start_cluster 3 "$BASE" ${ZATTD_ARGS:-}
@@ -58,8 +60,8 @@ LEADER_ID=$("$BIN/loadgen" status --endpoints "$ENDPOINTS" --leader-id)
     probe_line "$DATA"
     echo "- zattd: 3 servers on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}, leader n$LEADER_ID; fsync on, every write durable on a majority before its answer"
     echo
-    echo "| run | req/s | leader CPU µs/req | followers CPU µs/req | all servers CPU s per 100k req | req per server-CPU-s | leader ctx switches/req | load avg |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| run | req/s | leader CPU µs/req | followers CPU µs/req | all servers CPU s per 100k req | req per server-CPU-s | leader ctx switches/req | followers ctx switches/req | load avg |"
+    echo "|---|---|---|---|---|---|---|---|---|"
 } >"$OUT"
 
 for ((r = 1; r <= RUNS; r++)); do
@@ -72,13 +74,13 @@ for ((r = 1; r <= RUNS; r++)); do
     awk -v a="${after[*]}" -v b="${before[*]}" -v c0="${cs0[*]}" -v c1="${cs1[*]}" -v l="$LEADER_ID" \
         -v n="$ops" -v rps="$(jnum "$json" req_per_s)" -v r="$r" -v la="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
         k = split(a, x, " "); split(b, y, " "); split(c0, p, " "); split(c1, q, " ");
-        for (i = 1; i <= k; i++) { d = x[i] - y[i]; tot += d; if (i == l) lead = d; else fol += d }
-        printf "| %d | %.0f | %.2f | %.2f | %.3f | %.0f | %.2f | %s |\n", r, rps, lead * 1e6 / n, fol * 1e6 / n,
-            tot * 1e5 / n, n / tot, (q[l] - p[l]) / n, la }' >>"$OUT"
+        for (i = 1; i <= k; i++) { d = x[i] - y[i]; tot += d; if (i == l) lead = d; else { fol += d; fcs += q[i] - p[i] } }
+        printf "| %d | %.0f | %.2f | %.2f | %.3f | %.0f | %.2f | %.2f | %s |\n", r, rps, lead * 1e6 / n, fol * 1e6 / n,
+            tot * 1e5 / n, n / tot, (q[l] - p[l]) / n, fcs / n, la }' >>"$OUT"
 done
 {
     echo
-    echo "CPU: user + system seconds of each process over the run (clock ticks of 10 ms, so figures under a few seconds are ±1 %). Followers: the two together."
+    echo "CPU: user + system seconds of each process over the run (clock ticks of 10 ms, so figures under a few seconds are ±1 %). Followers: the two together. Context switches: voluntary and involuntary, of all of a server's threads (the loop and the syncer)."
 } >>"$OUT"
 
 if ((STRACE)); then
