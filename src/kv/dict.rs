@@ -194,8 +194,13 @@ pub(super) struct Dict {
 
 impl Drop for Dict {
     /// Records larger than a slab slot are allocated one by one; the rest go with the slab's
-    /// pages.
+    /// pages. Without any of the former there is nothing to walk: a follower that installs a
+    /// leader's snapshot drops a dictionary of maybe millions of records on the event loop,
+    /// and reading each one's header was a cache miss per key.
     fn drop(&mut self) {
+        if self.slab.alone() == 0 {
+            return;
+        }
         for rec in self.map.drain() {
             let (k, v, _) = rec.0.head();
             if slab::allocated_alone(RecPtr::size(k, v)) {
@@ -312,6 +317,15 @@ impl Dict {
         );
         self.order.check();
         self.slab.check();
+        let alone = self
+            .iter()
+            .filter(|(k, v, _)| slab::allocated_alone(RecPtr::size(k.len(), v.len())))
+            .count();
+        assert_eq!(
+            self.slab.alone(),
+            alone,
+            "the records allocated alone, which `drop` must free, are counted"
+        );
         for p in self.order.iter() {
             let owner = self
                 .map

@@ -54,6 +54,9 @@ pub(super) struct Slab {
     by_addr: BTreeMap<usize, u32>,
     /// Per slot size (index `slot / 8 - 1`): the ids of its pages with a slot to give.
     with_room: Vec<Vec<u32>>,
+    /// Records allocated one by one and not yet freed: while there are none, a dictionary
+    /// that goes need not look at its records at all.
+    alone: usize,
 }
 
 // The slab only hands out memory that the `Dict` owning it reaches through `&mut self` (to
@@ -69,6 +72,7 @@ impl Default for Slab {
             free_ids: Vec::new(),
             by_addr: BTreeMap::new(),
             with_room: (0..MAX_SLOT / 8).map(|_| Vec::new()).collect(),
+            alone: 0,
         }
     }
 }
@@ -95,7 +99,9 @@ impl Slab {
             let layout = large_layout(size);
             // SAFETY: `size` is above MAX_SLOT, so the layout is not zero-sized.
             let p = unsafe { alloc::alloc(layout) };
-            return NonNull::new(p).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+            let p = NonNull::new(p).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+            self.alone += 1;
+            return p;
         };
         let class = slot / 8 - 1;
         let id = match self.with_room[class].last() {
@@ -132,6 +138,7 @@ impl Slab {
         let Some(slot) = slot_for(size) else {
             // SAFETY: allocated in `alloc` with this very layout (the caller's contract).
             unsafe { alloc::dealloc(p.as_ptr(), large_layout(size)) };
+            self.alone -= 1;
             return;
         };
         let addr = p.as_ptr() as usize;
@@ -154,6 +161,11 @@ impl Slab {
         if live == 0 && self.with_room[class].len() > 1 {
             self.release(id, class);
         }
+    }
+
+    /// Records allocated one by one (past `MAX_SLOT`) and not freed yet.
+    pub(super) fn alone(&self) -> usize {
+        self.alone
     }
 
     fn new_page(&mut self, slot: usize) -> u32 {
@@ -309,6 +321,8 @@ mod tests {
             if i % 4000 == 0 {
                 slab.check();
             }
+            let alone = held.iter().filter(|h| allocated_alone(h.1)).count();
+            assert_eq!(slab.alone(), alone, "records allocated alone, counted");
         }
         slab.check();
         for (p, size, fill) in held.drain(..) {
