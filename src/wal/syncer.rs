@@ -12,8 +12,9 @@
 //! let raft = Raft::new(config, boot, seed);
 //! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?), udp);
 //! // each iteration: for a Ready that needs_persist(), syncer.submit_then_send(token, batch,
-//! // encoded messages_after_persist) and keep (token, persist_mark) aside; on WAKE_TOKEN,
-//! // drain_completed() and for each token in order call raft.persisted(..).
+//! // encoded messages_after_persist) (or submit_quiet) and keep (token, persist_mark) aside;
+//! // at every turn (a quiet group's tokens come without a wake), drain_completed() and for
+//! // each token in order call raft.persisted(..); before sleeping, has_completed().
 //! ```
 //!
 //! Must not touch protocol state. On any write or sync error it stops the process (fail-stop:
