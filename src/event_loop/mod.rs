@@ -166,6 +166,20 @@ impl Io {
         }
     }
 
+    /// Where `msg` goes, or `None` (logged) when its peer's address is not known.
+    fn peer_addr(&self, msg: &Message) -> Option<SocketAddr> {
+        let addr = self.peers.get(&msg.to).copied();
+        if addr.is_none() {
+            debug!(
+                "n{}: no address for n{}; {} not sent",
+                self.id,
+                msg.to,
+                msg.body.name()
+            );
+        }
+        addr
+    }
+
     /// Puts a connection on the end-of-iteration flush list (once).
     fn mark_dirty(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
@@ -194,13 +208,7 @@ impl Io {
 
 impl Output for Io {
     fn send(&mut self, msg: Message) {
-        let Some(addr) = self.peers.get(&msg.to).copied() else {
-            debug!(
-                "n{}: no address for n{}; {} not sent",
-                self.id,
-                msg.to,
-                msg.body.name()
-            );
+        let Some(addr) = self.peer_addr(&msg) else {
             return;
         };
         let udp = &self.udp;
@@ -262,13 +270,7 @@ impl Output for Io {
         let mut datagrams = Vec::with_capacity(then_send.len());
         for msg in then_send {
             let key = crate::host::ack_key(&msg).map(|(to, term)| (to.0, term.0));
-            let Some(to) = self.peers.get(&msg.to).copied() else {
-                debug!(
-                    "n{}: no address for n{}; {} not sent",
-                    self.id,
-                    msg.to,
-                    msg.body.name()
-                );
+            let Some(to) = self.peer_addr(&msg) else {
                 continue;
             };
             let first = datagrams.len();
