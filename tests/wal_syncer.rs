@@ -398,6 +398,7 @@ fn datagrams_leave_after_their_batch_is_synced_and_only_the_last_of_a_key() {
             datagram(&rx, b"vote", None),
             datagram(&rx, b"ack 3", Some((2, 7))),
         ],
+        false,
     );
     let mut buf = [0u8; 64];
     let n = rx
@@ -440,13 +441,13 @@ fn a_quiet_group_wakes_the_loop_only_when_the_loop_asked() {
         entries: entries(i, 1, 10),
         ..WriteBatch::default()
     };
-    syncer.submit_quiet(1, batch(1), Vec::new());
+    syncer.submit_then_send(1, batch(1), Vec::new(), true);
     until_completed(&syncer);
     assert!(!woken(&mut poll, Duration::from_millis(200)), "quiet woke");
     assert_eq!(syncer.completed(), vec![1], "reported all the same");
 
     syncer.want_wake();
-    syncer.submit_quiet(2, batch(2), Vec::new());
+    syncer.submit_then_send(2, batch(2), Vec::new(), true);
     assert!(
         woken(&mut poll, Duration::from_secs(60)),
         "asked for, not woken"
@@ -454,7 +455,7 @@ fn a_quiet_group_wakes_the_loop_only_when_the_loop_asked() {
     until_completed(&syncer);
     assert_eq!(syncer.completed(), vec![2]);
 
-    syncer.submit_quiet(3, batch(3), Vec::new());
+    syncer.submit_then_send(3, batch(3), Vec::new(), true);
     until_completed(&syncer);
     assert!(
         !woken(&mut poll, Duration::from_millis(200)),
@@ -505,6 +506,7 @@ fn no_token_is_reported_after_a_failed_sync() {
             ..WriteBatch::default()
         },
         vec![datagram(&peer, b"ack", None)],
+        false,
     );
     let msg = rx
         .recv_timeout(Duration::from_secs(60))

@@ -288,11 +288,7 @@ impl Output for Io {
                 }
             }
         }
-        if quiet {
-            self.syncer.submit_quiet(token, batch, datagrams);
-        } else {
-            self.syncer.submit_then_send(token, batch, datagrams);
-        }
+        self.syncer.submit_then_send(token, batch, datagrams, quiet);
     }
 
     fn await_storage(&mut self) {

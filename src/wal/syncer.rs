@@ -12,7 +12,7 @@
 //! let raft = Raft::new(config, boot, seed);
 //! let syncer = Syncer::spawn(wal, Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?), udp);
 //! // each iteration: for a Ready that needs_persist(), syncer.submit_then_send(token, batch,
-//! // encoded messages_after_persist) (or submit_quiet) and keep (token, persist_mark) aside;
+//! // encoded messages_after_persist, quiet) and keep (token, persist_mark) aside;
 //! // at every turn (a quiet group's tokens come without a wake), drain_completed() and for
 //! // each token in order call raft.persisted(..); before sleeping, has_completed().
 //! ```
@@ -53,7 +53,7 @@ pub struct Datagram {
 
 enum Job {
     /// Token, batch, what to send once it is durable, and whether the loop may hear of it at
-    /// its next turn instead of being woken (`submit_quiet`).
+    /// its next turn instead of being woken (`submit_then_send`).
     Batch(u64, WriteBatch, Vec<Datagram>, bool),
     Snapshot(u64, Snapshot),
     Shutdown,
@@ -128,23 +128,24 @@ impl Syncer {
     /// Queues a batch; `token` is reported by `completed` once the batch is durable. The
     /// queue is unbounded: the caller bounds what it has in flight (tokens not yet completed).
     pub fn submit(&self, token: u64, batch: WriteBatch) {
-        self.submit_then_send(token, batch, Vec::new());
+        self.submit_then_send(token, batch, Vec::new(), false);
     }
 
     /// As `submit`; once the batch is durable, and before `token` is reported, the thread
-    /// sends `datagrams`.
-    pub fn submit_then_send(&self, token: u64, batch: WriteBatch, datagrams: Vec<Datagram>) {
+    /// sends `datagrams`. A group of only `quiet` batches does not wake the loop: their tokens
+    /// wait in `completed` for the loop's next turn, unless `want_wake` was called since. (A
+    /// follower's batches: their acknowledgements are the datagrams, and the loop has nothing
+    /// to do for them that cannot wait for the next AppendEntries or tick, and each wake-up
+    /// costs it a sleep and a switch.)
+    pub fn submit_then_send(
+        &self,
+        token: u64,
+        batch: WriteBatch,
+        datagrams: Vec<Datagram>,
+        quiet: bool,
+    ) {
         // A send fails only once the thread has stopped, i.e. after a fail-stop in progress.
-        let _ = self.tx.send(Job::Batch(token, batch, datagrams, false));
-    }
-
-    /// As `submit_then_send`, but a group of only such batches does not wake the loop: their
-    /// tokens wait in `completed` for the loop's next turn, unless `want_wake` was called
-    /// since. (A follower's batches: their acknowledgements are the datagrams, and the loop
-    /// has nothing to do for them that cannot wait for the next AppendEntries or tick, and each
-    /// wake-up costs it a sleep and a switch.)
-    pub fn submit_quiet(&self, token: u64, batch: WriteBatch, datagrams: Vec<Datagram>) {
-        let _ = self.tx.send(Job::Batch(token, batch, datagrams, true));
+        let _ = self.tx.send(Job::Batch(token, batch, datagrams, quiet));
     }
 
     /// The loop now waits for tokens already submitted: the next group wakes it even if
