@@ -461,6 +461,13 @@ fn a_quiet_group_wakes_the_loop_only_when_the_loop_asked() {
         !woken(&mut poll, Duration::from_millis(200)),
         "a wish outlived its wake"
     );
+    assert!(!syncer.awaited_completed(), "nobody asked for token 3");
+    // A wish made after its group finished: no wake will come, so the loop must see it.
+    syncer.want_wake();
+    assert!(
+        syncer.awaited_completed(),
+        "asked for, completed, not woken"
+    );
     syncer.submit(4, batch(4));
     assert!(
         woken(&mut poll, Duration::from_secs(60)),

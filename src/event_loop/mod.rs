@@ -451,9 +451,12 @@ impl Server {
                 let left = due.saturating_sub(now.saturating_duration_since(self.origin));
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
-            // (Quiet tokens that completed during this turn are taken now, not at the next wake:
-            // the host may have called `await_storage` for them.)
-            if self.host.wants_turn() || !self.resume.is_empty() || self.io.syncer.has_completed() {
+            // (Tokens the host asked to hear of (`await_storage`) that completed before the
+            // syncer saw the wish are taken now: no wake is coming for them.)
+            if self.host.wants_turn()
+                || !self.resume.is_empty()
+                || self.io.syncer.awaited_completed()
+            {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {

@@ -14,7 +14,7 @@
 //! // each iteration: for a Ready that needs_persist(), syncer.submit_then_send(token, batch,
 //! // encoded messages_after_persist, quiet) and keep (token, persist_mark) aside;
 //! // at every turn (a quiet group's tokens come without a wake), drain_completed() and for
-//! // each token in order call raft.persisted(..); before sleeping, has_completed().
+//! // each token in order call raft.persisted(..); before sleeping, awaited_completed().
 //! ```
 //!
 //! Must not touch protocol state. On any write or sync error it stops the process (fail-stop:
@@ -149,10 +149,17 @@ impl Syncer {
     }
 
     /// The loop now waits for tokens already submitted: the next group wakes it even if
-    /// quiet. The loop must then look at `has_completed` before it sleeps: a group that
+    /// quiet. The loop must then look at `awaited_completed` before it sleeps: a group that
     /// finished just before this call did not see it.
     pub fn want_wake(&self) {
         self.shared.wake_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether tokens wait to be drained that the loop asked to hear of (`want_wake`) and was
+    /// not woken for. Once the thread has taken the wish it wakes the loop itself, so without
+    /// a wish pending there is nothing to look at (and quiet tokens wait for the next turn).
+    pub fn awaited_completed(&self) -> bool {
+        self.shared.wake_wanted.load(Ordering::SeqCst) && self.has_completed()
     }
 
     /// Whether tokens wait to be drained.
@@ -325,8 +332,8 @@ fn run(
         if !tokens.is_empty() {
             shared.size_bytes.store(wal.size_bytes(), Ordering::Relaxed);
             lock(&shared.completed).append(&mut tokens);
-            // After publishing: `want_wake` then `has_completed` on the loop's side, so one of
-            // the two sees the other.
+            // After publishing: `want_wake` then `awaited_completed` on the loop's side, so
+            // one of the two sees the other.
             let wanted = shared.wake_wanted.swap(false, Ordering::SeqCst);
             if !quiet || wanted || stop {
                 if let Err(e) = waker.wake() {
