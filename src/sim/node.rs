@@ -517,8 +517,9 @@ impl Sim {
         // and only a sync something waits for takes a turn.
         let mut out = SimOut { w: &mut self.w, ni };
         crate::storage::release(release, crate::host::ack_key, |m| out.send(m));
-        let node = &mut self.w.nodes[ni];
-        if quiet && !std::mem::take(&mut node.wake_wanted) {
+        // The syncer takes the wish with any group, quiet or not.
+        let wanted = std::mem::take(&mut self.w.nodes[ni].wake_wanted);
+        if quiet && !wanted {
             self.kick_syncer(ni);
             return Ok(());
         }
