@@ -235,15 +235,17 @@ impl Host {
     /// round of the last one handed out to the same leader in the same term; the driver may
     /// then send, of those one sync releases, only the last per [`ack_key`].
     pub(super) fn sent_when_durable(&mut self, after: Vec<Message>) -> Vec<Message> {
-        let mut out = after;
-        for m in &mut out {
-            if ack_key(m).is_some() {
-                *m = fold_ack(&mut self.handed_acks, m.clone()).clone();
-                let term = m.term;
-                self.handed_acks.retain(|a| a.term >= term);
-            }
-        }
-        out
+        after
+            .into_iter()
+            .map(|m| {
+                if ack_key(&m).is_none() {
+                    return m;
+                }
+                let m = fold_ack(&mut self.handed_acks, m).clone();
+                self.handed_acks.retain(|a| a.term >= m.term);
+                m
+            })
+            .collect()
     }
 
     /// Sends a message of a `Ready` that wrote nothing once the batches before it are durable,
