@@ -32,10 +32,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if ! command -v perf >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "perf missing: installing linux-perf"
-    (apt-get install -y -q linux-perf >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }) || true
-fi
+install_perf
 command -v perf >/dev/null 2>&1 || { echo "latency.sh: needs Linux perf (linux-perf)" >&2; exit 1; }
 if [ ! -e /sys/kernel/tracing/events/sched ] && [ "$(id -u)" = 0 ]; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true

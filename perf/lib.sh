@@ -135,6 +135,15 @@ probe_line() {
     echo "- commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%M:%SZ)${ZATTD_GIVEN:+; server binary: $ZATTD_GIVEN, not built from this tree}"
 }
 
+# Installs Linux perf (Debian's linux-perf) when it is missing and we are root with apt-get;
+# the caller checks whether perf is there afterwards.
+install_perf() {
+    if ! command -v perf >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "perf missing: installing linux-perf"
+        (apt-get install -y -q linux-perf >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }) || true
+    fi
+}
+
 # A number field of the load generator's JSON object: the first one of that name, so a top-level
 # field wins over the same name inside the mix's "get" and "put" objects.
 jnum() { grep -oE "\"$2\":-?[0-9.]+" <<<"$1" | head -n 1 | cut -d: -f2; }

@@ -39,10 +39,7 @@ done
 
 # Which profiler this machine allows.
 TOOL=none
-if ! command -v perf >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "perf missing: installing linux-perf"
-    (apt-get install -y -q linux-perf >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }) || true
-fi
+install_perf
 HW_COUNTERS=0
 if [ "${PROFILER:-}" = callgrind ]; then
     TOOL=callgrind
