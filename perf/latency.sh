@@ -7,7 +7,10 @@
 # and often a halt) and its CPU time, by role (the leader's loop and syncer, the followers'
 # loops and syncers, the load generator, the kernel's block workers). With --trace, also
 # `perf sched timehist -w` of the window (every wake-up, who woke whom) in the report's
-# directory, to follow single puts by hand.
+# directory, to follow single puts by hand. Over the same window it records the block layer's
+# requests (`block:block_rq_issue`/`_complete`) and reports, per kind (data write, cache flush,
+# metadata write), how many the disk got per put and how long each took from issue to
+# completion: the disk's own time, apart from the wake-ups around it.
 #
 #   perf/latency.sh [--clients N] [--seconds S] [--trace]
 #
@@ -44,9 +47,10 @@ build
 mkdir -p "$ROOT/perf/out"
 OUT="$ROOT/perf/out/latency-$(date -u +%Y%m%dT%H%M%SZ).md"
 REC=$(mktemp "${TMPDIR:-/tmp}/zatt-sched.XXXXXX")
+BLK=$(mktemp "${TMPDIR:-/tmp}/zatt-block.XXXXXX")
 cleanup() {
     stop_cluster
-    rm -f "$REC"
+    rm -f "$REC" "$BLK"
 }
 trap cleanup EXIT
 BASE=$(free_base_port "${BASE_PORT:-28800}" 3)
@@ -62,7 +66,21 @@ JSON=$(mktemp "${TMPDIR:-/tmp}/zatt-latency.XXXXXX")
     --duration "${DUR}s" --warmup 1s --quiet --format json --timeout 10s >"$JSON" &
 LG=$!
 sleep 1.5
+# How often the CPUs went idle past polling (on a virtual machine a halt: an exit to the host,
+# and an interrupt to come back), over the same window.
+idle_entries() {
+    local n=0 st
+    for st in /sys/devices/system/cpu/cpu[0-9]*/cpuidle/state*; do
+        [ -r "$st/usage" ] && [ "$(cat "$st/name")" != POLL ] && n=$((n + $(cat "$st/usage")))
+    done
+    echo "$n"
+}
+IDLE0=$(idle_entries)
+perf record -o "$BLK" -a -e block:block_rq_issue -e block:block_rq_complete -- sleep "$SECONDS_REC" >/dev/null 2>&1 &
+BLKREC=$!
 perf sched record -o "$REC" -a -- sleep "$SECONDS_REC" >/dev/null 2>&1
+wait "$BLKREC" || true
+IDLE1=$(idle_entries)
 wait "$LG"
 json=$(cat "$JSON")
 rm -f "$JSON"
@@ -99,6 +117,56 @@ rps=$(jnum "$json" req_per_s)
         }' | sort
     echo
     echo "Per put: the thread's switch-ins and run time over the window, divided by the puts the window held at the run's mean rate. Followers are named by server id."
+    if [ -n "$(ls /sys/devices/system/cpu/cpu0/cpuidle 2>/dev/null)" ]; then
+        echo
+        echo "Idle CPUs entered $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo a) sleep state (not polling) $(awk -v a="$IDLE0" -v b="$IDLE1" -v r="$rps" -v s="$SECONDS_REC" 'BEGIN { printf "%.2f", (b - a) / (r * s) }') times per put over the window (on a virtual machine each is a halt: an exit to the host, and an interrupt to come back)."
+    fi
+    echo
+    echo "| disk request (all devices, the whole machine) | per put | device time p50 µs | p90 µs |"
+    echo "|---|---|---|---|"
+    perf script -i "$BLK" -F time,event,trace 2>/dev/null |
+        awk -v puts="$(awk -v r="$rps" -v s="$SECONDS_REC" 'BEGIN { print r * s }')" '
+        function kind(rwbs) {
+            if (rwbs ~ /^F/) return "cache flush"
+            if (rwbs ~ /W/ && rwbs ~ /M/) return "metadata write"
+            if (rwbs ~ /W/) return "data write"
+            if (rwbs ~ /R/) return "read"
+            return "other"
+        }
+        # "T: block:block_rq_issue: DEV RWBS BYTES () SECTOR + N ..." and
+        # "T: block:block_rq_complete: DEV RWBS () SECTOR + N ...". A request is paired with
+        # its completion by device and sector, first in first out; a flush (sector 0 at issue,
+        # -1 at completion) with the latest flush issued, as the device runs one at a time and
+        # an event perf lost must not shift every later pair.
+        {
+            t = $1 + 0; ev = $2; k = kind($4)
+            key = $3 " " (k == "cache flush" ? "flush" : (ev ~ /issue/ ? $7 : $6))
+            if (ev ~ /issue/) {
+                q[key, tail[key]++ + 0] = t
+                n[k]++
+            } else if (head[key] + 0 < tail[key]) {
+                if (k == "cache flush")
+                    while (head[key] + 0 < tail[key] - 1) { h = head[key] + 0; delete q[key, h]; head[key] = h + 1 }
+                h = head[key] + 0; d = t - q[key, h]; delete q[key, h]; head[key] = h + 1
+                lat[k, done[k]++] = d
+            }
+        }
+        END {
+            if (puts <= 0) exit
+            split("data write|cache flush|metadata write|read|other", kinds, "|")
+            for (ki = 1; ki <= 5; ki++) {
+                k = kinds[ki]
+                if (!(k in n)) continue
+                c = done[k] + 0
+                if (c == 0) { printf "| %s | %.2f | | |\n", k, n[k] / puts; continue }
+                split("", v)
+                for (i = 0; i < c; i++) v[i] = lat[k, i]
+                for (i = 1; i < c; i++) { x = v[i]; j = i - 1; while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
+                printf "| %s | %.2f | %.0f | %.0f |\n", k, n[k] / puts, v[int(c * 0.5)] * 1e6, v[int(c * 0.9)] * 1e6
+            }
+        }'
+    echo
+    echo "Device time: from the block layer handing a request to the disk's driver to its completion, so without the sleeps and wake-ups of the thread that waits for it. A sync is a data write, then a cache flush; this disk runs one flush at a time."
 } >"$OUT"
 if ((TRACE)); then
     perf sched timehist -i "$REC" -w 2>/dev/null >"${OUT%.md}.timehist.txt" || true
