@@ -85,6 +85,8 @@ wait "$LG"
 json=$(cat "$JSON")
 rm -f "$JSON"
 rps=$(jnum "$json" req_per_s)
+# The puts the window held, at the run's mean rate: what every figure below is divided by.
+PUTS=$(awk -v r="$rps" -v s="$SECONDS_REC" 'BEGIN { print r * s }')
 
 {
     echo "# Where a put's time goes, thread by thread: $CLIENTS closed-loop client(s), ${SECONDS_REC} s of scheduler events"
@@ -97,7 +99,7 @@ rps=$(jnum "$json" req_per_s)
     # Summary lines look like "  zattd[123]  1  2693  48.510 ..." or "  zatt-syncer[456/123] ...":
     # name[tid] or name[tid/pid], then parent, sched-in count, run time in ms.
     perf sched timehist -i "$REC" -s 2>/dev/null |
-        awk -v pids="${SERVER_PIDS[*]}" -v leader="$LEADER_PID" -v n="$(awk -v r="$rps" -v s="$SECONDS_REC" 'BEGIN { print r * s }')" '
+        awk -v pids="${SERVER_PIDS[*]}" -v leader="$LEADER_PID" -v n="$PUTS" '
         BEGIN { k = split(pids, p, " "); for (i = 1; i <= k; i++) server[p[i]] = i }
         $1 ~ /\[[0-9]+(\/[0-9]+)?\]$/ && $3 ~ /^[0-9]+$/ {
             name = $1; sub(/\[.*/, "", name)
@@ -119,13 +121,16 @@ rps=$(jnum "$json" req_per_s)
     echo "Per put: the thread's switch-ins and run time over the window, divided by the puts the window held at the run's mean rate. Followers are named by server id."
     if [ -n "$(ls /sys/devices/system/cpu/cpu0/cpuidle 2>/dev/null)" ]; then
         echo
-        echo "Idle CPUs entered $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo a) sleep state (not polling) $(awk -v a="$IDLE0" -v b="$IDLE1" -v r="$rps" -v s="$SECONDS_REC" 'BEGIN { printf "%.2f", (b - a) / (r * s) }') times per put over the window (on a virtual machine each is a halt: an exit to the host, and an interrupt to come back)."
+        echo "Idle CPUs entered $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo a) sleep state (not polling) $(awk -v a="$IDLE0" -v b="$IDLE1" -v n="$PUTS" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n }') times per put over the window (on a virtual machine each is a halt: an exit to the host, and an interrupt to come back)."
     fi
     echo
     echo "| disk request (all devices, the whole machine) | per put | device time p50 µs | p90 µs |"
     echo "|---|---|---|---|"
+    # The first awk pairs requests and prints "kind<TAB>count<TAB>N" once per kind and
+    # "kind<TAB>time<TAB>SECONDS" per completed request; sorted, the second reads each kind's
+    # count and then its times in order, and prints the percentiles.
     perf script -i "$BLK" -F time,event,trace 2>/dev/null |
-        awk -v puts="$(awk -v r="$rps" -v s="$SECONDS_REC" 'BEGIN { print r * s }')" '
+        awk '
         function kind(rwbs) {
             if (rwbs ~ /^F/) return "cache flush"
             if (rwbs ~ /W/ && rwbs ~ /M/) return "metadata write"
@@ -147,22 +152,24 @@ rps=$(jnum "$json" req_per_s)
             } else if (head[key] + 0 < tail[key]) {
                 if (k == "cache flush")
                     while (head[key] + 0 < tail[key] - 1) { h = head[key] + 0; delete q[key, h]; head[key] = h + 1 }
-                h = head[key] + 0; d = t - q[key, h]; delete q[key, h]; head[key] = h + 1
-                lat[k, done[k]++] = d
+                h = head[key] + 0
+                printf "%s\ttime\t%.9f\n", k, t - q[key, h]
+                delete q[key, h]; head[key] = h + 1
             }
         }
+        END { for (k in n) printf "%s\tcount\t%d\n", k, n[k] }' |
+        sort -t "$(printf '\t')" -k1,1 -k2,2 -k3,3g |
+        awk -F '\t' -v puts="$PUTS" '
+        $2 == "count" { n[$1] = $3; next }
+        { v[$1, c[$1]++] = $3 }
         END {
             if (puts <= 0) exit
             split("data write|cache flush|metadata write|read|other", kinds, "|")
             for (ki = 1; ki <= 5; ki++) {
                 k = kinds[ki]
                 if (!(k in n)) continue
-                c = done[k] + 0
-                if (c == 0) { printf "| %s | %.2f | | |\n", k, n[k] / puts; continue }
-                split("", v)
-                for (i = 0; i < c; i++) v[i] = lat[k, i]
-                for (i = 1; i < c; i++) { x = v[i]; j = i - 1; while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
-                printf "| %s | %.2f | %.0f | %.0f |\n", k, n[k] / puts, v[int(c * 0.5)] * 1e6, v[int(c * 0.9)] * 1e6
+                if (!c[k]) { printf "| %s | %.2f | | |\n", k, n[k] / puts; continue }
+                printf "| %s | %.2f | %.0f | %.0f |\n", k, n[k] / puts, v[k, int(c[k] * 0.5)] * 1e6, v[k, int(c[k] * 0.9)] * 1e6
             }
         }'
     echo
