@@ -230,10 +230,12 @@ fn restart_returns_hard_state_snapshot_and_entries() {
 #[test]
 fn a_stored_snapshot_leaves_memory_for_its_file_and_comes_back_from_it() {
     // Goal: once storage has a snapshot, its bytes are read from the file by every holder (the
-    // core keeps one to send to followers), and recovery hands back a file-backed snapshot:
-    // a server never keeps a copy of its dictionary's bytes in memory. Method: save a
-    // snapshot, check a clone taken before is no longer in memory and still reads the same
-    // bytes (also after a newer snapshot deleted its file); reopen and check the same.
+    // core keeps one to send to followers), and recovery hands back the bytes it read and
+    // checked, which go back to their file once the host has restored from them: a server
+    // keeps no copy of its dictionary's bytes in memory for longer. Method: save a snapshot,
+    // check a clone taken before is no longer in memory and still reads the same bytes (also
+    // after a newer snapshot deleted its file); reopen, and check the same after
+    // `leave_in_file`.
     let d = TempDir::new("spill");
     let (mut wal, _) = Wal::open(d.path(), WalOptions::default()).unwrap();
     let entries: Vec<Entry> = (1..=40).map(|i| entry(i, 1, 20)).collect();
@@ -257,6 +259,12 @@ fn a_stored_snapshot_leaves_memory_for_its_file_and_comes_back_from_it() {
     drop(wal);
     let (_wal, boot) = Wal::open(d.path(), WalOptions::default()).unwrap();
     let got = boot.snapshot.unwrap();
+    assert!(
+        got.data.in_memory(),
+        "read once, for the host to restore from"
+    );
+    assert_eq!(got, snapshot(30, 1, 7000));
+    got.data.leave_in_file();
     assert!(!got.data.in_memory());
     assert_eq!(got, snapshot(30, 1, 7000));
 }

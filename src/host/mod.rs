@@ -414,13 +414,16 @@ impl Host {
     ) -> Result<Host, String> {
         let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
             Some(s) => {
-                // Storage's snapshot is read from its file once, here, and then left there.
+                // Restored from the bytes storage checked (in memory, read once at recovery),
+                // which from then on are read from their file: the dictionary holds the same.
                 let bytes = s.data.bytes().map_err(|e| {
                     format!("snapshot at index {} cannot be read: {e}", s.meta.index.0)
                 })?;
                 let kv = Kv::restore(&bytes, cfg.kv.clone()).map_err(|e| {
                     format!("snapshot at index {} does not restore: {e}", s.meta.index.0)
                 })?;
+                drop(bytes);
+                s.data.leave_in_file();
                 (kv, s.meta.index, s.meta.term, s.meta.membership.clone())
             }
             None => (

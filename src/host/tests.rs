@@ -1344,7 +1344,7 @@ fn a_save_that_rides_on_a_compaction_snapshot_reads_it_from_its_file_once_stored
     assert_eq!(out.snapshots.len(), stored_before + 1, "the compaction one");
     let stored = out.snapshots.last().unwrap().clone();
     assert_eq!(info.index, stored.meta.index.0, "the save rode on it");
-    assert_eq!(stored.data.bytes().unwrap().as_slice(), &want[..]);
+    assert_eq!(&stored.data.bytes().unwrap()[..], &want[..]);
 
     // Storage writes it to its file and lets go of the memory.
     let path = std::env::temp_dir().join(format!("zatt-host-spill-{}", std::process::id()));
@@ -1394,4 +1394,63 @@ fn the_output_hears_of_a_compaction_once_its_snapshot_is_durable() {
     all_durable(&mut h, &mut out);
     assert_eq!(out.compactions, 1);
     assert!(h.raft.first_index() > first_before, "the log was compacted");
+}
+
+#[test]
+fn a_recovered_snapshot_is_restored_from_the_bytes_recovery_checked_and_then_left_in_its_file() {
+    // Goal: at start-up the snapshot file is read once (recovery reads and checks it whole; the
+    // host restores from those bytes, not from a second read), and its memory is let go once
+    // the dictionary is built. Method: hand `Host::new` a snapshot `loaded` from bytes whose
+    // file no longer holds them (overwritten with zeros): the dictionary must hold the keys of
+    // the bytes, and afterwards the snapshot must be read from the file.
+    let (mut h, mut out) = lone_leader(|_| {});
+    all_durable(&mut h, &mut out);
+    for i in 0..20u64 {
+        put(&mut h, &mut out, 100 + i, format!("key{i:02}").as_bytes());
+    }
+    all_durable(&mut h, &mut out);
+    assert_eq!(h.kv().len(), 20);
+    let data = h.kv().snapshot_bytes();
+    let index = h.kv().applied_index();
+    let mut whole = b"head".to_vec();
+    whole.extend_from_slice(&data);
+    let path = std::env::temp_dir().join(format!("zatt-host-loaded-{}", std::process::id()));
+    std::fs::write(&path, vec![0u8; whole.len()]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let snap = Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term: Term(1),
+            membership: h.raft.membership().clone(),
+        },
+        data: SnapshotData::loaded(whole, 4, data.len() as u64, file),
+    };
+    let kept = snap.data.clone();
+    assert!(kept.in_memory());
+    let boot = Boot {
+        hard_state: HardState {
+            term: Term(1),
+            vote: None,
+            commit: index,
+            lost: None,
+        },
+        snapshot: Some(snap),
+        entries: Vec::new(),
+    };
+    let h2 = Host::new(
+        HostConfig::new(1 << 20, 1_000_000),
+        raft::Config::new(N1),
+        boot,
+        7,
+    )
+    .expect("restores from the checked bytes");
+    assert_eq!(h2.kv().len(), 20, "restored from memory, not from the file");
+    assert_eq!(h2.kv().get(b"key07").map(|(v, _)| v), Some(&b"v"[..]));
+    assert!(!kept.in_memory(), "the bytes were let go once restored");
+    assert_eq!(
+        &kept.bytes().unwrap()[..],
+        &vec![0u8; data.len()][..],
+        "from then on, read from the file"
+    );
 }

@@ -214,14 +214,13 @@ pub fn load_snapshot(
             ),
         ));
     }
-    // Checked whole; from now on its holders read the data from the file (the host restores
-    // the dictionary from it once), so the bytes need not stay in memory.
-    let data_at = (data.as_ptr() as usize - bytes.as_ptr() as usize) as u64;
+    // Checked whole: the host restores the dictionary from these bytes, then leaves them in
+    // the file (`SnapshotData::leave_in_file`), which every later holder reads instead.
+    let data_at = data.as_ptr() as usize - bytes.as_ptr() as usize;
     let len = data.len() as u64;
-    drop(bytes);
     Ok(Snapshot {
         meta,
-        data: SnapshotData::in_file(file, data_at, len),
+        data: SnapshotData::loaded(bytes, data_at, len, file),
     })
 }
 
