@@ -80,7 +80,8 @@ impl SnapshotData {
         }
     }
 
-    /// Whether the bytes are still in memory (not yet spilled to a file).
+    /// Whether the bytes are served from memory (not yet spilled to a file, or `loaded` and not
+    /// yet left in it).
     pub fn in_memory(&self) -> bool {
         matches!(*self.place(), Place::Memory { .. })
     }

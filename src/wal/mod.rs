@@ -504,7 +504,10 @@ impl Drop for Wal {
 
 impl Wal {
     /// Opens (creating if needed) the data directory, locks it, recovers it and cuts off a
-    /// torn tail. Returns the durable state for `Raft::new`.
+    /// torn tail. Returns the durable state for `Raft::new`. Its snapshot, if any, is held in
+    /// memory as read and checked (`SnapshotData::loaded`) until `leave_in_file` is called on
+    /// it, as `Host::new` does once it has restored from it: a caller that keeps the state
+    /// without building a host keeps the whole snapshot in memory.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Boot), WalError> {
         if opts.segment_bytes < (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) as u64 {
             return Err(WalError::BadOptions(format!(
@@ -711,7 +714,8 @@ impl Wal {
     }
 
     /// Recovers the directory read-only: no lock, no repair, nothing created or deleted
-    /// (offline inspection, tests). The answer is what `open` would return.
+    /// (offline inspection, tests). The answer is what `open` would return, its snapshot in
+    /// memory likewise.
     pub fn inspect(dir: &Path, opts: &WalOptions) -> Result<Boot, WalError> {
         let (segs, snaps) = list_dir(dir, false)?;
         let rep = recovery::replay(dir, &segs, opts)?;

@@ -216,7 +216,8 @@ pub fn load_snapshot(
     }
     // Checked whole: the host restores the dictionary from these bytes, then leaves them in
     // the file (`SnapshotData::leave_in_file`), which every later holder reads instead.
-    let data_at = data.as_ptr() as usize - bytes.as_ptr() as usize;
+    // The data ends where the CRC (the file's last 4 bytes) begins.
+    let data_at = bytes.len() - 4 - data.len();
     let len = data.len() as u64;
     Ok(Snapshot {
         meta,
