@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::zatt_cli;
 use zatt::client::fake::{Action, FakeServer};
-use zatt::client::{ErrorKind, MemberInfo, Request, Response};
+use zatt::client::{ErrorKind, MemberInfo, Request, Response, SnapshotInfo};
 
 fn zatt<S: AsRef<OsStr>>(endpoint: &str, args: &[S]) -> Output {
     zatt_cli()
@@ -399,6 +399,63 @@ fn help_and_version_follow_the_usual_conventions() {
     assert_eq!(stdout(&v), format!("zatt {}\n", env!("CARGO_PKG_VERSION")));
 }
 
+/// /dev/full for writing (every write fails with ENOSPC): opened, never created, truncated or
+/// replaced.
+fn dev_full() -> std::fs::File {
+    use std::os::unix::fs::FileTypeExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full for writing");
+    assert!(f.metadata().unwrap().file_type().is_char_device());
+    f
+}
+
+/// The write end of a pipe whose read end is already closed: every write fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2(2) returns. Close-on-exec: no
+    // child another test starts meanwhile may hold the read end open.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    Stdio::from(writer)
+}
+
+#[test]
+fn output_that_cannot_be_written_fails_but_a_reader_going_away_does_not() {
+    // Goal: `zatt dump > backup` on a full disk must not exit 0 with a short file and nothing
+    // said (it did: every write's error was dropped). Method: stdout on /dev/full, for help (no
+    // server), `dump` (lines: the write fails) and `get` of a value without a newline (only
+    // the flush at exit fails). A reader that went away (`zatt dump | head -1`) is no failure:
+    // quiet, and the command's own exit code.
+    let s = FakeServer::start();
+    let o = zatt(s.addr(), &["put", "k", "hello"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let with_stdout = |args: &[&str], out: Stdio| {
+        zatt_cli()
+            .args(["--endpoints", s.addr(), "--timeout", "3s"])
+            .args(args)
+            .stdout(out)
+            .output()
+            .unwrap()
+    };
+    for args in [&["--help"][..], &["dump"], &["get", "k"], &["status"]] {
+        let o = with_stdout(args, dev_full().into());
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            "zatt: cannot write the output: No space left on device (os error 28)\n",
+            "{args:?}"
+        );
+        let o = with_stdout(args, closed_pipe());
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+}
+
 #[test]
 fn promoting_a_voter_says_so_instead_of_retry_later() {
     // Goal: `member promote` of a server that is already a voter (or not a member) says what
@@ -477,4 +534,144 @@ fn a_server_that_does_not_speak_zatt_is_named_as_such() {
         "{err}"
     );
     assert!(!err.contains("--timeout"), "{err}");
+}
+
+/// Scripts `s` to serve `payload` as a snapshot (its data ends with its own CRC, as a real
+/// one does), running `on_save` when the save is asked for; returns the data served.
+fn serve_snapshot(s: &FakeServer, payload: &[u8], on_save: impl Fn() + Send + 'static) -> Vec<u8> {
+    let mut data = payload.to_vec();
+    let crc = crc32fast::hash(&data);
+    data.extend_from_slice(&crc.to_le_bytes());
+    let served = data.clone();
+    s.script(move |req, _| match req {
+        Request::SnapshotSave => {
+            on_save();
+            Action::Reply(Response::SnapshotBegin(SnapshotInfo {
+                id: 7,
+                cluster_id: 99,
+                index: 12,
+                term: 3,
+                size: served.len() as u64,
+                checksum: crc,
+                members: vec![MemberInfo {
+                    id: 1,
+                    addr: "127.0.0.1:5254".into(),
+                    voter: true,
+                }],
+            }))
+        }
+        Request::SnapshotChunk { offset, .. } => {
+            let from = (*offset as usize).min(served.len());
+            let to = (from + 1000).min(served.len());
+            Action::Reply(Response::SnapshotChunk {
+                offset: *offset,
+                data: served[from..to].to_vec(),
+            })
+        }
+        _ => Action::Serve,
+    });
+    data
+}
+
+#[test]
+fn snapshot_save_refuses_to_replace_what_is_not_a_regular_file_before_asking_the_cluster() {
+    // Goal: the save renames its temporary file over FILE, so a device, FIFO, directory or
+    // symbolic link there would be replaced (`zatt snapshot save /dev/full` left a regular
+    // file in the device's place); a missing directory was only found after the leader had
+    // taken the snapshot, and called a connection failure. Each is refused (exit 1) naming
+    // the path, the cluster never asked, and the thing left as it was.
+    use std::os::unix::fs::FileTypeExt;
+    let s = FakeServer::start();
+    let d = common::temp_dir("cli-snap-refuse");
+    let target = d.join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let missing = d.join("missing").join("x.bak");
+    let show = |p: &std::path::Path| p.display().to_string();
+    for (path, why) in [
+        (show(&link), "symbolic link"),
+        (show(&fifo), "not a regular file"),
+        (show(&sub), "is a directory"),
+        (show(&missing), "No such file or directory"),
+    ] {
+        let o = zatt(s.addr(), &["snapshot", "save", &path]);
+        assert_eq!(o.status.code(), Some(1), "{path}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.starts_with(&format!("zatt: cannot save the snapshot to {path}: ")),
+            "{e}"
+        );
+        assert!(e.contains(why) && !e.contains("connection"), "{e}");
+        assert!(o.stdout.is_empty());
+    }
+    assert!(s.state().requests.is_empty(), "the cluster was asked");
+    let meta = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().file_type();
+    assert!(meta(&link).is_symlink());
+    assert!(meta(&fifo).is_fifo());
+    assert!(meta(&sub).is_dir());
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    assert_eq!(
+        std::fs::read_dir(&d).unwrap().count(),
+        4,
+        "a file was left behind"
+    );
+    // An empty FILE is a usage error.
+    let o = zatt(s.addr(), &["snapshot", "save", ""]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn snapshot_save_names_a_local_file_failure_and_writes_a_temporary_file_of_its_own() {
+    // Goal: a local file that fails once the leader answers is said as such (it was
+    // "connection failed: create FILE.tmp: ..."), and the save does not use a FILE.tmp that
+    // another save may be writing (they shared one: all but one failed). Method: a file named
+    // FILE.tmp is there during a save through the fake and is left alone; then the directory
+    // is removed when the fake is asked for the snapshot, after zatt checked it.
+    let s = FakeServer::start();
+    let d = common::temp_dir("cli-snap-local");
+    let file = d.join("b.zatt");
+    let other = d.join("b.zatt.tmp");
+    std::fs::write(&other, b"another save's").unwrap();
+    let payload: Vec<u8> = (0..2500u32).map(|i| (i * 7) as u8).collect();
+    let data = serve_snapshot(&s, &payload, || {});
+    let o = zatt(s.addr(), &["snapshot", "save", &file.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (meta, got) = zatt::wal::backup::read_backup(&file, 1 << 20).unwrap();
+    assert_eq!((meta.index, meta.cluster_id, got), (12, 99, data));
+    assert_eq!(std::fs::read(&other).unwrap(), b"another save's");
+    assert_eq!(
+        std::fs::read_dir(&d).unwrap().count(),
+        2,
+        "a temporary file was left"
+    );
+
+    let gone = d.join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let doomed = gone.clone();
+    serve_snapshot(&s, &payload, move || {
+        let _ = std::fs::remove_dir_all(&doomed);
+    });
+    let path = gone.join("b.zatt").display().to_string();
+    let o = zatt(s.addr(), &["snapshot", "save", &path]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "zatt: cannot save the snapshot to {path}: create {path}.tmp"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("No such file or directory") && !e.contains("connection"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -234,7 +234,9 @@ Usage: zatt snapshot save FILE
 Takes a consistent snapshot of the whole dictionary on the leader (it holds every write
 acknowledged before the command started) and streams it into FILE, with the log index it
 stands for, its term, the membership and the cluster id, checked against the leader's
-checksum. FILE appears only once complete (it is written as FILE.tmp first). Prints what was
+checksum. FILE appears only once complete (it is written as FILE.tmp.PID.N first, then
+renamed over FILE); FILE must be a regular file or not exist yet (a symbolic link, device or
+FIFO is refused). Prints what was
 saved (JSON: {\"ok\":true,\"file\":..,\"index\":N,\"term\":N,\"size\":N,\"cluster_id\":N}).
 Start a new cluster from it with zattd --restore FILE (see the README, \"Backup and restore\").
 ",
@@ -294,8 +296,81 @@ pub fn main() -> i32 {
     run(&args, &mut env, &mut stdout.lock(), &mut stderr.lock())
 }
 
+/// Standard output as `run` hands it to every command: it remembers the first failure to write
+/// (or flush), so that the exit code tells it. Without it, `zatt dump > backup` on a full disk
+/// exited 0 with a short file and nothing said. After a failure every write fails the same way
+/// without touching the stream again, so the failure is reported once.
+struct CheckedOut<'a> {
+    inner: &'a mut dyn Write,
+    failed: Option<std::io::Error>,
+}
+
+impl CheckedOut<'_> {
+    fn check<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            if e.kind() != std::io::ErrorKind::Interrupted && self.failed.is_none() {
+                self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        r
+    }
+
+    fn earlier_failure(&self) -> std::io::Result<()> {
+        match &self.failed {
+            Some(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for CheckedOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.earlier_failure()?;
+        let r = self.inner.write(buf);
+        self.check(r)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.earlier_failure()?;
+        let r = self.inner.write_all(buf);
+        self.check(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.earlier_failure()?;
+        let r = self.inner.flush();
+        self.check(r)
+    }
+}
+
 /// Runs the command line with `args` (without the program name); returns the exit code.
+///
+/// Output that cannot be written (a full disk, an I/O error) is a failure: one line on `err`
+/// naming it, exit 1. A reader that went away (a broken pipe: `zatt dump | head -1`) is not:
+/// nothing more is written and the command's own exit code stands, as with other tools.
 pub fn run(args: &[OsString], env: &mut Env<'_>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut out = CheckedOut {
+        inner: out,
+        failed: None,
+    };
+    let code = run_unchecked(args, env, &mut out, err);
+    let _ = out.flush();
+    match out.failed {
+        None => code,
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Some(e) => {
+            let _ = writeln!(err, "zatt: cannot write the output: {e}");
+            EXIT_RUNTIME
+        }
+    }
+}
+
+fn run_unchecked(
+    args: &[OsString],
+    env: &mut Env<'_>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let code = match parse(args, env.vars) {
         Ok(Parsed::Help(text)) => {
             let _ = out.write_all(text.as_bytes());
@@ -311,6 +386,7 @@ pub fn run(args: &[OsString], env: &mut Env<'_>, out: &mut dyn Write, err: &mut 
             EXIT_USAGE
         }
     };
+    // `run` checks what was written, this flush included.
     let _ = out.flush();
     code
 }
@@ -921,6 +997,9 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
             Some("save") => {
                 let m = sub("snapshot save", &args[1..], &[], &[])?;
                 want("snapshot save", &m.free, 1, "FILE")?;
+                if m.free[0].is_empty() {
+                    return Err("snapshot save: FILE is empty".into());
+                }
                 Command::SnapshotSave {
                     file: PathBuf::from(&m.free[0]),
                 }
@@ -951,6 +1030,10 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
                 };
             }
             if let Some(d) = m.value("dir") {
+                // An empty path would be the current directory: servers writing 1/ 2/ 3/ there.
+                if d.is_empty() {
+                    return Err("dev --dir: DIR is empty".into());
+                }
                 o.dir = PathBuf::from(d);
             }
             if let Some(p) = m.value("base-port") {
@@ -1146,6 +1229,11 @@ fn execute(
             },
             Err(msg) => return report(err, g, &Failure::Said(msg)),
         },
+        // A destination that cannot take the backup is said before the leader works for it.
+        Command::SnapshotSave { file } => match snapshot::check_destination(&file) {
+            Ok(()) => Command::SnapshotSave { file },
+            Err(msg) => return report(err, g, &Failure::Said(msg)),
+        },
         other => other,
     };
     let mut client = match Client::connect(&g.endpoints, client_config(g)) {
@@ -1155,6 +1243,7 @@ fn execute(
     client.set_deadline(Some(deadline));
     // The result goes to stdout only when complete: a failure prints nothing but its error.
     let mut buf = Vec::new();
+    // A failure to write is remembered by `out` and turns into exit 1 in `run`.
     match execute_with(g, &mut client, cmd, &mut buf, env.stdout_is_tty) {
         Ok(code) => {
             let _ = out.write_all(&buf);
@@ -1833,6 +1922,20 @@ mod tests {
             "--endpoints",
         ] {
             assert!(parsed(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn empty_paths_are_usage_errors() {
+        // Goal: an empty path is not taken as the current directory (`zatt dev --dir ""` ran
+        // servers writing 1/ 2/ 3/ into it) nor reaches the cluster (`snapshot save ""`).
+        for args in [&["dev", "--dir", ""][..], &["snapshot", "save", ""]] {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            let e = parse(&args, &no_env).err();
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("empty")),
+                "{args:?}: {e:?}"
+            );
         }
     }
 

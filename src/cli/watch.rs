@@ -93,10 +93,8 @@ pub(super) fn run(
                 match written {
                     Ok(()) => printed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
-                    Err(e) => {
-                        let _ = writeln!(err, "zatt: cannot write the output: {e}");
-                        return EXIT_RUNTIME;
-                    }
+                    // `cli::run` remembers the failure and names it on standard error.
+                    Err(_) => return EXIT_RUNTIME,
                 }
             }
             Ok(None) => {}

@@ -1,7 +1,8 @@
 //! The backup file `zatt snapshot save` writes and `zattd --restore` reads: one snapshot of the
 //! dictionary with what a restore needs to know about it. Written as a stream (the snapshot
-//! arrives in chunks and is never held whole by the writer) into `FILE.tmp`, synced, then
-//! renamed, so that a file with the final name is always complete; read whole and checked
+//! arrives in chunks and is never held whole by the writer) into a temporary file of its own
+//! next to FILE (`FILE.tmp.PID.N`, so that saves to the same FILE at once do not share it),
+//! synced, then renamed, so that a file with the final name is always complete; read whole and checked
 //! before anything is done with it. Must not trust a length it has not checked against the
 //! bytes present and a bound.
 //!
@@ -39,6 +40,39 @@ pub struct BackupMeta {
     pub size: u64,
 }
 
+/// Temporary names handed out by this process (with its pid, unique on the machine).
+static TEMP_NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Creates a file next to `path` that did not exist: `path.tmp.PID.N`, skipping names taken
+/// (a file left by a save that crashed under a pid since reused). Bounded: gives up after 100.
+fn create_temp(path: &Path) -> io::Result<(File, PathBuf)> {
+    let mut last = None;
+    for _ in 0..100 {
+        let n = TEMP_NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp.{}.{n}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(tmp),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("create {}: {e}", tmp.display()),
+                ))
+            }
+        }
+    }
+    let last = last.unwrap_or_default();
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "create {}: 100 temporary names in a row exist",
+            last.display()
+        ),
+    ))
+}
+
 /// Writes a backup file as its data arrives: `create`, `data` as often as needed, `finish`.
 pub struct BackupWriter {
     file: File,
@@ -50,17 +84,10 @@ pub struct BackupWriter {
 }
 
 impl BackupWriter {
-    /// Creates `path.tmp` and writes the header; the data must follow, `meta.size` bytes.
+    /// Creates a new temporary file next to `path` (`path.tmp.PID.N`, never one that exists:
+    /// another save's) and writes the header; the data must follow, `meta.size` bytes.
     pub fn create(path: &Path, meta: &BackupMeta) -> io::Result<BackupWriter> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        let tmp = path.with_file_name(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", tmp.display())))?;
+        let (file, tmp) = create_temp(path)?;
         let mut m = Vec::new();
         meta.membership.encode(&mut m);
         let mut head = Vec::with_capacity(64 + m.len());
@@ -79,7 +106,10 @@ impl BackupWriter {
             expected: meta.size,
             written: 0,
         };
-        w.put(&head)?;
+        if let Err(e) = w.put(&head) {
+            let _ = fs::remove_file(&w.tmp);
+            return Err(e);
+        }
         Ok(w)
     }
 
@@ -328,14 +358,41 @@ mod tests {
         w.data(b"12345").unwrap();
         assert!(w.finish().is_err());
         assert!(!path.exists());
-        assert!(
-            !d.join("b.zatt.tmp").exists(),
-            "a failed finish left its partial file"
-        );
+        let names = || fs::read_dir(&d).unwrap().count();
+        assert_eq!(names(), 0, "a failed finish left its partial file");
         let mut w = BackupWriter::create(&path, &meta(4)).unwrap();
         assert!(w.data(b"12345").is_err());
         w.abandon();
-        assert!(!d.join("b.zatt.tmp").exists());
+        assert_eq!(names(), 0, "abandon left its partial file");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn saves_to_the_same_file_at_once_each_write_their_own_temporary_file() {
+        // Goal: two `zatt snapshot save FILE` at once both succeed (they shared FILE.tmp: the
+        // second truncated the first's, and the first rename took it from under the second),
+        // and a file that happens to have a temporary-looking name is neither used nor removed.
+        let d = dir("concurrent");
+        let path = d.join("b.zatt");
+        let bystander = d.join("b.zatt.tmp");
+        fs::write(&bystander, b"not ours").unwrap();
+        let a_data = vec![1u8; 3000];
+        let b_data = vec![2u8; 5000];
+        let mut a = BackupWriter::create(&path, &meta(a_data.len() as u64)).unwrap();
+        let mut b = BackupWriter::create(&path, &meta(b_data.len() as u64)).unwrap();
+        assert_ne!(a.tmp, b.tmp);
+        a.data(&a_data).unwrap();
+        b.data(&b_data).unwrap();
+        a.finish().unwrap();
+        assert_eq!(read_backup(&path, 1 << 20).unwrap().1, a_data);
+        b.finish().unwrap();
+        assert_eq!(read_backup(&path, 1 << 20).unwrap().1, b_data);
+        assert_eq!(fs::read(&bystander).unwrap(), b"not ours");
+        assert_eq!(
+            fs::read_dir(&d).unwrap().count(),
+            2,
+            "a temporary file was left"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 }
