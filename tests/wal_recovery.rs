@@ -1228,3 +1228,122 @@ fn records_with_good_crcs_but_hostile_fields_give_typed_errors_never_panics() {
         }
     }
 }
+
+/// A log of 30 entries with a snapshot at 20, the directory then closed. Returns the
+/// snapshot file's name.
+fn log_with_snapshot(dir: &Path) -> String {
+    let (mut wal, _) = Wal::open(dir, opts_plain()).unwrap();
+    wal.write(&batch((1..=30).map(|i| entry(i, 1, 10)).collect()))
+        .unwrap();
+    wal.sync().unwrap();
+    wal.save_snapshot(&snapshot(20, 1, 100)).unwrap();
+    "snap-0000000000000014-0000000000000001.snap".to_string()
+}
+
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_missing_log_beside_a_snapshot_or_a_used_hard_state_is_refused_and_nothing_deleted() {
+    // Goal: a directory whose every segment is gone is not taken for a new one when its
+    // snapshot file or hard state shows it was used (row H5): refused (65) by open and
+    // inspect, naming the missing log, and the snapshot file is still there. Method: a
+    // snapshot, then every segment removed; then a hard state with a term and no snapshot.
+    let d = TempDir::new("nolog");
+    let snap = log_with_snapshot(d.path());
+    assert!(d.path().join(&snap).exists());
+    let segs = wal_files(d.path());
+    assert!(!segs.is_empty());
+    for s in &segs {
+        fs::remove_file(s).unwrap();
+    }
+    for attempt in 0..2 {
+        let e = Wal::open(d.path(), opts_plain()).err().expect("refused");
+        assert_eq!(e.exit_code(), 65, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&snap) && msg.contains("no log segment"),
+            "{msg}"
+        );
+        assert!(msg.contains(SEG), "names the missing log: {msg}");
+        let e = Wal::inspect(d.path(), &opts_plain()).expect_err("refused");
+        assert_eq!(e.exit_code(), 65, "{e}");
+        assert!(d.path().join(&snap).exists(), "attempt {attempt}");
+        assert!(wal_files(d.path()).is_empty(), "nothing created");
+    }
+    // The hard-state files damaged too (no valid copy): the snapshot still says "used".
+    fs::write(d.path().join("hardstate.0"), b"junk").unwrap();
+    fs::write(d.path().join("hardstate.1"), b"junk").unwrap();
+    let e = Wal::open(d.path(), opts_plain()).err().expect("refused");
+    assert_eq!(e.exit_code(), 65, "{e}");
+    assert!(d.path().join(&snap).exists());
+
+    // No snapshot, but a term and vote in the hard state.
+    let d = TempDir::new("nolog-hs");
+    {
+        let (mut wal, _) = Wal::open(d.path(), opts_plain()).unwrap();
+        wal.write(&WriteBatch {
+            snapshot: None,
+            hard_state: Some(HardState {
+                term: Term(3),
+                vote: Some(NodeId(2)),
+                commit: LogIndex(0),
+                lost: None,
+            }),
+            entries: vec![],
+        })
+        .unwrap();
+        wal.sync().unwrap();
+    }
+    for s in wal_files(d.path()) {
+        fs::remove_file(s).unwrap();
+    }
+    let e = Wal::open(d.path(), opts_plain()).err().expect("refused");
+    assert_eq!(e.exit_code(), 65, "{e}");
+    assert!(e.to_string().contains("term 3"), "{e}");
+
+    // A directory opened once and closed with nothing written is still a new one without
+    // its segment (the hard state is the initial one): it opens.
+    let d = TempDir::new("nolog-new");
+    drop(Wal::open(d.path(), opts_plain()).unwrap());
+    for s in wal_files(d.path()) {
+        fs::remove_file(s).unwrap();
+    }
+    let (_, boot) = Wal::open(d.path(), opts_plain()).unwrap();
+    assert!(boot.entries.is_empty() && boot.snapshot.is_none());
+}
+
+#[test]
+fn a_snapshot_file_the_log_does_not_refer_to_is_kept_unless_older() {
+    // Goal: recovery never deletes a snapshot file unless a newer one is referenced by the
+    // log (rows S2, S3). Method: beside a log whose record refers to snapshot 20, put a
+    // newer file (a crash before its record) and an older one; open; then a newer snapshot
+    // recorded deletes both.
+    let d = TempDir::new("straysnap");
+    let snap = log_with_snapshot(d.path());
+    let newer = "snap-000000000000001c-0000000000000001.snap";
+    let older = "snap-000000000000000a-0000000000000001.snap";
+    fs::copy(d.path().join(&snap), d.path().join(newer)).unwrap();
+    fs::copy(d.path().join(&snap), d.path().join(older)).unwrap();
+    let (mut wal, boot) = Wal::open(d.path(), opts_plain()).unwrap();
+    assert_eq!(boot.snapshot.as_ref().unwrap().meta.index, LogIndex(20));
+    assert!(d.path().join(&snap).exists());
+    assert!(
+        d.path().join(newer).exists(),
+        "a newer unreferenced file is kept"
+    );
+    assert!(!d.path().join(older).exists(), "an older one is deleted");
+    wal.save_snapshot(&snapshot(29, 1, 100)).unwrap();
+    assert!(!d.path().join(&snap).exists());
+    assert!(
+        !d.path().join(newer).exists(),
+        "now older than the referenced one"
+    );
+}

@@ -86,7 +86,7 @@
 //! Magic `ZATTSNP1` (8), index (8), term (8), membership length (4) and `Membership::encode`
 //! bytes, data length (8) and data, CRC of everything before (4). Written as `.tmp`, synced,
 //! renamed, directory synced; only then is a snapshot record appended to the log. Once that
-//! record is synced, older snapshot files are deleted, and so are segments (other than the
+//! record is synced, older snapshot files (lower index) are deleted, and so are segments (other than the
 //! last) that hold no entry above the snapshot's index (compaction), oldest first.
 //!
 //! # Recovery: table of cases
@@ -96,6 +96,7 @@
 //! | H2 | one hard-state copy bad or missing, the other good | use the good one; rewrite the bad one at open |
 //! | H3 | both copies bad | refuse (corrupt) |
 //! | H4 | no hard-state file but segments exist | refuse |
+//! | H5 | no segment, but a snapshot file, or a hard state other than the initial one (sequence above 1, or any term, vote, commit or bound) | refuse: the log is missing |
 //! | T1 | zeros after the last record (preallocated space) | normal end of the segment |
 //! | T2 | last segment: incomplete header/record, bad CRC or garbage, and no valid record after it | torn tail: warn, cut it off (zeroed and synced before any new write) |
 //! | T3 | any segment: a bad record, or zeros, followed by a valid record | refuse, naming file and offset |
@@ -108,7 +109,8 @@
 //! | L6 | a segment sequence number missing in the middle | refuse |
 //! | L7 | the entries do not start right after the latest snapshot (or at 1 without one) | refuse |
 //! | S1 | the latest snapshot record's file is missing, too large, or fails its checks | refuse |
-//! | S2 | snapshot files and `.tmp` files nobody refers to | deleted |
+//! | S2 | `.tmp` files; snapshot files older than the one the log refers to | deleted |
+//! | S3 | other snapshot files the log does not refer to (newer, or no snapshot referred to) | kept, with a warning |
 //!
 //! T3 is strict on purpose: damage with good records after it is treated as
 //! corruption even in the last segment. A power loss that persists a later page of the last,
@@ -355,6 +357,11 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     file.set_len(len)
 }
 
+/// The (index, term) of each snapshot file `list_dir` found.
+fn snapshot_ids(snaps: &[(u64, u64, PathBuf)]) -> Vec<(u64, u64)> {
+    snaps.iter().map(|(i, t, _)| (*i, *t)).collect()
+}
+
 /// The lost-entries bound after `replay` (see `recovery::lost_bound`), given every snapshot
 /// file in the directory.
 fn lost_after_replay(
@@ -535,7 +542,7 @@ impl Wal {
         }
 
         let (segs, snaps) = list_dir(dir, true)?;
-        let rep = recovery::replay(dir, &segs, &opts)?;
+        let rep = recovery::replay(dir, &segs, &snapshot_ids(&snaps), &opts)?;
         let lost = lost_after_replay(&rep, &snaps);
         let mut boot = rep.boot;
 
@@ -673,13 +680,23 @@ impl Wal {
             }
         };
 
-        // S2: snapshot files the log does not refer to.
+        // S2/S3: snapshot files the log does not refer to. Only those older than the snapshot
+        // it refers to are deleted: a newer one (or one when the log refers to none) is left
+        // by a crash between its rename and its record's sync, or is the only copy of data a
+        // damaged record referred to; it is kept for the operator, never silently deleted.
         let mut snapshot_bytes = 0;
         for (i, t, path) in snaps {
             if Some((i, t)) == snap {
                 snapshot_bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            } else {
+            } else if snap.is_some_and(|(si, _)| i < si) {
                 fs::remove_file(&path).map_err(werr("remove", &path))?;
+            } else {
+                log::warn!(
+                    "{}: the log does not refer to this snapshot file, and it is not older \
+                     than the snapshot the log refers to; kept (remove it by hand once it is \
+                     known not to be needed)",
+                    path.display()
+                );
             }
         }
 
@@ -718,7 +735,7 @@ impl Wal {
     /// memory likewise.
     pub fn inspect(dir: &Path, opts: &WalOptions) -> Result<Boot, WalError> {
         let (segs, snaps) = list_dir(dir, false)?;
-        let rep = recovery::replay(dir, &segs, opts)?;
+        let rep = recovery::replay(dir, &segs, &snapshot_ids(&snaps), opts)?;
         let lost = lost_after_replay(&rep, &snaps);
         let mut boot = rep.boot;
         boot.hard_state.lost = lost;
@@ -986,15 +1003,17 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes snapshot files other than the current one and the segments wholly at or
+    /// Deletes snapshot files older than the current one and the segments wholly at or
     /// below `index`, oldest first (so a crash part-way leaves a contiguous suffix).
     fn compact(&mut self, index: u64) -> io::Result<()> {
-        let keep = self.snapshot.map(|(i, t)| snapshot_file_name(i, t));
         for ent in fs::read_dir(&self.dir).map_err(|e| ctx(e, "list", &self.dir))? {
             let ent = ent.map_err(|e| ctx(e, "list", &self.dir))?;
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
-            if parse_snapshot_name(name).is_some() && Some(name) != keep.as_deref() {
+            // Only files older than the snapshot now referenced (see S2 in `open`).
+            let older = parse_snapshot_name(name)
+                .is_some_and(|(i, _)| self.snapshot.is_some_and(|(si, _)| i < si));
+            if older {
                 fs::remove_file(ent.path()).map_err(|e| ctx(e, "remove", &ent.path()))?;
             }
         }
@@ -1245,7 +1264,7 @@ impl LogStorage for Wal {
         for s in &self.segments {
             segs.push((s.seq, s.path.clone()));
         }
-        let rep = recovery::replay(&self.dir, &segs, &self.opts)?;
+        let rep = recovery::replay(&self.dir, &segs, &[], &self.opts)?;
         Ok(rep.boot)
     }
 

@@ -634,11 +634,54 @@ pub fn lost_bound(rep: &Replayed, stray_snapshots: &[(u64, u64)]) -> Option<Lost
     LostEntries::join(previous, Some(LostEntries { term, index }))
 }
 
+/// With no segment at all: refuses a directory that shows it was used (H5). The first segment
+/// is created right after the two hard-state files, which then hold the default hard state
+/// under sequence numbers 0 and 1, and is never deleted before a later one exists; the
+/// hard-state files are rewritten, and snapshot files written, only through an open log. So a
+/// snapshot file, or a hard state other than the initial one, beside no segment means the
+/// log was removed: starting would forget the vote and, as the snapshot file would look
+/// unreferenced, delete the snapshot.
+fn log_missing(
+    dir: &Path,
+    files: &HardStateFiles,
+    snapshot_files: &[(u64, u64)],
+) -> Result<(), WalError> {
+    let first_segment = super::segment_file_name(1);
+    if let Some(&(i, t)) = snapshot_files.iter().max() {
+        return Err(corrupt(
+            &dir.join(snapshot_file_name(i, t)),
+            0,
+            format!(
+                "a snapshot file exists but no log segment does (the log, {first_segment} \
+                 onwards, is missing)"
+            ),
+        ));
+    }
+    let initial =
+        files.newest == HardState::default() && files.newest_at.map_or(true, |(seq, _)| seq <= 1);
+    if !initial {
+        let slot = files.newest_at.map_or(0, |(_, slot)| slot);
+        let hs = files.newest;
+        return Err(corrupt(
+            &dir.join(super::hard_state_file_name(slot)),
+            0,
+            format!(
+                "the hard state (term {}, commit {}) shows the directory was used but no log \
+                 segment exists (the log, {first_segment} onwards, is missing)",
+                hs.term.0, hs.commit.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Replays every segment in order, then loads the snapshot the log refers to.
 /// `segments` are (sequence number, path), sorted by sequence number.
+/// `snapshot_files` are the (index, term) of every snapshot file in the directory.
 pub fn replay(
     dir: &Path,
     segments: &[(u64, PathBuf)],
+    snapshot_files: &[(u64, u64)],
     opts: &WalOptions,
 ) -> Result<Replayed, WalError> {
     let files = match read_hard_state(dir) {
@@ -652,6 +695,9 @@ pub fn replay(
         },
         r => r?,
     };
+    if segments.is_empty() {
+        log_missing(dir, &files, snapshot_files)?;
+    }
     let (file_hs, newest, valid) = (files.newest, files.newest_at, files.valid);
     if !files.any_present && !segments.is_empty() {
         // H4: log without its hard state: the vote is lost.
