@@ -3,10 +3,14 @@
 //!   a snapshot is stopped and its log segments removed (hard-state, identity and cluster-id
 //!   files kept); started again it exits 65 naming the missing log, and the snapshot file is
 //!   still there, not deleted as unreferenced.
+//! - `existing_refuses_what_a_failed_start_left_behind`: a first start that fails on its TLS
+//!   files may leave hard-state files, a segment and an identity; `--initial-cluster-state
+//!   existing` then refuses the directory (exit 2) like an empty one, changing nothing in it.
 
 mod common;
 
-use common::Cluster;
+use common::{reserve_ports, run_zattd, temp_dir, Cluster};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,4 +59,45 @@ fn a_data_directory_whose_log_was_removed_is_refused_and_its_snapshot_kept() {
         "the snapshot file is kept"
     );
     assert!(files_ending(&dir, ".wal").is_empty(), "nothing created");
+}
+
+/// Every file of `dir` with its contents.
+fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn existing_refuses_what_a_failed_start_left_behind() {
+    let ports = reserve_ports(3);
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{}", i + 1, p.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = temp_dir("failedstart");
+    let data = dir.join("data");
+    let d = data.to_str().unwrap();
+    let nope = dir.join("nope");
+    let nope = nope.to_str().unwrap();
+    let base = ["--id", "1", "--cluster", &cluster, "--data-dir", d];
+    let tls = [&base[..], &["--tls-cert", nope, "--tls-key", nope]].concat();
+    let (code, out) = run_zattd(&tls, &[], T);
+    assert_eq!(code, Some(2), "{out}");
+    std::fs::create_dir_all(&data).unwrap();
+    let before = snapshot_of(&data);
+    let existing = [&base[..], &["--initial-cluster-state", "existing"]].concat();
+    let (code, out) = run_zattd(&existing, &[], T);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("refusing to start") && out.contains("zatt member remove 1"),
+        "{out}"
+    );
+    assert!(!out.contains("bootstrapped"), "{out}");
+    assert_eq!(snapshot_of(&data), before, "nothing written");
+    let _ = std::fs::remove_dir_all(&dir);
 }

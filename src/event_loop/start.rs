@@ -168,6 +168,23 @@ impl Server {
             exit_code: e.exit_code(),
             message: e.to_string(),
         })?;
+        // A directory a failed start left behind (hard-state files and an empty segment, but
+        // no membership) is as empty as a blank one: `existing` refuses it too, before the
+        // identity or anything else is written to it.
+        if cfg.initial_cluster_state == InitialClusterState::Existing
+            && !cfg.join
+            && latest_membership(&boot).is_none()
+        {
+            let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
+            return Err(ServerError::usage(format!(
+                "refusing to start: data directory {} holds no cluster membership (no log \
+                entries; a start that failed may have left its files), but \
+                --initial-cluster-state existing says this server must already have its own \
+                data. {}",
+                dir.display(),
+                rejoin_advice(&cfg, &listen)
+            )));
+        }
         if let Some(r) = &restore {
             if !boot_is_empty(&boot) {
                 return Err(r.not_empty(&dir));
