@@ -429,3 +429,98 @@ fn config_cluster_adds_and_removes_a_real_server() {
     let members = d.client().members().unwrap();
     assert_eq!(members.len(), 3, "{members:?}");
 }
+
+/// A config whose attempts give up on a silent server quickly, with a generous overall bound.
+fn impatient_per_attempt() -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(30),
+        ..ClientConfig::default()
+    }
+}
+
+#[test]
+fn a_server_that_accepts_but_never_answers_first_in_the_endpoints_is_left_for_the_next() {
+    // Goal: one unresponsive endpoint (a paused or hung process, whose kernel still completes
+    // TCP handshakes) must not hold every request until the timeout. Method: a loopback
+    // listener that is never accepted from (the kernel answers the handshake, nobody reads)
+    // goes first in the endpoints, a real cluster's after it; every kind of request must
+    // succeed, and the client must have resent after the silent attempt rather than waiting.
+    // std's backlog (128 or more) is above the attempts the timeout allows (30 s / 0.5 s): a
+    // full backlog would refuse connections and let even a client without the fix move on.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let mut endpoints = vec![silent_addr.clone()];
+    endpoints.extend(cluster.endpoints());
+
+    let mut c = Client::connect(&endpoints, impatient_per_attempt()).unwrap();
+    assert_eq!(c.connected_to(), Some(silent_addr.as_str()));
+    let rev = c.put("k", "1").unwrap();
+    assert!(rev > 0);
+    assert_eq!(c.get("k").unwrap(), Some(b"1".to_vec()));
+    c.cas("k", Expect::Value(b"1".to_vec()), Some(b"2".to_vec()))
+        .unwrap();
+    assert_eq!(c.get_stale("k").unwrap(), Some(b"2".to_vec()));
+    assert!(c.delete("k").unwrap());
+    assert_eq!(c.get("k").unwrap(), None);
+    let stats = c.stats();
+    eprintln!("{stats:?}, connected to {:?}", c.connected_to());
+    assert!(stats.resent_after_unknown_outcome >= 1, "{stats:?}");
+    assert_ne!(c.connected_to(), Some(silent_addr.as_str()));
+
+    // A fresh client whose first request is a read (above, it was the session registration
+    // that precedes the first tagged write) moves on the same way.
+    let mut fresh = Client::connect(&endpoints, impatient_per_attempt()).unwrap();
+    assert_eq!(fresh.get("k").unwrap(), None);
+    assert_ne!(fresh.connected_to(), Some(silent_addr.as_str()));
+    drop(silent);
+}
+
+#[test]
+fn a_paused_leader_first_in_the_endpoints_is_left_for_the_new_leader_and_no_write_applies_twice() {
+    // Goal: a SIGSTOPped leader at the front of the endpoints (the `zatt` command line's default
+    // order) blocks nothing once the others have elected a new leader, and a write whose first
+    // attempt went to the paused leader is resent under its session tag (applied once).
+    // Method: the client's session and connection are on the leader, listed first; the leader
+    // is paused; a compare-and-swap increment and a put must succeed, the counter must have
+    // moved by exactly one, and the put must keep the revision its reply reported once the old
+    // leader runs again. The Cluster's Drop resumes (SIGCONT) and kills every node, so a
+    // failing assertion never leaves a stopped process behind.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let mut endpoints = vec![cluster.addr(leader)];
+    endpoints.extend(
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != leader)
+            .map(|n| n.addr.clone()),
+    );
+    let mut c = Client::connect(&endpoints, impatient_per_attempt()).unwrap();
+    c.cas("counter", Expect::Absent, Some(b"1".to_vec()))
+        .unwrap();
+    assert_eq!(c.connected_to(), Some(endpoints[0].as_str()));
+    let before = c.stats();
+
+    cluster.pause(leader);
+    c.cas("counter", Expect::Value(b"1".to_vec()), Some(b"2".to_vec()))
+        .unwrap();
+    let rev = c.put("after", "x").unwrap();
+    let after = c.stats();
+    eprintln!("before {before:?}, after {after:?}");
+    assert!(
+        after.resent_after_unknown_outcome > before.resent_after_unknown_outcome,
+        "the write to the paused leader was not resent: {after:?}"
+    );
+    assert_ne!(c.connected_to(), Some(endpoints[0].as_str()));
+
+    cluster.resume(leader);
+    cluster.wait_leader(Duration::from_secs(20));
+    assert_eq!(c.get("counter").unwrap(), Some(b"2".to_vec()));
+    let r = c.get_with("after", Consistency::Linearizable).unwrap();
+    assert_eq!(r.value.as_deref(), Some(&b"x"[..]));
+    assert_eq!(r.revision, rev, "the put was applied again after its reply");
+}

@@ -754,7 +754,13 @@ impl Client {
                 Ok(resp) => resp,
                 Err(e) => {
                     // The request may have reached the server before the connection failed.
-                    self.conn = None;
+                    let silent = self.conn.take().map(|c| c.addr);
+                    if let (ConnError::Timeout, Some(addr)) = (&e, silent) {
+                        // No reply in time: a paused or hung server (its kernel still accepts
+                        // connections) or one cut off. Resend elsewhere, or it alone would
+                        // hold every attempt of this operation, and of the next.
+                        self.leave_endpoint(&addr);
+                    }
                     unknown_outcome = true;
                     if is_write {
                         *ambiguous = true;
@@ -928,6 +934,18 @@ impl Client {
             error: last.unwrap_or(ConnError::Timeout),
             all_refused: refused == self.endpoints.len(),
         })
+    }
+
+    /// The server at `addr` failed to answer: when the next reconnection would start at it,
+    /// it starts at the endpoint after it instead. (`ensure_conn` stays with the endpoint that
+    /// last accepted a connection, and a paused process's kernel still accepts them.) A leader
+    /// reached through a hint is not one of the places reconnections start from, so nothing
+    /// moves then: the endpoint in turn is tried next.
+    fn leave_endpoint(&mut self, addr: &str) {
+        let n = self.endpoints.len();
+        if n > 0 && self.endpoints[self.next_endpoint % n] == addr {
+            self.next_endpoint = (self.next_endpoint + 1) % n;
+        }
     }
 
     /// The next reconnection starts from the endpoint after the one in use.

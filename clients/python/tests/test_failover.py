@@ -6,6 +6,7 @@ carry a later revision than its reply reported."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -107,3 +108,69 @@ def test_writers_through_leader_kills_lose_no_ack_and_apply_nothing_twice(
                 r = c.read(key)
                 assert r.value == b"x", f"{key} lost"
                 assert r.revision == rev, f"{key} was applied again after its reply"
+
+
+def impatient_per_attempt(endpoints: list[str]) -> Client:
+    """Gives up on a silent server after half a second, with a generous overall bound."""
+    return Client(endpoints, connect_timeout=0.5, request_timeout=0.5, timeout=30.0)
+
+
+def test_a_server_that_accepts_but_never_answers_first_in_the_endpoints_is_left(
+    cluster: Cluster,
+) -> None:
+    # Goal: one unresponsive endpoint (a paused or hung process, whose kernel still completes
+    # TCP handshakes) must not hold every request until the timeout. Method: a loopback
+    # listener nobody accepts from (the kernel answers the handshake, nobody reads) goes
+    # first in the endpoints, the cluster's after it; every kind of request must succeed, and
+    # the client must have resent after the silent attempt rather than waited.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        # A backlog above the attempts the timeout allows (30 s / 0.5 s): a full backlog
+        # would refuse connections and let even a client without the fix move on.
+        silent.listen(128)
+        silent_addr = f"127.0.0.1:{silent.getsockname()[1]}"
+        endpoints = [silent_addr, *cluster.endpoints]
+        with impatient_per_attempt(endpoints) as c:
+            assert c.connected_to == silent_addr
+            assert c.put("silent-first", "1") > 0
+            assert c.get("silent-first") == b"1"
+            c.cas("silent-first", b"1", "2")
+            assert c.delete("silent-first")
+            assert c.get("silent-first") is None
+            assert c.stats.resent_after_unknown_outcome >= 1, c.stats
+            assert c.connected_to != silent_addr
+        # A fresh client whose first request is a read moves on the same way.
+        with impatient_per_attempt(endpoints) as fresh:
+            assert fresh.get("silent-first") is None
+            assert fresh.connected_to != silent_addr
+
+
+def test_a_paused_leader_first_in_the_endpoints_is_left_and_no_write_applies_twice(
+    fresh_cluster: Cluster,
+) -> None:
+    # Goal: a SIGSTOPped leader at the front of the endpoints blocks nothing once the others
+    # have elected a new leader, and a write whose first attempt went to the paused leader is
+    # resent under its session tag (applied once). Method: the client's session and
+    # connection are on the leader, listed first; the leader is paused; a compare-and-swap
+    # increment and a put must succeed, the counter must have moved by exactly one, and the
+    # put must keep the revision its reply reported once the old leader runs again.
+    cluster = fresh_cluster
+    leader = cluster.wait_leader()
+    endpoints = [cluster.addr(leader)] + [n.addr for n in cluster.nodes if n.id != leader]
+    with impatient_per_attempt(endpoints) as c:
+        c.cas("counter", None, "1")
+        assert c.connected_to == endpoints[0]
+        before = c.stats.resent_after_unknown_outcome
+        cluster.pause(leader)
+        try:
+            c.cas("counter", b"1", "2")
+            rev = c.put("after", "x")
+            assert c.stats.resent_after_unknown_outcome > before, c.stats
+            assert c.connected_to != endpoints[0]
+        finally:
+            cluster.resume(leader)
+        cluster.wait_leader()
+        assert c.get("counter") == b"2"
+        r = c.read("after")
+        assert r.value == b"x"
+        assert r.revision == rev, "the put was applied again after its reply"

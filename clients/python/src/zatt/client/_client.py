@@ -616,6 +616,11 @@ class Client:
                 # The request may have reached the server before the connection failed.
                 if e.kind == "protocol" and self._conn is not None:
                     garbled.add(self._conn.addr)
+                if e.kind == "timeout" and self._conn is not None:
+                    # No reply in time: a paused or hung server (its kernel still accepts
+                    # connections) or one cut off. Resend elsewhere, or it alone would hold
+                    # every attempt of this operation, and of the next.
+                    self._leave_endpoint(self._conn.addr)
                 self._drop_conn()
                 unknown_outcome = True
                 if is_write:
@@ -728,6 +733,16 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _leave_endpoint(self, addr: str) -> None:
+        """The server at ``addr`` failed to answer: when the next reconnection would start at
+        it, it starts at the endpoint after it instead (``_ensure_conn`` stays with the
+        endpoint that last accepted a connection, and a paused process's kernel still accepts
+        them). A leader reached through a hint is not where reconnections start, so nothing
+        moves then: the endpoint in turn is tried next."""
+        n = len(self._endpoints)
+        if n and self._endpoints[self._next_endpoint % n] == addr:
+            self._next_endpoint = (self._next_endpoint + 1) % n
 
     def _ensure_conn(self, deadline: float) -> None:
         """Connects if not connected: first to the hinted leader, then to each endpoint."""
