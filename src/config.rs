@@ -20,8 +20,9 @@ use crate::types::NodeId;
 use log::LevelFilter;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Exit status for a usage error (bad flag, bad value, inconsistent configuration).
@@ -60,6 +61,83 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The largest `--config` file read (it holds a few dozen short lines).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+/// The largest `--cluster-secret-file` read (an HMAC key needs 32 bytes).
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+/// The largest PEM file read (`--tls-cert`, `--tls-key`, `--tls-client-ca`, and zatt's
+/// `--tls-ca`, `--cert`, `--key`): a certificate chain or CA bundle is tens of KiB.
+pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+
+/// `n` bytes as the limits above are written (`64 KiB`, `1 MiB`).
+fn show_limit(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Reads a small file named by an option (`what`, such as `--config`, names it in every error):
+/// refuses anything but a regular file (a device such as /dev/zero, a FIFO or a directory has
+/// no size to check first, and reading one could not end or could wait forever) and a file
+/// larger than `limit` bytes, and never reads more than `limit + 1` bytes, whatever the file
+/// does while it is read. Errors are one line naming the option and the path.
+pub fn read_option_file(what: &str, path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let at = || format!("{what} {}", path.display());
+    // O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one; on a regular
+    // file it changes nothing.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read {}: {e}", at()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", at()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: is not a regular file", at()));
+    }
+    let too_big = || {
+        format!(
+            "{}: larger than {} ({limit} bytes), the most read for {what}",
+            at(),
+            show_limit(limit)
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let mut b = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| format!("cannot read {}: {e}", at()))?;
+    if b.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(b)
+}
+
+/// Reads `--cluster-secret-file` (at most `MAX_SECRET_FILE_BYTES`): its bytes, trailing line
+/// ends removed; an empty secret is refused. Usage errors (exit 2).
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut s = read_option_file("--cluster-secret-file", path, MAX_SECRET_FILE_BYTES)
+        .map_err(ConfigError::usage)?;
+    while matches!(s.last(), Some(b'\n' | b'\r')) {
+        s.pop();
+    }
+    if s.is_empty() {
+        return Err(ConfigError::usage(format!(
+            "--cluster-secret-file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(s)
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -554,8 +632,14 @@ pub fn parse_args(
         .opt_str("config")
         .or_else(|| env(&env_name("config")).filter(|s| !s.is_empty()));
     if let Some(path) = config_file {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::usage(format!("cannot read config file {path}: {e}")))?;
+        let bytes = read_option_file("--config", Path::new(&path), MAX_CONFIG_FILE_BYTES)
+            .map_err(ConfigError::usage)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError::usage(format!(
+                "--config {path}: not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
         for (k, v) in parse_config_file(&text)
             .map_err(|e| ConfigError::usage(format!("config file {path}: {}", e.message)))?
         {
@@ -1292,6 +1376,41 @@ mod tests {
             crate::host::WatchConfig::default(),
             "the defaults, as shown"
         );
+    }
+
+    #[test]
+    fn files_named_by_flags_are_regular_and_bounded() {
+        // Goal: a device, a directory or a file over the limit is refused naming the flag, the
+        // path and why, before anything is read; a file within the limit is read whole.
+        let dir = std::env::temp_dir().join(format!("zatt-cfg-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for p in [Path::new("/dev/zero"), dir.as_path()] {
+            let e = read_option_file("--config", p, 100).unwrap_err();
+            assert!(e.contains("is not a regular file"), "{e}");
+            assert!(e.contains(&format!("--config {}", p.display())), "{e}");
+        }
+        let big = dir.join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_SECRET_FILE_BYTES + 1)
+            .unwrap();
+        let e = read_option_file("--cluster-secret-file", &big, MAX_SECRET_FILE_BYTES).unwrap_err();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
+        let e = read_secret_file(&big).unwrap_err();
+        assert_eq!(e.exit_code, EXIT_USAGE);
+        let ok = dir.join("ok");
+        std::fs::write(&ok, b"s3cret\r\n").unwrap();
+        assert_eq!(read_option_file("--x", &ok, 8).unwrap(), b"s3cret\r\n");
+        assert_eq!(read_secret_file(&ok).unwrap(), b"s3cret");
+        assert!(read_option_file("--x", &ok, 7)
+            .unwrap_err()
+            .contains("larger than 7 bytes"));
+        let e = read_option_file("--x", &dir.join("missing"), 8).unwrap_err();
+        assert!(
+            e.starts_with("cannot read --x ") && e.contains("missing"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -5,8 +5,6 @@
 //! build enables two providers and installs neither). Owns nothing else: the stream itself is driven by
 //! `conn.rs`. Read `README.md` ("TLS") for how the server side is set up.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +38,7 @@ impl TlsConfig {
 /// Loads the PEM files and builds the rustls configuration. Errors are one line naming the file.
 pub fn build_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    let cas = load_certs(&tls.ca)?;
+    let cas = load_certs("TLS CA file", &tls.ca)?;
     if cas.is_empty() {
         return Err(format!(
             "{}: no PEM certificate found (expected a CA certificate)",
@@ -56,8 +54,8 @@ pub fn build_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String
     let config = match &tls.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = load_certs(cert)?;
-            let key = load_key(key)?;
+            let chain = load_certs("client certificate", cert)?;
+            let key = load_key("client key", key)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("{}: client certificate refused: {e}", cert.display()))?
@@ -88,20 +86,20 @@ fn host_of(endpoint: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-fn open(path: &Path) -> Result<BufReader<File>, String> {
-    File::open(path)
-        .map(BufReader::new)
-        .map_err(|e| format!("{}: {e}", path.display()))
+/// Reads a PEM file with the bound every file named by an option gets: a regular file (not a
+/// device or FIFO, which could be read forever) of at most `MAX_PEM_FILE_BYTES`.
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    crate::config::read_option_file(what, path, crate::config::MAX_PEM_FILE_BYTES)
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    rustls_pemfile::certs(&mut open(path)?)
+fn load_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    rustls_pemfile::certs(&mut &read_pem(what, path)?[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: bad PEM: {e}", path.display()))
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    rustls_pemfile::private_key(&mut open(path)?)
+fn load_key(what: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut &read_pem(what, path)?[..])
         .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?
         .ok_or_else(|| format!("{}: no private key found", path.display()))
 }
@@ -146,5 +144,21 @@ mod tests {
         let err = build_config(&TlsConfig::with_ca(&dir)).unwrap_err();
         assert!(err.contains("no PEM certificate"), "{err}");
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn a_device_or_oversized_pem_file_is_refused_unread() {
+        // Goal: a CA file is read only if it is a regular file of at most 1 MiB (a device
+        // such as /dev/zero used to be read until memory ran out).
+        let e = build_config(&TlsConfig::with_ca("/dev/zero")).unwrap_err();
+        assert!(e.contains("/dev/zero: is not a regular file"), "{e}");
+        let big = std::env::temp_dir().join(format!("zatt-tls-big-{}", std::process::id()));
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(crate::config::MAX_PEM_FILE_BYTES + 1)
+            .unwrap();
+        let e = build_config(&TlsConfig::with_ca(&big)).unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let _ = std::fs::remove_file(&big);
     }
 }

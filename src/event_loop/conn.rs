@@ -15,6 +15,7 @@
 //!   over `GARBAGE_FACTOR` times the limit is taken for garbage and the connection is closed
 //!   after the reply.
 
+use crate::config::MAX_PEM_FILE_BYTES;
 use crate::wire::client::{frame_request_id, split_frame, FrameError, FrameLimits};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
@@ -421,11 +422,10 @@ pub fn tls_server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs = load_certs(cert)?;
+    let certs = load_certs("--tls-cert", cert)?;
     let key_der = {
-        let f =
-            std::fs::File::open(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-        rustls_pemfile::private_key(&mut io::BufReader::new(f))
+        let pem = crate::config::read_option_file("--tls-key", key, MAX_PEM_FILE_BYTES)?;
+        rustls_pemfile::private_key(&mut &pem[..])
             .map_err(|e| format!("--tls-key {}: {e}", key.display()))?
             .ok_or_else(|| format!("--tls-key {}: no private key in the file", key.display()))?
     };
@@ -433,7 +433,7 @@ pub fn tls_server_config(
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in load_certs(ca)? {
+            for c in load_certs("--tls-client-ca", ca)? {
                 roots
                     .add(c)
                     .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
@@ -451,12 +451,20 @@ pub fn tls_server_config(
     Ok(Arc::new(config))
 }
 
-fn load_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut io::BufReader::new(f)).collect();
-    let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
+/// The certificates of the PEM file `path`, named by the flag `what` (read with the bound every
+/// file named by a flag gets: a regular file of at most `MAX_PEM_FILE_BYTES`).
+fn load_certs(
+    what: &str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = crate::config::read_option_file(what, path, MAX_PEM_FILE_BYTES)?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut &pem[..]).collect();
+    let certs = certs.map_err(|e| format!("{what} {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", path.display()));
+        return Err(format!(
+            "{what} {}: no certificate in the file",
+            path.display()
+        ));
     }
     Ok(certs)
 }

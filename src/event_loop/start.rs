@@ -291,24 +291,9 @@ impl Server {
             _ => None,
         };
         let secret = match &cfg.cluster_secret_file {
-            Some(p) => {
-                let mut s = std::fs::read(p).map_err(|e| {
-                    ServerError::usage(format!(
-                        "cannot read --cluster-secret-file {}: {e}",
-                        p.display()
-                    ))
-                })?;
-                while matches!(s.last(), Some(b'\n' | b'\r')) {
-                    s.pop();
-                }
-                if s.is_empty() {
-                    return Err(ServerError::usage(format!(
-                        "--cluster-secret-file {} is empty",
-                        p.display()
-                    )));
-                }
-                Some(s)
-            }
+            Some(p) => Some(
+                crate::config::read_secret_file(p).map_err(|e| ServerError::usage(e.message))?,
+            ),
             None => None,
         };
 
