@@ -743,19 +743,36 @@ fn size_in(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> 
 /// Parses `ID=HOST:PORT,...`.
 pub fn parse_cluster(v: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
     let mut out: Vec<(NodeId, String)> = Vec::new();
+    let mut resolved: Vec<(String, Vec<SocketAddr>)> = Vec::new();
     for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
             .split_once('=')
             .ok_or_else(|| bad("cluster", v, format!("{part:?} is not ID=HOST:PORT")))?;
         let id = NodeId(parse_count("cluster", id.trim(), 1, u64::MAX)?);
         let addr = addr.trim().to_string();
-        check_addr("cluster", &addr)?;
+        check_member_addr("cluster", &addr)?;
         if out.iter().any(|(i, _)| *i == id) {
             return Err(bad("cluster", v, format!("node {id} appears twice")));
         }
         if out.iter().any(|(_, a)| *a == addr) {
             return Err(bad("cluster", v, format!("address {addr} appears twice")));
         }
+        // Compared resolved too, every address each name resolves to: `localhost:7001` and
+        // `127.0.0.1:7001` are one server's port.
+        let socks: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map(|it| it.take(16).collect())
+            .unwrap_or_default();
+        for (other, theirs) in &resolved {
+            if let Some(same) = socks.iter().find(|s| theirs.contains(s)) {
+                return Err(bad(
+                    "cluster",
+                    v,
+                    format!("address {same} appears twice (as {other} and as {addr})"),
+                ));
+            }
+        }
+        resolved.push((addr.clone(), socks));
         out.push((id, addr));
     }
     if out.is_empty() {
@@ -768,11 +785,25 @@ pub fn parse_cluster(v: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
     Ok(out)
 }
 
-fn check_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
+fn check_addr(flag: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
     if addr.len() > crate::types::MAX_ADDR_LEN {
         return Err(bad(flag, addr, "address too long"));
     }
-    resolve(addr).map(|_| ()).map_err(|e| bad(flag, addr, e))
+    resolve(addr).map_err(|e| bad(flag, addr, e))
+}
+
+/// A member's address (`--cluster`, `--listen`): also refuses port 0, which would bind some
+/// other port than the one the membership records and peers send to.
+fn check_member_addr(flag: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
+    let sock = check_addr(flag, addr)?;
+    if sock.port() == 0 {
+        return Err(bad(
+            flag,
+            addr,
+            "port 0 is not an address peers and clients can reach: give the port to listen on",
+        ));
+    }
+    Ok(sock)
 }
 
 /// Resolves `host:port` to its first socket address.
@@ -810,7 +841,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
     };
     let listen = match get("listen") {
         Some(v) => {
-            check_addr("listen", v)?;
+            check_member_addr("listen", v)?;
             Some(v.to_string())
         }
         None => None,
@@ -990,6 +1021,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
     }
     let metrics_listen = match get("metrics-listen") {
         Some(v) => {
+            // Port 0 is allowed here: the server logs the port it was given.
             check_addr("metrics-listen", v)?;
             Some(v.to_string())
         }
@@ -1376,6 +1408,40 @@ mod tests {
             crate::host::WatchConfig::default(),
             "the defaults, as shown"
         );
+    }
+
+    #[test]
+    fn member_addresses_need_a_port_and_are_distinct_once_resolved() {
+        // Goal: port 0 in --cluster or --listen (which would bind some other port than the
+        // membership records) is refused; so are two members on one socket address however
+        // it is written. --metrics-listen keeps port 0 (its port is logged).
+        for (a, needle) in [
+            ("--id 1 --cluster 1=127.0.0.1:0 --data-dir d", "port 0"),
+            (
+                "--id 1 --data-dir d --join --listen 127.0.0.1:0 --cluster-id 5",
+                "port 0",
+            ),
+            (
+                "--id 1 --cluster 1=localhost:21301,2=127.0.0.1:21301 --data-dir d",
+                "appears twice",
+            ),
+            (
+                "--id 1 --cluster 1=127.0.0.1:21301,2=127.0.0.1:21301 --data-dir d",
+                "appears twice",
+            ),
+        ] {
+            let e = run(a, &[]).unwrap_err();
+            assert_eq!(e.exit_code, EXIT_USAGE, "{a}");
+            assert!(e.message.contains(needle), "{a}: {}", e.message);
+            assert!(e.message.contains("--cluster") || e.message.contains("--listen"));
+        }
+        let c = run(&format!("{BASE} --metrics-listen 127.0.0.1:0"), &[]).unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:0"));
+        run(
+            "--id 1 --cluster 1=127.0.0.1:21301,2=127.0.0.1:21302 --data-dir d",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -139,3 +139,38 @@ fn zatt_refuses_a_device_as_tls_ca_within_its_timeout() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn member_addresses_with_port_0_or_given_twice_are_refused() {
+    // Goal: `--cluster 1=127.0.0.1:0` used to bootstrap a member 127.0.0.1:0 and bind random
+    // (different) UDP and TCP ports; now it, `--listen ...:0` and two members on one resolved
+    // address are exit 2 before anything is written.
+    let dir = temp_dir("cfgport");
+    let d = dir.join("d");
+    let ds = d.display().to_string();
+    let p = free_port();
+    assert_refused(
+        &["--id", "1", "--cluster", "1=127.0.0.1:0", "--data-dir", &ds],
+        &[],
+        &["--cluster", "port 0"],
+    );
+    assert_refused(
+        &["--id", "1", "--data-dir", &ds, "--join"],
+        &[("ZATT_LISTEN", "127.0.0.1:0"), ("ZATT_CLUSTER_ID", "7")],
+        &["--listen", "port 0"],
+    );
+    assert_refused(
+        &[
+            "--id",
+            "1",
+            "--data-dir",
+            &ds,
+            "--cluster",
+            &format!("1=localhost:{p},2=127.0.0.1:{p}"),
+        ],
+        &[],
+        &["--cluster", "appears twice"],
+    );
+    assert!(!d.exists(), "nothing was written");
+    let _ = std::fs::remove_dir_all(dir);
+}
