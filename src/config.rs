@@ -601,12 +601,37 @@ pub fn env_name(flag: &str) -> String {
     format!("ZATT_{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// Looks up `ZATT_<FLAG>` in the process environment for `parse_args_with`: a value that is
+/// not UTF-8 is an error naming the variable (it used to be taken as unset, silently).
+pub fn process_env(name: &str) -> Result<Option<String>, ConfigError> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(v) => v.into_string().map(Some).map_err(|raw| {
+            ConfigError::usage(format!(
+                "environment variable {name} ({raw:?}) is not valid UTF-8"
+            ))
+        }),
+    }
+}
+
 /// Parses the command line (without the program name), with `env` standing for the process
 /// environment so that tests can give their own. Reads the `--config` file if one is named.
 pub fn parse_args(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Invocation, ConfigError> {
+    parse_args_with(args, &|k| Ok(env(k)))
+}
+
+/// `parse_args` with an environment lookup that can fail (`process_env`). An empty variable is
+/// taken as unset, whatever the flag: `ZATT_JOIN=` (an empty line in a systemd
+/// EnvironmentFile, say) must not turn a switch on.
+pub fn parse_args_with(
+    args: &[String],
+    env: &dyn Fn(&str) -> Result<Option<String>, ConfigError>,
+) -> Result<Invocation, ConfigError> {
+    let env =
+        |k: &str| -> Result<Option<String>, ConfigError> { Ok(env(k)?.filter(|v| !v.is_empty())) };
     let m = options()
         .parse(args)
         .map_err(|e| ConfigError::usage(format!("{e} (see zattd --help)")))?;
@@ -628,9 +653,10 @@ pub fn parse_args(
             values.insert(f.name.to_string(), d.to_string());
         }
     }
-    let config_file = m
-        .opt_str("config")
-        .or_else(|| env(&env_name("config")).filter(|s| !s.is_empty()));
+    let config_file = match m.opt_str("config") {
+        Some(p) => Some(p),
+        None => env(&env_name("config"))?,
+    };
     if let Some(path) = config_file {
         let bytes = read_option_file("--config", Path::new(&path), MAX_CONFIG_FILE_BYTES)
             .map_err(ConfigError::usage)?;
@@ -647,7 +673,7 @@ pub fn parse_args(
         }
     }
     for f in FLAGS {
-        if let Some(v) = env(&env_name(f.name)) {
+        if let Some(v) = env(&env_name(f.name))? {
             values.insert(f.name.to_string(), v);
         }
     }
@@ -710,7 +736,7 @@ fn bad(flag: &str, value: &str, why: impl fmt::Display) -> ConfigError {
 
 fn parse_switch(flag: &str, v: &str) -> Result<bool, ConfigError> {
     match v.to_ascii_lowercase().as_str() {
-        "" | "1" | "true" | "yes" | "on" => Ok(true),
+        "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(bad(flag, v, "expected true or false")),
     }
@@ -1408,6 +1434,43 @@ mod tests {
             crate::host::WatchConfig::default(),
             "the defaults, as shown"
         );
+    }
+
+    #[test]
+    fn an_empty_environment_variable_is_unset() {
+        // Goal: `ZATT_JOIN=` or `ZATT_FORCE_NEW_CLUSTER=` (an empty line in an EnvironmentFile)
+        // turns nothing on, and an empty value variable does not override the file or default.
+        let c = run(BASE, &[("ZATT_JOIN", ""), ("ZATT_FORCE_NEW_CLUSTER", "")]).unwrap();
+        assert!(!c.join && !c.force_new_cluster);
+        let c = run(
+            BASE,
+            &[("ZATT_HEARTBEAT_INTERVAL", ""), ("ZATT_TLS_CERT", "")],
+        )
+        .unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(50));
+        assert!(c.tls_cert.is_none());
+        let c = run(BASE, &[("ZATT_FORCE_NEW_CLUSTER", "yes")]).unwrap();
+        assert!(c.force_new_cluster);
+        // An empty switch value reaching the parser (not from the environment) is refused.
+        assert!(parse_switch("join", "").is_err());
+    }
+
+    #[test]
+    fn an_environment_lookup_error_is_reported() {
+        // Goal: what `process_env` reports (a value that is not UTF-8) stops the parse, exit 2,
+        // naming the variable.
+        let env = |k: &str| -> Result<Option<String>, ConfigError> {
+            if k == "ZATT_DATA_DIR" {
+                Err(ConfigError::usage(
+                    "environment variable ZATT_DATA_DIR is bad",
+                ))
+            } else {
+                Ok(None)
+            }
+        };
+        let e = parse_args_with(&args("--id 1"), &env).unwrap_err();
+        assert_eq!(e.exit_code, EXIT_USAGE);
+        assert!(e.message.contains("ZATT_DATA_DIR"), "{}", e.message);
     }
 
     #[test]

@@ -174,3 +174,54 @@ fn member_addresses_with_port_0_or_given_twice_are_refused() {
     assert!(!d.exists(), "nothing was written");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn environment_values_empty_or_not_utf8() {
+    // Goal: an empty ZATT_JOIN or ZATT_FORCE_NEW_CLUSTER (an empty line in a systemd
+    // EnvironmentFile) turns nothing on, where it used to act as the switch;
+    // a ZATT_ variable that is not UTF-8 is refused naming it, not taken as unset.
+    use std::os::unix::ffi::OsStrExt;
+    let dir = temp_dir("cfgenv");
+    let d = dir.join("d").display().to_string();
+    // Both refusals are exit 2, told apart by their reason: with the switch on, the --restore
+    // conflict with it is refused first; off, --initial-cluster-state existing is.
+    for var in ["ZATT_JOIN", "ZATT_FORCE_NEW_CLUSTER"] {
+        let args = [
+            "--id",
+            "1",
+            "--data-dir",
+            &d,
+            "--cluster",
+            "1=127.0.0.1:1",
+            "--restore",
+            "b.zatt",
+            "--initial-cluster-state",
+            "existing",
+        ];
+        let (code, err) = run_zattd(&args, &[(var, "")], T);
+        assert_eq!(code, Some(2), "{var}: {err}");
+        assert!(
+            err.contains("--initial-cluster-state existing")
+                && !err.contains("--join or --force-new-cluster"),
+            "{var}= must be unset: {err}"
+        );
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["--id", "1", "--cluster", "1=127.0.0.1:1"])
+        .env(
+            "ZATT_DATA_DIR",
+            std::ffi::OsStr::from_bytes(b"/tmp/zatt-\xff"),
+        )
+        .env_remove("ZATT_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ZATT_DATA_DIR") && err.contains("UTF-8"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,7 +3,7 @@
 //! that tests reach everything through the library. `zattd --help` lists every flag.
 
 use std::process::ExitCode;
-use zatt::config::{parse_args, Invocation};
+use zatt::config::{parse_args_with, process_env, Invocation};
 use zatt::event_loop::{install_signal_handlers, Server};
 
 fn main() -> ExitCode {
@@ -22,8 +22,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let env = |k: &str| std::env::var(k).ok();
-    let cfg = match parse_args(&args, &env) {
+    let cfg = match parse_args_with(&args, &process_env) {
         Ok(Invocation::Help(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
