@@ -694,40 +694,84 @@ pub fn parse_args_with(
     from_values(&values).map(|c| Invocation::Run(Box::new(c)))
 }
 
-/// Parses `flag = value` lines. `#` starts a comment; blank lines are skipped; names may be
-/// written with `-` or `_`; a switch alone on its line (`join`) means true.
+/// Parses `flag = value` lines. `#` starts a comment at the start of a line or after
+/// whitespace outside quotes (`data-dir = /tmp/d#1` keeps its `#`); blank lines are skipped;
+/// names may be written with `-` or `_`; a switch alone on its line (`join`) means true; a
+/// value may be wrapped in one pair of double quotes. A setting given twice, an unbalanced
+/// quote or a setting without a value is refused with its line number.
 pub fn parse_config_file(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (n, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
+        let n = n + 1;
+        let line = strip_comment(raw).trim();
         if line.is_empty() {
             continue;
         }
         let (k, v) = match line.split_once('=') {
-            Some((k, v)) => (k.trim(), v.trim()),
-            None => (line, "true"),
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (line, None),
         };
         let name = k.replace('_', "-");
         let flag = FLAGS
             .iter()
             .find(|f| f.name == name)
-            .ok_or_else(|| ConfigError::usage(format!("line {}: unknown setting {k:?}", n + 1)))?;
+            .ok_or_else(|| ConfigError::usage(format!("line {n}: unknown setting {k:?}")))?;
         if name == "config" {
             return Err(ConfigError::usage(format!(
-                "line {}: a config file cannot name another",
-                n + 1
+                "line {n}: a config file cannot name another"
             )));
         }
-        let v = v.trim_matches('"');
-        if flag.kind == Kind::Value && v.is_empty() {
+        if let Some(first) = seen.insert(name.clone(), n) {
             return Err(ConfigError::usage(format!(
-                "line {}: {k} has no value",
-                n + 1
+                "line {n}: {name} is given again (first on line {first}); give each setting once"
             )));
+        }
+        let v = match v {
+            // A switch alone on its line.
+            None if flag.kind == Kind::Switch => "true",
+            None => {
+                return Err(ConfigError::usage(format!(
+                    "line {n}: {k} has no value (write {name} = VALUE)"
+                )))
+            }
+            Some(v) => unquote(v)
+                .ok_or_else(|| ConfigError::usage(format!("line {n}: unbalanced quote in {v}")))?,
+        };
+        if v.is_empty() {
+            return Err(ConfigError::usage(format!("line {n}: {k} has no value")));
         }
         out.push((name, v.to_string()));
     }
     Ok(out)
+}
+
+/// `raw` up to its comment: a `#` at the start or after whitespace, outside double quotes.
+fn strip_comment(raw: &str) -> &str {
+    let mut quoted = false;
+    let mut prev_space = true;
+    for (i, c) in raw.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted && prev_space => return &raw[..i],
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    raw
+}
+
+/// A value without its one pair of surrounding double quotes; `None` if the quotes do not
+/// balance (one at one end only, or one inside).
+fn unquote(v: &str) -> Option<&str> {
+    let inner = match v.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?,
+        None => v,
+    };
+    if inner.contains('"') {
+        return None;
+    }
+    Some(inner)
 }
 
 fn bad(flag: &str, value: &str, why: impl fmt::Display) -> ConfigError {
@@ -1434,6 +1478,48 @@ mod tests {
             crate::host::WatchConfig::default(),
             "the defaults, as shown"
         );
+    }
+
+    #[test]
+    fn config_file_mistakes_are_refused_with_their_line() {
+        // Goal: a setting given twice, an unbalanced quote and an empty value are refused
+        // naming the line; `#` inside a value is kept, a comment after whitespace is not.
+        for (text, needle) in [
+            (
+                "id = 1\n# c\nid = 2\n",
+                "line 3: id is given again (first on line 1)",
+            ),
+            (
+                "data_dir = a\ndata-dir = b\n",
+                "line 2: data-dir is given again",
+            ),
+            ("join\njoin = false\n", "line 2: join is given again"),
+            ("id = \"1\n", "line 1: unbalanced quote"),
+            ("id = 1\"\n", "line 1: unbalanced quote"),
+            ("data-dir = \"a\"b\"\n", "line 1: unbalanced quote"),
+            ("join =\n", "line 1: join has no value"),
+            ("id =  # nothing\n", "line 1: id has no value"),
+            ("id\n", "line 1: id has no value"),
+        ] {
+            let e = parse_config_file(text).unwrap_err();
+            assert_eq!(e.exit_code, EXIT_USAGE, "{text:?}");
+            assert!(e.message.contains(needle), "{text:?}: {}", e.message);
+        }
+        let got = parse_config_file(
+            "# top\ndata-dir = /tmp/d#1 # the dir\n  # indented\nid = \"7\"\t#tab\n\
+             join\nlisten = \"127.0.0.1:1 #x\"\n",
+        )
+        .unwrap();
+        let want: Vec<(String, String)> = [
+            ("data-dir", "/tmp/d#1"),
+            ("id", "7"),
+            ("join", "true"),
+            ("listen", "127.0.0.1:1 #x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
