@@ -94,14 +94,7 @@ fn a_paused_leader_first_in_the_endpoints_does_not_block_commands() {
     // so a failing assertion leaves no stopped process behind.
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
-    let mut endpoints = vec![cluster.addr(leader)];
-    endpoints.extend(
-        cluster
-            .nodes
-            .iter()
-            .filter(|n| n.id != leader)
-            .map(|n| n.addr.clone()),
-    );
+    let endpoints = cluster.endpoints_first(leader);
     let endpoints = endpoints.join(",");
     cluster.pause(leader);
     let o = zatt(&endpoints, &["put", "x", "1"]);

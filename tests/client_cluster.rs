@@ -491,14 +491,7 @@ fn a_paused_leader_first_in_the_endpoints_is_left_for_the_new_leader_and_no_writ
     // failing assertion never leaves a stopped process behind.
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
-    let mut endpoints = vec![cluster.addr(leader)];
-    endpoints.extend(
-        cluster
-            .nodes
-            .iter()
-            .filter(|n| n.id != leader)
-            .map(|n| n.addr.clone()),
-    );
+    let endpoints = cluster.endpoints_first(leader);
     let mut c = Client::connect(&endpoints, impatient_per_attempt()).unwrap();
     c.cas("counter", Expect::Absent, Some(b"1".to_vec()))
         .unwrap();

@@ -485,6 +485,19 @@ impl Cluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
+    /// Every node's client address with `first`'s before the others (the server a client
+    /// tries first).
+    pub fn endpoints_first(&self, first: u64) -> Vec<String> {
+        let mut v = vec![self.addr(first)];
+        v.extend(
+            self.nodes
+                .iter()
+                .filter(|n| n.id != first)
+                .map(|n| n.addr.clone()),
+        );
+        v
+    }
+
     /// Starts a new node with `--join`, telling it the initial `--cluster` list (from which it
     /// derives the cluster id). Returns its address.
     pub fn start_joiner(&mut self, id: u64) -> String {
