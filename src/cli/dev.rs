@@ -17,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientConfig, MemberInfo};
+use crate::client::{Client, ClientConfig, Error, MemberInfo};
+use crate::wire::client::ErrorKind;
 
 use super::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE};
 
@@ -27,6 +28,9 @@ pub const MAX_NODES: u16 = 9;
 const LEADER_WAIT: Duration = Duration::from_secs(60);
 /// How long stopped servers get to exit before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long `--remove-others` retries a removal the leader refuses for now: a leader just
+/// elected takes no membership change until an entry of its term is committed.
+const REMOVE_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevOptions {
@@ -448,8 +452,18 @@ fn handle_others(addrs: &[String], remove: bool, out: &mut dyn Write) -> Result<
         return Ok(());
     }
     for m in &others {
-        c.member_remove(m.id)
-            .map_err(|e| format!("removing member {}: {e}", m.id))?;
+        let deadline = Instant::now() + REMOVE_WAIT;
+        loop {
+            match c.member_remove(m.id) {
+                Ok(()) => break,
+                // "Not yet" (the leader is new, or another change is committing): the
+                // election this run just waited for is exactly when that is likely.
+                Err(Error::Server(ErrorKind::ConfChange(_))) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(format!("removing member {}: {e}", m.id)),
+            }
+        }
         let _ = writeln!(
             out,
             "zatt dev: removed member {}={}, which zatt dev does not run",
