@@ -820,7 +820,7 @@ pub fn parse_cluster(v: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
             .ok_or_else(|| bad("cluster", v, format!("{part:?} is not ID=HOST:PORT")))?;
         let id = NodeId(parse_count("cluster", id.trim(), 1, u64::MAX)?);
         let addr = addr.trim().to_string();
-        check_member_addr("cluster", &addr)?;
+        let socks = check_member_addr("cluster", &addr)?;
         if out.iter().any(|(i, _)| *i == id) {
             return Err(bad("cluster", v, format!("node {id} appears twice")));
         }
@@ -829,10 +829,6 @@ pub fn parse_cluster(v: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
         }
         // Compared resolved too, every address each name resolves to: `localhost:7001` and
         // `127.0.0.1:7001` are one server's port.
-        let socks: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map(|it| it.take(16).collect())
-            .unwrap_or_default();
         for (other, theirs) in &resolved {
             if let Some(same) = socks.iter().find(|s| theirs.contains(s)) {
                 return Err(bad(
@@ -855,33 +851,46 @@ pub fn parse_cluster(v: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
     Ok(out)
 }
 
-fn check_addr(flag: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
+/// Every address `addr` resolves to (at least one).
+fn check_addr(flag: &str, addr: &str) -> Result<Vec<SocketAddr>, ConfigError> {
     if addr.len() > crate::types::MAX_ADDR_LEN {
         return Err(bad(flag, addr, "address too long"));
     }
-    resolve(addr).map_err(|e| bad(flag, addr, e))
+    resolve_all(addr).map_err(|e| bad(flag, addr, e))
 }
 
 /// A member's address (`--cluster`, `--listen`): also refuses port 0, which would bind some
-/// other port than the one the membership records and peers send to.
-fn check_member_addr(flag: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
-    let sock = check_addr(flag, addr)?;
-    if sock.port() == 0 {
+/// other port than the one the membership records and peers send to. Every address it
+/// resolves to.
+fn check_member_addr(flag: &str, addr: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let socks = check_addr(flag, addr)?;
+    // One `HOST:PORT` resolves to addresses that all carry its port.
+    if socks[0].port() == 0 {
         return Err(bad(
             flag,
             addr,
             "port 0 is not an address peers and clients can reach: give the port to listen on",
         ));
     }
-    Ok(sock)
+    Ok(socks)
 }
 
 /// Resolves `host:port` to its first socket address.
 pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    resolve_all(addr).map(|socks| socks[0])
+}
+
+/// Resolves `host:port` to its socket addresses (at least one; at most 16 are kept).
+fn resolve_all(addr: &str) -> Result<Vec<SocketAddr>, String> {
     match addr.to_socket_addrs() {
-        Ok(mut it) => it
-            .next()
-            .ok_or_else(|| "resolves to no address".to_string()),
+        Ok(it) => {
+            let socks: Vec<SocketAddr> = it.take(16).collect();
+            if socks.is_empty() {
+                Err("resolves to no address".to_string())
+            } else {
+                Ok(socks)
+            }
+        }
         Err(e) => Err(format!("not a HOST:PORT address ({e})")),
     }
 }
