@@ -122,6 +122,30 @@ pub fn read_option_file(what: &str, path: &Path, limit: u64) -> Result<Vec<u8>, 
     Ok(b)
 }
 
+/// The certificates of the PEM file `path`, named by the option `what` (read as
+/// `read_option_file` reads, at most `MAX_PEM_FILE_BYTES`): the server's and the client's TLS
+/// files alike. Maybe none: callers say what they expected.
+pub fn pem_certs(
+    what: &str,
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = read_option_file(what, path, MAX_PEM_FILE_BYTES)?;
+    rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} {}: bad PEM: {e}", path.display()))
+}
+
+/// The private key of the PEM file `path`, named by the option `what` (read as `pem_certs`).
+pub fn pem_key(
+    what: &str,
+    path: &Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
+    let pem = read_option_file(what, path, MAX_PEM_FILE_BYTES)?;
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| format!("{what} {}: bad PEM: {e}", path.display()))?
+        .ok_or_else(|| format!("{what} {}: no private key in the file", path.display()))
+}
+
 /// Reads `--cluster-secret-file` (at most `MAX_SECRET_FILE_BYTES`): its bytes, trailing line
 /// ends removed; an empty secret is refused. Usage errors (exit 2).
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {

@@ -6,10 +6,10 @@
 //! `conn.rs`. Read `README.md` ("TLS") for how the server side is set up.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::RootCertStore;
 
 /// Where the client finds its TLS material. With `ca` set the client speaks TLS to every
@@ -38,7 +38,7 @@ impl TlsConfig {
 /// Loads the PEM files and builds the rustls configuration. Errors are one line naming the file.
 pub fn build_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    let cas = load_certs("TLS CA file", &tls.ca)?;
+    let cas = crate::config::pem_certs("TLS CA file", &tls.ca)?;
     if cas.is_empty() {
         return Err(format!(
             "{}: no PEM certificate found (expected a CA certificate)",
@@ -54,8 +54,8 @@ pub fn build_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String
     let config = match &tls.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = load_certs("client certificate", cert)?;
-            let key = load_key("client key", key)?;
+            let chain = crate::config::pem_certs("client certificate", cert)?;
+            let key = crate::config::pem_key("client key", key)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("{}: client certificate refused: {e}", cert.display()))?
@@ -84,24 +84,6 @@ fn host_of(endpoint: &str) -> &str {
         None => endpoint,
     };
     host.trim_start_matches('[').trim_end_matches(']')
-}
-
-/// Reads a PEM file with the bound every file named by an option gets: a regular file (not a
-/// device or FIFO, which could be read forever) of at most `MAX_PEM_FILE_BYTES`.
-fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    crate::config::read_option_file(what, path, crate::config::MAX_PEM_FILE_BYTES)
-}
-
-fn load_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    rustls_pemfile::certs(&mut &read_pem(what, path)?[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))
-}
-
-fn load_key(what: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    rustls_pemfile::private_key(&mut &read_pem(what, path)?[..])
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?
-        .ok_or_else(|| format!("{}: no private key found", path.display()))
 }
 
 #[cfg(test)]

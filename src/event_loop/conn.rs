@@ -15,7 +15,6 @@
 //!   over `GARBAGE_FACTOR` times the limit is taken for garbage and the connection is closed
 //!   after the reply.
 
-use crate::config::MAX_PEM_FILE_BYTES;
 use crate::wire::client::{frame_request_id, split_frame, FrameError, FrameLimits};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
@@ -423,12 +422,7 @@ pub fn tls_server_config(
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs = load_certs("--tls-cert", cert)?;
-    let key_der = {
-        let pem = crate::config::read_option_file("--tls-key", key, MAX_PEM_FILE_BYTES)?;
-        rustls_pemfile::private_key(&mut &pem[..])
-            .map_err(|e| format!("--tls-key {}: {e}", key.display()))?
-            .ok_or_else(|| format!("--tls-key {}: no private key in the file", key.display()))?
-    };
+    let key_der = crate::config::pem_key("--tls-key", key)?;
     let builder = rustls::ServerConfig::builder();
     let builder = match client_ca {
         Some(ca) => {
@@ -451,15 +445,12 @@ pub fn tls_server_config(
     Ok(Arc::new(config))
 }
 
-/// The certificates of the PEM file `path`, named by the flag `what` (read with the bound every
-/// file named by a flag gets: a regular file of at most `MAX_PEM_FILE_BYTES`).
+/// The certificates of the PEM file `path`, named by the flag `what`: at least one.
 fn load_certs(
     what: &str,
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let pem = crate::config::read_option_file(what, path, MAX_PEM_FILE_BYTES)?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut &pem[..]).collect();
-    let certs = certs.map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    let certs = crate::config::pem_certs(what, path)?;
     if certs.is_empty() {
         return Err(format!(
             "{what} {}: no certificate in the file",
