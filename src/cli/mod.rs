@@ -386,8 +386,7 @@ fn run_unchecked(
             EXIT_USAGE
         }
     };
-    // `run` checks what was written, this flush included.
-    let _ = out.flush();
+    // `run` flushes, and checks what was written.
     code
 }
 

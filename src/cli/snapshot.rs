@@ -37,7 +37,7 @@ fn membership_of(info: &SnapshotInfo) -> Membership {
 /// a regular file, not written to (`/dev/full` was), and a symbolic link would be replaced
 /// itself, not its target: both are refused, naming the path (name the target instead).
 pub(super) fn check_destination(file: &Path) -> Result<(), String> {
-    let cannot = |why: String| format!("cannot save the snapshot to {}: {why}", file.display());
+    let cannot = |why: String| cannot_save(file, why);
     match std::fs::symlink_metadata(file) {
         Ok(m) if m.file_type().is_file() => {}
         Ok(m) if m.file_type().is_symlink() => {
@@ -76,6 +76,11 @@ pub(super) fn check_destination(file: &Path) -> Result<(), String> {
         )));
     }
     Ok(())
+}
+
+/// A local file's failure, as every one is said: naming the file, not the connection.
+fn cannot_save(file: &Path, why: impl std::fmt::Display) -> String {
+    format!("cannot save the snapshot to {}: {why}", file.display())
 }
 
 /// The backup file being written; remembers its own failure, which is the local file's, not
@@ -127,12 +132,7 @@ pub(super) fn save(
     file: &Path,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let local = |why: String| {
-        Failure::Said(format!(
-            "cannot save the snapshot to {}: {why}",
-            file.display()
-        ))
-    };
+    let local = |why: String| Failure::Said(cannot_save(file, why));
     let mut sink = FileSink {
         file,
         writer: None,
