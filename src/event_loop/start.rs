@@ -34,6 +34,18 @@ fn boot_is_empty(boot: &Boot) -> bool {
     boot.hard_state == HardState::default() && boot.snapshot.is_none() && boot.entries.is_empty()
 }
 
+/// `--initial-cluster-state existing` on a data directory that holds `what` instead of this
+/// server's own data.
+fn refuse_existing(cfg: &ServerConfig, dir: &Path, what: &str) -> ServerError {
+    let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
+    ServerError::usage(format!(
+        "refusing to start: data directory {} holds {what}, but --initial-cluster-state \
+         existing says this server must already have its own data. {}",
+        dir.display(),
+        rejoin_advice(cfg, &listen)
+    ))
+}
+
 /// The membership recorded last in a recovered state (the latest config entry, else the
 /// snapshot's).
 fn latest_membership(boot: &Boot) -> Option<Membership> {
@@ -141,17 +153,10 @@ impl Server {
             recover::force_new_cluster(&cfg)?;
         }
         let dir = cfg.data_dir.clone();
-        if cfg.initial_cluster_state == InitialClusterState::Existing
-            && !cfg.join
-            && recover::dir_is_blank(&dir)
-        {
-            let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
-            return Err(ServerError::usage(format!(
-                "refusing to start: data directory {} holds no data, but \
-                --initial-cluster-state existing says this server must already have its own. {}",
-                dir.display(),
-                rejoin_advice(&cfg, &listen)
-            )));
+        let must_exist = cfg.initial_cluster_state == InitialClusterState::Existing && !cfg.join;
+        // Checked before `Wal::open`, which would write into a blank directory.
+        if must_exist && recover::dir_is_blank(&dir) {
+            return Err(refuse_existing(&cfg, &dir, "no data"));
         }
         std::fs::create_dir_all(&dir).map_err(|e| {
             ServerError::runtime(format!(
@@ -171,19 +176,13 @@ impl Server {
         // A directory a failed start left behind (hard-state files and an empty segment, but
         // no membership) is as empty as a blank one: `existing` refuses it too, before the
         // identity or anything else is written to it.
-        if cfg.initial_cluster_state == InitialClusterState::Existing
-            && !cfg.join
-            && latest_membership(&boot).is_none()
-        {
-            let listen = cfg.listen.clone().unwrap_or_else(|| "HOST:PORT".into());
-            return Err(ServerError::usage(format!(
-                "refusing to start: data directory {} holds no cluster membership (no log \
-                entries; a start that failed may have left its files), but \
-                --initial-cluster-state existing says this server must already have its own \
-                data. {}",
-                dir.display(),
-                rejoin_advice(&cfg, &listen)
-            )));
+        if must_exist && latest_membership(&boot).is_none() {
+            return Err(refuse_existing(
+                &cfg,
+                &dir,
+                "no cluster membership (no log entries; a start that failed may have left its \
+                 files)",
+            ));
         }
         if let Some(r) = &restore {
             if !boot_is_empty(&boot) {
