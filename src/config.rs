@@ -5,7 +5,9 @@
 //! Precedence is flags > environment > file > defaults. This module only parses
 //! and validates: it opens no socket and touches no data directory (that is `event_loop`'s job),
 //! so every rule here is reachable from unit tests. `parse_duration` and `parse_size` are public
-//! because the `zatt` command line reuses them.
+//! because the `zatt` command line reuses them, and so are the readers of files named by options
+//! (`read_option_file`, bounded; `pem_certs` and `pem_key` for the server's and the client's TLS
+//! files; `read_secret_file`), which read those files only.
 //!
 //! The cluster id: every datagram carries it, so that two clusters sharing a network never mix.
 //! `--cluster-id N` sets it; without it an initial member derives it from the initial membership
