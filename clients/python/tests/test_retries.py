@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 import threading
 
+import pytest
 from zatt_harness import FakeServer, frame, session_of, u64
 
 from zatt.client import (
@@ -237,3 +238,124 @@ def test_too_many_connections_is_retried_after_a_pause() -> None:
         c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
         c.member_promote(4)
         assert s.ops() == [11, 11, 11]
+
+
+# The answers of a server that cannot serve a request for the leader and names no other
+# server to ask: "not the leader, no leader known" (an election under way, or a server cut off
+# from its peers) and "unavailable" (no quorum, still catching up, a transfer under way).
+NO_LEADER = b"\x01\x00\x00"
+UNAVAILABLE = b"\x09" + struct.pack("<I", len(b"not caught up")) + b"not caught up"
+KNOWS_NO_LEADER = pytest.mark.parametrize(
+    "refusal", [NO_LEADER, UNAVAILABLE], ids=["not_leader_without_a_leader", "unavailable"]
+)
+
+
+@KNOWS_NO_LEADER
+def test_a_server_that_knows_no_leader_is_left_for_the_next_endpoint(refusal: bytes) -> None:
+    # Goal: a server that answers this way for as long as it is cut off must not hold the
+    # client (the connection succeeds, so reconnecting "to the endpoint that last worked"
+    # would pick it every time). Method: it is the first endpoint and the client's
+    # connection; a fake leader is the second. The write must succeed there, the refusing
+    # server must have been asked once only, and the client must stay with the leader.
+    refusing, leading = Script(), Script()
+
+    def refuse(rid: int, op: int, req: bytes) -> bytes | None:
+        refusing.log(op, req)
+        return frame(rid, 0x8C, refusal)
+
+    def lead(rid: int, op: int, req: bytes) -> bytes | None:
+        leading.log(op, req)
+        if op == REGISTER:
+            return leading.register(rid)
+        if op == PUT:
+            return frame(rid, 0x83, u64(77))
+        return frame(rid, 0x82, u64(3) + u64(4) + b"\x00")
+
+    with FakeServer(refuse) as first, FakeServer(lead) as second:
+        c = Client([first.addr, second.addr], **QUICK)  # type: ignore[arg-type]
+        assert c.connected_to == first.addr
+        assert c.put("k", "v") == 77
+        assert refusing.ops() == [REGISTER]
+        assert leading.ops() == [REGISTER, PUT]
+        assert leading.put_tags() == [(101, 1)]
+        assert c.connected_to == second.addr
+        assert c.read("k") == (None, 3, 4)
+        assert refusing.ops() == [REGISTER]
+
+
+@KNOWS_NO_LEADER
+def test_a_write_resent_after_its_server_was_cut_off_applies_once_via_the_next(
+    refusal: bytes,
+) -> None:
+    # Goal: a session-tagged write whose answer was lost, and whose server then knows no
+    # leader, goes to the next endpoint under the same (session, seq), so that the cluster
+    # answers it from its session table rather than applying it again. Method: two fakes
+    # share one session table, as replicas would; the first applies the write, drops the
+    # connection, and refuses the resend; the second answers from the table.
+    lock = threading.Lock()
+    applied: dict[tuple[int, int], int] = {}  # (session, seq) -> the write's revision
+    old, new = Script(), Script()
+
+    def apply(req: bytes) -> int:
+        tag = session_of(req)
+        assert tag is not None, "a write sent without its session tag"
+        with lock:
+            if tag not in applied:
+                applied[tag] = 40 + len(applied)
+            return applied[tag]
+
+    def old_leader(rid: int, op: int, req: bytes) -> bytes | None:
+        n = old.log(op, req)
+        if op == REGISTER:
+            return old.register(rid)
+        if op == PUT and n == 1:
+            apply(req)
+            return None  # applied, and the answer lost with the connection
+        return frame(rid, 0x8C, refusal)  # cut off from the others since
+
+    def new_leader(rid: int, op: int, req: bytes) -> bytes | None:
+        new.log(op, req)
+        if op == PUT:
+            return frame(rid, 0x83, u64(apply(req)))
+        return frame(rid, 0x8C, b"\x0a" + struct.pack("<I", 4) + b"test")  # Invalid
+
+    with FakeServer(old_leader) as first, FakeServer(new_leader) as second:
+        c = Client([first.addr, second.addr], **QUICK)  # type: ignore[arg-type]
+        assert c.put("k", "v") == 40
+        assert applied == {(101, 1): 40}
+        assert old.put_tags() == [(101, 1), (101, 1)]
+        assert new.ops() == [PUT]
+        assert new.put_tags() == [(101, 1)]
+        assert c.stats.resent_after_unknown_outcome == 1
+        assert c.connected_to == second.addr
+        # The session goes on at the next seq, on the server that serves.
+        assert c.put("k", "w") == 41
+        assert new.put_tags()[-1] == (101, 2)
+
+
+@KNOWS_NO_LEADER
+def test_when_no_endpoint_knows_a_leader_each_is_asked_and_the_call_ends_unavailable(
+    refusal: bytes,
+) -> None:
+    # Goal: the client goes round every endpoint (not the first one only) and, when none can
+    # serve, ends with Unavailable, nothing applied. Method: two fakes that always refuse.
+    a, b = Script(), Script()
+
+    def refuse_a(rid: int, op: int, req: bytes) -> bytes | None:
+        a.log(op, req)
+        return frame(rid, 0x8C, refusal)
+
+    def refuse_b(rid: int, op: int, req: bytes) -> bytes | None:
+        b.log(op, req)
+        return frame(rid, 0x8C, refusal)
+
+    with FakeServer(refuse_a) as first, FakeServer(refuse_b) as second:
+        c = Client([first.addr, second.addr], timeout=1.0, request_timeout=0.3, connect_timeout=0.3)
+        try:
+            c.get("k")
+            raise AssertionError("cannot have succeeded")
+        except Unavailable as e:
+            assert not e.may_have_applied
+            assert ("no leader" if refusal == NO_LEADER else "not caught up") in str(e)
+        assert a.ops() and set(a.ops()) == {GET}
+        assert b.ops() and set(b.ops()) == {GET}

@@ -656,16 +656,21 @@ class Client:
                         hops = 0
                         attempts.back_off(deadline)
                 else:
-                    # No leader known (an election under way): another server, after a pause.
+                    # No leader known: an election under way, or this server is cut off from
+                    # its peers. The next endpoint after a pause, not this one again, or a
+                    # partition that leaves this server reachable stalls the client until it
+                    # heals.
                     self._drop_conn()
                     self._leader_hint = None
+                    self._skip_endpoint()
                     attempts.last_failure = (
                         "no_leader",
                         "no leader elected (is a majority of servers up?)",
                     )
                     attempts.back_off(deadline)
-            elif code == 9:  # unavailable
+            elif code == 9:  # unavailable: this server cannot serve it now; another may
                 self._drop_conn()
+                self._skip_endpoint()
                 attempts.last_failure = ("no_leader", resp.detail or "unavailable")
                 attempts.back_off(deadline)
             elif code in (3, 5):  # busy, too_many_connections
@@ -742,6 +747,12 @@ class Client:
         moves then: the endpoint in turn is tried next."""
         n = len(self._endpoints)
         if n and self._endpoints[self._next_endpoint % n] == addr:
+            self._next_endpoint = (self._next_endpoint + 1) % n
+
+    def _skip_endpoint(self) -> None:
+        """The next reconnection starts from the endpoint after the one in use."""
+        n = len(self._endpoints)
+        if n:
             self._next_endpoint = (self._next_endpoint + 1) % n
 
     def _ensure_conn(self, deadline: float) -> None:
