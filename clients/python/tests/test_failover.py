@@ -11,7 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from zatt_harness import Cluster
+import pytest
+from zatt_harness import Cluster, PortCut, iptables_unusable
 
 from zatt.client import CasFailed, Client, ClientStats, ZattError
 
@@ -174,3 +175,61 @@ def test_a_paused_leader_first_in_the_endpoints_is_left_and_no_write_applies_twi
         r = c.read("after")
         assert r.value == b"x"
         assert r.revision == rev, "the put was applied again after its reply"
+
+
+def test_a_server_that_knows_no_leader_first_in_the_endpoints_is_left(
+    fresh_cluster: Cluster,
+) -> None:
+    # Goal: a reachable server that knows no leader, ahead of the cluster's servers in the
+    # endpoints, must not hold the client until its timeout. Method: a server started with
+    # --join and not added knows no leader, and answers every request for the leader "not
+    # the leader, no leader known" (as a member cut off from its peers does; see the next
+    # test). It goes first; writes and reads must succeed through the others.
+    cluster = fresh_cluster
+    cluster.wait_leader()
+    voters = cluster.endpoints
+    joiner = cluster.start_joiner(4)
+    endpoints = [joiner.addr, *voters]
+    with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as c:
+        assert c.connected_to == joiner.addr
+        assert c.put("joiner-first", "1") > 0
+        assert c.get("joiner-first") == b"1"
+        assert c.connected_to != joiner.addr
+    # A fresh client whose first request is a read moves on the same way.
+    with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as fresh:
+        assert fresh.get("joiner-first") == b"1"
+        assert fresh.connected_to != joiner.addr
+
+
+def test_a_follower_cut_off_from_its_peers_first_in_the_endpoints_is_left(
+    fresh_cluster: Cluster,
+) -> None:
+    # Goal: the README tells operators to give clients every server's address; when the
+    # first is cut off from its peers but not from the client, it answers "not the leader, no
+    # leader known" for as long as the partition lasts, and the client must use the others
+    # meanwhile. Method: iptables drops a follower's UDP (the peers' protocol) on loopback;
+    # once it knows no leader and the other two still have one, a client with the cut-off
+    # follower first writes, compare-and-swaps and reads.
+    why = iptables_unusable()
+    if why is not None:
+        pytest.skip(why)
+    cluster = fresh_cluster
+    leader = cluster.wait_leader()
+    follower = next(n.id for n in cluster.nodes if n.id != leader)
+    endpoints = [cluster.addr(follower)] + [n.addr for n in cluster.nodes if n.id != follower]
+    with PortCut(cluster.node(follower).port):
+        cluster.wait_status(follower, "no leader known while cut off", lambda s: s.leader is None)
+        cluster.wait_status(leader, "still the leader", lambda s: s.role == "leader")
+        with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as c:
+            assert c.connected_to == endpoints[0]
+            assert c.put("cut-off-first", "1") > 0
+            c.cas("cut-off-first", b"1", "2")
+            assert c.get("cut-off-first") == b"2"
+            assert c.connected_to != endpoints[0]
+        with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as fresh:
+            assert fresh.get("cut-off-first") == b"2"
+            assert fresh.connected_to != endpoints[0]
+        # Still cut off: the client moved on because it was told "no leader known", not
+        # because the partition healed.
+        s = cluster.status(follower)
+        assert s is not None and s.leader is None, s

@@ -6,7 +6,8 @@ rest of the tests (``target/release/zattd``, or ``$ZATTD``), on loopback ports b
 ephemeral range picked at random and retried when a server reports "address already in use",
 and is killed when its cluster is stopped, when the test process exits, or (through
 ``PR_SET_PDEATHSIG``) when the test process dies. Every wait is bounded by a deadline;
-nothing here asserts on timing.
+nothing here asserts on timing. A :class:`PortCut` (iptables, root only) removes on exit the
+rules it adds.
 """
 
 from __future__ import annotations
@@ -532,6 +533,60 @@ class FakeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _iptables(*args: str) -> str | None:
+    """Runs ``iptables -w ARGS``; ``None`` when it succeeded, else why it did not."""
+    exe = shutil.which("iptables") or "/usr/sbin/iptables"
+    try:
+        done = subprocess.run(
+            [exe, "-w", *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"cannot run iptables: {e}"
+    if done.returncode != 0:
+        return done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
+    return None
+
+
+def iptables_unusable() -> str | None:
+    """Why this test process cannot add iptables rules (it needs root and the command), or
+    ``None`` when it can."""
+    why = _iptables("-L", "INPUT", "-n")
+    return None if why is None else f"iptables cannot be used here ({why}); it needs root"
+
+
+class PortCut:
+    """iptables rules dropping a loopback UDP port's datagrams both ways: the server on that
+    port is cut off from its peers (they speak UDP) while clients (TCP) still reach it. The
+    rules carry a comment naming this process and are removed on exit."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._rules: list[list[str]] = []
+
+    def __enter__(self) -> PortCut:
+        tag = f"zatt-test-{os.getpid()}"
+        try:
+            for direction in ("--dport", "--sport"):
+                rule = ["INPUT", "-i", "lo", "-p", "udp", direction, str(self.port)]
+                rule += ["-m", "comment", "--comment", tag, "-j", "DROP"]
+                why = _iptables("-I", *rule)
+                if why is not None:
+                    raise RuntimeError(f"cannot cut port {self.port} off: {why}")
+                self._rules.append(rule)
+        except BaseException:
+            self.heal()
+            raise
+        return self
+
+    def heal(self) -> None:
+        """Removes the rules added (each once; removing twice is harmless)."""
+        while self._rules:
+            _iptables("-D", *self._rules.pop())
+
+    def __exit__(self, *exc: object) -> None:
+        self.heal()
 
 
 def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
