@@ -14,6 +14,7 @@ from zatt.client import (
     Client,
     ConnectionFailed,
     NotLeader,
+    ProtocolError,
     ServerError,
     SessionExpired,
     Unavailable,
@@ -359,3 +360,65 @@ def test_when_no_endpoint_knows_a_leader_each_is_asked_and_the_call_ends_unavail
             assert ("no leader" if refusal == NO_LEADER else "not caught up") in str(e)
         assert a.ops() and set(a.ops()) == {GET}
         assert b.ops() and set(b.ops()) == {GET}
+
+
+GARBAGE = b"\xde\xad\xbe\xef" * 16  # no response frame: another service on the port
+
+
+def test_a_server_that_answers_garbage_is_left_for_the_next_endpoint() -> None:
+    # Goal: bytes that are not this protocol from one endpoint (a wrong port in the list)
+    # send the next attempt to the next endpoint, as no answer in time does, rather than
+    # to the same server until the timeout. Method: the garbling server goes first and
+    # accepts connections; a fake leader second. A read and a write must succeed there, the
+    # garbling server asked once only.
+    garbling, leading = Script(), Script()
+
+    def garble(rid: int, op: int, req: bytes) -> bytes | None:
+        garbling.log(op, req)
+        return GARBAGE
+
+    def lead(rid: int, op: int, req: bytes) -> bytes | None:
+        leading.log(op, req)
+        if op == REGISTER:
+            return leading.register(rid)
+        if op == PUT:
+            return frame(rid, 0x83, u64(77))
+        return frame(rid, 0x82, u64(3) + u64(4) + b"\x00")
+
+    with FakeServer(garble) as first, FakeServer(lead) as second:
+        c = Client([first.addr, second.addr], **QUICK)  # type: ignore[arg-type]
+        assert c.connected_to == first.addr
+        assert c.read("k") == (None, 3, 4)
+        assert garbling.ops() == [GET]
+        assert c.connected_to == second.addr
+        assert c.put("k", "v") == 77
+        assert leading.ops() == [GET, REGISTER, PUT]
+        assert garbling.ops() == [GET]
+
+
+def test_when_every_endpoint_answers_garbage_the_call_ends_before_its_timeout() -> None:
+    # Goal: the documented early stop ("once every endpoint has sent bytes that are not this
+    # protocol, waiting cannot help") is reached: each endpoint is tried once, then the call
+    # ends with ProtocolError, nothing applied. Method: two garbling servers, and a timeout
+    # far longer than the attempts take; the proof is each server asked exactly once (a
+    # client that waited out the timeout would have asked again and again).
+    a, b = Script(), Script()
+
+    def garble_a(rid: int, op: int, req: bytes) -> bytes | None:
+        a.log(op, req)
+        return GARBAGE
+
+    def garble_b(rid: int, op: int, req: bytes) -> bytes | None:
+        b.log(op, req)
+        return GARBAGE
+
+    with FakeServer(garble_a) as first, FakeServer(garble_b) as second:
+        c = Client([first.addr, second.addr], timeout=10.0, request_timeout=5.0)
+        try:
+            c.get("k")
+            raise AssertionError("cannot have succeeded")
+        except ProtocolError as e:
+            assert not e.may_have_applied
+            assert "not the Zatt protocol" in str(e)
+        assert a.ops() == [GET]
+        assert b.ops() == [GET]

@@ -616,6 +616,10 @@ class Client:
                 # The request may have reached the server before the connection failed.
                 if e.kind == "protocol" and self._conn is not None:
                     garbled.add(self._conn.addr)
+                    # Asking it again cannot change its bytes, and its kernel accepts
+                    # connections, so reconnecting would pick it every time: the next
+                    # attempt goes to the next endpoint, and the whole list gets its turn.
+                    self._leave_endpoint(self._conn.addr)
                 if e.kind == "timeout" and self._conn is not None:
                     # No reply in time: a paused or hung server (its kernel still accepts
                     # connections) or one cut off. Resend elsewhere, or it alone would hold
