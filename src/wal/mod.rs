@@ -27,7 +27,7 @@
 //! good header, and the zeros after its last record read as its end (T1 below), exactly as
 //! never-written preallocated space would. The next segment is prepared on a helper thread
 //! once the last is half full, from a compacted segment when compaction kept one (renamed to
-//! `recycled-segment.tmp`): zeros written over its cached pages cost far less CPU than a new
+//! `recycled-segment.tmp`): zeros written over its cached pages cost less CPU than a new
 //! file's (see `prepare_segment`). Appends go to the last segment only. A new segment is started
 //! when the next write would carry the current one past `segment_bytes` (a group is never split,
 //! so a segment may exceed it by one group); the previous one is already synced by then, so
@@ -1177,9 +1177,10 @@ const RECYCLED_SEGMENT: &str = "recycled-segment.tmp";
 /// 45 µs of CPU per sync into fallocated space, 92–109 µs and 27–31 µs into zeros.
 ///
 /// `reuse` is a compacted segment of the same size to zero-fill instead of a new file. Its
-/// blocks are already written, and its pages are likely still in the page cache: writing
-/// zeros over cached pages cost 4–5 ms of CPU per 64 MiB on the project's machine, against
-/// 130–150 ms into a new file's pages (each a page the kernel must find and map first).
+/// blocks are already written, and its pages are likely still in the page cache. On the
+/// project's machine, writing zeros over cached pages cost 4–6 ms of CPU per 64 MiB every
+/// time; into a new file, whose every page the kernel must first take from free memory,
+/// 6–150 ms, the most when the page cache filled the memory.
 fn prepare_segment(
     dir: &Path,
     seq: u64,
