@@ -195,6 +195,30 @@ fn scan_and_dump_in_text_and_json() {
 }
 
 #[test]
+fn scan_limit_zero_is_a_usage_error_not_an_empty_listing() {
+    // Goal: `scan --limit 0` used to print nothing and exit 0, as if no key matched. It is
+    // refused (exit 2, one line saying the least N) before the cluster is asked anything.
+    let s = FakeServer::start();
+    assert_eq!(zatt(s.addr(), &["put", "a", "x"]).status.code(), Some(0));
+    let asked = s.state().requests.len();
+    for args in [&["scan", "--limit", "0"][..], &["scan", "a", "--limit=0"]] {
+        let o = zatt(s.addr(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--limit must be at least 1"), "{err}");
+    }
+    assert_eq!(
+        s.state().requests.len(),
+        asked,
+        "nothing reached the server"
+    );
+    let o = zatt(s.addr(), &["scan", "--limit", "1"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "a\tx\n".into()));
+}
+
+#[test]
 fn tabs_and_newlines_in_values_cannot_fake_lines() {
     // Goal: a value holding a tab and a newline stays on its key's one line in text output.
     let s = FakeServer::start();

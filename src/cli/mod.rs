@@ -46,7 +46,8 @@ Commands:
   del KEY                          delete KEY
   cas KEY EXPECTED NEW             set KEY to NEW if it holds EXPECTED; exit 1 if not
       (--absent instead of EXPECTED: expect KEY absent; --delete instead of NEW: delete it)
-  scan [PREFIX] [--limit N]        the keys starting with PREFIX, in byte order
+  scan [PREFIX] [--limit N]        the keys starting with PREFIX, in byte order (the first
+                                   N, N from 1)
   dump                             every key and value
   watch PREFIX [--from REV] [--count N]
                                    print each change under PREFIX as it is made, until Ctrl-C
@@ -140,7 +141,8 @@ changes nothing, names the current value on standard error and exits 1 (JSON:
         text: "\
 Usage: zatt scan [PREFIX] [--limit N]
 
-Lists the keys starting with PREFIX (all keys without one), in byte order, at most N.
+Lists the keys starting with PREFIX (all keys without one), in byte order: all of them, or
+with --limit N (N from 1) the first N.
 Text: one KEY<TAB>VALUE line per key. So that a line is unambiguous whatever the bytes, keys
 and values are escaped: a backslash is written \\\\, tab \\t, newline \\n, carriage return \\r,
 other control bytes and bytes that are not valid UTF-8 \\xHH (two hex digits), non-ASCII
@@ -887,10 +889,17 @@ fn parse_command(name: &str, args: &[OsString]) -> Result<Command, String> {
                 None => None,
                 Some(s) => {
                     let s = text("scan --limit", s)?;
-                    Some(
-                        s.parse::<u64>()
-                            .map_err(|_| format!("scan --limit: {s:?} is not a number"))?,
-                    )
+                    match s.parse::<u64>() {
+                        // "At most 0 keys" would list nothing and look like an empty
+                        // dictionary; etcd's "0 means no limit" is what leaving it out does.
+                        Ok(0) => {
+                            return Err("scan --limit must be at least 1 (leave it out to list \
+                                        every key)"
+                                .into())
+                        }
+                        Ok(n) => Some(n),
+                        Err(_) => return Err(format!("scan --limit: {s:?} is not a number")),
+                    }
                 }
             };
             Command::Scan {
@@ -1902,6 +1911,8 @@ mod tests {
             "member promote 0",
             "transfer-leader 1 2",
             "scan --limit many",
+            "scan --limit 0",
+            "scan p --limit=0",
             "--timeout 2 get k",
             "--output yaml get k",
             "--endpoints , get k",
