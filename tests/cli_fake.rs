@@ -106,8 +106,9 @@ fn values_come_from_a_file_or_standard_input_and_get_writes_their_exact_bytes() 
     let o = zatt_stdin(s.addr(), &["put", "piped", "-"], &value[..1000]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(zatt(s.addr(), &["get", "piped"]).stdout, &value[..1000]);
+    // A --file that cannot be read is a usage error (exit 2), as any bad option is.
     let o = zatt(s.addr(), &["put", "k", "--file", "/nonexistent/value"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/value"), "{}", stderr(&o));
     let _ = std::fs::remove_file(dir);
 }
@@ -393,6 +394,50 @@ fn usage_errors_exit_2_with_one_line() {
     let o = zatt_cli().arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("transfer-leader"));
+}
+
+#[test]
+fn files_named_by_options_that_cannot_be_used_are_usage_errors() {
+    // Goal: a --tls-ca, --cert, --key or put --file that is missing, unreadable or not what it
+    // should be exits 2 (usage error, as `zatt --help` and the README say of bad options), in
+    // one line naming the file, before anything reaches the server. Standard input failing
+    // is no option's fault: `put k -` keeps exit 1 for that (not tested here: hard to fail).
+    let s = FakeServer::start();
+    let dir = std::env::temp_dir().join(format!("zatt-cli-optfiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, b"not a certificate\n").unwrap();
+    let not_pem = not_pem.display().to_string();
+    let missing = dir.join("missing.pem").display().to_string();
+    let a_dir = dir.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-ca", &missing, "get", "k"], &missing),
+        (vec!["--tls-ca", &not_pem, "get", "k"], &not_pem),
+        (vec!["--tls-ca", &a_dir, "get", "k"], &a_dir),
+        (vec!["--tls-ca", "/dev/zero", "get", "k"], "/dev/zero"),
+        (
+            vec![
+                "--tls-ca", &not_pem, "--cert", &missing, "--key", &missing, "get", "k",
+            ],
+            &not_pem,
+        ),
+        (vec!["put", "k", "--file", &missing], &missing),
+        (vec!["put", "k", "--file", &a_dir], &a_dir),
+    ];
+    for (args, names) in cases {
+        let o = zatt(s.addr(), &args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("zatt: ") && err.contains(names),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(s.state().requests.is_empty(), "nothing reached the server");
+    let help = stdout(&zatt_cli().arg("--help").output().unwrap());
+    assert!(help.contains("2 usage error (also a file"), "{help}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -79,7 +79,8 @@ Options (before or after the command; each also from the environment variable sh
 Text output: get prints the value's exact bytes (and a newline on a terminal); scan and dump
 print KEY<TAB>VALUE lines with \\\\, \\t, \\n, \\r and \\xHH escapes (see zatt scan --help).
 A value that starts with '-' goes after '--': zatt put KEY -- -1
-Exit codes: 0 success, 1 runtime error (or get of an absent key), 2 usage error.
+Exit codes: 0 success, 1 runtime error (or get of an absent key), 2 usage error (also a file
+named by --tls-ca, --cert, --key or put --file that cannot be read or used).
 ";
 
 /// One command's help: what `zatt help NAME` and `zatt NAME --help` print.
@@ -1082,6 +1083,9 @@ enum Failure {
     Client(Error),
     /// A complete message for stderr (exit 1).
     Said(String),
+    /// A file named by an option (`put --file`) that cannot be used: a usage error, as a bad
+    /// flag is (exit 2). A complete message for stderr.
+    BadOptionFile(String),
 }
 
 impl From<Error> for Failure {
@@ -1118,6 +1122,10 @@ fn report(err: &mut dyn Write, g: &Global, f: &Failure) -> i32 {
             let _ = writeln!(err, "zatt: {msg}");
             return EXIT_RUNTIME;
         }
+        Failure::BadOptionFile(msg) => {
+            let _ = writeln!(err, "zatt: {msg}");
+            return EXIT_USAGE;
+        }
         Failure::Client(e) => e,
     };
     let endpoints = g.endpoints.join(",");
@@ -1143,6 +1151,10 @@ fn report(err: &mut dyn Write, g: &Global, f: &Failure) -> i32 {
             fmt_duration(g.timeout)
         ),
         Error::TooLarge { .. } => "send a smaller key or value".into(),
+        // The client's only configuration errors here are files named by --tls-ca, --cert
+        // and --key (the endpoints were checked when parsing).
+        Error::Config(_) if g.client_cert.is_some() => "check --tls-ca, --cert and --key".into(),
+        Error::Config(_) if g.tls_ca.is_some() => "check --tls-ca".into(),
         Error::Config(_) => "fix the option and retry".into(),
         Error::Protocol { what, .. } if what.contains("does not speak") => format!(
             "check that --endpoints ({endpoints}) name zattd servers{}",
@@ -1186,20 +1198,31 @@ fn report(err: &mut dyn Write, g: &Global, f: &Failure) -> i32 {
         let _ = write!(line, ": {hint}");
     }
     let _ = writeln!(err, "{line}");
-    EXIT_RUNTIME
+    match e {
+        // A file an option names that cannot be used is a usage error, as a bad flag is.
+        Error::Config(_) => EXIT_USAGE,
+        _ => EXIT_RUNTIME,
+    }
 }
 
 /// Reads a value from a file or standard input, refusing one larger than the client sends.
-fn read_value(source: Value, stdin: &mut dyn Read) -> Result<Vec<u8>, String> {
-    let (what, reader): (String, Box<dyn Read + '_>) = match source {
-        Value::Arg(v) => return Ok(v),
+/// A `--file` that cannot be used is a usage error (exit 2); standard input failing is not.
+fn read_value(source: Value, stdin: &mut dyn Read) -> Result<Vec<u8>, Failure> {
+    match source {
+        Value::Arg(v) => Ok(v),
         Value::File(p) => {
-            let f =
-                std::fs::File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            (p.display().to_string(), Box::new(f))
+            let what = format!("--file {}", p.display());
+            std::fs::File::open(&p)
+                .map_err(|e| format!("cannot read {what}: {e}"))
+                .and_then(|f| read_bounded(&what, f))
+                .map_err(Failure::BadOptionFile)
         }
-        Value::Stdin => ("standard input".to_string(), Box::new(stdin)),
-    };
+        Value::Stdin => read_bounded("standard input", stdin).map_err(Failure::Said),
+    }
+}
+
+/// Everything `reader` (named `what`) holds, up to the most zatt sends.
+fn read_bounded(what: &str, reader: impl Read) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
     reader
         .take(MAX_VALUE_BYTES + 1)
@@ -1235,7 +1258,7 @@ fn execute(
                 key,
                 value: Value::Arg(v),
             },
-            Err(msg) => return report(err, g, &Failure::Said(msg)),
+            Err(f) => return report(err, g, &f),
         },
         // A destination that cannot take the backup is said before the leader works for it.
         Command::SnapshotSave { file } => match snapshot::check_destination(&file) {
