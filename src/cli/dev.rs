@@ -195,27 +195,53 @@ fn layout_text(opts: &DevOptions) -> String {
     format!("nodes = {}\nbase-port = {}\n", opts.nodes, opts.base_port)
 }
 
-/// Records the layout on the first run; on later runs refuses flags that differ from it.
+/// The most read of the layout file: what `layout_text` writes is two short lines.
+const MAX_LAYOUT_FILE_BYTES: u64 = 4096;
+
+/// Records the layout on the first run; on later runs refuses flags that differ from it. Only
+/// a missing file is (re)written: one that cannot be read, is not a regular file, is larger
+/// than any layout or is not one is an error naming it, never overwritten nor read unbounded
+/// (a FIFO or /dev/zero in its place used to hang `zatt dev` or exhaust its memory).
 fn check_layout(dir: &Path, opts: &DevOptions) -> Result<(), String> {
     let path = dir.join(LAYOUT_FILE);
     let want = layout_text(opts);
-    match fs::read_to_string(&path) {
-        Ok(have) if have == want => Ok(()),
-        Ok(have) => {
-            let shape = have.lines().collect::<Vec<_>>().join(", ");
-            Err(format!(
-                "{} holds a cluster made with {shape}: run with those flags, or delete the \
-                 directory to start afresh",
-                dir.display()
+    let fix = "delete the directory to start afresh";
+    match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fs::write(&path, want).map_err(|e| {
+                format!(
+                    "cannot write {}: {e}: pass a writable --dir",
+                    path.display()
+                )
+            })
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}: {fix}", path.display())),
+        Ok(_) => {}
+    }
+    let have = crate::config::read_option_file("the layout file", &path, MAX_LAYOUT_FILE_BYTES)
+        .map_err(|e| format!("{e}: {fix}"))?;
+    if have == want.as_bytes() {
+        return Ok(());
+    }
+    let have = match std::str::from_utf8(&have) {
+        Ok(t)
+            if t.lines()
+                .all(|l| l.starts_with("nodes = ") || l.starts_with("base-port = ")) =>
+        {
+            t
+        }
+        _ => {
+            return Err(format!(
+                "{}: not a layout zatt dev wrote: {fix}",
+                path.display()
             ))
         }
-        Err(_) => fs::write(&path, want).map_err(|e| {
-            format!(
-                "cannot write {}: {e}: pass a writable --dir",
-                path.display()
-            )
-        }),
-    }
+    };
+    let shape = have.lines().collect::<Vec<_>>().join(", ");
+    Err(format!(
+        "{} holds a cluster made with {shape}: run with those flags, or {fix}",
+        dir.display()
+    ))
 }
 
 /// Finds `zattd` next to this executable. Run through cargo (`cargo run --bin zatt -- dev`),
@@ -573,6 +599,82 @@ mod tests {
             ..first
         };
         assert!(check_layout(&dir, &moved).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_layout_file_that_is_no_layout_is_refused_unread_and_kept() {
+        use std::os::unix::fs::FileTypeExt;
+        // Goal: the layout file is read with a bound, and only when it is a regular file;
+        // anything else is one error naming it, and it is not overwritten. Method: a FIFO
+        // (reading it used to wait forever for a writer), a symbolic link to /dev/zero (read
+        // until memory ran out), a directory, an oversized file, and bytes that are no layout.
+        let dir = std::env::temp_dir().join(format!("zatt-dev-badlayout-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let opts = DevOptions {
+            dir: dir.clone(),
+            ..DevOptions::default()
+        };
+        let path = dir.join(LAYOUT_FILE);
+        let reset = || {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_dir(&path);
+        };
+
+        // The cases whose old failure was quick come first; the FIFO and /dev/zero, which
+        // hung or ate memory, last.
+        fs::create_dir(&path).unwrap();
+        let e = check_layout(&dir, &opts).unwrap_err();
+        assert!(e.contains("is not a regular file"), "{e}");
+        reset();
+
+        fs::write(&path, b"\xff\xfe garbage\n").unwrap();
+        let e = check_layout(&dir, &opts).unwrap_err();
+        assert!(e.contains("not a layout zatt dev wrote"), "{e}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"\xff\xfe garbage\n",
+            "left as it was"
+        );
+        reset();
+
+        fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_LAYOUT_FILE_BYTES + 1)
+            .unwrap();
+        let e = check_layout(&dir, &opts).unwrap_err();
+        assert!(
+            e.contains(LAYOUT_FILE) && e.contains("larger than 4 KiB"),
+            "{e}"
+        );
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            MAX_LAYOUT_FILE_BYTES + 1
+        );
+        reset();
+
+        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = check_layout(&dir, &opts).unwrap_err();
+        assert!(
+            e.contains(LAYOUT_FILE) && e.contains("is not a regular file"),
+            "{e}"
+        );
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_fifo());
+        reset();
+
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let e = check_layout(&dir, &opts).unwrap_err();
+        assert!(e.contains("is not a regular file"), "{e}");
+        assert!(fs::symlink_metadata(&path).unwrap().is_symlink());
+        reset();
+
+        // A missing file is written, and then agrees.
+        check_layout(&dir, &opts).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), layout_text(&opts));
+        check_layout(&dir, &opts).unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
 }
