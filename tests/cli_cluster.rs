@@ -1,6 +1,6 @@
 //! The `zatt` binary against real `zattd` processes: status as JSON from each server (with its
 //! pid), writes through a follower, a 1 MiB value from a file, TLS with and without a client
-//! certificate, and `zatt dev` (a write and a read work; SIGINT stops every server it started;
+//! certificate, a server over its connection limit, and `zatt dev` (a write and a read work; SIGINT stops every server it started;
 //! a second run reuses the data; members it does not run are named, or removed when asked).
 //! Every wait is bounded; nothing asserts on timing.
 
@@ -12,7 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{zatt_cli, Cluster};
+use common::{zatt_cli, Cluster, TestClient};
+use zatt::wire::client::{Request, Response};
 
 fn zatt(endpoints: &str, args: &[&str]) -> Output {
     zatt_cli()
@@ -422,6 +423,57 @@ fn servers_stop_when_zatt_dev_is_killed_outright() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_server_over_its_connection_limit_is_named_as_such() {
+    // Goal: a server that refuses the connection over --max-connections (it answers
+    // TooManyConnections on request id 0 and closes) is reported as that, naming the limit,
+    // not as a connection that keeps failing with a hint to pass --tls-ca. Method: a server
+    // with --max-connections 1 whose one connection the test holds, and commands of each kind
+    // (a read, a write, a watch).
+    let c = Cluster::start(1, &["--max-connections", "1"]);
+    c.wait_leader(Duration::from_secs(30));
+    let addr = c.addr(1);
+    // A status answered on the held connection proves it has the slot (a connection of
+    // wait_leader's may still be closing, and then this one is refused: try again).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let _held = loop {
+        let mut held = TestClient::connect(&addr).unwrap();
+        let id = held.send(&Request::Status).unwrap();
+        match held.recv() {
+            Ok((rid, Response::Status(_))) if rid == id => break held,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "never got the one slot: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let said = "refused the connection: it has too many client connections (its \
+                --max-connections is 1)";
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "v"],
+        &["watch", "k", "--from", "1", "--count", "1"],
+    ] {
+        let o = zatt_cli()
+            .args(["--endpoints", &addr, "--timeout", "1s"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(said) && err.contains(&addr), "{args:?}: {err}");
+        assert!(
+            err.contains("raise the servers' --max-connections"),
+            "{err}"
+        );
+        assert!(!err.contains("TLS"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -1138,6 +1138,9 @@ fn report(err: &mut dyn Write, g: &Global, f: &Failure) -> i32 {
         Error::Unavailable { reason, .. } if reason.starts_with("cannot connect") => {
             format!("check --endpoints ({endpoints}) or start a local cluster with `zatt dev`")
         }
+        Error::Unavailable { reason, .. } if reason.contains("--max-connections") => {
+            "retry later, or raise the servers' --max-connections".into()
+        }
         Error::Unavailable { reason, .. }
             if reason.starts_with("connections keep failing") && g.tls_ca.is_none() =>
         {

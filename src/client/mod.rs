@@ -257,6 +257,8 @@ enum Failure {
     NoLeader(String),
     NoReply,
     Dropped(String),
+    /// A server refused the connection over its connection limit: why, in words.
+    Refused(String),
 }
 
 impl Attempts {
@@ -291,6 +293,10 @@ impl Attempts {
             },
             Some(Failure::Dropped(e)) => Error::Unavailable {
                 reason: format!("connections keep failing ({e})"),
+                may_have_applied: m,
+            },
+            Some(Failure::Refused(why)) => Error::Unavailable {
+                reason: why,
                 may_have_applied: m,
             },
         }
@@ -836,11 +842,20 @@ impl Client {
                     attempts.last_failure = Some(Failure::NoLeader(why));
                     attempts.back_off(deadline);
                 }
-                ErrorKind::Busy | ErrorKind::TooManyConnections { .. } => {
-                    if matches!(kind, ErrorKind::TooManyConnections { .. }) {
-                        self.conn = None;
-                    }
+                ErrorKind::Busy => {
                     attempts.last_failure = Some(Failure::NoLeader(kind.to_string()));
+                    attempts.back_off(deadline);
+                }
+                ErrorKind::TooManyConnections { limit } => {
+                    // Said on request id 0 as the server accepted the connection, which it
+                    // then closed without reading the request: not applied. Connections may
+                    // free up, or another server may have room.
+                    let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
+                    self.skip_endpoint();
+                    attempts.last_failure = Some(Failure::Refused(format!(
+                        "{addr} {}",
+                        too_many_connections(limit)
+                    )));
                     attempts.back_off(deadline);
                 }
                 ErrorKind::Timeout | ErrorKind::ShuttingDown => {
@@ -867,7 +882,9 @@ impl Client {
     }
 
     /// One attempt on the current connection: send, then wait for the reply with this id
-    /// (replies to earlier, abandoned attempts are skipped).
+    /// (replies to earlier, abandoned attempts are skipped). An error with request id 0 is
+    /// about the connection itself (the server refusing it over its connection limit, without
+    /// reading the request): it is the answer too.
     fn round_trip(
         &mut self,
         id: u64,
@@ -879,7 +896,7 @@ impl Client {
         conn.flush(deadline.saturating_duration_since(Instant::now()))?;
         loop {
             let (rid, resp) = conn.recv(deadline)?;
-            if rid == id {
+            if rid == id || (rid == CONNECTION_ID && matches!(resp, Response::Error(_))) {
                 return Ok(resp);
             }
         }
@@ -1010,6 +1027,19 @@ fn set_session(req: &mut Request, tag: Option<(u64, u64)>) {
         | Request::Cas { session, .. } => *session = tag,
         _ => {}
     }
+}
+
+/// The request id the server answers with when it speaks of the connection rather than of a
+/// request (`TooManyConnections`); never used for a request.
+pub(crate) const CONNECTION_ID: u64 = 0;
+
+/// Why a server refused a connection over its limit (after its address), naming the
+/// server's option for the limit.
+pub(crate) fn too_many_connections(limit: u64) -> String {
+    format!(
+        "refused the connection: it has too many client connections (its --max-connections \
+         is {limit})"
+    )
 }
 
 fn describe(e: &ConnError) -> String {

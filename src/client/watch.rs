@@ -311,7 +311,9 @@ impl Watch {
     /// turn, with growing pauses, until `deadline`.
     fn open(&mut self, deadline: Instant) -> Result<()> {
         let mut backoff_ms = 0u64;
-        let mut last: String;
+        // The last reason a server could not take the watch; an attempt merely cut short by
+        // the deadline does not replace one that says more.
+        let mut last: Option<String> = None;
         // Members that no longer keep the changes from `next`, and the latest oldest revision
         // one of them named.
         let mut compacted_by = 0;
@@ -339,7 +341,9 @@ impl Watch {
                     continue;
                 }
                 Err(OpenError::Retry(why)) => {
-                    last = format!("{addr}: {why}");
+                    if last.is_none() || Instant::now() < deadline {
+                        last = Some(format!("{addr}: {why}"));
+                    }
                     self.next_endpoint += 1;
                 }
             }
@@ -352,7 +356,7 @@ impl Watch {
                     reason: format!(
                         "cannot watch on any of {} ({})",
                         self.endpoints.join(","),
-                        last
+                        last.as_deref().unwrap_or("timed out")
                     ),
                     may_have_applied: false,
                 });
@@ -394,6 +398,11 @@ impl Watch {
         let (id, resp) = conn
             .recv(reply_by)
             .map_err(|e| OpenError::Retry(describe(&e)))?;
+        if id == super::CONNECTION_ID {
+            if let Response::Error(ErrorKind::TooManyConnections { limit }) = resp {
+                return Err(OpenError::Retry(super::too_many_connections(limit)));
+            }
+        }
         if id != self.watch_id {
             return Err(OpenError::Retry(format!(
                 "answer for request {id}, not the watch"
