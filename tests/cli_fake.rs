@@ -599,10 +599,106 @@ fn a_server_that_does_not_speak_zatt_is_named_as_such() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains("does not speak the Zatt client protocol"),
+        err.contains(&format!(
+            "{addr} is not a Zatt server: it answered \"HTTP/1.1 400 Bad Request\\r\\n"
+        )),
         "{err}"
     );
     assert!(!err.contains("--timeout"), "{err}");
+}
+
+/// A listener that greets every connection with `reply` at once, before reading anything,
+/// and keeps it open (as many servers of other protocols do, or an HTTP server's 400): its
+/// address. The thread lives as long as the test process.
+fn greeting_listener(reply: &'static [u8]) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let _ = s.write_all(reply);
+            open.push(s);
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on (bound, read back, released).
+fn refused_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+#[test]
+fn an_endpoint_that_is_no_zatt_server_is_named_at_once_with_what_it_answered() {
+    // Goal: an endpoint whose answer does not start with Zatt's framing is said to be no Zatt
+    // server, quoting what it answered, as soon as the bytes arrive: for every kind of command
+    // (a read, a write, a watch) and for a reply shorter than a frame header. Method: a
+    // --timeout of 10 minutes, which waiting for more bytes would run into.
+    let http = greeting_listener(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let short = greeting_listener(b"HTTP/1.1");
+    for (addr, answered) in [
+        (&http, "\"HTTP/1.1 400 Bad Request\\r\\n\\r\\n\""),
+        (&short, "\"HTTP/1.1\""),
+    ] {
+        for args in [
+            &["get", "k"][..],
+            &["put", "k", "v"],
+            &["watch", "k", "--from", "1", "--count", "1"],
+        ] {
+            let o = zatt_cli()
+                .args(["--endpoints", addr, "--timeout", "10m"])
+                .args(args)
+                .output()
+                .unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            assert!(
+                err.contains(&format!(
+                    "{addr} is not a Zatt server: it answered {answered}"
+                )),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains("name zattd servers"), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn several_endpoints_pass_over_one_that_is_no_zatt_server_and_say_why_when_all_fail() {
+    // Goal: with several endpoints, one that is no Zatt server is passed over as an
+    // unreachable one is: the command succeeds on the next; and when none is left, the error
+    // says why for each endpoint, at once (--timeout 10 minutes).
+    let http = greeting_listener(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let s = FakeServer::start();
+    let both = format!("{http},{}", s.addr());
+    let o = zatt(&both, &["put", "k", "v"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = zatt(&both, &["get", "k"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "v".into()));
+
+    let refused = refused_port();
+    let o = zatt_cli()
+        .args([
+            "--endpoints",
+            &format!("{http},{refused}"),
+            "--timeout",
+            "10m",
+        ])
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{http} is not a Zatt server: it answered \"HTTP/1.1 400"
+        )) && err.contains(&format!("{refused}: connection refused")),
+        "{err}"
+    );
 }
 
 /// Scripts `s` to serve `payload` as a snapshot (its data ends with its own CRC, as a real

@@ -346,9 +346,63 @@ fn a_peer_that_does_not_speak_the_protocol_is_named_as_such() {
     let err = c.get("k").unwrap_err();
     assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     assert!(
-        err.to_string()
-            .contains("does not speak the Zatt client protocol"),
+        err.to_string().contains(&format!(
+            "{addr} is not a Zatt server: it answered \"HTTP/1.1 400 Bad Request\\r\\n\\r\\n\""
+        )),
         "{err}"
+    );
+}
+
+/// A listener that greets every connection with `reply` at once, before reading anything,
+/// and keeps it open (as many servers of other protocols do, or an HTTP server's 400): its
+/// address. The thread lives as long as the test process.
+fn greeting_listener(reply: &'static [u8]) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let _ = std::io::Write::write_all(&mut s, reply);
+            open.push(s);
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_endpoint_that_is_no_zatt_server_is_skipped_for_the_next() {
+    // Goal: with several endpoints, one that answers in another protocol is treated as an
+    // unreachable one: the request goes to the next at once (a write too, which that server
+    // cannot have applied); only when every endpoint is no Zatt server does the operation
+    // fail, naming each, without waiting for its timeout. Method: a timeout of an hour; a
+    // reply shorter than a frame header ("SSH-2.0\r\n"), so it is told from the first bytes.
+    let http = greeting_listener(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let ssh = greeting_listener(b"SSH-2.0\r\n");
+    let server = FakeServer::start();
+    let config = ClientConfig {
+        timeout: Duration::from_secs(3600),
+        sessions: false,
+        ..quick()
+    };
+    let mut c = Client::connect(&[&http, &ssh, server.addr()], config.clone()).unwrap();
+    c.put("k", "v").unwrap();
+    assert_eq!(c.get("k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(c.connected_to(), Some(server.addr()));
+    assert_eq!(puts(&server).len(), 1, "the write was sent once");
+
+    let mut c = Client::connect(&[&http, &ssh], config).unwrap();
+    let err = c.put("k", "v").unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    assert!(!err.may_have_applied(), "{err:?}");
+    let said = err.to_string();
+    assert!(
+        said.contains(&format!(
+            "{http} is not a Zatt server: it answered \"HTTP/1.1 400"
+        )) && said.contains(&format!(
+            "{ssh} is not a Zatt server: it answered \"SSH-2.0\\r\\n\""
+        )),
+        "{said}"
     );
 }
 

@@ -275,6 +275,30 @@ fn every_response_round_trips() {
     }
 }
 
+/// Goal: `is_response_opcode`, which clients use to tell a Zatt frame's header from another
+/// protocol's bytes, accepts every response's opcode and no request's.
+#[test]
+fn every_response_opcode_and_no_request_opcode_is_a_response_opcode() {
+    for r in every_response() {
+        let mut buf = Vec::new();
+        encode_response(1, &r, &mut buf);
+        assert!(is_response_opcode(buf[FRAME_HEADER_BYTES - 1]), "{r:?}");
+    }
+    for r in every_request() {
+        let mut buf = Vec::new();
+        encode_request(1, &r, &mut buf);
+        assert!(!is_response_opcode(buf[FRAME_HEADER_BYTES - 1]), "{r:?}");
+    }
+    // Other protocols' answers: their 13th byte is text, where a response has its opcode.
+    for text in [
+        &b"HTTP/1.1 400 Bad"[..],
+        b"SSH-2.0-OpenSSH",
+        b"-ERR unknown command",
+    ] {
+        assert!(!is_response_opcode(text[FRAME_HEADER_BYTES - 1]));
+    }
+}
+
 /// Goal: the server's borrowed value encoder produces the same bytes as the owned one.
 #[test]
 fn borrowed_value_response_matches_owned_encoding() {

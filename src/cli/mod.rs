@@ -1159,7 +1159,7 @@ fn report(err: &mut dyn Write, g: &Global, f: &Failure) -> i32 {
         Error::Config(_) if g.client_cert.is_some() => "check --tls-ca, --cert and --key".into(),
         Error::Config(_) if g.tls_ca.is_some() => "check --tls-ca".into(),
         Error::Config(_) => "fix the option and retry".into(),
-        Error::Protocol { what, .. } if what.contains("does not speak") => format!(
+        Error::Protocol { what, .. } if what.contains("is not a Zatt server") => format!(
             "check that --endpoints ({endpoints}) name zattd servers{}",
             if g.tls_ca.is_none() {
                 " (add --tls-ca if they speak TLS)"

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use rustls::{ClientConnection, StreamOwned};
 
 use crate::wire::client::{
-    decode_response, encode_request_view, split_frame, FrameLimits, RequestView, Response,
+    decode_response, encode_request_view, is_response_opcode, split_frame, FrameLimits,
+    RequestView, Response, FRAME_HEADER_BYTES,
 };
 
 use super::tls::{self, TlsConfig};
@@ -72,8 +73,12 @@ pub(crate) enum ConnError {
     /// No response within the deadline.
     Timeout,
     Io(io::Error),
-    /// The server sent bytes that are not a response frame, or closed mid-frame.
+    /// The server sent bytes that are not a response frame, or TLS failed.
     Protocol(String),
+    /// The first bytes the peer sent are not Zatt's framing (an HTTP server, say): it is not a
+    /// Zatt server, and nothing sent to it reached the cluster. Says so, naming the endpoint
+    /// and quoting what it answered.
+    Foreign(String),
 }
 
 impl From<io::Error> for ConnError {
@@ -100,17 +105,50 @@ pub(crate) struct Conn {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
+    /// Whether a whole response frame has arrived on this connection: until then, bytes that
+    /// are not a frame mean the peer is no Zatt server at all.
+    heard_frame: bool,
     /// The read and write timeouts currently set on the socket, to skip redundant syscalls.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
 }
 
-/// The error for bytes from `addr` that are not a response frame: most likely another service
-/// listens there.
-fn not_zatt(addr: &str, e: impl std::fmt::Display) -> ConnError {
-    ConnError::Protocol(format!(
-        "{addr} does not speak the Zatt client protocol (its reply is not a response frame: {e})"
+/// Bytes of a peer's first answer quoted in the error that says it is no Zatt server.
+const QUOTED_BYTES: usize = 64;
+
+/// The error for `first`, the first bytes `addr` sent, when they are not Zatt's framing:
+/// another kind of server listens there.
+fn foreign(addr: &str, first: &[u8]) -> ConnError {
+    let shown = &first[..first.len().min(QUOTED_BYTES)];
+    let more = if first.len() > shown.len() { "..." } else { "" };
+    ConnError::Foreign(format!(
+        "{addr} is not a Zatt server: it answered \"{}\"{more}",
+        crate::client::Escaped(shown)
     ))
+}
+
+/// Whether `first`, the start of the first bytes a peer sent, can begin no response frame
+/// this client would accept: a length field below the header's size, or over the frame limit
+/// where the header's opcode is no response opcode (or, before the header is complete, where
+/// the length's four bytes are text, as `HTTP`, `SSH-` or `-ERR` are: a Zatt frame's length
+/// field is binary). Fewer than four bytes tell nothing yet.
+fn not_framing(first: &[u8], limits: &FrameLimits) -> bool {
+    if first.len() < 4 {
+        return false;
+    }
+    let len = u32::from_le_bytes([first[0], first[1], first[2], first[3]]) as u64;
+    if len < (FRAME_HEADER_BYTES - 4) as u64 {
+        return true;
+    }
+    if len + 4 <= limits.max_frame_bytes as u64 {
+        return false;
+    }
+    match first.get(FRAME_HEADER_BYTES - 1) {
+        Some(&opcode) => !is_response_opcode(opcode),
+        None => first[..4]
+            .iter()
+            .all(|&b| b.is_ascii_graphic() || b" \t\r\n".contains(&b)),
+    }
 }
 
 /// Resolves and dials `addr` within `timeout`, trying each resolved address in turn.
@@ -173,6 +211,7 @@ impl Conn {
             rbuf: vec![0; READ_CHUNK_BYTES],
             rstart: 0,
             rend: 0,
+            heard_frame: false,
             read_timeout: None,
             write_timeout: None,
         })
@@ -270,21 +309,44 @@ impl Conn {
     }
 
     /// The first response frame in the buffer, decoded and consumed, when it has all arrived;
-    /// bytes that are no response frame are an error naming the peer.
+    /// bytes that are no response frame are an error naming the peer. On a connection that has
+    /// had no frame yet, bytes that cannot begin one are the error that the peer is no Zatt
+    /// server, said as soon as they arrive rather than after waiting for a frame that never
+    /// comes.
     fn take_frame(&mut self) -> Result<Option<(u64, Response)>, ConnError> {
-        let len = match split_frame(&self.rbuf[self.rstart..self.rend], &self.limits) {
+        let pending = &self.rbuf[self.rstart..self.rend];
+        if !self.heard_frame && not_framing(pending, &self.limits) {
+            return Err(foreign(&self.addr, pending));
+        }
+        let len = match split_frame(pending, &self.limits) {
             Ok(Some((len, _))) => len,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(not_zatt(&self.addr, e)),
+            Err(e) => return Err(self.bad_frame(e)),
         };
         let frame = &self.rbuf[self.rstart..self.rstart + len];
         let decoded = decode_response(frame, &self.limits);
+        if decoded.is_err()
+            && !self.heard_frame
+            && !is_response_opcode(frame[FRAME_HEADER_BYTES - 1])
+        {
+            return Err(foreign(&self.addr, pending));
+        }
+        self.heard_frame = true;
         self.rstart += len;
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
         }
-        decoded.map(Some).map_err(|e| not_zatt(&self.addr, e))
+        decoded.map(Some).map_err(|e| self.bad_frame(e))
+    }
+
+    /// The error for a frame this client cannot take from a server that has spoken the
+    /// protocol (or whose header says it does: a response over the client's frame limit).
+    fn bad_frame(&self, e: impl std::fmt::Display) -> ConnError {
+        ConnError::Protocol(format!(
+            "{} sent a response this client cannot read ({e})",
+            self.addr
+        ))
     }
 
     /// Whether a read would find something now: bytes (or the end of the stream) on the
@@ -345,5 +407,54 @@ impl Conn {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(self.io_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::client::encode_response;
+
+    #[test]
+    fn first_bytes_that_cannot_begin_a_frame_are_told_from_a_frame_too_large() {
+        // Goal: the first bytes of another protocol are recognised as soon as they can be
+        // (so `zatt` says "not a Zatt server" at once), while a real response that is merely
+        // over this client's frame limit, or a header still arriving, is not taken for one.
+        let limits = FrameLimits {
+            max_frame_bytes: 64,
+            max_key_bytes: 16,
+            max_value_bytes: 32,
+        };
+        assert!(!not_framing(b"HTT", &limits), "three bytes tell nothing");
+        assert!(not_framing(b"HTTP", &limits), "a text length field");
+        assert!(not_framing(b"SSH-2.0\r\n", &limits));
+        assert!(
+            not_framing(b"\x05\x00\x00\x00", &limits),
+            "below the header size"
+        );
+        assert!(
+            !not_framing(b"\x00\x00\x01\x00\x07", &limits),
+            "a binary length over the limit: wait for the opcode"
+        );
+        let mut big = Vec::new();
+        let value = Response::Value {
+            value: Some(vec![b'x'; 100]),
+            revision: 1,
+            applied_index: 1,
+        };
+        encode_response(7, &value, &mut big);
+        assert!(!not_framing(&big, &limits), "a response, over the limit");
+        assert!(!not_framing(&big[..4], &limits));
+        let mut small = Vec::new();
+        encode_response(7, &Response::Written { revision: 3 }, &mut small);
+        for n in 0..=small.len() {
+            assert!(
+                !not_framing(&small[..n], &limits),
+                "{n} bytes of a response"
+            );
+        }
+        let mut not_response = big.clone();
+        not_response[FRAME_HEADER_BYTES - 1] = b' ';
+        assert!(not_framing(&not_response, &limits));
     }
 }

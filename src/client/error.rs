@@ -155,7 +155,7 @@ pub(super) fn conn_error(e: ConnError, may_have_applied: bool) -> Error {
             error,
             may_have_applied,
         },
-        ConnError::Protocol(what) => Error::Protocol {
+        ConnError::Protocol(what) | ConnError::Foreign(what) => Error::Protocol {
             what,
             may_have_applied,
         },

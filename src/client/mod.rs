@@ -250,6 +250,9 @@ struct Attempts {
     /// The last reason the operation could not be served.
     last_failure: Option<Failure>,
     backoff_ms: u64,
+    /// Endpoints found to be no Zatt server in this operation, with what says so: not dialled
+    /// again by it.
+    foreign: Vec<(String, String)>,
 }
 
 enum Failure {
@@ -277,7 +280,43 @@ impl Attempts {
         self.last_failure = Some(Failure::Connect(describe(e)));
     }
 
+    /// Remembers that the server at `addr` is no Zatt server.
+    fn note_foreign(&mut self, addr: String, what: String) {
+        if !self.foreign.iter().any(|(a, _)| *a == addr) {
+            self.foreign.push((addr, what));
+        }
+    }
+
+    /// The error once the deadline has passed. Endpoints that proved to be no Zatt server are
+    /// named too, so that the reason for every endpoint is in it.
     fn give_up(&mut self, endpoints: &[String]) -> Error {
+        let e = self.give_up_on_the_rest(endpoints);
+        if self.foreign.is_empty() {
+            return e;
+        }
+        let foreign = self.foreign_said();
+        match e {
+            Error::Unavailable {
+                reason,
+                may_have_applied,
+            } => Error::Unavailable {
+                reason: format!("{reason}; {foreign}"),
+                may_have_applied,
+            },
+            Error::Timeout { may_have_applied } => Error::Unavailable {
+                reason: format!("no other server answered in time; {foreign}"),
+                may_have_applied,
+            },
+            other => other,
+        }
+    }
+
+    fn foreign_said(&self) -> String {
+        let said: Vec<&str> = self.foreign.iter().map(|(_, w)| w.as_str()).collect();
+        said.join("; ")
+    }
+
+    fn give_up_on_the_rest(&mut self, endpoints: &[String]) -> Error {
         let m = self.ambiguous;
         match self.last_failure.take() {
             None | Some(Failure::NoReply) => Error::Timeout {
@@ -334,9 +373,9 @@ impl Client {
         let deadline = Instant::now() + client.config.timeout;
         let mut attempts = Attempts::default();
         loop {
-            match client.ensure_conn(deadline) {
+            match client.ensure_conn(deadline, &attempts.foreign) {
                 Ok(()) => return Ok(client),
-                Err(Unreached { error, all_refused }) => {
+                Err(Unreached { error, settled }) => {
                     if let ConnError::Protocol(what) = error {
                         // A TLS failure will not cure itself by waiting.
                         return Err(Error::Protocol {
@@ -344,16 +383,8 @@ impl Client {
                             may_have_applied: false,
                         });
                     }
-                    if all_refused && !client.config.wait_for_servers {
-                        // Every endpoint answered "nobody listens here": no server is up at
-                        // any of them, and waiting out the timeout would only hide that.
-                        return Err(Error::Unavailable {
-                            reason: format!(
-                                "cannot connect to any of {}: connection refused",
-                                client.endpoints.join(",")
-                            ),
-                            may_have_applied: false,
-                        });
+                    if let Some(e) = client.settled_error(settled, false) {
+                        return Err(e);
                     }
                     attempts.note_connect_failure(&error);
                 }
@@ -731,12 +762,16 @@ impl Client {
             if retry == Retry::Once && self.conn.as_ref().is_some_and(|c| c.closed_by_peer()) {
                 self.conn = None;
             }
-            if let Err(Unreached { error, .. }) = self.ensure_conn(deadline) {
+            if let Err(Unreached { error, settled }) = self.ensure_conn(deadline, &attempts.foreign)
+            {
                 if let ConnError::Protocol(what) = error {
                     return Err(Error::Protocol {
                         what,
                         may_have_applied: attempts.ambiguous,
                     });
+                }
+                if let Some(e) = self.settled_error(settled, attempts.ambiguous) {
+                    return Err(e);
                 }
                 attempts.note_connect_failure(&error);
                 attempts.back_off(deadline);
@@ -758,6 +793,15 @@ impl Client {
             let outcome = self.round_trip(id, req, attempt_deadline);
             let resp = match outcome {
                 Ok(resp) => resp,
+                Err(ConnError::Foreign(what)) => {
+                    // Not a Zatt server: nothing sent there reached the cluster, so the
+                    // request goes to the next endpoint at once (ensure_conn skips this one
+                    // for the rest of the operation), as after an unreachable endpoint.
+                    let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
+                    self.leave_endpoint(&addr);
+                    attempts.note_foreign(addr, what);
+                    continue;
+                }
                 Err(e) => {
                     // The request may have reached the server before the connection failed.
                     let silent = self.conn.take().map(|c| c.addr);
@@ -772,9 +816,8 @@ impl Client {
                         *ambiguous = true;
                     }
                     if let ConnError::Protocol(what) = e {
-                        // The peer answered with bytes that are not a response: it does not
-                        // speak this protocol (another service on the port), and asking again
-                        // will not change that.
+                        // A server that spoke the protocol sent bytes this client cannot read
+                        // (or TLS failed): asking again will not change that.
                         return Err(Error::Protocol {
                             what,
                             may_have_applied: is_write,
@@ -902,22 +945,30 @@ impl Client {
         }
     }
 
-    /// Connects if not connected: first to the hinted leader, then to each endpoint in turn.
-    fn ensure_conn(&mut self, deadline: Instant) -> Result<(), Unreached> {
+    /// Connects if not connected: first to the hinted leader, then to each endpoint in turn,
+    /// skipping those `foreign` names (found to be no Zatt server).
+    fn ensure_conn(
+        &mut self,
+        deadline: Instant,
+        foreign: &[(String, String)],
+    ) -> Result<(), Unreached> {
         if self.conn.is_some() {
             return Ok(());
         }
+        let is_foreign = |addr: &str| foreign.iter().find(|(a, _)| a == addr);
         let mut last = None;
         if let Some(hint) = self.leader_hint.take() {
-            match self.dial(&hint, deadline) {
-                Ok(c) => {
-                    self.conn = Some(c);
-                    return Ok(());
+            if is_foreign(&hint).is_none() {
+                match self.dial(&hint, deadline) {
+                    Ok(c) => {
+                        self.conn = Some(c);
+                        return Ok(());
+                    }
+                    Err(e) => last = Some(e),
                 }
-                Err(e) => last = Some(e),
             }
         }
-        let mut refused = 0;
+        let mut settled = Vec::new();
         for _ in 0..self.endpoints.len() {
             if Instant::now() >= deadline {
                 break;
@@ -925,6 +976,10 @@ impl Client {
             let i = self.next_endpoint % self.endpoints.len();
             self.next_endpoint = (i + 1) % self.endpoints.len();
             let addr = self.endpoints[i].clone();
+            if let Some((_, what)) = is_foreign(&addr) {
+                settled.push(Settled::Foreign(what.clone()));
+                continue;
+            }
             match self.dial(&addr, deadline) {
                 Ok(c) => {
                     // Stay with a working endpoint for the next reconnection too.
@@ -935,21 +990,65 @@ impl Client {
                 Err(e @ ConnError::Protocol(_)) => {
                     return Err(Unreached {
                         error: e,
-                        all_refused: false,
+                        settled: None,
                     })
                 }
                 Err(e) => {
                     if matches!(&e, ConnError::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused)
                     {
-                        refused += 1;
+                        settled.push(Settled::Refused(addr));
                     }
                     last = Some(e);
                 }
             }
         }
+        let all = settled.len() == self.endpoints.len();
         Err(Unreached {
             error: last.unwrap_or(ConnError::Timeout),
-            all_refused: refused == self.endpoints.len(),
+            settled: all.then_some(settled),
+        })
+    }
+
+    /// The error to fail with at once when every endpoint failed in a way that waiting will
+    /// not soon change (`settled`, from `ensure_conn`): every one no Zatt server (a protocol
+    /// error, whatever `wait_for_servers` says: waiting cannot make them one), or, unless the
+    /// client waits for servers to start, each refused or no Zatt server. `None`: keep trying.
+    fn settled_error(&self, settled: Option<Vec<Settled>>, ambiguous: bool) -> Option<Error> {
+        let settled = settled?;
+        let foreign: Vec<&str> = settled
+            .iter()
+            .filter_map(|s| match s {
+                Settled::Foreign(what) => Some(what.as_str()),
+                _ => None,
+            })
+            .collect();
+        if foreign.len() == settled.len() {
+            return Some(Error::Protocol {
+                what: foreign.join("; "),
+                may_have_applied: ambiguous,
+            });
+        }
+        if self.config.wait_for_servers {
+            return None;
+        }
+        let endpoints = self.endpoints.join(",");
+        let reason = if foreign.is_empty() {
+            // Every endpoint answered "nobody listens here": no server is up at any of them,
+            // and waiting out the timeout would only hide that.
+            format!("cannot connect to any of {endpoints}: connection refused")
+        } else {
+            let each: Vec<String> = settled
+                .into_iter()
+                .map(|s| match s {
+                    Settled::Refused(addr) => format!("{addr}: connection refused"),
+                    Settled::Foreign(what) => what,
+                })
+                .collect();
+            format!("cannot connect to any of {endpoints}: {}", each.join("; "))
+        };
+        Some(Error::Unavailable {
+            reason,
+            may_have_applied: ambiguous,
         })
     }
 
@@ -1006,11 +1105,19 @@ fn back_off(ms: &mut u64, deadline: Instant) {
     std::thread::sleep(left.min(Duration::from_millis(*ms)));
 }
 
-/// Why `ensure_conn` found no server: the last failure, and whether every endpoint refused the
-/// connection outright (nothing listens there).
+/// Why `ensure_conn` found no server: the last failure, and when every endpoint failed in a
+/// way that waiting will not soon change, how each did.
 struct Unreached {
     error: ConnError,
-    all_refused: bool,
+    settled: Option<Vec<Settled>>,
+}
+
+/// How an endpoint failed for now: nothing listens there, or it is no Zatt server.
+enum Settled {
+    /// The endpoint refused the connection.
+    Refused(String),
+    /// What says the endpoint is no Zatt server (it names the endpoint).
+    Foreign(String),
 }
 
 fn route_for(c: Consistency) -> Route {
@@ -1046,7 +1153,7 @@ fn describe(e: &ConnError) -> String {
     match e {
         ConnError::Timeout => "timed out".into(),
         ConnError::Io(e) => e.to_string(),
-        ConnError::Protocol(p) => p.clone(),
+        ConnError::Protocol(p) | ConnError::Foreign(p) => p.clone(),
     }
 }
 

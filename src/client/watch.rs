@@ -318,6 +318,8 @@ impl Watch {
         // one of them named.
         let mut compacted_by = 0;
         let mut compacted: Option<u64> = None;
+        // Endpoints found to be no Zatt server, with what says so: not tried again here.
+        let mut foreign: Vec<(String, String)> = Vec::new();
         loop {
             let addr = match self.opts.endpoint.take() {
                 Some(a) => a,
@@ -326,9 +328,30 @@ impl Watch {
                     self.endpoints[i].clone()
                 }
             };
+            if foreign.iter().any(|(a, _)| *a == addr) {
+                self.next_endpoint += 1;
+                continue;
+            }
             match self.open_at(&addr, deadline) {
                 Ok(()) => return Ok(()),
                 Err(OpenError::Fatal(e)) => return Err(e),
+                Err(OpenError::Foreign(what)) => {
+                    foreign.push((addr, what));
+                    if self
+                        .endpoints
+                        .iter()
+                        .all(|e| foreign.iter().any(|(a, _)| a == e))
+                    {
+                        // Waiting cannot make any of them a Zatt server.
+                        return Err(Error::Protocol {
+                            what: foreign_said(&foreign),
+                            may_have_applied: false,
+                        });
+                    }
+                    // The next endpoint at once, as after one that is unreachable.
+                    self.next_endpoint += 1;
+                    continue;
+                }
                 Err(OpenError::Compacted(oldest)) => {
                     compacted_by += 1;
                     let latest = compacted.map_or(oldest, |c| c.max(oldest));
@@ -352,12 +375,16 @@ impl Watch {
                     // No member reached was able to go on without a gap.
                     return self.end_compacted(oldest);
                 }
+                let mut reason = format!(
+                    "cannot watch on any of {} ({})",
+                    self.endpoints.join(","),
+                    last.as_deref().unwrap_or("timed out")
+                );
+                if !foreign.is_empty() {
+                    reason = format!("{reason}; {}", foreign_said(&foreign));
+                }
                 return Err(Error::Unavailable {
-                    reason: format!(
-                        "cannot watch on any of {} ({})",
-                        self.endpoints.join(","),
-                        last.as_deref().unwrap_or("timed out")
-                    ),
+                    reason,
                     may_have_applied: false,
                 });
             }
@@ -395,9 +422,10 @@ impl Watch {
         let reply_by = (Instant::now() + self.config.request_timeout).min(deadline);
         conn.flush(reply_by.saturating_duration_since(Instant::now()))
             .map_err(|e| OpenError::Retry(describe(&e)))?;
-        let (id, resp) = conn
-            .recv(reply_by)
-            .map_err(|e| OpenError::Retry(describe(&e)))?;
+        let (id, resp) = conn.recv(reply_by).map_err(|e| match e {
+            ConnError::Foreign(what) => OpenError::Foreign(what),
+            other => OpenError::Retry(describe(&other)),
+        })?;
         if id == super::CONNECTION_ID {
             if let Response::Error(ErrorKind::TooManyConnections { limit }) = resp {
                 return Err(OpenError::Retry(super::too_many_connections(limit)));
@@ -431,12 +459,20 @@ impl Watch {
     }
 }
 
+/// What says each of `foreign`'s endpoints is no Zatt server, in one line.
+fn foreign_said(foreign: &[(String, String)]) -> String {
+    let said: Vec<&str> = foreign.iter().map(|(_, w)| w.as_str()).collect();
+    said.join("; ")
+}
+
 enum OpenError {
     /// This server no longer keeps the changes from `next` (it keeps them from this revision
     /// on); another may.
     Compacted(u64),
     /// Another server, or a later try, may do.
     Retry(String),
+    /// The server is no Zatt server (this says so, naming it): another may do.
+    Foreign(String),
     /// Retrying will not help.
     Fatal(Error),
 }

@@ -859,6 +859,15 @@ mod op {
     pub const R_SNAPSHOT_CHUNK: u8 = 0x91;
 }
 
+/// Whether `opcode` is a response's (`0x81`–`0x8E`, `0x90`–`0x91`): for a client telling a
+/// Zatt frame's header from another protocol's bytes.
+pub fn is_response_opcode(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        op::R_SESSION_REGISTERED..=op::R_WATCH_PROGRESS | op::R_SNAPSHOT_BEGIN..=op::R_SNAPSHOT_CHUNK
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoding.
 
