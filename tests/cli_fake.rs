@@ -701,6 +701,78 @@ fn several_endpoints_pass_over_one_that_is_no_zatt_server_and_say_why_when_all_f
     );
 }
 
+/// Whether this machine's resolver answers "no such name" (EAI_NONAME or EAI_NODATA) for
+/// `host`, as it should for the reserved `.invalid` domain. Without a reachable DNS server it
+/// may answer "try again" instead, which zatt rightly keeps retrying.
+fn resolver_says_no_such_name(host: &std::ffi::CStr) -> bool {
+    // SAFETY: zeroed hints are valid; `res` is freed when getaddrinfo filled it.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res = std::ptr::null_mut();
+        let rc = libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut res);
+        if rc == 0 {
+            libc::freeaddrinfo(res);
+        }
+        rc == libc::EAI_NONAME || rc == libc::EAI_NODATA
+    }
+}
+
+#[test]
+fn an_endpoint_whose_name_does_not_resolve_fails_at_once_naming_the_host() {
+    // Goal: a host name that does not exist is said at once, naming the host, instead of
+    // being resolved again and again for the whole --timeout; with several endpoints it is
+    // passed over, and named with the others' reasons when none is left. Method: the
+    // reserved name nosuch.invalid, and a --timeout of 20 s (resolving again and again
+    // until it passed ended in a message that did not name the host).
+    if !resolver_says_no_such_name(c"nosuch.invalid") {
+        eprintln!("skipped: this machine's resolver does not say nosuch.invalid does not exist");
+        return;
+    }
+    let o = zatt_cli()
+        .args([
+            "--endpoints",
+            "nosuch.invalid:7000",
+            "--timeout",
+            "20s",
+            "get",
+            "k",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("host nosuch.invalid not found"), "{err}");
+    assert!(
+        err.contains("check --endpoints (nosuch.invalid:7000)"),
+        "{err}"
+    );
+
+    let s = FakeServer::start();
+    let o = zatt(
+        &format!("nosuch.invalid:7000,{}", s.addr()),
+        &["put", "k", "v"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let refused = refused_port();
+    let o = zatt_cli()
+        .args(["--endpoints", &format!("nosuch.invalid:7000,{refused}")])
+        .args(["--timeout", "20s", "get", "k"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nosuch.invalid:7000: host nosuch.invalid not found")
+            && err.contains(&format!("{refused}: connection refused")),
+        "{err}"
+    );
+    assert!(!err.contains("no server listens there"), "{err}");
+}
+
 /// Scripts `s` to serve `payload` as a snapshot (its data ends with its own CRC, as a real
 /// one does), running `on_save` when the save is asked for; returns the data served.
 fn serve_snapshot(s: &FakeServer, payload: &[u8], on_save: impl Fn() + Send + 'static) -> Vec<u8> {

@@ -1131,10 +1131,15 @@ fn report(err: &mut dyn Write, g: &Global, f: &Failure) -> i32 {
     let endpoints = g.endpoints.join(",");
     let mut line = format!("zatt: {e}");
     let hint = match e {
-        Error::Unavailable { reason, .. } if reason.ends_with("connection refused") => format!(
-            "no server listens there: check --endpoints ({endpoints}) or start a local cluster \
-             with `zatt dev`"
-        ),
+        // Every endpoint refused (several reasons are joined with "; ").
+        Error::Unavailable { reason, .. }
+            if reason.ends_with("connection refused") && !reason.contains("; ") =>
+        {
+            format!(
+                "no server listens there: check --endpoints ({endpoints}) or start a local \
+                 cluster with `zatt dev`"
+            )
+        }
         Error::Unavailable { reason, .. } if reason.starts_with("cannot connect") => {
             format!("check --endpoints ({endpoints}) or start a local cluster with `zatt dev`")
         }

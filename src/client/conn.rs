@@ -5,7 +5,7 @@
 //! reused, and the read buffer grows only as bytes actually arrive (never by a declared length).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crate::wire::client::{
     RequestView, Response, FRAME_HEADER_BYTES,
 };
 
+use super::resolve::{resolve, ResolveError};
 use super::tls::{self, TlsConfig};
 
 /// Bytes read per `read` call at least; the buffer grows beyond this only for larger frames.
@@ -79,6 +80,9 @@ pub(crate) enum ConnError {
     /// Zatt server, and nothing sent to it reached the cluster. Says so, naming the endpoint
     /// and quoting what it answered.
     Foreign(String),
+    /// The endpoint's host name does not resolve (no such name, or no address for it): says
+    /// so, naming the host.
+    NoSuchHost(String),
 }
 
 impl From<io::Error> for ConnError {
@@ -152,19 +156,22 @@ fn not_framing(first: &[u8], limits: &FrameLimits) -> bool {
 }
 
 /// Resolves and dials `addr` within `timeout`, trying each resolved address in turn.
-fn dial(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{addr} resolves to no address"),
-    );
+fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, ConnError> {
+    let addrs: Vec<SocketAddr> = match resolve(addr) {
+        Ok(a) => a,
+        Err(ResolveError::NoSuchHost(what)) => return Err(ConnError::NoSuchHost(what)),
+        Err(ResolveError::Other(e)) => return Err(e.into()),
+    };
+    let mut last = None;
     for a in addrs {
         match TcpStream::connect_timeout(&a, timeout) {
             Ok(s) => return Ok(s),
-            Err(e) => last = e,
+            Err(e) => last = Some(e),
         }
     }
-    Err(last)
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+        .into())
 }
 
 impl Conn {

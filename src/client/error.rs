@@ -159,6 +159,10 @@ pub(super) fn conn_error(e: ConnError, may_have_applied: bool) -> Error {
             what,
             may_have_applied,
         },
+        ConnError::NoSuchHost(what) => Error::Io {
+            error: io::Error::new(io::ErrorKind::NotFound, what),
+            may_have_applied,
+        },
     }
 }
 

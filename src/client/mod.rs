@@ -31,6 +31,7 @@ mod error;
 #[doc(hidden)]
 pub mod fake;
 mod pipeline;
+mod resolve;
 mod scan;
 mod snapshot;
 mod text;
@@ -994,9 +995,14 @@ impl Client {
                     })
                 }
                 Err(e) => {
-                    if matches!(&e, ConnError::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused)
-                    {
-                        settled.push(Settled::Refused(addr));
+                    match &e {
+                        ConnError::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
+                            settled.push(Settled::Refused(addr));
+                        }
+                        ConnError::NoSuchHost(what) => {
+                            settled.push(Settled::NoSuchHost(addr, what.clone()));
+                        }
+                        _ => {}
                     }
                     last = Some(e);
                 }
@@ -1012,7 +1018,8 @@ impl Client {
     /// The error to fail with at once when every endpoint failed in a way that waiting will
     /// not soon change (`settled`, from `ensure_conn`): every one no Zatt server (a protocol
     /// error, whatever `wait_for_servers` says: waiting cannot make them one), or, unless the
-    /// client waits for servers to start, each refused or no Zatt server. `None`: keep trying.
+    /// client waits for servers to start (and their names to be published), each refused,
+    /// unresolvable or no Zatt server. `None`: keep trying.
     fn settled_error(&self, settled: Option<Vec<Settled>>, ambiguous: bool) -> Option<Error> {
         let settled = settled?;
         let foreign: Vec<&str> = settled
@@ -1032,15 +1039,20 @@ impl Client {
             return None;
         }
         let endpoints = self.endpoints.join(",");
-        let reason = if foreign.is_empty() {
+        let reason = if settled.iter().all(|s| matches!(s, Settled::Refused(_))) {
             // Every endpoint answered "nobody listens here": no server is up at any of them,
             // and waiting out the timeout would only hide that.
             format!("cannot connect to any of {endpoints}: connection refused")
         } else {
+            // Each endpoint's reason; the endpoint is named unless it is the only one (a
+            // foreign one's reason names it anyway).
+            let one = self.endpoints.len() == 1;
             let each: Vec<String> = settled
                 .into_iter()
                 .map(|s| match s {
                     Settled::Refused(addr) => format!("{addr}: connection refused"),
+                    Settled::NoSuchHost(_, what) if one => what,
+                    Settled::NoSuchHost(addr, what) => format!("{addr}: {what}"),
                     Settled::Foreign(what) => what,
                 })
                 .collect();
@@ -1112,10 +1124,13 @@ struct Unreached {
     settled: Option<Vec<Settled>>,
 }
 
-/// How an endpoint failed for now: nothing listens there, or it is no Zatt server.
+/// How an endpoint failed for now: nothing listens there, its name does not resolve, or it is
+/// no Zatt server.
 enum Settled {
     /// The endpoint refused the connection.
     Refused(String),
+    /// The endpoint, and what says its host name does not resolve (naming the host).
+    NoSuchHost(String, String),
     /// What says the endpoint is no Zatt server (it names the endpoint).
     Foreign(String),
 }
@@ -1153,7 +1168,7 @@ fn describe(e: &ConnError) -> String {
     match e {
         ConnError::Timeout => "timed out".into(),
         ConnError::Io(e) => e.to_string(),
-        ConnError::Protocol(p) | ConnError::Foreign(p) => p.clone(),
+        ConnError::Protocol(p) | ConnError::Foreign(p) | ConnError::NoSuchHost(p) => p.clone(),
     }
 }
 
