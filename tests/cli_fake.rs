@@ -288,6 +288,37 @@ fn timeout_bounds_the_whole_command() {
 }
 
 #[test]
+fn a_timeout_too_short_for_any_request_is_reported_as_a_timeout() {
+    // Goal: `--timeout 1ns` (which passes before anything can be dialled) says the command
+    // timed out within the timeout given, not that the cluster is unavailable or "0ms".
+    // Method: a server that is up, and one, two or three endpoints (the first refusing).
+    let s = FakeServer::start();
+    let refused = refused_port();
+    for endpoints in [
+        s.addr().to_string(),
+        format!("{refused},{}", s.addr()),
+        format!("{},{},{}", s.addr(), s.addr(), s.addr()),
+    ] {
+        for args in [&["get", "k"][..], &["put", "k", "v"], &["status"]] {
+            let o = zatt_cli()
+                .args(["--endpoints", &endpoints, "--timeout", "1ns"])
+                .args(args)
+                .output()
+                .unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            assert!(
+                err.starts_with("zatt: timed out") && err.contains("within --timeout 1ns"),
+                "{endpoints} {args:?}: {err}"
+            );
+            assert!(!err.contains("unavailable"), "{args:?}: {err}");
+        }
+    }
+    assert!(s.state().requests.is_empty());
+}
+
+#[test]
 fn status_json_is_one_object_with_the_promised_fields() {
     let s = FakeServer::start();
     // As printed by `zatt dev`: the global option after the command.

@@ -1107,12 +1107,16 @@ fn conf_change_may_pass_later(why: &str) -> bool {
     .any(|p| why.contains(p))
 }
 
+/// A duration as --timeout takes it, exactly: in the largest of s, ms, us and ns that writes
+/// it as a whole number (1ns is not "0ms").
 fn fmt_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+    let ns = d.as_nanos();
+    for (unit, per) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+        if ns >= per && ns % per == 0 {
+            return format!("{}{unit}", ns / per);
+        }
     }
+    format!("{ns}ns")
 }
 
 /// One line on stderr saying what went wrong and what to do about it.
@@ -1922,6 +1926,20 @@ mod tests {
         ] {
             assert!(check_endpoint("e", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_are_shown_as_given() {
+        // Goal: an error naming --timeout names the value given, not a rounding of it.
+        for s in [
+            "1ns", "999ns", "1us", "1500us", "1ms", "250ms", "1s", "90s", "1500ms",
+        ] {
+            let d = parse_duration(s).unwrap();
+            assert_eq!(parse_duration(&fmt_duration(d)).unwrap(), d, "{s}");
+        }
+        assert_eq!(fmt_duration(Duration::from_nanos(1)), "1ns");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(fmt_duration(Duration::from_secs(5)), "5s");
     }
 
     #[test]

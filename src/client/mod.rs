@@ -254,6 +254,9 @@ struct Attempts {
     /// Endpoints found to be no Zatt server in this operation, with what says so: not dialled
     /// again by it.
     foreign: Vec<(String, String)>,
+    /// Some round of connecting tried every endpoint (before the deadline cut one short):
+    /// until then, a connection failure is no evidence about the cluster as a whole.
+    tried_all: bool,
 }
 
 enum Failure {
@@ -271,10 +274,15 @@ impl Attempts {
         back_off(&mut self.backoff_ms, deadline);
     }
 
-    /// Remembers why a connection failed, unless it merely ran out of time after a failure
-    /// that says more (a dial cut short by the deadline would turn "connection refused" into
-    /// "timed out").
-    fn note_connect_failure(&mut self, e: &ConnError) {
+    /// Remembers why connecting failed (`u`, from `ensure_conn`), unless it merely ran out of
+    /// time: before dialling anything (a --timeout too short for any request is a timeout,
+    /// not an unavailable cluster), or after a failure that says more (a dial cut short by the
+    /// deadline would turn "connection refused" into "timed out").
+    fn note_connect_failure(&mut self, u: &Unreached) {
+        self.tried_all |= u.tried_all;
+        let Some(e) = &u.error else {
+            return;
+        };
         if matches!(e, ConnError::Timeout) && self.last_failure.is_some() {
             return;
         }
@@ -321,6 +329,11 @@ impl Attempts {
         let m = self.ambiguous;
         match self.last_failure.take() {
             None | Some(Failure::NoReply) => Error::Timeout {
+                may_have_applied: m,
+            },
+            // The deadline came before every endpoint could be tried: the time was too short
+            // to tell whether the cluster is reachable.
+            Some(Failure::Connect(_)) if !self.tried_all => Error::Timeout {
                 may_have_applied: m,
             },
             Some(Failure::Connect(e)) => Error::Unavailable {
@@ -376,18 +389,18 @@ impl Client {
         loop {
             match client.ensure_conn(deadline, &attempts.foreign) {
                 Ok(()) => return Ok(client),
-                Err(Unreached { error, settled }) => {
-                    if let ConnError::Protocol(what) = error {
+                Err(mut u) => {
+                    if let Some(ConnError::Protocol(what)) = u.error.take_if(is_protocol) {
                         // A TLS failure will not cure itself by waiting.
                         return Err(Error::Protocol {
                             what,
                             may_have_applied: false,
                         });
                     }
-                    if let Some(e) = client.settled_error(settled, false) {
+                    if let Some(e) = client.settled_error(u.settled.take(), false) {
                         return Err(e);
                     }
-                    attempts.note_connect_failure(&error);
+                    attempts.note_connect_failure(&u);
                 }
             }
             if Instant::now() >= deadline {
@@ -763,18 +776,17 @@ impl Client {
             if retry == Retry::Once && self.conn.as_ref().is_some_and(|c| c.closed_by_peer()) {
                 self.conn = None;
             }
-            if let Err(Unreached { error, settled }) = self.ensure_conn(deadline, &attempts.foreign)
-            {
-                if let ConnError::Protocol(what) = error {
+            if let Err(mut u) = self.ensure_conn(deadline, &attempts.foreign) {
+                if let Some(ConnError::Protocol(what)) = u.error.take_if(is_protocol) {
                     return Err(Error::Protocol {
                         what,
                         may_have_applied: attempts.ambiguous,
                     });
                 }
-                if let Some(e) = self.settled_error(settled, attempts.ambiguous) {
+                if let Some(e) = self.settled_error(u.settled.take(), attempts.ambiguous) {
                     return Err(e);
                 }
-                attempts.note_connect_failure(&error);
+                attempts.note_connect_failure(&u);
                 attempts.back_off(deadline);
                 continue;
             }
@@ -970,8 +982,10 @@ impl Client {
             }
         }
         let mut settled = Vec::new();
+        let mut tried_all = true;
         for _ in 0..self.endpoints.len() {
             if Instant::now() >= deadline {
+                tried_all = false;
                 break;
             }
             let i = self.next_endpoint % self.endpoints.len();
@@ -990,8 +1004,9 @@ impl Client {
                 }
                 Err(e @ ConnError::Protocol(_)) => {
                     return Err(Unreached {
-                        error: e,
+                        error: Some(e),
                         settled: None,
+                        tried_all: false,
                     })
                 }
                 Err(e) => {
@@ -1010,8 +1025,9 @@ impl Client {
         }
         let all = settled.len() == self.endpoints.len();
         Err(Unreached {
-            error: last.unwrap_or(ConnError::Timeout),
+            error: last,
             settled: all.then_some(settled),
+            tried_all,
         })
     }
 
@@ -1117,11 +1133,18 @@ fn back_off(ms: &mut u64, deadline: Instant) {
     std::thread::sleep(left.min(Duration::from_millis(*ms)));
 }
 
-/// Why `ensure_conn` found no server: the last failure, and when every endpoint failed in a
-/// way that waiting will not soon change, how each did.
+/// Why `ensure_conn` found no server: the last failure (`None`: nothing was dialled, the
+/// deadline having passed or every endpoint being no Zatt server), when every endpoint failed
+/// in a way that waiting will not soon change how each did, and whether every endpoint was
+/// tried (the deadline did not cut the round short).
 struct Unreached {
-    error: ConnError,
+    error: Option<ConnError>,
     settled: Option<Vec<Settled>>,
+    tried_all: bool,
+}
+
+fn is_protocol(e: &mut ConnError) -> bool {
+    matches!(e, ConnError::Protocol(_))
 }
 
 /// How an endpoint failed for now: nothing listens there, its name does not resolve, or it is
