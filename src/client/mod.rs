@@ -100,9 +100,13 @@ pub struct ClientConfig {
     pub limits: FrameLimits,
     /// Keys asked for per scan request.
     pub scan_page_size: u32,
-    /// When every endpoint refuses the connection (nothing listens there), `Client::connect`
-    /// keeps trying until `timeout` (true, the default: the servers may be starting) or fails
-    /// at once with [`Error::Unavailable`] saying so (false: what a command line wants).
+    /// When every endpoint refuses the connection (nothing listens there), has a host name
+    /// that does not exist, or is no Zatt server, an operation keeps trying until `timeout`
+    /// (true, the default: the servers may be starting, their names not yet published) or
+    /// fails at once with [`Error::Unavailable`] giving each endpoint's reason (false: what a
+    /// command line wants). Either way an endpoint that answers in another protocol is passed
+    /// over for the rest of the operation, and when every endpoint has, the operation fails
+    /// at once with [`Error::Protocol`] naming each.
     pub wait_for_servers: bool,
 }
 
