@@ -580,6 +580,14 @@ pub enum Invocation {
     Run(Box<ServerConfig>),
 }
 
+/// The switches that print something instead of starting a server (short name, long name,
+/// help): outside `FLAGS` because they have no environment variable, setting or default, but
+/// given to getopts and `--help` from this one list so that the help cannot leave one out.
+const ACTIONS: &[(&str, &str, &str)] = &[
+    ("h", "help", "print this help and exit"),
+    ("V", "version", "print the version and exit"),
+];
+
 fn options() -> getopts::Options {
     let mut o = getopts::Options::new();
     for f in FLAGS {
@@ -588,8 +596,9 @@ fn options() -> getopts::Options {
             Kind::Switch => o.optflag("", f.name, f.help),
         };
     }
-    o.optflag("h", "help", "print this help and exit");
-    o.optflag("V", "version", "print the version and exit");
+    for (short, long, help) in ACTIONS {
+        o.optflag(short, long, help);
+    }
     o
 }
 
@@ -617,7 +626,9 @@ pub fn usage() -> String {
         }
         s.push('\n');
     }
-    s.push_str("  -h, --help\n        print this help and exit\n");
+    for (short, long, help) in ACTIONS {
+        s.push_str(&format!("  -{short}, --{long}\n        {help}\n"));
+    }
     s.push_str("\nExit status: 0 ok, 1 runtime error, 2 usage error, 65 corrupt data directory, 74 disk failure.\n");
     s
 }
@@ -1262,6 +1273,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
@@ -1661,6 +1673,36 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The option names a help heading line starts with: `-V, --version` gives `-V --version`,
+    /// `--id N  this server's...` gives `--id`.
+    fn names_at_start(line: &str) -> String {
+        line.split_whitespace()
+            .take_while(|w| w.starts_with('-'))
+            .map(|w| w.trim_end_matches(','))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn help_lists_exactly_the_flags_the_parser_accepts() {
+        // Goal: every option getopts is given (read back from getopts' own listing, one row
+        // per option, not from FLAGS) is in `--help`, with its short name if it has one, and
+        // `--help` lists nothing the parser refuses. `-V, --version` was once left out.
+        let rows = options().usage_with_format(|rows| rows.collect::<Vec<_>>().join("\0"));
+        let accepted: BTreeSet<String> = rows
+            .split('\0')
+            .map(|row| names_at_start(row.lines().next().unwrap_or("")))
+            .collect();
+        let listed: BTreeSet<String> = usage()
+            .lines()
+            .filter(|l| l.starts_with("  -"))
+            .map(names_at_start)
+            .collect();
+        assert!(accepted.contains("-V --version"), "{accepted:?}");
+        assert_eq!(listed, accepted, "--help lists what the parser accepts");
+        assert_eq!(listed.len(), FLAGS.len() + ACTIONS.len(), "one line each");
     }
 
     #[test]
