@@ -6,6 +6,8 @@
 //! - `existing_refuses_what_a_failed_start_left_behind`: a first start that fails on its TLS
 //!   files may leave hard-state files, a segment and an identity; `--initial-cluster-state
 //!   existing` then refuses the directory (exit 2) like an empty one, changing nothing in it.
+//! - `a_data_dir_that_is_not_a_directory_is_refused_naming_it`: a regular file as `--data-dir`,
+//!   or in the way of its parents, is exit 2 naming the path that is not a directory.
 
 mod common;
 
@@ -99,5 +101,37 @@ fn existing_refuses_what_a_failed_start_left_behind() {
     );
     assert!(!out.contains("bootstrapped"), "{out}");
     assert_eq!(snapshot_of(&data), before, "nothing written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_data_dir_that_is_not_a_directory_is_refused_naming_it() {
+    // Goal: `--data-dir FILE` (a regular file) and `--data-dir FILE/sub` exit 2 saying which
+    // path is not a directory, where they said "File exists" (exit 1); the file is untouched.
+    let dir = temp_dir("notadir");
+    let file = common::write_file(&dir, "file", b"keep me");
+    let f = file.display().to_string();
+    let sub = file.join("sub").display().to_string();
+    let cl = format!("1=127.0.0.1:{}", common::free_port());
+    for (args, needle) in [
+        (
+            vec!["--id", "1", "--cluster", &cl, "--data-dir", &f],
+            format!("--data-dir {f}: not a directory"),
+        ),
+        (
+            vec!["--id", "1", "--cluster", &cl, "--data-dir", &sub],
+            format!("--data-dir {sub}: {f} is not a directory"),
+        ),
+        (
+            vec!["--id", "1", "--data-dir", &f, "--force-new-cluster"],
+            format!("--data-dir {f}: not a directory"),
+        ),
+    ] {
+        let (code, out) = run_zattd(&args, &[], T);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains(&needle), "{args:?}: {out}");
+        assert_eq!(out.trim_end().lines().count(), 1, "one line: {out}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -137,11 +137,46 @@ fn rejoin_advice(cfg: &ServerConfig, listen: &str) -> String {
     )
 }
 
+/// `--data-dir` must be a directory, or not exist yet (it is then created with its parents).
+/// Anything else there or in the way of its parents (a regular file, say) is refused naming
+/// it, rather than with the "File exists" creating it would give. Other errors (no permission
+/// to look) are left to the creation, which reports them.
+fn check_data_dir_path(dir: &Path) -> Result<(), ServerError> {
+    for p in dir.ancestors() {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) if p == dir => {
+                return Err(ServerError::usage(format!(
+                    "--data-dir {}: not a directory",
+                    dir.display()
+                )))
+            }
+            Ok(_) => {
+                return Err(ServerError::usage(format!(
+                    "--data-dir {}: {} is not a directory",
+                    dir.display(),
+                    p.display()
+                )))
+            }
+            // Missing, or under something that is not a directory: look further up.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let started = Instant::now();
+        check_data_dir_path(&cfg.data_dir)?;
         // A backup to restore is checked whole before anything is written; it is written in
         // place of the initial membership, once this server may bootstrap (below).
         let mut restore = match &cfg.restore {
