@@ -3,9 +3,13 @@
 //!   a snapshot is stopped and its log segments removed (hard-state, identity and cluster-id
 //!   files kept); started again it exits 65 naming the missing log, and the snapshot file is
 //!   still there, not deleted as unreferenced.
-//! - `existing_refuses_what_a_failed_start_left_behind`: a first start that fails on its TLS
-//!   files may leave hard-state files, a segment and an identity; `--initial-cluster-state
+//! - `existing_refuses_what_a_failed_start_left_behind`: a first start stopped while it asks
+//!   its peers leaves hard-state files, a segment and an identity; `--initial-cluster-state
 //!   existing` then refuses the directory (exit 2) like an empty one, changing nothing in it.
+//! - `a_start_refused_for_its_files_or_ports_leaves_the_data_directory_as_it_was`: a start
+//!   refused for a TLS file, the cluster secret, a busy port or a missing `--cluster` exits with
+//!   one line naming the flag (2 for files and flags, 1 for a busy port) and leaves an absent
+//!   data directory absent and an empty one empty; the same directory then starts and serves.
 //! - `a_data_dir_that_is_not_a_directory_is_refused_naming_it`: a regular file as `--data-dir`,
 //!   or in the way of its parents, is exit 2 naming the path that is not a directory.
 
@@ -84,13 +88,9 @@ fn existing_refuses_what_a_failed_start_left_behind() {
     let dir = temp_dir("failedstart");
     let data = dir.join("data");
     let d = data.to_str().unwrap();
-    let nope = dir.join("nope");
-    let nope = nope.to_str().unwrap();
     let base = ["--id", "1", "--cluster", &cluster, "--data-dir", d];
-    let tls = [&base[..], &["--tls-cert", nope, "--tls-key", nope]].concat();
-    let (code, out) = run_zattd(&tls, &[], T);
-    assert_eq!(code, Some(2), "{out}");
-    std::fs::create_dir_all(&data).unwrap();
+    common::leave_a_stopped_first_start(&data);
+    assert!(data.join("hardstate.0").exists() && data.join("identity").exists());
     let before = snapshot_of(&data);
     let existing = [&base[..], &["--initial-cluster-state", "existing"]].concat();
     let (code, out) = run_zattd(&existing, &[], T);
@@ -134,4 +134,190 @@ fn a_data_dir_that_is_not_a_directory_is_refused_naming_it() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The names in `dir`, or None when it does not exist.
+fn entries(dir: &Path) -> Option<Vec<String>> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<String> = rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            Some(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+#[test]
+fn a_start_refused_for_its_files_or_ports_leaves_the_data_directory_as_it_was() {
+    // Goal: every refusal that needs no data directory comes before its first byte. These used
+    // to leave `identity`, `hardstate.*`, `LOCK` and a 64 MiB segment behind (and a later
+    // `--initial-cluster-state existing` start then found a half-made directory). Method: one
+    // server's data directory, absent and then empty, through each refusal in turn; then the
+    // same directory starts with good flags and serves.
+    let files = common::temp_dir("refused");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert = common::write_file(&files, "server.pem", cert.pem().as_bytes());
+    let key = common::write_file(&files, "server.key", key.serialize_pem().as_bytes());
+    let junk = common::write_file(&files, "junk.pem", b"not PEM\n");
+    let empty = common::write_file(&files, "secret", b"\n");
+    let [cert, key, junk, empty] = [cert, key, junk, empty].map(|p| p.display().to_string());
+    let nope = files.join("nope").display().to_string();
+    // Held for the whole test: the --metrics-listen address that is in use.
+    let http_held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_http = http_held.local_addr().unwrap().to_string();
+
+    // The first attempt is the cluster's own start.
+    let mut c = Cluster::start(1, &["--tls-cert", &nope, "--tls-key", &nope]);
+    let data = c.node(1).data_dir.clone();
+    let port = c.node(1).port.port;
+    let cluster = c.node(1).first_start.clone();
+    #[derive(Debug)]
+    enum Busy {
+        Nothing,
+        Udp,
+        Tcp,
+    }
+    /// Flags beyond the timings, whether `--cluster` is given, which of the server's ports
+    /// this test holds, the exit status and the words of the refusal.
+    type Case<'a> = (Vec<&'a str>, bool, Busy, i32, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--tls-cert", &nope, "--tls-key", &nope],
+            true,
+            Busy::Nothing,
+            2,
+            vec![format!("--tls-cert {nope}: No such file or directory")],
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &nope],
+            true,
+            Busy::Nothing,
+            2,
+            vec![format!("--tls-key {nope}: No such file or directory")],
+        ),
+        (
+            vec!["--tls-cert", &junk, "--tls-key", &key],
+            true,
+            Busy::Nothing,
+            2,
+            vec![format!("--tls-cert {junk}: no certificate")],
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-client-ca",
+                &nope,
+            ],
+            true,
+            Busy::Nothing,
+            2,
+            vec![format!("--tls-client-ca {nope}: No such file or directory")],
+        ),
+        (
+            vec!["--cluster-secret-file", &nope],
+            true,
+            Busy::Nothing,
+            2,
+            vec![format!(
+                "--cluster-secret-file {nope}: No such file or directory"
+            )],
+        ),
+        (
+            vec!["--cluster-secret-file", &empty],
+            true,
+            Busy::Nothing,
+            2,
+            vec![format!("--cluster-secret-file {empty} is empty")],
+        ),
+        (
+            vec!["--metrics-listen", &busy_http],
+            true,
+            Busy::Nothing,
+            1,
+            vec![format!(
+                "{busy_http} (--metrics-listen): address already in use"
+            )],
+        ),
+        (
+            vec![],
+            true,
+            Busy::Udp,
+            1,
+            vec!["(UDP): address already in use".to_string()],
+        ),
+        (
+            vec![],
+            true,
+            Busy::Tcp,
+            1,
+            vec!["(TCP): address already in use".to_string()],
+        ),
+        (
+            vec![],
+            false,
+            Busy::Nothing,
+            2,
+            vec!["first start needs --cluster".to_string()],
+        ),
+    ];
+    let mut first = true;
+    for make_empty in [false, true] {
+        if make_empty {
+            std::fs::create_dir_all(&data).unwrap();
+        }
+        let want = entries(&data);
+        assert_eq!(want, make_empty.then(Vec::new));
+        for (extra, with_cluster, busy, code, needles) in &cases {
+            let _held: Box<dyn std::any::Any> = match busy {
+                Busy::Nothing => Box::new(()),
+                Busy::Udp => Box::new(std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap()),
+                Busy::Tcp => Box::new(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()),
+            };
+            // The cluster's own start wrote its log from the beginning.
+            let from = if first { 0 } else { c.log_of(1).len() };
+            if !first {
+                let n = &mut c.nodes[0];
+                n.extra = common::FAST.iter().map(|s| s.to_string()).collect();
+                n.extra.extend(extra.iter().map(|s| s.to_string()));
+                n.first_start = if *with_cluster {
+                    cluster.clone()
+                } else {
+                    Vec::new()
+                };
+                c.start_with_first_command(1);
+            }
+            first = false;
+            let got = c.wait_exit(1, T);
+            let out = c.log_of(1)[from..].to_string();
+            let what = format!("{extra:?} busy {busy:?} (empty directory: {make_empty})");
+            assert_eq!(got, Some(*code), "{what}: {out}");
+            for n in needles {
+                assert!(out.contains(n.as_str()), "{what}: wants {n:?}: {out}");
+            }
+            assert!(
+                out.starts_with("zattd: ") && out.trim_end().lines().count() == 1,
+                "{what}: one line: {out}"
+            );
+            assert_eq!(entries(&data), want, "{what}: the data directory changed");
+        }
+    }
+    let n = &mut c.nodes[0];
+    n.extra = common::FAST.iter().map(|s| s.to_string()).collect();
+    n.first_start = cluster;
+    c.start_with_first_command(1);
+    c.wait_leader(T);
+    c.put("k", "v");
+    assert!(data.join("identity").exists() && data.join("cluster-id").exists());
+    let _ = std::fs::remove_dir_all(&files);
 }

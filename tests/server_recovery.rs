@@ -329,8 +329,9 @@ fn a_restore_cut_short_before_its_data_runs_again() {
     // Goal: what a start leaves before the cluster's first byte (the lock, empty hard state,
     // the identity, a first segment) does not make the directory "not empty" for a second
     // attempt; a log with data does. Method: a backup of a one-server cluster restored on a
-    // port this test holds (refused: address in use), then again: the second attempt gets as
-    // far (address in use again), not refused for its directory; a directory with a log is.
+    // port this test holds (refused: address in use, with nothing written), then again over
+    // what a first start stopped while asking its peers leaves: this attempt gets as far
+    // (address in use again), not refused for its directory; a directory with a log is.
     let old = Cluster::start(1, &[]);
     old.wait_leader(T);
     old.put("k", "v");
@@ -356,6 +357,10 @@ fn a_restore_cut_short_before_its_data_runs_again() {
         &backup.display().to_string(),
     ];
     for attempt in 0..2 {
+        if attempt == 1 {
+            assert!(!dir.exists(), "a start refused for its port wrote nothing");
+            common::leave_a_stopped_first_start(&dir);
+        }
         let (code, out) = common::run_zattd(&args, &[], T);
         assert_eq!(code, Some(1), "attempt {attempt}: {out}");
         assert!(

@@ -19,8 +19,8 @@
 //! with `--restore` again (its peers know it by another incarnation), instead of coming back
 //! as someone who forgot its votes.
 //!
-//! `--force-new-cluster` runs before the start-up opens the directory, which then starts as a
-//! restart would. The server's whole log is kept (its snapshot and every entry after it), a
+//! `--force-new-cluster` is checked (its log read) before the start-up checks its files and
+//! binds its port, written once those pass, and the directory then starts as a restart would. The server's whole log is kept (its snapshot and every entry after it), a
 //! `Config` entry making this server the only voter is appended, in a term above every term in
 //! its log, and all of it is committed at once. Entries beyond the commit index it had made
 //! durable are kept too: a follower persists its commit index lazily (with its next write), so
@@ -291,9 +291,24 @@ pub(super) fn write_restore(
     })
 }
 
-/// `zattd --force-new-cluster`: makes this server the only voter of its cluster, keeping its
-/// committed log.
-pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
+/// A forced new cluster checked and ready to write (`Force::write`): the log it keeps is open.
+pub(super) struct Force {
+    wal: Wal,
+    batch: WriteBatch,
+    lost: Option<LostEntries>,
+    /// This server's address in the new membership.
+    pub addr: String,
+    index: LogIndex,
+    term: Term,
+    last_index: LogIndex,
+    known_committed: LogIndex,
+}
+
+/// `zattd --force-new-cluster`, first half: every check that can refuse it, and the membership
+/// it will write (this server the only voter, keeping its committed log). Reads the log (as
+/// any start's recovery does) and writes nothing of the force itself, so that the start-up can
+/// still refuse (a TLS file, a busy port) with the directory as it was.
+pub(super) fn plan_force_new_cluster(cfg: &ServerConfig) -> Result<Force, ServerError> {
     let dir = &cfg.data_dir;
     let marker = dir.join(FORCED_FILE);
     if let Ok(text) = std::fs::read_to_string(&marker) {
@@ -315,7 +330,7 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
     if dir_is_blank(dir) {
         return Err(none());
     }
-    let (mut wal, boot) = open_wal(cfg)?;
+    let (wal, boot) = open_wal(cfg)?;
     let snapshot_index = boot.snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
     let last_index = boot.entries.last().map_or(snapshot_index, |e| e.index);
     if last_index == LogIndex(0) {
@@ -362,7 +377,6 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
             addr: addr.clone(),
         },
     );
-    let unknown = last_index.0.saturating_sub(known_committed.0);
     let batch = WriteBatch {
         snapshot: None,
         hard_state: Some(HardState {
@@ -373,44 +387,74 @@ pub(super) fn force_new_cluster(cfg: &ServerConfig) -> Result<(), ServerError> {
         }),
         entries: vec![Entry::new(term, index, EntryKind::Config, &alone.encoded())],
     };
-    write_durably(&mut wal, &batch, "the forced membership")?;
-    drop(wal);
-    if let Some(b) = boot.hard_state.lost {
-        warn!(
-            "n{}: its log had lost a damaged tail (entries through index {} of term {} at \
-             most); those that are not in the log kept are gone for good",
-            cfg.id, b.index.0, b.term.0
+    Ok(Force {
+        wal,
+        batch,
+        lost: boot.hard_state.lost,
+        addr,
+        index,
+        term,
+        last_index,
+        known_committed,
+    })
+}
+
+impl Force {
+    /// `zattd --force-new-cluster`, second half: writes the membership `plan_force_new_cluster`
+    /// made, a fresh identity and the marker.
+    pub(super) fn write(self, cfg: &ServerConfig) -> Result<(), ServerError> {
+        let Force {
+            mut wal,
+            batch,
+            lost,
+            addr,
+            index,
+            term,
+            last_index,
+            known_committed,
+        } = self;
+        let dir = &cfg.data_dir;
+        let marker = dir.join(FORCED_FILE);
+        write_durably(&mut wal, &batch, "the forced membership")?;
+        drop(wal);
+        let unknown = last_index.0.saturating_sub(known_committed.0);
+        if let Some(b) = lost {
+            warn!(
+                "n{}: its log had lost a damaged tail (entries through index {} of term {} at \
+                 most); those that are not in the log kept are gone for good",
+                cfg.id, b.index.0, b.term.0
+            );
+        }
+        // A fresh identity: its log now says things the old incarnation never did.
+        Identity::generate()
+            .and_then(|i| i.store(dir))
+            .map_err(|e| {
+                ServerError::runtime(format!(
+                    "cannot write a new identity for {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        // After the write: a process that dies between the two forces again at the next start,
+        // which only repeats the same one-member membership (nobody was added in between).
+        let note = format!(
+            "n{} forced at index {} term {}, its log kept through index {}\n",
+            cfg.id, index.0, term.0, last_index.0
         );
+        write_marker(dir, &marker, &note)?;
+        warn!(
+            "n{}: FORCED A NEW CLUSTER from {}: the only voter now, at {addr}; kept its whole log \
+             through index {} (known committed through {}, {unknown} entries after that now \
+             committed too), new membership at index {} term {}; add servers with --join and \
+             `zatt member add`",
+            cfg.id,
+            dir.display(),
+            last_index.0,
+            known_committed.0,
+            index.0,
+            term.0
+        );
+        Ok(())
     }
-    // A fresh identity: its log now says things the old incarnation never did.
-    Identity::generate()
-        .and_then(|i| i.store(dir))
-        .map_err(|e| {
-            ServerError::runtime(format!(
-                "cannot write a new identity for {}: {e}",
-                dir.display()
-            ))
-        })?;
-    // After the write: a process that dies between the two forces again at the next start,
-    // which only repeats the same one-member membership (nobody was added in between).
-    let note = format!(
-        "n{} forced at index {} term {}, its log kept through index {}\n",
-        cfg.id, index.0, term.0, last_index.0
-    );
-    write_marker(dir, &marker, &note)?;
-    warn!(
-        "n{}: FORCED A NEW CLUSTER from {}: the only voter now, at {addr}; kept its whole log \
-         through index {} (known committed through {}, {unknown} entries after that now \
-         committed too), new membership at index {} term {}; add servers with --join and \
-         `zatt member add`",
-        cfg.id,
-        dir.display(),
-        last_index.0,
-        known_committed.0,
-        index.0,
-        term.0
-    );
-    Ok(())
 }
 
 fn write_marker(dir: &Path, marker: &Path, text: &str) -> Result<(), ServerError> {

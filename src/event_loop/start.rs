@@ -1,8 +1,10 @@
-//! Starting a server: open and recover the data directory, settle the cluster id, bootstrap the
-//! initial membership (or the backup `--restore` names, see `recover.rs`) on a first start,
-//! bind the shared peer/client port, and build the loop's parts and the host. Every refusal is one line with its exit status (2 usage, 1 runtime, 65
-//! corrupt data directory). Runs before the loop; must not run protocol logic (that is the
-//! host's and raft's).
+//! Starting a server: check everything that can refuse the start without writing (the data
+//! directory's path and contents, the files flags name, the ports, bound then), then open and
+//! recover the data directory, settle the cluster id, bootstrap the initial membership (or the
+//! backup `--restore` names, see `recover.rs`) on a first start, and build the loop's parts
+//! and the host. A start refused before the directory's first byte leaves it as it was; every
+//! refusal is one line with its exit status (2 usage, 1 runtime, 65 corrupt data directory).
+//! Runs before the loop; must not run protocol logic (that is the host's and raft's).
 
 use super::*;
 use crate::bootstrap::{Prober, Verdict};
@@ -105,6 +107,58 @@ fn set_udp_buffers(sock: &UdpSocket) {
     }
 }
 
+/// The shared peer/client port, bound: UDP ready, TCP bound but not yet listening.
+struct Port {
+    addr: SocketAddr,
+    udp: UdpSocket,
+    tcp: socket2::Socket,
+}
+
+fn bind_err(addr: SocketAddr, what: &str, e: io::Error) -> ServerError {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        ServerError::runtime(format!(
+            "cannot listen on {addr} ({what}): address already in use"
+        ))
+    } else {
+        ServerError::runtime(format!("cannot listen on {addr} ({what}): {e}"))
+    }
+}
+
+impl Port {
+    /// Binds `listen` for UDP and TCP: a busy port refuses the start here. The TCP socket
+    /// listens only once the server is about to serve (`Port::listen`): a client connecting
+    /// meanwhile (during recovery) is refused at once and tries another server, rather than
+    /// wait in a backlog nobody accepts from.
+    fn bind(listen: &str) -> Result<Port, ServerError> {
+        let addr = crate::config::resolve(listen)
+            .map_err(|e| ServerError::usage(format!("invalid listen address {listen:?}: {e}")))?;
+        let udp = UdpSocket::bind(addr).map_err(|e| bind_err(addr, "UDP", e))?;
+        set_udp_buffers(&udp);
+        // As `TcpListener::bind` does, less the listen: address reuse (a restart binds again
+        // at once), non-blocking for the poll loop.
+        let tcp = (|| -> io::Result<socket2::Socket> {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            s.set_reuse_address(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())?;
+            Ok(s)
+        })()
+        .map_err(|e| bind_err(addr, "TCP", e))?;
+        Ok(Port { addr, udp, tcp })
+    }
+
+    /// The client listener, from the socket `bind` left bound.
+    fn listen(tcp: socket2::Socket, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+        // The backlog std and mio use.
+        tcp.listen(128).map_err(|e| bind_err(addr, "TCP", e))?;
+        Ok(TcpListener::from_std(tcp.into()))
+    }
+}
+
 /// Test hook for the fail-stop path (exit 74) of a real process: `ZATT_TEST_DISK_FAULT` set to
 /// `sync-eio:N` makes the N-th log sync and every later one fail with EIO, `enospc:BYTES` makes
 /// a write past BYTES fail with ENOSPC. Deliberately not a flag: nobody should find it in
@@ -177,21 +231,64 @@ impl Server {
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let started = Instant::now();
         check_data_dir_path(&cfg.data_dir)?;
-        // A backup to restore is checked whole before anything is written; it is written in
-        // place of the initial membership, once this server may bootstrap (below).
+        let dir = cfg.data_dir.clone();
+        // Every check that can refuse the start comes before the data directory's first byte
+        // is written: a start refused for any of them leaves the directory as it was (absent,
+        // empty, or as its last run left it). First what the directory holds (a refusal for
+        // it is a usage error, which a service manager should not retry), then the TLS files,
+        // the cluster secret, the test hook and the ports.
+        //
+        // A backup to restore is checked whole; it is written in place of the initial
+        // membership, once this server may bootstrap (below).
         let mut restore = match &cfg.restore {
             Some(file) => Some(recover::check_restore(&cfg, file)?),
             None => None,
         };
-        // A forced new cluster rewrites the directory first; it then starts as a restart does.
-        if cfg.force_new_cluster {
-            recover::force_new_cluster(&cfg)?;
-        }
-        let dir = cfg.data_dir.clone();
         let must_exist = cfg.initial_cluster_state == InitialClusterState::Existing && !cfg.join;
-        // Checked before `Wal::open`, which would write into a blank directory.
         if must_exist && recover::dir_is_blank(&dir) {
             return Err(refuse_existing(&cfg, &dir, "no data"));
+        }
+        // A forced new cluster is checked and made ready (its log read); it is written once
+        // the checks below pass, and the start then goes on as a restart does.
+        let force = if cfg.force_new_cluster {
+            Some(recover::plan_force_new_cluster(&cfg)?)
+        } else {
+            None
+        };
+        // The address to bind, when it is known without reading the log: else only a log can
+        // name it, and a blank directory has none.
+        let listen_early = cfg
+            .listen
+            .clone()
+            .or(force.as_ref().map(|f| f.addr.clone()));
+        if listen_early.is_none() && recover::dir_is_blank(&dir) {
+            return Err(ServerError::usage(format!(
+                "first start needs --cluster ID=HOST:PORT,... or --join --listen HOST:PORT \
+                 (data directory {} holds no log to take the address from)",
+                dir.display()
+            )));
+        }
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => Some(
+                tls_server_config(c, k, cfg.tls_client_ca.as_deref())
+                    .map_err(ServerError::usage)?,
+            ),
+            _ => None,
+        };
+        let secret = match &cfg.cluster_secret_file {
+            Some(p) => Some(
+                crate::config::read_secret_file(p).map_err(|e| ServerError::usage(e.message))?,
+            ),
+            None => None,
+        };
+        let inject_fault = injected_disk_fault()?;
+        let mut http = http::Http::bind(&cfg)?;
+        let mut port = match &listen_early {
+            Some(l) => Some(Port::bind(l)?),
+            None => None,
+        };
+        if let Some(f) = force {
+            f.write(&cfg)?;
         }
         std::fs::create_dir_all(&dir).map_err(|e| {
             ServerError::runtime(format!(
@@ -200,7 +297,7 @@ impl Server {
             ))
         })?;
         let opts = WalOptions {
-            inject_fault: injected_disk_fault()?,
+            inject_fault,
             segment_bytes: cfg.wal_segment_bytes,
             ..WalOptions::default()
         };
@@ -314,36 +411,14 @@ impl Server {
                 ))
             }
         };
-        let addr = crate::config::resolve(&listen)
-            .map_err(|e| ServerError::usage(format!("invalid listen address {listen:?}: {e}")))?;
-
-        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => Some(
-                tls_server_config(c, k, cfg.tls_client_ca.as_deref())
-                    .map_err(ServerError::usage)?,
-            ),
-            _ => None,
+        // Bound above when the address was known before the log was read (then `listen` is
+        // that address).
+        let port = match port.take() {
+            Some(p) => p,
+            None => Port::bind(&listen)?,
         };
-        let secret = match &cfg.cluster_secret_file {
-            Some(p) => Some(
-                crate::config::read_secret_file(p).map_err(|e| ServerError::usage(e.message))?,
-            ),
-            None => None,
-        };
-
-        let bind_err = |what: &str, e: io::Error| {
-            if e.kind() == io::ErrorKind::AddrInUse {
-                ServerError::runtime(format!(
-                    "cannot listen on {addr} ({what}): address already in use"
-                ))
-            } else {
-                ServerError::runtime(format!("cannot listen on {addr} ({what}): {e}"))
-            }
-        };
-        let mut udp = UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?;
-        let mut listener = TcpListener::bind(addr).map_err(|e| bind_err("TCP", e))?;
-        set_udp_buffers(&udp);
-        let mut http = http::Http::bind(&cfg)?;
+        let addr = port.addr;
+        let mut udp = port.udp;
 
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -363,7 +438,6 @@ impl Server {
             .register(&mut udp, UDP, Interest::READABLE)
             .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
 
-        // Bind first: a start that fails on a busy port must leave the directory untouched.
         if boot_is_empty(&boot) && !cfg.join {
             if cfg.cluster.is_empty() {
                 return Err(ServerError::usage(
@@ -419,13 +493,6 @@ impl Server {
             write_cluster_id(&dir, cluster_id)?;
         }
 
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .and_then(|_| match &mut http {
-                Some(h) => h.register(poll.registry()),
-                None => Ok(()),
-            })
-            .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
                 .map_err(|e| ServerError::runtime(format!("waker: {e}")))?,
@@ -452,6 +519,16 @@ impl Server {
                 dir.display()
             ))
         })?;
+        // Clients are let in only now, with the dictionary restored: one that connected during
+        // recovery was refused, and tried another server.
+        let mut listener = Port::listen(port.tcp, addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .and_then(|_| match &mut http {
+                Some(h) => h.register(poll.registry()),
+                None => Ok(()),
+            })
+            .map_err(|e| ServerError::runtime(format!("poll register: {e}")))?;
 
         // The syncer sends what waited for its sync on its own handle to the peer socket.
         let sender = {

@@ -916,6 +916,43 @@ pub fn run_zattd(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Opt
     }
 }
 
+/// Leaves in `dir` what a first start leaves when it is stopped while it asks the other servers
+/// of `--cluster` (as one they refuse does): the lock, empty hard state, a first segment and
+/// an identity, and no membership. The start is given a second server that never answers, and
+/// is killed once its identity is written. Bounded by a deadline.
+pub fn leave_a_stopped_first_start(dir: &Path) {
+    let ports = reserve_ports(2);
+    let cluster = format!(
+        "1=127.0.0.1:{},2=127.0.0.1:{}",
+        ports[0].port, ports[1].port
+    );
+    let mut child = Command::new(BIN)
+        .args(["--id", "1", "--cluster", &cluster, "--data-dir"])
+        .arg(dir)
+        .env_remove("ZATT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn zattd");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waited = loop {
+        if dir.join("identity").exists() {
+            break Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            break Err(format!("zattd ended ({st}) before it asked its peers"));
+        }
+        if Instant::now() > deadline {
+            break Err("zattd wrote no identity within 60 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    waited.unwrap();
+}
+
 /// A TLS client connection through rustls (ring provider).
 pub fn tls_connect(addr: &str, cfg: Arc<rustls::ClientConfig>) -> io::Result<TestClient> {
     let s =
