@@ -17,12 +17,12 @@
 //! keeps it in `DATA_DIR/cluster-id`) or the same `--cluster` list the initial members were
 //! started with.
 
+use crate::files::{show_limit, ReadError};
 use crate::host::MinFreeDisk;
 use crate::types::NodeId;
 use log::LevelFilter;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,56 +72,21 @@ pub const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
 /// `--tls-ca`, `--cert`, `--key`): a certificate chain or CA bundle is tens of KiB.
 pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
 
-/// `n` bytes as the limits above are written (`64 KiB`, `1 MiB`).
-fn show_limit(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
-        format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
-        format!("{} KiB", n >> 10)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
-/// Reads a small file named by an option (`what`, such as `--config`, names it in every error):
-/// refuses anything but a regular file (a device such as /dev/zero, a FIFO or a directory has
-/// no size to check first, and reading one could not end or could wait forever) and a file
-/// larger than `limit` bytes, and never reads more than `limit + 1` bytes, whatever the file
-/// does while it is read. Errors are one line naming the option and the path.
+/// Reads a small file named by an option (`what`, such as `--config`, names it in every error)
+/// as `files::read_bounded` does: only a regular file, at most `limit` bytes, never more read
+/// than `limit + 1` whatever the file does while it is read. Errors are one line naming the
+/// option and the path.
 pub fn read_option_file(what: &str, path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let at = || format!("{what} {}", path.display());
-    // O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one; on a regular
-    // file it changes nothing.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("cannot read {}: {e}", at()))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", at()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: is not a regular file", at()));
-    }
-    let too_big = || {
-        format!(
+    crate::files::read_bounded(path, limit).map_err(|e| match e {
+        ReadError::Io(e) => format!("cannot read {}: {e}", at()),
+        ReadError::NotRegular => format!("{}: is not a regular file", at()),
+        ReadError::TooLarge { .. } => format!(
             "{}: larger than {} ({limit} bytes), the most read for {what}",
             at(),
             show_limit(limit)
-        )
-    };
-    if meta.len() > limit {
-        return Err(too_big());
-    }
-    let mut b = Vec::with_capacity(meta.len() as usize);
-    f.take(limit + 1)
-        .read_to_end(&mut b)
-        .map_err(|e| format!("cannot read {}: {e}", at()))?;
-    if b.len() as u64 > limit {
-        return Err(too_big());
-    }
-    Ok(b)
+        ),
+    })
 }
 
 /// The certificates of the PEM file `path`, named by the option `what` (read as

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event_loop;
+pub mod files;
 pub mod host;
 pub mod kv;
 pub mod lincheck;

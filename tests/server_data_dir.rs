@@ -10,6 +10,10 @@
 //!   refused for a TLS file, the cluster secret, a busy port or a missing `--cluster` exits with
 //!   one line naming the flag (2 for files and flags, 1 for a busy port) and leaves an absent
 //!   data directory absent and an empty one empty; the same directory then starts and serves.
+//! - `oversize_or_special_files_in_the_data_directory_are_refused_unread`: a `cluster-id` or
+//!   `identity` file made huge (sparse) or replaced by a FIFO refuses the restart (exit 65)
+//!   naming the file and why, without reading it; put back, the server starts with its data.
+//!   A huge forced-new-cluster marker still refuses a second force, quoting its size only.
 //! - `a_data_dir_that_is_not_a_directory_is_refused_naming_it`: a regular file as `--data-dir`,
 //!   or in the way of its parents, is exit 2 naming the path that is not a directory.
 
@@ -320,4 +324,82 @@ fn a_start_refused_for_its_files_or_ports_leaves_the_data_directory_as_it_was() 
     c.put("k", "v");
     assert!(data.join("identity").exists() && data.join("cluster-id").exists());
     let _ = std::fs::remove_dir_all(&files);
+}
+
+fn mkfifo(p: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path only.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "{}",
+        p.display()
+    );
+}
+
+#[test]
+fn oversize_or_special_files_in_the_data_directory_are_refused_unread() {
+    // Goal: the data directory's small files are read with a bound fitting their format: a
+    // `cluster-id` or `identity` of a GiB (sparse: it costs no disk) used to be read whole
+    // into memory, and a FIFO in their place made the start wait forever for a writer. Now
+    // each refuses the start (exit 65, one line naming the file and why) before it is read.
+    let mut c = Cluster::start(1, &[]);
+    c.wait_leader(T);
+    c.put("k", "v");
+    assert_eq!(c.terminate(1), Some(0));
+    let dir = c.node(1).data_dir.clone();
+    for name in ["cluster-id", "identity"] {
+        let path = dir.join(name);
+        let kept = std::fs::read(&path).unwrap();
+        for fifo in [false, true] {
+            std::fs::remove_file(&path).unwrap();
+            let needle = if fifo {
+                mkfifo(&path);
+                "is not a regular file"
+            } else {
+                std::fs::File::create(&path)
+                    .unwrap()
+                    .set_len(1 << 30)
+                    .unwrap();
+                "is larger than"
+            };
+            let from = c.log_of(1).len();
+            c.restart(1);
+            let code = c.wait_exit(1, T);
+            let out = c.log_of(1)[from..].to_string();
+            assert_eq!(code, Some(65), "{name} (fifo: {fifo}): {out}");
+            assert!(
+                out.contains(&path.display().to_string()) && out.contains(needle),
+                "{name} (fifo: {fifo}): {out}"
+            );
+            assert_eq!(out.trim_end().lines().count(), 1, "one line: {out}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &kept).unwrap();
+    }
+    // The marker of a forced new cluster still refuses a second force, huge as it is, and
+    // the refusal quotes its size, not its bytes.
+    let marker = dir.join("forced-new-cluster");
+    std::fs::File::create(&marker)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let d = dir.display().to_string();
+    let (code, out) = run_zattd(
+        &["--id", "1", "--data-dir", &d, "--force-new-cluster"],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("already forced") && out.contains("is larger than 4 KiB"),
+        "{}",
+        &out[..out.len().min(500)]
+    );
+    assert!(out.len() < 1000, "one short line: {} bytes", out.len());
+    std::fs::remove_file(&marker).unwrap();
+    c.restart(1);
+    c.wait_leader(T);
+    c.wait_value(1, "k", Some("v"), T);
 }

@@ -35,6 +35,7 @@
 
 use super::*;
 use crate::config::EXIT_CORRUPT;
+use crate::files::read_bounded;
 use crate::kv::{Kv, KvConfig};
 use crate::raft::Boot;
 use crate::snapdata::SnapshotData;
@@ -46,6 +47,8 @@ use std::path::{Path, PathBuf};
 
 /// The file that records a forced new cluster (`--force-new-cluster`) in a data directory.
 pub const FORCED_FILE: &str = "forced-new-cluster";
+/// The most read of it (it holds one line of about 80 bytes).
+const MAX_FORCED_FILE_BYTES: u64 = 4 << 10;
 
 fn usage(m: impl Into<String>) -> ServerError {
     ServerError::usage(m)
@@ -213,8 +216,7 @@ pub(super) fn check_restore(cfg: &ServerConfig, file: &Path) -> Result<Restore, 
         // The cluster id is written before the restored state (see `write_restore`): a restore
         // cut short between the two runs again.
         let own_cluster_id = name == start::CLUSTER_ID_FILE
-            && std::fs::read_to_string(dir.join(name))
-                .is_ok_and(|s| s.trim() == cluster_id.to_string());
+            && matches!(start::read_cluster_id(dir), Ok(Some(id)) if id == cluster_id);
         if !(leftover_of_a_start(name) || own_cluster_id) {
             return Err(not_empty());
         }
@@ -311,12 +313,18 @@ pub(super) struct Force {
 pub(super) fn plan_force_new_cluster(cfg: &ServerConfig) -> Result<Force, ServerError> {
     let dir = &cfg.data_dir;
     let marker = dir.join(FORCED_FILE);
-    if let Ok(text) = std::fs::read_to_string(&marker) {
+    // Any marker refuses, even one that cannot be read: what it records is that a force was
+    // made here.
+    let forced = match read_bounded(&marker, MAX_FORCED_FILE_BYTES) {
+        Ok(text) => Some(String::from_utf8_lossy(&text).trim().to_string()),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => Some(format!("{} {e}", marker.display())),
+    };
+    if let Some(how) = forced {
         return Err(usage(format!(
-            "{} was already forced into a new cluster ({}); start it without \
+            "{} was already forced into a new cluster ({how}); start it without \
              --force-new-cluster (delete {} only to force it again after another loss)",
             dir.display(),
-            text.trim(),
             marker.display()
         )));
     }

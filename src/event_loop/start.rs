@@ -9,6 +9,7 @@
 use super::*;
 use crate::bootstrap::{Prober, Verdict};
 use crate::config::{InitialClusterState, EXIT_CORRUPT};
+use crate::files::{read_bounded, ReadError};
 use crate::host::HostConfig;
 use crate::raft::{self, Boot};
 use crate::storage::LogStorage;
@@ -24,6 +25,9 @@ use std::path::Path;
 const UDP_BUFFER_BYTES: i32 = 8 << 20;
 /// Name of the file in the data directory that holds the cluster id.
 pub(super) const CLUSTER_ID_FILE: &str = "cluster-id";
+/// The most read of it: a 64-bit number in decimal is 20 digits, with room for a line end and
+/// stray blanks an operator's editor may add.
+const MAX_CLUSTER_ID_FILE_BYTES: u64 = 64;
 
 fn fatal_corrupt(msg: String) -> ServerError {
     ServerError {
@@ -61,18 +65,28 @@ fn latest_membership(boot: &Boot) -> Option<Membership> {
     boot.snapshot.as_ref().map(|s| s.meta.membership.clone())
 }
 
-fn read_cluster_id(dir: &Path) -> Result<Option<u64>, ServerError> {
+/// The cluster id stored in `dir`, if any. A file that does not hold one (too large to, or not
+/// a regular file, neither of which is read) refuses the start as corrupt.
+pub(super) fn read_cluster_id(dir: &Path) -> Result<Option<u64>, ServerError> {
     let p = dir.join(CLUSTER_ID_FILE);
-    match std::fs::read_to_string(&p) {
-        Ok(s) => s.trim().parse::<u64>().map(Some).map_err(|_| {
-            fatal_corrupt(format!(
-                "corrupt data directory: {} does not hold a number; refusing to start",
-                p.display()
-            ))
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ServerError::runtime(format!(
+    match read_bounded(&p, MAX_CLUSTER_ID_FILE_BYTES) {
+        Ok(b) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                fatal_corrupt(format!(
+                    "corrupt data directory: {} does not hold a number; refusing to start",
+                    p.display()
+                ))
+            }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(ReadError::Io(e)) => Err(ServerError::runtime(format!(
             "cannot read {}: {e}",
+            p.display()
+        ))),
+        Err(e) => Err(fatal_corrupt(format!(
+            "corrupt data directory: {} {e}; refusing to start",
             p.display()
         ))),
     }

@@ -12,6 +12,7 @@
 
 use super::{sync_dir, WalError};
 use crate::bytes::{PutLe, Reader};
+use crate::files::{read_bounded, ReadError};
 use crate::types::NodeId;
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +23,8 @@ pub const IDENTITY_FILE: &str = "identity";
 const MAGIC: &[u8; 4] = b"ZID1";
 /// More pins than any membership can hold is damage, not data.
 const MAX_PINS: usize = 4096;
+/// The largest identity file: one with `MAX_PINS` pins. A larger one is not read.
+const MAX_FILE_BYTES: u64 = (4 + 8 + 2 + 16 * MAX_PINS + 4) as u64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -94,16 +97,24 @@ impl Identity {
     }
 
     /// The identity stored in `dir`, if any. A damaged file refuses the start (exit 65): the
-    /// pins it held are promises about who this server heard from.
+    /// pins it held are promises about who this server heard from. So does one too large to
+    /// be an identity, or not a regular file, which is not read.
     pub fn load(dir: &Path) -> Result<Option<Identity>, WalError> {
         let path = dir.join(IDENTITY_FILE);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_bounded(&path, MAX_FILE_BYTES) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(ReadError::Io(e)) => {
                 return Err(WalError::Io {
                     context: format!("read {}", path.display()),
                     source: e,
+                })
+            }
+            Err(e) => {
+                return Err(WalError::Corrupt {
+                    file: path,
+                    offset: 0,
+                    reason: format!("the identity file {e}"),
                 })
             }
         };
@@ -162,6 +173,32 @@ mod tests {
         fs::write(dir.join(IDENTITY_FILE), b"garbage").unwrap();
         let e = Identity::load(&dir).unwrap_err();
         assert_eq!(e.exit_code(), super::super::EXIT_CORRUPT);
+        // The largest identity there can be is read; one byte more is refused by its size,
+        // naming the file, and never read (a sparse file of a GiB allocates nothing).
+        let most = Identity {
+            incarnation: 5,
+            pins: (1..=MAX_PINS as u64).map(|p| (NodeId(p), p)).collect(),
+        };
+        assert_eq!(most.encode().len() as u64, MAX_FILE_BYTES);
+        most.store(&dir).unwrap();
+        assert_eq!(Identity::load(&dir).unwrap(), Some(most));
+        for len in [MAX_FILE_BYTES + 1, 1 << 30] {
+            fs::File::create(dir.join(IDENTITY_FILE))
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+            let e = Identity::load(&dir).unwrap_err();
+            assert_eq!(e.exit_code(), super::super::EXIT_CORRUPT);
+            let text = e.to_string();
+            assert!(
+                text.contains(IDENTITY_FILE) && text.contains("is larger than"),
+                "{text}"
+            );
+        }
+        fs::remove_file(dir.join(IDENTITY_FILE)).unwrap();
+        fs::create_dir(dir.join(IDENTITY_FILE)).unwrap();
+        let e = Identity::load(&dir).unwrap_err();
+        assert!(e.to_string().contains("is not a regular file"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
