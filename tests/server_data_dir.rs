@@ -11,8 +11,9 @@
 //!   one line naming the flag (2 for files and flags, 1 for a busy port) and leaves an absent
 //!   data directory absent and an empty one empty; the same directory then starts and serves.
 //! - `oversize_or_special_files_in_the_data_directory_are_refused_unread`: a `cluster-id` or
-//!   `identity` file made huge (sparse) or replaced by a FIFO refuses the restart (exit 65)
-//!   naming the file and why, without reading it; put back, the server starts with its data.
+//!   `identity` file made huge (sparse), or either or a hard-state file replaced by a FIFO,
+//!   refuses the restart (exit 65) naming the file and why, without reading it; put back, the
+//!   server starts with its data.
 //!   A huge forced-new-cluster marker still refuses a second force, quoting its size only.
 //! - `a_data_dir_that_is_not_a_directory_is_refused_naming_it`: a regular file as `--data-dir`,
 //!   or in the way of its parents, is exit 2 naming the path that is not a directory.
@@ -349,32 +350,36 @@ fn oversize_or_special_files_in_the_data_directory_are_refused_unread() {
     c.put("k", "v");
     assert_eq!(c.terminate(1), Some(0));
     let dir = c.node(1).data_dir.clone();
-    for name in ["cluster-id", "identity"] {
+    for (name, fifo) in [
+        ("cluster-id", false),
+        ("cluster-id", true),
+        ("identity", false),
+        ("identity", true),
+        ("hardstate.0", true),
+    ] {
         let path = dir.join(name);
         let kept = std::fs::read(&path).unwrap();
-        for fifo in [false, true] {
-            std::fs::remove_file(&path).unwrap();
-            let needle = if fifo {
-                mkfifo(&path);
-                "is not a regular file"
-            } else {
-                std::fs::File::create(&path)
-                    .unwrap()
-                    .set_len(1 << 30)
-                    .unwrap();
-                "is larger than"
-            };
-            let from = c.log_of(1).len();
-            c.restart(1);
-            let code = c.wait_exit(1, T);
-            let out = c.log_of(1)[from..].to_string();
-            assert_eq!(code, Some(65), "{name} (fifo: {fifo}): {out}");
-            assert!(
-                out.contains(&path.display().to_string()) && out.contains(needle),
-                "{name} (fifo: {fifo}): {out}"
-            );
-            assert_eq!(out.trim_end().lines().count(), 1, "one line: {out}");
-        }
+        std::fs::remove_file(&path).unwrap();
+        let needle = if fifo {
+            mkfifo(&path);
+            "not a regular file"
+        } else {
+            std::fs::File::create(&path)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap();
+            "is larger than"
+        };
+        let from = c.log_of(1).len();
+        c.restart(1);
+        let code = c.wait_exit(1, T);
+        let out = c.log_of(1)[from..].to_string();
+        assert_eq!(code, Some(65), "{name} (fifo: {fifo}): {out}");
+        assert!(
+            out.contains(&path.display().to_string()) && out.contains(needle),
+            "{name} (fifo: {fifo}): {out}"
+        );
+        assert_eq!(out.trim_end().lines().count(), 1, "one line: {out}");
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, &kept).unwrap();
     }

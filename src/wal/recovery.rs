@@ -6,6 +6,7 @@
 
 use super::format::*;
 use super::{snapshot_file_name, WalError, WalOptions};
+use crate::files::ReadError;
 use crate::raft::Boot;
 use crate::types::{
     Entry, EntryKind, HardState, LogIndex, LostEntries, NodeId, Snapshot, SnapshotData, Term,
@@ -155,31 +156,25 @@ fn read_bounded(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, WalError
     Ok(read_bounded_keep(path, max_bytes)?.map(|(v, _)| v))
 }
 
-/// `read_bounded`, also handing back the open file.
+/// `read_bounded`, also handing back the open file. Only a regular file is read (a FIFO or a
+/// device in its place is corrupt), and never more than `max_bytes` and one byte of it.
 fn read_bounded_keep(path: &Path, max_bytes: u64) -> Result<Option<(Vec<u8>, File)>, WalError> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(format!("open {}", path.display()), e)),
-    };
-    let len = f
-        .metadata()
-        .map_err(|e| io_err(format!("stat {}", path.display()), e))?
-        .len();
-    if len > max_bytes {
-        return Err(corrupt(
+    match crate::files::read_bounded_file(path, max_bytes) {
+        Ok(read) => Ok(Some(read)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(ReadError::Io(e)) => Err(io_err(format!("read {}", path.display()), e)),
+        Err(ReadError::NotRegular) => Err(corrupt(path, 0, "not a regular file")),
+        Err(ReadError::TooLarge {
+            size: Some(len), ..
+        }) => Err(corrupt(
             path,
             0,
             format!("file is {len} bytes, over the limit of {max_bytes}"),
-        ));
+        )),
+        Err(ReadError::TooLarge { size: None, .. }) => {
+            Err(corrupt(path, 0, "file grew while being read"))
+        }
     }
-    let mut v = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut v)
-        .map_err(|e| io_err(format!("read {}", path.display()), e))?;
-    if v.len() as u64 > max_bytes {
-        return Err(corrupt(path, 0, "file grew while being read"));
-    }
-    Ok(Some((v, f)))
 }
 
 /// Loads and checks the snapshot file the log refers to. Row S1/S2.
