@@ -408,3 +408,28 @@ fn oversize_or_special_files_in_the_data_directory_are_refused_unread() {
     c.wait_leader(T);
     c.wait_value(1, "k", Some("v"), T);
 }
+
+#[test]
+fn a_second_server_on_a_directory_in_use_is_told_so_not_that_its_port_is_taken() {
+    // Goal: a second zattd on the data directory (and so the port) of a running one exits 1
+    // naming the directory's LOCK, as before the ports were bound ahead of the directory,
+    // and the running server goes on serving. Method: one-member cluster, then the same
+    // --id/--data-dir/--listen again.
+    let c = Cluster::start(1, &[]);
+    c.wait_leader(Duration::from_secs(10));
+    let node = c.node(1);
+    let d = node.data_dir.display().to_string();
+    let (code, out) = run_zattd(
+        &["--id", "1", "--data-dir", &d, "--listen", &node.addr],
+        &[],
+        T,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("is in use by another process (LOCK is held)"),
+        "{out}"
+    );
+    assert!(!out.contains("address already in use"), "{out}");
+    c.put("still", "serving");
+    c.check_exits();
+}

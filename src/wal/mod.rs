@@ -297,6 +297,25 @@ impl From<WalError> for io::Error {
     }
 }
 
+/// Refuses, as `Wal::open` would, a directory whose `LOCK` another process holds, without
+/// creating or writing anything: the server asks before it binds its ports, so that a second
+/// server on the same directory is told so rather than that its port is in use.
+pub fn refuse_if_locked(dir: &Path) -> Result<(), WalError> {
+    let lock_path = dir.join("LOCK");
+    let Ok(lock) = File::open(&lock_path) else {
+        // Absent (nothing holds it) or unreadable: `open` decides.
+        return Ok(());
+    };
+    #[allow(clippy::incompatible_msrv)]
+    match lock.try_lock() {
+        Err(fs::TryLockError::WouldBlock) => Err(WalError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        // Held by none, or not lockable here: released at once, and `open` decides.
+        _ => Ok(()),
+    }
+}
+
 pub fn hard_state_file_name(slot: usize) -> String {
     format!("hardstate.{slot}")
 }
