@@ -246,12 +246,6 @@ impl Server {
         let started = Instant::now();
         check_data_dir_path(&cfg.data_dir)?;
         let dir = cfg.data_dir.clone();
-        // Before the ports: a second server on this directory would otherwise hear only that
-        // they are in use.
-        crate::wal::refuse_if_locked(&dir).map_err(|e| ServerError {
-            exit_code: e.exit_code(),
-            message: e.to_string(),
-        })?;
         // Every check that can refuse the start comes before the data directory's first byte
         // is written: a start refused for any of them leaves the directory as it was (absent,
         // empty, or as its last run left it). First what the directory holds (a refusal for
@@ -302,6 +296,14 @@ impl Server {
             None => None,
         };
         let inject_fault = injected_disk_fault()?;
+        // Before the ports: a second server on this directory would otherwise hear only that
+        // they are in use. (A forced start's plan holds the lock already: it opened the log.)
+        if force.is_none() {
+            crate::wal::refuse_if_locked(&dir).map_err(|e| ServerError {
+                exit_code: e.exit_code(),
+                message: e.to_string(),
+            })?;
+        }
         let mut http = http::Http::bind(&cfg)?;
         let mut port = match &listen_early {
             Some(l) => Some(Port::bind(l)?),
