@@ -1,5 +1,6 @@
 //! The `zatt` binary against real `zattd` processes: status as JSON from each server (with its
-//! pid), writes through a follower, a 1 MiB value from a file, TLS with and without a client
+//! pid), writes through a follower, `members` and `status --leader` past a server that knows no
+//! leader, a 1 MiB value from a file, TLS with and without a client
 //! certificate, a server over its connection limit, and `zatt dev` (a write and a read work; SIGINT stops every server it started;
 //! a second run reuses the data; members it does not run are named, or removed when asked).
 //! Every wait is bounded; nothing asserts on timing.
@@ -570,6 +571,45 @@ fn status_reports_each_servers_pid_and_finds_the_leader() {
         text(&o.stdout).trim(),
         cluster.node(leader).pid().unwrap().to_string()
     );
+}
+
+#[test]
+fn members_and_the_leader_s_status_pass_over_a_server_that_knows_no_leader() {
+    // Goal: `zatt members` and `zatt status --leader` find the leader from a server's status;
+    // a server that knows no leader, first in the endpoints, must send them on to the next
+    // endpoint (as `zatt put` is sent), not hold them until --timeout. Method: a server started
+    // with --join and not added (it knows no leader, and stays so) goes first; both commands
+    // must succeed within --timeout 20s and describe the cluster its voters form.
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let joiner = cluster.start_joiner(4);
+    cluster.wait_status(4, Duration::from_secs(20), "started", |s| {
+        s.id == 4 && s.leader.is_none()
+    });
+    let mut endpoints = vec![joiner];
+    endpoints.extend(
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != 4)
+            .map(|n| n.addr.clone()),
+    );
+    let endpoints = endpoints.join(",");
+
+    let o = zatt(&endpoints, &["--output", "json", "members"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout).matches("\"role\":\"voter\"").count(),
+        3,
+        "{}",
+        text(&o.stdout)
+    );
+    let o = zatt(&endpoints, &["status", "--leader", "--field", "id"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), leader.to_string());
+    // Still outside the cluster: the commands moved on because it knows no leader.
+    let s = cluster.status(4).expect("the joiner answers");
+    assert_eq!(s.leader, None, "{s:?}");
 }
 
 #[test]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use zatt::client::fake::{Action, FakeServer};
 use zatt::client::{
     Client, ClientConfig, ClusterChange, Consistency, DistributedDict, Error, ErrorKind, Escaped,
-    Expect, Pipeline, RefreshLock, RefreshPolicy, Request, Response, ScanOptions, TlsConfig,
+    Expect, Pipeline, RefreshLock, RefreshPolicy, Request, Response, ScanOptions, Status,
+    TlsConfig,
 };
 use zatt::rng::SplitMix64;
 
@@ -464,6 +465,82 @@ fn no_leader_anywhere_ends_as_unavailable() {
     let err = c.get("k").unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(!err.may_have_applied());
+}
+
+/// A stand-in for a server that knows no leader (started with `--join` and not yet added, or
+/// cut off from its peers): its status names none, and it refuses every request for the leader
+/// with "not the leader, no leader known".
+fn knows_no_leader() -> FakeServer {
+    let server = FakeServer::start();
+    server.script(|req, _| match req {
+        Request::Status => Action::Reply(Response::Status(Box::new(Status {
+            id: 4,
+            role: "follower".into(),
+            leader: None,
+            leader_addr: None,
+            ..Status::default()
+        }))),
+        _ => Action::Reply(Response::Error(ErrorKind::NotLeader {
+            leader: None,
+            leader_addr: None,
+        })),
+    });
+    server
+}
+
+fn statuses(server: &FakeServer) -> usize {
+    let state = server.state();
+    state
+        .requests
+        .iter()
+        .filter(|r| matches!(r, Request::Status))
+        .count()
+}
+
+#[test]
+fn what_asks_the_leader_for_its_view_leaves_a_server_that_knows_no_leader_for_the_next() {
+    // Goal: members(), leader_status() and pipeline() find the leader from a server's status
+    // (`zatt members`, `zatt status --leader`); a status naming no leader must send them to
+    // the next endpoint, as a request for the leader is sent, not back to the same server
+    // until the timeout. Method: a server that knows no leader goes first (the connection is
+    // made to it), the leader second; each call must succeed, the first server asked for its
+    // status once per call, and nothing else.
+    let lost = knows_no_leader();
+    let leader = FakeServer::start();
+    let config = quick();
+    let endpoints = [lost.addr(), leader.addr()];
+
+    let mut c = Client::connect(&endpoints, config.clone()).unwrap();
+    assert_eq!(c.connected_to(), Some(lost.addr()));
+    assert_eq!(c.members().unwrap().len(), 1);
+    assert_eq!(c.connected_to(), Some(leader.addr()));
+    assert_eq!(statuses(&lost), 1);
+
+    let mut c = Client::connect(&endpoints, config.clone()).unwrap();
+    assert_eq!(c.connected_to(), Some(lost.addr()));
+    assert_eq!(c.leader_status().unwrap().role, "leader");
+    assert_eq!(c.connected_to(), Some(leader.addr()));
+    assert_eq!(statuses(&lost), 2);
+
+    let mut c = Client::connect(&endpoints, config).unwrap();
+    assert_eq!(c.connected_to(), Some(lost.addr()));
+    let mut p = c.pipeline().unwrap();
+    let id = p
+        .send(&Request::Put {
+            session: None,
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        })
+        .unwrap();
+    assert_eq!(p.recv().unwrap().0, id);
+    assert_eq!(leader.state().map.get(&b"k"[..]).unwrap().0, b"v");
+    assert_eq!(statuses(&lost), 3);
+    assert_eq!(
+        lost.state().requests.len(),
+        3,
+        "only asked for its status: {:?}",
+        lost.state().requests
+    );
 }
 
 #[test]

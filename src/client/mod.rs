@@ -685,6 +685,11 @@ impl Client {
                     self.stats.hints_followed += 1;
                 }
                 _ => {
+                    // No leader known (an election under way, a server cut off from its peers
+                    // or not yet added to the cluster): ask the next endpoint, as a request for
+                    // the leader does, not this one again, or it alone holds the call until the
+                    // timeout while the others could name the leader.
+                    self.skip_endpoint();
                     attempts.last_failure = Some(Failure::NoLeader(
                         "no leader elected (is a majority of servers up?)".into(),
                     ));
