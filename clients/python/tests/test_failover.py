@@ -184,7 +184,8 @@ def test_a_server_that_knows_no_leader_first_in_the_endpoints_is_left(
     # endpoints, must not hold the client until its timeout. Method: a server started with
     # --join and not added knows no leader, and answers every request for the leader "not
     # the leader, no leader known" (as a member cut off from its peers does; see the next
-    # test). It goes first; writes and reads must succeed through the others.
+    # test). It goes first; writes, reads and members() (which asks servers for their
+    # status, not for the leader) must succeed through the others.
     cluster = fresh_cluster
     cluster.wait_leader()
     voters = cluster.endpoints
@@ -199,6 +200,15 @@ def test_a_server_that_knows_no_leader_first_in_the_endpoints_is_left(
     with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as fresh:
         assert fresh.get("joiner-first") == b"1"
         assert fresh.connected_to != joiner.addr
+    # So does members(), which finds the leader from a server's status: a status naming no
+    # leader sends it to the next endpoint, not back to the same server until the timeout.
+    with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as m:
+        assert m.connected_to == joiner.addr
+        assert {x.id for x in m.members()} == {1, 2, 3}
+        assert m.connected_to != joiner.addr
+    # Still outside the cluster: the client moved on because it was told "no leader known".
+    s = cluster.status(4)
+    assert s is not None and s.leader is None, s
 
 
 def test_a_follower_cut_off_from_its_peers_first_in_the_endpoints_is_left(
@@ -209,7 +219,7 @@ def test_a_follower_cut_off_from_its_peers_first_in_the_endpoints_is_left(
     # leader known" for as long as the partition lasts, and the client must use the others
     # meanwhile. Method: iptables drops a follower's UDP (the peers' protocol) on loopback;
     # once it knows no leader and the other two still have one, a client with the cut-off
-    # follower first writes, compare-and-swaps and reads.
+    # follower first writes, compare-and-swaps, reads and lists the members.
     why = iptables_unusable()
     if why is not None:
         pytest.skip(why)
@@ -229,6 +239,10 @@ def test_a_follower_cut_off_from_its_peers_first_in_the_endpoints_is_left(
         with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as fresh:
             assert fresh.get("cut-off-first") == b"2"
             assert fresh.connected_to != endpoints[0]
+        with Client(endpoints, connect_timeout=0.5, request_timeout=1.0, timeout=10.0) as m:
+            assert m.connected_to == endpoints[0]
+            assert {x.id for x in m.members()} == {1, 2, 3}
+            assert m.connected_to != endpoints[0]
         # Still cut off: the client moved on because it was told "no leader known", not
         # because the partition healed.
         s = cluster.status(follower)

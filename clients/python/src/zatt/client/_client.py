@@ -729,6 +729,11 @@ class Client:
                 self._leader_hint = s.leader_addr
                 self.stats.hints_followed += 1
             else:
+                # No leader known (an election under way, a server cut off from its peers or
+                # not yet added to the cluster): ask the next endpoint, as a request for the
+                # leader does, not this one again, or it alone holds the call until the
+                # timeout while the others could name the leader.
+                self._skip_endpoint()
                 attempts.last_failure = (
                     "no_leader",
                     "no leader elected (is a majority of servers up?)",
