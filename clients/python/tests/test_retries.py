@@ -8,7 +8,7 @@ import struct
 import threading
 
 import pytest
-from zatt_harness import FakeServer, frame, session_of, u64
+from zatt_harness import FakeServer, SendThenClose, frame, session_of, u64
 
 from zatt.client import (
     Client,
@@ -70,6 +70,49 @@ def test_a_write_whose_answer_was_lost_is_resent_with_the_same_tag() -> None:
         # The next write moves on to the next seq of the same session.
         assert c.put("k", "w") == 77
         assert s.put_tags()[-1] == (101, 2)
+
+
+def test_a_write_whose_answer_was_cut_mid_frame_is_resent_with_the_same_tag() -> None:
+    # Goal: a reply cut short by the connection closing (the server died while writing it) is
+    # an unknown outcome, as a lost connection is: the write is resent under the same tag (the
+    # cluster answers the resend from its session table), not reported as a protocol error.
+    # Method: the first put's reply breaks off after 15 bytes and the connection closes.
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        n = s.log(op, req)
+        if op == REGISTER:
+            return s.register(rid)
+        if op == PUT and n == 1:
+            return SendThenClose(frame(rid, 0x83, u64(77))[:15])
+        return frame(rid, 0x83, u64(77))
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        assert c.put("k", "v") == 77
+        assert s.ops() == [REGISTER, PUT, PUT]
+        assert s.put_tags() == [(101, 1), (101, 1)]
+        assert c.stats.resent_after_unknown_outcome == 1
+
+
+def test_without_sessions_a_write_whose_answer_was_cut_mid_frame_may_have_applied() -> None:
+    # Goal: without a session tag, such a write is not resent, and the error says it may have
+    # been applied (a connection failure, not a protocol error).
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        s.log(op, req)
+        return SendThenClose(frame(rid, 0x83, u64(77))[:15])
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, sessions=False, **QUICK)  # type: ignore[arg-type]
+        try:
+            c.put("k", "v")
+            raise AssertionError("the put cannot have succeeded")
+        except ConnectionFailed as e:
+            assert e.may_have_applied
+            assert "mid-frame" in str(e)
+        assert s.ops() == [PUT]
 
 
 def test_a_timeout_answer_is_an_unknown_outcome_too() -> None:

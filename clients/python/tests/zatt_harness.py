@@ -453,11 +453,17 @@ class Cluster:
         return "\n".join(f"--- n{n_.id}\n{n_.log_tail(30)}" for n_ in self.nodes)
 
 
+class SendThenClose(bytes):
+    """Bytes a :class:`FakeServer` script returns to have them sent and the connection closed
+    after them (a frame cut short this way is a server dying while it writes its reply)."""
+
+
 class FakeServer:
     """A TCP server on loopback that reads request frames and answers each with what
-    ``script(request_id, opcode, frame)`` returns: bytes to send (``b""`` sends nothing) or
-    ``None`` to close the connection (``close_after_reply``: close after every answer). Runs
-    in a thread; stop with :meth:`close`."""
+    ``script(request_id, opcode, frame)`` returns: bytes to send (``b""`` sends nothing;
+    :class:`SendThenClose` bytes close the connection after them) or ``None`` to close the
+    connection (``close_after_reply``: close after every answer). Runs in a thread; stop with
+    :meth:`close`."""
 
     def __init__(
         self, script: Callable[[int, int, bytes], bytes | None], close_after_reply: bool = False
@@ -515,7 +521,7 @@ class FakeServer:
                         c.sendall(out)
                     except OSError:
                         return
-                if self.close_after_reply:
+                if self.close_after_reply or isinstance(out, SendThenClose):
                     with contextlib.suppress(OSError):
                         c.close()
                     return

@@ -154,9 +154,11 @@ class Conn:
         except OSError as e:
             raise ConnError("io", f"reading from {self.addr}: {e.strerror or e}") from None
         if not chunk:
-            if self._rbuf:
-                raise ConnError("protocol", f"{self.addr} closed the connection mid-frame")
-            raise ConnError("io", f"{self.addr} closed the connection")
+            # Mid-frame too, this is the connection failing (the server died while writing
+            # its reply), not a peer speaking another protocol: the bytes that did arrive were
+            # this protocol's, and the request may have been applied.
+            where = " mid-frame" if self._rbuf else ""
+            raise ConnError("io", f"{self.addr} closed the connection{where}")
         self._rbuf += chunk
 
     def recv_now(self) -> tuple[int, wire.Response] | None:
