@@ -1,6 +1,7 @@
 """TLS against real servers, with a CA and certificates generated at test time: the client
 verifies the server against the CA it is given, presents a client certificate when asked,
-and reports a certificate problem at once as a ``ProtocolError``."""
+and reports a certificate problem with an endpoint at once as a ``ProtocolError`` (one with a
+server a leader hint names sends the client back to its endpoints)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from zatt_harness import Cluster, Tls
+from zatt_harness import Cluster, FakeServer, Tls, frame, u64
 
 from zatt.client import Client, DistributedDict, ProtocolError, ZattError
 
@@ -96,3 +97,39 @@ def test_client_certificates_when_the_server_requires_them(mtls_cluster: Cluster
         # Refused during the handshake (TLS 1.2) or at the first request (TLS 1.3, where the
         # server reads the missing certificate after the client considers itself connected).
         Client(mtls_cluster.endpoints, tls_ca=tls.ca, **QUICK).get("mtls")  # type: ignore[arg-type]
+
+
+def test_a_leader_hint_whose_tls_fails_falls_back_to_the_endpoints(
+    tls: Tls, tmp_path: Path
+) -> None:
+    # Goal: a NotLeader hint naming a server whose certificate the client does not trust
+    # does not end the call (as it does for an endpoint, the caller's own configuration): a
+    # hint is a server's word, possibly stale, and the endpoints are tried instead, as the
+    # Rust client does. Method: a TLS stand-in hints, on the first read, at one whose
+    # certificate comes from a CA the client does not trust, then (the leader since) serves;
+    # the read must succeed there, the hinted server dialled once.
+    stranger = Tls(tmp_path / "stranger")
+    with FakeServer(lambda rid, op, req: b"", tls=stranger.server_context()) as untrusted:
+        addr = untrusted.addr.encode()
+        hint = b"\x01" + b"\x01" + u64(2) + b"\x01" + len(addr).to_bytes(4, "little") + addr
+        asked: list[int] = []
+
+        def serve(rid: int, op: int, req: bytes) -> bytes:
+            asked.append(op)
+            if len(asked) == 1:
+                return frame(rid, 0x8C, hint)
+            return frame(rid, 0x82, u64(3) + u64(4) + b"\x00")
+
+        with FakeServer(serve, tls=tls.server_context()) as server:
+            c = Client(
+                server.addr,
+                tls_ca=tls.ca,
+                timeout=10.0,
+                request_timeout=5.0,
+                connect_timeout=5.0,
+            )
+            assert c.read("k") == (None, 3, 4)
+            assert asked == [2, 2]
+            assert c.stats.hints_followed == 1
+            assert untrusted.connections == 1
+            assert c.connected_to == server.addr

@@ -207,6 +207,12 @@ class Tls:
         write_cert(self.other_ca, other_ca)
         del other_key
 
+    def server_context(self) -> ssl.SSLContext:
+        """What a server speaking TLS with the server certificate uses."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.server_cert), str(self.server_key))
+        return ctx
+
     def context(self, with_client_cert: bool = False) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(cafile=str(self.ca))
@@ -462,14 +468,18 @@ class FakeServer:
     """A TCP server on loopback that reads request frames and answers each with what
     ``script(request_id, opcode, frame)`` returns: bytes to send (``b""`` sends nothing;
     :class:`SendThenClose` bytes close the connection after them) or ``None`` to close the
-    connection (``close_after_reply``: close after every answer). Runs in a thread; stop with
-    :meth:`close`."""
+    connection (``close_after_reply``: close after every answer). ``tls``: a server-side
+    context to speak TLS with. Runs in a thread; stop with :meth:`close`."""
 
     def __init__(
-        self, script: Callable[[int, int, bytes], bytes | None], close_after_reply: bool = False
+        self,
+        script: Callable[[int, int, bytes], bytes | None],
+        close_after_reply: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.script = script
         self.close_after_reply = close_after_reply
+        self.tls = tls
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -494,6 +504,13 @@ class FakeServer:
 
     def _handle(self, c: socket.socket) -> None:
         buf = b""
+        if self.tls is not None:
+            c.settimeout(5.0)
+            try:
+                c = self.tls.wrap_socket(c, server_side=True)
+            except OSError:
+                return
+            self._conns.append(c)
         c.settimeout(0.05)
         while not self._stop.is_set():
             try:

@@ -776,8 +776,10 @@ class Client:
                 self._conn = self._dial(hint, deadline)
                 return
             except ConnError as e:
-                if e.kind == "protocol":
-                    raise
+                # Whatever the failure, a TLS one included: a hint is a server's word, possibly
+                # stale, not the caller's configuration, and the endpoints may serve (the
+                # leader changes, or the server asked becomes it). As the Rust client does,
+                # only an endpoint's own TLS failure ends the call.
                 last = e
         n = len(self._endpoints)
         for _ in range(n):
@@ -803,8 +805,10 @@ class Client:
         try:
             return Conn(addr, timeout, self._tls, self._tls_server_name, self.max_frame_bytes)
         except ValueError as e:
-            # A leader hint the client cannot parse.
-            raise ConnError("protocol", f"bad server address {addr!r}: {e}") from None
+            # A leader hint (or a watch's preferred endpoint) the client cannot parse: a
+            # server this client cannot reach, as the Rust client takes it, not one that
+            # speaks another protocol.
+            raise ConnError("io", f"bad server address {addr!r}: {e}") from None
 
 
 class _Page:
