@@ -2,7 +2,8 @@
 under its prefix once, in revision order, through a ``kill -9`` of its server; a watch from a
 revision; ``Compacted``; and ``DistributedDict`` with ``RefreshPolicyWatch`` (another dict's
 writes seen with ``on_change``, reads that never go back in time across a leader kill, a
-dict's own writes visible at once). Every wait is bounded; nothing asserts on timing."""
+dict's own writes visible at once); and, against stand-in servers, a watch passing over a server
+whose answer is not the protocol. Every wait is bounded; nothing asserts on timing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from zatt_harness import Cluster
+from zatt_harness import Cluster, FakeServer, SendThenClose, frame, u64
 
 from zatt.client import (
     CasFailed,
@@ -21,6 +22,7 @@ from zatt.client import (
     Client,
     Compacted,
     DistributedDict,
+    ProtocolError,
     RefreshPolicyWatch,
     WatchEvent,
 )
@@ -372,3 +374,63 @@ def test_a_watching_dict_whose_changes_are_no_longer_kept_loads_again(
         d.close()
     finally:
         c.stop()
+
+
+WATCH = 14
+GARBAGE = b"\xde\xad\xbe\xef" * 16  # no response frame: another service on the port
+
+# What a server may answer a watch with that is not the protocol's answer.
+NOT_THE_PROTOCOL: dict[str, Callable[[int], bytes]] = {
+    "garbage": lambda rid: GARBAGE,
+    "a frame this client cannot read": lambda rid: frame(rid, 0x7F),
+    "a frame cut by a closed connection": lambda rid: SendThenClose(frame(rid, 0x8E, u64(4))[:10]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_THE_PROTOCOL))
+def test_a_watch_passes_over_a_server_whose_answer_is_not_the_protocol(name: str) -> None:
+    # Goal: bytes that are not the protocol in answer to the watch request (or a reply cut
+    # off by the connection closing) send the watch on to the next server, as the Rust
+    # client's does, rather than end it. Method: the watch is asked to start on such a
+    # server; the client's only endpoint answers the watch; the watch must be in place there,
+    # the first server asked once.
+    bad_seen: list[int] = []
+    answer = NOT_THE_PROTOCOL[name]
+
+    def bad(rid: int, op: int, req: bytes) -> bytes | None:
+        bad_seen.append(op)
+        return answer(rid)
+
+    def good(rid: int, op: int, req: bytes) -> bytes | None:
+        return frame(rid, 0x8E, u64(4)) if op == WATCH else b""
+
+    with FakeServer(bad) as first, FakeServer(good) as second:
+        c = Client(second.addr, timeout=10.0, request_timeout=5.0, connect_timeout=5.0)
+        with c.watch(b"w/", 5, endpoint=first.addr) as w:
+            assert w.connected_to == second.addr
+            assert w.stats.opens == 1
+            assert w.revision == 4
+        assert bad_seen == [WATCH]
+
+
+def test_a_watch_whose_every_endpoint_answers_garbage_ends_before_its_timeout() -> None:
+    # Goal: as for requests, once every endpoint has answered with bytes that are not the
+    # protocol, waiting cannot help: the watch ends with ProtocolError naming each, every
+    # endpoint asked once (a watch that waited out its timeout would ask again and again).
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def garble(name: str) -> Callable[[int, int, bytes], bytes]:
+        def serve(rid: int, op: int, req: bytes) -> bytes:
+            seen[name].append(op)
+            return GARBAGE
+
+        return serve
+
+    with FakeServer(garble("a")) as a, FakeServer(garble("b")) as b:
+        c = Client([a.addr, b.addr], timeout=10.0, request_timeout=5.0, connect_timeout=5.0)
+        with pytest.raises(ProtocolError) as caught:
+            c.watch(b"w/", 5)
+        said = str(caught.value)
+        assert a.addr in said and b.addr in said, said
+        assert "not the Zatt protocol" in said, said
+        assert seen == {"a": [WATCH], "b": [WATCH]}

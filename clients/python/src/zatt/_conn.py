@@ -18,7 +18,7 @@ import time
 
 from . import wire
 
-__all__ = ["Conn", "ConnError", "split_endpoint"]
+__all__ = ["Conn", "ConnError", "not_the_protocol", "split_endpoint"]
 
 _READ_CHUNK = 64 * 1024
 
@@ -205,6 +205,17 @@ class Conn:
             return True
         self._rbuf += chunk
         return False
+
+
+def not_the_protocol(why: str) -> str:
+    """What to say of a server whose bytes (``why`` quotes the failure) are not this protocol;
+    a TLS failure says enough by itself. Shared by requests and watches."""
+    if why.startswith("TLS"):
+        return why
+    return (
+        f"{why}: not the Zatt protocol (check the endpoints, and whether the servers expect "
+        "TLS: tls_ca)"
+    )
 
 
 def back_off(last: float, deadline: float) -> float:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 from .. import wire
-from .._conn import Conn, ConnError, back_off, split_endpoint
+from .._conn import Conn, ConnError, back_off, not_the_protocol, split_endpoint
 from ..errors import (
     CasFailed,
     ConfigError,
@@ -146,7 +146,7 @@ class _Attempts:
         if kind == "no_leader":
             return Unavailable(f"cluster unavailable: {why}", may_have_applied=m)
         if kind == "protocol":
-            return ProtocolError(_not_the_protocol(why), may_have_applied=m)
+            return ProtocolError(not_the_protocol(why), may_have_applied=m)
         return Unavailable(
             f"cluster unavailable: connections keep failing ({why})", may_have_applied=m
         )
@@ -158,15 +158,6 @@ def _conn_error(e: ConnError, may_have_applied: bool) -> ZattError:
     if e.kind == "protocol":
         return ProtocolError(str(e), may_have_applied=may_have_applied)
     return ConnectionFailed(f"connection failed: {e}", may_have_applied=may_have_applied)
-
-
-def _not_the_protocol(why: str) -> str:
-    if why.startswith("TLS"):
-        return why
-    return (
-        f"{why}: not the Zatt protocol (check the endpoints, and whether the servers expect "
-        "TLS: tls_ca)"
-    )
 
 
 def _unexpected(resp: wire.Response, may_have_applied: bool) -> ProtocolError:
@@ -635,7 +626,7 @@ class Client:
                     attempts.last_failure = ("no_reply", str(e))
                 elif len(garbled) >= len(set(self._endpoints)):
                     raise ProtocolError(
-                        _not_the_protocol(str(e)), may_have_applied=ambiguous[0] and is_write
+                        not_the_protocol(str(e)), may_have_applied=ambiguous[0] and is_write
                     ) from None
                 else:
                     attempts.last_failure = (

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import wire
-from .._conn import Conn, ConnError, back_off
+from .._conn import Conn, ConnError, back_off, not_the_protocol
 from ..errors import Compacted, ProtocolError, ServerError, TooLarge, Unavailable
 
 
@@ -57,6 +57,10 @@ class WatchStats:
 
 class _Retry(Exception):
     """Another server, or a later try, may do."""
+
+
+class _Garbled(Exception):
+    """The server answered with bytes that are not this protocol: another may do."""
 
 
 class _Compacted(Exception):
@@ -282,14 +286,29 @@ class Watch(Iterator[wire.WatchEvent]):
         # one of them named.
         compacted_by = 0
         compacted: int | None = None
+        # Servers that answered the watch with bytes that are not this protocol, with what
+        # says so: not asked again here (the Rust client's rule for servers that are no Zatt
+        # server, which this client does not tell from other bytes it cannot read).
+        garbled: dict[str, str] = {}
         while True:
             if self._preferred is not None:
                 addr, self._preferred = self._preferred, None
             else:
                 addr = self._endpoints[self._next_endpoint % len(self._endpoints)]
+            if addr in garbled:
+                self._next_endpoint += 1
+                continue
             try:
                 self._open_at(addr, deadline)
                 return
+            except _Garbled as e:
+                garbled[addr] = not_the_protocol(str(e))
+                if all(a in garbled for a in self._endpoints):
+                    # Waiting cannot make any of them speak the protocol.
+                    raise ProtocolError("; ".join(garbled.values())) from None
+                # The next endpoint at once, as after one that is unreachable.
+                self._next_endpoint += 1
+                continue
             except _Compacted as e:
                 compacted_by += 1
                 compacted = e.oldest if compacted is None else max(compacted, e.oldest)
@@ -306,7 +325,10 @@ class Watch(Iterator[wire.WatchEvent]):
                     # No member reached was able to go on without a gap.
                     self._end_compacted(compacted)
                     return
-                raise Unavailable(f"cannot watch on any of {','.join(self._endpoints)} ({last})")
+                reason = f"cannot watch on any of {','.join(self._endpoints)} ({last})"
+                if garbled:
+                    reason += "; " + "; ".join(garbled.values())
+                raise Unavailable(reason)
             backoff = back_off(backoff, deadline)
 
     def _end_compacted(self, oldest: int) -> None:
@@ -331,11 +353,17 @@ class Watch(Iterator[wire.WatchEvent]):
         reply_by = min(deadline, time.monotonic() + c.request_timeout)
         try:
             conn.send(wire.Watch(self._prefix, self._next).encode(rid), reply_by)
+        except ConnError as e:
+            conn.close()
+            raise _Retry(str(e)) from None
+        try:
             got, resp = conn.recv(reply_by)
         except ConnError as e:
             conn.close()
+            # Bytes that are not this protocol: this server is passed over, not the watch
+            # ended (only a TLS failure while connecting ends it, as in the Rust client).
             if e.kind == "protocol":
-                raise ProtocolError(str(e)) from None
+                raise _Garbled(str(e)) from None
             raise _Retry(str(e)) from None
         if got != rid:
             conn.close()
