@@ -480,6 +480,43 @@ fn a_server_that_accepts_but_never_answers_first_in_the_endpoints_is_left_for_th
 }
 
 #[test]
+fn requests_sent_once_do_not_spend_their_one_attempt_on_a_server_that_never_answers() {
+    // Goal: a request that is never resent (a write with sessions off, a membership change)
+    // gets the whole operation's time for its one attempt, so that attempt must not go to a
+    // fresh connection whose server accepts but never answers (paused or hung). Method: a
+    // listener nobody accepts from goes first; with sessions off, a put, then adding and
+    // removing a learner, each from a new client connected to that listener, must succeed
+    // and the put must be there once.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let mut endpoints = vec![silent_addr.clone()];
+    endpoints.extend(cluster.endpoints());
+    let once = ClientConfig {
+        sessions: false,
+        ..impatient_per_attempt()
+    };
+    let mut c = Client::connect(&endpoints, once.clone()).unwrap();
+    assert_eq!(c.connected_to(), Some(silent_addr.as_str()));
+    let rev = c.put("once", "1").unwrap();
+    assert_ne!(c.connected_to(), Some(silent_addr.as_str()));
+    for change in [true, false] {
+        let mut a = Client::connect(&endpoints, once.clone()).unwrap();
+        assert_eq!(a.connected_to(), Some(silent_addr.as_str()));
+        if change {
+            a.member_add(9, "127.0.0.1:9", true).unwrap();
+        } else {
+            a.member_remove(9).unwrap();
+        }
+    }
+    let r = c.get_with("once", Consistency::Linearizable).unwrap();
+    assert_eq!((r.value.as_deref(), r.revision), (Some(&b"1"[..]), rev));
+    assert!(c.members().unwrap().iter().all(|m| m.id != 9));
+    drop(silent);
+}
+
+#[test]
 fn a_paused_leader_first_in_the_endpoints_is_left_for_the_new_leader_and_no_write_applies_twice() {
     // Goal: a SIGSTOPped leader at the front of the endpoints (the `zatt` command line's default
     // order) blocks nothing once the others have elected a new leader, and a write whose first

@@ -182,10 +182,14 @@ fn expired_session_after_an_unknown_outcome_reports_may_have_applied() {
 #[test]
 fn untagged_write_is_not_resent_after_an_unknown_outcome() {
     // Goal: with sessions off, a lost reply is reported, never retried (a retry could apply
-    // twice). Method: the first put is applied and the connection dropped.
+    // twice). Method: the first put is applied and the connection dropped. (A status request
+    // proves the new connection before the put: the put is not the first request.)
     let server = FakeServer::start();
-    server.script(|req, n| match req {
-        Request::Put { .. } if n == 0 => Action::ServeThenClose,
+    let first_put = std::sync::atomic::AtomicBool::new(true);
+    server.script(move |req, _| match req {
+        Request::Put { .. } if first_put.swap(false, std::sync::atomic::Ordering::SeqCst) => {
+            Action::ServeThenClose
+        }
         _ => Action::Serve,
     });
     let config = ClientConfig {

@@ -224,6 +224,11 @@ impl Conn {
         })
     }
 
+    /// Whether the peer has answered on this connection (a whole response frame arrived).
+    pub(crate) fn answered(&self) -> bool {
+        self.heard_frame
+    }
+
     /// Whether the server has closed this (idle) connection: a non-blocking peek sees the end
     /// of the stream. Used before a request that must not be sent twice, so that a connection
     /// the server dropped while idle is replaced before sending rather than discovered after.

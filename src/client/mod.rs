@@ -799,6 +799,39 @@ impl Client {
                 attempts.back_off(deadline);
                 continue;
             }
+            if retry == Retry::Once && !self.conn.as_ref().is_some_and(Conn::answered) {
+                // The one attempt below gets the whole operation's time, so it must not go to
+                // a server that accepts connections but does not answer (a paused or hung one:
+                // its kernel still accepts). A connection that has not answered yet is proved
+                // first with a status request, which, unlike this one, may be sent elsewhere.
+                let id = self.next_request_id;
+                self.next_request_id += 1;
+                let probe_deadline = deadline.min(Instant::now() + self.config.request_timeout);
+                if let Err(e) = self.round_trip(id, &Request::Status, probe_deadline) {
+                    let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
+                    match e {
+                        ConnError::Foreign(what) => {
+                            self.leave_endpoint(&addr);
+                            attempts.note_foreign(addr, what);
+                        }
+                        ConnError::Protocol(what) => {
+                            return Err(Error::Protocol {
+                                what,
+                                may_have_applied: attempts.ambiguous,
+                            })
+                        }
+                        ConnError::Timeout => {
+                            self.leave_endpoint(&addr);
+                            attempts.last_failure = Some(Failure::NoReply);
+                        }
+                        other => {
+                            attempts.last_failure = Some(Failure::Dropped(describe(&other)));
+                            attempts.back_off(deadline);
+                        }
+                    }
+                    continue;
+                }
+            }
             if unknown_outcome {
                 self.stats.resent_after_unknown_outcome += 1;
                 unknown_outcome = false;
