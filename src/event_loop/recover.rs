@@ -62,10 +62,13 @@ fn corrupt(m: impl Into<String>) -> ServerError {
 }
 
 /// Whether `dir` holds no state at all (missing, or without log segments and hard state):
-/// what a server finds when its disk was lost or is not mounted, and at a first start.
+/// what a server finds when its disk was lost or is not mounted, and at a first start. A
+/// directory that cannot be listed (no permission) is not called blank: opening it then
+/// reports the real cause.
 pub(super) fn dir_is_blank(dir: &Path) -> bool {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return true;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => return e.kind() == std::io::ErrorKind::NotFound,
     };
     !rd.flatten().any(|e| {
         let name = e.file_name();
@@ -307,9 +310,10 @@ pub(super) struct Force {
 }
 
 /// `zattd --force-new-cluster`, first half: every check that can refuse it, and the membership
-/// it will write (this server the only voter, keeping its committed log). Reads the log (as
-/// any start's recovery does) and writes nothing of the force itself, so that the start-up can
-/// still refuse (a TLS file, a busy port) with the directory as it was.
+/// it will write (this server the only voter, keeping its committed log). Opens the log as any
+/// start's recovery does (which may take the lock, delete `.tmp` files and cut a torn tail),
+/// and writes nothing of the force itself, so that the start-up can still refuse (a TLS file,
+/// a busy port) with no new membership written.
 pub(super) fn plan_force_new_cluster(cfg: &ServerConfig) -> Result<Force, ServerError> {
     let dir = &cfg.data_dir;
     let marker = dir.join(FORCED_FILE);
@@ -474,4 +478,32 @@ fn write_marker(dir: &Path, marker: &Path, text: &str) -> Result<(), ServerError
         std::fs::File::open(dir)?.sync_all()
     })()
     .map_err(|e| ServerError::runtime(format!("cannot write {}: {e}", marker.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dir_is_blank;
+
+    #[test]
+    fn only_a_missing_or_stateless_directory_is_blank() {
+        // Goal: a directory that cannot be listed is not taken for a blank one (the start
+        // would then be refused for a missing --cluster, hiding the real cause). Method: a
+        // missing path, an empty directory, one holding a hard-state file, and a symbolic
+        // link that points at itself (listing it fails; root may list anything else).
+        let base = std::env::temp_dir().join(format!("zatt-blank-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("empty")).unwrap();
+        std::fs::create_dir_all(base.join("used")).unwrap();
+        std::fs::write(base.join("used").join("hardstate.0"), b"x").unwrap();
+        std::os::unix::fs::symlink(base.join("loop"), base.join("loop")).unwrap();
+        let blank = |name: &str| dir_is_blank(&base.join(name));
+        let got = [
+            blank("missing"),
+            blank("empty"),
+            blank("used"),
+            blank("loop"),
+        ];
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(got, [true, true, false, false]);
+    }
 }

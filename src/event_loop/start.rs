@@ -2,8 +2,12 @@
 //! directory's path and contents, the files flags name, the ports, bound then), then open and
 //! recover the data directory, settle the cluster id, bootstrap the initial membership (or the
 //! backup `--restore` names, see `recover.rs`) on a first start, and build the loop's parts
-//! and the host. A start refused before the directory's first byte leaves it as it was; every
-//! refusal is one line with its exit status (2 usage, 1 runtime, 65 corrupt data directory).
+//! and the host. A start refused before the directory's first byte leaves it as it was. Two
+//! starts must read the log before they can check everything: a forced one (`--force-new-
+//! cluster`), and a restart without `--listen` (the log names its address); their recovery
+//! may already have done what any recovery does (the lock, `.tmp` files deleted, a torn tail
+//! cut) when a later check refuses them. Every refusal is one line with its exit status (2
+//! usage, 1 runtime, 65 corrupt data directory).
 //! Runs before the loop; must not run protocol logic (that is the host's and raft's).
 
 use super::*;

@@ -1072,12 +1072,18 @@ impl Wal {
         Ok(())
     }
 
-    /// Keeps a compacted segment for reuse when none is kept yet and it has exactly the size
-    /// a new one would have; false when the caller should delete it.
+    /// Keeps a compacted segment for reuse when none is kept yet, it has exactly the size a
+    /// new one would have, and the disk has room to spare (`RECYCLE_MIN_FREE_SEGMENTS`): on a
+    /// filling disk the space goes back at once, as before. False when the caller should
+    /// delete it.
     fn recycle(&mut self, path: &Path) -> bool {
+        let segment = self.opts.segment_bytes;
         if self.recycled.is_some()
             || !self.prepares_ahead()
-            || fs::metadata(path).map_or(true, |m| m.len() != self.opts.segment_bytes)
+            || fs::metadata(path).map_or(true, |m| m.len() != segment)
+            || free_bytes(&self.dir).map_or(true, |f| {
+                f < RECYCLE_MIN_FREE_SEGMENTS.saturating_mul(segment)
+            })
         {
             return false;
         }
@@ -1184,6 +1190,10 @@ const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 /// The name a compacted segment is kept under until it is reused (a `.tmp` name: see S2).
 const RECYCLED_SEGMENT: &str = "recycled-segment.tmp";
+
+/// A compacted segment is kept for reuse only while the disk has this many segments' worth
+/// free (256 MiB at the default size, the default `--min-free-disk`).
+const RECYCLE_MIN_FREE_SEGMENTS: u64 = 4;
 
 /// A new segment's file under its temporary name: space reserved (`fallocate`, so a full disk
 /// is found here and not in the middle of a write), then written with zeros and synced (here,
