@@ -146,6 +146,50 @@ def test_a_server_that_accepts_but_never_answers_first_in_the_endpoints_is_left(
             assert fresh.connected_to != silent_addr
 
 
+def test_requests_sent_once_do_not_spend_their_one_attempt_on_a_server_that_never_answers(
+    fresh_cluster: Cluster,
+) -> None:
+    # Goal: a request that is never resent (a write with sessions off, a membership change)
+    # gets the whole operation's time for its one attempt, so that attempt must not go to a
+    # fresh connection whose server accepts but never answers (paused or hung): it would
+    # end in Timeout, may_have_applied, after the whole timeout. Method: a listener nobody
+    # accepts from goes first; with sessions off, a put, then adding and removing a
+    # learner, each from a new client connected to that listener, must succeed elsewhere,
+    # and the put must be there once, with the revision its reply reported.
+    cluster = fresh_cluster
+    cluster.wait_leader()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(128)
+        silent_addr = f"127.0.0.1:{silent.getsockname()[1]}"
+        endpoints = [silent_addr, *cluster.endpoints]
+
+        def once() -> Client:
+            return Client(
+                endpoints, sessions=False, connect_timeout=0.5, request_timeout=0.5, timeout=30.0
+            )
+
+        with once() as c:
+            assert c.connected_to == silent_addr
+            rev = c.put("once", "1")
+            assert c.connected_to != silent_addr
+            assert c.stats.resent_after_unknown_outcome == 0, c.stats
+        with once() as a:
+            assert a.connected_to == silent_addr
+            a.member_add(9, "127.0.0.1:9", learner=True)
+            assert a.connected_to != silent_addr
+        with patient(cluster) as p:
+            assert any(m.id == 9 and not m.voter for m in p.members())
+        with once() as r:
+            assert r.connected_to == silent_addr
+            r.member_remove(9)
+            assert r.connected_to != silent_addr
+    with patient(cluster) as p:
+        got = p.read("once")
+        assert (got.value, got.revision) == (b"1", rev), "the put was applied again"
+        assert all(m.id != 9 for m in p.members())
+
+
 def test_a_paused_leader_first_in_the_endpoints_is_left_and_no_write_applies_twice(
     fresh_cluster: Cluster,
 ) -> None:

@@ -8,7 +8,7 @@ import struct
 import threading
 
 import pytest
-from zatt_harness import FakeServer, SendThenClose, frame, session_of, u64
+from zatt_harness import STATUS, FakeServer, SendThenClose, frame, session_of, status_reply, u64
 
 from zatt.client import (
     Client,
@@ -22,7 +22,7 @@ from zatt.client import (
 
 QUICK = {"timeout": 3.0, "request_timeout": 0.5, "connect_timeout": 0.5}
 
-REGISTER, GET, PUT, MEMBER_REMOVE = 1, 2, 3, 12
+REGISTER, GET, PUT, MEMBER_PROMOTE, MEMBER_REMOVE = 1, 2, 3, 11, 12
 
 
 class Script:
@@ -97,11 +97,14 @@ def test_a_write_whose_answer_was_cut_mid_frame_is_resent_with_the_same_tag() ->
 
 def test_without_sessions_a_write_whose_answer_was_cut_mid_frame_may_have_applied() -> None:
     # Goal: without a session tag, such a write is not resent, and the error says it may have
-    # been applied (a connection failure, not a protocol error).
+    # been applied (a connection failure, not a protocol error). (The status request that
+    # proves the new connection first is answered: the put's reply is the one cut.)
     s = Script()
 
     def serve(rid: int, op: int, req: bytes) -> bytes | None:
         s.log(op, req)
+        if op == STATUS:
+            return status_reply(rid)
         return SendThenClose(frame(rid, 0x83, u64(77))[:15])
 
     with FakeServer(serve) as server:
@@ -112,7 +115,7 @@ def test_without_sessions_a_write_whose_answer_was_cut_mid_frame_may_have_applie
         except ConnectionFailed as e:
             assert e.may_have_applied
             assert "mid-frame" in str(e)
-        assert s.ops() == [PUT]
+        assert s.ops() == [STATUS, PUT]
 
 
 def test_a_timeout_answer_is_an_unknown_outcome_too() -> None:
@@ -174,10 +177,14 @@ def test_an_expired_session_after_an_unknown_outcome_may_have_applied() -> None:
 
 
 def test_without_sessions_a_lost_write_is_not_resent() -> None:
+    # (The status request that proves the new connection first is answered: the put's reply
+    # is the one lost.)
     s = Script()
 
     def serve(rid: int, op: int, req: bytes) -> bytes | None:
         s.log(op, req)
+        if op == STATUS:
+            return status_reply(rid)
         return None
 
     with FakeServer(serve) as server:
@@ -187,15 +194,18 @@ def test_without_sessions_a_lost_write_is_not_resent() -> None:
             raise AssertionError("the put cannot have succeeded")
         except ConnectionFailed as e:
             assert e.may_have_applied
-        assert s.ops() == [PUT]
+        assert s.ops() == [STATUS, PUT]
         assert s.put_tags() == [None]
 
 
 def test_a_membership_change_whose_outcome_is_unknown_is_not_resent() -> None:
+    # (The status request that proves the new connection first is answered.)
     s = Script()
 
     def serve(rid: int, op: int, req: bytes) -> bytes | None:
         s.log(op, req)
+        if op == STATUS:
+            return status_reply(rid)
         return frame(rid, 0x8C, b"\x0c")  # ShuttingDown: applied maybe
 
     with FakeServer(serve) as server:
@@ -206,7 +216,7 @@ def test_a_membership_change_whose_outcome_is_unknown_is_not_resent() -> None:
         except ServerError as e:
             assert e.kind == "shutting_down"
             assert e.may_have_applied
-        assert s.ops() == [MEMBER_REMOVE]
+        assert s.ops() == [STATUS, MEMBER_REMOVE]
 
 
 def test_stale_request_is_final_and_may_have_applied() -> None:
@@ -268,20 +278,52 @@ def test_no_leader_known_ends_in_unavailable_within_the_timeout() -> None:
             assert not e.may_have_applied
 
 
+TOO_MANY_CONNECTIONS = b"\x05" + u64(1024)
+
+
 def test_too_many_connections_is_retried_after_a_pause() -> None:
     # An over-limit connection is answered with request id 0 and closed, before the request
-    # is read: nothing was applied, so even a membership change is sent again.
+    # is read: nothing was applied, so even a membership change is sent again. (Each new
+    # connection is proved with a status request first, answered here: the refusals go to
+    # the membership change itself.)
     s = Script()
 
     def serve(rid: int, op: int, req: bytes) -> bytes | None:
-        if s.log(op, req) <= 2:
-            return frame(0, 0x8C, b"\x05" + u64(1024))
+        n = s.log(op, req)
+        if op == STATUS:
+            return status_reply(rid)
+        if n <= 2:
+            return SendThenClose(frame(0, 0x8C, TOO_MANY_CONNECTIONS))
         return frame(rid, 0x8B)
 
     with FakeServer(serve) as server:
         c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
         c.member_promote(4)
-        assert s.ops() == [11, 11, 11]
+        assert s.ops() == [STATUS, MEMBER_PROMOTE] * 3
+
+
+def test_too_many_connections_in_answer_to_the_status_request_is_retried_after_a_pause() -> None:
+    # Goal: the status request that proves a new connection before a request sent only once
+    # meets the connection limit where the request itself did before (the server answers
+    # the first request it reads); the request must then wait for a connection the server
+    # keeps, not follow on the one it closes (its failure there would read as an unknown
+    # outcome, may_have_applied). Method: the first two connections are refused at their
+    # status request and closed; the membership change must succeed, sent once.
+    s = Script()
+
+    def serve(rid: int, op: int, req: bytes) -> bytes | None:
+        n = s.log(op, req)
+        if op == STATUS and n <= 2:
+            return SendThenClose(frame(0, 0x8C, TOO_MANY_CONNECTIONS))
+        if op == STATUS:
+            return status_reply(rid)
+        return frame(rid, 0x8B)
+
+    with FakeServer(serve) as server:
+        c = Client(server.addr, **QUICK)  # type: ignore[arg-type]
+        c.member_promote(4)
+        assert s.ops() == [STATUS, STATUS, STATUS, MEMBER_PROMOTE]
+        assert server.connections == 3  # one per status request: the refused ones were closed
 
 
 # The answers of a server that cannot serve a request for the leader and names no other
@@ -437,6 +479,40 @@ def test_a_server_that_answers_garbage_is_left_for_the_next_endpoint() -> None:
         assert c.put("k", "v") == 77
         assert leading.ops() == [GET, REGISTER, PUT]
         assert garbling.ops() == [GET]
+
+
+@pytest.mark.parametrize("answer", [GARBAGE, b""], ids=["garbage", "silence"])
+def test_a_write_sent_once_does_not_go_to_a_server_that_has_not_answered(answer: bytes) -> None:
+    # Goal: a write with sessions off is sent once only, with the whole operation's time; on a
+    # new connection it must not go to a server that answers bytes that are not this
+    # protocol (a wrong port in the list) or nothing (a paused or hung server): it would
+    # fail "may have applied". The status request that proves the connection first meets
+    # that server instead, and the write goes to the next endpoint. Method: such a server
+    # first, a fake leader second; the put must be applied there once, and the first server
+    # must have been sent the status request only.
+    first_seen, leading = Script(), Script()
+
+    def unanswering(rid: int, op: int, req: bytes) -> bytes | None:
+        first_seen.log(op, req)
+        return answer
+
+    def lead(rid: int, op: int, req: bytes) -> bytes | None:
+        leading.log(op, req)
+        if op == STATUS:
+            return status_reply(rid)
+        return frame(rid, 0x83, u64(77))
+
+    with FakeServer(unanswering) as first, FakeServer(lead) as second:
+        c = Client([first.addr, second.addr], sessions=False, **QUICK)  # type: ignore[arg-type]
+        assert c.connected_to == first.addr
+        assert c.put("k", "v") == 77
+        assert first_seen.ops() == [STATUS]
+        assert leading.ops() == [STATUS, PUT]
+        assert leading.put_tags() == [None]
+        assert c.connected_to == second.addr
+        # The connection has answered since: the next write goes out without a status first.
+        assert c.put("k", "w") == 77
+        assert leading.ops() == [STATUS, PUT, PUT]
 
 
 def test_when_every_endpoint_answers_garbage_the_call_ends_before_its_timeout() -> None:

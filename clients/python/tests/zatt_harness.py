@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import os
 import random
 import re
@@ -637,6 +638,22 @@ def frame(request_id: int, opcode: int, body: bytes = b"") -> bytes:
 
 def u64(v: int) -> bytes:
     return v.to_bytes(8, "little")
+
+
+# The Status request's opcode: a client proves a connection that has not answered yet with one
+# before a request it sends only once, so fake servers answer it (see :func:`status_reply`).
+STATUS = 8
+
+
+def status_reply(request_id: int) -> bytes:
+    """A Status response for ``request_id``: the golden one of ``docs/PROTOCOL.md``."""
+    golden = _golden_status()
+    return golden[:4] + u64(request_id) + golden[12:]
+
+
+@functools.lru_cache(maxsize=1)
+def _golden_status() -> bytes:
+    return golden_frames()["response/status"]
 
 
 def session_of(request: bytes) -> tuple[int, int] | None:

@@ -66,6 +66,8 @@ class Conn:
         self._max_frame = max_frame_bytes
         self._rbuf = bytearray()
         self._rpos = 0
+        # Whether a whole response frame has arrived: see answered().
+        self._answered = False
         host, port = split_endpoint(addr)
         deadline = time.monotonic() + connect_timeout
         try:
@@ -136,7 +138,9 @@ class Conn:
             if self._rpos == len(self._rbuf):
                 self._rbuf.clear()
                 self._rpos = 0
-            return wire.decode_response(frame)
+            got = wire.decode_response(frame)
+            self._answered = True
+            return got
         except wire.FrameError as e:
             raise ConnError("protocol", f"bad response from {self.addr}: {e}") from None
 
@@ -183,6 +187,12 @@ class Conn:
         except (OSError, ValueError):
             return True  # the read that follows reports what is wrong
         return bool(ready)
+
+    def answered(self) -> bool:
+        """Whether the server has answered on this connection (a whole response frame
+        arrived). A connection that has not may lead to a server that accepts connections but
+        never answers (a paused or hung one: its kernel still accepts)."""
+        return self._answered
 
     def closed_by_peer(self) -> bool:
         """Whether the server has closed this idle connection. Checked before a request that

@@ -14,7 +14,9 @@ with the first attempt's reply. Should the session have expired meanwhile, the c
 registers a new one and either resends the write (when no earlier attempt can have reached
 the cluster) or raises :class:`~zatt.errors.SessionExpired` with ``may_have_applied``.
 With sessions off, and for membership changes, a write whose outcome is unknown is never
-resent.
+resent. Its one attempt gets the whole operation's time, so it never goes out on a connection
+whose server has not answered anything yet: a status request proves that connection first,
+and a server that does not answer it in one attempt's time is left for the next endpoint.
 """
 
 from __future__ import annotations
@@ -590,6 +592,18 @@ class Client:
                     attempts.last_failure = ("connect", str(e))
                 attempts.back_off(deadline)
                 continue
+            # The one attempt of a request sent only once gets the whole operation's time, so
+            # it must not go to a server that accepts connections but does not answer (a
+            # paused or hung one: its kernel still accepts). A connection that has not
+            # answered yet is proved first with a status request, which, unlike that request,
+            # may be sent elsewhere.
+            if (
+                retry == _ONCE
+                and self._conn is not None
+                and not self._conn.answered()
+                and not self._prove_conn(deadline, attempts, garbled)
+            ):
+                continue
             if unknown_outcome:
                 self.stats.resent_after_unknown_outcome += 1
                 unknown_outcome = False
@@ -686,6 +700,50 @@ class Client:
                 # too_large, session_expired (handled by _write), stale_request, invalid,
                 # conf_change, too_many_in_flight: definite answers.
                 raise _server_error(resp)
+
+    def _prove_conn(self, deadline: float, attempts: _Attempts, garbled: set[str]) -> bool:
+        """Asks the current connection's server its status, within one attempt's time;
+        whether it answered. When it did not, the connection is dropped and the failure
+        noted as a status request's would be (no reply: the next reconnection starts at the
+        endpoint after it, and the loop goes round at once; bytes that are not this protocol:
+        the same, after a pause, ending the call once every endpoint has sent such bytes; a
+        dropped connection: round again after a pause). Nothing of the request it stands
+        before has been sent then."""
+        conn = self._conn
+        assert conn is not None
+        rid = self._next_request_id
+        self._next_request_id += 1
+        probe_deadline = min(deadline, time.monotonic() + self.request_timeout)
+        try:
+            resp = self._round_trip(rid, wire.StatusRequest(), probe_deadline)
+        except ConnError as e:
+            self._drop_conn()
+            if e.kind == "timeout":
+                self._leave_endpoint(conn.addr)
+                attempts.last_failure = ("no_reply", str(e))
+                return False
+            if e.kind == "protocol":
+                garbled.add(conn.addr)
+                self._leave_endpoint(conn.addr)
+                if len(garbled) >= len(set(self._endpoints)):
+                    raise ProtocolError(
+                        not_the_protocol(str(e)), may_have_applied=attempts.ambiguous
+                    ) from None
+                attempts.last_failure = ("protocol", str(e))
+            else:
+                attempts.last_failure = ("dropped", str(e))
+            attempts.back_off(deadline)
+            return False
+        if isinstance(resp, wire.ErrorReply) and resp.code == 5:
+            # too_many_connections, about the connection itself: the server closes it, so
+            # the request must not follow on it (its failure would read as an unknown
+            # outcome); a new connection after a pause, as for any request answered so.
+            self._drop_conn()
+            attempts.last_failure = ("no_leader", resp.message())
+            attempts.back_off(deadline)
+            return False
+        # Any other answer, an error included, shows a server that answers.
+        return True
 
     def _round_trip(self, rid: int, req: wire.Request, deadline: float) -> wire.Response:
         """One attempt on the current connection: send, then wait for the reply with this
