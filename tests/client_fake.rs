@@ -205,6 +205,34 @@ fn untagged_write_is_not_resent_after_an_unknown_outcome() {
 }
 
 #[test]
+fn a_write_sent_once_is_not_sent_on_a_connection_refused_over_the_server_s_limit() {
+    // Goal: when the status request that proves a new connection is answered with
+    // TooManyConnections (said on request id 0, then the connection closed), the write sent
+    // only once waits and goes on a new connection; it is not sent on the refused one, where
+    // it would fail as "may have applied" though nothing read it. Method: the first status
+    // request gets that refusal; a put with sessions off must succeed, applied once.
+    let server = FakeServer::start();
+    let mut refusal = Vec::new();
+    zatt::wire::client::encode_response(
+        0,
+        &Response::Error(ErrorKind::TooManyConnections { limit: 1 }),
+        &mut refusal,
+    );
+    server.script(move |req, n| match req {
+        Request::Status if n == 0 => Action::Garbage(refusal.clone()),
+        _ => Action::Serve,
+    });
+    let config = ClientConfig {
+        sessions: false,
+        ..quick()
+    };
+    let mut c = Client::connect(&[server.addr()], config).unwrap();
+    c.put("k", "v").unwrap();
+    assert_eq!(puts(&server).len(), 1);
+    assert_eq!(server.state().applied_writes, 1);
+}
+
+#[test]
 fn untagged_write_on_a_connection_closed_while_idle_is_sent_once_and_succeeds() {
     // Goal: a server that dropped an idle connection does not turn the next untagged write
     // into an unknown outcome. Method: the server answers a read and hangs up; the following

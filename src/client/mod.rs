@@ -807,7 +807,12 @@ impl Client {
                 let id = self.next_request_id;
                 self.next_request_id += 1;
                 let probe_deadline = deadline.min(Instant::now() + self.config.request_timeout);
-                if let Err(e) = self.round_trip(id, &Request::Status, probe_deadline) {
+                let proof = self.round_trip(id, &Request::Status, probe_deadline);
+                if let Ok(Response::Error(ErrorKind::TooManyConnections { limit })) = proof {
+                    self.refused_over_limit(&mut attempts, limit, deadline);
+                    continue;
+                }
+                if let Err(e) = proof {
                     let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
                     match e {
                         ConnError::Foreign(what) => {
@@ -945,16 +950,7 @@ impl Client {
                     attempts.back_off(deadline);
                 }
                 ErrorKind::TooManyConnections { limit } => {
-                    // Said on request id 0 as the server accepted the connection, which it
-                    // then closed without reading the request: not applied. Connections may
-                    // free up, or another server may have room.
-                    let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
-                    self.skip_endpoint();
-                    attempts.last_failure = Some(Failure::Refused(format!(
-                        "{addr} {}",
-                        too_many_connections(limit)
-                    )));
-                    attempts.back_off(deadline);
+                    self.refused_over_limit(&mut attempts, limit, deadline);
                 }
                 ErrorKind::Timeout | ErrorKind::ShuttingDown => {
                     // The server does not know whether the write will commit.
@@ -1120,6 +1116,19 @@ impl Client {
             reason,
             may_have_applied: ambiguous,
         })
+    }
+
+    /// The server refused the connection in use, over its connection limit. It says so on
+    /// request id 0 as it accepts the connection, which it then closes without reading a
+    /// request: nothing was applied. Connections may free up, or another server may have room.
+    fn refused_over_limit(&mut self, attempts: &mut Attempts, limit: u64, deadline: Instant) {
+        let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
+        self.skip_endpoint();
+        attempts.last_failure = Some(Failure::Refused(format!(
+            "{addr} {}",
+            too_many_connections(limit)
+        )));
+        attempts.back_off(deadline);
     }
 
     /// The server at `addr` failed to answer: when the next reconnection would start at it,
