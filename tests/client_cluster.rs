@@ -440,6 +440,20 @@ fn impatient_per_attempt() -> ClientConfig {
     }
 }
 
+/// A loopback listener that is never accepted from (the kernel answers the handshake, nobody
+/// reads: a paused or hung server), and a running cluster's endpoints after it. std's backlog
+/// (128 or more) is above the attempts a test's timeout allows (30 s / 0.5 s): a full backlog
+/// would refuse connections and let even a client without the fix under test move on.
+fn silent_first() -> (std::net::TcpListener, String, Cluster, Vec<String>) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20));
+    let mut endpoints = vec![silent_addr.clone()];
+    endpoints.extend(cluster.endpoints());
+    (silent, silent_addr, cluster, endpoints)
+}
+
 #[test]
 fn a_server_that_accepts_but_never_answers_first_in_the_endpoints_is_left_for_the_next() {
     // Goal: one unresponsive endpoint (a paused or hung process, whose kernel still completes
@@ -447,14 +461,7 @@ fn a_server_that_accepts_but_never_answers_first_in_the_endpoints_is_left_for_th
     // listener that is never accepted from (the kernel answers the handshake, nobody reads)
     // goes first in the endpoints, a real cluster's after it; every kind of request must
     // succeed, and the client must have resent after the silent attempt rather than waiting.
-    // std's backlog (128 or more) is above the attempts the timeout allows (30 s / 0.5 s): a
-    // full backlog would refuse connections and let even a client without the fix move on.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
-    let cluster = Cluster::start(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20));
-    let mut endpoints = vec![silent_addr.clone()];
-    endpoints.extend(cluster.endpoints());
+    let (silent, silent_addr, _cluster, endpoints) = silent_first();
 
     let mut c = Client::connect(&endpoints, impatient_per_attempt()).unwrap();
     assert_eq!(c.connected_to(), Some(silent_addr.as_str()));
@@ -487,12 +494,7 @@ fn requests_sent_once_do_not_spend_their_one_attempt_on_a_server_that_never_answ
     // listener nobody accepts from goes first; with sessions off, a put, then adding and
     // removing a learner, each from a new client connected to that listener, must succeed
     // and the put must be there once.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
-    let cluster = Cluster::start(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20));
-    let mut endpoints = vec![silent_addr.clone()];
-    endpoints.extend(cluster.endpoints());
+    let (silent, silent_addr, _cluster, endpoints) = silent_first();
     let once = ClientConfig {
         sessions: false,
         ..impatient_per_attempt()
