@@ -3,8 +3,9 @@
 //! raises the alarm: the leader refuses writes that add data with `NoSpace` (saying so, through
 //! the wire and through `zatt`), while reads, deletes, compare-and-delete and status keep
 //! working, and `status` and `/metrics` show the alarm. Freeing the space clears it and writes
-//! resume, without any restart. Skips, saying why, where a tmpfs cannot be mounted (not root,
-//! or no mount permission in a container).
+//! resume, without any restart. Also on a small tmpfs: the write-ahead log keeps a compacted
+//! segment for reuse only while the disk has room. Each test skips, saying why, where a tmpfs
+//! cannot be mounted (not root, or no mount permission in a container).
 
 mod common;
 mod ops_readme;
@@ -288,4 +289,102 @@ fn scrape(addr: &str) -> String {
 
 fn metrics_clear(addr: &str) -> bool {
     scrape(addr).contains("\nzatt_disk_space_alarm 0\n")
+}
+
+#[test]
+fn a_compacted_segment_is_kept_for_reuse_only_while_the_disk_has_room() {
+    // Goal: compaction keeps one segment for reuse only while four segments' worth is free;
+    // on a filling disk it deletes it at once, as before the reuse. Method: a write-ahead log
+    // with 64 KiB segments on a 1 MiB tmpfs; a compaction with room keeps
+    // `recycled-segment.tmp`; then, reopened (which deletes the kept file) with a filler
+    // leaving 96 KiB free, the next compaction keeps nothing (the segments it frees, up to
+    // three here, leave the disk still under 256 KiB free when each is looked at).
+    use zatt::storage::{LogStorage, WriteBatch};
+    use zatt::types::{
+        Entry, EntryKind, LogIndex, Member, MemberRole, Membership, NodeId, Snapshot, SnapshotMeta,
+        Term,
+    };
+    use zatt::wal::{Wal, WalOptions};
+    let base = common::temp_dir("recycle-room");
+    let mount = match Tmpfs::mount(&base.join("tmpfs"), "1m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_compacted_segment_is_kept_for_reuse_only_while_the_disk_has_room: \
+                 cannot mount a tmpfs here ({why}); it needs root with mount permission"
+            );
+            let _ = std::fs::remove_dir_all(&base);
+            return;
+        }
+    };
+    let dir = mount.path.join("wal");
+    let kept = dir.join("recycled-segment.tmp");
+    let opts = WalOptions {
+        segment_bytes: 64 << 10,
+        ..WalOptions::default()
+    };
+    let write = |wal: &mut Wal, from: u64, to: u64| {
+        for i in from..=to {
+            let e = Entry::new(Term(1), LogIndex(i), EntryKind::Normal, &[i as u8; 1024]);
+            let b = WriteBatch {
+                snapshot: None,
+                hard_state: None,
+                entries: vec![e],
+            };
+            wal.write(&b).unwrap();
+            wal.sync().unwrap();
+        }
+    };
+    let snapshot = |index: u64| {
+        let mut membership = Membership::default();
+        membership.members.insert(
+            NodeId(1),
+            Member {
+                role: MemberRole::Voter,
+                addr: "127.0.0.1:5254".into(),
+            },
+        );
+        Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(index),
+                term: Term(1),
+                membership,
+            },
+            data: vec![7; 100].into(),
+        }
+    };
+    let (mut wal, _) = Wal::open(&dir, opts.clone()).unwrap();
+    write(&mut wal, 1, 300);
+    wal.save_snapshot(&snapshot(100)).unwrap();
+    write(&mut wal, 301, 301);
+    assert!(
+        kept.exists(),
+        "free {} B: a segment is kept",
+        free_bytes(&dir)
+    );
+    drop(wal);
+
+    let (mut wal, _) = Wal::open(&dir, opts).unwrap();
+    assert!(!kept.exists());
+    let segments = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("wal".as_ref()))
+            .count()
+    };
+    let before = segments(&dir);
+    let filler = free_bytes(&dir).saturating_sub(96 << 10);
+    std::fs::write(mount.path.join("filler"), vec![1u8; filler as usize]).unwrap();
+    assert!(free_bytes(&dir) < 4 * (64 << 10));
+    wal.save_snapshot(&snapshot(280)).unwrap();
+    write(&mut wal, 302, 302);
+    assert!(segments(&dir) < before, "the compaction ran");
+    assert!(
+        !kept.exists(),
+        "free {} B: nothing is kept",
+        free_bytes(&dir)
+    );
+    drop(wal);
+    drop(mount);
+    let _ = std::fs::remove_dir_all(&base);
 }
