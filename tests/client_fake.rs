@@ -61,6 +61,23 @@ fn not_leader_hint_is_followed_to_the_leader() {
 }
 
 #[test]
+fn a_leader_hint_that_cannot_be_dialled_sends_the_client_on_to_its_other_endpoints() {
+    // Goal: a follower that names the leader by an address this client cannot reach (the
+    // address the servers know each other by, seen from elsewhere) must not hold the client:
+    // it goes on to its other endpoints, where it may reach the leader under another address.
+    // Method: endpoints [follower, leader]; the follower names the leader as a refused port;
+    // a put must land on the leader.
+    let leader = FakeServer::start();
+    let follower = FakeServer::start();
+    follower.redirect_to(2, "127.0.0.1:1");
+    let mut c = Client::connect(&[follower.addr(), leader.addr()], quick()).unwrap();
+    assert_eq!(c.connected_to(), Some(follower.addr()));
+    c.put("k", "v").unwrap();
+    assert_eq!(leader.state().map.get(&b"k"[..]).unwrap().0, b"v");
+    assert_eq!(c.connected_to(), Some(leader.addr()));
+}
+
+#[test]
 fn stale_reads_are_served_by_the_connected_follower() {
     // Goal: `get_stale` needs no leader. Method: a follower that refuses leader-only requests
     // still answers a stale read from its own map.

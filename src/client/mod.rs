@@ -1015,7 +1015,14 @@ impl Client {
                         self.conn = Some(c);
                         return Ok(());
                     }
-                    Err(e) => last = Some(e),
+                    Err(e) => {
+                        // The servers name the leader by an address this client cannot reach
+                        // (seen from elsewhere, it may be another): not back to the server
+                        // that named it, which would name it again until the timeout, but on
+                        // to the other endpoints, among which the leader may be.
+                        self.skip_endpoint();
+                        last = Some(e);
+                    }
                 }
             }
         }

@@ -162,6 +162,31 @@ def test_a_leader_hint_that_is_not_an_address_falls_back_to_the_endpoints() -> N
         assert c.connected_to == server.addr
 
 
+def test_a_leader_hint_that_cannot_be_dialled_sends_the_client_on_to_its_other_endpoints() -> None:
+    # Goal: a follower that names the leader by an address this client cannot reach (the
+    # address the servers know each other by, seen from elsewhere) must not hold the client:
+    # it goes on to its other endpoints, where it may reach the leader under another address.
+    # Method: endpoints [follower, leader]; the follower always names the leader as a refused
+    # port; the read must succeed on the leader, the follower asked once.
+    hint = b"127.0.0.1:1"  # nothing listens on port 1
+    body = b"\x01" + b"\x01" + u64(2) + b"\x01" + struct.pack("<I", len(hint)) + hint
+    follower_asked: list[int] = []
+
+    def follow(rid: int, op: int, req: bytes) -> bytes:
+        follower_asked.append(op)
+        return frame(rid, 0x8C, body)
+
+    def lead(rid: int, op: int, req: bytes) -> bytes:
+        return frame(rid, 0x82, u64(3) + u64(4) + b"\x00")
+
+    with FakeServer(follow) as follower, FakeServer(lead) as leader:
+        c = Client([follower.addr, leader.addr], timeout=5.0, request_timeout=2.0)
+        assert c.connected_to == follower.addr
+        assert c.read("k") == (None, 3, 4)
+        assert follower_asked == [2]
+        assert c.connected_to == leader.addr
+
+
 def test_the_decoder_survives_every_truncation_and_bit_flip_of_the_golden_frames() -> None:
     rng = random.Random(12)
     for name, good in golden_frames().items():

@@ -828,7 +828,11 @@ class Client:
                 # Whatever the failure, a TLS one included: a hint is a server's word, possibly
                 # stale, not the caller's configuration, and the endpoints may serve (the
                 # leader changes, or the server asked becomes it). As the Rust client does,
-                # only an endpoint's own TLS failure ends the call.
+                # only an endpoint's own TLS failure ends the call. Not back to the server that
+                # named it, which would name it again until the timeout, but on to the other
+                # endpoints, among which the leader may be (under an address this client can
+                # reach: the servers' own may be one seen from elsewhere).
+                self._skip_endpoint()
                 last = e
         n = len(self._endpoints)
         for _ in range(n):
