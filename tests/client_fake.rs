@@ -78,6 +78,24 @@ fn a_leader_hint_that_cannot_be_dialled_sends_the_client_on_to_its_other_endpoin
 }
 
 #[test]
+fn a_leader_the_client_cannot_reach_is_named_when_the_call_fails() {
+    // Goal: with no other way to the leader, the call fails saying which address the servers
+    // name and why it cannot be reached, not with a bare timeout. Method: the only endpoint
+    // names the leader as a refused port; the put fails as unavailable, naming it.
+    let follower = FakeServer::start();
+    follower.redirect_to(2, "127.0.0.1:1");
+    let mut c = Client::connect(&[follower.addr()], quick()).unwrap();
+    let err = c.put("k", "v").unwrap_err();
+    let Error::Unavailable { reason, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        reason.contains("the servers name the leader 127.0.0.1:1, which this client cannot reach"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn stale_reads_are_served_by_the_connected_follower() {
     // Goal: `get_stale` needs no leader. Method: a follower that refuses leader-only requests
     // still answers a stale read from its own map.

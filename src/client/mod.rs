@@ -218,6 +218,8 @@ pub struct Client {
     next_endpoint: usize,
     /// Where the last `NotLeader` answer said the leader is.
     leader_hint: Option<String>,
+    /// The last leader hint that could not be dialled, and why: said if the call fails.
+    unreached_hint: Option<(String, String)>,
     session: Option<Session>,
     next_request_id: u64,
     stats: ClientStats,
@@ -383,6 +385,7 @@ impl Client {
             conn: None,
             next_endpoint: 0,
             leader_hint: None,
+            unreached_hint: None,
             session: None,
             next_request_id: 1,
             stats: ClientStats::default(),
@@ -915,6 +918,17 @@ impl Client {
                     let current = self.conn.as_ref().map(|c| c.addr.clone());
                     match leader_addr {
                         Some(addr) if Some(&addr) != current.as_ref() => {
+                            if let Some((_, why)) =
+                                self.unreached_hint.as_ref().filter(|(a, _)| *a == addr)
+                            {
+                                // Said if the call fails: a bare timeout would hide it.
+                                attempts.last_failure = Some(Failure::NoLeader(format!(
+                                    "the servers name the leader {addr}, which this client \
+                                     cannot reach ({why}): list the leader's address as this \
+                                     client reaches it among the endpoints, or check the \
+                                     addresses in the servers' --cluster"
+                                )));
+                            }
                             self.leader_hint = Some(addr);
                             self.conn = None;
                             self.stats.hints_followed += 1;
@@ -1013,9 +1027,11 @@ impl Client {
                 match self.dial(&hint, deadline) {
                     Ok(c) => {
                         self.conn = Some(c);
+                        self.unreached_hint = None;
                         return Ok(());
                     }
                     Err(e) => {
+                        self.unreached_hint = Some((hint.clone(), describe(&e)));
                         // The servers name the leader by an address this client cannot reach
                         // (seen from elsewhere, it may be another): not back to the server
                         // that named it, which would name it again until the timeout, but on

@@ -187,6 +187,25 @@ def test_a_leader_hint_that_cannot_be_dialled_sends_the_client_on_to_its_other_e
         assert c.connected_to == leader.addr
 
 
+def test_a_leader_the_client_cannot_reach_is_named_when_the_call_fails() -> None:
+    # Goal: with no other way to the leader, the call fails saying which address the servers
+    # name and why it cannot be reached, not with a bare timeout. Method: the only endpoint
+    # names the leader as a refused port; the read fails as unavailable, naming it.
+    hint = b"127.0.0.1:1"  # nothing listens on port 1
+    body = b"\x01" + b"\x01" + u64(2) + b"\x01" + struct.pack("<I", len(hint)) + hint
+
+    def follow(rid: int, op: int, req: bytes) -> bytes:
+        return frame(rid, 0x8C, body)
+
+    with FakeServer(follow) as follower:
+        c = Client(follower.addr, timeout=2.0, request_timeout=1.0)
+        with pytest.raises(Unavailable) as e:
+            c.read("k")
+        assert "the servers name the leader 127.0.0.1:1, which this client cannot reach" in str(
+            e.value
+        )
+
+
 def test_the_decoder_survives_every_truncation_and_bit_flip_of_the_golden_frames() -> None:
     rng = random.Random(12)
     for name, good in golden_frames().items():

@@ -228,6 +228,8 @@ class Client:
         self._conn: Conn | None = None
         self._next_endpoint = 0
         self._leader_hint: str | None = None
+        # The last leader hint that could not be dialled, and why: said if the call fails.
+        self._unreached_hint: tuple[str, str] | None = None
         self._session: list[int] | None = None  # [id, next seq]
         self._next_request_id = 1
         self._lock = threading.RLock()
@@ -657,6 +659,16 @@ class Client:
                     raise NotLeader(resp.leader, resp.leader_addr)
                 current = self.connected_to
                 if resp.leader_addr is not None and resp.leader_addr != current:
+                    unreached = self._unreached_hint
+                    if unreached is not None and unreached[0] == resp.leader_addr:
+                        # Said if the call fails: a bare timeout would hide it.
+                        attempts.last_failure = (
+                            "no_leader",
+                            f"the servers name the leader {resp.leader_addr}, which this "
+                            f"client cannot reach ({unreached[1]}): list the leader's address "
+                            "as this client reaches it among the endpoints, or check the "
+                            "addresses in the servers' --cluster",
+                        )
                     self._leader_hint = resp.leader_addr
                     self._drop_conn()
                     self.stats.hints_followed += 1
@@ -823,8 +835,10 @@ class Client:
         if hint is not None:
             try:
                 self._conn = self._dial(hint, deadline)
+                self._unreached_hint = None
                 return
             except ConnError as e:
+                self._unreached_hint = (hint, str(e))
                 # Whatever the failure, a TLS one included: a hint is a server's word, possibly
                 # stale, not the caller's configuration, and the endpoints may serve (the
                 # leader changes, or the server asked becomes it). As the Rust client does,
