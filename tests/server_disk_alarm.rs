@@ -364,7 +364,7 @@ fn a_compacted_segment_is_kept_for_reuse_only_while_the_disk_has_room() {
     );
     drop(wal);
 
-    let (mut wal, _) = Wal::open(&dir, opts).unwrap();
+    let (mut wal, _) = common::reopen_wal(&dir, opts);
     assert!(!kept.exists());
     let segments = |d: &Path| {
         std::fs::read_dir(d)

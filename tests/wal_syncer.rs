@@ -3,6 +3,8 @@
 //! the process with exit code 74 and a message naming the file. Failing syncers run in a
 //! child process (this test binary re-executed with `ZATT_WAL_CHILD` set).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,22 +34,6 @@ fn entries(from: u64, n: u64, len: usize) -> Vec<Entry> {
     (from..from + n)
         .map(|i| Entry::new(Term(1), LogIndex(i), EntryKind::Normal, &vec![i as u8; len]))
         .collect()
-}
-
-/// Reopens a directory whose syncer has just shut down. The lock file's descriptor is
-/// close-on-exec, but a child process that other tests of this binary fork at that moment (the
-/// fail-stop children, `mount`) shares it between its fork and its exec, so the lock can look
-/// held for that instant. Only `Locked` is waited out, and only briefly; anything else fails.
-fn reopen(dir: &Path, opts: WalOptions) -> (Wal, zatt::raft::Boot) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Wal::open(dir, opts.clone()) {
-            Err(zatt::wal::WalError::Locked { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            r => return r.unwrap(),
-        }
-    }
 }
 
 /// Submits `batches` batches of `per` entries and waits (bounded) for all tokens.
@@ -95,7 +81,7 @@ fn group_commit_reports_every_token_in_order_and_all_is_recovered() {
     let d = TempDir::new("group");
     let got = run_batches(&d.0, WalOptions::default(), 200, 5, 100);
     assert_eq!(got, (0..200).collect::<Vec<u64>>());
-    let (_, boot) = reopen(&d.0, WalOptions::default());
+    let (_, boot) = common::reopen_wal(&d.0, WalOptions::default());
     assert_eq!(boot.entries.len(), 1000);
     assert_eq!(boot.hard_state.commit, LogIndex(995));
 }
@@ -340,7 +326,7 @@ fn snapshot_submitted_between_batches_is_ordered_with_them() {
     }
     assert_eq!(got, (0..22).collect::<Vec<u64>>());
     syncer.shutdown();
-    let (wal, boot) = reopen(&d.0, opts);
+    let (wal, boot) = common::reopen_wal(&d.0, opts);
     assert_eq!(boot.snapshot, Some(snap));
     assert_eq!(boot.entries.first().map(|e| e.index), Some(LogIndex(151)));
     assert_eq!(boot.entries.last().map(|e| e.index), Some(LogIndex(205)));

@@ -1041,3 +1041,20 @@ fn tls_cluster(
     cluster.wait_leader(Duration::from_secs(20));
     (cluster, ca_path, client_files)
 }
+
+/// Reopens a write-ahead log directory just closed by this process. The lock file's
+/// descriptor is close-on-exec, but a child process that another test of the same binary forks
+/// at that moment (a `zattd`, `mount`) shares it between its fork and its exec, so the lock can
+/// look held for that instant. Only `Locked` is waited out, and only briefly; anything else
+/// fails.
+pub fn reopen_wal(dir: &Path, opts: zatt::wal::WalOptions) -> (zatt::wal::Wal, zatt::raft::Boot) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match zatt::wal::Wal::open(dir, opts.clone()) {
+            Err(zatt::wal::WalError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
