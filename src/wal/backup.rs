@@ -19,8 +19,9 @@
 //! ```
 
 use crate::types::{Membership, MAX_MEMBERS};
+use crate::files::ReadError;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub const BACKUP_MAGIC: &[u8; 8] = b"ZATTBAK1";
@@ -183,28 +184,18 @@ impl BackupWriter {
 /// layout. Returns what it says and the snapshot data. Every refusal names the file and why.
 pub fn read_backup(path: &Path, max_data_bytes: u64) -> Result<(BackupMeta, Vec<u8>), String> {
     let bad = |why: &str| format!("backup {} is unusable: {why}", path.display());
-    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        // A pipe or device has no size to check before reading: refuse it rather than read
-        // without a bound.
-        return Err(bad("it is not a regular file"));
-    }
-    let len = meta.len();
-    if len > OVERHEAD_BYTES + MAX_MEMBERSHIP_BYTES + max_data_bytes {
-        return Err(bad(&format!(
+    let limit = OVERHEAD_BYTES + MAX_MEMBERSHIP_BYTES + max_data_bytes;
+    // A pipe or device has no size to check before reading: refused, as anything larger than
+    // a backup of at most `max_data_bytes` can be, and never more read than that.
+    let b = crate::files::read_bounded(path, limit).map_err(|e| match e {
+        ReadError::Io(e) => format!("cannot read {}: {e}", path.display()),
+        ReadError::NotRegular => bad("it is not a regular file"),
+        ReadError::TooLarge { size: Some(len), .. } => bad(&format!(
             "it is {len} bytes, more than a backup of at most {max_data_bytes} bytes of data can be"
-        )));
-    }
-    let mut b = Vec::with_capacity(len as usize);
-    f.take(len + 1)
-        .read_to_end(&mut b)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if b.len() as u64 != len {
-        return Err(bad("it changed while being read"));
-    }
+        )),
+        ReadError::TooLarge { size: None, .. } => bad("it changed while being read"),
+    })?;
+    let len = b.len() as u64;
     let n = b.len().min(8);
     if b[..n] != BACKUP_MAGIC[..n] {
         return Err(bad("it is not a Zatt backup (bad magic)"));
@@ -346,6 +337,13 @@ mod tests {
         assert!(e.contains("more than"), "{e}");
         // A pipe has no size to check first: refused, not read without a bound.
         let e = read_backup(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        // Nor a FIFO, which an ordinary open would wait on for a writer.
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_backup(&fifo, 1 << 20).unwrap_err();
         assert!(e.contains("not a regular file"), "{e}");
         fs::remove_dir_all(&d).unwrap();
     }
