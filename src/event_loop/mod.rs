@@ -113,6 +113,16 @@ impl ServerError {
     }
 }
 
+/// A data directory that cannot be opened: its own exit status (65 when corrupt) and message.
+impl From<crate::wal::WalError> for ServerError {
+    fn from(e: crate::wal::WalError) -> ServerError {
+        ServerError {
+            exit_code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

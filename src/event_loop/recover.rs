@@ -85,10 +85,7 @@ fn wal_options(cfg: &ServerConfig) -> WalOptions {
 }
 
 fn open_wal(cfg: &ServerConfig) -> Result<(Wal, Boot), ServerError> {
-    Wal::open(&cfg.data_dir, wal_options(cfg)).map_err(|e| ServerError {
-        exit_code: e.exit_code(),
-        message: e.to_string(),
-    })
+    Wal::open(&cfg.data_dir, wal_options(cfg)).map_err(ServerError::from)
 }
 
 fn write_durably(wal: &mut Wal, batch: &WriteBatch, what: &str) -> Result<(), ServerError> {

@@ -303,10 +303,7 @@ impl Server {
         // Before the ports: a second server on this directory would otherwise hear only that
         // they are in use. (A forced start's plan holds the lock already: it opened the log.)
         if force.is_none() {
-            crate::wal::refuse_if_locked(&dir).map_err(|e| ServerError {
-                exit_code: e.exit_code(),
-                message: e.to_string(),
-            })?;
+            crate::wal::refuse_if_locked(&dir)?;
         }
         let mut http = http::Http::bind(&cfg)?;
         let mut port = match &listen_early {
@@ -327,10 +324,7 @@ impl Server {
             segment_bytes: cfg.wal_segment_bytes,
             ..WalOptions::default()
         };
-        let (mut wal, mut boot) = Wal::open(&dir, opts).map_err(|e| ServerError {
-            exit_code: e.exit_code(),
-            message: e.to_string(),
-        })?;
+        let (mut wal, mut boot) = Wal::open(&dir, opts)?;
         // A directory a failed start left behind (hard-state files and an empty segment, but
         // no membership) is as empty as a blank one: `existing` refuses it too, before the
         // identity or anything else is written to it.
@@ -349,10 +343,7 @@ impl Server {
         }
         // The directory's identity: drawn when it is first used, so that a server whose storage
         // is lost comes back as someone new (see `host/peers.rs`).
-        let mut identity = match Identity::load(&dir).map_err(|e| ServerError {
-            exit_code: e.exit_code(),
-            message: e.to_string(),
-        })? {
+        let mut identity = match Identity::load(&dir)? {
             Some(i) => i,
             None => {
                 if !boot_is_empty(&boot) {

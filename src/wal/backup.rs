@@ -18,8 +18,8 @@
 //! crc32       u32 CRC-32 (IEEE) of every byte before it
 //! ```
 
-use crate::types::{Membership, MAX_MEMBERS};
 use crate::files::ReadError;
+use crate::types::{Membership, MAX_MEMBERS};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -190,7 +190,9 @@ pub fn read_backup(path: &Path, max_data_bytes: u64) -> Result<(BackupMeta, Vec<
     let b = crate::files::read_bounded(path, limit).map_err(|e| match e {
         ReadError::Io(e) => format!("cannot read {}: {e}", path.display()),
         ReadError::NotRegular => bad("it is not a regular file"),
-        ReadError::TooLarge { size: Some(len), .. } => bad(&format!(
+        ReadError::TooLarge {
+            size: Some(len), ..
+        } => bad(&format!(
             "it is {len} bytes, more than a backup of at most {max_data_bytes} bytes of data can be"
         )),
         ReadError::TooLarge { size: None, .. } => bad("it changed while being read"),
