@@ -773,18 +773,6 @@ impl Client {
         ambiguous: &mut bool,
     ) -> Result<Response> {
         let deadline = self.op_deadline();
-        self.call_until(req, route, retry, ambiguous, deadline)
-    }
-
-    /// `call_tracked` within a deadline already set (by the operation a step of which it is).
-    fn call_until(
-        &mut self,
-        req: &mut Request,
-        route: Route,
-        retry: Retry,
-        ambiguous: &mut bool,
-        deadline: Instant,
-    ) -> Result<Response> {
         let mut attempts = Attempts::default();
         // Hint hops since the last pause: hints are followed at once, but a ring of stale hints
         // must not spin.
@@ -818,19 +806,39 @@ impl Client {
                 // The one attempt below gets the whole operation's time, so it must not go to
                 // a server that accepts connections but does not answer (a paused or hung one:
                 // its kernel still accepts). A connection that has not answered yet is proved
-                // first with a status request, which, unlike this one, may be sent elsewhere:
-                // sent as any read is, it leaves a server that does not answer in time for the
-                // next endpoint, within this operation's deadline. Nothing of this request has
-                // been sent if it fails.
-                let mut unapplied = false;
-                let mut status = Request::Status;
-                self.call_until(
-                    &mut status,
-                    Route::Any,
-                    Retry::Idempotent,
-                    &mut unapplied,
-                    deadline,
-                )?;
+                // first with a status request, which, unlike this one, may be sent elsewhere.
+                let id = self.next_request_id;
+                self.next_request_id += 1;
+                let probe_deadline = deadline.min(Instant::now() + self.config.request_timeout);
+                let proof = self.round_trip(id, &Request::Status, probe_deadline);
+                if let Ok(Response::Error(ErrorKind::TooManyConnections { limit })) = proof {
+                    self.refused_over_limit(&mut attempts, limit, deadline);
+                    continue;
+                }
+                if let Err(e) = proof {
+                    let addr = self.conn.take().map(|c| c.addr).unwrap_or_default();
+                    match e {
+                        ConnError::Foreign(what) => {
+                            self.leave_endpoint(&addr);
+                            attempts.note_foreign(addr, what);
+                        }
+                        ConnError::Protocol(what) => {
+                            return Err(Error::Protocol {
+                                what,
+                                may_have_applied: attempts.ambiguous,
+                            })
+                        }
+                        ConnError::Timeout => {
+                            self.leave_endpoint(&addr);
+                            attempts.last_failure = Some(Failure::NoReply);
+                        }
+                        other => {
+                            attempts.last_failure = Some(Failure::Dropped(describe(&other)));
+                            attempts.back_off(deadline);
+                        }
+                    }
+                    continue;
+                }
             }
             if unknown_outcome {
                 self.stats.resent_after_unknown_outcome += 1;
