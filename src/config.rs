@@ -390,6 +390,17 @@ const FLAGS: &[Flag] = &[
                NoSpace, until space is freed; reads and deletes keep working",
     },
     Flag {
+        name: "cpu-policy",
+        hint: "batch|inherit",
+        kind: Kind::Value,
+        default: Some("batch"),
+        help: "the Linux scheduling policy of the server's threads. batch: SCHED_BATCH (when \
+               zattd was started under the default policy), so that a woken server thread \
+               waits for the running thread to sleep or use up its time slice instead of \
+               preempting it: fewer context switches per request, more requests per CPU \
+               second. inherit: the policy zattd was started with (for example by chrt)",
+    },
+    Flag {
         name: "log-level",
         hint: "LEVEL",
         kind: Kind::Value,
@@ -426,6 +437,24 @@ impl InitialClusterState {
             InitialClusterState::Auto => "auto",
             InitialClusterState::New => "new",
             InitialClusterState::Existing => "existing",
+        }
+    }
+}
+
+/// The Linux scheduling policy the server's threads run under (`--cpu-policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuPolicy {
+    /// `SCHED_BATCH`, unless zattd was started under another policy than the default.
+    Batch,
+    /// The policy zattd was started with.
+    Inherit,
+}
+
+impl CpuPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuPolicy::Batch => "batch",
+            CpuPolicy::Inherit => "inherit",
         }
     }
 }
@@ -471,6 +500,8 @@ pub struct ServerConfig {
     pub force_new_cluster: bool,
     /// The disk-space alarm's threshold.
     pub min_free_disk: MinFreeDisk,
+    /// The scheduling policy of the server's threads.
+    pub cpu_policy: CpuPolicy,
 }
 
 impl ServerConfig {
@@ -1110,6 +1141,11 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
     };
     let min_free_disk = parse_min_free_disk(req("min-free-disk")?)
         .map_err(|e| bad("min-free-disk", req("min-free-disk").unwrap_or(""), e))?;
+    let cpu_policy = match req("cpu-policy")? {
+        "batch" => CpuPolicy::Batch,
+        "inherit" => CpuPolicy::Inherit,
+        v => return Err(bad("cpu-policy", v, "expected batch or inherit")),
+    };
     let log_level: LevelFilter = req("log-level")?.parse().map_err(|_| {
         bad(
             "log-level",
@@ -1146,6 +1182,7 @@ fn from_values(values: &BTreeMap<String, String>) -> Result<ServerConfig, Config
         min_free_disk,
         restore,
         force_new_cluster,
+        cpu_policy,
     })
 }
 

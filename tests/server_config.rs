@@ -143,6 +143,20 @@ fn bad_flags_exit_2_with_one_clear_line() {
             "frobnicate",
         ),
         (vec!["--id", "1", "--data-dir", &d], vec![], "--cluster"),
+        (
+            vec![
+                "--id",
+                "1",
+                "--data-dir",
+                &d,
+                "--cluster",
+                &cl,
+                "--cpu-policy",
+                "fifo",
+            ],
+            vec![],
+            "invalid --cpu-policy \"fifo\": expected batch or inherit",
+        ),
     ];
     for (args, env, needle) in cases {
         let (code, err) = run_zattd(&args, &env, T);
@@ -291,4 +305,96 @@ fn failed_disk_sync_stops_the_server_with_exit_74() {
     // first four syncs succeeded.
     assert!(acknowledged <= 4, "{acknowledged} writes acknowledged");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The scheduling policy (`SCHED_*`) of every thread of process `pid`, by thread name: field
+/// 41 of /proc/PID/task/TID/stat, counted after the name in parentheses.
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let name = head.split_once(" (").unwrap().1.to_string();
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out.sort();
+    out
+}
+
+/// Starts a one-node cluster with `extra` flags, its process first put under `start_policy`
+/// (as `chrt` would); returns the policies of its threads once it has taken a write.
+fn policies_of_a_serving_server(extra: &[&str], start_policy: i32) -> Vec<(String, i32)> {
+    use std::os::unix::process::CommandExt;
+    let dir = temp_dir("cpupolicy");
+    let port = reserve_ports(1).pop().unwrap();
+    let addr = format!("127.0.0.1:{}", port.port);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--id", "1", "--cluster", &format!("1={addr}"), "--data-dir"])
+        .arg(dir.join("d"))
+        .args(extra)
+        .env_remove("ZATT_CLUSTER")
+        .env_remove("ZATT_CONFIG")
+        .env_remove("ZATT_CPU_POLICY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec only the async-signal-safe sched_setscheduler is called.
+    unsafe {
+        cmd.pre_exec(move || {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, start_policy, &param) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let put = TestClient::connect(&addr).and_then(|mut c| c.put("k", "v"));
+        if matches!(put, Ok(zatt::wire::client::Response::Written { .. })) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "zattd exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write taken: {put:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let policies = thread_policies(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(port);
+    let _ = std::fs::remove_dir_all(dir);
+    policies
+}
+
+#[test]
+fn server_threads_run_under_the_cpu_policy_asked_for() {
+    // Goal: by default the loop and the syncer run under SCHED_BATCH (a woken thread does not
+    // preempt the running one); `--cpu-policy inherit` leaves the policy zattd was started
+    // with, and so does the default when an operator started it under another one (chrt).
+    let names = |p: &[(String, i32)]| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let batch = policies_of_a_serving_server(&[], libc::SCHED_OTHER);
+    assert!(
+        names(&batch).contains(&"zatt-syncer".to_string()),
+        "{batch:?}"
+    );
+    assert!(names(&batch).contains(&"zattd".to_string()), "{batch:?}");
+    assert!(
+        batch.iter().all(|(_, p)| *p == libc::SCHED_BATCH),
+        "{batch:?}"
+    );
+
+    let inherit = policies_of_a_serving_server(&["--cpu-policy", "inherit"], libc::SCHED_OTHER);
+    assert_eq!(names(&inherit), names(&batch));
+    assert!(
+        inherit.iter().all(|(_, p)| *p == libc::SCHED_OTHER),
+        "{inherit:?}"
+    );
+
+    let idle = policies_of_a_serving_server(&[], libc::SCHED_IDLE);
+    assert_eq!(names(&idle), names(&batch));
+    assert!(idle.iter().all(|(_, p)| *p == libc::SCHED_IDLE), "{idle:?}");
 }

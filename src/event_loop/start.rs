@@ -12,7 +12,7 @@
 
 use super::*;
 use crate::bootstrap::{Prober, Verdict};
-use crate::config::{InitialClusterState, EXIT_CORRUPT};
+use crate::config::{CpuPolicy, InitialClusterState, EXIT_CORRUPT};
 use crate::files::{read_bounded, ReadError};
 use crate::host::HostConfig;
 use crate::raft::{self, Boot};
@@ -243,11 +243,45 @@ fn check_data_dir_path(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Puts the calling thread, and so every thread the server starts from it (they inherit it:
+/// the syncer, the segment preparer), under `--cpu-policy`. A server's loop and syncer share
+/// the CPUs with each other and with whatever else runs there (other servers, clients); under
+/// the default policy every thread woken (by a request, a datagram, a finished sync) preempts
+/// the running one at once, and on a virtual machine each such switch costs an exit to the
+/// host. `SCHED_BATCH` keeps the weight of the default policy and drops only that preemption.
+/// Not fatal: a server that cannot change its policy runs under the one it has.
+fn apply_cpu_policy(policy: CpuPolicy) {
+    if policy == CpuPolicy::Inherit {
+        return;
+    }
+    // SAFETY: pid 0 names the calling thread; no pointer is passed.
+    let current = unsafe { libc::sched_getscheduler(0) };
+    if current != libc::SCHED_OTHER {
+        info!(
+            "--cpu-policy batch: left as started (scheduling policy {current} was set by whoever \
+             started zattd)"
+        );
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` outlives the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        warn!(
+            "--cpu-policy batch: cannot run under SCHED_BATCH ({}); running under the default \
+             policy",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
-    /// yet. Every refusal comes back as one line with its exit status.
+    /// yet. Every refusal comes back as one line with its exit status. Puts the calling thread
+    /// under `--cpu-policy` first (see `apply_cpu_policy`): it is the thread `run` should be
+    /// called on.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let started = Instant::now();
+        apply_cpu_policy(cfg.cpu_policy);
         check_data_dir_path(&cfg.data_dir)?;
         let dir = cfg.data_dir.clone();
         // Every check that can refuse the start comes before the data directory's first byte
