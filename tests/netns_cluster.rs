@@ -1371,6 +1371,24 @@ fn unit_values(key: &str) -> Vec<String> {
 }
 
 #[test]
+fn the_systemd_unit_sets_the_cpu_policy_its_system_call_filter_keeps_zattd_from_setting() {
+    // zattd's default `--cpu-policy batch` calls sched_setscheduler, which the unit's filter
+    // of @resources refuses (EPERM, and zattd runs on under the default policy): the unit sets
+    // the policy before exec instead, which zattd then leaves as it is.
+    let filters = unit_values("SystemCallFilter");
+    assert!(
+        filters
+            .iter()
+            .any(|f| f.starts_with('~') && f.split_whitespace().any(|g| g == "@resources")),
+        "{filters:?}"
+    );
+    assert_eq!(
+        unit_values("CPUSchedulingPolicy"),
+        vec!["batch".to_string()]
+    );
+}
+
+#[test]
 fn the_systemd_unit_starts_zattd_with_flags_that_exist() {
     let exec = unit_values("ExecStart");
     assert_eq!(exec.len(), 1, "one ExecStart: {exec:?}");

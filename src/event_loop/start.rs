@@ -256,6 +256,17 @@ fn apply_cpu_policy(policy: CpuPolicy) {
     }
     // SAFETY: pid 0 names the calling thread; no pointer is passed.
     let current = unsafe { libc::sched_getscheduler(0) };
+    if current == libc::SCHED_BATCH {
+        // Set before exec (systemd's CPUSchedulingPolicy=batch, chrt --batch).
+        return;
+    }
+    if current < 0 {
+        warn!(
+            "--cpu-policy batch: cannot read the scheduling policy ({}); left as it is",
+            io::Error::last_os_error()
+        );
+        return;
+    }
     if current != libc::SCHED_OTHER {
         info!(
             "--cpu-policy batch: left as started (scheduling policy {current} was set by whoever \
