@@ -322,11 +322,51 @@ fn thread_policies(pid: u32) -> Vec<(String, i32)> {
     out
 }
 
-/// Starts a one-node cluster with `extra` flags, its process first put under `start_policy`
-/// (as `chrt` would); returns the policies of its threads once it has taken a write.
-fn policies_of_a_serving_server(extra: &[&str], start_policy: i32) -> Vec<(String, i32)> {
+/// How `policies_of_a_serving_server` starts zattd.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Under this policy (as `chrt` would).
+    Policy(i32),
+    /// Under the default policy, with `sched_setscheduler` refused (EPERM) by a seccomp
+    /// filter, as `deploy/zattd.service`'s `SystemCallFilter=~@resources` refuses it.
+    Refused,
+}
+
+/// Installs, in the calling process, a seccomp filter that fails `sched_setscheduler` with
+/// EPERM and allows every other system call. Async-signal-safe (two `prctl` calls).
+fn refuse_sched_setscheduler() -> std::io::Result<()> {
+    const LD_NR: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let rule = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        // The system call's number (seccomp_data.nr, at offset 0).
+        rule(LD_NR, 0, 0, 0),
+        rule(JEQ, 0, 1, libc::SYS_sched_setscheduler as u32),
+        rule(RET, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        rule(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` and the filter it points to outlive both calls.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Starts a one-node cluster with `extra` flags, as `start` says; returns the policies of
+/// its threads once it has taken a write, and what it logged.
+fn policies_of_a_serving_server(extra: &[&str], start: Start) -> (Vec<(String, i32)>, String) {
     use std::os::unix::process::CommandExt;
     let dir = temp_dir("cpupolicy");
+    let log = dir.join("zattd.log");
     let port = reserve_ports(1).pop().unwrap();
     let addr = format!("127.0.0.1:{}", port.port);
     let mut cmd = std::process::Command::new(BIN);
@@ -337,15 +377,18 @@ fn policies_of_a_serving_server(extra: &[&str], start_policy: i32) -> Vec<(Strin
         .env_remove("ZATT_CONFIG")
         .env_remove("ZATT_CPU_POLICY")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: between fork and exec only the async-signal-safe sched_setscheduler is called.
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: between fork and exec only async-signal-safe system calls are made.
     unsafe {
-        cmd.pre_exec(move || {
-            let param = libc::sched_param { sched_priority: 0 };
-            if libc::sched_setscheduler(0, start_policy, &param) != 0 {
-                return Err(std::io::Error::last_os_error());
+        cmd.pre_exec(move || match start {
+            Start::Policy(policy) => {
+                let param = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, policy, &param) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             }
-            Ok(())
+            Start::Refused => refuse_sched_setscheduler(),
         });
     }
     let mut child = cmd.spawn().unwrap();
@@ -366,8 +409,9 @@ fn policies_of_a_serving_server(extra: &[&str], start_policy: i32) -> Vec<(Strin
     let _ = child.kill();
     let _ = child.wait();
     drop(port);
+    let logged = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_dir_all(dir);
-    policies
+    (policies, logged)
 }
 
 #[test]
@@ -376,7 +420,7 @@ fn server_threads_run_under_the_cpu_policy_asked_for() {
     // preempt the running one); `--cpu-policy inherit` leaves the policy zattd was started
     // with, and so does the default when an operator started it under another one (chrt).
     let names = |p: &[(String, i32)]| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    let batch = policies_of_a_serving_server(&[], libc::SCHED_OTHER);
+    let (batch, log) = policies_of_a_serving_server(&[], Start::Policy(libc::SCHED_OTHER));
     assert!(
         names(&batch).contains(&"zatt-syncer".to_string()),
         "{batch:?}"
@@ -386,15 +430,34 @@ fn server_threads_run_under_the_cpu_policy_asked_for() {
         batch.iter().all(|(_, p)| *p == libc::SCHED_BATCH),
         "{batch:?}"
     );
+    assert!(log.contains("threads run under SCHED_BATCH"), "{log}");
 
-    let inherit = policies_of_a_serving_server(&["--cpu-policy", "inherit"], libc::SCHED_OTHER);
+    let (inherit, _) = policies_of_a_serving_server(
+        &["--cpu-policy", "inherit"],
+        Start::Policy(libc::SCHED_OTHER),
+    );
     assert_eq!(names(&inherit), names(&batch));
     assert!(
         inherit.iter().all(|(_, p)| *p == libc::SCHED_OTHER),
         "{inherit:?}"
     );
 
-    let idle = policies_of_a_serving_server(&[], libc::SCHED_IDLE);
+    let (idle, _) = policies_of_a_serving_server(&[], Start::Policy(libc::SCHED_IDLE));
     assert_eq!(names(&idle), names(&batch));
     assert!(idle.iter().all(|(_, p)| *p == libc::SCHED_IDLE), "{idle:?}");
+}
+
+#[test]
+fn a_server_refused_its_cpu_policy_warns_and_serves_under_the_default_one() {
+    // Goal: the policy is not worth a refused start. Under a system call filter that refuses
+    // sched_setscheduler (as deploy/zattd.service's does), zattd says so in its log and serves.
+    let (threads, log) = policies_of_a_serving_server(&[], Start::Refused);
+    assert!(
+        threads.iter().all(|(_, p)| *p == libc::SCHED_OTHER),
+        "{threads:?}"
+    );
+    assert!(
+        log.contains("--cpu-policy batch: cannot run under SCHED_BATCH (Operation not permitted"),
+        "{log}"
+    );
 }

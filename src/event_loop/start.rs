@@ -282,6 +282,8 @@ fn apply_cpu_policy(policy: CpuPolicy) {
              policy",
             io::Error::last_os_error()
         );
+    } else {
+        info!("--cpu-policy batch: the server's threads run under SCHED_BATCH");
     }
 }
 
