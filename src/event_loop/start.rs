@@ -250,41 +250,49 @@ fn check_data_dir_path(dir: &Path) -> Result<(), ServerError> {
 /// the running one at once, and on a virtual machine each such switch costs an exit to the
 /// host. `SCHED_BATCH` keeps the weight of the default policy and drops only that preemption.
 /// Not fatal: a server that cannot change its policy runs under the one it has.
-fn apply_cpu_policy(policy: CpuPolicy) {
+/// Returns what to log, once the start has succeeded: a refused start prints one line only.
+fn apply_cpu_policy(policy: CpuPolicy) -> Option<(log::Level, String)> {
     if policy == CpuPolicy::Inherit {
-        return;
+        return None;
     }
     // SAFETY: pid 0 names the calling thread; no pointer is passed.
     let current = unsafe { libc::sched_getscheduler(0) };
     if current == libc::SCHED_BATCH {
         // Set before exec (systemd's CPUSchedulingPolicy=batch, chrt --batch).
-        return;
+        return None;
     }
     if current < 0 {
-        warn!(
-            "--cpu-policy batch: cannot read the scheduling policy ({}); left as it is",
-            io::Error::last_os_error()
-        );
-        return;
+        let e = io::Error::last_os_error();
+        return Some((
+            log::Level::Warn,
+            format!("--cpu-policy batch: cannot read the scheduling policy ({e}); left as it is"),
+        ));
     }
     if current != libc::SCHED_OTHER {
-        info!(
-            "--cpu-policy batch: left as started (scheduling policy {current} was set by whoever \
-             started zattd)"
-        );
-        return;
+        return Some((
+            log::Level::Info,
+            format!(
+                "--cpu-policy batch: left as started (scheduling policy {current} was set by \
+                 whoever started zattd)"
+            ),
+        ));
     }
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 names the calling thread; `param` outlives the call.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        warn!(
-            "--cpu-policy batch: cannot run under SCHED_BATCH ({}); running under the default \
-             policy",
-            io::Error::last_os_error()
-        );
-    } else {
-        info!("--cpu-policy batch: the server's threads run under SCHED_BATCH");
+        let e = io::Error::last_os_error();
+        return Some((
+            log::Level::Warn,
+            format!(
+                "--cpu-policy batch: cannot run under SCHED_BATCH ({e}); running under the \
+                 default policy"
+            ),
+        ));
     }
+    Some((
+        log::Level::Info,
+        "--cpu-policy batch: the server's threads run under SCHED_BATCH".into(),
+    ))
 }
 
 impl Server {
@@ -294,7 +302,7 @@ impl Server {
     /// called on.
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let started = Instant::now();
-        apply_cpu_policy(cfg.cpu_policy);
+        let cpu_policy_said = apply_cpu_policy(cfg.cpu_policy);
         check_data_dir_path(&cfg.data_dir)?;
         let dir = cfg.data_dir.clone();
         // Every check that can refuse the start comes before the data directory's first byte
@@ -608,6 +616,9 @@ impl Server {
         timers.schedule(now + tick, TimerKind::RaftTick);
         timers.schedule(now + HOUSEKEEPING, TimerKind::Housekeeping);
 
+        if let Some((level, line)) = cpu_policy_said {
+            log::log!(level, "{}: {line}", host.who());
+        }
         info!(
             "{}: listening on {addr} (UDP peers, TCP clients{}), cluster id {cluster_id}, data in {} \
              (incarnation {:016x})",
