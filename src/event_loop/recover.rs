@@ -20,9 +20,10 @@
 //! as someone who forgot its votes.
 //!
 //! `--force-new-cluster` is checked (its log read) before the start-up checks its files and
-//! binds its port, written once those pass, and the directory then starts as a restart would. The server's whole log is kept (its snapshot and every entry after it), a
-//! `Config` entry making this server the only voter is appended, in a term above every term in
-//! its log, and all of it is committed at once. Entries beyond the commit index it had made
+//! binds its port, written once those pass, and the directory then starts as a restart would.
+//! The server's whole log is kept (its snapshot and every entry after it), a `Config` entry
+//! making this server the only voter is appended, in a term above every term in its log, and
+//! all of it is committed at once. Entries beyond the commit index it had made
 //! durable are kept too: a follower persists its commit index lazily (with its next write), so
 //! the last writes acknowledged before the loss are typically among them; the price is that an
 //! entry the old cluster never committed may take effect. A lost-entries bound (a damaged log

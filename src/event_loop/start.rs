@@ -317,8 +317,10 @@ impl Server {
             Some(file) => Some(recover::check_restore(&cfg, file)?),
             None => None,
         };
+        // Nothing is written before both checks of it below, so the directory is listed once.
+        let blank = recover::dir_is_blank(&dir);
         let must_exist = cfg.initial_cluster_state == InitialClusterState::Existing && !cfg.join;
-        if must_exist && recover::dir_is_blank(&dir) {
+        if must_exist && blank {
             return Err(refuse_existing(&cfg, &dir, "no data"));
         }
         // A forced new cluster is checked and made ready (its log read); it is written once
@@ -334,7 +336,7 @@ impl Server {
             .listen
             .clone()
             .or(force.as_ref().map(|f| f.addr.clone()));
-        if listen_early.is_none() && recover::dir_is_blank(&dir) {
+        if listen_early.is_none() && blank {
             return Err(ServerError::usage(format!(
                 "first start needs --cluster ID=HOST:PORT,... or --join --listen HOST:PORT \
                  (data directory {} holds no log to take the address from)",

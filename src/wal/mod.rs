@@ -365,7 +365,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 fn preallocate(file: &File, len: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::unix::io::AsRawFd;
         // SAFETY: fallocate on a valid, open file descriptor with in-range arguments.
         let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
         if r == 0 {
