@@ -1408,3 +1408,130 @@ fn a_snapshot_file_the_log_does_not_refer_to_is_kept_unless_older() {
         "now older than the referenced one"
     );
 }
+
+/// Pages of `path` held in the page cache, and its page count (`mincore` over a mapping).
+fn resident_pages(path: &Path) -> (usize, usize) {
+    use std::os::unix::io::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    if len == 0 {
+        return (0, 0);
+    }
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of `len` bytes of an open file, only passed to
+    // mincore (never read through) and unmapped before returning; `vec` has a byte per page.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+    }
+    (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
+}
+
+fn direct_io_allowed(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join("probe-direct");
+    let ok = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&p)
+        .is_ok();
+    let _ = fs::remove_file(&p);
+    ok
+}
+
+#[test]
+fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() {
+    // Goal: where its file system allows direct I/O, the log writes zero-filled segments
+    // (the zeros and the appends) without filling the page cache, and the bytes it leaves are
+    // exactly those the plain path (write + fdatasync through the page cache) leaves; appends
+    // start and end anywhere in a block, so each direct write rewrites the block's earlier
+    // bytes and pads with zeros. Method: the same batches (entries of 1..=700 B, so groups of
+    // every alignment) into a preallocated log of 64 KiB segments and into one without
+    // preallocation, which writes plainly; both roll several times. Every segment of the
+    // first must match the second's over the second's length and be zero after it; its pages
+    // must not be cached (a page or two each: the header's, written plainly, and the block
+    // read back after a roll); and both must recover every entry.
+    let direct_dir = TempDir::new("direct");
+    let plain_dir = TempDir::new("plain");
+    let direct = WalOptions {
+        segment_bytes: 64 << 10,
+        preallocate: true,
+        ..WalOptions::default()
+    };
+    let plain = WalOptions {
+        preallocate: false,
+        ..direct.clone()
+    };
+    let mut rng = SplitMix64::new(7);
+    let all: Vec<Entry> = (1..=600)
+        .map(|i| entry(i, 1, 1 + rng.next_u64() as usize % 700))
+        .collect();
+    for (d, o) in [(&direct_dir, &direct), (&plain_dir, &plain)] {
+        let (mut wal, _) = Wal::open(d.path(), o.clone()).unwrap();
+        let mut i = 0;
+        let mut rng = SplitMix64::new(11);
+        while i < all.len() {
+            let n = (1 + rng.next_u64() as usize % 9).min(all.len() - i);
+            wal.write(&batch(all[i..i + n].to_vec())).unwrap();
+            wal.sync().unwrap();
+            i += n;
+        }
+        assert!(wal.segment_count() >= 4, "{} segments", wal.segment_count());
+    }
+    let segments = |d: &TempDir| {
+        let mut v: Vec<PathBuf> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        v.sort();
+        v
+    };
+    let (ds, ps) = (segments(&direct_dir), segments(&plain_dir));
+    assert_eq!(ds.len(), ps.len());
+    // Before anything reads the files back into the cache.
+    if direct_io_allowed(direct_dir.path()) {
+        for d in &ds {
+            let (cached, pages) = resident_pages(d);
+            assert!(
+                cached <= 2,
+                "{}: {cached} of {pages} pages cached",
+                d.display()
+            );
+        }
+    } else {
+        eprintln!("the temp dir's file system refuses O_DIRECT: the log wrote through the cache");
+    }
+    for (d, p) in ds.iter().zip(&ps) {
+        let (db, pb) = (fs::read(d).unwrap(), fs::read(p).unwrap());
+        assert_eq!(db.len(), 64 << 10, "{} is preallocated", d.display());
+        assert!(
+            db[..pb.len()] == pb[..],
+            "{} differs from {}",
+            d.display(),
+            p.display()
+        );
+        assert!(
+            db[pb.len()..].iter().all(|&b| b == 0),
+            "{} after its records",
+            d.display()
+        );
+    }
+    let (_, boot) = Wal::open(direct_dir.path(), direct.clone()).unwrap();
+    assert_eq!(boot.entries, all);
+    let (_, boot) = Wal::open(plain_dir.path(), plain.clone()).unwrap();
+    assert_eq!(boot.entries, all);
+}

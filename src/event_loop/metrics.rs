@@ -231,12 +231,12 @@ impl Server {
         );
         e.counter(
             "zatt_wal_fsyncs_total",
-            "fdatasync calls on the write-ahead log (one per group commit).",
+            "Durable writes of the write-ahead log, one per group commit (a direct O_DSYNC write, or write + fdatasync).",
             self.io.syncer.syncs(),
         );
         e.histogram(
             "zatt_wal_fsync_duration_seconds",
-            "Duration of each fdatasync of the write-ahead log.",
+            "Duration of each durable write of the write-ahead log (the fdatasync, or the whole direct write).",
             &self.io.syncer.fsync_histogram(),
         );
         e.finish()

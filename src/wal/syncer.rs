@@ -1,6 +1,7 @@
 //! The disk syncer thread: the only code that blocks on the WAL's `write` and `fdatasync`.
 //! The event loop submits batches tagged with a token and never waits; the thread takes
-//! everything queued, writes it all, calls `fdatasync` once (group commit), sends the
+//! everything queued, writes it all and makes it durable once (group commit: one direct
+//! `O_DSYNC` write, or `write` + `fdatasync` where direct I/O is refused), sends the
 //! datagrams that waited for it (a follower's acknowledgements: they leave without waiting for
 //! the loop to wake), then reports every token of the group, in submit order, and wakes the
 //! loop through `mio::Waker`.
