@@ -979,7 +979,14 @@ impl Wal {
         let path = self.current_segment_path().to_path_buf();
         match direct::DirectAppender::open(&path) {
             Ok(d) => self.direct = Some(d),
-            Err(e) => self.refuse_direct(&path, &e),
+            Err(e) if refuses_direct(&e) => self.refuse_direct(&path, &e),
+            // Out of descriptors, say: this segment is written through the page cache, and the
+            // next one tries again.
+            Err(e) => log::warn!(
+                "{}: cannot open for direct I/O ({e}); this segment is written through the \
+                 page cache",
+                path.display()
+            ),
         }
     }
 
@@ -995,7 +1002,7 @@ impl Wal {
 
     /// Writes `buf` with direct I/O, durable on return: true. False when this segment is not
     /// written that way, or the file system refused the write as direct I/O (`EINVAL`: an
-    /// alignment it needs beyond `zero_fill::ALIGN`); the caller then writes it through the
+    /// alignment it needs beyond `zero_fill::ALIGN`, or `EOPNOTSUPP`); the caller then writes it through the
     /// page cache, the same bytes at the same offset, and syncs.
     fn append_direct(&mut self, path: &Path) -> io::Result<bool> {
         let Some(d) = self.direct.as_mut() else {
@@ -1003,7 +1010,7 @@ impl Wal {
         };
         match d.append(&self.file, self.write_offset, &self.buf) {
             Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(e) if refuses_direct(&e) => {
                 self.refuse_direct(path, &e);
                 Ok(false)
             }
@@ -1209,6 +1216,11 @@ impl Wal {
         self.buf_max_entry_index = self.buf_max_entry_index.max(Some(self.view.last));
         Ok(())
     }
+}
+
+/// How a file system says it does not do direct I/O (at open, or for a write's alignment).
+fn refuses_direct(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
 }
 
 /// Segments (sorted by sequence number) and snapshot files of a data directory; `.tmp`

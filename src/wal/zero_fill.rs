@@ -53,7 +53,7 @@ pub fn direct(path: &Path, len: u64, chunk: usize) -> io::Result<u64> {
         let n = zeros.len().min((end - at) as usize);
         match f.write_all_at(&zeros[..n], at) {
             Ok(()) => at += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => break,
             Err(e) => return Err(e),
         }
     }
