@@ -1479,6 +1479,9 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
     let all: Vec<Entry> = (1..=600)
         .map(|i| entry(i, 1, 1 + rng.next_u64() as usize % 700))
         .collect();
+    // A snapshot file of a length that ends inside a block, written the same way. One value
+    // each: once stored, a snapshot's bytes are read from its file (which would cache it).
+    let snap = || snapshot(300, 1, (1 << 20) + 123);
     for (d, o) in [(&direct_dir, &direct), (&plain_dir, &plain)] {
         let (mut wal, _) = Wal::open(d.path(), o.clone()).unwrap();
         let mut i = 0;
@@ -1490,6 +1493,7 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
             i += n;
         }
         assert!(wal.segment_count() >= 4, "{} segments", wal.segment_count());
+        wal.save_snapshot(&snap()).unwrap();
     }
     let segments = |d: &TempDir| {
         let mut v: Vec<PathBuf> = fs::read_dir(d.path())
@@ -1503,6 +1507,8 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
     let (ds, ps) = (segments(&direct_dir), segments(&plain_dir));
     assert_eq!(ds.len(), ps.len());
     // Before anything reads the files back into the cache.
+    let snap_name = zatt::wal::snapshot_file_name(300, 1);
+    let snap_file = direct_dir.path().join(&snap_name);
     if direct_io_allowed(direct_dir.path()) {
         for d in &ds {
             let (cached, pages) = resident_pages(d);
@@ -1512,6 +1518,11 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
                 d.display()
             );
         }
+        let (cached, pages) = resident_pages(&snap_file);
+        assert!(
+            cached <= 1,
+            "the snapshot file: {cached} of {pages} pages cached"
+        );
     } else {
         eprintln!("the temp dir's file system refuses O_DIRECT: the log wrote through the cache");
     }
@@ -1530,8 +1541,13 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
             d.display()
         );
     }
-    let (_, boot) = Wal::open(direct_dir.path(), direct.clone()).unwrap();
-    assert_eq!(boot.entries, all);
-    let (_, boot) = Wal::open(plain_dir.path(), plain.clone()).unwrap();
-    assert_eq!(boot.entries, all);
+    assert!(
+        fs::read(&snap_file).unwrap() == fs::read(plain_dir.path().join(&snap_name)).unwrap(),
+        "the two snapshot files differ"
+    );
+    for (d, o) in [(&direct_dir, &direct), (&plain_dir, &plain)] {
+        let (_, boot) = Wal::open(d.path(), o.clone()).unwrap();
+        assert_eq!(boot.entries, all[300..]);
+        assert_eq!(boot.snapshot, Some(snap()));
+    }
 }

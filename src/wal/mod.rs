@@ -859,10 +859,17 @@ impl Wal {
             .open(&tmp)
             .map_err(|e| ctx(e, "create", &tmp))?;
         let data_at = head.len() as u64;
-        f.write_all_at(&head, 0)
-            .and_then(|()| f.write_all_at(&data, data_at))
-            .and_then(|()| f.write_all_at(&crc, data_at + data.len() as u64))
+        let direct = zero_fill::write_parts(&tmp, &[&head, &data, &crc], SNAPSHOT_CHUNK_BYTES)
             .map_err(|e| ctx(e, "write", &tmp))?;
+        if direct {
+            // The last block's padding goes.
+            f.set_len(total).map_err(|e| ctx(e, "truncate", &tmp))?;
+        } else {
+            f.write_all_at(&head, 0)
+                .and_then(|()| f.write_all_at(&data, data_at))
+                .and_then(|()| f.write_all_at(&crc, data_at + data.len() as u64))
+                .map_err(|e| ctx(e, "write", &tmp))?;
+        }
         f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
         fs::rename(&tmp, &path).map_err(|e| ctx(e, "rename", &tmp))?;
         sync_dir(&self.dir)?;
@@ -979,7 +986,7 @@ impl Wal {
         let path = self.current_segment_path().to_path_buf();
         match direct::DirectAppender::open(&path) {
             Ok(d) => self.direct = Some(d),
-            Err(e) if refuses_direct(&e) => self.refuse_direct(&path, &e),
+            Err(e) if zero_fill::refuses(&e) => self.refuse_direct(&path, &e),
             // Out of descriptors, say: this segment is written through the page cache, and the
             // next one tries again.
             Err(e) => log::warn!(
@@ -1010,7 +1017,7 @@ impl Wal {
         };
         match d.append(&self.file, self.write_offset, &self.buf) {
             Ok(()) => Ok(true),
-            Err(e) if refuses_direct(&e) => {
+            Err(e) if zero_fill::refuses(&e) => {
                 self.refuse_direct(path, &e);
                 Ok(false)
             }
@@ -1218,11 +1225,6 @@ impl Wal {
     }
 }
 
-/// How a file system says it does not do direct I/O (at open, or for a write's alignment).
-fn refuses_direct(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
-}
-
 /// Segments (sorted by sequence number) and snapshot files of a data directory; `.tmp`
 /// files are deleted when `remove_tmp` (row S2).
 #[allow(clippy::type_complexity)]
@@ -1257,6 +1259,9 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
     let (tmp, f) = prepare_segment(dir, seq, opts, None)?;
     install_segment(dir, seq, opts, &tmp, f)
 }
+
+/// Bytes of a snapshot file written at a time (directly: `zero_fill::write_parts`).
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Bytes of zeros written, and written back (`write_back`), at a time when a segment is
 /// zero-filled: a sync of the live log waits behind at most this much of them.
