@@ -85,16 +85,7 @@ mod tests {
 
     #[test]
     fn unaligned_appends_leave_the_file_as_plain_appends_would() {
-        let dir = std::env::temp_dir().join(format!("zatt-direct-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("seg");
-        let plain = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let (dir, path, plain) = super::super::zero_fill::scratch_file("direct");
         plain.write_all_at(&vec![0u8; 64 << 10], 0).unwrap();
         plain.write_all_at(b"header-bytes", 0).unwrap();
         plain.sync_all().unwrap();

@@ -132,6 +132,23 @@ pub fn buffered(
     Ok(())
 }
 
+/// A new file open for reading and writing in a directory of its own, for this module's and
+/// `direct`'s tests: (the directory, which the test removes, the file's path, the file).
+#[cfg(test)]
+pub(super) fn scratch_file(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, File) {
+    let dir = std::env::temp_dir().join(format!("zatt-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("file");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    (dir, path, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,18 +156,9 @@ mod tests {
 
     #[test]
     fn both_ways_leave_every_byte_zero_and_direct_reports_what_it_wrote() {
-        let dir = std::env::temp_dir().join(format!("zatt-zero-fill-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("seg");
+        let (dir, path, f) = scratch_file("zero-fill");
         // Not a multiple of the chunk, nor of the block: the tail is left to the caller.
         let len = 3 * 8192 + 4096 + 100;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
         f.write_all_at(&vec![0xA5; len as usize], 0).unwrap();
         f.sync_all().unwrap();
         let done = direct(&path, len, 8192).unwrap();
@@ -178,9 +186,7 @@ mod tests {
 
     #[test]
     fn parts_go_out_back_to_back_across_chunks_with_the_last_block_padded() {
-        let dir = std::env::temp_dir().join(format!("zatt-write-parts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("snap");
+        let (dir, path, f) = scratch_file("write-parts");
         let parts: Vec<Vec<u8>> = [100usize, 9000, 3, 0, 5000, 8192]
             .iter()
             .enumerate()
@@ -188,13 +194,6 @@ mod tests {
             .collect();
         let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
         let want = parts.concat();
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
         if write_parts(&path, &refs, 8192).unwrap() {
             let padded = want.len().div_ceil(ALIGN) * ALIGN;
             let mut got = vec![0xA5u8; padded];
