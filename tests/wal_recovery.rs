@@ -495,12 +495,7 @@ fn zero_filled_segments_end_at_their_zeros_and_a_damaged_record_is_still_bounded
         }
         assert!(wal.segment_count() >= 3, "{} segments", wal.segment_count());
     }
-    let mut segs: Vec<PathBuf> = fs::read_dir(d.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    segs.sort();
+    let segs = wal_files(d.path());
     let last = segs.last().unwrap().clone();
     let bytes = fs::read(&last).unwrap();
     assert_eq!(bytes.len(), 4096, "the last segment is preallocated");
@@ -1495,16 +1490,7 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
         assert!(wal.segment_count() >= 4, "{} segments", wal.segment_count());
         wal.save_snapshot(&snap()).unwrap();
     }
-    let segments = |d: &TempDir| {
-        let mut v: Vec<PathBuf> = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-            .collect();
-        v.sort();
-        v
-    };
-    let (ds, ps) = (segments(&direct_dir), segments(&plain_dir));
+    let (ds, ps) = (wal_files(direct_dir.path()), wal_files(plain_dir.path()));
     assert_eq!(ds.len(), ps.len());
     // Before anything reads the files back into the cache.
     let snap_name = zatt::wal::snapshot_file_name(300, 1);
