@@ -911,46 +911,6 @@ fn installed_snapshot_with_another_term_replaces_the_whole_log() {
 }
 
 #[test]
-fn second_open_of_a_directory_is_refused_as_locked() {
-    // Goal: one Wal per directory. Method: open twice in this process; then in a child process.
-    let d = TempDir::new("lock");
-    let (wal, _) = Wal::open(d.path(), opts_plain()).unwrap();
-    match Wal::open(d.path(), opts_plain()) {
-        Err(e @ WalError::Locked { .. }) => {
-            assert_eq!(e.exit_code(), 1);
-            assert!(e.to_string().contains("in use"));
-        }
-        other => panic!("expected Locked, got {:?}", other.err()),
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "lock_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ZATT_WAL_LOCK_DIR", d.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("CHILD-LOCKED"), "child said: {stdout}");
-    drop(wal);
-    assert!(Wal::open(d.path(), opts_plain()).is_ok());
-}
-
-/// Not a test on its own: the child half of the lock test (does nothing without the variable).
-#[test]
-fn lock_child_process() {
-    if let Some(dir) = std::env::var_os("ZATT_WAL_LOCK_DIR") {
-        match Wal::open(Path::new(&dir), opts_plain()) {
-            Err(WalError::Locked { .. }) => println!("CHILD-LOCKED"),
-            Err(e) => println!("CHILD-ERROR {e}"),
-            Ok(_) => println!("CHILD-OPENED"),
-        }
-    }
-}
-
-#[test]
 fn random_bytes_as_any_wal_file_give_typed_errors_never_panics() {
     // Goal: hostile files never panic or over-allocate. Method: 300 seeded rounds that replace
     // or splice random bytes into a segment, a hard-state file or a snapshot file; open must
