@@ -4,26 +4,10 @@
 //! test there that closed a log and opened it again could find it still locked (it did: one
 //! run in about fifty). Here it runs in a process of its own.
 
-use std::path::{Path, PathBuf};
-use zatt::wal::{Wal, WalError, WalOptions};
+mod common;
 
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("zatt-wal-lock-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
+use zatt::wal::{Wal, WalError, WalOptions};
 
 fn opts_plain() -> WalOptions {
     WalOptions {
@@ -35,9 +19,9 @@ fn opts_plain() -> WalOptions {
 #[test]
 fn second_open_of_a_directory_is_refused_as_locked() {
     // Goal: one Wal per directory. Method: open twice in this process; then in a child process.
-    let d = TempDir::new("lock");
-    let (wal, _) = Wal::open(d.path(), opts_plain()).unwrap();
-    match Wal::open(d.path(), opts_plain()) {
+    let d = common::temp_dir("wal-lock");
+    let (wal, _) = Wal::open(&d, opts_plain()).unwrap();
+    match Wal::open(&d, opts_plain()) {
         Err(e @ WalError::Locked { .. }) => {
             assert_eq!(e.exit_code(), 1);
             assert!(e.to_string().contains("in use"));
@@ -51,13 +35,14 @@ fn second_open_of_a_directory_is_refused_as_locked() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("ZATT_WAL_LOCK_DIR", d.path())
+        .env("ZATT_WAL_LOCK_DIR", &d)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("CHILD-LOCKED"), "child said: {stdout}");
     drop(wal);
-    assert!(Wal::open(d.path(), opts_plain()).is_ok());
+    assert!(Wal::open(&d, opts_plain()).is_ok());
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Not a test on its own: the child half of the lock test (does nothing without the variable).
