@@ -1263,27 +1263,9 @@ fn create_segment(dir: &Path, seq: u64, opts: &WalOptions) -> io::Result<(Segmen
 /// Bytes of a snapshot file written at a time (directly: `zero_fill::write_parts`).
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// Bytes of zeros written, and written back (`write_back`), at a time when a segment is
-/// zero-filled: a sync of the live log waits behind at most this much of them.
+/// Bytes of zeros written (and, through the page cache, written back) at a time when a
+/// segment is zero-filled: a sync of the live log waits behind at most this much of them.
 const ZERO_CHUNK_BYTES: usize = 256 << 10;
-
-/// Writes `len` bytes of `f` from `offset` back to the disk and waits for them, without a cache
-/// flush (the segment's final sync does that). Preparing a segment writes back its zeros a
-/// chunk at a time: left to its final sync, a whole segment (64 MiB by default) went to the
-/// disk in one burst of tens of milliseconds, and every sync of the live log, on this server
-/// and on any other sharing the disk, waited behind it (`perf/RESULTS.md`, ninth pass).
-fn write_back(f: &File, offset: u64, len: u64) -> io::Result<()> {
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: the descriptor is `f`'s, open for the call; no pointer is passed.
-    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), offset as i64, len as i64, flags) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// The name a compacted segment is kept under until it is reused (a `.tmp` name: see S2).
 const RECYCLED_SEGMENT: &str = "recycled-segment.tmp";
@@ -1356,11 +1338,8 @@ fn prepare_segment(
         let len = opts.segment_bytes;
         let direct = zero_fill::direct(&tmp, len, ZERO_CHUNK_BYTES)
             .map_err(|e| ctx(e, "write zeros to", &tmp))?;
-        zero_fill::buffered(&f, direct, len, ZERO_CHUNK_BYTES, |f, at, n| {
-            // Only pacing: a write error, if any, comes back from the final sync.
-            let _ = write_back(f, at, n);
-        })
-        .map_err(|e| ctx(e, "write zeros to", &tmp))?;
+        zero_fill::buffered(&f, direct, len, ZERO_CHUNK_BYTES)
+            .map_err(|e| ctx(e, "write zeros to", &tmp))?;
         f.sync_all().map_err(|e| ctx(e, "sync", &tmp))?;
     }
     Ok((tmp, f))
