@@ -1,5 +1,6 @@
-//! Writing files without the page cache: a new segment's zeros (`prepare_segment`) and a
-//! snapshot file (`write_snapshot_file`).
+//! Writing whole files without the page cache: a new segment's zeros (`prepare_segment`) and a
+//! snapshot file (`write_snapshot_file`); and, where the file system refuses direct I/O, the
+//! zeros through the page cache, written back a chunk at a time.
 //!
 //! Through the page cache, 64 MiB of zeros are first copied into 16,384 cached pages, which the
 //! kernel must take from free memory, and then written back. On a virtual machine whose free
