@@ -1418,7 +1418,9 @@ fn zero_filled_segments_are_written_around_the_page_cache_with_the_same_bytes() 
     // preallocation, which writes plainly; both roll several times. Every segment of the
     // first must match the second's over the second's length and be zero after it; its pages
     // must not be cached (a page or two each: the header's, written plainly, and the block
-    // read back after a roll); and both must recover every entry.
+    // read back after a roll). A snapshot saved into each (1 MiB + 123 B, so its last block is
+    // padded and cut) must leave the same file, not cached in the first; both logs must then
+    // recover the snapshot and every entry after it.
     let direct_dir = TempDir::new("direct");
     let plain_dir = TempDir::new("plain");
     let direct = WalOptions {
