@@ -187,8 +187,8 @@ impl Server {
     }
 
     pub(super) fn flush_conns(&mut self) {
-        let dirty = std::mem::take(&mut self.io.dirty);
-        for key in dirty {
+        let mut dirty = std::mem::take(&mut self.io.dirty);
+        for &key in &dirty {
             let Some(conn) = self.io.conns.get_mut(key) else {
                 continue;
             };
@@ -204,6 +204,12 @@ impl Server {
             if conn.wants_resume() {
                 self.resume.push(key);
             }
+        }
+        // The list goes back for the next turn with its capacity, so that marking connections
+        // does not grow a new one from nothing each turn (unless closing marked others meanwhile).
+        if self.io.dirty.is_empty() {
+            dirty.clear();
+            self.io.dirty = dirty;
         }
     }
 

@@ -387,7 +387,7 @@ pub struct Host {
     /// A snapshot being encoded a slice per turn.
     snapshot_job: Option<(SnapshotEncoder, SnapshotMeta)>,
     /// Committed entries held back from kv while `snapshot_job` runs, in index order.
-    held: VecDeque<Entry>,
+    held: Vec<Entry>,
 
     // Watches (watch.rs).
     watches: watch::Watches,
@@ -464,7 +464,7 @@ impl Host {
             snapshot_index,
             snapshot_in_flight: false,
             snapshot_job: None,
-            held: VecDeque::new(),
+            held: Vec::new(),
             watches,
             snapshot_job_stores: false,
             snapshot_started: Duration::ZERO,

@@ -144,9 +144,7 @@ impl Host {
             self.held.extend(rd.committed);
         } else {
             self.apply_held(out);
-            for e in &rd.committed {
-                self.apply(out, e);
-            }
+            self.apply_all(out, &rd.committed);
         }
         self.on_read_states(out, rd.read_states);
         if any_committed {

@@ -30,9 +30,7 @@ impl Host {
             return;
         }
         let held = std::mem::take(&mut self.held);
-        for e in &held {
-            self.apply(out, e);
-        }
+        self.apply_all(out, &held);
         self.serve_ready_reads(out);
         self.run_promotions(out);
     }

@@ -7,8 +7,12 @@
 //! bytes`, in a slot of the dictionary's own `slab::Slab` (a 16 B key with a 100 B value is a
 //! 132 B record in a 136 B slot; malloc would take 144 B for it). Two indexes point at the
 //! records without copying a key:
-//! - a hash set of record pointers (8 B a slot), hashed and compared by the key inside the
-//!   record: point lookups and writes, the hot path of every replica, cost one hash;
+//! - a hash table of record pointers (8 B a slot, `hashbrown::HashTable`), hashed and compared
+//!   by the key inside the record: point lookups and writes, the hot path of every replica,
+//!   cost one hash. A write is usually a cache miss on its record (a replica's records are
+//!   many and its cores shared), so the host names the keys of a batch of committed entries a
+//!   few entries ahead (`prefetch`): the table yields its candidates without reading them,
+//!   and their misses overlap instead of following one another;
 //! - an ordered index of the same pointers (`ordered::Ordered`, sorted chunks), compared by key,
 //!   touched only when a key appears, goes away or its record moves: scans, iteration and
 //!   snapshots walk it.
@@ -32,11 +36,13 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::ptr::NonNull;
+
+use hashbrown::HashTable;
 
 use super::ordered::Ordered;
 use super::slab::{self, Slab};
@@ -141,26 +147,7 @@ impl Rec {
     }
 }
 
-// The hash set looks records up by key (`Borrow<[u8]>`): hashing and equality must be those of
-// the key bytes as a `[u8]`, which is what `Borrow` requires.
-impl Hash for Rec {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.key().hash(state)
-    }
-}
-impl PartialEq for Rec {
-    fn eq(&self, other: &Rec) -> bool {
-        self.0.key() == other.0.key()
-    }
-}
-impl Eq for Rec {}
-impl Borrow<[u8]> for Rec {
-    fn borrow(&self) -> &[u8] {
-        self.0.key()
-    }
-}
-
-// The ordered index compares by key bytes, as `[u8]` does (`Borrow` again, for range queries).
+// The ordered index compares by key bytes, as `[u8]` does (and borrows them, for range queries).
 impl PartialEq for RecPtr {
     fn eq(&self, other: &RecPtr) -> bool {
         self.key() == other.key()
@@ -186,7 +173,10 @@ impl Borrow<[u8]> for RecPtr {
 /// The key → (value, revision) map. See the module doc for the layout and its invariants.
 #[derive(Default)]
 pub(super) struct Dict {
-    map: HashSet<Rec>,
+    map: HashTable<Rec>,
+    /// Seeds the hash of keys in `map` (SipHash with a random key, as `HashMap`'s: keys come
+    /// from clients).
+    hasher: RandomState,
     order: Ordered<RecPtr>,
     /// The records' memory (after the indexes, so that it is dropped last).
     slab: Slab,
@@ -214,12 +204,15 @@ impl Dict {
     /// Sets `key` to `value` at `revision`. Allocates only for a new key or a value of another
     /// length than the one it replaces.
     pub(super) fn insert(&mut self, key: &[u8], value: &[u8], revision: LogIndex) {
-        match self.map.get(key) {
+        let h = self.hasher.hash_one(key);
+        match self.map.find(h, |r| r.0.key() == key) {
             None => {
                 let rec = Rec::new(&mut self.slab, key, value, revision);
                 let fresh = self.order.insert(rec.0);
                 debug_assert!(fresh, "the ordered index holds no key the map lacks");
-                self.map.insert(rec);
+                let hasher = &self.hasher;
+                self.map
+                    .insert_unique(h, rec, |r| hasher.hash_one(r.0.key()));
                 return;
             }
             Some(rec) if rec.0.value().len() == value.len() => {
@@ -232,25 +225,43 @@ impl Dict {
         // The new record first: should allocating it fail (and unwind), no index may be left
         // pointing at a freed one.
         let rec = Rec::new(&mut self.slab, key, value, revision);
-        let old = self.map.take(key).expect("present above");
+        let Ok(mut slot) = self.map.find_entry(h, |r| r.0.key() == key) else {
+            unreachable!("present above");
+        };
         // `replace` compares against the old pointer, still alive until it is freed below.
         self.order.replace(rec.0);
-        self.map.insert(rec);
+        let old = std::mem::replace(slot.get_mut(), rec);
         old.free(&mut self.slab);
     }
 
     /// Removes `key`, returning whether it was present.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
-        let Some(old) = self.map.take(key) else {
+        let h = self.hasher.hash_one(key);
+        let Ok(slot) = self.map.find_entry(h, |r| r.0.key() == key) else {
             return false;
         };
+        let (old, _) = slot.remove();
         self.order.remove(key);
         old.free(&mut self.slab);
         true
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Option<(&[u8], LogIndex)> {
-        self.map.get(key).map(|r| (r.0.value(), r.0.revision()))
+        self.map
+            .find(self.hasher.hash_one(key), |r| r.0.key() == key)
+            .map(|r| (r.0.value(), r.0.revision()))
+    }
+
+    /// Starts loading the record of `key`, if there is one, into the cache, without waiting
+    /// for it: a batch of committed entries names its keys before it is applied, and a
+    /// record not touched since the last write of its key is a cache miss (the dictionary's
+    /// largest cost on a follower). Reads only the hash index; a candidate record is
+    /// prefetched, not read.
+    pub(super) fn prefetch(&self, key: &[u8]) {
+        let _ = self.map.find(self.hasher.hash_one(key), |r| {
+            prefetch(r.0 .0.as_ptr());
+            false
+        });
     }
 
     pub(super) fn len(&self) -> usize {
@@ -285,7 +296,8 @@ impl Dict {
         // Built inside a `Dict`, so that its `Drop` frees what was built should `entries`
         // panic.
         let mut d = Dict {
-            map: HashSet::with_capacity(count),
+            map: HashTable::with_capacity(count),
+            hasher: RandomState::new(),
             order: Ordered::default(),
             slab: Slab::default(),
         };
@@ -293,7 +305,16 @@ impl Dict {
         for (k, v, r) in entries {
             let rec = Rec::new(&mut d.slab, k, v, r);
             ptrs.push(rec.0);
-            if let Some(dup) = d.map.replace(rec) {
+            let h = d.hasher.hash_one(k);
+            let dup = match d.map.find_entry(h, |r| r.0.key() == k) {
+                Ok(mut slot) => Some(std::mem::replace(slot.get_mut(), rec)),
+                Err(_) => {
+                    let hasher = &d.hasher;
+                    d.map.insert_unique(h, rec, |r| hasher.hash_one(r.0.key()));
+                    None
+                }
+            };
+            if let Some(dup) = dup {
                 // Not sorted after all (the caller checks; this keeps the invariants anyway).
                 ptrs.retain(|p| p.0 != dup.0 .0);
                 dup.free(&mut d.slab);
@@ -329,7 +350,7 @@ impl Dict {
         for p in self.order.iter() {
             let owner = self
                 .map
-                .get(p.key())
+                .find(self.hasher.hash_one(p.key()), |r| r.0.key() == p.key())
                 .expect("an ordered pointer has an owner");
             assert_eq!(
                 owner.0 .0, p.0,
@@ -337,6 +358,21 @@ impl Dict {
             );
         }
     }
+}
+
+/// Asks the CPU to bring the line at `p` and the next into its cache (a record's head and key,
+/// and most of a short value). Never faults, whatever `p` points at.
+#[inline]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and cannot fault.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64) as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 impl Clone for Dict {

@@ -268,7 +268,9 @@ impl Raft {
             let Some(prev_term) = self.term_at(prev) else {
                 return;
             };
-            let mut batch = Vec::new();
+            // Sized for what a loop turn usually brings, not for a follower's whole backlog.
+            let pending = (last.0 + 1).saturating_sub(next.0).min(64) as usize;
+            let mut batch = Vec::with_capacity(pending);
             let mut bytes = 0usize;
             let mut i = next;
             while i <= last {
