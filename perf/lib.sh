@@ -47,7 +47,8 @@ cpu_seconds() {
 
 # start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA. With
 # METRICS_BASE set, server i also serves /metrics on 127.0.0.1:METRICS_BASE+i-1 (METRICS holds
-# those addresses, space-separated).
+# those addresses, space-separated). With PIN_CPUS=1, server i runs on CPU (i-1) mod the CPU
+# count only (`zattd --cpus`); PINNED then says so for reports ("" otherwise).
 start_cluster() {
     local n=$1 base=$2
     shift 2
@@ -59,16 +60,24 @@ start_cluster() {
         ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:$((base + i - 1))"
     done
     METRICS=""
+    PINNED=""
+    local ncpu
+    ncpu=$(nproc)
     for ((i = 1; i <= n; i++)); do
         local extra=()
         if [ -n "${METRICS_BASE:-}" ]; then
             extra=(--metrics-listen "127.0.0.1:$((METRICS_BASE + i - 1))")
             METRICS+="${METRICS:+ }127.0.0.1:$((METRICS_BASE + i - 1))"
         fi
+        if [ "${PIN_CPUS:-}" = 1 ]; then
+            extra+=(--cpus "$(((i - 1) % ncpu))")
+            PINNED+="${PINNED:+, }n$i on CPU $(((i - 1) % ncpu))"
+        fi
         "$ZATTD" --id "$i" --cluster "$CLUSTER" --data-dir "$DATA/$i" "${extra[@]}" "$@" >"$DATA/$i.log" 2>&1 &
         SERVER_PIDS+=($!)
     done
-    log "started $n servers (pids ${SERVER_PIDS[*]}) on $ENDPOINTS, data in $DATA"
+    [ -n "$PINNED" ] && PINNED="each server pinned to one CPU (\`--cpus\`: $PINNED)"
+    log "started $n servers (pids ${SERVER_PIDS[*]}) on $ENDPOINTS, data in $DATA${PINNED:+; $PINNED}"
     # One write through the load generator's leader discovery proves the cluster serves.
     if ! "$BIN/loadgen" --endpoints "$ENDPOINTS" --total 1 --quiet --timeout 20s --format json >/dev/null; then
         log "the cluster did not serve a write within 20 s; server logs:"
@@ -111,11 +120,15 @@ need_redis() {
     fi
 }
 
-# A Redis with no persistence on 127.0.0.1:$1, answering once this returns.
+# A Redis with no persistence on 127.0.0.1:$1, answering once this returns. With PIN_CPUS=1 its
+# main thread runs on CPU 0 only (`server_cpulist`, Redis's own setting for it), as the Zatt
+# servers are pinned then.
 start_redis() {
     REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zatt-redis.XXXXXX")
+    local pin=()
+    [ "${PIN_CPUS:-}" = 1 ] && pin=(--server_cpulist 0)
     redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --dir "$REDIS_DIR" \
-        --daemonize no >"$REDIS_DIR/redis.log" 2>&1 &
+        "${pin[@]}" --daemonize no >"$REDIS_DIR/redis.log" 2>&1 &
     REDIS_PID=$!
     for _ in $(seq 1 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }

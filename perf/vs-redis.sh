@@ -9,7 +9,9 @@
 #   perf/vs-redis.sh [--rounds R] [--duration SECONDS] [--clients C]
 #
 # Redis comes from Debian's redis-server package (installed with apt-get when missing, as root).
-# Environment: ZATTD_ARGS (extra zattd flags), ZATTD (another zattd build), BASE_PORT.
+# Environment: ZATTD_ARGS (extra zattd flags), ZATTD (another zattd build), BASE_PORT,
+# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`; Redis's main
+# thread on CPU 0, its `server_cpulist`).
 # The report goes to perf/out/vs-redis-*.md.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --duration) DUR=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "vs-redis.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -50,8 +52,8 @@ start_redis "$RPORT"
     echo "# Zatt beside Redis: writes of 100 B values, $CLIENTS clients and 1 client, $ROUNDS alternating rounds"
     echo
     probe_line "$DATA"
-    echo "- Zatt: 3 zattd on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}, fsync on, each write durable on a majority before its answer; \`loadgen --op put --clients N --duration ${DUR}s --warmup 1s\`, $KEYS keys"
-    echo "- Redis: $(redis-server --version | cut -d' ' -f3), one process, \`--save '' --appendonly no\`; \`redis-benchmark -t set -d 100 -r $KEYS -c N -n ...\` (about ${DUR} s)"
+    echo "- Zatt: 3 zattd on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}${PINNED:+, $PINNED}, fsync on, each write durable on a majority before its answer; \`loadgen --op put --clients N --duration ${DUR}s --warmup 1s\`, $KEYS keys"
+    echo "- Redis: $(redis-server --version | cut -d' ' -f3), one process, \`--save '' --appendonly no\`${PINNED:+ \`--server_cpulist 0\` (its main thread on CPU 0)}; \`redis-benchmark -t set -d 100 -r $KEYS -c N -n ...\` (about ${DUR} s)"
     echo
     echo "| round | system | clients | writes/s | Zatt/Redis | p50 ms | server CPU s | req per server-CPU-s | load avg |"
     echo "|---|---|---|---|---|---|---|---|---|"

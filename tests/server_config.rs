@@ -157,6 +157,54 @@ fn bad_flags_exit_2_with_one_clear_line() {
             vec![],
             "invalid --cpu-policy \"fifo\": expected batch or inherit",
         ),
+        (
+            vec![
+                "--id",
+                "1",
+                "--data-dir",
+                &d,
+                "--cluster",
+                &cl,
+                "--cpus",
+                "3-1",
+            ],
+            vec![],
+            "invalid --cpus \"3-1\": the range 3-1 runs backwards",
+        ),
+        (
+            vec!["--id", "1", "--data-dir", &d, "--cluster", &cl],
+            vec![("ZATT_CPUS", "0,one")],
+            "invalid --cpus \"0,one\": \"one\" is not a CPU number",
+        ),
+        (
+            vec![
+                "--id",
+                "1",
+                "--data-dir",
+                &d,
+                "--cluster",
+                &cl,
+                "--cpus",
+                "4096",
+            ],
+            vec![],
+            "CPU 4096 is out of range",
+        ),
+        (
+            // No machine this runs on has CPU 1023 available to it.
+            vec![
+                "--id",
+                "1",
+                "--data-dir",
+                &d,
+                "--cluster",
+                &cl,
+                "--cpus",
+                "0,1023",
+            ],
+            vec![],
+            "--cpus 0,1023: CPU 1023 is not available to zattd here (it may run on ",
+        ),
     ];
     for (args, env, needle) in cases {
         let (code, err) = run_zattd(&args, &env, T);
@@ -186,6 +234,7 @@ fn help_documents_every_flag_and_exits_0() {
         "--max-datagram",
         "--max-request-bytes",
         "--max-connections",
+        "--cpus",
         "--tls-cert",
         "--tls-key",
         "--tls-client-ca",
@@ -322,7 +371,7 @@ fn thread_policies(pid: u32) -> Vec<(String, i32)> {
     out
 }
 
-/// How `policies_of_a_serving_server` starts zattd.
+/// How `a_serving_server` starts zattd.
 #[derive(Clone, Copy)]
 enum Start {
     /// Under this policy (as `chrt` would).
@@ -330,11 +379,41 @@ enum Start {
     /// Under the default policy, with `sched_setscheduler` refused (EPERM) by a seccomp
     /// filter, as `deploy/zattd.service`'s `SystemCallFilter=~@resources` refuses it.
     Refused,
+    /// Under the default policy, with `sched_setaffinity` refused (EPERM) the same way.
+    AffinityRefused,
 }
 
-/// Installs, in the calling process, a seccomp filter that fails `sched_setscheduler` with
-/// EPERM and allows every other system call. Async-signal-safe (two `prctl` calls).
-fn refuse_sched_setscheduler() -> std::io::Result<()> {
+/// What `a_serving_server` saw of the server: each thread's name and scheduling policy, each
+/// thread's name and the CPUs it may run on (`Cpus_allowed_list` of its `/proc` status), and
+/// what the server logged.
+struct Served {
+    policies: Vec<(String, i32)>,
+    cpus: Vec<(String, String)>,
+    log: String,
+}
+
+/// Each thread's name and `Cpus_allowed_list` (as `0-1`), sorted.
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        out.push((field("Name:"), field("Cpus_allowed_list:")));
+    }
+    out.sort();
+    out
+}
+
+/// Installs, in the calling process, a seccomp filter that fails the system call `nr` with
+/// EPERM and allows every other. Async-signal-safe (two `prctl` calls).
+fn refuse_syscall(nr: libc::c_long) -> std::io::Result<()> {
     const LD_NR: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
     const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
@@ -342,7 +421,7 @@ fn refuse_sched_setscheduler() -> std::io::Result<()> {
     let filter = [
         // The system call's number (seccomp_data.nr, at offset 0).
         rule(LD_NR, 0, 0, 0),
-        rule(JEQ, 0, 1, libc::SYS_sched_setscheduler as u32),
+        rule(JEQ, 0, 1, nr as u32),
         rule(RET, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
         rule(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
@@ -361,9 +440,9 @@ fn refuse_sched_setscheduler() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Starts a one-node cluster with `extra` flags, as `start` says; returns the policies of
-/// its threads once it has taken a write, and what it logged.
-fn policies_of_a_serving_server(extra: &[&str], start: Start) -> (Vec<(String, i32)>, String) {
+/// Starts a one-node cluster with `extra` flags, as `start` says; returns what it saw of the
+/// server's threads once it has taken a write, and what it logged.
+fn a_serving_server(extra: &[&str], start: Start) -> Served {
     use std::os::unix::process::CommandExt;
     let dir = temp_dir("cpupolicy");
     let log = dir.join("zattd.log");
@@ -376,6 +455,7 @@ fn policies_of_a_serving_server(extra: &[&str], start: Start) -> (Vec<(String, i
         .env_remove("ZATT_CLUSTER")
         .env_remove("ZATT_CONFIG")
         .env_remove("ZATT_CPU_POLICY")
+        .env_remove("ZATT_CPUS")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     // SAFETY: between fork and exec only async-signal-safe system calls are made.
@@ -388,7 +468,8 @@ fn policies_of_a_serving_server(extra: &[&str], start: Start) -> (Vec<(String, i
                 }
                 Ok(())
             }
-            Start::Refused => refuse_sched_setscheduler(),
+            Start::Refused => refuse_syscall(libc::SYS_sched_setscheduler),
+            Start::AffinityRefused => refuse_syscall(libc::SYS_sched_setaffinity),
         });
     }
     let mut child = cmd.spawn().unwrap();
@@ -406,12 +487,17 @@ fn policies_of_a_serving_server(extra: &[&str], start: Start) -> (Vec<(String, i
         std::thread::sleep(Duration::from_millis(50));
     }
     let policies = thread_policies(child.id());
+    let cpus = thread_cpus(child.id());
     let _ = child.kill();
     let _ = child.wait();
     drop(port);
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_dir_all(dir);
-    (policies, logged)
+    Served {
+        policies,
+        cpus,
+        log,
+    }
 }
 
 #[test]
@@ -420,7 +506,11 @@ fn server_threads_run_under_the_cpu_policy_asked_for() {
     // preempt the running one); `--cpu-policy inherit` leaves the policy zattd was started
     // with, and so does the default when an operator started it under another one (chrt).
     let names = |p: &[(String, i32)]| p.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    let (batch, log) = policies_of_a_serving_server(&[], Start::Policy(libc::SCHED_OTHER));
+    let Served {
+        policies: batch,
+        log,
+        ..
+    } = a_serving_server(&[], Start::Policy(libc::SCHED_OTHER));
     assert!(
         names(&batch).contains(&"zatt-syncer".to_string()),
         "{batch:?}"
@@ -432,17 +522,18 @@ fn server_threads_run_under_the_cpu_policy_asked_for() {
     );
     assert!(log.contains("threads run under SCHED_BATCH"), "{log}");
 
-    let (inherit, _) = policies_of_a_serving_server(
+    let inherit = a_serving_server(
         &["--cpu-policy", "inherit"],
         Start::Policy(libc::SCHED_OTHER),
-    );
+    )
+    .policies;
     assert_eq!(names(&inherit), names(&batch));
     assert!(
         inherit.iter().all(|(_, p)| *p == libc::SCHED_OTHER),
         "{inherit:?}"
     );
 
-    let (idle, _) = policies_of_a_serving_server(&[], Start::Policy(libc::SCHED_IDLE));
+    let idle = a_serving_server(&[], Start::Policy(libc::SCHED_IDLE)).policies;
     assert_eq!(names(&idle), names(&batch));
     assert!(idle.iter().all(|(_, p)| *p == libc::SCHED_IDLE), "{idle:?}");
 }
@@ -451,7 +542,11 @@ fn server_threads_run_under_the_cpu_policy_asked_for() {
 fn a_server_refused_its_cpu_policy_warns_and_serves_under_the_default_one() {
     // Goal: the policy is not worth a refused start. Under a system call filter that refuses
     // sched_setscheduler (as deploy/zattd.service's does), zattd says so in its log and serves.
-    let (threads, log) = policies_of_a_serving_server(&[], Start::Refused);
+    let Served {
+        policies: threads,
+        log,
+        ..
+    } = a_serving_server(&[], Start::Refused);
     assert!(
         threads.iter().all(|(_, p)| *p == libc::SCHED_OTHER),
         "{threads:?}"
@@ -459,5 +554,71 @@ fn a_server_refused_its_cpu_policy_warns_and_serves_under_the_default_one() {
     assert!(
         log.contains("--cpu-policy batch: cannot run under SCHED_BATCH (Operation not permitted"),
         "{log}"
+    );
+}
+
+#[test]
+fn server_threads_run_on_the_cpus_asked_for() {
+    // Goal: `--cpus` pins every thread of the server (the loop, the syncer, the segment
+    // preparer) to the CPUs listed, and says so; without it they may run wherever zattd was
+    // started to run. Method: a one-server cluster pinned to the last CPU this process may use
+    // (the first is what an unpinned server shares with everything else), its threads' allowed
+    // CPUs read from /proc once it has taken a write.
+    let mine = thread_cpus(std::process::id())
+        .into_iter()
+        .next()
+        .expect("this test's own threads")
+        .1;
+    let last = mine
+        .rsplit([',', '-'])
+        .next()
+        .expect("a CPU list names a CPU")
+        .to_string();
+    let pinned = a_serving_server(&["--cpus", &last], Start::Policy(libc::SCHED_OTHER));
+    let names: Vec<&str> = pinned.cpus.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"zattd") && names.contains(&"zatt-syncer"),
+        "{names:?}"
+    );
+    assert!(
+        pinned.cpus.iter().all(|(_, c)| *c == last),
+        "every thread on CPU {last}: {:?}",
+        pinned.cpus
+    );
+    assert!(
+        pinned.log.contains(&format!(
+            "--cpus {last}: the server's threads run on CPU {last} only"
+        )),
+        "{}",
+        pinned.log
+    );
+
+    let free = a_serving_server(&[], Start::Policy(libc::SCHED_OTHER));
+    assert!(
+        free.cpus.iter().all(|(_, c)| *c == mine),
+        "unpinned threads may run on {mine}: {:?}",
+        free.cpus
+    );
+    assert!(!free.log.contains("--cpus"), "{}", free.log);
+}
+
+#[test]
+fn a_server_refused_its_cpus_warns_and_serves_unpinned() {
+    // Goal: as for the CPU policy, a kernel that refuses to pin (a system call filter, as
+    // deploy/zattd.service's) costs a warning, not the start: the server serves, unpinned.
+    let mine = thread_cpus(std::process::id())
+        .into_iter()
+        .next()
+        .expect("this test's own threads")
+        .1;
+    let first = mine.split([',', '-']).next().unwrap().to_string();
+    let s = a_serving_server(&["--cpus", &first], Start::AffinityRefused);
+    assert!(s.cpus.iter().all(|(_, c)| *c == mine), "{:?}", s.cpus);
+    assert!(
+        s.log.contains(&format!(
+            "--cpus {first}: cannot pin the server's threads (Operation not permitted"
+        )),
+        "{}",
+        s.log
     );
 }

@@ -12,7 +12,7 @@
 
 use super::*;
 use crate::bootstrap::{Prober, Verdict};
-use crate::config::{CpuPolicy, InitialClusterState, EXIT_CORRUPT};
+use crate::config::{cpu_list_text, CpuPolicy, InitialClusterState, CPU_LIMIT, EXIT_CORRUPT};
 use crate::files::{read_bounded, ReadError};
 use crate::host::HostConfig;
 use crate::raft::{self, Boot};
@@ -295,6 +295,73 @@ fn apply_cpu_policy(policy: CpuPolicy) -> Option<(log::Level, String)> {
     ))
 }
 
+/// Pins the calling thread, and so every thread the server starts from it, to `--cpus`. The
+/// loop and the syncer hand work to each other several times per group commit: on one CPU a
+/// hand-off is a run-queue insert, where on two it is an interrupt to the other (on a virtual
+/// machine whose idle CPUs halt, an exit to the host and back), and the records a write touches
+/// stay in one CPU's cache. A CPU not available to zattd (offline, or outside the set it was
+/// started with) refuses the start, before anything is written; a kernel that refuses the
+/// change itself (a system call filter, as `deploy/zattd.service`'s, whose `CPUAffinity=` does
+/// the same from outside) is worth a warning only, as for `--cpu-policy`.
+/// Returns what to log once the start has succeeded.
+fn apply_cpus(cpus: Option<&[usize]>) -> Result<Option<(log::Level, String)>, ServerError> {
+    let Some(cpus) = cpus else {
+        return Ok(None);
+    };
+    let list = cpu_list_text(cpus);
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: an all-zero `cpu_set_t` is the empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 names the calling thread; `size` is the size of `allowed`, which outlives
+    // the call.
+    if unsafe { libc::sched_getaffinity(0, size, &mut allowed) } != 0 {
+        let e = io::Error::last_os_error();
+        return Ok(Some((
+            log::Level::Warn,
+            format!("--cpus {list}: cannot read the CPUs zattd may run on ({e}); not pinned"),
+        )));
+    }
+    let may: Vec<usize> = (0..CPU_LIMIT)
+        // SAFETY: `c` is below CPU_SETSIZE, the CPUs a `cpu_set_t` holds.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+        .collect();
+    let missing: Vec<usize> = cpus.iter().copied().filter(|c| !may.contains(c)).collect();
+    if !missing.is_empty() {
+        return Err(ServerError::usage(format!(
+            "--cpus {list}: {} not available to zattd here (it may run on {})",
+            match missing.len() {
+                1 => format!("CPU {} is", missing[0]),
+                _ => format!("CPUs {} are", cpu_list_text(&missing)),
+            },
+            cpu_list_text(&may)
+        )));
+    }
+    // SAFETY: as above.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `parse_cpu_list` keeps every CPU below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: pid 0 names the calling thread; `set` outlives the call.
+    if unsafe { libc::sched_setaffinity(0, size, &set) } != 0 {
+        let e = io::Error::last_os_error();
+        return Ok(Some((
+            log::Level::Warn,
+            format!(
+                "--cpus {list}: cannot pin the server's threads ({e}); they run on any of {}",
+                cpu_list_text(&may)
+            ),
+        )));
+    }
+    Ok(Some((
+        log::Level::Info,
+        format!(
+            "--cpus {list}: the server's threads run on CPU{} {list} only",
+            if cpus.len() == 1 { "" } else { "s" }
+        ),
+    )))
+}
+
 impl Server {
     /// Opens the data directory, recovers, binds the port and builds every part; nothing runs
     /// yet. Every refusal comes back as one line with its exit status. Puts the calling thread
@@ -303,6 +370,7 @@ impl Server {
     pub fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let started = Instant::now();
         let cpu_policy_said = apply_cpu_policy(cfg.cpu_policy);
+        let cpus_said = apply_cpus(cfg.cpus.as_deref())?;
         check_data_dir_path(&cfg.data_dir)?;
         let dir = cfg.data_dir.clone();
         // Every check that can refuse the start comes before the data directory's first byte
@@ -618,7 +686,7 @@ impl Server {
         timers.schedule(now + tick, TimerKind::RaftTick);
         timers.schedule(now + HOUSEKEEPING, TimerKind::Housekeeping);
 
-        if let Some((level, line)) = cpu_policy_said {
+        for (level, line) in cpu_policy_said.into_iter().chain(cpus_said) {
             log::log!(level, "{}: {line}", host.who());
         }
         info!(
