@@ -92,6 +92,13 @@ fn flags_beat_environment_beat_config_file() {
 /// (arguments, environment, what the error line must mention)
 type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
 
+/// A one-server cluster's arguments (`--id 1`, data directory `d`, `--cluster cl`), then `extra`.
+fn with_base<'a>(d: &'a str, cl: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--id", "1", "--data-dir", d, "--cluster", cl];
+    v.extend_from_slice(extra);
+    v
+}
+
 #[test]
 fn bad_flags_exit_2_with_one_clear_line() {
     // Goal: each bad value stops zattd with exit 2 and a single line naming the problem.
@@ -111,97 +118,40 @@ fn bad_flags_exit_2_with_one_clear_line() {
             "not in --cluster",
         ),
         (
-            vec![
-                "--id",
-                "1",
-                "--data-dir",
-                &d,
-                "--cluster",
-                &cl,
-                "--election-timeout",
-                "soon",
-            ],
+            with_base(&d, &cl, &["--election-timeout", "soon"]),
             vec![],
             "--election-timeout",
         ),
         (
-            vec!["--id", "1", "--data-dir", &d, "--cluster", &cl],
+            with_base(&d, &cl, &[]),
             vec![("ZATT_MAX_DATAGRAM", "1TB")],
             "--max-datagram",
         ),
-        (
-            vec![
-                "--id",
-                "1",
-                "--data-dir",
-                &d,
-                "--cluster",
-                &cl,
-                "--frobnicate",
-            ],
-            vec![],
-            "frobnicate",
-        ),
+        (with_base(&d, &cl, &["--frobnicate"]), vec![], "frobnicate"),
         (vec!["--id", "1", "--data-dir", &d], vec![], "--cluster"),
         (
-            vec![
-                "--id",
-                "1",
-                "--data-dir",
-                &d,
-                "--cluster",
-                &cl,
-                "--cpu-policy",
-                "fifo",
-            ],
+            with_base(&d, &cl, &["--cpu-policy", "fifo"]),
             vec![],
             "invalid --cpu-policy \"fifo\": expected batch or inherit",
         ),
         (
-            vec![
-                "--id",
-                "1",
-                "--data-dir",
-                &d,
-                "--cluster",
-                &cl,
-                "--cpus",
-                "3-1",
-            ],
+            with_base(&d, &cl, &["--cpus", "3-1"]),
             vec![],
             "invalid --cpus \"3-1\": the range 3-1 runs backwards",
         ),
         (
-            vec!["--id", "1", "--data-dir", &d, "--cluster", &cl],
+            with_base(&d, &cl, &[]),
             vec![("ZATT_CPUS", "0,one")],
             "invalid --cpus \"0,one\": \"one\" is not a CPU number",
         ),
         (
-            vec![
-                "--id",
-                "1",
-                "--data-dir",
-                &d,
-                "--cluster",
-                &cl,
-                "--cpus",
-                "4096",
-            ],
+            with_base(&d, &cl, &["--cpus", "4096"]),
             vec![],
             "CPU 4096 is out of range",
         ),
         (
             // No machine this runs on has CPU 1023 available to it.
-            vec![
-                "--id",
-                "1",
-                "--data-dir",
-                &d,
-                "--cluster",
-                &cl,
-                "--cpus",
-                "0,1023",
-            ],
+            with_base(&d, &cl, &["--cpus", "0,1023"]),
             vec![],
             "--cpus 0,1023: CPU 1023 is not available to zattd here (it may run on ",
         ),
