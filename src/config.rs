@@ -408,9 +408,9 @@ const FLAGS: &[Flag] = &[
         help: "run the server's threads (the event loop, the syncer, the segment preparer) on \
                these CPUs only: a list of CPU numbers and ranges as taskset -c takes them (0, \
                2-3, 0,4-7). A hand-off between the loop and the syncer then wakes no other CPU, \
-               and the dictionary stays in these CPUs' caches: less CPU per request where other \
-               work (other servers, clients) shares the machine. A CPU zattd may not run on is \
-               refused at start; not pinned when not given",
+               and the dictionary stays in these CPUs' caches: less CPU per request. Pinned \
+               work cannot move to an idle CPU when these are busy, so give the server CPUs of \
+               its own. A CPU zattd may not run on is refused at start; not pinned when not given",
     },
     Flag {
         name: "log-level",
