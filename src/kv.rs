@@ -481,7 +481,6 @@ impl Kv {
         self.apply_observed(entry, &mut |_| {})
     }
 
-    /// [`Kv::apply`], telling `on_change` each change the entry makes (see "Changes" above).
     /// Starts loading into the cache what applying `entry` will touch in the dictionary (see
     /// `Dict::prefetch`), so that applying a batch waits for its records together rather than
     /// one after the other. Changes nothing; an entry that does not decode is left alone.
@@ -501,6 +500,7 @@ impl Kv {
         }
     }
 
+    /// [`Kv::apply`], telling `on_change` each change the entry makes (see "Changes" above).
     pub fn apply_observed(
         &mut self,
         entry: &Entry,

@@ -342,6 +342,16 @@ struct Served {
     log: String,
 }
 
+/// The CPUs this test process may run on (`Cpus_allowed_list` of its first thread): what a
+/// server it starts may use when not pinned.
+fn own_cpus() -> String {
+    thread_cpus(std::process::id())
+        .into_iter()
+        .next()
+        .expect("this test's own threads")
+        .1
+}
+
 /// Each thread's name and `Cpus_allowed_list` (as `0-1`), sorted.
 fn thread_cpus(pid: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -514,11 +524,7 @@ fn server_threads_run_on_the_cpus_asked_for() {
     // started to run. Method: a one-server cluster pinned to the last CPU this process may use
     // (the first is what an unpinned server shares with everything else), its threads' allowed
     // CPUs read from /proc once it has taken a write.
-    let mine = thread_cpus(std::process::id())
-        .into_iter()
-        .next()
-        .expect("this test's own threads")
-        .1;
+    let mine = own_cpus();
     let last = mine
         .rsplit([',', '-'])
         .next()
@@ -556,11 +562,7 @@ fn server_threads_run_on_the_cpus_asked_for() {
 fn a_server_refused_its_cpus_warns_and_serves_unpinned() {
     // Goal: as for the CPU policy, a kernel that refuses to pin (a system call filter, as
     // deploy/zattd.service's) costs a warning, not the start: the server serves, unpinned.
-    let mine = thread_cpus(std::process::id())
-        .into_iter()
-        .next()
-        .expect("this test's own threads")
-        .1;
+    let mine = own_cpus();
     let first = mine.split([',', '-']).next().unwrap().to_string();
     let s = a_serving_server(&["--cpus", &first], Start::AffinityRefused);
     assert!(s.cpus.iter().all(|(_, c)| *c == mine), "{:?}", s.cpus);

@@ -288,7 +288,7 @@ impl Dict {
     }
 
     /// Builds a dictionary from entries in strictly ascending key order (a snapshot's): the
-    /// ordered index is built in one pass, its nodes full, and the hash set sized once.
+    /// ordered index is built in one pass, its nodes full, and the hash table sized once.
     pub(super) fn from_sorted<'a>(
         count: usize,
         entries: impl Iterator<Item = (&'a [u8], &'a [u8], LogIndex)>,
