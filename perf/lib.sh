@@ -45,6 +45,15 @@ cpu_seconds() {
     awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / t }' "/proc/$1/stat"
 }
 
+# The whole machine's CPU time so far, as "idle total" in clock ticks (/proc/stat; iowait counts
+# as idle). Two readings give the share of the CPUs that nothing used between them: a run that
+# leaves much of the machine idle was waiting (on the disk, on wake-ups), not short of CPU.
+machine_ticks() { awk '$1 == "cpu" { for (i = 2; i <= 9; i++) t += $i; print $5 + $6, t; exit }' /proc/stat; }
+idle_percent() { # "idle total" before, "idle total" after
+    awk -v b="$1" -v a="$2" 'BEGIN { split(b, x, " "); split(a, y, " ");
+        printf "%.0f", (y[2] > x[2] ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0) }'
+}
+
 # start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA. With
 # METRICS_BASE set, server i also serves /metrics on 127.0.0.1:METRICS_BASE+i-1 (METRICS holds
 # those addresses, space-separated). With PIN_CPUS=1, server i runs on CPU (i-1) mod the CPU
