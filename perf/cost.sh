@@ -10,7 +10,8 @@
 #   perf/cost.sh [--requests N] [--clients C] [--op put|get] [--strace] [--redis] [--runs R]
 #
 # Environment: ZATTD_ARGS (extra zattd flags), ZATTD (another zattd build), BASE_PORT,
-# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`).
+# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`), TMPDIR (where the
+# data directories go; /dev/shm: in memory, what the servers cost without the disk).
 # The report goes to perf/out/cost-*.md.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --strace) STRACE=1 ;;
     --redis) REDIS=1 ;;
     --runs) RUNS=$2; shift ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "cost.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -59,7 +60,7 @@ LEADER_ID=$("$BIN/loadgen" status --endpoints "$ENDPOINTS" --leader-id)
     echo "# Cost of $REQUESTS ${OP}s (100 B values, $CLIENTS closed-loop clients, $KEYS keys)"
     echo
     probe_line "$DATA"
-    echo "- zattd: 3 servers on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}${PINNED:+, $PINNED}, leader n$LEADER_ID; fsync on, every write durable on a majority before its answer"
+    echo "- zattd: 3 servers on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}${PINNED:+, $PINNED}, leader n$LEADER_ID; $(synced_text)"
     echo
     echo "| run | req/s | leader CPU µs/req | followers CPU µs/req | all servers CPU s per 100k req | req per server-CPU-s | leader ctx switches/req | followers ctx switches/req | load avg |"
     echo "|---|---|---|---|---|---|---|---|---|"

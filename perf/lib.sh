@@ -54,6 +54,16 @@ idle_percent() { # "idle total" before, "idle total" after
         printf "%.0f", (y[2] > x[2] ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 0) }'
 }
 
+# How the servers' writes are made durable, for a report's header: data directories on tmpfs
+# (TMPDIR=/dev/shm, a measure of what the disk costs) are called out as such.
+synced_text() {
+    if [ "$(stat -f -c %T "$DATA")" = tmpfs ]; then
+        echo "data directories in memory (tmpfs): each write synced on a majority before its answer, where a sync costs nothing and nothing survives the machine's restart"
+    else
+        echo "fsync on, each write durable on a majority before its answer"
+    fi
+}
+
 # start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA. With
 # METRICS_BASE set, server i also serves /metrics on 127.0.0.1:METRICS_BASE+i-1 (METRICS holds
 # those addresses, space-separated). With PIN_CPUS=1, server i runs on CPU (i-1) mod the CPU

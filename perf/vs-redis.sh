@@ -51,16 +51,11 @@ start_cluster 3 "$BASE" ${ZATTD_ARGS:-}
 RPORT=$((BASE + 3))
 start_redis "$RPORT"
 
-if [ "$(stat -f -c %T "$DATA")" = tmpfs ]; then
-    SYNCED="data directories in memory (tmpfs): each write synced on a majority before its answer, where a sync costs nothing and nothing survives the machine's restart"
-else
-    SYNCED="fsync on, each write durable on a majority before its answer"
-fi
 {
     echo "# Zatt beside Redis: writes of 100 B values, $CLIENTS clients and 1 client, $ROUNDS alternating rounds"
     echo
     probe_line "$DATA"
-    echo "- Zatt: 3 zattd on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}${PINNED:+, $PINNED}, $SYNCED; \`loadgen --op put --clients N --duration ${DUR}s --warmup 1s\`, $KEYS keys"
+    echo "- Zatt: 3 zattd on loopback ${ZATTD_ARGS:+(zattd $ZATTD_ARGS)}${PINNED:+, $PINNED}, $(synced_text); \`loadgen --op put --clients N --duration ${DUR}s --warmup 1s\`, $KEYS keys"
     echo "- Redis: $(redis-server --version | cut -d' ' -f3), one process, \`--save '' --appendonly no\`${PINNED:+ \`--server_cpulist 0\` (its main thread on CPU 0)}; \`redis-benchmark -t set -d 100 -r $KEYS -c N -n ...\` (about ${DUR} s)"
     echo
     echo "| round | system | clients | writes/s | Zatt/Redis | p50 ms | server CPU s | req per server-CPU-s | machine idle | load avg |"
