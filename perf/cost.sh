@@ -10,9 +10,9 @@
 #   perf/cost.sh [--requests N] [--clients C] [--op put|get] [--strace] [--redis] [--runs R]
 #
 # Environment: ZATTD_ARGS (extra zattd flags), ZATTD (another zattd build), BASE_PORT,
-# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`), TMPDIR (where the
-# data directories go; /dev/shm: in memory, what the servers cost without the disk).
-# The report goes to perf/out/cost-*.md.
+# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`, and server 1 made
+# the leader), TMPDIR (where the data directories go; /dev/shm: in memory, what the servers cost
+# without the disk). The report goes to perf/out/cost-*.md.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -16,9 +16,10 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 build() {
     if [ -z "$ZATTD_GIVEN" ]; then
         log "building zattd and loadgen (release)"
-        (cd "$ROOT" && cargo build --release -q -p zatt --bin zattd)
+        (cd "$ROOT" && cargo build --release -q -p zatt --bin zattd --bin zatt)
     else
         log "building loadgen (release); server: $ZATTD"
+        (cd "$ROOT" && cargo build --release -q -p zatt --bin zatt)
     fi
     (cd "$ROOT" && cargo build --release -q -p zatt-loadgen)
 }
@@ -67,7 +68,8 @@ synced_text() {
 # start_cluster N BASE_PORT EXTRA_ZATTD_ARGS...: servers 1..N, data and logs under $DATA. With
 # METRICS_BASE set, server i also serves /metrics on 127.0.0.1:METRICS_BASE+i-1 (METRICS holds
 # those addresses, space-separated). With PIN_CPUS=1, server i runs on CPU (i-1) mod the CPU
-# count only (`zattd --cpus`); PINNED then says so for reports ("" otherwise).
+# count only (`zattd --cpus`), and server 1 is made the leader: PINNED then says so for reports
+# ("" otherwise).
 start_cluster() {
     local n=$1 base=$2
     shift 2
@@ -103,6 +105,26 @@ start_cluster() {
         tail -n 20 "$DATA"/*.log >&2
         return 1
     fi
+    # Pinned with more servers than CPUs, which server leads decides the layout: the leader
+    # alone on a CPU and both followers sharing the other fall behind together under sustained
+    # load (perf/RESULTS.md, eleventh pass). Server 1 shares its CPU with a follower in every
+    # pinned run, so that runs compare.
+    if [ -n "$PINNED" ] && ((n > ncpu)); then
+        lead_on 1 || return 1
+        PINNED+=", n1 leading (moved there at start)"
+    fi
+}
+
+# Hands leadership to server $1 of the cluster started and waits, up to 10 s, until it leads.
+lead_on() {
+    local want=$1 i
+    for ((i = 0; i < 50; i++)); do
+        [ "$("$BIN/loadgen" status --endpoints "$ENDPOINTS" --leader-id 2>/dev/null)" = "$want" ] && return 0
+        "$BIN/zatt" --endpoints "$ENDPOINTS" --timeout 2s transfer-leader "$want" >/dev/null 2>&1 || true
+        sleep 0.2
+    done
+    log "leadership did not move to n$want within 10 s"
+    return 1
 }
 
 check_cluster() {

@@ -73,7 +73,7 @@ CHANGES=$((AFTER_LEADERS - BEFORE_LEADERS))
     probe_line "$DATA"
     echo
     echo "- maximum write rate, 64 closed-loop clients: $MAX req/s"
-    echo "- soak: open loop at $RATE writes/s for ${SECONDS_RUN} s"
+    echo "- soak: open loop at $RATE writes/s for ${SECONDS_RUN} s${PINNED:+; $PINNED}"
     echo "- achieved: $(jnum "$RUN_JSON" req_per_s) req/s, errors $(jnum "$RUN_JSON" errors)," \
         "p50 $(jnum "$RUN_JSON" p50_us) us, p99 $(jnum "$RUN_JSON" p99_us) us," \
         "p99.9 $(jnum "$RUN_JSON" p999_us) us, max $(jnum "$RUN_JSON" max_us) us"

@@ -12,10 +12,10 @@
 #
 # Redis comes from Debian's redis-server package (installed with apt-get when missing, as root).
 # Environment: ZATTD_ARGS (extra zattd flags), ZATTD (another zattd build), BASE_PORT,
-# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`; Redis's main
-# thread on CPU 0, its `server_cpulist`), TMPDIR (where the servers' data directories go;
-# TMPDIR=/dev/shm keeps them in memory, where a sync costs nothing: what the disk costs, not a
-# durable setup). The report goes to perf/out/vs-redis-*.md.
+# PIN_CPUS=1 (server i on CPU (i-1) mod the CPU count only, `zattd --cpus`, server 1 made the
+# leader; Redis's main thread on CPU 0, its `server_cpulist`), TMPDIR (where the servers' data
+# directories go; TMPDIR=/dev/shm keeps them in memory, where a sync costs nothing: what the
+# disk costs, not a durable setup). The report goes to perf/out/vs-redis-*.md.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
