@@ -205,14 +205,12 @@ impl Dict {
     /// length than the one it replaces.
     pub(super) fn insert(&mut self, key: &[u8], value: &[u8], revision: LogIndex) {
         let h = self.hasher.hash_one(key);
-        match self.map.find(h, |r| r.0.key() == key) {
+        match self.map.find(h, holds(key)) {
             None => {
                 let rec = Rec::new(&mut self.slab, key, value, revision);
                 let fresh = self.order.insert(rec.0);
                 debug_assert!(fresh, "the ordered index holds no key the map lacks");
-                let hasher = &self.hasher;
-                self.map
-                    .insert_unique(h, rec, |r| hasher.hash_one(r.0.key()));
+                self.insert_new(h, rec);
                 return;
             }
             Some(rec) if rec.0.value().len() == value.len() => {
@@ -225,7 +223,7 @@ impl Dict {
         // The new record first: should allocating it fail (and unwind), no index may be left
         // pointing at a freed one.
         let rec = Rec::new(&mut self.slab, key, value, revision);
-        let Ok(mut slot) = self.map.find_entry(h, |r| r.0.key() == key) else {
+        let Ok(mut slot) = self.map.find_entry(h, holds(key)) else {
             unreachable!("present above");
         };
         // `replace` compares against the old pointer, still alive until it is freed below.
@@ -237,7 +235,7 @@ impl Dict {
     /// Removes `key`, returning whether it was present.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
         let h = self.hasher.hash_one(key);
-        let Ok(slot) = self.map.find_entry(h, |r| r.0.key() == key) else {
+        let Ok(slot) = self.map.find_entry(h, holds(key)) else {
             return false;
         };
         let (old, _) = slot.remove();
@@ -247,9 +245,19 @@ impl Dict {
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Option<(&[u8], LogIndex)> {
+        self.find(key).map(|r| (r.0.value(), r.0.revision()))
+    }
+
+    /// The record of `key`, if there is one.
+    fn find(&self, key: &[u8]) -> Option<&Rec> {
+        self.map.find(self.hasher.hash_one(key), holds(key))
+    }
+
+    /// Files `rec`, whose key `map` does not hold, under its key's hash `h`.
+    fn insert_new(&mut self, h: u64, rec: Rec) {
+        let hasher = &self.hasher;
         self.map
-            .find(self.hasher.hash_one(key), |r| r.0.key() == key)
-            .map(|r| (r.0.value(), r.0.revision()))
+            .insert_unique(h, rec, |r| hasher.hash_one(r.0.key()));
     }
 
     /// Starts loading the record of `key`, if there is one, into the cache, without waiting
@@ -306,11 +314,10 @@ impl Dict {
             let rec = Rec::new(&mut d.slab, k, v, r);
             ptrs.push(rec.0);
             let h = d.hasher.hash_one(k);
-            let dup = match d.map.find_entry(h, |r| r.0.key() == k) {
+            let dup = match d.map.find_entry(h, holds(k)) {
                 Ok(mut slot) => Some(std::mem::replace(slot.get_mut(), rec)),
                 Err(_) => {
-                    let hasher = &d.hasher;
-                    d.map.insert_unique(h, rec, |r| hasher.hash_one(r.0.key()));
+                    d.insert_new(h, rec);
                     None
                 }
             };
@@ -348,16 +355,18 @@ impl Dict {
             "the records allocated alone, which `drop` must free, are counted"
         );
         for p in self.order.iter() {
-            let owner = self
-                .map
-                .find(self.hasher.hash_one(p.key()), |r| r.0.key() == p.key())
-                .expect("an ordered pointer has an owner");
+            let owner = self.find(p.key()).expect("an ordered pointer has an owner");
             assert_eq!(
                 owner.0 .0, p.0,
                 "the ordered index points at the owned record"
             );
         }
     }
+}
+
+/// Whether a record in `map` is the one of `key` (the table compares by the key inside it).
+fn holds(key: &[u8]) -> impl Fn(&Rec) -> bool + '_ {
+    move |r| r.0.key() == key
 }
 
 /// Asks the CPU to bring the line at `p` and the next into its cache (a record's head and key,
