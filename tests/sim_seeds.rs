@@ -57,3 +57,19 @@ fn membership_churn_and_snapshots_keep_safety_and_liveness() {
 fn chaos_keeps_safety_linearizability_and_liveness() {
     profile_holds_raft_safety(Profile::Chaos, 6_000);
 }
+
+// Goal: long runs with many clients are judged, not given up on: each of these seeds (100,000
+// fault steps, 8 clients) once ended "search budget exhausted" on a valid history, from the
+// timed-out writes nobody read (see `lincheck`). Method: the three seeds, each one run.
+#[test]
+fn long_runs_with_eight_clients_are_judged_within_the_budget() {
+    for seed in [9_100_211, 9_100_571, 9_100_919] {
+        let base = SimOptions {
+            steps: 100_000,
+            clients: 8,
+            ..SimOptions::new(seed)
+        };
+        let failed = run_seeds(&base, seed, 1);
+        assert!(failed.is_empty(), "{}", describe_failures(&failed));
+    }
+}
