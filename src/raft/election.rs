@@ -65,26 +65,42 @@ impl Raft {
             && from != self.id
     }
 
-    /// Remembers a voter that campaigns (or answers a pre-vote) with a log no more up to date
-    /// than the intact part of ours: it holds none of the entries we lost.
+    /// Remembers a voter that campaigns with a log no more up to date than the intact part of
+    /// ours, from a durable term past the bound's: it holds none of the entries we lost, and it
+    /// never will through an acknowledgement that could count with ours. A lost entry was
+    /// acknowledged in a term at most the bound's, and a node acknowledges only in its current
+    /// term, so such a node, if it ever acknowledged one, did so before and lost it since to a
+    /// leader without it. Without the term condition a voter could show a log without the
+    /// entry, then take it from the leader that still counts our old acknowledgement, and the
+    /// two make a quorum with a third that a candidate without the entry never asks.
+    /// A PreVote carries its sender's term plus one (durable: `send_pre_votes`), a RequestVote
+    /// its sender's new, durable term; a PreVoteResponse does not show the responder's term
+    /// (granted, it carries the request's) and is not counted.
     pub(super) fn note_lost_report(&mut self, m: &Message) {
-        let (li, lt) = match m.body {
+        let Some(b) = self.lost else {
+            return;
+        };
+        let (li, lt, sender_term) = match m.body {
             MessageBody::PreVote {
                 last_log_index,
                 last_log_term,
-            }
-            | MessageBody::PreVoteResponse {
+            } => (
+                last_log_index,
+                last_log_term,
+                Term(m.term.0.saturating_sub(1)),
+            ),
+            MessageBody::RequestVote {
                 last_log_index,
                 last_log_term,
                 ..
-            }
-            | MessageBody::RequestVote {
-                last_log_index,
-                last_log_term,
-                ..
-            } => (last_log_index, last_log_term),
+            } => (last_log_index, last_log_term, m.term),
             _ => return,
         };
+        if sender_term <= b.term {
+            return;
+        }
+        let lowest = self.lost_report_terms.entry(m.from).or_insert(lt);
+        *lowest = (*lowest).min(lt);
         if (lt, li) <= self.lost_intact {
             self.lost_reports.insert(m.from);
         }
@@ -94,12 +110,14 @@ impl Raft {
     /// - this node's commit index reached the bound: it holds (matching a leader) every entry the
     ///   bound covers that was committed;
     /// - its log is itself at least as up to date as the bound (the vote check then subsumes it);
-    /// - enough other voters showed a log that holds none of the lost entries that those entries
+    /// - enough other voters showed a log that holds none of the lost entries, each from a term
+    ///   past the bound's (`note_lost_report`), that those entries
     ///   cannot have been on a quorum: with `n` voters and quorum `q`, a committed entry is held
     ///   by at least `q - 1` voters besides this node, so `n - q + 1` of them holding none of it
     ///   proves it never committed. (With no other voter to ask, a lost entry was on no one
     ///   else: nothing can bring it back, and withholding votes would only stop the cluster.)
     pub(super) fn maybe_release_lost(&mut self) {
+        self.maybe_lower_lost();
         let Some(b) = self.lost else {
             return;
         };
@@ -138,6 +156,50 @@ impl Raft {
         );
         self.lost = None;
         self.lost_reports.clear();
+        self.lost_report_terms.clear();
+    }
+
+    /// Lowers the bound's term when enough voters showed logs that end before it: by the same
+    /// count as in `maybe_release_lost`, a lost entry of a term after the lowest last term that
+    /// `n - q + 1` other voters showed (each from a term past the bound, `note_lost_report`)
+    /// was on no quorum with them, and never will be: whoever of them acknowledged it did so
+    /// before, and lost it since to a leader without it. The bound's index stays. Without this,
+    /// a bound whose term no other voter's log reaches (the torn write was the vote of a new
+    /// term) keeps this node from voting for anyone, and the cluster may need its vote.
+    fn maybe_lower_lost(&mut self) {
+        let Some(b) = self.lost else {
+            return;
+        };
+        let n = self.membership.voter_count();
+        let need = (n + 1).saturating_sub(self.membership.quorum());
+        if n == 0 || need == 0 {
+            return;
+        }
+        let mut shown: Vec<Term> = self
+            .membership
+            .voters()
+            .filter(|&v| v != self.id)
+            .filter_map(|v| self.lost_report_terms.get(&v).copied())
+            .collect();
+        if shown.len() < need {
+            return;
+        }
+        shown.sort_unstable();
+        let term = shown[need - 1];
+        if term < b.term {
+            log::info!(
+                "n{}: {need} voters showed logs ending before {:?}: lost entries through {:?} \
+                 of terms up to {:?} only",
+                self.id,
+                b.term,
+                b.index,
+                term
+            );
+            self.lost = Some(LostEntries {
+                term,
+                index: b.index,
+            });
+        }
     }
 
     /// Follower if this node may campaign, else Learner.
@@ -241,11 +303,15 @@ impl Raft {
     }
 
     /// PreVote requests to every other voter, carrying this node's log position.
+    /// They leave once this node's term is durable: a node bounded by lost entries takes a
+    /// PreVote as proof that its sender's term is past the bound (`note_lost_report`), which
+    /// must still hold if the sender restarts.
     pub(super) fn send_pre_votes(&mut self) {
         let (li, lt) = (self.last_index(), self.last_term());
         let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
+        let durable = self.term_durable();
         for v in voters {
-            self.msgs.push(Message {
+            let m = Message {
                 from: self.id,
                 to: v,
                 term: self.term.next(),
@@ -253,7 +319,12 @@ impl Raft {
                     last_log_index: li,
                     last_log_term: lt,
                 },
-            });
+            };
+            if durable {
+                self.msgs.push(m);
+            } else {
+                self.msgs_after_persist.push(m);
+            }
         }
     }
 

@@ -428,10 +428,14 @@ pub struct Raft {
     lost: Option<LostEntries>,
     /// The (last term, last index) of the log recovery kept, when `lost` was set at start.
     lost_intact: (Term, LogIndex),
-    /// Voters that, since start, campaigned with a log no more up to date than `lost_intact`:
-    /// such a log holds none of the lost entries (they all come after the intact log in Raft's
-    /// up-to-date order).
+    /// Voters that, since start, campaigned from a term past the bound's with a log no more up
+    /// to date than `lost_intact`: such a log holds none of the lost entries (they all come
+    /// after the intact log in Raft's up-to-date order), and never will through an
+    /// acknowledgement that counts with ours (`note_lost_report`).
     lost_reports: std::collections::BTreeSet<NodeId>,
+    /// The lowest last log term each voter showed in those campaigns (`note_lost_report`): it
+    /// held no entry of a later term then.
+    lost_report_terms: BTreeMap<NodeId, Term>,
 }
 
 impl Raft {
@@ -524,6 +528,7 @@ impl Raft {
             lost: hs.lost,
             lost_intact: (last_term, last),
             lost_reports: std::collections::BTreeSet::new(),
+            lost_report_terms: BTreeMap::new(),
             cfg: config,
         };
         r.config_indices = r
@@ -721,10 +726,18 @@ impl Raft {
             self.reset_election_timer();
             if self.may_stand() {
                 self.start_election(false);
-            } else if self.lost.is_some() && self.can_campaign() {
+            } else if let (Some(b), true) = (self.lost, self.can_campaign()) {
                 // It may not stand, but it tells the voters where its log ends: when every
                 // node lost the same torn write, these are what lets them see that no quorum
                 // held it (`maybe_release_lost`). The answers are ignored (not a PreCandidate).
+                // First it moves past every term the lost entries can have, so that its
+                // PreVotes show the others it can no longer acknowledge any of them
+                // (`note_lost_report`); they leave once that term is durable. Only a node that
+                // heard from no leader for an election timeout gets here: a leader in the
+                // bound's term, if any, has lost it already.
+                if self.term <= b.term {
+                    self.become_follower(b.term.next(), None);
+                }
                 self.send_pre_votes();
             }
         }

@@ -83,8 +83,9 @@
 //! files before any entry of it is written) and an index at most the last kept index plus the
 //! number of records the damaged bytes could hold (from the cut to the last non-zero byte, at
 //! least one), or the index of a snapshot file the damaged records may have referred to. The
-//! raft core then withholds its vote accordingly and clears the bound (through an ordinary hard
-//! state) once it is safe; a bound already in the files is joined with a new one.
+//! raft core then withholds its vote accordingly, may lower the bound's term, and clears the
+//! bound (through an ordinary hard state) once it is safe (`raft/election.rs`); a bound already
+//! in the files is joined with a new one.
 //!
 //! # Snapshot file
 //! Magic `ZATTSNP1` (8), index (8), term (8), membership length (4) and `Membership::encode`
