@@ -1479,9 +1479,10 @@ fn lost_entries_of_one_of_two_voters_do_not_hold_back_the_other() {
 fn lost_entries_keep_a_node_from_campaigning() {
     // Goal: a node that lost entries it may have acknowledged never stands for election (it
     // would vote for itself with a log it no longer has), however long it waits; it only asks
-    // the voters where their logs end (PreVotes it does not act on), and even granted pre-votes
-    // do not make it a candidate while they show logs that may hold what it lost.
-    // Method: tick one node of three far past its election timeout, granting its pre-votes.
+    // the voters where their logs end (a RequestVote and a PreVote it does not act on, never
+    // voting for itself), and even granted pre-votes and votes do not make it a candidate
+    // while they show logs that may hold what it lost.
+    // Method: tick one node of three far past its election timeout, granting its requests.
     let mut r = single(conf(1), boot_with_lost(&[1, 2, 3], 2, &[1, 2], (2, 6)));
     let mut pre_votes = 0;
     for _ in 0..200 {
@@ -1489,7 +1490,14 @@ fn lost_entries_keep_a_node_from_campaigning() {
         let rd = r.ready();
         for m in rd.messages.iter().chain(&rd.messages_after_persist) {
             match m.body {
-                MessageBody::RequestVote { .. } => panic!("campaigned with lost entries"),
+                MessageBody::RequestVote { .. } => {
+                    r.step(msg(
+                        m.to.0,
+                        1,
+                        m.term.0,
+                        MessageBody::RequestVoteResponse { granted: true },
+                    ));
+                }
                 MessageBody::PreVote { .. } => {
                     pre_votes += 1;
                     // The voters hold the entries this node lost (their logs reach index 6),
@@ -1509,6 +1517,7 @@ fn lost_entries_keep_a_node_from_campaigning() {
             }
         }
         assert_eq!(r.role(), Role::Follower);
+        assert_ne!(r.hard_state().vote, Some(NodeId(1)), "voted for itself");
     }
     assert!(pre_votes > 0, "never told the voters where its log ends");
     r.step(msg(2, 1, 2, MessageBody::TimeoutNow));
@@ -2139,14 +2148,21 @@ fn voters_that_showed_logs_without_a_lost_entry_in_its_term_do_not_release_it() 
 
 #[test]
 fn pre_votes_wait_until_the_term_they_reveal_is_durable() {
-    // Goal: a PreVote shows its sender's term (its term plus one), and a node bounded by lost
-    // entries relies on it staying past the bound; so a PreVote leaves only once the sender's
-    // term is durable. Method: a node adopts term 5 from a refused RequestVote and reaches its
-    // election timeout before that term is written: its PreVotes wait for the write.
+    // Goal: a PreVote shows its sender's term (its term plus one), a refused PreVote the
+    // refuser's, and a node bounded by lost entries relies on that term staying past the bound;
+    // so both leave only once that term is durable. Method: a node adopts term 5 from a refused
+    // RequestVote, refuses two PreVotes and reaches its election timeout before term 5 is
+    // written: its refusals and PreVotes wait for the write, and later ones leave at once.
     let mut r = single(conf(1), boot_with_log(&[1, 2, 3], 2, None, &[2, 2]));
     r.ready();
     r.step(msg(2, 1, 5, rv(1, 1)));
     assert_eq!(r.term(), Term(5));
+    let pv = MessageBody::PreVote {
+        last_log_index: LogIndex(1),
+        last_log_term: Term(1),
+    };
+    r.step(msg(3, 1, 5, pv.clone()));
+    r.step(msg(3, 1, 4, pv.clone()));
     for _ in 0..100 {
         r.tick();
         if r.role() == Role::PreCandidate {
@@ -2156,10 +2172,17 @@ fn pre_votes_wait_until_the_term_they_reveal_is_durable() {
     assert_eq!(r.role(), Role::PreCandidate);
     let rd = r.ready();
     let is_pre_vote = |m: &Message| matches!(m.body, MessageBody::PreVote { .. });
-    assert!(
-        !rd.messages.iter().any(is_pre_vote),
-        "left before the term was durable"
-    );
+    let is_refusal =
+        |m: &Message| matches!(m.body, MessageBody::PreVoteResponse { granted: false, .. });
+    for (what, f) in [
+        ("PreVote", &is_pre_vote as &dyn Fn(&Message) -> bool),
+        ("refusal", &is_refusal),
+    ] {
+        assert!(
+            !rd.messages.iter().any(f),
+            "a {what} left before the term was durable"
+        );
+    }
     assert_eq!(
         rd.messages_after_persist
             .iter()
@@ -2167,17 +2190,23 @@ fn pre_votes_wait_until_the_term_they_reveal_is_durable() {
             .count(),
         2
     );
+    assert_eq!(
+        rd.messages_after_persist
+            .iter()
+            .filter(|m| is_refusal(m))
+            .count(),
+        2
+    );
     assert_eq!(rd.hard_state.map(|h| h.term), Some(Term(5)));
-    // Once the term is durable, the next PreVotes leave at once.
     let (i, t) = rd.persist_mark().expect("the term is to be written");
     r.persisted(i, t);
+    // Once the term is durable, refusals and PreVotes leave at once.
+    r.step(msg(3, 1, 4, pv));
+    assert!(r.ready().messages.iter().any(is_refusal));
     for _ in 0..100 {
         r.tick();
-        if r.has_ready() {
-            let rd = r.ready();
-            if rd.messages.iter().any(is_pre_vote) {
-                return;
-            }
+        if r.has_ready() && r.ready().messages.iter().any(is_pre_vote) {
+            return;
         }
     }
     panic!("no PreVote left at once with a durable term");
@@ -2226,11 +2255,106 @@ fn lost_entries_of_a_term_no_voter_reached_stop_holding_back_the_vote() {
         Some(true),
         "n2 holds t7 through 6"
     );
-    // A candidate at t7 behind the bound's index is still refused.
+    // Logs that both reach index 5 may hold a lost entry there: a candidate behind it is
+    // refused.
+    let mut r = single(conf(1), boot_with_lost(&[1, 2, 3], 8, &[6, 6, 6], (8, 5)));
+    r.step(msg(2, 1, 11, pv(6, 7)));
+    r.step(msg(3, 1, 11, pv(7, 7)));
+    r.ready();
+    r.step(msg(2, 1, 11, rv(4, 7)));
+    assert_eq!(vote_granted(&r.ready()), Some(false), "t7 through 4 only");
+    // Logs that both end at index 4 hold no lost entry: the same candidate is granted.
     let mut r = single(conf(1), boot_with_lost(&[1, 2, 3], 8, &[6, 6, 6], (8, 5)));
     r.step(msg(2, 1, 11, pv(4, 7)));
     r.step(msg(3, 1, 11, pv(4, 7)));
     r.ready();
     r.step(msg(2, 1, 11, rv(4, 7)));
-    assert_eq!(vote_granted(&r.ready()), Some(false), "t7 through 4 only");
+    assert_eq!(vote_granted(&r.ready()), Some(true), "no one past index 4");
+}
+
+#[test]
+fn lost_entries_past_every_voters_log_stop_holding_back_the_vote() {
+    // Goal: within the bound's own term, the index comes down too: lost entries past the log
+    // that enough voters showed were on no quorum, so the most up-to-date of them is granted
+    // (the simulator once found a cluster waiting forever for it). The durable bound stays.
+    // Method: a node bounded at (t7, i7) with a log through (t6, i4); n2 shows (t7, i5) and
+    // n3 (t7, i6) from term 10.
+    let mut r = single(conf(1), boot_with_lost(&[1, 2, 3], 7, &[6, 6, 6], (7, 7)));
+    let pv = |li: u64, lt: u64| MessageBody::PreVote {
+        last_log_index: LogIndex(li),
+        last_log_term: Term(lt),
+    };
+    r.step(msg(2, 1, 11, pv(5, 7)));
+    r.step(msg(3, 1, 11, pv(6, 7)));
+    r.ready();
+    assert_eq!(
+        r.lost_entries(),
+        Some(LostEntries {
+            term: Term(7),
+            index: LogIndex(7)
+        })
+    );
+    r.step(msg(2, 1, 11, rv(5, 7)));
+    assert_eq!(
+        vote_granted(&r.ready()),
+        Some(false),
+        "n3 may share a lost entry at 6"
+    );
+    r.step(msg(3, 1, 12, rv(6, 7)));
+    assert_eq!(
+        vote_granted(&r.ready()),
+        Some(true),
+        "n3 holds whatever was committed"
+    );
+}
+
+#[test]
+fn lost_entries_are_released_by_a_voter_that_never_campaigns() {
+    // Goal: n1 made n2 a voter (an entry n2 does not have yet, so n2 still takes itself for a
+    // learner and never campaigns), then lost the tail of its log. Only n1 can lead, and it may
+    // not stand while bounded; n2's log must still reach it. n1 asks: a RequestVote in its
+    // term past the bound brings n2 to that term, and n2's refusal of n1's PreVote in that
+    // same term shows its log with a term n2 can no longer acknowledge the lost entries in.
+    // Method: two nodes, ticked; a leader must be elected and n2 must end a voter.
+    let learner = membership(&[1], &[2]);
+    let both = membership(&[1, 2], &[]);
+    let common = vec![
+        Entry::new(Term(1), LogIndex(1), EntryKind::Config, &learner.encoded()),
+        ent(2, 2),
+        ent(3, 2),
+    ];
+    let mut b1 = Boot {
+        entries: common.clone(),
+        ..Default::default()
+    };
+    b1.entries.push(Entry::new(
+        Term(3),
+        LogIndex(4),
+        EntryKind::Config,
+        &both.encoded(),
+    ));
+    b1.entries.push(ent(5, 3));
+    b1.hard_state.term = Term(3);
+    b1.hard_state.commit = LogIndex(3);
+    b1.hard_state.lost = Some(LostEntries {
+        term: Term(3),
+        index: LogIndex(6),
+    });
+    let mut b2 = Boot {
+        entries: common,
+        ..Default::default()
+    };
+    b2.hard_state.term = Term(2);
+    b2.hard_state.commit = LogIndex(3);
+    let mut c = Cluster::empty();
+    c.add(1, conf(1), b1);
+    c.add(2, conf(2), b2);
+    c.tick_all(80);
+    assert_eq!(c.r(1).lost_entries(), None, "n1 still withholds");
+    assert_eq!(c.leader(), Some(1));
+    c.tick_all(5);
+    assert!(
+        c.r(2).commit_index() >= LogIndex(4),
+        "n2 learnt it is a voter"
+    );
 }

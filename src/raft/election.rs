@@ -50,7 +50,7 @@ impl Raft {
         let Some(b) = self.lost else {
             return true;
         };
-        if (lt, li) >= (b.term, b.index) {
+        if (lt, li) >= self.lost_vote_bound.unwrap_or((b.term, b.index)) {
             return true;
         }
         let config_committed = self
@@ -73,9 +73,11 @@ impl Raft {
     /// leader without it. Without the term condition a voter could show a log without the
     /// entry, then take it from the leader that still counts our old acknowledgement, and the
     /// two make a quorum with a third that a candidate without the entry never asks.
-    /// A PreVote carries its sender's term plus one (durable: `send_pre_votes`), a RequestVote
-    /// its sender's new, durable term; a PreVoteResponse does not show the responder's term
-    /// (granted, it carries the request's) and is not counted.
+    /// A PreVote carries its sender's term plus one (durable: `send_pre_votes`) or, from a
+    /// node bounded alike, its term (then counted as one less: conservative), a RequestVote
+    /// its sender's new, durable term, a refused PreVoteResponse the responder's durable term
+    /// (`on_pre_vote`); a granted one carries the request's term, not the responder's, and is
+    /// not counted.
     pub(super) fn note_lost_report(&mut self, m: &Message) {
         let Some(b) = self.lost else {
             return;
@@ -93,14 +95,19 @@ impl Raft {
                 last_log_index,
                 last_log_term,
                 ..
+            }
+            | MessageBody::PreVoteResponse {
+                granted: false,
+                last_log_index,
+                last_log_term,
             } => (last_log_index, last_log_term, m.term),
             _ => return,
         };
         if sender_term <= b.term {
             return;
         }
-        let lowest = self.lost_report_terms.entry(m.from).or_insert(lt);
-        *lowest = (*lowest).min(lt);
+        let lowest = self.lost_report_positions.entry(m.from).or_insert((lt, li));
+        *lowest = (*lowest).min((lt, li));
         if (lt, li) <= self.lost_intact {
             self.lost_reports.insert(m.from);
         }
@@ -123,7 +130,9 @@ impl Raft {
         };
         let why = if self.commit >= b.index {
             format!("its commit index reached {:?}", self.commit)
-        } else if (self.last_term(), self.last_index()) >= (b.term, b.index) {
+        } else if (self.last_term(), self.last_index())
+            >= self.lost_vote_bound.unwrap_or((b.term, b.index))
+        {
             format!(
                 "its log reached {:?} in {:?}",
                 self.last_index(),
@@ -156,16 +165,21 @@ impl Raft {
         );
         self.lost = None;
         self.lost_reports.clear();
-        self.lost_report_terms.clear();
+        self.lost_report_positions.clear();
+        self.lost_vote_bound = None;
     }
 
-    /// Lowers the bound's term when enough voters showed logs that end before it: by the same
-    /// count as in `maybe_release_lost`, a lost entry of a term after the lowest last term that
-    /// `n - q + 1` other voters showed (each from a term past the bound, `note_lost_report`)
-    /// was on no quorum with them, and never will be: whoever of them acknowledged it did so
-    /// before, and lost it since to a leader without it. The bound's index stays. Without this,
-    /// a bound whose term no other voter's log reaches (the torn write was the vote of a new
-    /// term) keeps this node from voting for anyone, and the cluster may need its vote.
+    /// Lowers the bound when enough voters showed logs that end before it. By the same count
+    /// as in `maybe_release_lost`, a lost entry beyond the `n - q + 1`-th least up-to-date log
+    /// position that other voters showed (each from a term past the bound's,
+    /// `note_lost_report`) was on no quorum with them, and never will be: whoever of them
+    /// acknowledged it did so before, and lost it since to a leader without it. So a candidate
+    /// at that position holds every lost entry that can be committed (`lost_vote_bound`). When
+    /// that position is in an earlier term than the bound's, the bound's term comes down to it,
+    /// durably (its index stays: the commit index must still reach it). Without this, a bound
+    /// whose term no other voter's log reaches (the torn write was the vote of a new term), or
+    /// whose index lies past every voter's log, keeps this node from voting for anyone, and the
+    /// cluster may need its vote.
     fn maybe_lower_lost(&mut self) {
         let Some(b) = self.lost else {
             return;
@@ -175,31 +189,39 @@ impl Raft {
         if n == 0 || need == 0 {
             return;
         }
-        let mut shown: Vec<Term> = self
+        let mut shown: Vec<(Term, LogIndex)> = self
             .membership
             .voters()
             .filter(|&v| v != self.id)
-            .filter_map(|v| self.lost_report_terms.get(&v).copied())
+            .filter_map(|v| self.lost_report_positions.get(&v).copied())
             .collect();
         if shown.len() < need {
+            // Recomputed at every step, with the membership of now.
+            self.lost_vote_bound = None;
             return;
         }
         shown.sort_unstable();
-        let term = shown[need - 1];
-        if term < b.term {
-            log::info!(
-                "n{}: {need} voters showed logs ending before {:?}: lost entries through {:?} \
-                 of terms up to {:?} only",
-                self.id,
-                b.term,
-                b.index,
-                term
-            );
-            self.lost = Some(LostEntries {
-                term,
+        let p = shown[need - 1];
+        let lowered = if p.0 < b.term {
+            LostEntries {
+                term: p.0,
                 index: b.index,
-            });
+            }
+        } else {
+            b
+        };
+        let vote_bound = (p < (lowered.term, lowered.index)).then_some(p);
+        if lowered != b || vote_bound.is_some_and(|v| Some(v) != self.lost_vote_bound) {
+            log::info!(
+                "n{}: {need} voters showed logs ending at or before {:?} in {:?}: lost entries \
+                 beyond it were on no quorum",
+                self.id,
+                p.1,
+                p.0
+            );
         }
+        self.lost = Some(lowered);
+        self.lost_vote_bound = vote_bound;
     }
 
     /// Follower if this node may campaign, else Learner.
@@ -325,6 +347,37 @@ impl Raft {
             } else {
                 self.msgs_after_persist.push(m);
             }
+        }
+    }
+
+    /// A node bounded by lost entries, with no leader, learns from the voters where their logs
+    /// end, in a way each answer can be counted by (`note_lost_report`): a RequestVote in its
+    /// own term (past the bound's) brings every voter outside a leader's lease to that term
+    /// (this node is not a candidate: the votes it may get are never counted, and cost the
+    /// cluster that one term), and a PreVote in that same term is refused by a voter there,
+    /// with its durable term and its log. A voter that never campaigns (a learner that does
+    /// not yet know it was made a voter) shows its log only this way. The RequestVote is also
+    /// what other nodes bounded alike count (a power loss that tore the same write
+    /// everywhere). All leave once this node's term is durable.
+    pub(super) fn send_lost_probes(&mut self) {
+        let (li, lt) = (self.last_index(), self.last_term());
+        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
+        for v in voters {
+            self.send_after_persist(
+                v,
+                MessageBody::RequestVote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                    transfer: false,
+                },
+            );
+            self.send_after_persist(
+                v,
+                MessageBody::PreVote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                },
+            );
         }
     }
 
@@ -490,12 +543,19 @@ impl Raft {
             && self.covers_lost(from, li, lt);
         let reply_term = if granted { term } else { self.term };
         let body = self.pre_vote_response(granted);
-        self.msgs.push(Message {
+        let m = Message {
             from: self.id,
             to: from,
             term: reply_term,
             body,
-        });
+        };
+        // A refusal shows this node's term and log to a node bounded by lost entries, which
+        // relies on the term staying (`note_lost_report`): it leaves once the term is durable.
+        if granted || self.term_durable() {
+            self.msgs.push(m);
+        } else {
+            self.msgs_after_persist.push(m);
+        }
     }
 
     pub(super) fn pre_vote_response(&self, granted: bool) -> MessageBody {

@@ -433,9 +433,13 @@ pub struct Raft {
     /// after the intact log in Raft's up-to-date order), and never will through an
     /// acknowledgement that counts with ours (`note_lost_report`).
     lost_reports: std::collections::BTreeSet<NodeId>,
-    /// The lowest last log term each voter showed in those campaigns (`note_lost_report`): it
-    /// held no entry of a later term then.
-    lost_report_terms: BTreeMap<NodeId, Term>,
+    /// The least up-to-date log position (last term, last index) each voter showed in such
+    /// campaigns (`note_lost_report`): it held no entry beyond it then.
+    lost_report_positions: BTreeMap<NodeId, (Term, LogIndex)>,
+    /// Below the bound when enough voters showed logs that end before it (`maybe_lower_lost`):
+    /// every lost entry beyond it was on no quorum. Used for votes; not durable (after a
+    /// restart the bound alone holds again, which is only more cautious).
+    lost_vote_bound: Option<(Term, LogIndex)>,
 }
 
 impl Raft {
@@ -528,7 +532,8 @@ impl Raft {
             lost: hs.lost,
             lost_intact: (last_term, last),
             lost_reports: std::collections::BTreeSet::new(),
-            lost_report_terms: BTreeMap::new(),
+            lost_report_positions: BTreeMap::new(),
+            lost_vote_bound: None,
             cfg: config,
         };
         r.config_indices = r
@@ -727,18 +732,14 @@ impl Raft {
             if self.may_stand() {
                 self.start_election(false);
             } else if let (Some(b), true) = (self.lost, self.can_campaign()) {
-                // It may not stand, but it tells the voters where its log ends: when every
-                // node lost the same torn write, these are what lets them see that no quorum
-                // held it (`maybe_release_lost`). The answers are ignored (not a PreCandidate).
-                // First it moves past every term the lost entries can have, so that its
-                // PreVotes show the others it can no longer acknowledge any of them
-                // (`note_lost_report`); they leave once that term is durable. Only a node that
-                // heard from no leader for an election timeout gets here: a leader in the
-                // bound's term, if any, has lost it already.
+                // It may not stand, but it asks the voters where their logs end
+                // (`send_lost_probes`), after moving past every term the lost entries can
+                // have. Only a node that heard from no leader for an election timeout gets
+                // here.
                 if self.term <= b.term {
                     self.become_follower(b.term.next(), None);
                 }
-                self.send_pre_votes();
+                self.send_lost_probes();
             }
         }
     }
@@ -1018,7 +1019,12 @@ impl Raft {
                 ),
                 MessageBody::PreVote { .. } => {
                     let body = self.pre_vote_response(false);
-                    self.send(m.from, body)
+                    // It shows this node's term: see `on_pre_vote`.
+                    if self.term_durable() {
+                        self.send(m.from, body)
+                    } else {
+                        self.send_after_persist(m.from, body)
+                    }
                 }
                 MessageBody::RequestVote { .. } => {
                     self.send(m.from, MessageBody::RequestVoteResponse { granted: false })
