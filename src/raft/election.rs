@@ -360,6 +360,23 @@ impl Raft {
     /// what other nodes bounded alike count (a power loss that tore the same write
     /// everywhere). All leave once this node's term is durable.
     pub(super) fn send_lost_probes(&mut self) {
+        self.send_request_votes(false);
+        let (li, lt) = (self.last_index(), self.last_term());
+        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
+        for v in voters {
+            self.send_after_persist(
+                v,
+                MessageBody::PreVote {
+                    last_log_index: li,
+                    last_log_term: lt,
+                },
+            );
+        }
+    }
+
+    /// RequestVotes in this node's term to every other voter, once that term (and a vote for
+    /// itself, if any) is durable (§3.8).
+    fn send_request_votes(&mut self, transfer: bool) {
         let (li, lt) = (self.last_index(), self.last_term());
         let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
         for v in voters {
@@ -368,14 +385,7 @@ impl Raft {
                 MessageBody::RequestVote {
                     last_log_index: li,
                     last_log_term: lt,
-                    transfer: false,
-                },
-            );
-            self.send_after_persist(
-                v,
-                MessageBody::PreVote {
-                    last_log_index: li,
-                    last_log_term: lt,
+                    transfer,
                 },
             );
         }
@@ -392,19 +402,7 @@ impl Raft {
         self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
-        let (li, lt) = (self.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-        for v in voters {
-            // The candidate's own vote must be durable before it asks for others (§3.8).
-            self.send_after_persist(
-                v,
-                MessageBody::RequestVote {
-                    last_log_index: li,
-                    last_log_term: lt,
-                    transfer,
-                },
-            );
-        }
+        self.send_request_votes(transfer);
         self.record_vote(self.id, true);
     }
 
