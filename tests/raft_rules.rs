@@ -2358,3 +2358,42 @@ fn lost_entries_are_released_by_a_voter_that_never_campaigns() {
         "n2 learnt it is a voter"
     );
 }
+
+#[test]
+fn a_lost_membership_change_is_not_released_by_the_voters_it_left_out() {
+    // Goal: n1 leads four voters and removes n3; the removal commits with n1 and n2 alone (the
+    // quorum of the three voters left). n1 then loses it to a damaged tail while n2 is down.
+    // n3 and n4 show logs without it, but that is not every other voter: n1 must not be
+    // released, or n1, n3 and n4 (a quorum of the four it still knows) elect a leader without
+    // the committed removal. (The simulator found this with the count of the membership it
+    // knows, which a removal makes too large.)
+    // Method: scripted; the cluster checks Leader Completeness after every step.
+    let mut c = Cluster::new(4, conf);
+    c.elect(1);
+    c.propose(1, b"A");
+    let t = c.r(1).term();
+    c.cut.insert((1, 3));
+    c.cut.insert((1, 4));
+    let (ci, _) = c
+        .rm(1)
+        .propose_conf_change(ConfChange::Remove { id: NodeId(3) })
+        .expect("remove n3");
+    c.settle();
+    assert!(
+        c.r(1).commit_index() >= ci,
+        "the removal committed with n1 and n2"
+    );
+    c.crash(1);
+    c.crash(2);
+    {
+        let n1 = c.nodes.get_mut(&1).unwrap();
+        n1.disk.entries.retain(|e| e.index < ci);
+        n1.disk.hs.commit = n1.disk.hs.commit.min(ci.prev());
+        n1.disk.hs.lost = Some(LostEntries { term: t, index: ci });
+    }
+    c.heal();
+    c.restart(1);
+    c.tick_all(100);
+    assert!(c.r(1).lost_entries().is_some(), "released without n2");
+    assert_eq!(c.leader(), None);
+}

@@ -117,12 +117,17 @@ impl Raft {
     /// - this node's commit index reached the bound: it holds (matching a leader) every entry the
     ///   bound covers that was committed;
     /// - its log is itself at least as up to date as the bound (the vote check then subsumes it);
-    /// - enough other voters showed a log that holds none of the lost entries, each from a term
-    ///   past the bound's (`note_lost_report`), that those entries
-    ///   cannot have been on a quorum: with `n` voters and quorum `q`, a committed entry is held
-    ///   by at least `q - 1` voters besides this node, so `n - q + 1` of them holding none of it
-    ///   proves it never committed. (With no other voter to ask, a lost entry was on no one
-    ///   else: nothing can bring it back, and withholding votes would only stop the cluster.)
+    /// - every other voter showed a log that holds none of the lost entries, each from a term
+    ///   past the bound's (`note_lost_report`): a committed entry is held by at least one voter
+    ///   besides this node. Every one, not `n - q + 1` of them: the lost entries may have held
+    ///   a membership change, committed by the quorum of its own membership, which for a
+    ///   removal is smaller than that of the membership this node still knows (the simulator
+    ///   found a 4-voter cluster electing a leader without the committed removal of a voter,
+    ///   acknowledged by this node and one other only). With every other voter showing none,
+    ///   such a change was on no quorum either (three or more voters; with two, an addition's
+    ///   quorum can be this node and the new voter). (With no other voter to ask, a lost entry
+    ///   was on no one else: nothing can bring it back, and withholding votes would only stop
+    ///   the cluster.)
     pub(super) fn maybe_release_lost(&mut self) {
         self.maybe_lower_lost();
         let Some(b) = self.lost else {
@@ -145,14 +150,13 @@ impl Raft {
                 // The damage took the membership too: nobody to ask until a leader sends it.
                 return;
             }
-            let need = (n + 1).saturating_sub(self.membership.quorum());
             let shown = others
                 .iter()
                 .filter(|v| self.lost_reports.contains(v))
                 .count();
-            if need > others.len() {
+            if others.is_empty() {
                 "no other voter could hold the lost entries".to_string()
-            } else if shown >= need {
+            } else if shown == others.len() {
                 format!("{shown} voters hold none of the lost entries")
             } else {
                 return;
@@ -169,12 +173,12 @@ impl Raft {
         self.lost_vote_bound = None;
     }
 
-    /// Lowers the bound when enough voters showed logs that end before it. By the same count
-    /// as in `maybe_release_lost`, a lost entry beyond the `n - q + 1`-th least up-to-date log
-    /// position that other voters showed (each from a term past the bound's,
-    /// `note_lost_report`) was on no quorum with them, and never will be: whoever of them
-    /// acknowledged it did so before, and lost it since to a leader without it. So a candidate
-    /// at that position holds every lost entry that can be committed (`lost_vote_bound`). When
+    /// Lowers the bound when every other voter showed a log that ends before it (see
+    /// `maybe_release_lost` for why every one): a lost entry beyond the most up-to-date log
+    /// position they showed (each from a term past the bound's, `note_lost_report`) was on no
+    /// other voter, and never will be: whoever of them acknowledged it did so before, and lost
+    /// it since to a leader without it. So a candidate at that position holds every lost entry
+    /// that can be committed (`lost_vote_bound`). When
     /// that position is in an earlier term than the bound's, the bound's term comes down to it,
     /// durably (its index stays: the commit index must still reach it). Without this, a bound
     /// whose term no other voter's log reaches (the torn write was the vote of a new term), or
@@ -184,9 +188,8 @@ impl Raft {
         let Some(b) = self.lost else {
             return;
         };
-        let n = self.membership.voter_count();
-        let need = (n + 1).saturating_sub(self.membership.quorum());
-        if n == 0 || need == 0 {
+        let need = self.membership.voter_count().saturating_sub(1);
+        if need == 0 {
             return;
         }
         let mut shown: Vec<(Term, LogIndex)> = self
