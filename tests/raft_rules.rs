@@ -2275,7 +2275,7 @@ fn lost_entries_of_a_term_no_voter_reached_stop_holding_back_the_vote() {
 #[test]
 fn lost_entries_past_every_voters_log_stop_holding_back_the_vote() {
     // Goal: within the bound's own term, the index comes down too: lost entries past the log
-    // that enough voters showed were on no quorum, so the most up-to-date of them is granted
+    // that every other voter showed were on no other voter, so the most up-to-date of them is granted
     // (the simulator once found a cluster waiting forever for it). The durable bound stays.
     // Method: a node bounded at (t7, i7) with a log through (t6, i4); n2 shows (t7, i5) and
     // n3 (t7, i6) from term 10.

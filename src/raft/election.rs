@@ -65,9 +65,9 @@ impl Raft {
             && from != self.id
     }
 
-    /// Remembers a voter that campaigns with a log no more up to date than the intact part of
-    /// ours, from a durable term past the bound's: it holds none of the entries we lost, and it
-    /// never will through an acknowledgement that could count with ours. A lost entry was
+    /// Remembers how far a voter's log reached when it showed it from a durable term past the
+    /// bound's: it held none of the entries we lost beyond that, and never will through an
+    /// acknowledgement that could count with ours. A lost entry was
     /// acknowledged in a term at most the bound's, and a node acknowledges only in its current
     /// term, so such a node, if it ever acknowledged one, did so before and lost it since to a
     /// leader without it. Without the term condition a voter could show a log without the
@@ -108,9 +108,6 @@ impl Raft {
         }
         let lowest = self.lost_report_positions.entry(m.from).or_insert((lt, li));
         *lowest = (*lowest).min((lt, li));
-        if (lt, li) <= self.lost_intact {
-            self.lost_reports.insert(m.from);
-        }
     }
 
     /// Clears `lost` once it no longer matters, for one of three reasons:
@@ -150,9 +147,15 @@ impl Raft {
                 // The damage took the membership too: nobody to ask until a leader sends it.
                 return;
             }
+            // A log no more up to date than the intact part of ours holds none of the lost
+            // entries (they all come after it in Raft's up-to-date order).
             let shown = others
                 .iter()
-                .filter(|v| self.lost_reports.contains(v))
+                .filter(|v| {
+                    self.lost_report_positions
+                        .get(v)
+                        .is_some_and(|&p| p <= self.lost_intact)
+                })
                 .count();
             if others.is_empty() {
                 "no other voter could hold the lost entries".to_string()
@@ -168,7 +171,6 @@ impl Raft {
             b.index
         );
         self.lost = None;
-        self.lost_reports.clear();
         self.lost_report_positions.clear();
         self.lost_vote_bound = None;
     }
@@ -188,23 +190,22 @@ impl Raft {
         let Some(b) = self.lost else {
             return;
         };
-        let need = self.membership.voter_count().saturating_sub(1);
-        if need == 0 {
+        let others = self.membership.voter_count().saturating_sub(1);
+        if others == 0 {
             return;
         }
-        let mut shown: Vec<(Term, LogIndex)> = self
+        // Recomputed at every step, with the membership of now: none while a voter has shown
+        // nothing.
+        let shown: Option<Vec<(Term, LogIndex)>> = self
             .membership
             .voters()
             .filter(|&v| v != self.id)
-            .filter_map(|v| self.lost_report_positions.get(&v).copied())
+            .map(|v| self.lost_report_positions.get(&v).copied())
             .collect();
-        if shown.len() < need {
-            // Recomputed at every step, with the membership of now.
+        let Some(p) = shown.and_then(|s| s.into_iter().max()) else {
             self.lost_vote_bound = None;
             return;
-        }
-        shown.sort_unstable();
-        let p = shown[need - 1];
+        };
         let lowered = if p.0 < b.term {
             LostEntries {
                 term: p.0,
@@ -216,8 +217,8 @@ impl Raft {
         let vote_bound = (p < (lowered.term, lowered.index)).then_some(p);
         if lowered != b || vote_bound.is_some_and(|v| Some(v) != self.lost_vote_bound) {
             log::info!(
-                "n{}: {need} voters showed logs ending at or before {:?} in {:?}: lost entries \
-                 beyond it were on no quorum",
+                "n{}: {others} voters showed logs ending at or before {:?} in {:?}: lost entries \
+                 beyond it were on no other voter",
                 self.id,
                 p.1,
                 p.0
@@ -332,25 +333,27 @@ impl Raft {
     /// PreVote as proof that its sender's term is past the bound (`note_lost_report`), which
     /// must still hold if the sender restarts.
     pub(super) fn send_pre_votes(&mut self) {
+        for m in self.pre_votes(self.term.next()) {
+            self.send_once_term_durable(m);
+        }
+    }
+
+    /// A PreVote in `term` to every other voter, carrying this node's log position.
+    fn pre_votes(&self, term: Term) -> Vec<Message> {
         let (li, lt) = (self.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-        let durable = self.term_durable();
-        for v in voters {
-            let m = Message {
+        self.membership
+            .voters()
+            .filter(|&v| v != self.id)
+            .map(|v| Message {
                 from: self.id,
                 to: v,
-                term: self.term.next(),
+                term,
                 body: MessageBody::PreVote {
                     last_log_index: li,
                     last_log_term: lt,
                 },
-            };
-            if durable {
-                self.msgs.push(m);
-            } else {
-                self.msgs_after_persist.push(m);
-            }
-        }
+            })
+            .collect()
     }
 
     /// A node bounded by lost entries, with no leader, learns from the voters where their logs
@@ -364,16 +367,8 @@ impl Raft {
     /// everywhere). All leave once this node's term is durable.
     pub(super) fn send_lost_probes(&mut self) {
         self.send_request_votes(false);
-        let (li, lt) = (self.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-        for v in voters {
-            self.send_after_persist(
-                v,
-                MessageBody::PreVote {
-                    last_log_index: li,
-                    last_log_term: lt,
-                },
-            );
+        for m in self.pre_votes(self.term) {
+            self.queue_after_persist(m);
         }
     }
 
@@ -550,12 +545,10 @@ impl Raft {
             term: reply_term,
             body,
         };
-        // A refusal shows this node's term and log to a node bounded by lost entries, which
-        // relies on the term staying (`note_lost_report`): it leaves once the term is durable.
-        if granted || self.term_durable() {
+        if granted {
             self.msgs.push(m);
         } else {
-            self.msgs_after_persist.push(m);
+            self.send_once_term_durable(m);
         }
     }
 

@@ -19,16 +19,30 @@ impl Raft {
 
     /// Messages that vouch for durable state: votes, RequestVote, acknowledgements (§3.8).
     pub(super) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
-        let m = Message {
+        self.queue_after_persist(Message {
             from: self.id,
             to,
             term: self.term,
             body,
-        };
+        });
+    }
+
+    pub(super) fn queue_after_persist(&mut self, m: Message) {
         if Bugs::on(self.cfg.bugs.ack_before_sync) {
             self.msgs.push(m);
         } else {
             self.msgs_after_persist.push(m);
+        }
+    }
+
+    /// Messages that show this node's term to a node bounded by lost entries, which relies on
+    /// the term staying (`note_lost_report`): PreVotes and refused PreVotes. They leave at
+    /// once when the term is durable, else with the write that makes it so.
+    pub(super) fn send_once_term_durable(&mut self, m: Message) {
+        if self.term_durable() {
+            self.msgs.push(m);
+        } else {
+            self.queue_after_persist(m);
         }
     }
 

@@ -428,17 +428,13 @@ pub struct Raft {
     lost: Option<LostEntries>,
     /// The (last term, last index) of the log recovery kept, when `lost` was set at start.
     lost_intact: (Term, LogIndex),
-    /// Voters that, since start, campaigned from a term past the bound's with a log no more up
-    /// to date than `lost_intact`: such a log holds none of the lost entries (they all come
-    /// after the intact log in Raft's up-to-date order), and never will through an
-    /// acknowledgement that counts with ours (`note_lost_report`).
-    lost_reports: std::collections::BTreeSet<NodeId>,
-    /// The least up-to-date log position (last term, last index) each voter showed in such
-    /// campaigns (`note_lost_report`): it held no entry beyond it then.
+    /// The least up-to-date log position (last term, last index) each voter showed, since start,
+    /// from a term past the bound's (`note_lost_report`): it held no entry beyond it then, and
+    /// never will through an acknowledgement that counts with ours.
     lost_report_positions: BTreeMap<NodeId, (Term, LogIndex)>,
-    /// Below the bound when enough voters showed logs that end before it (`maybe_lower_lost`):
-    /// every lost entry beyond it was on no quorum. Used for votes; not durable (after a
-    /// restart the bound alone holds again, which is only more cautious).
+    /// Below the bound when every other voter showed a log that ends before it
+    /// (`maybe_lower_lost`): no lost entry beyond it is on another voter. Used for votes; not
+    /// durable (after a restart the bound alone holds again, which is only more cautious).
     lost_vote_bound: Option<(Term, LogIndex)>,
 }
 
@@ -531,7 +527,6 @@ impl Raft {
             durable_seq: 0,
             lost: hs.lost,
             lost_intact: (last_term, last),
-            lost_reports: std::collections::BTreeSet::new(),
             lost_report_positions: BTreeMap::new(),
             lost_vote_bound: None,
             cfg: config,
@@ -1019,12 +1014,12 @@ impl Raft {
                 ),
                 MessageBody::PreVote { .. } => {
                     let body = self.pre_vote_response(false);
-                    // It shows this node's term: see `on_pre_vote`.
-                    if self.term_durable() {
-                        self.send(m.from, body)
-                    } else {
-                        self.send_after_persist(m.from, body)
-                    }
+                    self.send_once_term_durable(Message {
+                        from: self.id,
+                        to: m.from,
+                        term: self.term,
+                        body,
+                    });
                 }
                 MessageBody::RequestVote { .. } => {
                     self.send(m.from, MessageBody::RequestVoteResponse { granted: false })
