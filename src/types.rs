@@ -328,6 +328,9 @@ pub enum MessageBody {
         /// from it whether this voter could hold any of them (`raft::election`).
         last_log_index: LogIndex,
         last_log_term: Term,
+        /// Whether the responder may campaign (a voter of its own latest membership): a
+        /// server that is none holds no lost change that made it one (`raft::election`).
+        voter: bool,
     },
     RequestVote {
         last_log_index: LogIndex,

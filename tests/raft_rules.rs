@@ -1315,6 +1315,7 @@ fn garbage_messages_never_panic() {
             granted: true,
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            voter: true,
         },
         MessageBody::RequestVoteResponse { granted: true },
         MessageBody::TimeoutNow,
@@ -1452,6 +1453,43 @@ fn lost_entries_withhold_votes_from_candidates_behind_them() {
 }
 
 #[test]
+fn a_learner_that_holds_the_lost_entries_releases_them_by_showing_it_is_no_voter() {
+    // Goal: a lone voter's lost entries may sit on a learner it heard from (it replicated them
+    // there); the learner's log never goes back behind them, so only its word that it may not
+    // campaign (no lost change made it a voter) releases the bound. A voter of this node's
+    // membership must still show a log without them.
+    // Method: n1 bounded at (t2, i6), log through i2; n2 heard; refused PreVoteResponses from
+    // a term past the bound's with n2's log at (t2, i6).
+    let ahead = |voter: bool| MessageBody::PreVoteResponse {
+        granted: false,
+        last_log_index: LogIndex(6),
+        last_log_term: Term(2),
+        voter,
+    };
+    let heard = |voters: &[u64]| {
+        let mut b = boot_with_lost(voters, 2, &[2, 2], (2, 6));
+        b.heard.insert(NodeId(2));
+        single(conf(1), b)
+    };
+    let mut r = heard(&[1]);
+    r.step(msg(2, 1, 3, ahead(true)));
+    assert!(r.lost_entries().is_some(), "it may campaign");
+    r.step(msg(2, 1, 2, ahead(false)));
+    assert!(
+        r.lost_entries().is_some(),
+        "not from a term past the bound's"
+    );
+    r.step(msg(2, 1, 3, ahead(false)));
+    assert_eq!(r.lost_entries(), None, "no voter");
+    let mut r = heard(&[1, 2]);
+    r.step(msg(2, 1, 3, ahead(false)));
+    assert!(
+        r.lost_entries().is_some(),
+        "a voter of ours must show its log"
+    );
+}
+
+#[test]
 fn lost_entries_of_one_of_two_voters_do_not_hold_back_the_other() {
     // Goal: with two voters, the other one holds every committed entry this node may have lost
     // (committing took both), so its candidacy is granted even behind the bound's term; with
@@ -1473,6 +1511,17 @@ fn lost_entries_of_one_of_two_voters_do_not_hold_back_the_other() {
     );
     r.step(msg(2, 1, 4, rv(5, 2)));
     assert_eq!(vote_granted(&r.ready()), Some(false), "three voters");
+    // A third server heard from may have been made a voter by a lost entry and committed it
+    // with this node alone: the other voter need not hold it.
+    let mut b = committed(boot_with_lost(&[1, 2], 3, &[2, 2, 2], (3, 5)));
+    b.heard.insert(NodeId(3));
+    let mut r = single(plain(1), b);
+    r.step(msg(2, 1, 4, rv(5, 2)));
+    assert_eq!(
+        vote_granted(&r.ready()),
+        Some(false),
+        "a third server heard"
+    );
 }
 
 #[test]
@@ -1510,6 +1559,7 @@ fn lost_entries_keep_a_node_from_campaigning() {
                             granted: true,
                             last_log_index: LogIndex(6),
                             last_log_term: Term(2),
+                            voter: true,
                         },
                     ));
                 }
@@ -1571,9 +1621,51 @@ fn lost_entries_are_cleared_when_enough_voters_hold_none_of_them() {
 
 #[test]
 fn lost_entries_of_a_lone_voter_are_cleared_at_once() {
-    // Goal: with no other voter, withholding votes could only stop the cluster for good.
+    // Goal: with no other server that could hold them, withholding votes could only stop the
+    // cluster for good.
     let r = single(conf(1), boot_with_lost(&[1], 2, &[2, 2], (2, 6)));
     assert_eq!(r.lost_entries(), None);
+}
+
+#[test]
+fn a_lone_voter_that_heard_from_other_servers_waits_for_them() {
+    // Goal: the lost entries of a voter alone in the intact part of its log may have added
+    // the servers it heard from as voters, who can then elect a leader of their own (the
+    // simulator found n3, alone in its intact log, leading t27 beside n1 elected by the
+    // voters its lost entries had added). It keeps the bound until each of them showed a log
+    // without the lost entries, from a term past the bound's.
+    // Method: a lone voter bounded at (t2, i6), log through i2; n2 is a heard peer. A report
+    // from a term not past the bound's changes nothing; one past it releases.
+    let mut b = boot_with_lost(&[1], 2, &[2, 2], (2, 6));
+    b.heard.insert(NodeId(2));
+    let mut r = single(conf(1), b);
+    assert!(r.lost_entries().is_some(), "a heard peer may hold them");
+    for _ in 0..40 {
+        r.tick();
+    }
+    let rd = r.ready();
+    assert_ne!(r.role(), Role::Leader);
+    assert!(
+        rd.messages
+            .iter()
+            .chain(&rd.messages_after_persist)
+            .any(|m| m.to == NodeId(2) && matches!(m.body, MessageBody::PreVote { .. })),
+        "the heard peer is asked where its log ends"
+    );
+    let refused = || MessageBody::PreVoteResponse {
+        granted: false,
+        last_log_index: LogIndex(2),
+        last_log_term: Term(2),
+        voter: true,
+    };
+    r.step(msg(2, 1, 2, refused()));
+    assert!(
+        r.lost_entries().is_some(),
+        "not from a term past the bound's"
+    );
+    let t = r.term().0;
+    r.step(msg(2, 1, t, refused()));
+    assert_eq!(r.lost_entries(), None, "shown without them");
 }
 
 /// Three voters; n1 leads and commits entries 4..=6 with n2 while n3 is cut off; then n2's
@@ -1898,6 +1990,7 @@ fn hostile_run(seed: u64) {
                 granted: rnd(2) == 0,
                 last_log_index: idx(&mut rnd),
                 last_log_term: t(&mut rnd),
+                voter: true,
             },
             2 => MessageBody::RequestVote {
                 last_log_index: idx(&mut rnd),

@@ -73,3 +73,17 @@ fn long_runs_with_eight_clients_are_judged_within_the_budget() {
         assert!(failed.is_empty(), "{}", describe_failures(&failed));
     }
 }
+
+// Goal: a voter alone in the intact part of its damaged log does not lead beside the voters
+// its lost entries added: this seed once ended "n1 and n3 both led t27" (n3 took itself for
+// the whole cluster; see `raft::election`, `lost_witnesses`). The scripted rule is in
+// `tests/raft_rules.rs`; this keeps the simulator's own find. Method: the seed, run once.
+#[test]
+fn a_lone_voter_with_a_damaged_tail_does_not_lead_beside_the_voters_it_lost() {
+    let base = SimOptions {
+        profile: Some(Profile::Chaos),
+        ..SimOptions::new(9_910_440)
+    };
+    let failed = run_seeds(&base, 9_910_440, 1);
+    assert!(failed.is_empty(), "{}", describe_failures(&failed));
+}

@@ -76,6 +76,13 @@ pub fn every_message() -> Vec<Message> {
             granted: true,
             last_log_index: LogIndex(7),
             last_log_term: Term(2),
+            voter: true,
+        }),
+        msg(MessageBody::PreVoteResponse {
+            granted: false,
+            last_log_index: LogIndex(9),
+            last_log_term: Term(4),
+            voter: false,
         }),
         msg(MessageBody::RequestVote {
             last_log_index: LogIndex(10),

@@ -291,6 +291,7 @@ pub(super) fn write_restore(
         hard_state,
         snapshot: Some(snapshot),
         entries: Vec::new(),
+        heard: Default::default(),
     })
 }
 

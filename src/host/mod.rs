@@ -409,9 +409,10 @@ impl Host {
     pub fn new(
         cfg: HostConfig,
         raft_cfg: raft::Config,
-        boot: Boot,
+        mut boot: Boot,
         seed: u64,
     ) -> Result<Host, String> {
+        boot.heard = cfg.pins.keys().copied().collect();
         let (kv, snapshot_index, applied_term, applied_membership) = match &boot.snapshot {
             Some(s) => {
                 // Restored from the bytes storage checked (in memory, read once at recovery),

@@ -101,16 +101,7 @@ fn host(voters: &[u64]) -> Host {
 
 /// Node n1 of a new cluster of `voters` (n`v` at 127.0.0.1:5000+`v`), configured by `cfg`.
 fn host_with(voters: &[u64], cfg: HostConfig) -> Host {
-    let mut m = Membership::default();
-    for &v in voters {
-        m.members.insert(
-            NodeId(v),
-            Member {
-                role: MemberRole::Voter,
-                addr: format!("127.0.0.1:{}", 5000 + v),
-            },
-        );
-    }
+    let m = voters_membership(voters);
     Host::new(cfg, raft::Config::new(N1), Boot::bootstrap(&m), 7).unwrap()
 }
 
@@ -198,6 +189,7 @@ fn elect(h: &mut Host, out: &mut Recorder) {
             granted: true,
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            voter: true,
         },
     );
     assert_eq!(h.raft().role(), Role::Candidate);
@@ -318,6 +310,7 @@ fn a_commit_only_hard_state_behind_a_batch_in_flight_still_reports_its_mark() {
             granted: true,
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            voter: true,
         },
     );
     assert_eq!(h.raft().role(), Role::Candidate);
@@ -960,6 +953,78 @@ fn a_member_is_pinned_before_its_first_message_is_acted_on() {
     assert_eq!(out.pins.len(), 1, "n9 is no member");
 }
 
+fn voters_membership(voters: &[u64]) -> Membership {
+    let mut m = Membership::default();
+    for &v in voters {
+        m.members.insert(
+            NodeId(v),
+            Member {
+                role: MemberRole::Voter,
+                addr: format!("127.0.0.1:{}", 5000 + v),
+            },
+        );
+    }
+    m
+}
+
+#[test]
+fn a_sender_its_own_message_made_a_member_is_pinned_before_the_answer() {
+    // Goal: a leader whose entries carry the change that added it is pinned once that change
+    // is in the log, before the acknowledgement leaves: if a damaged tail later takes the
+    // change, the pin still says the leader may be a voter.
+    // Method: n1 of {n1, n2} gets n3's AppendEntries holding the Config {n1, n2, n3}.
+    let mut h = host_with_identity(&[1, 2], &[]);
+    let mut out = Recorder::default();
+    h.end_turn(&mut out, now()).unwrap();
+    let three = voters_membership(&[1, 2, 3]);
+    let ae = Message {
+        from: NodeId(3),
+        to: N1,
+        term: Term(2),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![Entry::new(
+                Term(2),
+                LogIndex(2),
+                EntryKind::Config,
+                &three.encoded(),
+            )],
+            leader_commit: LogIndex(1),
+            read_seq: 0,
+        },
+    };
+    h.peer_message(&mut out, ae, 0x33, 0x11);
+    assert_eq!(out.pins, vec![(NodeId(3), 0x33)]);
+    assert!(
+        take(&mut out, "AppendEntriesResponse").is_none(),
+        "pinned before anything is answered"
+    );
+}
+
+#[test]
+fn the_peers_pinned_at_start_keep_a_lone_voter_bounded_by_lost_entries() {
+    // Goal: the pins reach the core (`Boot::heard`): a voter alone in the intact part of its
+    // log keeps its lost-entries bound while a peer it heard from may hold them.
+    let boot = |pins: &[(u64, u64)]| {
+        let mut b = Boot::bootstrap(&voters_membership(&[1]));
+        b.hard_state.term = Term(2);
+        b.hard_state.lost = Some(LostEntries {
+            term: Term(2),
+            index: LogIndex(4),
+        });
+        let mut cfg = HostConfig::new(1 << 20, 1_000_000);
+        cfg.incarnation = 0x11;
+        cfg.pins = pins.iter().map(|&(p, i)| (NodeId(p), i)).collect();
+        Host::new(cfg, raft::Config::new(N1), b, 7).unwrap()
+    };
+    assert_eq!(boot(&[]).raft().lost_entries(), None, "alone");
+    assert!(
+        boot(&[(2, 0x22)]).raft().lost_entries().is_some(),
+        "n2 heard"
+    );
+}
+
 #[test]
 fn messages_from_or_to_another_incarnation_reach_nothing() {
     // Goal: a peer that came back with another data directory is not the member this node knew:
@@ -1437,6 +1502,7 @@ fn a_recovered_snapshot_is_restored_from_the_bytes_recovery_checked_and_then_lef
         },
         snapshot: Some(snap),
         entries: Vec::new(),
+        heard: Default::default(),
     };
     let h2 = Host::new(
         HostConfig::new(1 << 20, 1_000_000),

@@ -37,11 +37,13 @@ impl Raft {
     /// every promise it made, so its vote is withheld until the log it holds stands for it
     /// (a learner is promoted only once caught up, so a real member never needs it).
     ///
-    /// One exception to the bound: with two voters, the only other one holds every committed
-    /// entry this node may have lost (committing one took both of them, under the membership
-    /// this node knows committed: committing that very membership took both too, and every
-    /// entry before it came with it). Without it, a two-voter cluster whose one node tore its
-    /// last write after moving to a new term would wait forever: the bound's term is that new
+    /// One exception to the bound: with two voters and no other server this node knows of
+    /// (`lost_witnesses`), the only other voter holds every committed entry this node may
+    /// have lost (committing one took both of them, under the membership this node knows
+    /// committed: committing that very membership took both too, and every entry before it
+    /// came with it; a lost change that added a voter was committed with a server this node
+    /// would have heard from). Without it, a two-voter cluster whose one node tore its last
+    /// write after moving to a new term would wait forever: the bound's term is that new
     /// term, which the other voter's log cannot reach without a leader.
     fn covers_lost(&self, from: NodeId, li: LogIndex, lt: Term) -> bool {
         if self.last_index().0 == 0 {
@@ -62,7 +64,25 @@ impl Raft {
             && m.voter_count() == 2
             && m.is_voter(self.id)
             && m.is_voter(from)
-            && from != self.id
+            && self.lost_witnesses() == [from]
+    }
+
+    /// The servers whose logs tell whether another server may hold an entry this node lost:
+    /// every other voter of its membership, and every peer it heard from as a member before
+    /// it started (`Boot::heard`). A lost entry may have made a server a voter (added it, or
+    /// promoted a learner), but such a change counts only once committed, or once that
+    /// server campaigns or leads with it; with this node among the voters, either takes a
+    /// voter of the intact membership that then holds the change (and shows a log past the
+    /// intact part), or an acknowledgement or vote between this node and the new voter, so
+    /// this node heard from it. Without the peers, a voter left alone by the intact part of
+    /// its log took itself for the whole cluster while the voters its lost entries added
+    /// elected a leader of their own (found by the simulator). A learner never heard from is
+    /// not asked: it may be gone for good, and waiting on it would stop the cluster.
+    pub(super) fn lost_witnesses(&self) -> Vec<NodeId> {
+        let mut w: BTreeSet<NodeId> = self.heard_at_start.clone();
+        w.extend(self.membership.voters());
+        w.remove(&self.id);
+        w.into_iter().collect()
     }
 
     /// Remembers how far a voter's log reached when it showed it from a durable term past the
@@ -77,12 +97,13 @@ impl Raft {
     /// node bounded alike, its term (then counted as one less: conservative), a RequestVote
     /// its sender's new, durable term, a refused PreVoteResponse the responder's durable term
     /// (`on_pre_vote`); a granted one carries the request's term, not the responder's, and is
-    /// not counted.
+    /// not counted. Whether the sender may campaign is remembered too, as last shown (a
+    /// PreVote or RequestVote shows it may).
     pub(super) fn note_lost_report(&mut self, m: &Message) {
         let Some(b) = self.lost else {
             return;
         };
-        let (li, lt, sender_term) = match m.body {
+        let (li, lt, sender_term, voter) = match m.body {
             MessageBody::PreVote {
                 last_log_index,
                 last_log_term,
@@ -90,17 +111,19 @@ impl Raft {
                 last_log_index,
                 last_log_term,
                 Term(m.term.0.saturating_sub(1)),
+                true,
             ),
             MessageBody::RequestVote {
                 last_log_index,
                 last_log_term,
                 ..
-            }
-            | MessageBody::PreVoteResponse {
+            } => (last_log_index, last_log_term, m.term, true),
+            MessageBody::PreVoteResponse {
                 granted: false,
                 last_log_index,
                 last_log_term,
-            } => (last_log_index, last_log_term, m.term),
+                voter,
+            } => (last_log_index, last_log_term, m.term, voter),
             _ => return,
         };
         if sender_term <= b.term {
@@ -108,13 +131,36 @@ impl Raft {
         }
         let lowest = self.lost_report_positions.entry(m.from).or_insert((lt, li));
         *lowest = (*lowest).min((lt, li));
+        if voter {
+            self.lost_non_voters.remove(&m.from);
+        } else {
+            self.lost_non_voters.insert(m.from);
+        }
+    }
+
+    /// Whether `w` showed it holds none of the lost entries that count: a log no more up to
+    /// date than the intact part of ours (the lost entries all come after it in Raft's
+    /// up-to-date order), or, for a server that is not a voter of our membership, that it
+    /// may not campaign. Such a server's log may hold lost entries (a learner the lost
+    /// entries were sent to), but no lost change that made it a voter: the membership of a
+    /// log is its latest change, and from a term past the bound's it takes no lost entry it
+    /// does not already hold. A lost change that made any server a voter was committed, or led
+    /// with, a server this node heard from or a voter of its membership (`lost_witnesses`),
+    /// which shows it. Without this, a voter alone in its intact log waits for good on a
+    /// learner that holds what it lost.
+    fn lost_witness_cleared(&self, w: NodeId) -> bool {
+        let Some(&p) = self.lost_report_positions.get(&w) else {
+            return false;
+        };
+        p <= self.lost_intact || (self.lost_non_voters.contains(&w) && !self.membership.is_voter(w))
     }
 
     /// Clears `lost` once it no longer matters, for one of three reasons:
     /// - this node's commit index reached the bound: it holds (matching a leader) every entry the
     ///   bound covers that was committed;
     /// - its log is itself at least as up to date as the bound (the vote check then subsumes it);
-    /// - every other voter showed a log that holds none of the lost entries, each from a term
+    /// - every other voter, and every other server that may have become one
+    ///   (`lost_witnesses`), showed a log that holds none of the lost entries, each from a term
     ///   past the bound's (`note_lost_report`): a committed entry is held by at least one voter
     ///   besides this node. Every one, not `n - q + 1` of them: the lost entries may have held
     ///   a membership change, committed by the quorum of its own membership, which for a
@@ -122,9 +168,9 @@ impl Raft {
     ///   found a 4-voter cluster electing a leader without the committed removal of a voter,
     ///   acknowledged by this node and one other only). With every other voter showing none,
     ///   such a change was on no quorum either (three or more voters; with two, an addition's
-    ///   quorum can be this node and the new voter). (With no other voter to ask, a lost entry
-    ///   was on no one else: nothing can bring it back, and withholding votes would only stop
-    ///   the cluster.)
+    ///   quorum can be this node and the new voter, whom it heard from). (With no other server
+    ///   to ask, a lost entry was on no one else: nothing can bring it back, and withholding
+    ///   votes would only stop the cluster.)
     pub(super) fn maybe_release_lost(&mut self) {
         self.maybe_lower_lost();
         let Some(b) = self.lost else {
@@ -141,26 +187,19 @@ impl Raft {
                 self.last_term()
             )
         } else {
-            let others: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-            let n = self.membership.voter_count();
-            if n == 0 {
+            let others = self.lost_witnesses();
+            if self.membership.voter_count() == 0 {
                 // The damage took the membership too: nobody to ask until a leader sends it.
                 return;
             }
-            // A log no more up to date than the intact part of ours holds none of the lost
-            // entries (they all come after it in Raft's up-to-date order).
             let shown = others
                 .iter()
-                .filter(|v| {
-                    self.lost_report_positions
-                        .get(v)
-                        .is_some_and(|&p| p <= self.lost_intact)
-                })
+                .filter(|&&w| self.lost_witness_cleared(w))
                 .count();
             if others.is_empty() {
-                "no other voter could hold the lost entries".to_string()
+                "no other server could hold the lost entries".to_string()
             } else if shown == others.len() {
-                format!("{shown} voters hold none of the lost entries")
+                format!("{shown} servers hold none of the lost entries")
             } else {
                 return;
             }
@@ -172,11 +211,13 @@ impl Raft {
         );
         self.lost = None;
         self.lost_report_positions.clear();
+        self.lost_non_voters.clear();
         self.lost_vote_bound = None;
     }
 
-    /// Lowers the bound when every other voter showed a log that ends before it (see
-    /// `maybe_release_lost` for why every one): a lost entry beyond the most up-to-date log
+    /// Lowers the bound when every other voter, and every other server that may have become
+    /// one (`lost_witnesses`), showed a log that ends before it (see `maybe_release_lost` for
+    /// why every one): a lost entry beyond the most up-to-date log
     /// position they showed (each from a term past the bound's, `note_lost_report`) was on no
     /// other voter, and never will be: whoever of them acknowledged it did so before, and lost
     /// it since to a leader without it. So a candidate at that position holds every lost entry
@@ -190,19 +231,23 @@ impl Raft {
         let Some(b) = self.lost else {
             return;
         };
-        let others = self.membership.voter_count().saturating_sub(1);
+        let witnesses = self.lost_witnesses();
+        let others = witnesses.len();
         if others == 0 {
             return;
         }
-        // Recomputed at every step, with the membership of now: none while a voter has shown
-        // nothing.
-        let shown: Option<Vec<(Term, LogIndex)>> = self
-            .membership
-            .voters()
-            .filter(|&v| v != self.id)
-            .map(|v| self.lost_report_positions.get(&v).copied())
+        // Recomputed at every step, with the membership of now: none while a witness has shown
+        // nothing. A server that showed it may not campaign, and is no voter of ours, holds no
+        // lost entry that can be committed without the voters (`lost_witness_cleared`).
+        let shown: Option<Vec<Option<(Term, LogIndex)>>> = witnesses
+            .iter()
+            .map(|&w| {
+                let p = self.lost_report_positions.get(&w).copied()?;
+                let non_voter = self.lost_non_voters.contains(&w) && !self.membership.is_voter(w);
+                Some((!non_voter).then_some(p))
+            })
             .collect();
-        let Some(p) = shown.and_then(|s| s.into_iter().max()) else {
+        let Some(p) = shown.and_then(|s| s.into_iter().flatten().max()) else {
             self.lost_vote_bound = None;
             return;
         };
@@ -217,8 +262,8 @@ impl Raft {
         let vote_bound = (p < (lowered.term, lowered.index)).then_some(p);
         if lowered != b || vote_bound.is_some_and(|v| Some(v) != self.lost_vote_bound) {
             log::info!(
-                "n{}: {others} voters showed logs ending at or before {:?} in {:?}: lost entries \
-                 beyond it were on no other voter",
+                "n{}: {others} servers showed logs ending at or before {:?} in {:?}: lost \
+                 entries beyond it were on no other voter",
                 self.id,
                 p.1,
                 p.0
@@ -333,18 +378,20 @@ impl Raft {
     /// PreVote as proof that its sender's term is past the bound (`note_lost_report`), which
     /// must still hold if the sender restarts.
     pub(super) fn send_pre_votes(&mut self) {
-        for m in self.pre_votes(self.term.next()) {
+        for m in self.pre_votes(self.term.next(), &self.other_voters()) {
             self.send_once_term_durable(m);
         }
     }
 
-    /// A PreVote in `term` to every other voter, carrying this node's log position.
-    fn pre_votes(&self, term: Term) -> Vec<Message> {
+    fn other_voters(&self) -> Vec<NodeId> {
+        self.membership.voters().filter(|&v| v != self.id).collect()
+    }
+
+    /// A PreVote in `term` to each of `to`, carrying this node's log position.
+    fn pre_votes(&self, term: Term, to: &[NodeId]) -> Vec<Message> {
         let (li, lt) = (self.last_index(), self.last_term());
-        self.membership
-            .voters()
-            .filter(|&v| v != self.id)
-            .map(|v| Message {
+        to.iter()
+            .map(|&v| Message {
                 from: self.id,
                 to: v,
                 term,
@@ -356,8 +403,9 @@ impl Raft {
             .collect()
     }
 
-    /// A node bounded by lost entries, with no leader, learns from the voters where their logs
-    /// end, in a way each answer can be counted by (`note_lost_report`): a RequestVote in its
+    /// A node bounded by lost entries, with no leader, learns from the voters (and the other
+    /// servers that may have become voters, `lost_witnesses`) where their logs end, in a way
+    /// each answer can be counted by (`note_lost_report`): a RequestVote in its
     /// own term (past the bound's) brings every voter outside a leader's lease to that term
     /// (this node is not a candidate: the votes it may get are never counted, and cost the
     /// cluster that one term), and a PreVote in that same term is refused by a voter there,
@@ -366,18 +414,18 @@ impl Raft {
     /// what other nodes bounded alike count (a power loss that tore the same write
     /// everywhere). All leave once this node's term is durable.
     pub(super) fn send_lost_probes(&mut self) {
-        self.send_request_votes(false);
-        for m in self.pre_votes(self.term) {
+        let witnesses = self.lost_witnesses();
+        self.send_request_votes(&witnesses, false);
+        for m in self.pre_votes(self.term, &witnesses) {
             self.queue_after_persist(m);
         }
     }
 
-    /// RequestVotes in this node's term to every other voter, once that term (and a vote for
+    /// RequestVotes in this node's term to each of `to`, once that term (and a vote for
     /// itself, if any) is durable (§3.8).
-    fn send_request_votes(&mut self, transfer: bool) {
+    fn send_request_votes(&mut self, to: &[NodeId], transfer: bool) {
         let (li, lt) = (self.last_index(), self.last_term());
-        let voters: Vec<NodeId> = self.membership.voters().filter(|&v| v != self.id).collect();
-        for v in voters {
+        for &v in to {
             self.send_after_persist(
                 v,
                 MessageBody::RequestVote {
@@ -400,7 +448,7 @@ impl Raft {
         self.won_election = false;
         self.reset_election_timer();
         self.log_role(before);
-        self.send_request_votes(transfer);
+        self.send_request_votes(&self.other_voters(), transfer);
         self.record_vote(self.id, true);
     }
 
@@ -557,6 +605,7 @@ impl Raft {
             granted,
             last_log_index: self.last_index(),
             last_log_term: self.last_term(),
+            voter: self.can_campaign(),
         }
     }
 

@@ -82,7 +82,7 @@ mod progress;
 
 use log_view::decode_membership;
 use progress::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Known-bug switches for the simulator: each one re-introduces a classic Raft bug so that a test
 /// can show the simulator catches it. Only honoured when built with the `simbugs` feature.
@@ -192,6 +192,10 @@ pub struct Boot {
     pub snapshot: Option<Snapshot>,
     /// The durable log after the snapshot, contiguous and in index order.
     pub entries: Vec<Entry>,
+    /// The peers this node heard from as members (the host's durable pins of their data
+    /// directories). Entries lost to a damaged log tail may have made any of them a voter
+    /// (`HardState::lost`): each then counts like a voter that must show its log.
+    pub heard: BTreeSet<NodeId>,
 }
 
 impl Boot {
@@ -213,6 +217,7 @@ impl Boot {
                 EntryKind::Config,
                 &membership.encoded(),
             )],
+            heard: BTreeSet::new(),
         }
     }
 }
@@ -432,10 +437,14 @@ pub struct Raft {
     /// from a term past the bound's (`note_lost_report`): it held no entry beyond it then, and
     /// never will through an acknowledgement that counts with ours.
     lost_report_positions: BTreeMap<NodeId, (Term, LogIndex)>,
+    /// The servers whose latest such report showed they may not campaign.
+    lost_non_voters: BTreeSet<NodeId>,
     /// Below the bound when every other voter showed a log that ends before it
     /// (`maybe_lower_lost`): no lost entry beyond it is on another voter. Used for votes; not
     /// durable (after a restart the bound alone holds again, which is only more cautious).
     lost_vote_bound: Option<(Term, LogIndex)>,
+    /// `Boot::heard`, kept as it was at start: the lost entries came before it.
+    heard_at_start: BTreeSet<NodeId>,
 }
 
 impl Raft {
@@ -528,7 +537,9 @@ impl Raft {
             lost: hs.lost,
             lost_intact: (last_term, last),
             lost_report_positions: BTreeMap::new(),
+            lost_non_voters: BTreeSet::new(),
             lost_vote_bound: None,
+            heard_at_start: boot.heard,
             cfg: config,
         };
         r.config_indices = r

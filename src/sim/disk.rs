@@ -316,6 +316,7 @@ impl LogStorage for SimDisk {
             hard_state: self.durable.hard_state,
             snapshot: self.durable.snapshot.clone(),
             entries: self.durable.entries.clone(),
+            heard: Default::default(),
         })
     }
 

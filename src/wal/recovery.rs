@@ -765,6 +765,7 @@ pub fn replay(
             hard_state,
             snapshot,
             entries: state.entries,
+            heard: Default::default(),
         },
         segments: scans,
         file_hard_state: file_hs,

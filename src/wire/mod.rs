@@ -16,7 +16,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 2 | magic `0x5A 0x74` ("Zt") |
-//! | 2 | 1 | version, 2 |
+//! | 2 | 1 | version, 3 |
 //! | 3 | 1 | flags: bit 0 = a tag follows the body; other bits must be 0 |
 //! | 4 | 8 | cluster id |
 //! | 12 | 8 | from: sender's `NodeId` |
@@ -64,7 +64,7 @@
 //! | kind | message | fields |
 //! |---|---|---|
 //! | 1 | PreVote | last_log_index u64, last_log_term u64 |
-//! | 2 | PreVoteResponse | granted bool, last_log_index u64, last_log_term u64 (the responder's log) |
+//! | 2 | PreVoteResponse | granted bool, last_log_index u64, last_log_term u64 (the responder's log), voter bool (the responder may campaign) |
 //! | 3 | RequestVote | last_log_index u64, last_log_term u64, transfer bool |
 //! | 4 | RequestVoteResponse | granted bool |
 //! | 5 | AppendEntries | prev_log_index u64, prev_log_term u64, leader_commit u64, read_seq u64, count u32, then per entry: term u64, index u64, kind u8 (0 noop, 1 normal, 2 config), data bytes |

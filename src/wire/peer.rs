@@ -19,7 +19,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// "Zt": the first two bytes of every Zatt peer datagram.
 pub const MAGIC: [u8; 2] = [0x5A, 0x74];
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Envelope bytes before the body.
 pub const HEADER_BYTES: usize = 60;
 /// HMAC-SHA256 tag bytes after the body, when a cluster secret is configured.
@@ -760,11 +760,13 @@ pub fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             granted,
             last_log_index,
             last_log_term,
+            voter,
         } => {
             out.push(kind::PRE_VOTE_RESPONSE);
             out.push(*granted as u8);
             out.put_u64(last_log_index.0);
             out.put_u64(last_log_term.0);
+            out.push(*voter as u8);
         }
         MessageBody::RequestVote {
             last_log_index,
@@ -864,6 +866,7 @@ pub fn decode_body(body: &[u8], from: NodeId, to: NodeId) -> Result<Message, Dec
             granted: r.bool()?,
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
+            voter: r.bool()?,
         },
         kind::REQUEST_VOTE => MessageBody::RequestVote {
             last_log_index: LogIndex(r.u64()?),

@@ -132,6 +132,7 @@ impl Disk {
             hard_state: self.hs,
             snapshot: self.snap.clone(),
             entries: self.entries.clone(),
+            heard: Default::default(),
         }
     }
 }
