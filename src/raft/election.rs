@@ -142,12 +142,12 @@ impl Raft {
     /// date than the intact part of ours (the lost entries all come after it in Raft's
     /// up-to-date order), or, for a server that is not a voter of our membership, that it
     /// may not campaign. Such a server's log may hold lost entries (a learner the lost
-    /// entries were sent to), but no lost change that made it a voter: the membership of a
-    /// log is its latest change, and from a term past the bound's it takes no lost entry it
-    /// does not already hold. A lost change that made any server a voter was committed, or led
-    /// with, a server this node heard from or a voter of its membership (`lost_witnesses`),
-    /// which shows it. Without this, a voter alone in its intact log waits for good on a
-    /// learner that holds what it lost.
+    /// entries were sent to), but by the latest change it holds it is no voter, and from a
+    /// term past the bound's it takes no lost entry it does not already hold: no quorum forms
+    /// around it. (An entry committed while it was a voter, and then held by no voter but this
+    /// node once a later change left it out, is gone with this node's log, as a lone voter's
+    /// would be.) Without this, a voter alone in its intact log waits for good on a learner
+    /// that holds what it lost.
     fn lost_witness_cleared(&self, w: NodeId) -> bool {
         let Some(&p) = self.lost_report_positions.get(&w) else {
             return false;
