@@ -853,6 +853,48 @@ fn add_learner(c: &mut Cluster, leader: u64, id: u64) {
 }
 
 #[test]
+fn an_id_is_added_back_only_once_every_member_holds_its_removal() {
+    // Goal: a member that has not applied the removal of n3 still knows the removed server's
+    // data directory and drops every message of a new server under that id; if that new
+    // server then leads and the quorum needs the member, the cluster stops for good (the
+    // simulator found it). The leader refuses to add the id back until every member holds
+    // the removal, and says which one lags; a compaction does not make it forget.
+    // Method: four voters, n4 cut off; n1 removes n3 (committed by n1, n2), compacts past it,
+    // and tries to add n3 back before and after n4 catches up.
+    let mut c = Cluster::new(4, conf);
+    c.elect(1);
+    c.isolate(4);
+    c.rm(1)
+        .propose_conf_change(ConfChange::Remove { id: NodeId(3) })
+        .unwrap();
+    c.tick_all(3);
+    c.settle();
+    let removal = c.r(1).commit_index();
+    assert!(!c.r(1).membership().contains(NodeId(3)));
+    c.propose(1, b"x");
+    c.settle();
+    let commit = c.r(1).commit_index();
+    assert!(commit > removal);
+    let again = |c: &mut Cluster| {
+        c.rm(1).propose_conf_change(ConfChange::AddLearner {
+            id: NodeId(3),
+            addr: addr(3),
+        })
+    };
+    let refused = Err(ProposeError::RemovalNotReplicated {
+        id: NodeId(3),
+        lagging: NodeId(4),
+    });
+    assert_eq!(again(&mut c), refused, "the removal in the log");
+    c.compact(1, commit, b"s");
+    assert_eq!(again(&mut c), refused, "the removal compacted away");
+    c.heal();
+    c.tick_all(10);
+    c.settle();
+    assert!(again(&mut c).is_ok(), "n4 holds the removal now");
+}
+
+#[test]
 fn learner_receives_log_but_does_not_vote() {
     // Goal: a learner gets the log but never campaigns nor counts toward a quorum (thesis §4.2.1).
     // Method: add n4 as learner; check its log; crash two voters: no commit with only the learner;

@@ -1102,6 +1102,7 @@ fn conf_change_may_pass_later(why: &str) -> bool {
         "not caught up",
         "in progress",
         "did not catch up",
+        "does not hold the removal",
     ]
     .iter()
     .any(|p| why.contains(p))

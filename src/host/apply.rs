@@ -95,6 +95,7 @@ impl Host {
                     id,
                     to: w.to,
                     deadline: self.now.mono + PROMOTE_TIMEOUT,
+                    add: None,
                 }),
             }
         }
@@ -141,7 +142,31 @@ impl Host {
             return;
         }
         let jobs = std::mem::take(&mut self.promote_jobs);
-        for job in jobs {
+        for mut job in jobs {
+            if let Some((addr, kind)) = job.add.take() {
+                let cc = ConfChange::AddLearner {
+                    id: job.id,
+                    addr: addr.clone(),
+                };
+                info!("{}: proposing membership change {cc:?}", self.who());
+                match self.raft.propose_conf_change(cc) {
+                    Ok((index, term)) => {
+                        self.metrics.conf_proposals += 1;
+                        self.wait_for(out, index, term, job.to, kind);
+                    }
+                    Err(ProposeError::RemovalNotReplicated { .. })
+                        if self.now.mono < job.deadline =>
+                    {
+                        job.add = Some((addr, kind));
+                        self.promote_jobs.push(job);
+                    }
+                    Err(e) => {
+                        let err = self.conf_error(e);
+                        out.answer(job.to, &Response::Error(err));
+                    }
+                }
+                continue;
+            }
             match self
                 .raft
                 .propose_conf_change(ConfChange::Promote { id: job.id })

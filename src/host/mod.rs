@@ -81,6 +81,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A voter being added waits this long for its learner phase to catch up.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A server added back under a removed one's id waits this long for every member to hold the
+/// removal (one that missed it by a heartbeat catches up at the next; one that is down will
+/// not, and the operator hears which).
+const ADD_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keys encoded per loop turn while a snapshot is taken, in the server: a few milliseconds of
 /// work, so heartbeats and acknowledgements keep flowing however big the dictionary is (encoding
@@ -311,11 +315,13 @@ struct Waiter {
     since: Duration,
 }
 
-/// A learner to promote once it has caught up.
+/// A learner to promote once it has caught up, or (`add`: its address, and what to wait for
+/// once added) a server to add once every member holds the removal of its id.
 struct PromoteJob {
     id: NodeId,
     to: ReplyTo,
     deadline: Duration,
+    add: Option<(String, WaitKind)>,
 }
 
 /// What to do when storage reports a token durable (or, for a Ready that wrote nothing, once

@@ -89,7 +89,18 @@ impl Host {
                 } else {
                     WaitKind::AddVoter(NodeId(id))
                 };
-                self.propose_conf(out, to, cc, kind);
+                if self.raft.role() != Role::Leader {
+                    return self.propose_conf(out, to, cc, kind);
+                }
+                // Proposed by `run_promotions`, which holds it while a member lacks the
+                // removal of this id (`ProposeError::RemovalNotReplicated`).
+                self.promote_jobs.push(PromoteJob {
+                    id: NodeId(id),
+                    to,
+                    deadline: self.now.mono + ADD_BACK_TIMEOUT,
+                    add: Some((addr.to_string(), kind)),
+                });
+                self.run_promotions(out);
             }
             RequestView::MemberPromote { id } => self.propose_conf(
                 out,
@@ -229,6 +240,7 @@ impl Host {
                 "the leader has not committed an entry of its term yet".into(),
             ),
             ProposeError::NotCaughtUp => ErrorKind::Unavailable("not caught up".into()),
+            ProposeError::RemovalNotReplicated { .. } => self.conf_error(e),
             ProposeError::Invalid(why) => ErrorKind::Invalid(why.to_string()),
         }
     }
@@ -245,6 +257,11 @@ impl Host {
             ProposeError::TransferInProgress => {
                 ErrorKind::ConfChange("a leadership transfer is in progress".into())
             }
+            ProposeError::RemovalNotReplicated { id, lagging } => ErrorKind::ConfChange(format!(
+                "n{} does not hold the removal of n{} yet (it would refuse the new server's \
+                 messages): wait until it catches up, or add the server under another id",
+                lagging.0, id.0
+            )),
             ProposeError::Busy => ErrorKind::Busy,
             // A change that can never be made as asked ("already a voter", "not a member",
             // "cannot remove the last voter"): an invalid request, not one to retry later.

@@ -1520,3 +1520,93 @@ fn a_recovered_snapshot_is_restored_from_the_bytes_recovery_checked_and_then_lef
         "from then on, read from the file"
     );
 }
+
+fn deliver_from(h: &mut Host, out: &mut Recorder, from: u64, term: u64, body: MessageBody) {
+    h.peer_message(
+        out,
+        Message {
+            from: NodeId(from),
+            to: N1,
+            term: Term(term),
+            body,
+        },
+        0,
+        0,
+    );
+    h.end_turn(out, now()).unwrap();
+}
+
+/// n1 leading {n1..n4} in term 2 through scripted n2 and n3, its noop committed; n4 silent.
+fn leading_four(out: &mut Recorder) -> Host {
+    let mut h = host(&[1, 2, 3, 4]);
+    let pv = tick_until(&mut h, out, "PreVote");
+    for from in [2, 3] {
+        let granted = MessageBody::PreVoteResponse {
+            granted: true,
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+            voter: true,
+        };
+        deliver_from(&mut h, out, from, pv.term.0, granted);
+    }
+    all_durable(&mut h, out);
+    let rv = take(out, "RequestVote").expect("asked once durable");
+    for from in [2, 3] {
+        let granted = MessageBody::RequestVoteResponse { granted: true };
+        deliver_from(&mut h, out, from, rv.term.0, granted);
+    }
+    assert_eq!(h.raft().role(), Role::Leader);
+    all_durable(&mut h, out);
+    for from in [2, 3] {
+        deliver_from(&mut h, out, from, 2, ack(2));
+    }
+    assert_eq!(h.raft().commit_index(), LogIndex(2));
+    h
+}
+
+#[test]
+fn an_id_added_back_waits_until_every_member_holds_its_removal() {
+    // Goal: `member add` of a removed server's id is held while a member lacks the removal
+    // (it would refuse the new server's messages), proposed once that member has it, and
+    // answered with the member's name if it does not get it in time.
+    // Method: n1 leads {n1..n4}; n4 is removed with n2's acknowledgement alone while n3 lags;
+    // n4 is added back: no answer; n3 acknowledges the removal; housekeeping proposes the
+    // addition. Then again with n3 silent: after the wait, a `ConfChange` error naming n3.
+    for n3_catches_up in [true, false] {
+        let mut out = Recorder::default();
+        let mut h = leading_four(&mut out);
+        request(&mut h, &mut out, 7, &Request::MemberRemove { id: 4 });
+        all_durable(&mut h, &mut out);
+        deliver_from(&mut h, &mut out, 2, 2, ack(3));
+        assert_eq!(answer(&out, 7), Some(&Response::Done));
+        let add = Request::MemberAdd {
+            id: 4,
+            addr: "127.0.0.1:5004".into(),
+            learner: true,
+        };
+        request(&mut h, &mut out, 8, &add);
+        assert_eq!(answer(&out, 8), None, "held while n3 lacks the removal");
+        assert_eq!(h.raft().last_index(), LogIndex(3), "nothing proposed yet");
+        let later = |s: u64| Now {
+            mono: Duration::from_secs(s),
+            wall_ms: 0,
+        };
+        if n3_catches_up {
+            deliver_from(&mut h, &mut out, 3, 2, ack(3));
+            h.housekeeping(&mut out, later(1));
+            assert_eq!(h.raft().last_index(), LogIndex(4), "proposed");
+            assert!(h.raft().membership().contains(NodeId(4)));
+        } else {
+            h.housekeeping(&mut out, later(1));
+            assert_eq!(answer(&out, 8), None, "still waiting");
+            h.housekeeping(&mut out, later(10));
+            assert!(
+                matches!(answer(&out, 8), Some(Response::Error(ErrorKind::ConfChange(why)))
+                    if why.contains("n3 does not hold the removal of n4")),
+                "{:?}",
+                answer(&out, 8)
+            );
+            assert_eq!(h.raft().last_index(), LogIndex(3));
+        }
+    }
+}

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Removals remembered for `member_behind_removal_of`.
+const MAX_DEPARTED: usize = 64;
+
 impl Raft {
     // ------------------------------------------------------------------ internals: the log
 
@@ -13,6 +16,30 @@ impl Raft {
             if let Some(d) = self.entry(ci).and_then(|e| decode_membership(&e.data)) {
                 m = d;
                 break;
+            }
+        }
+        // Removals seen since start, kept past compaction for `member_behind_removal_of`.
+        let at = self
+            .config_indices
+            .last()
+            .copied()
+            .unwrap_or(self.snap_index);
+        for id in self.membership.members.keys() {
+            if !m.contains(*id) {
+                self.departed.insert(*id, at);
+            }
+        }
+        let last = self.last_index();
+        self.departed.retain(|_, i| *i <= last);
+        // Bounded: the oldest removals reached every member long ago.
+        while self.departed.len() > MAX_DEPARTED {
+            let oldest = self
+                .departed
+                .iter()
+                .min_by_key(|(_, i)| **i)
+                .map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                self.departed.remove(&id);
             }
         }
         self.membership = m;

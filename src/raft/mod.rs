@@ -260,6 +260,12 @@ pub enum ProposeError {
     ConfChangeInProgress,
     /// The learner to promote has not caught up yet.
     NotCaughtUp,
+    /// `id` was removed by an entry that member `lagging` does not hold yet: it still knows the
+    /// removed server's data directory, and would refuse the new one's messages.
+    RemovalNotReplicated {
+        id: NodeId,
+        lagging: NodeId,
+    },
     /// Too many uncommitted proposals.
     Busy,
     /// The request makes no sense for this membership (unknown node, already a member, ...).
@@ -445,6 +451,9 @@ pub struct Raft {
     lost_vote_bound: Option<(Term, LogIndex)>,
     /// `Boot::heard`, kept as it was at start: the lost entries came before it.
     heard_at_start: BTreeSet<NodeId>,
+    /// Each id a membership change removed since this node started, with that change's index
+    /// (`member_behind_removal_of`; a removal compacted away before the start is not known).
+    departed: BTreeMap<NodeId, LogIndex>,
 }
 
 impl Raft {
@@ -540,6 +549,7 @@ impl Raft {
             lost_non_voters: BTreeSet::new(),
             lost_vote_bound: None,
             heard_at_start: boot.heard,
+            departed: BTreeMap::new(),
             cfg: config,
         };
         r.config_indices = r
@@ -794,6 +804,9 @@ impl Raft {
                 if addr.len() > MAX_ADDR_LEN {
                     return Err(ProposeError::Invalid("address too long"));
                 }
+                if let Some(lagging) = self.member_behind_removal_of(id) {
+                    return Err(ProposeError::RemovalNotReplicated { id, lagging });
+                }
                 m.members.insert(
                     id,
                     Member {
@@ -837,6 +850,32 @@ impl Raft {
         }
         let data = m.encoded();
         Ok(self.append_as_leader(EntryKind::Config, &data))
+    }
+
+    /// A member (other than this leader) whose log does not reach the latest entry that removed
+    /// `id`, if that entry is in the log. Each member forgets a removed server's data directory
+    /// (its pin, `host/peers.rs`) only as it applies the removal; one that has not, and that
+    /// this leader would no longer bring up to date if the server added back under that id
+    /// leads, would drop every message of the new server for good (the simulator found
+    /// clusters whose quorum needed such a member). Once it holds the entry, the next append
+    /// tells it the removal is committed (a change is proposed only when the previous one is),
+    /// and it applies the removal before the addition.
+    fn member_behind_removal_of(&self, id: NodeId) -> Option<NodeId> {
+        let in_log = self.config_indices.iter().rev().copied().find(|&c| {
+            let gone = self.membership_at(c).is_some_and(|m| !m.contains(id));
+            gone && self.membership_at(c.prev()).is_some_and(|m| m.contains(id))
+        });
+        let removal = in_log.or_else(|| self.departed.get(&id).copied())?;
+        self.membership
+            .members
+            .keys()
+            .copied()
+            .filter(|&m| m != self.id && m != id)
+            .find(|m| {
+                self.progress
+                    .get(m)
+                    .map_or(true, |p| p.match_index < removal)
+            })
     }
 
     /// Asks for a linearizable read point (thesis §6.4). The answer comes later as a
