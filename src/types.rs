@@ -191,6 +191,17 @@ pub const MAX_MEMBERS: usize = 64;
 pub const MAX_ADDR_LEN: usize = 255;
 
 impl Membership {
+    /// Every server of `members` a voter, at its address (a cluster as `--cluster` names it).
+    pub fn of_voters(members: impl IntoIterator<Item = (NodeId, String)>) -> Membership {
+        let members = members
+            .into_iter()
+            .map(|(id, addr)| {
+                let role = MemberRole::Voter;
+                (id, Member { role, addr })
+            })
+            .collect();
+        Membership { members }
+    }
     pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.members
             .iter()

@@ -95,21 +95,6 @@ fn write_durably(wal: &mut Wal, batch: &WriteBatch, what: &str) -> Result<(), Se
         .map_err(|e| ServerError::runtime(format!("cannot write {what}: {e}")))
 }
 
-/// The membership `--cluster` names: every listed server a voter.
-fn membership_of(cluster: &[(NodeId, String)]) -> Membership {
-    let mut m = Membership::default();
-    for (id, addr) in cluster {
-        m.members.insert(
-            *id,
-            Member {
-                role: MemberRole::Voter,
-                addr: addr.clone(),
-            },
-        );
-    }
-    m
-}
-
 /// The cluster id of a cluster restored from a backup: a hash of the backup's origin (its
 /// cluster, index and checksum) and the new members, the same on every restored member.
 fn restored_cluster_id(
@@ -258,7 +243,7 @@ pub(super) fn write_restore(
         meta: SnapshotMeta {
             index: LogIndex(r.meta.index),
             term: Term(r.meta.term),
-            membership: membership_of(&cfg.cluster),
+            membership: Membership::of_voters(cfg.cluster.iter().cloned()),
         },
         data: SnapshotData::from(r.data),
     };
@@ -380,14 +365,7 @@ pub(super) fn plan_force_new_cluster(cfg: &ServerConfig) -> Result<Force, Server
     // server's own, and must not look like anyone else's.
     let term = Term(max_term.0 + 1);
     let index = LogIndex(last_index.0 + 1);
-    let mut alone = Membership::default();
-    alone.members.insert(
-        cfg.id,
-        Member {
-            role: MemberRole::Voter,
-            addr: addr.clone(),
-        },
-    );
+    let alone = Membership::of_voters([(cfg.id, addr.clone())]);
     let batch = WriteBatch {
         snapshot: None,
         hard_state: Some(HardState {

@@ -599,16 +599,7 @@ impl Server {
             if let Some(r) = restore.take() {
                 boot = recover::write_restore(&cfg, r, &mut wal)?;
             } else {
-                let mut m = Membership::default();
-                for (id, addr) in &cfg.cluster {
-                    m.members.insert(
-                        *id,
-                        Member {
-                            role: MemberRole::Voter,
-                            addr: addr.clone(),
-                        },
-                    );
-                }
+                let m = Membership::of_voters(cfg.cluster.iter().cloned());
                 boot = Boot::bootstrap(&m);
                 let batch = WriteBatch {
                     snapshot: None,

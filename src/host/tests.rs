@@ -954,17 +954,11 @@ fn a_member_is_pinned_before_its_first_message_is_acted_on() {
 }
 
 fn voters_membership(voters: &[u64]) -> Membership {
-    let mut m = Membership::default();
-    for &v in voters {
-        m.members.insert(
-            NodeId(v),
-            Member {
-                role: MemberRole::Voter,
-                addr: format!("127.0.0.1:{}", 5000 + v),
-            },
-        );
-    }
-    m
+    Membership::of_voters(
+        voters
+            .iter()
+            .map(|&v| (NodeId(v), format!("127.0.0.1:{}", 5000 + v))),
+    )
 }
 
 #[test]

@@ -258,16 +258,8 @@ impl Sim {
             }
         };
         let ids: Vec<NodeId> = (1..=(voters + spares) as u64).map(NodeId).collect();
-        let mut membership = Membership::default();
-        for &id in &ids[..voters] {
-            membership.members.insert(
-                id,
-                Member {
-                    role: MemberRole::Voter,
-                    addr: node::addr(id),
-                },
-            );
-        }
+        let membership =
+            Membership::of_voters(ids[..voters].iter().map(|&id| (id, node::addr(id))));
         let boot = crate::raft::Boot::bootstrap(&membership);
         let kv_cfg = KvConfig {
             session_ttl_ms: fp.session_ttl_ms,

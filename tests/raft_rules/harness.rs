@@ -15,16 +15,7 @@ pub fn addr(id: u64) -> String {
 }
 
 pub fn membership(voters: &[u64], learners: &[u64]) -> Membership {
-    let mut m = Membership::default();
-    for &v in voters {
-        m.members.insert(
-            NodeId(v),
-            Member {
-                role: MemberRole::Voter,
-                addr: addr(v),
-            },
-        );
-    }
+    let mut m = Membership::of_voters(voters.iter().map(|&v| (NodeId(v), addr(v))));
     for &l in learners {
         m.members.insert(
             NodeId(l),
