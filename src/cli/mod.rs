@@ -1096,7 +1096,7 @@ impl From<Error> for Failure {
 
 /// Whether a refused membership change may be accepted later without anything changing but
 /// time (a change or transfer in progress, a learner catching up), from the server's reason.
-fn conf_change_may_pass_later(why: &str) -> bool {
+pub(crate) fn conf_change_may_pass_later(why: &str) -> bool {
     [
         "not committed yet",
         "not caught up",

@@ -83,8 +83,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A server added back under a removed one's id waits this long for every member to hold the
 /// removal (one that missed it by a heartbeat catches up at the next; one that is down will
-/// not, and the operator hears which).
-const ADD_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// not, and the operator hears which, before `zatt`'s default 5 s timeout).
+const ADD_BACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Keys encoded per loop turn while a snapshot is taken, in the server: a few milliseconds of
 /// work, so heartbeats and acknowledgements keep flowing however big the dictionary is (encoding

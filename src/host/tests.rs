@@ -1604,3 +1604,30 @@ fn an_id_added_back_waits_until_every_member_holds_its_removal() {
         }
     }
 }
+
+#[test]
+fn every_not_yet_membership_answer_is_one_zatt_says_may_pass_later() {
+    // Goal: `zatt` tells the operator to retry exactly the refusals that waiting can clear;
+    // it recognises them by their words, so each such answer of the host must carry them.
+    let h = host(&[1, 2, 3]);
+    for e in [
+        crate::raft::ProposeError::ConfChangeInProgress,
+        crate::raft::ProposeError::NotCaughtUp,
+        crate::raft::ProposeError::TransferInProgress,
+        crate::raft::ProposeError::RemovalNotReplicated {
+            id: NodeId(2),
+            lagging: NodeId(3),
+        },
+    ] {
+        match h.conf_error(e.clone()) {
+            ErrorKind::ConfChange(why) => {
+                assert!(crate::cli::conf_change_may_pass_later(&why), "{e:?}: {why}")
+            }
+            other => panic!("{e:?} answered {other:?}"),
+        }
+    }
+    match h.conf_error(crate::raft::ProposeError::Invalid("not a member")) {
+        ErrorKind::Invalid(why) => assert!(!crate::cli::conf_change_may_pass_later(&why)),
+        other => panic!("{other:?}"),
+    }
+}
