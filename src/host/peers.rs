@@ -69,7 +69,7 @@ impl Host {
             );
             return;
         }
-        match self.peers.pins.get(&from).copied() {
+        let pinned = match self.peers.pins.get(&from).copied() {
             Some(pinned) if check && from_incarnation != pinned => {
                 self.drop_for_incarnation(
                     IncarnationDrop::IncarnationChanged,
@@ -79,30 +79,36 @@ impl Host {
                 );
                 return;
             }
-            Some(_) => {}
+            Some(_) => true,
             // Durable before the message is acted on: a crash must not forget that this node
             // heard from this very data directory.
             None => self.pin_if_member(out, from, from_incarnation),
-        }
+        };
         self.raft.step(msg);
         // A sender the message itself made a member (a leader whose entries carry the change
         // that added it) is pinned before anything this node answers leaves: if a damaged log
         // tail later takes that change, the pin still says a lost entry may have made it a
         // voter (`raft::Boot::heard`).
-        self.pin_if_member(out, from, from_incarnation);
+        if !pinned {
+            self.pin_if_member(out, from, from_incarnation);
+        }
     }
 
     /// Only a member is pinned: a removed server may go on talking for a while, and a pin of
     /// it would shut out the new server that may take its id later (a non-member's votes and
-    /// acknowledgements count for nothing anyway).
-    fn pin_if_member<O: Output>(&mut self, out: &mut O, from: NodeId, from_incarnation: u64) {
-        if from_incarnation != 0
-            && !self.peers.pins.contains_key(&from)
-            && self.raft.membership().contains(from)
-        {
-            out.pin_peer(from, from_incarnation);
-            self.peers.pins.insert(from, from_incarnation);
+    /// acknowledgements count for nothing anyway). Returns whether `from` is pinned now.
+    fn pin_if_member<O: Output>(
+        &mut self,
+        out: &mut O,
+        from: NodeId,
+        from_incarnation: u64,
+    ) -> bool {
+        if from_incarnation == 0 || !self.raft.membership().contains(from) {
+            return false;
         }
+        out.pin_peer(from, from_incarnation);
+        self.peers.pins.insert(from, from_incarnation);
+        true
     }
 
     /// A probe from a server that is starting with an empty data directory: say what this node
