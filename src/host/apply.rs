@@ -148,12 +148,8 @@ impl Host {
                     id: job.id,
                     addr: addr.clone(),
                 };
-                info!("{}: proposing membership change {cc:?}", self.who());
-                match self.raft.propose_conf_change(cc) {
-                    Ok((index, term)) => {
-                        self.metrics.conf_proposals += 1;
-                        self.wait_for(out, index, term, job.to, kind);
-                    }
+                match self.try_propose_conf(out, job.to, cc, kind) {
+                    Ok(()) => {}
                     Err(ProposeError::RemovalNotReplicated { .. })
                         if self.now.mono < job.deadline =>
                     {

@@ -295,7 +295,7 @@ pub trait Output {
 }
 
 /// What a client waits for once an entry is applied.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 enum WaitKind {
     /// A dictionary command: answered with kv's reply.
     Command,

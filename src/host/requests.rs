@@ -158,21 +158,29 @@ impl Host {
         cc: ConfChange,
         kind: WaitKind,
     ) {
+        if let Err(e) = self.try_propose_conf(out, to, cc, kind) {
+            let err = self.conf_error(e);
+            out.answer(to, &Response::Error(err))
+        }
+    }
+
+    /// Proposes a membership change whose client then waits for `kind`; a refusal is returned,
+    /// not answered.
+    pub(super) fn try_propose_conf<O: Output>(
+        &mut self,
+        out: &mut O,
+        to: ReplyTo,
+        cc: ConfChange,
+        kind: WaitKind,
+    ) -> Result<(), ProposeError> {
         if self.raft.role() != Role::Leader {
-            let e = self.not_leader();
-            return out.answer(to, &Response::Error(e));
+            return Err(ProposeError::NotLeader { leader: None });
         }
         info!("{}: proposing membership change {cc:?}", self.who());
-        match self.raft.propose_conf_change(cc) {
-            Ok((index, term)) => {
-                self.metrics.conf_proposals += 1;
-                self.wait_for(out, index, term, to, kind)
-            }
-            Err(e) => {
-                let err = self.conf_error(e);
-                out.answer(to, &Response::Error(err))
-            }
-        }
+        let (index, term) = self.raft.propose_conf_change(cc)?;
+        self.metrics.conf_proposals += 1;
+        self.wait_for(out, index, term, to, kind);
+        Ok(())
     }
 
     fn transfer_leader<O: Output>(&mut self, out: &mut O, to: ReplyTo, target: Option<u64>) {
