@@ -152,7 +152,13 @@ impl Raft {
         let Some(&p) = self.lost_report_positions.get(&w) else {
             return false;
         };
-        p <= self.lost_intact || (self.lost_non_voters.contains(&w) && !self.membership.is_voter(w))
+        p <= self.lost_intact || self.lost_shown_no_voter(w)
+    }
+
+    /// `w` is no voter of ours, and its latest report (from a term past the bound's) showed
+    /// it may not campaign.
+    fn lost_shown_no_voter(&self, w: NodeId) -> bool {
+        self.lost_non_voters.contains(&w) && !self.membership.is_voter(w)
     }
 
     /// Clears `lost` once it no longer matters, for one of three reasons:
@@ -243,8 +249,7 @@ impl Raft {
             .iter()
             .map(|&w| {
                 let p = self.lost_report_positions.get(&w).copied()?;
-                let non_voter = self.lost_non_voters.contains(&w) && !self.membership.is_voter(w);
-                Some((!non_voter).then_some(p))
+                Some((!self.lost_shown_no_voter(w)).then_some(p))
             })
             .collect();
         let Some(p) = shown.and_then(|s| s.into_iter().flatten().max()) else {
