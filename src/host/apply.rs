@@ -1,6 +1,7 @@
 //! Applying committed entries to the dictionary and answering whoever waits for them: writers
-//! (with kv's reply), membership changes (`Done`), and voters being added (promoted once their
-//! learner phase caught up). Must not decide what is committed (the core does) nor apply
+//! (with kv's reply), membership changes (`Done`), voters being added (promoted once their
+//! learner phase caught up), and servers added back under a removed id (proposed once every
+//! member holds the removal). Must not decide what is committed (the core does) nor apply
 //! anything the core has not handed out in `Ready::committed`.
 
 use super::*;
